@@ -1,0 +1,453 @@
+//! The HTTP API, identical for all three services.
+//!
+//! [`App::handle`] routes a request, validates its input, hands the store one
+//! [`Change`](crate::session::Change), and renders the result. Every response — errors included —
+//! carries `x-replica`, and every error is `{"error": code, "message": text}`.
+//!
+//! The credential travels as a cookie (HttpOnly, SameSite=Lax) named after the design
+//! (`statelab_stateful`, ...), so the three services can share one browser and one proxy host
+//! without overwriting each other's session. `Authorization: Bearer` is accepted too, for clients
+//! without cookies; it is how the JWT's token, returned in the login body, is meant to be used.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::session::{
+    now_ms, Applied, Cart, Change, Session, SessionStore, MAX_SKU_LEN, MAX_USERNAME_LEN,
+};
+
+/// Header naming the replica that answered.
+pub const X_REPLICA: HeaderName = HeaderName::from_static("x-replica");
+/// Header carrying a reissued token, for bearer clients of the JWT design.
+pub const X_SESSION_TOKEN: HeaderName = HeaderName::from_static("x-session-token");
+/// Largest quantity one add may carry.
+pub const MAX_ADD_QTY: i64 = 1000;
+
+/// Per-process settings of the API.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub replica: String,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// Cookie lifetime, matching the session's idle TTL.
+    pub session_ttl_secs: u64,
+}
+
+/// One service: a store behind the shared API.
+#[derive(Debug)]
+pub struct App<S> {
+    store: S,
+    settings: Settings,
+    replica: HeaderValue,
+    cookie_name: String,
+    metrics: Metrics,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Login,
+    Me,
+    Cart,
+    CartItems,
+    Checkout,
+    Logout,
+    Health,
+    Metrics,
+}
+
+impl Route {
+    /// The route for a path, with the one method it accepts.
+    fn of(path: &str) -> Option<(Route, &'static str)> {
+        Some(match path {
+            "/login" => (Route::Login, "POST"),
+            "/me" => (Route::Me, "GET"),
+            "/cart" => (Route::Cart, "GET"),
+            "/cart/items" => (Route::CartItems, "POST"),
+            "/checkout" => (Route::Checkout, "POST"),
+            "/logout" => (Route::Logout, "POST"),
+            "/health" => (Route::Health, "GET"),
+            "/metrics" => (Route::Metrics, "GET"),
+            _ => return None,
+        })
+    }
+}
+
+type Reply = Result<Response<Full<Bytes>>, ApiError>;
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+}
+
+#[derive(Deserialize)]
+struct AddItemBody {
+    sku: String,
+    qty: i64,
+}
+
+impl<S: SessionStore> App<S> {
+    pub fn new(store: S, settings: Settings, metrics: Metrics) -> anyhow::Result<Self> {
+        let replica = HeaderValue::from_str(&settings.replica).map_err(|_| {
+            anyhow::anyhow!(
+                "replica name {:?} is not a valid header value",
+                settings.replica
+            )
+        })?;
+        Ok(App {
+            store,
+            replica,
+            cookie_name: format!("statelab_{}", S::KIND),
+            settings,
+            metrics,
+        })
+    }
+
+    /// The store behind this app (tests and benchmarks inspect it).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The name of the session cookie.
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
+    }
+
+    /// Serves one request. Never fails: every error becomes a JSON response.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let started = Instant::now();
+        let route = Route::of(req.uri().path());
+        let label = match route {
+            Some((r, _)) => route_label(r),
+            None => "other",
+        };
+        let result = match route {
+            None => Err(ApiError::NotFound),
+            Some((_, allowed)) if req.method().as_str() != allowed => {
+                Err(ApiError::MethodNotAllowed(allowed))
+            }
+            Some((r, _)) => self.dispatch(r, req).await,
+        };
+        let mut response = result.unwrap_or_else(|e| error_response(&e));
+        response
+            .headers_mut()
+            .insert(X_REPLICA, self.replica.clone());
+        self.metrics.observe(
+            label,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        response
+    }
+
+    async fn dispatch<B>(&self, route: Route, req: Request<B>) -> Reply
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let credential = credential(req.headers(), &self.cookie_name).map(str::to_owned);
+        match route {
+            Route::Login => {
+                let body: LoginBody = self.read_json(req).await?;
+                self.login(&body.username, credential.as_deref()).await
+            }
+            Route::Me => {
+                let applied = self.apply(credential.as_deref(), Change::Touch).await?;
+                let body = self.me_json(&applied.session);
+                Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
+            }
+            Route::Cart => {
+                let applied = self.apply(credential.as_deref(), Change::Touch).await?;
+                let body = cart_json(&applied.session.cart);
+                Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
+            }
+            Route::CartItems => {
+                let body: AddItemBody = self.read_json(req).await?;
+                validate_sku(&body.sku)?;
+                let qty = u32::try_from(body.qty)
+                    .ok()
+                    .filter(|q| (1..=MAX_ADD_QTY).contains(&i64::from(*q)))
+                    .ok_or_else(|| {
+                        ApiError::InvalidField(format!("qty must be between 1 and {MAX_ADD_QTY}"))
+                    })?;
+                let change = Change::AddItem {
+                    sku: &body.sku,
+                    qty,
+                };
+                let applied = self.apply(credential.as_deref(), change).await?;
+                let body = cart_json(&applied.session.cart);
+                Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
+            }
+            Route::Checkout => {
+                let applied = self.apply(credential.as_deref(), Change::Checkout).await?;
+                if applied.taken.is_empty() {
+                    return Err(ApiError::EmptyCart);
+                }
+                let mut body = cart_json(&applied.taken);
+                body["order_id"] = json!(uuid::Uuid::new_v4().to_string());
+                body["username"] = json!(applied.session.username);
+                Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
+            }
+            Route::Logout => {
+                if let Some(c) = credential.as_deref() {
+                    self.store.destroy(c).await?;
+                }
+                let mut response = empty_response(StatusCode::NO_CONTENT);
+                response
+                    .headers_mut()
+                    .append(header::SET_COOKIE, self.clear_cookie());
+                Ok(response)
+            }
+            Route::Health => {
+                self.store.check().await?;
+                let body =
+                    json!({"status": "ok", "kind": S::KIND, "replica": self.settings.replica});
+                Ok(json_response(StatusCode::OK, &body))
+            }
+            Route::Metrics => {
+                let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                Ok(response)
+            }
+        }
+    }
+
+    async fn login(&self, username: &str, old: Option<&str>) -> Reply {
+        validate_username(username)?;
+        let issued = self.store.create(username, old).await?;
+        let mut body = self.me_json(&issued.session);
+        if S::CREDENTIAL_IN_BODY {
+            body["token"] = json!(issued.credential);
+        }
+        let mut response = json_response(StatusCode::OK, &body);
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, self.session_cookie(&issued.credential)?);
+        Ok(response)
+    }
+
+    async fn apply(
+        &self,
+        credential: Option<&str>,
+        change: Change<'_>,
+    ) -> Result<Applied, ApiError> {
+        let credential = credential.ok_or(ApiError::Unauthorized)?;
+        self.store
+            .apply(credential, change)
+            .await?
+            .ok_or(ApiError::Unauthorized)
+    }
+
+    /// Adds the reissued credential, if the store issued one, to a response.
+    fn with_session(
+        &self,
+        mut response: Response<Full<Bytes>>,
+        applied: &Applied,
+    ) -> Response<Full<Bytes>> {
+        if let Some(token) = &applied.reissued {
+            if let (Ok(cookie), Ok(value)) =
+                (self.session_cookie(token), HeaderValue::from_str(token))
+            {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+                response.headers_mut().insert(X_SESSION_TOKEN, value);
+            }
+        }
+        response
+    }
+
+    fn me_json(&self, session: &Session) -> Value {
+        json!({
+            "username": session.username,
+            "replica": self.settings.replica,
+            "session_age_ms": now_ms().saturating_sub(session.created_ms),
+            "requests_in_session": session.requests,
+        })
+    }
+
+    fn session_cookie(&self, credential: &str) -> Result<HeaderValue, ApiError> {
+        HeaderValue::from_str(&format!(
+            "{}={credential}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+            self.cookie_name, self.settings.session_ttl_secs
+        ))
+        .map_err(|_| ApiError::StoreUnavailable)
+    }
+
+    fn clear_cookie(&self) -> HeaderValue {
+        HeaderValue::from_str(&format!(
+            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
+            self.cookie_name
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("statelab=; Max-Age=0"))
+    }
+
+    /// Reads a JSON body within the configured limit.
+    async fn read_json<T, B>(&self, req: Request<B>) -> Result<T, ApiError>
+    where
+        T: serde::de::DeserializeOwned,
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let limit = self.settings.body_limit;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::PayloadTooLarge(limit));
+        }
+        let bytes = match Limited::new(req.into_body(), limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return Err(ApiError::PayloadTooLarge(limit)),
+            Err(_) => return Err(ApiError::BadRequestBody),
+        };
+        // Parse to a value first: serde would otherwise accept `["alice"]` for a struct.
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::InvalidJson(format!("request body is not valid JSON: {e}")))?;
+        if !value.is_object() {
+            return Err(ApiError::InvalidField(
+                "request body must be a JSON object".into(),
+            ));
+        }
+        serde_json::from_value(value).map_err(|e| ApiError::InvalidField(e.to_string()))
+    }
+}
+
+/// The credential a request presents: a bearer token if there is one, else our cookie.
+fn credential<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(token) = auth.strip_prefix("Bearer ") {
+            return Some(token.trim());
+        }
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == cookie_name)
+        .map(|(_, value)| value.trim_matches('"'))
+}
+
+fn validate_username(username: &str) -> Result<(), ApiError> {
+    if username.trim().is_empty() {
+        return Err(ApiError::InvalidField("username must not be empty".into()));
+    }
+    if username.len() > MAX_USERNAME_LEN {
+        return Err(ApiError::InvalidField(format!(
+            "username must be at most {MAX_USERNAME_LEN} bytes"
+        )));
+    }
+    if username.chars().any(char::is_control) {
+        return Err(ApiError::InvalidField(
+            "username must not contain control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_sku(sku: &str) -> Result<(), ApiError> {
+    let ok_chars = sku
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if sku.is_empty() || sku.len() > MAX_SKU_LEN || !ok_chars {
+        return Err(ApiError::InvalidField(format!(
+            "sku must be 1 to {MAX_SKU_LEN} characters of A-Z, a-z, 0-9, '-', '_' or '.'"
+        )));
+    }
+    Ok(())
+}
+
+fn route_label(route: Route) -> &'static str {
+    match route {
+        Route::Login => "/login",
+        Route::Me => "/me",
+        Route::Cart => "/cart",
+        Route::CartItems => "/cart/items",
+        Route::Checkout => "/checkout",
+        Route::Logout => "/logout",
+        Route::Health => "/health",
+        Route::Metrics => "/metrics",
+    }
+}
+
+fn cart_json(cart: &Cart) -> Value {
+    let items: Vec<Value> = cart
+        .iter()
+        .map(|(sku, qty)| json!({"sku": sku, "qty": qty}))
+        .collect();
+    let total: u64 = cart.values().map(|q| u64::from(*q)).sum();
+    json!({"items": items, "total_qty": total})
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn empty_response(status: StatusCode) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+/// The JSON error response for `e`, with the headers its status calls for.
+pub fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
+    let body = json!({"error": e.code(), "message": e.to_string()});
+    let mut response = json_response(e.status(), &body);
+    let headers = response.headers_mut();
+    match e {
+        ApiError::StoreUnavailable => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        ApiError::MethodNotAllowed(allowed) => {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
+        }
+        _ => {}
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_wins_over_cookie_and_cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; statelab_stateful=abc; b=2"),
+        );
+        assert_eq!(credential(&h, "statelab_stateful"), Some("abc"));
+        assert_eq!(credential(&h, "statelab_stateless"), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tok"),
+        );
+        assert_eq!(credential(&h, "statelab_stateful"), Some("tok"));
+    }
+}

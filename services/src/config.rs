@@ -1,0 +1,155 @@
+//! Configuration: command-line flags with `STATELAB_*` environment fallbacks, parsed once.
+//!
+//! [`CommonArgs`] is what every service takes; each binary flattens in the arguments of its
+//! own backend ([`RedisArgs`], [`JwtArgs`]), so `--help` lists only what applies. Everything is
+//! checked before the listener is bound: a bad value is a start-up error with a clear message.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::store::{JwtKey, RedisConfig};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Settings every service shares.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CommonArgs {
+    /// Address to listen on.
+    #[arg(long, env = "STATELAB_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// Name this replica reports in the `x-replica` header and in bodies (defaults to the
+    /// service's kind, e.g. `stateful`).
+    #[arg(long, env = "STATELAB_REPLICA")]
+    pub replica: Option<String>,
+
+    /// Idle time, in seconds, after which a session expires.
+    #[arg(long, env = "STATELAB_SESSION_TTL", default_value_t = 1800,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600))]
+    pub session_ttl: u64,
+
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, env = "STATELAB_BODY_LIMIT", default_value_t = 16 * 1024,
+          value_parser = clap::value_parser!(u64).range(64..=16 * 1024 * 1024))]
+    pub body_limit: u64,
+
+    /// How long, in seconds, in-flight requests get to finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "STATELAB_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
+
+    /// Log format: `plain` for people, `json` for machines.
+    #[arg(long, env = "STATELAB_LOG_FORMAT", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl)
+    }
+}
+
+/// How the externalized service reaches Redis.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RedisArgs {
+    /// Redis URL.
+    #[arg(
+        long,
+        env = "STATELAB_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    pub redis_url: String,
+
+    /// Prefix for every key this service writes, so several labs can share one Redis.
+    #[arg(long, env = "STATELAB_REDIS_PREFIX", default_value = "statelab:")]
+    pub redis_prefix: String,
+
+    /// Longest wait, in milliseconds, for any one Redis call before answering 503.
+    #[arg(long, env = "STATELAB_REDIS_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub redis_timeout_ms: u64,
+}
+
+impl RedisArgs {
+    pub fn config(&self, ttl: Duration) -> RedisConfig {
+        RedisConfig {
+            url: self.redis_url.clone(),
+            key_prefix: self.redis_prefix.clone(),
+            ttl,
+            timeout: Duration::from_millis(self.redis_timeout_ms),
+        }
+    }
+}
+
+/// Where the stateless service gets its signing keys.
+#[derive(Clone, Debug, clap::Args)]
+pub struct JwtArgs {
+    /// File holding the HS256 secret (at least 32 bytes; one trailing newline is ignored).
+    #[arg(long, env = "STATELAB_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// The HS256 secret itself (at least 32 bytes). Prefer the file: environment variables leak
+    /// into process listings and crash reports more easily.
+    #[arg(long, env = "STATELAB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// File holding the previous secret: tokens it signed still verify, new ones use the
+    /// current secret. For key rotation.
+    #[arg(long, env = "STATELAB_JWT_PREVIOUS_SECRET_FILE")]
+    pub jwt_previous_secret_file: Option<PathBuf>,
+
+    /// Development mode: without a secret, sign with a fixed, public development key (logged
+    /// as a warning). Never use it outside the lab.
+    #[arg(long, env = "STATELAB_DEV")]
+    pub dev: bool,
+}
+
+/// The development key: public by design, used only with `--dev`.
+const DEV_SECRET: &[u8] = b"statelab-dev-only-secret-do-not-use-in-production";
+
+impl JwtArgs {
+    /// The current key and any previous key. Without a secret this fails unless `--dev`.
+    pub fn keys(&self) -> anyhow::Result<(JwtKey, Vec<JwtKey>)> {
+        let current = match (&self.jwt_secret_file, &self.jwt_secret) {
+            (Some(path), _) => read_secret(path)?,
+            (None, Some(secret)) => secret.as_bytes().to_vec(),
+            (None, None) if self.dev => {
+                tracing::warn!(
+                    "--dev: signing tokens with the public development key; anyone can forge them"
+                );
+                DEV_SECRET.to_vec()
+            }
+            (None, None) => bail!(
+                "no JWT secret: set STATELAB_JWT_SECRET or --jwt-secret-file (at least 32 bytes), \
+                 or pass --dev to use the public development key"
+            ),
+        };
+        let current = JwtKey::from_secret(&current).map_err(anyhow::Error::msg)?;
+        let previous = match &self.jwt_previous_secret_file {
+            Some(path) => {
+                vec![JwtKey::from_secret(&read_secret(path)?).map_err(anyhow::Error::msg)?]
+            }
+            None => Vec::new(),
+        };
+        Ok((current, previous))
+    }
+}
+
+fn read_secret(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path)
+        .with_context(|| format!("reading the JWT secret from {}", path.display()))?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    Ok(bytes)
+}

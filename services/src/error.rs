@@ -1,0 +1,79 @@
+//! The one error type of the request path.
+//!
+//! Every failure a client can cause or see is an [`ApiError`]; [`ApiError::status`] and
+//! [`ApiError::code`] decide what the client is told. Store failures carry their detail only to
+//! the log: a client learns that the store is down, never why.
+
+use hyper::StatusCode;
+
+use crate::session::StoreError;
+
+/// A request that could not be served, and why, in terms a client may see.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidField(String),
+    #[error("no valid session: log in first")]
+    Unauthorized,
+    #[error("no such route")]
+    NotFound,
+    #[error("method not allowed; this route accepts {0}")]
+    MethodNotAllowed(&'static str),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the cart is empty")]
+    EmptyCart,
+    #[error("the cart is full: at most {lines} different items and {qty} of each", lines = crate::session::MAX_CART_LINES, qty = crate::session::MAX_LINE_QTY)]
+    CartFull,
+    #[error("the session store is unavailable; try again shortly")]
+    StoreUnavailable,
+    #[error("could not read the request")]
+    BadRequestBody,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidJson(_) | ApiError::InvalidField(_) | ApiError::BadRequestBody => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::EmptyCart => StatusCode::CONFLICT,
+            ApiError::CartFull => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Stable machine-readable code for the `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidField(_) => "invalid_field",
+            ApiError::BadRequestBody => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::EmptyCart => "empty_cart",
+            ApiError::CartFull => "cart_full",
+            ApiError::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::CartFull => ApiError::CartFull,
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "session store unavailable");
+                ApiError::StoreUnavailable
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! What a service binary's `main` does, once for all three: set up tracing, build the runtime
+//! and the store, bind, and serve until SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing_subscriber::EnvFilter;
+
+use crate::api::{App, Settings};
+use crate::config::{CommonArgs, LogFormat};
+use crate::metrics::Metrics;
+use crate::session::SessionStore;
+
+/// Runs a service whose store `make_store` builds (inside the runtime, so it may spawn tasks).
+pub fn launch<S, F>(common: CommonArgs, make_store: F) -> anyhow::Result<()>
+where
+    S: SessionStore,
+    F: FnOnce(&Metrics) -> anyhow::Result<S>,
+{
+    init_tracing(common.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the Tokio runtime")?;
+    runtime.block_on(async move {
+        let replica = common.replica.clone().unwrap_or_else(|| S::KIND.to_owned());
+        let metrics = Metrics::new(S::KIND, &replica).context("registering metrics")?;
+        let store = make_store(&metrics)?;
+        let settings = Settings {
+            replica: replica.clone(),
+            body_limit: usize::try_from(common.body_limit).unwrap_or(usize::MAX),
+            session_ttl_secs: common.session_ttl,
+        };
+        let app = Arc::new(App::new(store, settings, metrics)?);
+        let listener = tokio::net::TcpListener::bind(common.listen)
+            .await
+            .with_context(|| format!("binding {}", common.listen))?;
+        let local = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(kind = S::KIND, %replica, listen = %local, "serving");
+        let grace = Duration::from_secs(common.shutdown_grace);
+        crate::server::run(listener, app, shutdown_signal(), grace).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Completes on SIGTERM (what Docker and `scripts/lab` send) or Ctrl-C.
+async fn shutdown_signal() {
+    {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Prometheus metrics shared by the routes and the stores.
+//!
+//! One [`Metrics`] per process owns the registry. The routes record requests and latency here;
+//! each store registers the gauge that shows its design's cost (live sessions, token bytes,
+//! store errors) on the same registry, so `/metrics` shows everything in one scrape.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The metrics every service exports, plus the registry stores add theirs to.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl Metrics {
+    /// Registers the shared metrics; `kind` and `replica` label the `statelab_replica_info` gauge.
+    pub fn new(kind: &str, replica: &str) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "statelab_requests_total",
+                "Requests served, by route and status",
+            ),
+            &["route", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "statelab_request_duration_seconds",
+                "Time from request head to response, by route",
+            )
+            .buckets(vec![
+                0.000_05, 0.0001, 0.000_25, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                0.25, 0.5, 1.0, 2.5,
+            ]),
+            &["route"],
+        )?;
+        let info = IntGaugeVec::new(
+            Opts::new(
+                "statelab_replica_info",
+                "Which design and replica this process is",
+            ),
+            &["kind", "replica"],
+        )?;
+        info.with_label_values(&[kind, replica]).set(1);
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(info))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            latency,
+        })
+    }
+
+    /// Where stores register their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Records one served request. `route` is one of a fixed set, so label cardinality is bounded.
+    pub fn observe(&self, route: &str, status: u16, seconds: f64) {
+        self.requests
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
+        self.latency.with_label_values(&[route]).observe(seconds);
+    }
+
+    /// The Prometheus text exposition of everything registered.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        out
+    }
+}

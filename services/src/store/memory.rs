@@ -1,0 +1,261 @@
+//! Sessions in process memory: the stateful design.
+//!
+//! A session is an entry in one of [`SHARDS`] mutex-guarded maps, keyed by its 128-bit id. A
+//! request holds the shard lock only while it applies its change — no `.await` under the lock —
+//! so concurrent requests on one session serialise and never lose a cart update. Idle sessions
+//! expire after the TTL: lazily when touched, and in bulk by a sweeper task that stops by itself
+//! once the store is dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use prometheus::IntGauge;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::session::{random_id, Applied, Change, Issued, Session, SessionStore, StoreError};
+
+/// Number of independent lock domains; enough that two cores rarely contend.
+const SHARDS: usize = 16;
+
+type Id = [u8; 16];
+
+#[derive(Debug)]
+struct Entry {
+    session: Session,
+    last_seen: Instant,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shards: Vec<Mutex<HashMap<Id, Entry>>>,
+    ttl: Duration,
+    live: IntGauge,
+}
+
+/// In-memory session store. Cheap to clone; clones share the sessions.
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+impl MemoryStore {
+    /// Creates the store and starts its sweeper on the current Tokio runtime.
+    pub fn new(ttl: Duration, metrics: &Metrics) -> Result<Self, prometheus::Error> {
+        let live = IntGauge::new(
+            "statelab_sessions_live",
+            "Sessions held in this process's memory",
+        )?;
+        metrics.registry().register(Box::new(live.clone()))?;
+        let inner = Arc::new(Inner {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            ttl,
+            live,
+        });
+        tokio::spawn(sweep(Arc::downgrade(&inner), sweep_interval(ttl)));
+        Ok(MemoryStore { inner })
+    }
+
+    /// Sessions currently held (expired ones not yet swept included).
+    pub fn len(&self) -> usize {
+        self.inner.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every expired session now; returns how many.
+    pub fn sweep_now(&self) -> usize {
+        self.inner.sweep(Instant::now())
+    }
+}
+
+impl Inner {
+    fn shard(&self, id: &Id) -> MutexGuard<'_, HashMap<Id, Entry>> {
+        lock(&self.shards[usize::from(id[0]) % SHARDS])
+    }
+
+    fn sweep(&self, now: Instant) -> usize {
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut map = lock(shard);
+            let before = map.len();
+            map.retain(|_, e| now.duration_since(e.last_seen) < self.ttl);
+            removed += before - map.len();
+        }
+        self.live.sub(removed as i64);
+        removed
+    }
+
+    fn remove(&self, id: &Id) {
+        if self.shard(id).remove(id).is_some() {
+            self.live.dec();
+        }
+    }
+}
+
+/// Locks a shard, recovering from poisoning: a panic elsewhere must not take every session
+/// in the shard down with it, and the maps hold no invariant a half-done update could break.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn sweep_interval(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+}
+
+async fn sweep(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let removed = inner.sweep(Instant::now());
+        if removed > 0 {
+            tracing::debug!(removed, "swept idle sessions");
+        }
+    }
+}
+
+fn parse_id(credential: &str) -> Option<Id> {
+    let bytes = credential.as_bytes();
+    if bytes.len() != 32 {
+        return None;
+    }
+    let mut id = [0u8; 16];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        id[i] = u8::try_from(hi * 16 + lo).ok()?;
+    }
+    Some(id)
+}
+
+impl SessionStore for MemoryStore {
+    const KIND: &'static str = "stateful";
+    const CREDENTIAL_IN_BODY: bool = false;
+
+    async fn create(&self, username: &str, replaces: Option<&str>) -> Result<Issued, StoreError> {
+        if let Some(old) = replaces.and_then(parse_id) {
+            self.inner.remove(&old);
+        }
+        let credential = random_id()?;
+        let id = parse_id(&credential).ok_or_else(|| StoreError::Unavailable("bad id".into()))?;
+        let session = Session::new(username);
+        let entry = Entry {
+            session: session.clone(),
+            last_seen: Instant::now(),
+        };
+        if self.inner.shard(&id).insert(id, entry).is_none() {
+            self.inner.live.inc();
+        }
+        Ok(Issued {
+            credential,
+            session,
+        })
+    }
+
+    async fn apply(
+        &self,
+        credential: &str,
+        change: Change<'_>,
+    ) -> Result<Option<Applied>, StoreError> {
+        let Some(id) = parse_id(credential) else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        let mut shard = self.inner.shard(&id);
+        let Some(entry) = shard.get_mut(&id) else {
+            return Ok(None);
+        };
+        if now.duration_since(entry.last_seen) >= self.inner.ttl {
+            shard.remove(&id);
+            self.inner.live.dec();
+            return Ok(None);
+        }
+        let taken = entry.session.apply(&change)?;
+        entry.last_seen = now;
+        Ok(Some(Applied {
+            session: entry.session.clone(),
+            reissued: None,
+            taken,
+        }))
+    }
+
+    async fn destroy(&self, credential: &str) -> Result<(), StoreError> {
+        if let Some(id) = parse_id(credential) {
+            self.inner.remove(&id);
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(ttl: Duration) -> MemoryStore {
+        let metrics = Metrics::new("stateful", "test").expect("metrics");
+        MemoryStore::new(ttl, &metrics).expect("store")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_sessions_expire_and_activity_slides_the_ttl() {
+        let s = store(Duration::from_secs(60));
+        let a = s.create("alice", None).await.expect("create").credential;
+        let b = s.create("bob", None).await.expect("create").credential;
+
+        tokio::time::advance(Duration::from_secs(45)).await;
+        assert!(s.apply(&a, Change::Touch).await.expect("apply").is_some());
+
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(
+            s.apply(&b, Change::Touch).await.expect("apply").is_none(),
+            "bob idled 75 s"
+        );
+        assert!(
+            s.apply(&a, Change::Touch).await.expect("apply").is_some(),
+            "alice idled 30 s"
+        );
+
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(s.sweep_now(), 1);
+        assert!(s.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweeper_runs_by_itself() {
+        let s = store(Duration::from_secs(4));
+        s.create("alice", None).await.expect("create");
+        assert_eq!(s.len(), 1);
+        // Advance in steps so the sweeper task gets to run between them.
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            tokio::task::yield_now().await;
+        }
+        assert!(s.is_empty());
+        assert_eq!(s.inner.live.get(), 0);
+    }
+
+    #[test]
+    fn malformed_ids_are_unknown_not_errors() {
+        for bad in [
+            "",
+            "zz",
+            &"g".repeat(32),
+            &"a".repeat(31),
+            &"a".repeat(33),
+            "é".repeat(16).as_str(),
+        ] {
+            assert_eq!(parse_id(bad), None, "{bad:?}");
+        }
+        assert!(parse_id(&"0f".repeat(16)).is_some());
+    }
+}

@@ -1,0 +1,290 @@
+//! Sessions in Redis: the externalized design.
+//!
+//! A session is one hash, `{prefix}session:{id}`, with fields `u` (user), `c` (created, ms),
+//! `r` (requests) and one `i:{sku}` field per cart line. Every change runs as one Lua script,
+//! so it is atomic in Redis however many replicas race on a session, and one round trip.
+//! Every touch re-arms the key's TTL (sliding expiry).
+//!
+//! Redis is this design's dependency, so its failure is handled deliberately: the connection
+//! is lazy and self-healing (`ConnectionManager`), every call is bounded by a timeout, and a
+//! failure is a 503 to the client — never a hang — until Redis answers again.
+
+use std::time::Duration;
+
+use prometheus::IntCounter;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+
+use crate::metrics::Metrics;
+use crate::session::{
+    random_id, Applied, Cart, Change, Issued, Session, SessionStore, StoreError, MAX_CART_LINES,
+    MAX_LINE_QTY,
+};
+
+/// Fields every session hash has besides its cart lines.
+const FIXED_FIELDS: usize = 3;
+
+/// Applies one change. KEYS[1] the session; ARGV: ttl ms, op (touch|add|checkout), sku, qty,
+/// max lines, max qty per line, fields a hash has besides its lines. Returns nil for no session, {'full'} when the cart limit would
+/// be broken, else {'ok', field, value, ...} as the hash was before a checkout emptied it.
+const APPLY_LUA: &str = r"
+local key = KEYS[1]
+if redis.call('EXISTS', key) == 0 then return false end
+if ARGV[2] == 'add' then
+  local field = 'i:' .. ARGV[3]
+  local have = tonumber(redis.call('HGET', key, field) or '0')
+  if have == 0 and redis.call('HLEN', key) - tonumber(ARGV[7]) >= tonumber(ARGV[5]) then return {'full'} end
+  if have + tonumber(ARGV[4]) > tonumber(ARGV[6]) then return {'full'} end
+  redis.call('HINCRBY', key, field, ARGV[4])
+end
+redis.call('HINCRBY', key, 'r', 1)
+redis.call('PEXPIRE', key, ARGV[1])
+local all = redis.call('HGETALL', key)
+if ARGV[2] == 'checkout' then
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == 'i:' then redis.call('HDEL', key, all[i]) end
+  end
+end
+table.insert(all, 1, 'ok')
+return all
+";
+
+/// How to reach Redis and how long to wait for it.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    pub url: String,
+    pub key_prefix: String,
+    pub ttl: Duration,
+    /// Upper bound on any one Redis call, so a dead Redis costs a request this much at most.
+    pub timeout: Duration,
+}
+
+/// The Redis session store. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    ttl_ms: u64,
+    timeout: Duration,
+    apply: Script,
+    errors: IntCounter,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("ttl_ms", &self.ttl_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Builds the store without connecting: a replica starts even while Redis is down, answers
+    /// 503 meanwhile, and recovers by itself when Redis comes up. Fails only on a bad URL.
+    pub fn new(config: &RedisConfig, metrics: &Metrics) -> anyhow::Result<Self> {
+        let client = Client::open(config.url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let errors = IntCounter::new(
+            "statelab_store_errors_total",
+            "Redis calls that failed or timed out",
+        )?;
+        metrics.registry().register(Box::new(errors.clone()))?;
+        Ok(RedisStore {
+            conn,
+            prefix: config.key_prefix.clone(),
+            ttl_ms: u64::try_from(config.ttl.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            timeout: config.timeout,
+            apply: Script::new(APPLY_LUA),
+            errors,
+        })
+    }
+
+    /// The Redis key of a session; `None` for credentials that cannot be ours, so garbage
+    /// never reaches Redis.
+    pub fn key(&self, credential: &str) -> Option<String> {
+        let ok = credential.len() == 32 && credential.bytes().all(|b| b.is_ascii_hexdigit());
+        ok.then(|| format!("{}session:{}", self.prefix, credential))
+    }
+
+    /// Runs one Redis call under the timeout, counting and describing failures.
+    async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        let outcome = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => format!("{what}: {e}"),
+            Err(_) => format!("{what}: no answer within {:?}", self.timeout),
+        };
+        self.errors.inc();
+        Err(StoreError::Unavailable(outcome))
+    }
+}
+
+/// Rebuilds a session from `HGETALL` pairs; `None` if the hash is not one of ours.
+fn parse_session(pairs: &[String]) -> Option<Session> {
+    let mut session = Session {
+        username: String::new(),
+        created_ms: 0,
+        requests: 0,
+        cart: Cart::new(),
+    };
+    let mut have_user = false;
+    for kv in pairs.chunks_exact(2) {
+        let (k, v) = (kv[0].as_str(), kv[1].as_str());
+        match k {
+            "u" => {
+                session.username = v.to_owned();
+                have_user = true;
+            }
+            "c" => session.created_ms = v.parse().ok()?,
+            "r" => session.requests = v.parse().ok()?,
+            _ => {
+                let sku = k.strip_prefix("i:")?;
+                session.cart.insert(sku.to_owned(), v.parse().ok()?);
+            }
+        }
+    }
+    have_user.then_some(session)
+}
+
+impl SessionStore for RedisStore {
+    const KIND: &'static str = "externalized";
+    const CREDENTIAL_IN_BODY: bool = false;
+
+    async fn create(&self, username: &str, replaces: Option<&str>) -> Result<Issued, StoreError> {
+        let credential = random_id()?;
+        let key = self
+            .key(&credential)
+            .ok_or_else(|| StoreError::Unavailable("bad id".into()))?;
+        let session = Session::new(username);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("u", session.username.clone()),
+                    ("c", session.created_ms.to_string()),
+                    ("r", session.requests.to_string()),
+                ],
+            )
+            .ignore()
+            .pexpire(&key, i64::try_from(self.ttl_ms).unwrap_or(i64::MAX))
+            .ignore();
+        if let Some(old) = replaces.and_then(|c| self.key(c)) {
+            pipe.del(old).ignore();
+        }
+        let mut conn = self.conn.clone();
+        self.call("create", pipe.query_async::<()>(&mut conn))
+            .await?;
+        Ok(Issued {
+            credential,
+            session,
+        })
+    }
+
+    async fn apply(
+        &self,
+        credential: &str,
+        change: Change<'_>,
+    ) -> Result<Option<Applied>, StoreError> {
+        let Some(key) = self.key(credential) else {
+            return Ok(None);
+        };
+        let (op, sku, qty) = match change {
+            Change::Touch => ("touch", "", 0),
+            Change::AddItem { sku, qty } => ("add", sku, qty),
+            Change::Checkout => ("checkout", "", 0),
+        };
+        let mut invocation = self.apply.key(&key);
+        invocation
+            .arg(self.ttl_ms)
+            .arg(op)
+            .arg(sku)
+            .arg(qty)
+            .arg(MAX_CART_LINES)
+            .arg(MAX_LINE_QTY)
+            .arg(FIXED_FIELDS);
+        let mut conn = self.conn.clone();
+        let reply: Option<Vec<String>> = self
+            .call("apply", invocation.invoke_async(&mut conn))
+            .await?;
+        let Some(reply) = reply else {
+            return Ok(None);
+        };
+        match reply.split_first() {
+            Some((status, pairs)) if status == "ok" => {
+                let mut session = parse_session(pairs).ok_or_else(|| {
+                    self.errors.inc();
+                    StoreError::Unavailable(format!("malformed session hash at {key}"))
+                })?;
+                let taken = if change == Change::Checkout {
+                    std::mem::take(&mut session.cart)
+                } else {
+                    Cart::new()
+                };
+                Ok(Some(Applied {
+                    session,
+                    reissued: None,
+                    taken,
+                }))
+            }
+            Some((status, _)) if status == "full" => Err(StoreError::CartFull),
+            _ => {
+                self.errors.inc();
+                Err(StoreError::Unavailable("unexpected script reply".into()))
+            }
+        }
+    }
+
+    async fn destroy(&self, credential: &str) -> Result<(), StoreError> {
+        if let Some(key) = self.key(credential) {
+            let mut conn = self.conn.clone();
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(&key);
+            self.call("destroy", cmd.query_async::<()>(&mut conn))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PING");
+        self.call("ping", cmd.query_async::<()>(&mut conn)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_hashes_parse_and_reject_foreign_fields() {
+        let pairs: Vec<String> = ["u", "alice", "c", "5", "r", "2", "i:apple", "3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let s = parse_session(&pairs).expect("parses");
+        assert_eq!(
+            (s.username.as_str(), s.created_ms, s.requests),
+            ("alice", 5, 2)
+        );
+        assert_eq!(s.cart.get("apple"), Some(&3));
+
+        let foreign: Vec<String> = ["u", "a", "zzz", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(parse_session(&foreign).is_none());
+    }
+}

@@ -1,0 +1,166 @@
+//! The real executables: configuration is checked before serving, and SIGTERM stops them.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::RedisServer;
+
+fn bin(name: &str) -> Command {
+    let path = match name {
+        "stateful" => env!("CARGO_BIN_EXE_stateful"),
+        "stateless" => env!("CARGO_BIN_EXE_stateless"),
+        _ => env!("CARGO_BIN_EXE_externalized"),
+    };
+    let mut cmd = Command::new(path);
+    for var in [
+        "STATELAB_JWT_SECRET",
+        "STATELAB_JWT_SECRET_FILE",
+        "STATELAB_DEV",
+        "STATELAB_LISTEN",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("RUST_LOG", "info");
+    cmd
+}
+
+/// Starts a binary on port 0 and reads the address it bound from its JSON log.
+fn start(mut cmd: Command) -> (Child, SocketAddr) {
+    let mut child = cmd
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the service exited before serving")
+            .expect("read");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if let Some(listen) = v["fields"]["listen"].as_str() {
+            break listen.parse().expect("address");
+        }
+    };
+    // Keep draining the log so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn stateless_refuses_to_start_without_a_proper_secret() {
+    let out = bin("stateless")
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("STATELAB_JWT_SECRET") && err.contains("--dev"),
+        "{err}"
+    );
+
+    let out = bin("stateless")
+        .args(["--listen", "127.0.0.1:0"])
+        .env("STATELAB_JWT_SECRET", "too-short")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 32"), "{err}");
+    assert!(
+        !err.contains("too-short"),
+        "the secret must not be echoed: {err}"
+    );
+}
+
+#[test]
+fn bad_flags_fail_fast_with_a_message() {
+    let out = bin("stateful")
+        .args(["--session-ttl", "0"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--session-ttl"));
+    let out = bin("externalized")
+        .args(["--redis-url", "not a url"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn each_binary_serves_and_stops_on_sigterm() {
+    let redis = RedisServer::start().await;
+    let secret_dir = std::env::temp_dir().join(format!("statelab-test-{}", std::process::id()));
+    std::fs::create_dir_all(&secret_dir).expect("dir");
+    let secret_file = secret_dir.join("jwt-secret");
+    std::fs::write(&secret_file, "0123456789abcdef0123456789abcdef\n").expect("secret");
+
+    let mut stateful = bin("stateful");
+    stateful.args(["--replica", "stateful-9"]);
+    let mut stateless = bin("stateless");
+    stateless
+        .args(["--replica", "stateless-9"])
+        .arg("--jwt-secret-file")
+        .arg(&secret_file);
+    let mut externalized = bin("externalized");
+    externalized.args(["--replica", "externalized-9", "--redis-url", &redis.url()]);
+
+    let http = reqwest::Client::new();
+    for (cmd, replica) in [
+        (stateful, "stateful-9"),
+        (stateless, "stateless-9"),
+        (externalized, "externalized-9"),
+    ] {
+        let (mut child, addr) = start(cmd);
+        let r = http
+            .get(format!("http://{addr}/health"))
+            .send()
+            .await
+            .expect("health");
+        assert_eq!(r.status(), 200, "{replica}");
+        assert_eq!(r.headers()["x-replica"], replica);
+        let r = http
+            .post(format!("http://{addr}/login"))
+            .body(r#"{"username":"alice"}"#)
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), 200, "{replica}");
+        let status = sigterm_and_wait(&mut child);
+        assert!(status.success(), "{replica} exited with {status}");
+    }
+    let _ = std::fs::remove_dir_all(secret_dir);
+}
+
+#[test]
+fn dev_mode_starts_with_a_warning() {
+    let (mut child, addr) = start({
+        let mut c = bin("stateless");
+        c.arg("--dev");
+        c
+    });
+    assert!(std::net::TcpStream::connect(addr).is_ok());
+    assert!(sigterm_and_wait(&mut child).success());
+}

@@ -1,0 +1,488 @@
+//! The API contract, written once and run against all three services.
+//!
+//! Where a design legitimately differs — the JWT cannot be revoked, and racing requests on one
+//! token lose updates — the test says so and asserts the difference explicitly.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::helpers::{qty_of, spawn_app, spawn_app_with, Kind, Options, TestApp};
+
+/// Instantiates every contract test for every design.
+macro_rules! contract_tests {
+    ($($test:ident),* $(,)?) => {
+        mod stateful {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() { super::$test(super::Kind::Stateful).await } )*
+        }
+        mod stateless {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() { super::$test(super::Kind::Stateless).await } )*
+        }
+        mod externalized {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() { super::$test(super::Kind::Externalized).await } )*
+        }
+    };
+}
+
+contract_tests!(
+    whole_workflow,
+    every_response_names_the_replica,
+    no_session_is_401,
+    login_rotates_the_session,
+    logout_ends_the_session_where_the_design_can,
+    malformed_and_invalid_input_is_400_and_loses_nothing,
+    oversized_bodies_are_413,
+    unknown_routes_and_methods,
+    a_full_cart_is_422,
+    concurrent_adds_on_one_session,
+    health_and_metrics,
+    bearer_tokens_and_bodies,
+);
+
+async fn whole_workflow(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let mut alice = app.user();
+
+    let login = alice.login("alice").await;
+    assert_eq!(login.body["username"], "alice");
+    assert_eq!(login.body["replica"], app.replica);
+    let cookie = login.set_cookie(&app.cookie_name).expect("session cookie");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(cookie.contains("Path=/"), "{cookie}");
+
+    let me = alice.get("/me").await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+    assert_eq!(me.body["username"], "alice");
+    assert_eq!(me.body["replica"], app.replica);
+    assert_eq!(me.body["requests_in_session"], 2);
+    assert!(me.body["session_age_ms"].as_u64().is_some());
+
+    alice.add("apple", 2).await;
+    alice.add("pear", 1).await;
+    let cart = alice.add("apple", 1).await;
+    assert_eq!(cart.status, StatusCode::OK, "{}", cart.text);
+    assert_eq!(
+        (qty_of(&cart.body, "apple"), qty_of(&cart.body, "pear")),
+        (3, 1)
+    );
+    assert_eq!(cart.body["total_qty"], 4);
+
+    let cart = alice.get("/cart").await;
+    assert_eq!(cart.body["total_qty"], 4, "{}", cart.text);
+    assert_eq!(alice.get("/me").await.body["requests_in_session"], 7);
+
+    let order = alice.post("/checkout").await;
+    assert_eq!(order.status, StatusCode::OK, "{}", order.text);
+    let order_id = order.body["order_id"].as_str().expect("order id");
+    assert!(uuid::Uuid::parse_str(order_id).is_ok(), "{order_id}");
+    assert_eq!(qty_of(&order.body, "apple"), 3);
+    assert_eq!(alice.get("/cart").await.body["total_qty"], 0);
+    alice
+        .post("/checkout")
+        .await
+        .assert_error(409, "empty_cart");
+
+    let logout = alice.post("/logout").await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    let cleared = logout
+        .set_cookie(&app.cookie_name)
+        .expect("clearing cookie");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    assert_eq!(alice.credential, None, "the browser forgets the cookie");
+    alice.get("/me").await.assert_error(401, "unauthorized");
+}
+
+async fn every_response_names_the_replica(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let mut u = app.user();
+    let replies = vec![
+        u.login("a").await,
+        u.get("/me").await,
+        u.get("/nope").await,
+        u.send(Method::DELETE, "/me", None).await,
+        u.send(Method::POST, "/login", Some("{")).await,
+        u.get("/health").await,
+        u.get("/metrics").await,
+        app.user().get("/me").await,
+        u.post("/logout").await,
+    ];
+    for r in replies {
+        assert_eq!(
+            r.header("x-replica"),
+            Some(app.replica.as_str()),
+            "{} {}",
+            r.status,
+            r.text
+        );
+    }
+}
+
+async fn no_session_is_401(kind: Kind) {
+    let app = spawn_app(kind).await;
+    for (method, path, body) in [
+        (Method::GET, "/me", None),
+        (Method::GET, "/cart", None),
+        (
+            Method::POST,
+            "/cart/items",
+            Some(r#"{"sku":"apple","qty":1}"#),
+        ),
+        (Method::POST, "/checkout", None),
+    ] {
+        app.send(method.clone(), path, body, None)
+            .await
+            .assert_error(401, "unauthorized");
+        for garbage in [
+            "x",
+            "0123456789abcdef0123456789abcdef",
+            "a.b.c",
+            "%%%",
+            &"z".repeat(5000),
+        ] {
+            app.send(method.clone(), path, body, Some(garbage))
+                .await
+                .assert_error(401, "unauthorized");
+        }
+    }
+}
+
+async fn login_rotates_the_session(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let mut u = app.user();
+    u.login("alice").await;
+    u.add("apple", 1).await;
+    let first = u.credential.clone().expect("credential");
+
+    let again = u.login("alice").await;
+    let second = u.credential.clone().expect("credential");
+    assert_ne!(
+        first, second,
+        "a login must never keep the old session id or token"
+    );
+    assert_eq!(again.body["requests_in_session"], 1);
+    assert_eq!(
+        u.get("/cart").await.body["total_qty"],
+        0,
+        "a new login starts a new cart"
+    );
+
+    let old = app.send(Method::GET, "/me", None, Some(&first)).await;
+    if kind.can_revoke() {
+        old.assert_error(401, "unauthorized");
+    } else {
+        // The JWT design cannot forget a token: the pre-login one works until it expires.
+        assert_eq!(old.status, StatusCode::OK, "{}", old.text);
+    }
+}
+
+async fn logout_ends_the_session_where_the_design_can(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let mut u = app.user();
+    u.login("alice").await;
+    u.add("apple", 2).await;
+    let kept = u.credential.clone().expect("credential");
+    assert_eq!(u.post("/logout").await.status, StatusCode::NO_CONTENT);
+
+    // Someone who kept a copy of the credential (a stolen cookie, a copied token):
+    let replay = app.send(Method::GET, "/cart", None, Some(&kept)).await;
+    if kind.can_revoke() {
+        replay.assert_error(401, "unauthorized");
+    } else {
+        // Stateless: logout only clears the cookie. The token itself stays valid until `exp`.
+        assert_eq!(replay.status, StatusCode::OK, "{}", replay.text);
+        assert_eq!(qty_of(&replay.body, "apple"), 2);
+    }
+    // Logging out without a session is harmless.
+    assert_eq!(
+        app.user().post("/logout").await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+async fn malformed_and_invalid_input_is_400_and_loses_nothing(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let mut u = app.user();
+    for body in [
+        "{",
+        "not json",
+        "",
+        "{\"username\": \"a\",}",
+        "{\"username\": \"a\"",
+        "\u{0}",
+    ] {
+        u.send(Method::POST, "/login", Some(body))
+            .await
+            .assert_error(400, "invalid_json");
+    }
+    let long = "x".repeat(65);
+    for body in [
+        json!({}),
+        json!({"username": 5}),
+        json!({"username": ""}),
+        json!({"username": "   "}),
+        json!({"username": long}),
+        json!({"username": "a\nb"}),
+        json!(["alice"]),
+    ] {
+        u.send(Method::POST, "/login", Some(&body.to_string()))
+            .await
+            .assert_error(400, "invalid_field");
+    }
+    assert_eq!(u.credential, None, "no failed login creates a session");
+
+    u.login("alice").await;
+    u.add("apple", 2).await;
+    let bad_items = [
+        json!({"sku": "apple", "qty": 0}),
+        json!({"sku": "apple", "qty": -1}),
+        json!({"sku": "apple", "qty": 1001}),
+        json!({"sku": "apple", "qty": 2.5}),
+        json!({"sku": "apple", "qty": "2"}),
+        json!({"sku": "apple", "qty": 4_294_967_297_u64}),
+        json!({"sku": "apple"}),
+        json!({"qty": 1}),
+        json!({"sku": "", "qty": 1}),
+        json!({"sku": "a".repeat(65), "qty": 1}),
+        json!({"sku": "has space", "qty": 1}),
+        json!({"sku": "semi;colon", "qty": 1}),
+    ];
+    for body in bad_items {
+        let r = u
+            .send(Method::POST, "/cart/items", Some(&body.to_string()))
+            .await;
+        r.assert_error(400, "invalid_field");
+    }
+    u.send(Method::POST, "/cart/items", Some("{\"sku\":"))
+        .await
+        .assert_error(400, "invalid_json");
+    let cart = u.get("/cart").await;
+    assert_eq!(
+        cart.body["total_qty"], 2,
+        "bad input changed the cart: {}",
+        cart.text
+    );
+    assert_eq!(
+        u.add("apple", 1000).await.body["total_qty"],
+        1002,
+        "qty 1000 is the inclusive limit"
+    );
+}
+
+async fn oversized_bodies_are_413(kind: Kind) {
+    let options = Options {
+        body_limit: 256,
+        ..Options::default()
+    };
+    let app = spawn_app_with(kind, options).await;
+    let mut u = app.user();
+    u.login("alice").await;
+    let padding = " ".repeat(300);
+    let big = format!("{{\"sku\":\"apple\",\"qty\":1}}{padding}");
+    u.send(Method::POST, "/cart/items", Some(&big))
+        .await
+        .assert_error(413, "payload_too_large");
+    let big_login = format!("{{\"username\":\"bob\"}}{padding}");
+    u.send(Method::POST, "/login", Some(&big_login))
+        .await
+        .assert_error(413, "payload_too_large");
+
+    // A chunked body (no Content-Length) over the limit is cut off while it is read.
+    let cookie = format!(
+        "{}={}",
+        app.cookie_name,
+        u.credential.clone().expect("credential")
+    );
+    let head = format!(
+        "POST /cart/items HTTP/1.1\r\nhost: test\r\ncookie: {cookie}\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    let chunk = format!("{{\"sku\":\"apple\",\"qty\":1}}{padding}");
+    let body = format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len());
+    let status_line = raw_request(app.addr, &format!("{head}{body}")).await;
+    assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
+    assert_eq!(
+        u.get("/cart").await.body["total_qty"],
+        0,
+        "nothing was added"
+    );
+}
+
+/// Writes `request` to a fresh connection and returns the response's status line.
+async fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn unknown_routes_and_methods(kind: Kind) {
+    let app = spawn_app(kind).await;
+    app.send(Method::GET, "/nope", None, None)
+        .await
+        .assert_error(404, "not_found");
+    app.send(Method::GET, "/login/extra", None, None)
+        .await
+        .assert_error(404, "not_found");
+    let r = app.send(Method::GET, "/login", None, None).await;
+    r.assert_error(405, "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("POST"));
+    let r = app.send(Method::POST, "/me", None, None).await;
+    r.assert_error(405, "method_not_allowed");
+    assert_eq!(r.header("allow"), Some("GET"));
+}
+
+async fn a_full_cart_is_422(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let mut u = app.user();
+    u.login("alice").await;
+    for i in 0..statelab_services::session::MAX_CART_LINES {
+        let r = u.add(&format!("sku-{i:02}"), 1000).await;
+        assert_eq!(r.status, StatusCode::OK, "line {i}: {}", r.text);
+    }
+    u.add("one-too-many", 1)
+        .await
+        .assert_error(422, "cart_full");
+    let cart = u.get("/cart").await;
+    assert_eq!(
+        cart.body["items"].as_array().map(Vec::len),
+        Some(statelab_services::session::MAX_CART_LINES)
+    );
+    assert_eq!(qty_of(&cart.body, "one-too-many"), 0);
+}
+
+async fn concurrent_adds_on_one_session(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let mut u = app.user();
+    u.login("alice").await;
+    let credential = u.credential.clone().expect("credential");
+    const N: usize = 100;
+    let mut tasks = tokio::task::JoinSet::new();
+    let app = std::sync::Arc::new(app);
+    for _ in 0..N {
+        let app = std::sync::Arc::clone(&app);
+        let credential = credential.clone();
+        tasks.spawn(async move {
+            let r = app
+                .send(
+                    Method::POST,
+                    "/cart/items",
+                    Some(r#"{"sku":"apple","qty":1}"#),
+                    Some(&credential),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            qty_of(&r.body, "apple")
+        });
+    }
+    let mut seen = Vec::new();
+    while let Some(qty) = tasks.join_next().await {
+        seen.push(qty.expect("task"));
+    }
+    if kind.can_revoke() {
+        // Server-side state serialises the adds: every one counts, each reply saw a distinct total.
+        let final_cart = app
+            .send(Method::GET, "/cart", None, Some(&credential))
+            .await;
+        assert_eq!(qty_of(&final_cart.body, "apple"), N as u64);
+        seen.sort_unstable();
+        assert_eq!(seen, (1..=N as u64).collect::<Vec<_>>());
+    } else {
+        // Stateless: each request started from the same token, so each new token holds exactly
+        // one apple. Whichever token the client keeps, 99 of the 100 adds are lost.
+        assert!(seen.iter().all(|q| *q == 1), "{seen:?}");
+    }
+}
+
+async fn health_and_metrics(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let health = app.send(Method::GET, "/health", None, None).await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.text);
+    assert_eq!(health.body["status"], "ok");
+    assert_eq!(health.body["kind"], kind.name());
+
+    let mut u = app.user();
+    u.login("alice").await;
+    u.get("/me").await;
+    app.user().get("/me").await;
+    let metrics = app.send(Method::GET, "/metrics", None, None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(metrics
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/plain")));
+    let text = metrics.text;
+    assert!(
+        text.contains(r#"statelab_requests_total{route="/me",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"statelab_requests_total{route="/me",status="401"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("statelab_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    let specific = match kind {
+        Kind::Stateful => "statelab_sessions_live 1",
+        Kind::Stateless => "statelab_token_bytes_count 2",
+        Kind::Externalized => "statelab_store_errors_total 0",
+    };
+    assert!(text.contains(specific), "missing {specific:?} in {text}");
+}
+
+async fn bearer_tokens_and_bodies(kind: Kind) {
+    let app: TestApp = spawn_app(kind).await;
+    let login = app.user().login("alice").await;
+    let token = login.body.get("token").and_then(|t| t.as_str());
+    if kind == Kind::Stateless {
+        let token = token.expect("the JWT design returns its token for bearer clients");
+        let r = app
+            .http
+            .get(app.url("/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(
+            r.headers().contains_key("x-session-token"),
+            "a new token for bearer clients"
+        );
+    } else {
+        assert!(
+            token.is_none(),
+            "server-side ids stay in the HttpOnly cookie: {}",
+            login.text
+        );
+        let cookie = login.set_cookie(&app.cookie_name).expect("cookie");
+        let id = cookie
+            .split(';')
+            .next()
+            .and_then(|kv| kv.split_once('='))
+            .map(|(_, v)| v)
+            .expect("id");
+        assert_eq!(id.len(), 32, "128-bit id in hex");
+        let r = app
+            .http
+            .get(app.url("/me"))
+            .bearer_auth(id)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "the id works as a bearer credential too"
+        );
+    }
+}

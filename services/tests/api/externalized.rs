@@ -1,0 +1,123 @@
+//! What only the Redis design does: sessions live in Redis with a sliding TTL, and Redis is a
+//! dependency whose loss is a fast 503 and whose return is recovered from without a restart.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{eventually, qty_of, spawn_app, spawn_app_with, Kind, Options};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_hashes_under_the_prefix_with_a_sliding_ttl() {
+    let options = Options {
+        session_ttl: Duration::from_secs(120),
+        ..Options::default()
+    };
+    let app = spawn_app_with(Kind::Externalized, options).await;
+    let mut u = app.user();
+    u.login("alice").await;
+    u.add("apple", 3).await;
+    let id = u.credential.clone().expect("id");
+    let key = format!("{}session:{id}", app.redis_prefix);
+    let mut redis = app.redis.as_ref().expect("redis").connection().await;
+
+    let user: String = redis::cmd("HGET")
+        .arg(&key)
+        .arg("u")
+        .query_async(&mut redis)
+        .await
+        .expect("HGET");
+    assert_eq!(user, "alice");
+    let apples: u32 = redis::cmd("HGET")
+        .arg(&key)
+        .arg("i:apple")
+        .query_async(&mut redis)
+        .await
+        .expect("HGET");
+    assert_eq!(apples, 3);
+
+    // Shorten the TTL behind the service's back; the next request must re-arm it.
+    let _: () = redis::cmd("PEXPIRE")
+        .arg(&key)
+        .arg(5_000)
+        .query_async(&mut redis)
+        .await
+        .expect("PEXPIRE");
+    assert_eq!(u.get("/me").await.status, StatusCode::OK);
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("PTTL");
+    assert!(pttl > 60_000 && pttl <= 120_000, "TTL not slid: {pttl} ms");
+
+    // When Redis expires the key, the session is gone.
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+    u.get("/me").await.assert_error(401, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_is_a_prompt_503_and_recovery_is_automatic() {
+    let app = spawn_app(Kind::Externalized).await;
+    let mut u = app.user();
+    u.login("alice").await;
+    assert_eq!(qty_of(&u.add("apple", 1).await.body, "apple"), 1);
+
+    app.redis.as_ref().expect("redis").kill();
+
+    // The client's own timeout is 10 s; the service must answer well before, with a 503.
+    for path in ["/me", "/cart"] {
+        let r = u.get(path).await;
+        r.assert_error(503, "store_unavailable");
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(
+            !r.text.to_lowercase().contains("refused"),
+            "internal detail leaked: {}",
+            r.text
+        );
+    }
+    u.add("apple", 1)
+        .await
+        .assert_error(503, "store_unavailable");
+    let health = u.get("/health").await;
+    health.assert_error(503, "store_unavailable");
+    let login = app
+        .user()
+        .send(Method::POST, "/login", Some(r#"{"username":"bob"}"#))
+        .await;
+    login.assert_error(503, "store_unavailable");
+    assert_eq!(
+        login.set_cookie(&app.cookie_name),
+        None,
+        "no session handed out without a store"
+    );
+
+    assert!(
+        app.redis.as_ref().expect("redis").restart().await,
+        "redis restarts on its port"
+    );
+    eventually("/health to recover", Duration::from_secs(15), || {
+        let app = &app;
+        async move {
+            let r = app.send(Method::GET, "/health", None, None).await;
+            (r.status == StatusCode::OK).then_some(())
+        }
+    })
+    .await;
+    // This Redis kept nothing (no persistence), so the old session is gone; new ones work.
+    u.get("/me").await.assert_error(401, "unauthorized");
+    u.login("alice").await;
+    assert_eq!(qty_of(&u.add("apple", 2).await.body, "apple"), 2);
+
+    let metrics = app.send(Method::GET, "/metrics", None, None).await.text;
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("statelab_store_errors_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("store error counter");
+    assert!(errors >= 5.0, "each failed Redis call is counted: {errors}");
+}
