@@ -1,0 +1,200 @@
+//! The admin API and metrics endpoint, on their own listener (loopback by default).
+//!
+//! | method | path | |
+//! |---|---|---|
+//! | GET  | `/admin/status` | pools, strategies, replica health/drain/ejection, counters |
+//! | PUT  | `/admin/pools/{pool}/strategy` | body `cookie`, `ip-hash` or `round-robin` |
+//! | POST | `/admin/replicas/{name}/drain` | no new clients; pinned clients stay |
+//! | POST | `/admin/replicas/{name}/enable` | back to taking new clients |
+//! | GET  | `/metrics` | Prometheus text |
+//!
+//! With `admin_token` set, every request needs `Authorization: Bearer <token>`.
+//! Errors are JSON `{"error": ..., "message": ...}`: unknown names 404, bad bodies 400.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::metrics::Metrics;
+use crate::pool::Pools;
+use crate::strategy::Strategy;
+
+/// Largest admin request body read; strategy names are a few bytes.
+const MAX_BODY: usize = 1024;
+
+/// The admin HTTP application.
+#[derive(Debug)]
+pub struct AdminApp {
+    pools: Arc<Pools>,
+    metrics: Metrics,
+    token: Option<String>,
+}
+
+impl AdminApp {
+    pub fn new(pools: Arc<Pools>, metrics: Metrics, token: Option<String>) -> Self {
+        Self {
+            pools,
+            metrics,
+            token,
+        }
+    }
+}
+
+/// An admin failure, mapped to a status and a JSON body.
+#[derive(Debug, thiserror::Error)]
+enum AdminError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("method not allowed here")]
+    MethodNotAllowed,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+}
+
+impl AdminError {
+    fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            AdminError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        }
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    let len = resp.body().len();
+    resp.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    resp
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Vec<u8>> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    respond(status, "application/json", body)
+}
+
+impl AdminApp {
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+    }
+
+    async fn read_body(session: &mut ServerSession) -> Result<String, AdminError> {
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_BODY {
+                        return Err(AdminError::BadRequest("body too large".into()));
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return Err(AdminError::BadRequest("could not read the body".into())),
+            }
+        }
+        String::from_utf8(body).map_err(|_| AdminError::BadRequest("body is not UTF-8".into()))
+    }
+
+    async fn handle(&self, session: &mut ServerSession) -> Result<Response<Vec<u8>>, AdminError> {
+        if !self.authorized(session) {
+            return Err(AdminError::Unauthorized);
+        }
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (segments.as_slice(), method) {
+            (["metrics"], Method::GET) => Ok(respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                self.metrics.render(),
+            )),
+            (["admin", "status"], Method::GET) => Ok(json(StatusCode::OK, &self.pools.status())),
+            (["admin", "pools", pool, "strategy"], Method::PUT) => {
+                let pool = self
+                    .pools
+                    .pool_by_name(pool)
+                    .ok_or_else(|| AdminError::NotFound(format!("no pool named {pool:?}")))?;
+                let body = Self::read_body(session).await?;
+                // Accept a bare name, or a JSON string / {"strategy": ...} for convenience.
+                let name = match serde_json::from_str::<serde_json::Value>(&body) {
+                    Ok(serde_json::Value::String(s)) => s,
+                    Ok(serde_json::Value::Object(o)) => o
+                        .get("strategy")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_string(),
+                    _ => body.trim().to_string(),
+                };
+                let strategy: Strategy =
+                    name.parse()
+                        .map_err(|e: crate::strategy::UnknownStrategy| {
+                            AdminError::BadRequest(e.to_string())
+                        })?;
+                pool.set_strategy(strategy);
+                tracing::info!(pool = %pool.name, %strategy, "strategy switched");
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "pool": pool.name, "strategy": strategy.as_str() }),
+                ))
+            }
+            (["admin", "replicas", name, action @ ("drain" | "enable")], Method::POST) => {
+                let draining = *action == "drain";
+                if !self.pools.set_draining(name, draining) {
+                    return Err(AdminError::NotFound(format!("no replica named {name:?}")));
+                }
+                tracing::info!(replica = %name, draining, "replica drain state changed");
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "replica": name, "draining": draining }),
+                ))
+            }
+            (["metrics"] | ["admin", "status"], _)
+            | (["admin", "pools", _, "strategy"], _)
+            | (["admin", "replicas", _, "drain" | "enable"], _) => {
+                Err(AdminError::MethodNotAllowed)
+            }
+            _ => Err(AdminError::NotFound(format!("no admin endpoint at {path}"))),
+        }
+    }
+}
+
+/// Token comparison whose time does not depend on where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        match self.handle(session).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let (status, code) = e.status();
+                json(
+                    status,
+                    &serde_json::json!({ "error": code, "message": e.to_string() }),
+                )
+            }
+        }
+    }
+}

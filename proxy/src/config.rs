@@ -1,0 +1,493 @@
+//! The proxy's configuration: a TOML file parsed once at start-up into typed values.
+//!
+//! Every field has a default, so an absent file (or an empty one) gives the lab's standard layout:
+//! three pools on 127.0.0.1:18001-18023. Anything that cannot work (a bad address, an unknown
+//! strategy, two pools on one prefix, a replica name used twice) is rejected here with a message
+//! naming the field, never discovered on the first request.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::strategy::Strategy;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The validated configuration the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub health: HealthConfig,
+    pub retry: RetryConfig,
+    pub pools: Vec<PoolConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub admin_token: Option<String>,
+    pub threads: usize,
+    pub grace_period: Duration,
+    /// How long runtimes get to finish after the grace period before tasks are dropped.
+    pub shutdown_timeout: Duration,
+    /// Keys the affinity-cookie tokens; random per process when unset, so cookies stop matching
+    /// after a restart (clients are then re-pinned, which is harmless).
+    pub affinity_secret: Option<String>,
+    /// Idle upstream connections kept per proxy thread.
+    pub upstream_keepalive: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    pub max_retries: u32,
+    pub eject: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub prefix: String,
+    pub strategy: Strategy,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Replicas in name order (stable, so selection rings are identical across restarts).
+    pub replicas: Vec<(String, SocketAddr)>,
+}
+
+impl Config {
+    /// Reads `path`, or returns the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            None => Self::from_toml_str(""),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Self::parse_named(&text, &path.display().to_string())
+            }
+        }
+    }
+
+    /// Parses TOML text (empty text gives the defaults).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_named(text, "<inline>")
+    }
+
+    fn parse_named(text: &str, name: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: name.to_string(),
+            source: Box::new(source),
+        })?;
+        raw.validate()
+    }
+}
+
+// ---- raw (serde) shape; kept private so the rest of the crate sees only validated values ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default, rename = "pool")]
+    pools: Option<Vec<RawPool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    admin_listen: String,
+    admin_token: Option<String>,
+    threads: usize,
+    grace_period_seconds: u64,
+    shutdown_timeout_seconds: u64,
+    affinity_secret: Option<String>,
+    upstream_keepalive: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:8081".into(),
+            admin_token: None,
+            threads: 1,
+            grace_period_seconds: 5,
+            shutdown_timeout_seconds: 1,
+            affinity_secret: None,
+            upstream_keepalive: 256,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHealth {
+    path: String,
+    interval_ms: u64,
+    timeout_ms: u64,
+    rise: u32,
+    fall: u32,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        Self {
+            path: "/health".into(),
+            interval_ms: 250,
+            timeout_ms: 500,
+            rise: 2,
+            fall: 2,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRetry {
+    max_retries: u32,
+    eject_ms: u64,
+    connect_timeout_ms: u64,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            eject_ms: 2000,
+            connect_timeout_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: String,
+    prefix: Option<String>,
+    #[serde(default)]
+    strategy: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default)]
+    replicas: BTreeMap<String, String>,
+}
+
+fn default_pools() -> Vec<RawPool> {
+    [
+        ("stateful", "cookie", 18001),
+        ("stateless", "round-robin", 18011),
+        ("externalized", "round-robin", 18021),
+    ]
+    .into_iter()
+    .map(|(name, strategy, base)| RawPool {
+        name: name.into(),
+        prefix: None,
+        strategy: Some(strategy.into()),
+        trusted_proxies: Vec::new(),
+        replicas: (0..3)
+            .map(|i| {
+                (
+                    format!("{name}-{}", i + 1),
+                    format!("127.0.0.1:{}", base + i),
+                )
+            })
+            .collect(),
+    })
+    .collect()
+}
+
+fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::Invalid(format!(
+            "{field} = {value:?} is not an IP socket address like \"127.0.0.1:8080\""
+        ))
+    })
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        let s = self.server;
+        if s.threads == 0 {
+            return invalid("server.threads must be at least 1".into());
+        }
+        if s.admin_token.as_deref() == Some("") {
+            return invalid(
+                "server.admin_token must not be empty (omit it to disable auth)".into(),
+            );
+        }
+        let server = ServerConfig {
+            listen: parse_addr("server.listen", &s.listen)?,
+            admin_listen: parse_addr("server.admin_listen", &s.admin_listen)?,
+            admin_token: s.admin_token,
+            threads: s.threads,
+            grace_period: Duration::from_secs(s.grace_period_seconds),
+            shutdown_timeout: Duration::from_secs(s.shutdown_timeout_seconds),
+            affinity_secret: s.affinity_secret,
+            upstream_keepalive: s.upstream_keepalive,
+        };
+
+        let h = self.health;
+        if !h.path.starts_with('/') {
+            return invalid(format!("health.path = {:?} must start with '/'", h.path));
+        }
+        if h.interval_ms == 0 || h.timeout_ms == 0 {
+            return invalid("health.interval_ms and health.timeout_ms must be positive".into());
+        }
+        if h.rise == 0 || h.fall == 0 {
+            return invalid("health.rise and health.fall must be at least 1".into());
+        }
+        let health = HealthConfig {
+            path: h.path,
+            interval: Duration::from_millis(h.interval_ms),
+            timeout: Duration::from_millis(h.timeout_ms),
+            rise: h.rise,
+            fall: h.fall,
+        };
+
+        let r = self.retry;
+        if r.connect_timeout_ms == 0 {
+            return invalid("retry.connect_timeout_ms must be positive".into());
+        }
+        let retry = RetryConfig {
+            max_retries: r.max_retries,
+            eject: Duration::from_millis(r.eject_ms),
+            connect_timeout: Duration::from_millis(r.connect_timeout_ms),
+        };
+
+        let raw_pools = self.pools.unwrap_or_else(default_pools);
+        if raw_pools.is_empty() {
+            return invalid("at least one [[pool]] is required".into());
+        }
+        let mut pools = Vec::with_capacity(raw_pools.len());
+        let mut names = HashSet::new();
+        let mut prefixes = HashSet::new();
+        let mut replica_names = HashSet::new();
+        for p in raw_pools {
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return invalid(format!(
+                    "pool name {:?} must be non-empty and use only letters, digits, '-' and '_'",
+                    p.name
+                ));
+            }
+            if !names.insert(p.name.clone()) {
+                return invalid(format!("pool {:?} is defined twice", p.name));
+            }
+            let prefix = p.prefix.unwrap_or_else(|| format!("/{}", p.name));
+            if !prefix.starts_with('/') || prefix.len() < 2 || prefix.ends_with('/') {
+                return invalid(format!(
+                    "pool {:?}: prefix {prefix:?} must look like \"/name\" (leading '/', no trailing '/')",
+                    p.name
+                ));
+            }
+            if !prefixes.insert(prefix.clone()) {
+                return invalid(format!("prefix {prefix:?} is used by two pools"));
+            }
+            let strategy = match p.strategy.as_deref() {
+                None => Strategy::RoundRobin,
+                Some(s) => s.parse().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "pool {:?}: strategy {s:?} is not one of cookie, ip-hash, round-robin",
+                        p.name
+                    ))
+                })?,
+            };
+            let trusted_proxies = p
+                .trusted_proxies
+                .iter()
+                .map(|c| {
+                    c.parse::<IpNet>()
+                        .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
+                        .map_err(|_| {
+                            ConfigError::Invalid(format!(
+                                "pool {:?}: trusted_proxies entry {c:?} is not a CIDR like \"172.16.0.0/12\"",
+                                p.name
+                            ))
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if p.replicas.is_empty() {
+                return invalid(format!("pool {:?} has no replicas", p.name));
+            }
+            if p.replicas.len() > 64 {
+                return invalid(format!("pool {:?} has more than 64 replicas", p.name));
+            }
+            let mut replicas = Vec::with_capacity(p.replicas.len());
+            let mut addrs = HashSet::new();
+            for (name, addr) in p.replicas {
+                let addr = parse_addr(&format!("pool {:?} replica {name:?}", p.name), &addr)?;
+                if !replica_names.insert(name.clone()) {
+                    return invalid(format!("replica name {name:?} is used twice"));
+                }
+                if !addrs.insert(addr) {
+                    return invalid(format!("pool {:?}: address {addr} is listed twice", p.name));
+                }
+                replicas.push((name, addr));
+            }
+            pools.push(PoolConfig {
+                name: p.name,
+                prefix,
+                strategy,
+                trusted_proxies,
+                replicas,
+            });
+        }
+        Ok(Config {
+            server,
+            health,
+            retry,
+            pools,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match Config::from_toml_str(text) {
+            Ok(_) => panic!("config should have been rejected:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_the_lab_layout() -> Result<(), ConfigError> {
+        let c = Config::from_toml_str("")?;
+        assert_eq!(
+            c.server.listen,
+            "127.0.0.1:8080"
+                .parse()
+                .map_err(|_| ConfigError::Invalid(String::new()))?
+        );
+        assert_eq!(c.server.admin_listen.port(), 8081);
+        assert_eq!(c.server.grace_period, Duration::from_secs(5));
+        let names: Vec<_> = c
+            .pools
+            .iter()
+            .map(|p| (p.name.as_str(), p.prefix.as_str(), p.strategy))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("stateful", "/stateful", Strategy::Cookie),
+                ("stateless", "/stateless", Strategy::RoundRobin),
+                ("externalized", "/externalized", Strategy::RoundRobin)
+            ]
+        );
+        let ext = &c.pools[2].replicas;
+        assert_eq!(ext[2].0, "externalized-3");
+        assert_eq!(ext[2].1.port(), 18023);
+        assert_eq!(c.pools[0].replicas[0].1.port(), 18001);
+        Ok(())
+    }
+
+    #[test]
+    fn documented_example_parses() -> Result<(), ConfigError> {
+        let c = Config::from_toml_str(
+            r#"
+            [server]
+            listen = "127.0.0.1:9080"
+            admin_listen = "127.0.0.1:9081"
+            admin_token = "s3cret"
+            threads = 2
+            grace_period_seconds = 3
+
+            [health]
+            path = "/health"
+            interval_ms = 100
+            timeout_ms = 200
+            rise = 1
+            fall = 3
+
+            [retry]
+            max_retries = 1
+            eject_ms = 500
+
+            [[pool]]
+            name = "stateful"
+            prefix = "/stateful"
+            strategy = "ip-hash"
+            trusted_proxies = ["172.16.0.0/12", "10.0.0.1"]
+            [pool.replicas]
+            stateful-1 = "127.0.0.1:18001"
+            stateful-2 = "127.0.0.1:18002"
+            "#,
+        )?;
+        assert_eq!(c.server.threads, 2);
+        assert_eq!(c.server.admin_token.as_deref(), Some("s3cret"));
+        assert_eq!(c.health.fall, 3);
+        assert_eq!(c.retry.eject, Duration::from_millis(500));
+        assert_eq!(c.pools.len(), 1);
+        assert_eq!(c.pools[0].strategy, Strategy::IpHash);
+        assert_eq!(c.pools[0].trusted_proxies.len(), 2);
+        assert_eq!(c.pools[0].replicas.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_files_are_rejected_with_the_field_named() {
+        assert!(err("[server]\nlisten = \"localhost\"").contains("server.listen"));
+        assert!(err("[server]\nlistne = \"127.0.0.1:1\"").contains("listne"));
+        assert!(err(
+            "[[pool]]\nname = \"a\"\nstrategy = \"sticky\"\n[pool.replicas]\na-1 = \"127.0.0.1:1\""
+        )
+        .contains("sticky"));
+        assert!(err("[[pool]]\nname = \"a\"").contains("no replicas"));
+        assert!(err(
+            "[[pool]]\nname = \"a\"\nprefix = \"/x\"\n[pool.replicas]\na-1 = \"127.0.0.1:1\"\n\
+             [[pool]]\nname = \"b\"\nprefix = \"/x\"\n[pool.replicas]\nb-1 = \"127.0.0.1:2\""
+        )
+        .contains("/x"));
+        assert!(err("[[pool]]\nname = \"a\"\ntrusted_proxies = [\"nope\"]\n[pool.replicas]\na-1 = \"127.0.0.1:1\"")
+            .contains("nope"));
+        assert!(
+            err("[[pool]]\nname = \"a\"\n[pool.replicas]\na-1 = \"127.0.0.1\"").contains("a-1")
+        );
+        assert!(err("[health]\nrise = 0").contains("rise"));
+        assert!(err("[server]\nthreads = 0").contains("threads"));
+        assert!(err("this is not toml").contains("invalid config file"));
+    }
+}

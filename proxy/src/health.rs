@@ -1,0 +1,121 @@
+//! Active health checks: `GET {path}` on every replica every `interval`, with rise/fall smoothing.
+//!
+//! Runs as a pingora background service (its own runtime thread), one task per replica so a slow
+//! replica never delays the verdict on another. The check is a minimal HTTP/1.1 exchange on a
+//! fresh connection: only the status line matters (200 = pass), which is what the services'
+//! `/health` answers with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::HealthConfig;
+use crate::pool::{Pools, Replica};
+
+/// The background service that keeps `Replica::healthy` current.
+#[derive(Debug)]
+pub struct HealthChecker {
+    pools: Arc<Pools>,
+    config: HealthConfig,
+}
+
+impl HealthChecker {
+    pub fn new(pools: Arc<Pools>, config: HealthConfig) -> Self {
+        Self { pools, config }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (p, pool) in self.pools.pools.iter().enumerate() {
+            for r in 0..pool.replicas.len() {
+                let pools = self.pools.clone();
+                let config = self.config.clone();
+                tasks.spawn(async move { watch_replica(pools, p, r, config).await });
+            }
+        }
+        // Dropping the JoinSet aborts the per-replica loops.
+        let _ = shutdown.changed().await;
+    }
+}
+
+async fn watch_replica(pools: Arc<Pools>, p: usize, r: usize, config: HealthConfig) {
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: statelab-proxy\r\nUser-Agent: statelab-proxy-health\r\nConnection: close\r\n\r\n",
+        config.path
+    );
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut ok_streak, mut fail_streak) = (0u32, 0u32);
+    loop {
+        ticker.tick().await;
+        let replica: &Replica = &pools.pools[p].replicas[r];
+        match check_once(replica.addr, request.as_bytes(), config.timeout).await {
+            Ok(()) => {
+                ok_streak += 1;
+                fail_streak = 0;
+                if !replica.is_healthy() && ok_streak >= config.rise {
+                    tracing::info!(replica = %replica.name, "replica passed its health checks, back in rotation");
+                    replica.set_healthy(true);
+                }
+            }
+            Err(reason) => {
+                fail_streak += 1;
+                ok_streak = 0;
+                if replica.is_healthy() && fail_streak >= config.fall {
+                    tracing::warn!(replica = %replica.name, %reason, "replica failed its health checks, out of rotation");
+                    replica.set_healthy(false);
+                }
+                if fail_streak == 1 || fail_streak == config.fall {
+                    replica.record_failure(format!("health check: {reason}"));
+                }
+            }
+        }
+    }
+}
+
+/// One check: connect, send, read the status line.
+async fn check_once(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<(), String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        stream
+            .write_all(request)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut buf = [0u8; 64];
+        let mut len = 0;
+        while len < 12 {
+            let n = stream
+                .read(&mut buf[len..])
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+        }
+        let head = std::str::from_utf8(&buf[..len]).unwrap_or("");
+        match head.split(' ').nth(1) {
+            Some("200") => Ok(()),
+            Some(code) => Err(format!("status {}", &code[..code.len().min(3)])),
+            None => Err("no HTTP status line".to_string()),
+        }
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}

@@ -1,0 +1,79 @@
+//! statelab's reverse proxy: the lab's front door, built on pingora.
+//!
+//! One listener routes `/stateful/...`, `/stateless/...` and `/externalized/...` to a pool of
+//! replicas each (prefix stripped), with a per-pool strategy the user can switch at runtime:
+//! sticky cookie, consistent ip-hash or round-robin. A second, loopback listener serves the admin
+//! API and Prometheus metrics.
+//!
+//! Layout:
+//! - [`config`]: the TOML file, parsed once into typed values (every field has a default);
+//! - [`strategy`]: the strategies as types, wrapping pingora's `RoundRobin` and `Consistent`
+//!   selections plus the cookie-affinity layer;
+//! - [`pool`]: pools, replicas and their live state (health, drain, passive ejection, counters);
+//! - [`health`]: active HTTP health checks with rise/fall thresholds;
+//! - [`proxy`]: the `ProxyHttp` filters (routing, retries on another replica, 503 when none);
+//! - [`admin`]: `/admin/...` and `/metrics`;
+//! - [`metrics`]: the Prometheus registry;
+//! - [`build_server`] wires them into a pingora `Server`; `main.rs` only parses flags and runs it.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod strategy;
+
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+pub use config::{Config, ConfigError};
+
+/// Builds the pingora server with the proxy, admin and health-check services; `run_forever` it.
+///
+/// SIGTERM stops the listeners, lets in-flight requests finish for `grace_period_seconds`, then
+/// gives the runtimes `shutdown_timeout_seconds` before exiting (pingora's own default would wait
+/// 300 s).
+pub fn build_server(config: &Config) -> Server {
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
+        upstream_keepalive_pool_size: config.server.upstream_keepalive,
+        // pingora counts attempts, the config counts retries after the first attempt.
+        max_retries: config.retry.max_retries as usize + 1,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let metrics = metrics::Metrics::new();
+    let pools = pool::Pools::new(config, &metrics);
+
+    let logic = proxy::StatelabProxy::new(pools.clone(), metrics.clone(), config.retry.max_retries);
+    let mut proxy_service =
+        http_proxy_service_with_name(&server.configuration, logic, "statelab proxy");
+    proxy_service.add_tcp(&config.server.listen.to_string());
+
+    let mut admin_service = Service::new(
+        "statelab admin".to_string(),
+        admin::AdminApp::new(pools.clone(), metrics, config.server.admin_token.clone()),
+    );
+    admin_service.threads = Some(1);
+    admin_service.add_tcp(&config.server.admin_listen.to_string());
+
+    let health = background_service(
+        "health checks",
+        health::HealthChecker::new(pools, config.health.clone()),
+    );
+
+    server.add_service(proxy_service);
+    server.add_service(admin_service);
+    server.add_service(health);
+    server
+}

@@ -1,0 +1,45 @@
+//! `statelab-proxy [--config FILE]`: parse flags, load the config (failing fast), run the server.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// statelab's reverse proxy (pingora): path-prefix pools with cookie, ip-hash or round-robin.
+#[derive(Debug, Parser)]
+#[command(name = "statelab-proxy", version)]
+struct Args {
+    /// TOML config file; without it the lab's default pools on 127.0.0.1:180xx are used.
+    #[arg(long, short, env = "STATELAB_PROXY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Check the config, print the result and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = statelab_proxy::Config::load(args.config.as_deref())
+        .context("statelab-proxy cannot start")?;
+    if args.check {
+        println!("{config:#?}");
+        return Ok(());
+    }
+    tracing::info!(
+        listen = %config.server.listen,
+        admin = %config.server.admin_listen,
+        pools = config.pools.len(),
+        "statelab-proxy starting"
+    );
+    statelab_proxy::build_server(&config).run_forever()
+}

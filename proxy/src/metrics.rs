@@ -1,0 +1,97 @@
+//! Prometheus metrics, in a registry owned by the proxy instance (not the process-global one), so
+//! the admin endpoint shows exactly this proxy's series.
+//!
+//! Per-replica series (latency histogram, health gauge) are resolved once at start-up and kept on
+//! the replica, so the request path does no label hashing for them.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The proxy's metric families.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by pool, replica (`none` when the proxy answered itself) and status.
+    pub requests: IntCounterVec,
+    /// Time from picking a replica to its response header.
+    pub upstream_latency: HistogramVec,
+    /// Attempts repeated on another replica after a failure.
+    pub retries: IntCounterVec,
+    /// 1 when the replica passes its health checks.
+    pub replica_healthy: IntGaugeVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "statelab_proxy_requests_total",
+                "Requests answered by the proxy.",
+            ),
+            &["pool", "replica", "status"],
+        )
+        .expect("static metric definition");
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "statelab_proxy_upstream_latency_seconds",
+                "Time from choosing a replica to receiving its response header.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ]),
+            &["pool", "replica"],
+        )
+        .expect("static metric definition");
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "statelab_proxy_retries_total",
+                "Upstream attempts retried on another replica.",
+            ),
+            &["pool"],
+        )
+        .expect("static metric definition");
+        let replica_healthy = IntGaugeVec::new(
+            Opts::new(
+                "statelab_proxy_replica_healthy",
+                "1 when the replica passes its health checks.",
+            ),
+            &["pool", "replica"],
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(upstream_latency.clone()),
+            Box::new(retries.clone()),
+            Box::new(replica_healthy.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            upstream_latency,
+            retries,
+            replica_healthy,
+        }
+    }
+
+    /// The text exposition format for `GET /metrics`.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(8192);
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail for well-formed families; an empty answer is the fallback.
+        if TextEncoder::new().encode(&families, &mut buf).is_err() {
+            buf.clear();
+        }
+        buf
+    }
+}
