@@ -389,6 +389,9 @@ impl ProxyHttp for StatelabProxy {
             )
         };
         if session.response_written().is_none() {
+            // pingora closes the client connection after a failed proxy attempt; say so, or a
+            // keep-alive client would send its next request into a closing socket.
+            session.set_keepalive(None);
             if let Err(err) = respond_json(session, code, body).await {
                 tracing::debug!(%err, "could not send the error response");
             }

@@ -1,0 +1,316 @@
+//! Test harness: real backends in-process, the real `statelab-proxy` binary as a child process,
+//! typed helpers for clients and the admin API, and bounded polling instead of sleeps.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+pub mod backend;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+pub use backend::Backend;
+
+/// Polls `check` every 20 ms until it returns true or `within` passes; panics with `what` then.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A pool as the test wants it configured.
+pub struct PoolSpec<'a> {
+    pub name: &'a str,
+    pub strategy: &'a str,
+    pub replicas: Vec<(&'a str, SocketAddr)>,
+    pub trusted_proxies: Vec<&'a str>,
+}
+
+impl<'a> PoolSpec<'a> {
+    pub fn new(name: &'a str, strategy: &'a str, backends: &'a [Backend]) -> Self {
+        Self {
+            name,
+            strategy,
+            replicas: backends.iter().map(|b| (b.name.as_str(), b.addr)).collect(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Starts `n` backends named `{pool}-1..n`.
+pub async fn backends(pool: &str, n: usize) -> Vec<Backend> {
+    let mut out = Vec::new();
+    for i in 1..=n {
+        out.push(Backend::start(&format!("{pool}-{i}")).await.unwrap());
+    }
+    out
+}
+
+/// A running proxy process, killed on drop.
+pub struct Proxy {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub token: Option<String>,
+    config_path: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+static CONFIGS: AtomicUsize = AtomicUsize::new(0);
+
+/// Starts the proxy binary with the given pools; `extra_server` lines go into `[server]`.
+pub async fn spawn_proxy(pools: &[PoolSpec<'_>], extra_server: &str) -> Proxy {
+    // Ports are picked free just before start; a lost race only means another try.
+    for _ in 0..3 {
+        if let Some(p) = try_spawn(pools, extra_server).await {
+            return p;
+        }
+    }
+    panic!("the proxy did not come up in three tries");
+}
+
+async fn try_spawn(pools: &[PoolSpec<'_>], extra_server: &str) -> Option<Proxy> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut text = format!(
+        "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\ngrace_period_seconds = 3\n\
+         shutdown_timeout_seconds = 1\n{extra_server}\n\
+         [health]\ninterval_ms = 50\ntimeout_ms = 300\nrise = 2\nfall = 2\n\
+         [retry]\nmax_retries = 2\neject_ms = 1000\nconnect_timeout_ms = 500\n"
+    );
+    for p in pools {
+        text.push_str(&format!(
+            "[[pool]]\nname = \"{}\"\nstrategy = \"{}\"\ntrusted_proxies = {:?}\n[pool.replicas]\n",
+            p.name, p.strategy, p.trusted_proxies
+        ));
+        for (name, a) in &p.replicas {
+            text.push_str(&format!("{name} = \"{a}\"\n"));
+        }
+    }
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("admin_token = "))
+        .map(|t| t.trim_matches('"').to_string());
+    let n = CONFIGS.fetch_add(1, Ordering::SeqCst);
+    let config_path = std::env::temp_dir().join(format!(
+        "statelab-proxy-test-{}-{n}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&config_path, text).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_statelab-proxy"))
+        .arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut proxy = Proxy {
+        child,
+        addr,
+        admin,
+        token,
+        config_path,
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(_)) = proxy.child.try_wait() {
+            return None;
+        }
+        let admin_up = proxy
+            .admin_request(&client, reqwest::Method::GET, "/admin/status", None)
+            .await
+            .is_some_and(|(s, _)| s == 200);
+        let proxy_up = client
+            .get(format!("http://{addr}/__ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 404);
+        if admin_up && proxy_up {
+            return Some(proxy);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a test needs from one proxied response.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub replica: Option<String>,
+    pub set_cookie: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// `name=value` of the affinity cookie set by this response, if any.
+    pub fn affinity(&self) -> Option<String> {
+        self.set_cookie
+            .as_deref()
+            .and_then(|c| c.split(';').next())
+            .map(str::to_string)
+    }
+}
+
+/// A client with its own connection pool, optionally bound to a source address.
+pub fn client_from(source: Option<IpAddr>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(source)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+impl Proxy {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, client: &reqwest::Client, path: &str, cookie: Option<&str>) -> Reply {
+        self.try_get(client, path, cookie, &[]).await.unwrap()
+    }
+
+    pub async fn try_get(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        cookie: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Result<Reply> {
+        let mut req = client.get(self.url(path));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = |k: &str| {
+            headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let replica = text("x-replica");
+        let set_cookie = text("set-cookie");
+        let body = resp.text().await?;
+        Ok(Reply {
+            status,
+            replica,
+            set_cookie,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends an admin request; `None` when the admin listener is not answering.
+    pub async fn admin_request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Option<(u16, String)> {
+        let mut req = client.request(method, format!("http://{}{path}", self.admin));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        let resp = req.send().await.ok()?;
+        let status = resp.status().as_u16();
+        Some((status, resp.text().await.ok()?))
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        self.admin_request(&reqwest::Client::new(), method, path, body)
+            .await
+            .unwrap()
+    }
+
+    pub async fn status(&self) -> Value {
+        let (code, body) = self
+            .admin(reqwest::Method::GET, "/admin/status", None)
+            .await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// A replica's entry in `/admin/status`.
+    pub async fn replica(&self, name: &str) -> Value {
+        let status = self.status().await;
+        status["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["replicas"].as_array().unwrap().iter())
+            .find(|r| r["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no replica {name} in {status}"))
+    }
+
+    pub async fn wait_health(&self, name: &str, healthy: bool) {
+        eventually(
+            Duration::from_secs(10),
+            &format!("{name} healthy={healthy}"),
+            || async { self.replica(name).await["healthy"] == healthy },
+        )
+        .await;
+    }
+
+    /// Sends SIGTERM (what Docker sends on stop).
+    pub fn sigterm(&self) {
+        let pid = self.child.id().unwrap();
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM {pid} failed");
+    }
+}
