@@ -66,9 +66,9 @@ impl Metrics {
     }
 
     /// Records one served request. `route` is one of a fixed set, so label cardinality is bounded.
-    pub fn observe(&self, route: &str, status: u16, seconds: f64) {
+    pub fn observe(&self, route: &str, status: hyper::StatusCode, seconds: f64) {
         self.requests
-            .with_label_values(&[route, &status.to_string()])
+            .with_label_values(&[route, status.as_str()])
             .inc();
         self.latency.with_label_values(&[route]).observe(seconds);
     }

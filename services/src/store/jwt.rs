@@ -5,7 +5,10 @@
 //! new token (which also slides the expiry). What this costs, and the tests pin down:
 //! - logout cannot revoke a token: it stays valid until `exp`;
 //! - two requests racing on one token each produce a token missing the other's change;
-//! - every request carries and verifies the whole token, so the cart has to stay small.
+//! - every request carries and verifies the whole token, so the cart has to stay small;
+//! - reads cannot be recorded: a read that changed the token would need a new token on every
+//!   read, so `requests_in_session` counts only the requests that issued one, and the idle
+//!   expiry slides only on changes.
 //!
 //! Keys carry an id (`kid`) derived from the secret, so a replica can verify tokens signed with
 //! a previous key during a rotation while signing only with the current one.
@@ -202,6 +205,15 @@ impl SessionStore for JwtStore {
         let Some(mut session) = self.verify(credential) else {
             return Ok(None);
         };
+        if change == Change::Touch {
+            // A read changes nothing the token could record without a new token on every
+            // read; the client's token stays as it is, and so does its request count.
+            return Ok(Some(Applied {
+                session,
+                reissued: None,
+                taken: Cart::new(),
+            }));
+        }
         let taken = session.apply(&change)?;
         let reissued = Some(self.sign(&session)?);
         Ok(Some(Applied {
@@ -244,8 +256,12 @@ mod tests {
         let token = old.create("alice", None).await.expect("create").credential;
 
         let rotated = store_with(key(2), vec![key(1)]);
+        let add = Change::AddItem {
+            sku: "apple",
+            qty: 1,
+        };
         let applied = rotated
-            .apply(&token, Change::Touch)
+            .apply(&token, add)
             .await
             .expect("apply")
             .expect("valid");

@@ -38,6 +38,12 @@ impl Kind {
     pub fn can_revoke(self) -> bool {
         self != Kind::Stateless
     }
+
+    /// Whether reads count in `requests_in_session`. The JWT design records only requests that
+    /// issue a new token: counting a read would mean a new token on every read.
+    pub fn counts_reads(self) -> bool {
+        self != Kind::Stateless
+    }
 }
 
 /// Polls `f` until it returns `Some`, or panics after `deadline` saying what was awaited.

@@ -1,0 +1,31 @@
+# Sourced by statelab's scripts: makes sure the commands a script needs are present.
+#
+#   ensure CMD:DEBIAN_PACKAGE ...
+#
+# Missing commands are installed with apt-get when running as root on a Debian-like system;
+# otherwise the script stops and names exactly what to install.
+
+ensure() {
+  local missing=() pkgs=() spec cmd pkg
+  for spec in "$@"; do
+    cmd=${spec%%:*}
+    pkg=${spec#*:}
+    command -v "$cmd" >/dev/null 2>&1 || { missing+=("$cmd"); pkgs+=("$pkg"); }
+  done
+  ((${#missing[@]} == 0)) && return 0
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo ">> installing ${pkgs[*]} (needed for: ${missing[*]})" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null \
+      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null; }
+  else
+    echo "error: missing ${missing[*]}; install with: sudo apt-get install -y ${pkgs[*]}" >&2
+    exit 1
+  fi
+}
+
+ensure_cargo() {
+  command -v cargo >/dev/null 2>&1 && return 0
+  [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]] && { export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"; return 0; }
+  echo "error: cargo is missing; install Rust with: curl --proto '=https' -sSf https://sh.rustup.rs | sh" >&2
+  exit 1
+}
