@@ -1,23 +1,46 @@
 //! The benchmark's upstream: the tests' tiny backend as a process.
 //!
-//! `bench_backend NAME PORT` serves on 127.0.0.1:PORT (0 = any; the chosen address is printed on
-//! stdout as `listening on ADDR`) until killed.
+//! - `bench_backend N` serves N listeners on ephemeral 127.0.0.1 ports (named `bench-1..N`) from
+//!   one single-threaded runtime, prints `listening on ADDR` for each, and runs until killed. One
+//!   thread for all listeners keeps the upstream's CPU share identical whichever proxy is measured.
+//! - `bench_backend --free-port K` prints K currently free loopback ports (for the proxies under
+//!   test) and exits.
 
 #[path = "../tests/support/backend.rs"]
 mod backend;
 
+use std::io::Write;
 use std::net::SocketAddr;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let name = args.next().unwrap_or_else(|| "bench-1".to_string());
-    let port: u16 = args.next().as_deref().unwrap_or("0").parse()?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--free-port") {
+        let k: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1);
+        // Hold all K at once so they are distinct, then release them together.
+        let held = (0..k)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<Vec<_>, _>>()?;
+        for l in &held {
+            println!("{}", l.local_addr()?.port());
+        }
+        return Ok(());
+    }
+    let n: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(1);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let b = backend::Backend::start_on(&name, SocketAddr::from(([127, 0, 0, 1], port))).await?;
-        println!("listening on {}", b.addr);
+        let mut running = Vec::new();
+        for i in 1..=n {
+            let b = backend::Backend::start_on(
+                &format!("bench-{i}"),
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+            )
+            .await?;
+            println!("listening on {}", b.addr);
+            running.push(b);
+        }
+        std::io::stdout().flush()?;
         std::future::pending::<()>().await;
         Ok::<_, Box<dyn std::error::Error>>(())
     })

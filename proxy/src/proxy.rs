@@ -318,7 +318,9 @@ impl ProxyHttp for StatelabProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = session.req_header().method.is_idempotent()
+        // Only an upstream fault is worth another replica; a client that went away is not.
+        let replayable = *e.esource() == ErrorSource::Upstream
+            && session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
         if replayable && self.may_retry(ctx) {

@@ -683,3 +683,37 @@ async fn a_bad_config_file_is_a_clear_startup_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/statelab.toml"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_does_not_blame_the_replica() {
+    let b = backends("stateless", 1).await;
+    let proxy = spawn_proxy(&[PoolSpec::new("stateless", "round-robin", &b)], "").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let r = impatient.get(proxy.url("/stateless/slow")).send().await;
+        assert!(r.is_err(), "the client should have given up first");
+    }
+    let state = b[0].state.clone();
+    eventually(
+        Duration::from_secs(5),
+        "slow requests finish upstream",
+        || {
+            let s = state.clone();
+            async move { s.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 }
+        },
+    )
+    .await;
+    let view = proxy.replica("stateless-1").await;
+    assert_eq!(view["ejected"], false, "{view}");
+    assert!(view["last_failure"].is_null(), "{view}");
+    assert_eq!(
+        proxy
+            .get(&client_from(None), "/stateless/me", None)
+            .await
+            .status,
+        200
+    );
+}
