@@ -47,6 +47,7 @@ pub fn build_server(config: &Config) -> Server {
         upstream_keepalive_pool_size: config.server.upstream_keepalive,
         // pingora counts attempts, the config counts retries after the first attempt.
         max_retries: config.retry.max_retries as usize + 1,
+        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -135,7 +135,7 @@ impl Pool {
                 let mut peer = HttpPeer::new(*addr, false, String::new());
                 peer.options.connection_timeout = Some(connect_timeout);
                 peer.options.total_connection_timeout = Some(connect_timeout);
-                peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+                peer.options.idle_timeout = None;
                 let health_gauge = metrics
                     .replica_healthy
                     .with_label_values(&[&cfg.name, name]);
