@@ -40,6 +40,8 @@ pub struct Replica {
     pub(crate) total: AtomicU64,
     last_failure: Mutex<Option<Failure>>,
     pub(crate) latency: prometheus::Histogram,
+    /// `requests_total{status="200"}` of this replica, resolved once.
+    pub(crate) ok_requests: prometheus::IntCounter,
     health_gauge: prometheus::IntGauge,
 }
 
@@ -153,6 +155,9 @@ impl Pool {
                     latency: metrics
                         .upstream_latency
                         .with_label_values(&[&cfg.name, name]),
+                    ok_requests: metrics
+                        .requests
+                        .with_label_values(&[&cfg.name, name, "200"]),
                     health_gauge,
                 }
             })

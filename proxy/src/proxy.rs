@@ -8,6 +8,8 @@
 //! Nothing here panics on a missing replica or a malformed request: every failure becomes a JSON
 //! error response through [`StatelabProxy::fail_to_proxy`].
 
+use std::any::Any;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,6 +64,15 @@ pub struct RequestCtx {
     attempts: u32,
     started: Option<Instant>,
     refusal: Option<Refusal>,
+    /// The downstream peer's address, carried across keep-alive requests of one connection
+    /// (pingora rebuilds the connection digest per request, which costs a `getpeername`).
+    peer: Option<IpAddr>,
+}
+
+/// What survives from one request to the next on a keep-alive client connection.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionMemo {
+    peer: Option<IpAddr>,
 }
 
 fn json_error(error: &str, message: &str) -> Bytes {
@@ -120,6 +131,17 @@ impl StatelabProxy {
         }
     }
 
+    /// The client's address, looked up once per connection.
+    fn peer_ip(session: &Session, ctx: &mut RequestCtx) -> Option<IpAddr> {
+        if ctx.peer.is_none() {
+            ctx.peer = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+        }
+        ctx.peer
+    }
+
     fn release(&self, ctx: &mut RequestCtx) {
         if let (Some(p), Some(r)) = (ctx.pool, ctx.replica.take()) {
             self.pools.pools[p].replicas[r]
@@ -143,6 +165,27 @@ impl ProxyHttp for StatelabProxy {
             attempts: 0,
             started: None,
             refusal: None,
+            peer: None,
+        }
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+    ) -> Option<Box<dyn Any + Send + Sync>> {
+        ctx.peer
+            .map(|peer| Box::new(ConnectionMemo { peer: Some(peer) }) as Box<dyn Any + Send + Sync>)
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        prev: Box<dyn Any + Send + Sync>,
+    ) {
+        if let Some(memo) = prev.downcast_ref::<ConnectionMemo>() {
+            ctx.peer = memo.peer;
         }
     }
 
@@ -186,10 +229,10 @@ impl ProxyHttp for StatelabProxy {
             (Strategy::Cookie, Some(r)) => Some(r),
             (Strategy::IpHash, _) => {
                 let mut buf = [0u8; 16];
-                let len = match session.client_addr().and_then(|a| a.as_inet()) {
-                    Some(addr) => {
+                let len = match Self::peer_ip(session, ctx) {
+                    Some(peer) => {
                         let ip = client_key(
-                            addr.ip(),
+                            peer,
                             session.req_header().headers.get("x-forwarded-for"),
                             &pool.trusted_proxies,
                         );
@@ -240,10 +283,7 @@ impl ProxyHttp for StatelabProxy {
         .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewriting the path", e))?;
         upstream_request.set_uri(uri);
 
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let peer = Self::peer_ip(session, ctx);
         if let Some(ip) = peer {
             let xff = match upstream_request
                 .headers
@@ -419,8 +459,15 @@ impl ProxyHttp for StatelabProxy {
                 let pool = &self.pools.pools[p];
                 let replica = match ctx.replica {
                     Some(r) => {
-                        pool.replicas[r].total.fetch_add(1, Ordering::Relaxed);
-                        pool.replicas[r].name.as_str()
+                        let replica = &pool.replicas[r];
+                        replica.total.fetch_add(1, Ordering::Relaxed);
+                        if status == "200" {
+                            // The common case skips the label lookup.
+                            replica.ok_requests.inc();
+                            self.release(ctx);
+                            return;
+                        }
+                        replica.name.as_str()
                     }
                     None => "none",
                 };
