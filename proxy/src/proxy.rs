@@ -8,7 +8,6 @@
 //! Nothing here panics on a missing replica or a malformed request: every failure becomes a JSON
 //! error response through [`StatelabProxy::fail_to_proxy`].
 
-use std::any::Any;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -64,14 +64,7 @@ pub struct RequestCtx {
     attempts: u32,
     started: Option<Instant>,
     refusal: Option<Refusal>,
-    /// The downstream peer's address, carried across keep-alive requests of one connection
-    /// (pingora rebuilds the connection digest per request, which costs a `getpeername`).
-    peer: Option<IpAddr>,
-}
-
-/// What survives from one request to the next on a keep-alive client connection.
-#[derive(Debug, Clone, Copy)]
-struct ConnectionMemo {
+    /// The downstream peer's address, looked up at most once per request.
     peer: Option<IpAddr>,
 }
 
@@ -131,7 +124,7 @@ impl StatelabProxy {
         }
     }
 
-    /// The client's address, looked up once per connection.
+    /// The client's address (pingora caches it per connection in the socket digest).
     fn peer_ip(session: &Session, ctx: &mut RequestCtx) -> Option<IpAddr> {
         if ctx.peer.is_none() {
             ctx.peer = session
@@ -169,24 +162,9 @@ impl ProxyHttp for StatelabProxy {
         }
     }
 
-    fn persist_connection_context(
-        &self,
-        _session: &Session,
-        ctx: &RequestCtx,
-    ) -> Option<Box<dyn Any + Send + Sync>> {
-        ctx.peer
-            .map(|peer| Box::new(ConnectionMemo { peer: Some(peer) }) as Box<dyn Any + Send + Sync>)
-    }
-
-    fn on_connection_reuse(
-        &self,
-        _session: &mut Session,
-        ctx: &mut RequestCtx,
-        prev: Box<dyn Any + Send + Sync>,
-    ) {
-        if let Some(memo) = prev.downcast_ref::<ConnectionMemo>() {
-            ctx.peer = memo.peer;
-        }
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {
+        // No response compression: the services' answers are tiny and the default (disabled)
+        // compression module would still be built and consulted for every request.
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {

@@ -717,3 +717,32 @@ async fn a_client_hanging_up_does_not_blame_the_replica() {
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_bodies_are_forwarded_and_retried_when_a_connect_fails() {
+    let mut b = backends("stateless", 3).await;
+    let proxy = spawn_proxy(&[PoolSpec::new("stateless", "round-robin", &b)], "").await;
+    let client = client_from(None);
+    let body = "{\"item\":\"book\",\"qty\":2}";
+    let post = || async {
+        let r = client
+            .post(proxy.url("/stateless/cart/items"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.headers().get("x-body-len").cloned())
+    };
+    let (status, len) = post().await;
+    assert_eq!(status, 200);
+    assert_eq!(len.unwrap(), body.len().to_string().as_str());
+
+    // A dead replica refuses the connection: nothing was sent, so even a POST goes elsewhere.
+    b.remove(0).kill().await;
+    for _ in 0..9 {
+        let (status, len) = post().await;
+        assert_eq!(status, 200);
+        assert_eq!(len.unwrap(), body.len().to_string().as_str());
+    }
+}
