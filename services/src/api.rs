@@ -28,6 +28,9 @@ use crate::session::{
 pub const X_REPLICA: HeaderName = HeaderName::from_static("x-replica");
 /// Header carrying a reissued token, for bearer clients of the JWT design.
 pub const X_SESSION_TOKEN: HeaderName = HeaderName::from_static("x-session-token");
+/// How long a client may take to send a body once its headers are in; a stalled body must
+/// not hold a connection (and graceful shutdown) forever.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest quantity one add may carry.
 pub const MAX_ADD_QTY: i64 = 1000;
 
@@ -285,10 +288,19 @@ impl<S: SessionStore> App<S> {
         }
     }
 
+    /// The session cookie. Where the server slides the expiry on every request, the cookie is
+    /// a browser-session cookie: a fixed Max-Age would end an active session at TTL after login.
+    /// The JWT's own expiry slides only when a new token (and cookie) is issued, so its cookie
+    /// lives exactly as long as the token.
     fn session_cookie(&self, credential: &str) -> Result<HeaderValue, ApiError> {
+        let max_age = if S::CREDENTIAL_IN_BODY {
+            format!("; Max-Age={}", self.settings.session_ttl_secs)
+        } else {
+            String::new()
+        };
         HeaderValue::from_str(&format!(
-            "{}={credential}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
-            self.cookie_name, self.settings.session_ttl_secs
+            "{}={credential}; Path=/{max_age}; HttpOnly; SameSite=Lax",
+            self.cookie_name
         ))
         .map_err(|_| ApiError::StoreUnavailable)
     }
@@ -317,10 +329,14 @@ impl<S: SessionStore> App<S> {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::PayloadTooLarge(limit));
         }
-        let bytes = match Limited::new(req.into_body(), limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => return Err(ApiError::PayloadTooLarge(limit)),
-            Err(_) => return Err(ApiError::BadRequestBody),
+        let read = Limited::new(req.into_body(), limit).collect();
+        let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => {
+                return Err(ApiError::PayloadTooLarge(limit))
+            }
+            Ok(Err(_)) => return Err(ApiError::BadRequestBody),
+            Err(_) => return Err(ApiError::RequestTimeout),
         };
         // Parse to a value first: serde would otherwise accept `["alice"]` for a struct.
         let value: Value = serde_json::from_slice(&bytes)
@@ -337,9 +353,15 @@ impl<S: SessionStore> App<S> {
 /// The credential a request presents: a bearer token if there is one, else our cookie.
 /// A plain scan rather than an iterator chain: this runs on every request.
 fn credential<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
-        if let Some(token) = auth.to_str().ok().and_then(|a| a.strip_prefix("Bearer ")) {
-            return Some(token.trim());
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|a| a.to_str().ok())
+    {
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        if let Some((scheme, token)) = auth.split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return Some(token.trim());
+            }
         }
     }
     for value in headers.get_all(header::COOKIE) {

@@ -92,13 +92,10 @@ impl RedisArgs {
 #[derive(Clone, Debug, clap::Args)]
 pub struct JwtArgs {
     /// File holding the HS256 secret (at least 32 bytes; one trailing newline is ignored).
-    #[arg(long, env = "STATELAB_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
+    /// Without it, the secret is read from the environment variable `STATELAB_JWT_SECRET`;
+    /// there is deliberately no flag for the secret itself, since argv is visible to `ps`.
+    #[arg(long, env = "STATELAB_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
-
-    /// The HS256 secret itself (at least 32 bytes). Prefer the file: environment variables leak
-    /// into process listings and crash reports more easily.
-    #[arg(long, env = "STATELAB_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
 
     /// File holding the previous secret: tokens it signed still verify, new ones use the
     /// current secret. For key rotation.
@@ -106,8 +103,8 @@ pub struct JwtArgs {
     pub jwt_previous_secret_file: Option<PathBuf>,
 
     /// Development mode: without a secret, sign with a fixed, public development key (logged
-    /// as a warning). Never use it outside the lab.
-    #[arg(long, env = "STATELAB_DEV")]
+    /// as a warning). Never use it outside the lab. `STATELAB_DEV=1` (or true/yes/on) enables it.
+    #[arg(long, env = "STATELAB_DEV", value_parser = clap::builder::FalseyValueParser::new())]
     pub dev: bool,
 }
 
@@ -117,9 +114,10 @@ const DEV_SECRET: &[u8] = b"statelab-dev-only-secret-do-not-use-in-production";
 impl JwtArgs {
     /// The current key and any previous key. Without a secret this fails unless `--dev`.
     pub fn keys(&self) -> anyhow::Result<(JwtKey, Vec<JwtKey>)> {
-        let current = match (&self.jwt_secret_file, &self.jwt_secret) {
+        let from_env = std::env::var_os("STATELAB_JWT_SECRET").filter(|s| !s.is_empty());
+        let current = match (&self.jwt_secret_file, from_env) {
             (Some(path), _) => read_secret(path)?,
-            (None, Some(secret)) => secret.as_bytes().to_vec(),
+            (None, Some(secret)) => secret.into_encoded_bytes(),
             (None, None) if self.dev => {
                 tracing::warn!(
                     "--dev: signing tokens with the public development key; anyone can forge them"

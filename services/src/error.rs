@@ -31,6 +31,8 @@ pub enum ApiError {
     StoreUnavailable,
     #[error("could not read the request")]
     BadRequestBody,
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
 }
 
 impl ApiError {
@@ -46,6 +48,7 @@ impl ApiError {
             ApiError::EmptyCart => StatusCode::CONFLICT,
             ApiError::CartFull => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::EmptyCart => "empty_cart",
             ApiError::CartFull => "cart_full",
             ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::RequestTimeout => "request_timeout",
         }
     }
 }

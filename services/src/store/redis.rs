@@ -225,7 +225,7 @@ impl SessionStore for RedisStore {
             Some((status, pairs)) if status == "ok" => {
                 let mut session = parse_session(pairs).ok_or_else(|| {
                     self.errors.inc();
-                    StoreError::Unavailable(format!("malformed session hash at {key}"))
+                    StoreError::Unavailable("malformed session hash".into())
                 })?;
                 let taken = if change == Change::Checkout {
                     std::mem::take(&mut session.cart)

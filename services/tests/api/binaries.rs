@@ -14,20 +14,18 @@ fn bin(name: &str) -> Command {
         _ => env!("CARGO_BIN_EXE_externalized"),
     };
     let mut cmd = Command::new(path);
-    for var in [
-        "STATELAB_JWT_SECRET",
-        "STATELAB_JWT_SECRET_FILE",
-        "STATELAB_DEV",
-        "STATELAB_LISTEN",
-    ] {
-        cmd.env_remove(var);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("STATELAB_") {
+            cmd.env_remove(var);
+        }
     }
     cmd.env("RUST_LOG", "info");
     cmd
 }
 
-/// Starts a binary on port 0 and reads the address it bound from its JSON log.
-fn start(mut cmd: Command) -> (Child, SocketAddr) {
+/// Starts a binary on port 0 and reads the address it bound from its JSON log; also returns
+/// the log lines printed before it.
+fn start(mut cmd: Command) -> (Child, SocketAddr, Vec<serde_json::Value>) {
     let mut child = cmd
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .stdout(Stdio::piped())
@@ -36,6 +34,7 @@ fn start(mut cmd: Command) -> (Child, SocketAddr) {
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let mut before = Vec::new();
     let addr = loop {
         let line = lines
             .next()
@@ -45,10 +44,11 @@ fn start(mut cmd: Command) -> (Child, SocketAddr) {
         if let Some(listen) = v["fields"]["listen"].as_str() {
             break listen.parse().expect("address");
         }
+        before.push(v);
     };
     // Keep draining the log so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (child, addr, before)
 }
 
 fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
@@ -103,10 +103,18 @@ fn bad_flags_fail_fast_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--session-ttl"));
     let out = bin("externalized")
-        .args(["--redis-url", "not a url"])
+        .args(["--listen", "127.0.0.1:0", "--redis-url", "not a url"])
         .output()
         .expect("run");
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("url"), "{err}");
+    let out = bin("stateful")
+        .args(["--listen", "127.0.0.1:0", "--log-format", "xml"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log-format"));
 }
 
 #[tokio::test]
@@ -133,7 +141,7 @@ async fn each_binary_serves_and_stops_on_sigterm() {
         (stateless, "stateless-9"),
         (externalized, "externalized-9"),
     ] {
-        let (mut child, addr) = start(cmd);
+        let (mut child, addr, _) = start(cmd);
         let r = http
             .get(format!("http://{addr}/health"))
             .send()
@@ -156,11 +164,16 @@ async fn each_binary_serves_and_stops_on_sigterm() {
 
 #[test]
 fn dev_mode_starts_with_a_warning() {
-    let (mut child, addr) = start({
-        let mut c = bin("stateless");
-        c.arg("--dev");
-        c
+    let mut cmd = bin("stateless");
+    cmd.env("STATELAB_DEV", "1");
+    let (mut child, addr, before) = start(cmd);
+    let warned = before.iter().any(|line| {
+        line["level"] == "WARN"
+            && line["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--dev"))
     });
+    assert!(warned, "no --dev warning before serving: {before:?}");
     assert!(std::net::TcpStream::connect(addr).is_ok());
     assert!(sigterm_and_wait(&mut child).success());
 }

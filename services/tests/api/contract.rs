@@ -52,6 +52,13 @@ async fn whole_workflow(kind: Kind) {
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
     assert!(cookie.contains("Path=/"), "{cookie}");
+    // Server-side sessions slide on every request, so their cookie must not carry a fixed
+    // lifetime; the JWT's cookie lives exactly as long as the token.
+    assert_eq!(
+        cookie.contains("Max-Age="),
+        kind == Kind::Stateless,
+        "{cookie}"
+    );
 
     let me = alice.get("/me").await;
     assert_eq!(me.status, StatusCode::OK, "{}", me.text);

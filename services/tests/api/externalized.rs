@@ -121,3 +121,75 @@ async fn redis_down_is_a_prompt_503_and_recovery_is_automatic() {
         .expect("store error counter");
     assert!(errors >= 5.0, "each failed Redis call is counted: {errors}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_is_a_503_not_a_hang() {
+    // Redis accepts the connection but never replies (SIGSTOP): only the timeout saves us.
+    let app = spawn_app(Kind::Externalized).await;
+    let redis = app.redis.as_ref().expect("redis");
+    let mut u = app.user();
+    u.login("alice").await;
+    u.add("apple", 1).await;
+
+    redis.signal("-STOP");
+    // The harness's Redis timeout is 500 ms; the client gives up after 10 s. A 503 proves the
+    // service bounded the wait itself.
+    u.get("/me").await.assert_error(503, "store_unavailable");
+    u.get("/health")
+        .await
+        .assert_error(503, "store_unavailable");
+
+    redis.signal("-CONT");
+    let cart = eventually(
+        "the session to be readable again",
+        Duration::from_secs(15),
+        || {
+            let app = &app;
+            let credential = u.credential.clone();
+            async move {
+                let r = app
+                    .send(Method::GET, "/cart", None, credential.as_deref())
+                    .await;
+                (r.status == StatusCode::OK).then_some(r)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        qty_of(&cart.body, "apple"),
+        1,
+        "nothing was lost while Redis was paused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_before_redis_serves_once_redis_is_up() {
+    let options = Options {
+        redis_up: false,
+        ..Options::default()
+    };
+    let app = spawn_app_with(Kind::Externalized, options).await;
+    app.send(Method::GET, "/health", None, None)
+        .await
+        .assert_error(503, "store_unavailable");
+    app.user()
+        .send(Method::POST, "/login", Some(r#"{"username":"alice"}"#))
+        .await
+        .assert_error(503, "store_unavailable");
+
+    assert!(
+        app.redis.as_ref().expect("redis").restart().await,
+        "redis starts"
+    );
+    eventually("/health to turn 200", Duration::from_secs(15), || {
+        let app = &app;
+        async move {
+            let r = app.send(Method::GET, "/health", None, None).await;
+            (r.status == StatusCode::OK).then_some(())
+        }
+    })
+    .await;
+    let mut u = app.user();
+    u.login("alice").await;
+    assert_eq!(u.get("/me").await.body["username"], "alice");
+}

@@ -84,15 +84,20 @@ impl RedisServer {
     /// Starts Redis on a free port (retrying if another process grabs the port first).
     pub async fn start() -> Self {
         for _ in 0..5 {
-            let server = RedisServer {
-                port: free_port(),
-                child: std::sync::Mutex::new(None),
-            };
+            let server = RedisServer::unstarted();
             if server.restart().await {
                 return server;
             }
         }
         panic!("redis-server did not start on any of five free ports");
+    }
+
+    /// A server that owns a free port but is not running yet (for "Redis is down at start").
+    pub fn unstarted() -> Self {
+        RedisServer {
+            port: free_port(),
+            child: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -129,7 +134,7 @@ impl RedisServer {
             if let Ok(Some(_)) = child.try_wait() {
                 return false;
             }
-            if self.ping().await {
+            if self.answers_as(child.id()).await {
                 if let Ok(mut slot) = self.child.lock() {
                     *slot = Some(child);
                 }
@@ -141,17 +146,37 @@ impl RedisServer {
         false
     }
 
-    async fn ping(&self) -> bool {
+    /// Whether the server on our port is the process `pid` — not another test's Redis that
+    /// won a race for the port.
+    async fn answers_as(&self, pid: u32) -> bool {
         let Ok(client) = redis::Client::open(self.url()) else {
             return false;
         };
-        match client.get_multiplexed_async_connection().await {
-            Ok(mut c) => redis::cmd("PING")
-                .query_async::<String>(&mut c)
-                .await
-                .is_ok(),
-            Err(_) => false,
-        }
+        let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+            return false;
+        };
+        let info: String = match redis::cmd("INFO").arg("server").query_async(&mut c).await {
+            Ok(info) => info,
+            Err(_) => return false,
+        };
+        info.lines()
+            .any(|l| l.trim() == format!("process_id:{pid}"))
+    }
+
+    /// Pauses (SIGSTOP) or resumes (SIGCONT) the server: a Redis that accepts connections but
+    /// never answers, the case only a timeout can catch.
+    pub fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(Child::id))
+            .expect("redis is running");
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
     }
 
     /// A plain connection for tests that inspect what the service wrote.
@@ -176,6 +201,8 @@ pub struct Options {
     pub session_ttl: Duration,
     pub body_limit: usize,
     pub redis_timeout: Duration,
+    /// Whether the externalized service's Redis is running when the service starts.
+    pub redis_up: bool,
 }
 
 impl Default for Options {
@@ -184,6 +211,7 @@ impl Default for Options {
             session_ttl: Duration::from_secs(600),
             body_limit: 1024,
             redis_timeout: Duration::from_millis(500),
+            redis_up: true,
         }
     }
 }
@@ -222,7 +250,9 @@ pub async fn spawn_app_with(kind: Kind, options: Options) -> TestApp {
     };
     let grace = Duration::from_secs(1);
     let mut redis = None;
-    let redis_prefix = format!("test{}:", free_port());
+    static APPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = APPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let redis_prefix = format!("test{}-{n}:", std::process::id());
     let cookie_name = match kind {
         Kind::Stateful => {
             let store = MemoryStore::new(options.session_ttl, &metrics).expect("store");
@@ -234,7 +264,11 @@ pub async fn spawn_app_with(kind: Kind, options: Options) -> TestApp {
             serve(listener, store, settings, metrics, shutdown, grace)
         }
         Kind::Externalized => {
-            let server = RedisServer::start().await;
+            let server = if options.redis_up {
+                RedisServer::start().await
+            } else {
+                RedisServer::unstarted()
+            };
             let config = RedisConfig {
                 url: server.url(),
                 key_prefix: redis_prefix.clone(),
