@@ -145,60 +145,42 @@ fn walk<I: BackendIter>(
         .find(|&i| seen & (1u64 << i) == 0 && accept(i))
 }
 
-/// Round-robin over the pool (pingora's `RoundRobin`).
-pub struct RoundRobinPick {
-    inner: Arc<RoundRobin>,
+/// A pingora selection algorithm over a pool's replicas.
+pub struct Picker<S> {
+    inner: Arc<S>,
     n: usize,
 }
 
-impl std::fmt::Debug for RoundRobinPick {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RoundRobinPick")
-            .field("replicas", &self.n)
-            .finish()
-    }
-}
-
-impl RoundRobinPick {
-    pub fn new(addrs: &[std::net::SocketAddr]) -> Self {
-        Self {
-            inner: Arc::new(RoundRobin::build(&backends_for(addrs))),
-            n: addrs.len(),
-        }
-    }
-}
-
-impl Pick for RoundRobinPick {
-    fn pick(&self, key: &[u8], accept: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
-        walk(self.inner.iter(key), self.n, 0, accept)
-    }
-}
+/// Round-robin over the pool (pingora's `RoundRobin`).
+pub type RoundRobinPick = Picker<RoundRobin>;
 
 /// Consistent hashing (pingora's Ketama `Consistent`): a key keeps its replica while that replica
 /// is usable, and only keys of a removed/added replica move.
-pub struct HashPick {
-    inner: Arc<Consistent>,
-    n: usize,
-}
+pub type HashPick = Picker<Consistent>;
 
-impl std::fmt::Debug for HashPick {
+impl<S> fmt::Debug for Picker<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HashPick")
+        f.debug_struct("Picker")
+            .field("algorithm", &std::any::type_name::<S>())
             .field("replicas", &self.n)
             .finish()
     }
 }
 
-impl HashPick {
+impl<S: BackendSelection> Picker<S> {
     pub fn new(addrs: &[std::net::SocketAddr]) -> Self {
         Self {
-            inner: Arc::new(Consistent::build(&backends_for(addrs))),
+            inner: Arc::new(S::build(&backends_for(addrs))),
             n: addrs.len(),
         }
     }
 }
 
-impl Pick for HashPick {
+impl<S> Pick for Picker<S>
+where
+    S: BackendSelection + Send + Sync,
+    S::Iter: BackendIter,
+{
     fn pick(&self, key: &[u8], accept: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
         walk(self.inner.iter(key), self.n, 0, accept)
     }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use support::{backends, client_from, eventually, spawn_proxy, Backend, PoolSpec};
+use support::{backends, client_from, eventually, spawn_proxy, Backend, PoolSpec, Proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_evenly_and_rewrites_the_request() {
@@ -202,13 +202,26 @@ async fn ip_hash_is_stable_per_source_address() {
     }
 }
 
+/// The replica answering `client` when it sends `X-Forwarded-For: xff`.
+async fn replica_via_xff(proxy: &Proxy, client: &reqwest::Client, xff: &str) -> String {
+    let r = proxy
+        .try_get(
+            client,
+            "/externalized/me",
+            None,
+            &[("x-forwarded-for", xff)],
+        )
+        .await
+        .unwrap();
+    r.replica.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_hash_uses_x_forwarded_for_only_from_trusted_proxies() {
     let b = backends("externalized", 3).await;
     let mut spec = PoolSpec::new("externalized", "ip-hash", &b);
     spec.trusted_proxies = vec!["127.0.0.1/32"];
     let proxy = spawn_proxy(&[spec], "").await;
-
     // From the trusted peer, the forwarded address is the key: distinct users spread and stick.
     let trusted = client_from(Some(IpAddr::from([127, 0, 0, 1])));
     let mut used = HashSet::new();
@@ -216,16 +229,7 @@ async fn ip_hash_uses_x_forwarded_for_only_from_trusted_proxies() {
         let xff = format!("198.51.100.{user}");
         let mut seen = HashSet::new();
         for _ in 0..3 {
-            let r = proxy
-                .try_get(
-                    &trusted,
-                    "/externalized/me",
-                    None,
-                    &[("x-forwarded-for", &xff)],
-                )
-                .await
-                .unwrap();
-            seen.insert(r.replica.unwrap());
+            seen.insert(replica_via_xff(&proxy, &trusted, &xff).await);
         }
         assert_eq!(seen.len(), 1, "{xff} moved: {seen:?}");
         used.extend(seen);
@@ -237,16 +241,7 @@ async fn ip_hash_uses_x_forwarded_for_only_from_trusted_proxies() {
     let mut seen = HashSet::new();
     for user in 1..=30u8 {
         let xff = format!("198.51.100.{user}");
-        let r = proxy
-            .try_get(
-                &untrusted,
-                "/externalized/me",
-                None,
-                &[("x-forwarded-for", &xff)],
-            )
-            .await
-            .unwrap();
-        seen.insert(r.replica.unwrap());
+        seen.insert(replica_via_xff(&proxy, &untrusted, &xff).await);
     }
     assert_eq!(seen.len(), 1, "untrusted XFF must not steer: {seen:?}");
 }
