@@ -31,14 +31,26 @@ pub struct StatelabProxy {
     pools: Arc<Pools>,
     metrics: Metrics,
     max_retries: u32,
+    /// The 404 body, naming the configured prefixes; built once.
+    not_found: Bytes,
 }
 
 impl StatelabProxy {
     pub fn new(pools: Arc<Pools>, metrics: Metrics, max_retries: u32) -> Self {
+        let prefixes: Vec<String> = pools
+            .pools
+            .iter()
+            .map(|p| format!("{}/...", p.prefix))
+            .collect();
+        let not_found = json_error(
+            "not_found",
+            &format!("no pool serves this path; use {}", prefixes.join(", ")),
+        );
         Self {
             pools,
             metrics,
             max_retries,
+            not_found,
         }
     }
 }
@@ -90,7 +102,6 @@ fn is_connect_error(e: &Error) -> bool {
             | ErrorType::ConnectRefused
             | ErrorType::ConnectNoRoute
             | ErrorType::ConnectError
-            | ErrorType::ConnectionClosed
             | ErrorType::SocketError
             | ErrorType::BindError
     )
@@ -170,11 +181,7 @@ impl ProxyHttp for StatelabProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let Some(p) = self.pools.route(session.req_header().uri.path()) else {
             ctx.refusal = Some(Refusal::NoRoute);
-            let body = json_error(
-                "not_found",
-                "no pool serves this path; use /stateful/..., /stateless/... or /externalized/...",
-            );
-            respond_json(session, 404, body).await?;
+            respond_json(session, 404, self.not_found.clone()).await?;
             return Ok(true);
         };
         let pool = &self.pools.pools[p];
