@@ -59,7 +59,10 @@ async fn round_robin_spreads_evenly_and_rewrites_the_request() {
         assert_eq!(r.headers["content-type"], "application/json");
         let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(body["error"], "not_found");
-        assert!(body["message"].as_str().unwrap().contains("/stateless/..."), "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("/stateless/..."),
+            "{body}"
+        );
     }
     assert_eq!(b.iter().map(Backend::hits).sum::<u64>(), hits);
 }
