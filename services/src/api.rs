@@ -142,10 +142,7 @@ impl<S: SessionStore> App<S> {
     {
         let started = Instant::now();
         let route = Route::of(req.uri().path());
-        let label = match route {
-            Some((r, _)) => route_label(r),
-            None => "other",
-        };
+        let label = route_index(route.map(|(r, _)| r));
         let result = match route {
             None => Err(ApiError::NotFound),
             Some((_, allowed)) if req.method().as_str() != allowed => {
@@ -407,16 +404,18 @@ fn validate_sku(sku: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn route_label(route: Route) -> &'static str {
+/// The route's index in [`crate::metrics::ROUTES`].
+fn route_index(route: Option<Route>) -> usize {
     match route {
-        Route::Login => "/login",
-        Route::Me => "/me",
-        Route::Cart => "/cart",
-        Route::CartItems => "/cart/items",
-        Route::Checkout => "/checkout",
-        Route::Logout => "/logout",
-        Route::Health => "/health",
-        Route::Metrics => "/metrics",
+        Some(Route::Login) => 0,
+        Some(Route::Me) => 1,
+        Some(Route::Cart) => 2,
+        Some(Route::CartItems) => 3,
+        Some(Route::Checkout) => 4,
+        Some(Route::Logout) => 5,
+        Some(Route::Health) => 6,
+        Some(Route::Metrics) => 7,
+        None => 8,
     }
 }
 
@@ -468,6 +467,27 @@ pub fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_route_is_labelled_with_its_own_path() {
+        for path in [
+            "/login",
+            "/me",
+            "/cart",
+            "/cart/items",
+            "/checkout",
+            "/logout",
+            "/health",
+            "/metrics",
+        ] {
+            let route = Route::of(path).map(|(r, _)| r);
+            assert_eq!(crate::metrics::ROUTES[route_index(route)], path);
+        }
+        assert_eq!(
+            crate::metrics::ROUTES[route_index(Route::of("/x").map(|(r, _)| r))],
+            "other"
+        );
+    }
 
     #[test]
     fn bearer_wins_over_cookie_and_cookies_are_found_among_others() {
