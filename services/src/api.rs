@@ -164,24 +164,25 @@ impl<S: SessionStore> App<S> {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let credential = credential(req.headers(), &self.cookie_name).map(str::to_owned);
+        let (parts, body) = req.into_parts();
+        let credential = credential(&parts.headers, &self.cookie_name);
         match route {
             Route::Login => {
-                let body: LoginBody = self.read_json(req).await?;
-                self.login(&body.username, credential.as_deref()).await
+                let body: LoginBody = self.read_json(&parts.headers, body).await?;
+                self.login(&body.username, credential).await
             }
             Route::Me => {
-                let applied = self.apply(credential.as_deref(), Change::Touch).await?;
+                let applied = self.apply(credential, Change::Touch).await?;
                 let body = self.me_json(&applied.session, None);
                 Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
             }
             Route::Cart => {
-                let applied = self.apply(credential.as_deref(), Change::Touch).await?;
+                let applied = self.apply(credential, Change::Touch).await?;
                 let body = cart_json(&applied.session.cart);
                 Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
             }
             Route::CartItems => {
-                let body: AddItemBody = self.read_json(req).await?;
+                let body: AddItemBody = self.read_json(&parts.headers, body).await?;
                 validate_sku(&body.sku)?;
                 let qty = u32::try_from(body.qty)
                     .ok()
@@ -193,12 +194,12 @@ impl<S: SessionStore> App<S> {
                     sku: &body.sku,
                     qty,
                 };
-                let applied = self.apply(credential.as_deref(), change).await?;
+                let applied = self.apply(credential, change).await?;
                 let body = cart_json(&applied.session.cart);
                 Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
             }
             Route::Checkout => {
-                let applied = self.apply(credential.as_deref(), Change::Checkout).await?;
+                let applied = self.apply(credential, Change::Checkout).await?;
                 if applied.taken.is_empty() {
                     return Err(ApiError::EmptyCart);
                 }
@@ -208,7 +209,7 @@ impl<S: SessionStore> App<S> {
                 Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
             }
             Route::Logout => {
-                if let Some(c) = credential.as_deref() {
+                if let Some(c) = credential {
                     self.store.destroy(c).await?;
                 }
                 let mut response = empty_response(StatusCode::NO_CONTENT);
@@ -311,22 +312,21 @@ impl<S: SessionStore> App<S> {
     }
 
     /// Reads a JSON body within the configured limit.
-    async fn read_json<T, B>(&self, req: Request<B>) -> Result<T, ApiError>
+    async fn read_json<T, B>(&self, headers: &HeaderMap, body: B) -> Result<T, ApiError>
     where
         T: serde::de::DeserializeOwned,
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let limit = self.settings.body_limit;
-        let declared = req
-            .headers()
+        let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::PayloadTooLarge(limit));
         }
-        let read = Limited::new(req.into_body(), limit).collect();
+        let read = Limited::new(body, limit).collect();
         let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e)) if e.is::<LengthLimitError>() => {
