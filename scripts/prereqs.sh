@@ -6,6 +6,8 @@
 # otherwise the script stops and names exactly what to install.
 
 ensure() {
+  # debootstrap and friends live in /usr/sbin, which a non-login root shell may not have.
+  [[ :$PATH: == *:/usr/sbin:* ]] || PATH=$PATH:/usr/sbin:/sbin
   local missing=() pkgs=() spec cmd pkg
   for spec in "$@"; do
     cmd=${spec%%:*}
