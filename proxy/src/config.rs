@@ -71,6 +71,10 @@ pub struct RetryConfig {
     pub max_retries: u32,
     pub eject: Duration,
     pub connect_timeout: Duration,
+    /// Longest wait for a replica to accept written request bytes or to send response bytes; a
+    /// replica that accepts and then says nothing fails the attempt after this instead of holding
+    /// the request forever.
+    pub read_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +187,7 @@ struct RawRetry {
     max_retries: u32,
     eject_ms: u64,
     connect_timeout_ms: u64,
+    read_timeout_ms: u64,
 }
 
 impl Default for RawRetry {
@@ -191,6 +196,7 @@ impl Default for RawRetry {
             max_retries: 2,
             eject_ms: 2000,
             connect_timeout_ms: 1000,
+            read_timeout_ms: 30_000,
         }
     }
 }
@@ -285,10 +291,14 @@ impl RawConfig {
         if r.connect_timeout_ms == 0 {
             return invalid("retry.connect_timeout_ms must be positive".into());
         }
+        if r.read_timeout_ms == 0 {
+            return invalid("retry.read_timeout_ms must be positive".into());
+        }
         let retry = RetryConfig {
             max_retries: r.max_retries,
             eject: Duration::from_millis(r.eject_ms),
             connect_timeout: Duration::from_millis(r.connect_timeout_ms),
+            read_timeout: Duration::from_millis(r.read_timeout_ms),
         };
 
         let raw_pools = self.pools.unwrap_or_else(default_pools);
@@ -404,6 +414,7 @@ mod tests {
         );
         assert_eq!(c.server.admin_listen.port(), 8081);
         assert_eq!(c.server.grace_period, Duration::from_secs(5));
+        assert_eq!(c.retry.read_timeout, Duration::from_secs(30));
         let names: Vec<_> = c
             .pools
             .iter()
@@ -488,6 +499,7 @@ mod tests {
         );
         assert!(err("[health]\nrise = 0").contains("rise"));
         assert!(err("[server]\nthreads = 0").contains("threads"));
+        assert!(err("[retry]\nread_timeout_ms = 0").contains("retry.read_timeout_ms"));
         assert!(err("this is not toml").contains("invalid config file"));
     }
 }

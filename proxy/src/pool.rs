@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use pingora::upstreams::peer::HttpPeer;
 use serde::Serialize;
 
-use crate::config::{Config, PoolConfig};
+use crate::config::{Config, PoolConfig, RetryConfig};
 use crate::metrics::Metrics;
 use crate::strategy::{CookieAffinity, HashPick, Pick, RoundRobinPick, Strategy};
 
@@ -122,12 +122,7 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    fn new(
-        cfg: &PoolConfig,
-        secret: &[u8],
-        connect_timeout: std::time::Duration,
-        metrics: &Metrics,
-    ) -> Self {
+    fn new(cfg: &PoolConfig, secret: &[u8], retry: &RetryConfig, metrics: &Metrics) -> Self {
         let addrs: Vec<SocketAddr> = cfg.replicas.iter().map(|(_, a)| *a).collect();
         let names: Vec<String> = cfg.replicas.iter().map(|(n, _)| n.clone()).collect();
         let replicas = cfg
@@ -135,8 +130,11 @@ impl Pool {
             .iter()
             .map(|(name, addr)| {
                 let mut peer = HttpPeer::new(*addr, false, String::new());
-                peer.options.connection_timeout = Some(connect_timeout);
-                peer.options.total_connection_timeout = Some(connect_timeout);
+                peer.options.connection_timeout = Some(retry.connect_timeout);
+                peer.options.total_connection_timeout = Some(retry.connect_timeout);
+                // Without these a replica that accepts and never answers holds the request forever.
+                peer.options.read_timeout = Some(retry.read_timeout);
+                peer.options.write_timeout = Some(retry.read_timeout);
                 peer.options.idle_timeout = None;
                 let health_gauge = metrics
                     .replica_healthy
@@ -233,7 +231,7 @@ impl Pools {
         let pools = config
             .pools
             .iter()
-            .map(|p| Pool::new(p, &secret, config.retry.connect_timeout, metrics))
+            .map(|p| Pool::new(p, &secret, &config.retry, metrics))
             .collect();
         Arc::new(Pools {
             pools,

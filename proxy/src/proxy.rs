@@ -95,6 +95,15 @@ async fn respond_json(session: &mut Session, status: u16, body: Bytes) -> Result
     session.write_response_body(Some(body), true).await
 }
 
+/// The replica accepted the connection but did not take or answer the request within
+/// `retry.read_timeout_ms`.
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
 fn is_connect_error(e: &Error) -> bool {
     matches!(
         e.etype(),
@@ -350,8 +359,9 @@ impl ProxyHttp for StatelabProxy {
             && session.response_written().is_none();
         if replayable && self.may_retry(ctx) {
             // A pooled connection may have been closed by an idle replica: retry without blame.
-            // A fresh connection that breaks means the replica went away mid-request.
-            if !client_reused {
+            // A fresh connection that breaks means the replica went away mid-request, and a
+            // replica that stays silent is at fault whichever connection it was.
+            if !client_reused || is_timeout(&e) {
                 self.note_failure(ctx, true, format!("request failed: {}", e.etype().as_str()));
             }
             self.count_retry(ctx);
@@ -386,6 +396,14 @@ impl ProxyHttp for StatelabProxy {
                 json_error(
                     "upstream_unavailable",
                     &format!("could not connect to a replica of pool {pool_name}"),
+                ),
+            )
+        } else if *e.esource() == ErrorSource::Upstream && is_timeout(e) {
+            (
+                504,
+                json_error(
+                    "gateway_timeout",
+                    &format!("a replica of pool {pool_name} did not answer in time"),
                 ),
             )
         } else if *e.esource() == ErrorSource::Upstream {

@@ -10,7 +10,9 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use support::{backends, client_from, eventually, spawn_proxy, Backend, PoolSpec, Proxy};
+use support::{
+    backends, client_from, eventually, spawn_proxy, spawn_proxy_with, Backend, PoolSpec, Proxy,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_evenly_and_rewrites_the_request() {
@@ -743,4 +745,73 @@ async fn post_bodies_are_forwarded_and_retried_when_a_connect_fails() {
         assert_eq!(status, 200);
         assert_eq!(len.unwrap(), body.len().to_string().as_str());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_never_answers_times_out_and_the_request_moves_on() {
+    // stateless-1 accepts, reads and stays silent (while passing its health checks).
+    let b = backends("stateless", 2).await;
+    b[0].set_silent(true);
+    let stuck = backends("stateful", 1).await;
+    stuck[0].set_silent(true);
+    let proxy = spawn_proxy_with(
+        &[
+            PoolSpec::new("stateless", "round-robin", &b),
+            PoolSpec::new("stateful", "round-robin", &stuck),
+        ],
+        "",
+        "read_timeout_ms = 300",
+    )
+    .await;
+    let client = client_from(None);
+
+    // Idempotent: the attempt on the silent replica times out and is retried on the other one.
+    for i in 0..6 {
+        let t = Instant::now();
+        let r = proxy
+            .try_get(&client, "/stateless/me", None, &[])
+            .await
+            .unwrap_or_else(|e| panic!("GET #{i} failed after {:?}: {e}", t.elapsed()));
+        assert_eq!(r.status, 200, "GET #{i}: {}", r.body);
+        assert_eq!(r.replica.as_deref(), Some("stateless-2"));
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "GET #{i} took {:?}",
+            t.elapsed()
+        );
+    }
+    assert!(b[0].hits() >= 1, "the silent replica was never tried");
+    let view = proxy.replica("stateless-1").await;
+    assert!(
+        view["last_failure"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("ReadTimedout")),
+        "{view}"
+    );
+    let (_, metrics) = proxy.admin(Method::GET, "/metrics", None).await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("statelab_proxy_retries_total{pool=\"stateless\"}")
+                && !l.ends_with(" 0")
+        ),
+        "{metrics}"
+    );
+
+    // Not replayable (POST) on a pool whose only replica is silent: a prompt 504 JSON.
+    let t = Instant::now();
+    let r = client
+        .post(proxy.url("/stateful/cart/items"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "POST took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(r.status(), 504);
+    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "gateway_timeout", "{body}");
+    assert_eq!(stuck[0].hits(), 1);
 }

@@ -3,7 +3,8 @@
 //! It answers like a statelab service as far as the proxy cares: `GET /health` is 200 or 503
 //! (switchable), every response carries `x-replica: <name>`, and it echoes what the proxy sent
 //! (`x-path`, `x-xff`, `x-xfp`, `x-body-len`) so tests can check the rewrite. `/slow` waits before answering,
-//! to have a request in flight on demand. Killing it closes the listener and every connection.
+//! to have a request in flight on demand; a silent backend passes its health checks and never
+//! answers anything else. Killing it closes the listener and every connection.
 
 #![allow(dead_code)]
 
@@ -24,6 +25,8 @@ pub struct BackendState {
     pub hits: AtomicU64,
     /// Non-health requests currently being handled.
     pub in_flight: AtomicU64,
+    /// When set, non-health requests are read and never answered (the connection stays open).
+    pub silent: AtomicBool,
 }
 
 /// A running backend; dropping it (or `kill`) stops it.
@@ -60,6 +63,11 @@ impl Backend {
 
     pub fn set_healthy(&self, healthy: bool) {
         self.state.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Keeps passing health checks but leaves every other request unanswered.
+    pub fn set_silent(&self, silent: bool) {
+        self.state.silent.store(silent, Ordering::SeqCst);
     }
 
     pub fn hits(&self) -> u64 {
@@ -147,6 +155,12 @@ async fn connection(mut stream: TcpStream, name: String, state: Arc<BackendState
             }
         } else {
             state.hits.fetch_add(1, Ordering::SeqCst);
+            if state.silent.load(Ordering::SeqCst) {
+                // Accepted and read, never answered: only the peer giving up ends this.
+                let mut sink = [0u8; 512];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                return;
+            }
             state.in_flight.fetch_add(1, Ordering::SeqCst);
             if path == "/slow" {
                 tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -91,23 +91,32 @@ static CONFIGS: AtomicUsize = AtomicUsize::new(0);
 
 /// Starts the proxy binary with the given pools; `extra_server` lines go into `[server]`.
 pub async fn spawn_proxy(pools: &[PoolSpec<'_>], extra_server: &str) -> Proxy {
+    spawn_proxy_with(pools, extra_server, "").await
+}
+
+/// As [`spawn_proxy`], with `extra_retry` lines added to `[retry]`.
+pub async fn spawn_proxy_with(
+    pools: &[PoolSpec<'_>],
+    extra_server: &str,
+    extra_retry: &str,
+) -> Proxy {
     // Ports are picked free just before start; a lost race only means another try.
     for _ in 0..3 {
-        if let Some(p) = try_spawn(pools, extra_server).await {
+        if let Some(p) = try_spawn(pools, extra_server, extra_retry).await {
             return p;
         }
     }
     panic!("the proxy did not come up in three tries");
 }
 
-async fn try_spawn(pools: &[PoolSpec<'_>], extra_server: &str) -> Option<Proxy> {
+async fn try_spawn(pools: &[PoolSpec<'_>], extra_server: &str, extra_retry: &str) -> Option<Proxy> {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut text = format!(
         "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\ngrace_period_seconds = 3\n\
          shutdown_timeout_seconds = 1\n{extra_server}\n\
          [health]\ninterval_ms = 50\ntimeout_ms = 300\nrise = 2\nfall = 2\n\
-         [retry]\nmax_retries = 2\neject_ms = 1000\nconnect_timeout_ms = 500\n"
+         [retry]\nmax_retries = 2\neject_ms = 1000\nconnect_timeout_ms = 500\n{extra_retry}\n"
     );
     for p in pools {
         text.push_str(&format!(
