@@ -107,15 +107,50 @@ async fn check_once(
             }
             len += n;
         }
-        let head = std::str::from_utf8(&buf[..len]).unwrap_or("");
-        match head.split(' ').nth(1) {
-            Some("200") => Ok(()),
-            Some(code) => Err(format!("status {}", &code[..code.len().min(3)])),
-            None => Err("no HTTP status line".to_string()),
-        }
+        status_verdict(&buf[..len])
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
+    }
+}
+
+/// Pass on a `200` status line; otherwise say why, quoting at most three bytes of the code (a
+/// replica may send anything, multibyte text included).
+fn status_verdict(head: &[u8]) -> Result<(), String> {
+    let mut parts = head.split(|&b| b == b' ');
+    let code = match (parts.next(), parts.next()) {
+        (Some(version), Some(code)) if version.starts_with(b"HTTP/") => code,
+        _ => return Err("no HTTP status line".to_string()),
+    };
+    if code == b"200" || code.starts_with(b"200\r") {
+        return Ok(());
+    }
+    let shown = &code[..code.len().min(3)];
+    Err(format!("status {}", String::from_utf8_lossy(shown)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_verdict;
+
+    #[test]
+    fn status_lines_are_judged_without_panicking() {
+        assert_eq!(status_verdict(b"HTTP/1.1 200 OK\r\n"), Ok(()));
+        assert_eq!(status_verdict(b"HTTP/1.1 200\r\n"), Ok(()));
+        assert_eq!(
+            status_verdict(b"HTTP/1.1 503 Service Unavailable\r\n"),
+            Err("status 503".to_string())
+        );
+        // A multibyte character straddling the third byte of the code.
+        let odd = "HTTP/1.1 2\u{e9}\u{e9} OK\r\n".as_bytes();
+        assert!(status_verdict(odd).is_err_and(|e| e.starts_with("status ")));
+        let odd = "HTTP/1.1 \u{1f600} x".as_bytes();
+        assert!(status_verdict(odd).is_err());
+        assert_eq!(
+            status_verdict(b"garbage"),
+            Err("no HTTP status line".to_string())
+        );
+        assert!(status_verdict(b"").is_err());
     }
 }
