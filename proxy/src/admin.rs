@@ -26,11 +26,19 @@ use crate::strategy::Strategy;
 const MAX_BODY: usize = 1024;
 
 /// The admin HTTP application.
-#[derive(Debug)]
 pub struct AdminApp {
     pools: Arc<Pools>,
     metrics: Metrics,
     token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminApp")
+            .field("pools", &self.pools)
+            .field("token_set", &self.token.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AdminApp {

@@ -41,7 +41,8 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
 }
 
-#[derive(Debug, Clone)]
+/// Debug output (`--check` prints it) shows whether a secret is set, never its value.
+#[derive(Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
@@ -55,6 +56,28 @@ pub struct ServerConfig {
     pub affinity_secret: Option<String>,
     /// Idle upstream connections kept per proxy thread.
     pub upstream_keepalive: usize,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |s: &Option<String>| if s.is_some() { "<redacted>" } else { "<unset>" };
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field(
+                "admin_token",
+                &format_args!("{}", redacted(&self.admin_token)),
+            )
+            .field("threads", &self.threads)
+            .field("grace_period", &self.grace_period)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field(
+                "affinity_secret",
+                &format_args!("{}", redacted(&self.affinity_secret)),
+            )
+            .field("upstream_keepalive", &self.upstream_keepalive)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -118,7 +141,8 @@ impl Config {
 
 // ---- raw (serde) shape; kept private so the rest of the crate sees only validated values ----
 
-#[derive(Debug, Default, Deserialize)]
+// No `Debug` on the raw types: they hold the secrets unredacted.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
@@ -131,7 +155,7 @@ struct RawConfig {
     pools: Option<Vec<RawPool>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawServer {
     listen: String,
@@ -475,6 +499,22 @@ mod tests {
         assert_eq!(c.pools[0].strategy, Strategy::IpHash);
         assert_eq!(c.pools[0].trusted_proxies.len(), 2);
         assert_eq!(c.pools[0].replicas.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn debug_output_redacts_the_secrets() -> Result<(), ConfigError> {
+        let c = Config::from_toml_str(
+            "[server]\nadmin_token = \"tok-4f9a1c\"\naffinity_secret = \"aff-7d3e2b\"",
+        )?;
+        for text in [format!("{c:?}"), format!("{c:#?}")] {
+            assert!(!text.contains("tok-4f9a1c"), "{text}");
+            assert!(!text.contains("aff-7d3e2b"), "{text}");
+            assert!(text.contains("admin_token: <redacted>"), "{text}");
+            assert!(text.contains("127.0.0.1:8080"), "{text}");
+        }
+        let unset = format!("{:?}", Config::from_toml_str("")?);
+        assert!(unset.contains("affinity_secret: <unset>"), "{unset}");
         Ok(())
     }
 
