@@ -30,6 +30,12 @@ pub enum ConfigError {
     },
     #[error("invalid config: {0}")]
     Invalid(String),
+    #[error("{field} = {addr} cannot be bound: {source}")]
+    Bind {
+        field: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The validated configuration the proxy runs with.
@@ -123,6 +129,21 @@ impl Config {
                 Self::parse_named(&text, &path.display().to_string())
             }
         }
+    }
+
+    /// Binds both listener addresses at once and releases them, so a busy port is a start-up
+    /// error naming the field rather than a panic inside the server.
+    pub fn check_listeners(&self) -> Result<(), ConfigError> {
+        let bind = |field: &'static str, addr: SocketAddr| {
+            std::net::TcpListener::bind(addr).map_err(|source| ConfigError::Bind {
+                field,
+                addr,
+                source,
+            })
+        };
+        let _listen = bind("server.listen", self.server.listen)?;
+        let _admin = bind("server.admin_listen", self.server.admin_listen)?;
+        Ok(())
     }
 
     /// Parses TOML text (empty text gives the defaults).
@@ -282,9 +303,16 @@ impl RawConfig {
                 "server.admin_token must not be empty (omit it to disable auth)".into(),
             );
         }
+        let listen = parse_addr("server.listen", &s.listen)?;
+        let admin_listen = parse_addr("server.admin_listen", &s.admin_listen)?;
+        if listen == admin_listen {
+            return invalid(format!(
+                "server.listen and server.admin_listen are both {listen}; they need different addresses"
+            ));
+        }
         let server = ServerConfig {
-            listen: parse_addr("server.listen", &s.listen)?,
-            admin_listen: parse_addr("server.admin_listen", &s.admin_listen)?,
+            listen,
+            admin_listen,
             admin_token: s.admin_token,
             threads: s.threads,
             grace_period: Duration::from_secs(s.grace_period_seconds),
@@ -503,6 +531,23 @@ mod tests {
     }
 
     #[test]
+    fn a_busy_listen_port_is_an_error_naming_the_field() -> Result<(), Box<dyn std::error::Error>> {
+        let busy = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let c = Config::from_toml_str(&format!(
+            "[server]\nlisten = \"{}\"\nadmin_listen = \"127.0.0.1:0\"",
+            busy.local_addr()?
+        ))?;
+        let e = c
+            .check_listeners()
+            .err()
+            .ok_or("a bound port was accepted")?;
+        assert!(e.to_string().starts_with("server.listen = "), "{e}");
+        drop(busy);
+        c.check_listeners()?;
+        Ok(())
+    }
+
+    #[test]
     fn debug_output_redacts_the_secrets() -> Result<(), ConfigError> {
         let c = Config::from_toml_str(
             "[server]\nadmin_token = \"tok-4f9a1c\"\naffinity_secret = \"aff-7d3e2b\"",
@@ -539,6 +584,10 @@ mod tests {
         );
         assert!(err("[health]\nrise = 0").contains("rise"));
         assert!(err("[server]\nthreads = 0").contains("threads"));
+        assert!(
+            err("[server]\nlisten = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.1:9000\"")
+                .contains("server.admin_listen")
+        );
         assert!(err("[retry]\nread_timeout_ms = 0").contains("retry.read_timeout_ms"));
         assert!(err("this is not toml").contains("invalid config file"));
     }

@@ -40,6 +40,9 @@ fn main() -> anyhow::Result<()> {
         println!("{config:#?}");
         return Ok(());
     }
+    config
+        .check_listeners()
+        .context("statelab-proxy cannot start")?;
     tracing::info!(
         listen = %config.server.listen,
         admin = %config.server.admin_listen,

@@ -815,3 +815,39 @@ async fn a_replica_that_never_answers_times_out_and_the_request_moves_on() {
     assert_eq!(body["error"], "gateway_timeout", "{body}");
     assert_eq!(stuck[0].hits(), 1);
 }
+
+#[tokio::test]
+async fn a_busy_listen_port_is_a_clear_startup_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap();
+    let path =
+        std::env::temp_dir().join(format!("statelab-proxy-busy-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"{busy_addr}\"\nadmin_listen = \"127.0.0.1:0\"\n\
+             [[pool]]\nname = \"stateless\"\n[pool.replicas]\nstateless-1 = \"127.0.0.1:1\"\n"
+        ),
+    )
+    .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_statelab-proxy"))
+            .arg("--config")
+            .arg(&path)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the proxy must exit, not serve, when its port is taken")
+    .unwrap();
+    let _ = std::fs::remove_file(&path);
+    drop(busy);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("server.listen = {busy_addr} cannot be bound")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
