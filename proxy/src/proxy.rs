@@ -353,17 +353,19 @@ impl ProxyHttp for StatelabProxy {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
         // Only an upstream fault is worth another replica; a client that went away is not.
-        let replayable = *e.esource() == ErrorSource::Upstream
+        let upstream_fault = *e.esource() == ErrorSource::Upstream;
+        // A pooled connection may have been closed by an idle replica: no blame. A fresh
+        // connection that breaks means the replica went away mid-request, and a replica that
+        // stays silent is at fault whichever connection it was. Either way it is ejected whether
+        // or not this request can be replayed, so the next requests avoid it.
+        if upstream_fault && (!client_reused || is_timeout(&e)) {
+            self.note_failure(ctx, true, format!("request failed: {}", e.etype().as_str()));
+        }
+        let replayable = upstream_fault
             && session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && session.response_written().is_none();
         if replayable && self.may_retry(ctx) {
-            // A pooled connection may have been closed by an idle replica: retry without blame.
-            // A fresh connection that breaks means the replica went away mid-request, and a
-            // replica that stays silent is at fault whichever connection it was.
-            if !client_reused || is_timeout(&e) {
-                self.note_failure(ctx, true, format!("request failed: {}", e.etype().as_str()));
-            }
             self.count_retry(ctx);
             e.set_retry(true);
         } else {

@@ -814,6 +814,14 @@ async fn a_replica_that_never_answers_times_out_and_the_request_moves_on() {
     let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert_eq!(body["error"], "gateway_timeout", "{body}");
     assert_eq!(stuck[0].hits(), 1);
+    // Not retried, but still blamed: the replica is recorded as failing (and ejected).
+    let view = proxy.replica("stateful-1").await;
+    assert!(
+        view["last_failure"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("ReadTimedout")),
+        "{view}"
+    );
 }
 
 #[tokio::test]
