@@ -8,6 +8,7 @@
 //! Nothing here panics on a missing replica or a malformed request: every failure becomes a JSON
 //! error response through [`StatelabProxy::fail_to_proxy`].
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -227,7 +228,11 @@ impl ProxyHttp for StatelabProxy {
                     Some(peer) => {
                         let ip = client_key(
                             peer,
-                            session.req_header().headers.get("x-forwarded-for"),
+                            session
+                                .req_header()
+                                .headers
+                                .get_all("x-forwarded-for")
+                                .iter(),
                             &pool.trusted_proxies,
                         );
                         key_bytes(&ip, &mut buf)
@@ -279,14 +284,20 @@ impl ProxyHttp for StatelabProxy {
 
         let peer = Self::peer_ip(session, ctx);
         if let Some(ip) = peer {
-            let xff = match upstream_request
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-                _ => ip.to_string(),
-            };
+            // Every incoming line, in order, then this hop; sent as one line.
+            let mut xff = String::new();
+            for line in upstream_request.headers.get_all("x-forwarded-for") {
+                match line.to_str().map(str::trim) {
+                    Ok("") => {}
+                    Ok(prev) => {
+                        xff.push_str(prev);
+                        xff.push_str(", ");
+                    }
+                    // Not text: dropped rather than forwarded garbled.
+                    Err(_) => {}
+                }
+            }
+            let _ = write!(xff, "{ip}");
             upstream_request.insert_header("x-forwarded-for", xff)?;
         }
         let trusted_peer =

@@ -266,23 +266,30 @@ impl CookieAffinity {
 /// The ip-hash key of a request: the peer address, or, when the peer is a trusted proxy, the
 /// nearest address in `X-Forwarded-For` that is not itself trusted (walking from the right, as
 /// each proxy appends; the left part of the header is client-supplied and cannot be trusted).
-pub fn client_key(peer: IpAddr, xff: Option<&HeaderValue>, trusted: &[IpNet]) -> IpAddr {
+/// `xff` is every `X-Forwarded-For` line in order: several lines form one list.
+pub fn client_key<'a>(
+    peer: IpAddr,
+    xff: impl DoubleEndedIterator<Item = &'a HeaderValue>,
+    trusted: &[IpNet],
+) -> IpAddr {
     if trusted.is_empty() || !trusted.iter().any(|n| n.contains(&peer)) {
         return peer;
     }
-    let Some(text) = xff.and_then(|v| v.to_str().ok()) else {
-        return peer;
-    };
     let mut last_trusted = peer;
-    for part in text.rsplit(',') {
-        let Ok(ip) = part.trim().parse::<IpAddr>() else {
-            // Garbage in the chain: stop at the last address we could vouch for.
+    for line in xff.rev() {
+        let Ok(text) = line.to_str() else {
             return last_trusted;
         };
-        if !trusted.iter().any(|n| n.contains(&ip)) {
-            return ip;
+        for part in text.rsplit(',') {
+            let Ok(ip) = part.trim().parse::<IpAddr>() else {
+                // Garbage in the chain: stop at the last address we could vouch for.
+                return last_trusted;
+            };
+            if !trusted.iter().any(|n| n.contains(&ip)) {
+                return ip;
+            }
+            last_trusted = ip;
         }
-        last_trusted = ip;
     }
     last_trusted
 }
@@ -432,22 +439,38 @@ mod tests {
         let hv = |s: &'static str| HeaderValue::from_static(s);
         let xff = hv("203.0.113.9");
         assert_eq!(
-            client_key(direct, Some(&xff), &trusted),
+            client_key(direct, [&xff].into_iter(), &trusted),
             direct,
             "untrusted peer: XFF ignored"
         );
         assert_eq!(
-            client_key(gw, Some(&xff), &trusted),
+            client_key(gw, [&xff].into_iter(), &trusted),
             IpAddr::from([203, 0, 113, 9])
         );
-        assert_eq!(client_key(gw, None, &trusted), gw);
+        assert_eq!(client_key(gw, std::iter::empty(), &trusted), gw);
         let chain = hv("198.51.100.1, 203.0.113.9, 172.18.0.2");
         assert_eq!(
-            client_key(gw, Some(&chain), &trusted),
+            client_key(gw, [&chain].into_iter(), &trusted),
             IpAddr::from([203, 0, 113, 9])
         );
         let garbage = hv("nonsense");
-        assert_eq!(client_key(gw, Some(&garbage), &trusted), gw);
-        assert_eq!(client_key(gw, Some(&xff), &[]), gw);
+        assert_eq!(client_key(gw, [&garbage].into_iter(), &trusted), gw);
+        assert_eq!(client_key(gw, [&xff].into_iter(), &[]), gw);
+        // Several header lines are one list, in order: the last line holds the nearest hops.
+        let (first, second) = (hv("198.51.100.1, 203.0.113.9"), hv("172.18.0.2"));
+        assert_eq!(
+            client_key(gw, [&first, &second].into_iter(), &trusted),
+            IpAddr::from([203, 0, 113, 9])
+        );
+        let (first, second) = (hv("203.0.113.9"), hv("198.51.100.77, 172.18.0.3"));
+        assert_eq!(
+            client_key(gw, [&first, &second].into_iter(), &trusted),
+            IpAddr::from([198, 51, 100, 77])
+        );
+        let all_trusted = (hv("172.18.0.9"), hv("172.18.0.2"));
+        assert_eq!(
+            client_key(gw, [&all_trusted.0, &all_trusted.1].into_iter(), &trusted),
+            IpAddr::from([172, 18, 0, 9])
+        );
     }
 }

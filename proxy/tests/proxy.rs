@@ -52,6 +52,23 @@ async fn round_robin_spreads_evenly_and_rewrites_the_request() {
         .await
         .unwrap();
     assert_eq!(r.headers["x-xff"], "203.0.113.7, 127.0.0.1");
+    // Several incoming lines are kept, in order, as one list.
+    let r = proxy
+        .try_get(
+            &client,
+            "/stateless/a",
+            None,
+            &[
+                ("x-forwarded-for", "203.0.113.7"),
+                ("x-forwarded-for", "198.51.100.2, 198.51.100.3"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers["x-xff"],
+        "203.0.113.7, 198.51.100.2, 198.51.100.3, 127.0.0.1"
+    );
 
     // Unknown prefixes: 404 JSON, never forwarded.
     let hits: u64 = b.iter().map(Backend::hits).sum();
@@ -237,6 +254,25 @@ async fn ip_hash_uses_x_forwarded_for_only_from_trusted_proxies() {
             seen.insert(replica_via_xff(&proxy, &trusted, &xff).await);
         }
         assert_eq!(seen.len(), 1, "{xff} moved: {seen:?}");
+        // The same user behind one more hop, sent as a second header line: the last line is
+        // the nearest, so the key is still the user, not the first line's address.
+        let r = proxy
+            .try_get(
+                &trusted,
+                "/externalized/me",
+                None,
+                &[
+                    ("x-forwarded-for", "203.0.113.250"),
+                    ("x-forwarded-for", xff.as_str()),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.replica.as_ref(),
+            seen.iter().next(),
+            "{xff} in a second line"
+        );
         used.extend(seen);
     }
     assert!(used.len() >= 2, "trusted XFF keys all landed on {used:?}");
