@@ -146,6 +146,12 @@ impl Config {
         Ok(())
     }
 
+    /// The admin API (which can drain replicas and switch strategies) is reachable from other
+    /// hosts with no token; allowed, but worth a warning at start.
+    pub fn admin_open_to_network(&self) -> bool {
+        !self.server.admin_listen.ip().is_loopback() && self.server.admin_token.is_none()
+    }
+
     /// Parses TOML text (empty text gives the defaults).
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         Self::parse_named(text, "<inline>")
@@ -544,6 +550,18 @@ mod tests {
         assert!(e.to_string().starts_with("server.listen = "), "{e}");
         drop(busy);
         c.check_listeners()?;
+        Ok(())
+    }
+
+    #[test]
+    fn an_exposed_admin_listener_without_token_is_flagged() -> Result<(), ConfigError> {
+        assert!(!Config::from_toml_str("")?.admin_open_to_network());
+        let open = "[server]\nadmin_listen = \"0.0.0.0:9081\"\n";
+        assert!(Config::from_toml_str(open)?.admin_open_to_network());
+        let guarded = format!("{open}admin_token = \"t\"");
+        assert!(!Config::from_toml_str(&guarded)?.admin_open_to_network());
+        let v6 = "[server]\nadmin_listen = \"[::1]:9081\"\n";
+        assert!(!Config::from_toml_str(v6)?.admin_open_to_network());
         Ok(())
     }
 

@@ -36,6 +36,13 @@ fn main() -> anyhow::Result<()> {
 
     let config = statelab_proxy::Config::load(args.config.as_deref())
         .context("statelab-proxy cannot start")?;
+    if config.admin_open_to_network() {
+        tracing::warn!(
+            admin = %config.server.admin_listen,
+            "the admin API listens beyond loopback without server.admin_token: anyone who can \
+             reach it can drain replicas and switch strategies; set a token"
+        );
+    }
     if args.check {
         println!("{config:#?}");
         return Ok(());
