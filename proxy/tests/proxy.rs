@@ -287,48 +287,84 @@ async fn ip_hash_uses_x_forwarded_for_only_from_trusted_proxies() {
     assert_eq!(seen.len(), 1, "untrusted XFF must not steer: {seen:?}");
 }
 
+/// A counter's value in `/metrics`; 0 when the series does not exist yet.
+async fn counter(proxy: &Proxy, series: &str) -> f64 {
+    let (code, text) = proxy.admin(Method::GET, "/metrics", None).await;
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_replica_under_load_fails_no_request_and_it_rejoins() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
     let mut b = backends("stateless", 3).await;
     let proxy = spawn_proxy(&[PoolSpec::new("stateless", "round-robin", &b)], "").await;
+    let retries = "statelab_proxy_retries_total{pool=\"stateless\"}";
 
     let victim = b.remove(1);
     let (victim_name, victim_addr) = (victim.name.clone(), victim.addr);
     let workers = 4;
-    let per_worker = 150;
-    let kill_at = per_worker / 3;
-    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut kill_tx = Some(kill_tx);
+    let kill_at = 50;
+    let wanted_after_kill = 300;
+    // `killed` is set once the victim is gone; a request counts as "after the kill" only if it
+    // was sent after that.
+    let killed = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let after_kill = Arc::new(AtomicU64::new(0));
     let mut handles = Vec::new();
     for w in 0..workers {
         let url = proxy.url("/stateless/me");
+        let (killed, stop, after_kill) = (killed.clone(), stop.clone(), after_kill.clone());
+        let victim_name = victim_name.clone();
         handles.push(tokio::spawn(async move {
             let client = client_from(None);
+            let deadline = Instant::now() + Duration::from_secs(30);
             let mut failures = Vec::new();
-            for i in 0..per_worker {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let sent_after_kill = killed.load(Ordering::SeqCst);
                 match client.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {}
+                    Ok(r) if r.status() == 200 => {
+                        if sent_after_kill {
+                            let replica = r.headers().get("x-replica").cloned();
+                            if replica.as_ref().is_some_and(|v| v == victim_name.as_str()) {
+                                failures.push(format!("worker {w} #{i}: served by the victim"));
+                            }
+                            after_kill.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
                     Ok(r) => failures.push(format!("worker {w} #{i}: status {}", r.status())),
                     Err(e) => failures.push(format!("worker {w} #{i}: {e}")),
                 }
+                i += 1;
             }
             failures
         }));
     }
-    // Kill once the stream is running, mid-flight.
-    let killer = tokio::spawn(async move {
-        let _ = kill_rx.await;
-        victim.kill().await;
-    });
+    // Kill once the stream is running and has reached the victim, mid-flight.
     eventually(Duration::from_secs(10), "load reaches the victim", || {
         let v = proxy.replica(&victim_name);
-        async move { v.await["total_requests"].as_u64().unwrap_or(0) >= kill_at as u64 }
+        async move { v.await["total_requests"].as_u64().unwrap_or(0) >= kill_at }
     })
     .await;
-    if let Some(tx) = kill_tx.take() {
-        let _ = tx.send(());
-    }
-    killer.await.unwrap();
+    let retries_before = counter(&proxy, retries).await;
+    victim.kill().await;
+    killed.store(true, Ordering::SeqCst);
+    // Keep the load on until enough requests were sent and answered after the kill.
+    eventually(
+        Duration::from_secs(20),
+        "requests complete after the kill",
+        || {
+            let n = after_kill.load(Ordering::SeqCst);
+            async move { n >= wanted_after_kill }
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
     let mut failures = Vec::new();
     for h in handles {
         failures.extend(h.await.unwrap());
@@ -337,6 +373,13 @@ async fn killing_a_replica_under_load_fails_no_request_and_it_rejoins() {
         failures.is_empty(),
         "{} failed requests: {failures:?}",
         failures.len()
+    );
+    // Requests caught by the kill (in flight, or picked before the health checks noticed) were
+    // retried elsewhere rather than failed.
+    let retries_after = counter(&proxy, retries).await;
+    assert!(
+        retries_after > retries_before,
+        "no retry after the kill ({retries_before} -> {retries_after}): the load missed it"
     );
 
     // It is marked down, then brought back on the same port it rejoins without a proxy restart.
