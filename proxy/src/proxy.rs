@@ -2,8 +2,9 @@
 //!
 //! Per request: route by prefix (404 JSON if none) → pick a replica by the pool's strategy (503
 //! JSON if none can take it) → strip the prefix and set `X-Forwarded-*` → on a failed connect,
-//! eject that replica for `eject_ms` and retry on another → on the response, pin the client with
-//! an affinity cookie when the pool is sticky → count it.
+//! a broken fresh connection or a replica silent past `read_timeout_ms`, eject that replica for
+//! `eject_ms` and, when the request can be replayed, retry on another → on the response, pin the
+//! client with an affinity cookie when the pool is sticky → count it.
 //!
 //! Nothing here panics on a missing replica or a malformed request: every failure becomes a JSON
 //! error response through [`StatelabProxy::fail_to_proxy`].
