@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{eventually, qty_of, spawn_app, spawn_app_with, Kind, Options};
+use crate::helpers::{eventually, qty_of, spawn_app, spawn_app_with, Kind, Options, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_hashes_under_the_prefix_with_a_sliding_ttl() {
@@ -100,14 +100,7 @@ async fn redis_down_is_a_prompt_503_and_recovery_is_automatic() {
         app.redis.as_ref().expect("redis").restart().await,
         "redis restarts on its port"
     );
-    eventually("/health to recover", Duration::from_secs(15), || {
-        let app = &app;
-        async move {
-            let r = app.send(Method::GET, "/health", None, None).await;
-            (r.status == StatusCode::OK).then_some(())
-        }
-    })
-    .await;
+    wait_healthy(&app).await;
     // This Redis kept nothing (no persistence), so the old session is gone; new ones work.
     u.get("/me").await.assert_error(401, "unauthorized");
     u.login("alice").await;
@@ -181,15 +174,21 @@ async fn a_replica_started_before_redis_serves_once_redis_is_up() {
         app.redis.as_ref().expect("redis").restart().await,
         "redis starts"
     );
-    eventually("/health to turn 200", Duration::from_secs(15), || {
-        let app = &app;
-        async move {
-            let r = app.send(Method::GET, "/health", None, None).await;
-            (r.status == StatusCode::OK).then_some(())
-        }
-    })
-    .await;
+    wait_healthy(&app).await;
     let mut u = app.user();
     u.login("alice").await;
     assert_eq!(u.get("/me").await.body["username"], "alice");
+}
+
+/// Polls `/health` until the service reports its store reachable again.
+async fn wait_healthy(app: &TestApp) {
+    eventually(
+        "/health to turn 200",
+        Duration::from_secs(15),
+        || async move {
+            let r = app.send(Method::GET, "/health", None, None).await;
+            (r.status == StatusCode::OK).then_some(())
+        },
+    )
+    .await;
 }
