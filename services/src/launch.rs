@@ -37,9 +37,10 @@ where
             .await
             .with_context(|| format!("binding {}", common.listen))?;
         let local = listener.local_addr().context("reading the bound address")?;
+        let shutdown = shutdown_signal()?;
         tracing::info!(kind = S::KIND, %replica, listen = %local, "serving");
         let grace = Duration::from_secs(common.shutdown_grace);
-        crate::server::run(listener, app, shutdown_signal(), grace).await;
+        crate::server::run(listener, app, shutdown, grace).await;
         tracing::info!("stopped");
         Ok(())
     })
@@ -54,28 +55,28 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Completes on SIGTERM (what Docker and `scripts/lab` send) or Ctrl-C.
-async fn shutdown_signal() {
-    {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
+/// Completes on SIGTERM (what Docker and `scripts/lab` send) or Ctrl-C (SIGINT).
+///
+/// The handlers are installed here, when this is called — before the "serving" line is logged —
+/// not when the future is first polled: a supervisor that sends SIGTERM as soon as it sees the
+/// service up must get a graceful stop, not the default action of the signal.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
