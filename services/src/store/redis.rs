@@ -33,7 +33,7 @@ const FIXED_FIELDS: usize = 3;
 /// SKUs are `[A-Za-z0-9._-]`, the rest are numbers).
 const APPLY_LUA: &str = r"
 local key = KEYS[1]
-if redis.call('EXISTS', key) == 0 then return false end
+if redis.call('PEXPIRE', key, ARGV[1]) == 0 then return false end
 if ARGV[2] == 'add' then
   local field = 'i:' .. ARGV[3]
   local have = tonumber(redis.call('HGET', key, field) or '0')
@@ -42,7 +42,6 @@ if ARGV[2] == 'add' then
   redis.call('HINCRBY', key, field, ARGV[4])
 end
 redis.call('HINCRBY', key, 'r', 1)
-redis.call('PEXPIRE', key, ARGV[1])
 local all = redis.call('HGETALL', key)
 if ARGV[2] == 'checkout' then
   for i = 1, #all, 2 do
