@@ -51,6 +51,8 @@ pub struct App<S> {
     settings: Settings,
     replica: HeaderValue,
     cookie_name: String,
+    /// The `Set-Cookie` value that clears the session cookie, built once.
+    clear_cookie: HeaderValue,
     metrics: Metrics,
 }
 
@@ -109,6 +111,10 @@ struct AddItemBody {
 
 impl<S: SessionStore> App<S> {
     pub fn new(store: S, settings: Settings, metrics: Metrics) -> anyhow::Result<Self> {
+        let cookie_name = format!("statelab_{}", S::KIND);
+        let clear_cookie = HeaderValue::from_str(&format!(
+            "{cookie_name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
+        ))?;
         let replica = HeaderValue::from_str(&settings.replica).map_err(|_| {
             anyhow::anyhow!(
                 "replica name {:?} is not a valid header value",
@@ -118,15 +124,11 @@ impl<S: SessionStore> App<S> {
         Ok(App {
             store,
             replica,
-            cookie_name: format!("statelab_{}", S::KIND),
+            cookie_name,
+            clear_cookie,
             settings,
             metrics,
         })
-    }
-
-    /// The store behind this app (tests and benchmarks inspect it).
-    pub fn store(&self) -> &S {
-        &self.store
     }
 
     /// The name of the session cookie.
@@ -215,7 +217,7 @@ impl<S: SessionStore> App<S> {
                 let mut response = empty_response(StatusCode::NO_CONTENT);
                 response
                     .headers_mut()
-                    .append(header::SET_COOKIE, self.clear_cookie());
+                    .append(header::SET_COOKIE, self.clear_cookie.clone());
                 Ok(response)
             }
             Route::Health => {
@@ -301,14 +303,6 @@ impl<S: SessionStore> App<S> {
             self.cookie_name
         ))
         .map_err(|_| ApiError::StoreUnavailable)
-    }
-
-    fn clear_cookie(&self) -> HeaderValue {
-        HeaderValue::from_str(&format!(
-            "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax",
-            self.cookie_name
-        ))
-        .unwrap_or_else(|_| HeaderValue::from_static("statelab=; Max-Age=0"))
     }
 
     /// Reads a JSON body within the configured limit.
@@ -448,7 +442,7 @@ fn empty_response(status: StatusCode) -> Response<Full<Bytes>> {
 }
 
 /// The JSON error response for `e`, with the headers its status calls for.
-pub fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
+fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
     let body = json!({"error": e.code(), "message": e.to_string()});
     let mut response = json_response(e.status(), &body);
     let headers = response.headers_mut();
