@@ -1,0 +1,185 @@
+//! The scheduled fault, carried out through the lab's own handle (`scripts/lab kill NAME`,
+//! `scripts/lab start NAME`), so a run kills a replica exactly as a user would — natively or
+//! in containers, whichever mode the lab is in.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+
+use crate::report::Event;
+
+/// How long a lab command may take before the run gives up on it.
+const LAB_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The lab's command-line handle: a program and the words before the subcommand.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub program: String,
+    pub args: Vec<String>,
+}
+
+impl Lab {
+    /// Splits a command such as `scripts/lab` or `bash scripts/lab` on whitespace.
+    pub fn parse(command: &str) -> Result<Self, String> {
+        let mut words = command.split_whitespace().map(str::to_owned);
+        let program = words
+            .next()
+            .ok_or_else(|| "the lab command is empty".to_owned())?;
+        Ok(Lab {
+            program,
+            args: words.collect(),
+        })
+    }
+
+    /// Runs `LAB WORDS...`; returns whether it succeeded and its last output line.
+    async fn call(&self, words: &[&str]) -> (bool, String) {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args).args(words).kill_on_drop(true);
+        let output = match tokio::time::timeout(LAB_COMMAND_TIMEOUT, cmd.output()).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => return (false, format!("cannot run {}: {e}", self.program)),
+            Err(_) => {
+                return (
+                    false,
+                    format!("no answer within {} s", LAB_COMMAND_TIMEOUT.as_secs()),
+                )
+            }
+        };
+        let text = String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout);
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        (output.status.success(), last)
+    }
+
+    /// Resident memory of each running replica of `service`, from `LAB mem` (`NAME BYTES` lines).
+    /// Empty when the lab cannot say.
+    pub async fn memory(&self, service: &str) -> BTreeMap<String, u64> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args).arg("mem").kill_on_drop(true);
+        let Ok(Ok(output)) = tokio::time::timeout(LAB_COMMAND_TIMEOUT, cmd.output()).await else {
+            return BTreeMap::new();
+        };
+        if !output.status.success() {
+            return BTreeMap::new();
+        }
+        parse_memory(&String::from_utf8_lossy(&output.stdout), service)
+    }
+}
+
+/// Keeps the `NAME BYTES` lines of `service`'s replicas (`service-N`).
+pub fn parse_memory(text: &str, service: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next()?;
+            let bytes = words.next()?.parse().ok()?;
+            let n = name.strip_prefix(service)?.strip_prefix('-')?;
+            n.parse::<u32>().ok()?;
+            Some((name.to_owned(), bytes))
+        })
+        .collect()
+}
+
+/// Kill `replica` at `kill_at` after the start; start it again at `restart_at` if given.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub replica: String,
+    pub kill_at: Duration,
+    pub restart_at: Option<Duration>,
+}
+
+impl Fault {
+    /// Parses `REPLICA@SECONDS` (e.g. `stateful-2@10` or `stateful-2@7.5`).
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let (replica, at) = spec.split_once('@').ok_or_else(|| {
+            format!("--kill '{spec}': expected REPLICA@SECONDS, e.g. stateful-2@10")
+        })?;
+        if replica.is_empty()
+            || !replica
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "--kill '{spec}': '{replica}' is not a replica name"
+            ));
+        }
+        Ok(Fault {
+            replica: replica.to_owned(),
+            kill_at: parse_seconds(at).map_err(|e| format!("--kill '{spec}': {e}"))?,
+            restart_at: None,
+        })
+    }
+
+    /// Sleeps until each step is due and runs it through the lab, recording what happened.
+    pub async fn run(self, lab: Lab, start: Instant, events: Arc<Mutex<Vec<Event>>>) {
+        let mut steps = vec![("kill", self.kill_at)];
+        if let Some(at) = self.restart_at {
+            steps.push(("restart", at));
+        }
+        for (what, at) in steps {
+            tokio::time::sleep_until((start + at).into()).await;
+            let begun = Instant::now();
+            let verb = if what == "kill" { "kill" } else { "start" };
+            let (ok, detail) = lab.call(&[verb, &self.replica]).await;
+            let event = Event {
+                at_s: begun.saturating_duration_since(start).as_secs_f64(),
+                what: what.into(),
+                replica: self.replica.clone(),
+                took_s: begun.elapsed().as_secs_f64(),
+                ok,
+                detail,
+            };
+            events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+        }
+    }
+}
+
+/// Parses `@SECONDS` or `SECONDS` (fractions allowed).
+pub fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let t = text.strip_prefix('@').unwrap_or(text);
+    let secs: f64 = t
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("'{text}' is outside 0..=86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_specs_parse_or_say_why_not() {
+        let f = Fault::parse("stateful-2@7.5").expect("valid test input");
+        assert_eq!(f.replica, "stateful-2");
+        assert_eq!(f.kill_at, Duration::from_millis(7500));
+        assert!(Fault::parse("stateful-2")
+            .expect_err("an invalid input")
+            .contains("REPLICA@SECONDS"));
+        assert!(Fault::parse("@3").is_err());
+        assert!(Fault::parse("a;b@3").is_err());
+        assert!(Fault::parse("x@-1").is_err());
+        assert_eq!(
+            parse_seconds("@12").expect("valid test input"),
+            Duration::from_secs(12)
+        );
+    }
+
+    #[test]
+    fn memory_lines_of_one_service_only() {
+        let text = "stateful-1 1000\nstateful-2 2000\nstateless-1 5\nstatefulx-1 9\nbad\nredis 7\n";
+        let m = parse_memory(text, "stateful");
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["stateful-2"], 2000);
+    }
+}

@@ -1,0 +1,926 @@
+//! The HTML report: one self-contained page (inline CSS, hand-drawn inline SVG, no scripts and
+//! no external fetches) that a lab user can open offline or attach to a write-up.
+//!
+//! Layout: a header that says how to read the figures; with several runs, a comparison table;
+//! then one section per run with its parameters, key figures, errors, fault events, the failover
+//! account, four charts over time (throughput, latency, failures, requests per replica) and the
+//! percentile and per-replica tables. Every string that comes from the data is escaped.
+//!
+//! Charts are honest about gaps: a second without any latency sample (only connection failures)
+//! breaks the latency line instead of drawing a flattering 0; other non-finite values count as 0.
+
+use std::collections::BTreeSet;
+use std::fmt::{Display, Write as _};
+
+use crate::report::{spread, Failover, RunReport};
+use crate::stats::SecondStats;
+
+/// `write!` into a `String` cannot fail; this drops the `Result` in one place.
+macro_rules! w {
+    ($($t:tt)*) => {{ let _ = write!($($t)*); }};
+}
+
+/// Okabe-Ito colours (colour-blind safe; its yellow is left out, too pale on white) and brown.
+const PALETTE: [&str; 8] = [
+    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8C564B",
+];
+/// Replica lines cycle through these too, so replicas with equal load (lines on top of each
+/// other) stay distinguishable.
+const DASHES: [&str; 3] = ["", "7 4", "2 3"];
+const BAND_FILL: &str = "#D9EFDF";
+const CSS: &str = "body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;\
+color:#1a1a1a;background:#fff;max-width:1200px;margin:0 auto;padding:16px 24px}\
+h1{font-size:1.6em;margin:.2em 0}h2{border-top:2px solid #ccc;padding-top:.6em;margin-top:2em}\
+h3{font-size:1.05em;margin:1.2em 0 .4em}.note{color:#444}\
+.how{background:#f4f6f8;border-left:4px solid #0072B2;padding:8px 12px}\
+table{border-collapse:collapse;margin:.3em 0 1em}th,td{padding:3px 8px;text-align:right}\
+td{border-bottom:1px solid #ddd;white-space:nowrap}th{background:#f0f0f0;vertical-align:bottom}\
+.l{text-align:left}.w{white-space:normal;min-width:10em}.nb{white-space:nowrap}\
+.scroll{overflow-x:auto}.bad{color:#a00018;background:#fde8eb;font-weight:600}\
+.cols{display:flex;flex-wrap:wrap;gap:8px 48px}dl{display:grid;gap:1px 14px;margin:0;\
+grid-template-columns:max-content auto}dt{color:#555}dd{margin:0}ul{margin:.2em 0;padding-left:1.2em}\
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:8px 20px}\
+figure{margin:0}figcaption{font-weight:600;margin-bottom:2px}svg{width:100%;height:auto;display:block}";
+
+/// Renders the runs as one HTML5 document.
+pub fn render(title: &str, runs: &[RunReport]) -> String {
+    let mut o = String::with_capacity(64 * 1024);
+    let t = escape(title);
+    o.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
+    o.push_str("<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">");
+    w!(
+        o,
+        "<title>{t}</title><style>{CSS}</style></head><body>\n<h1>{t}</h1>"
+    );
+    let (n, s) = (runs.len(), if runs.len() == 1 { "" } else { "s" });
+    w!(
+        o,
+        "<p class=\"note\">statelab-load report of {n} run{s}.</p>"
+    );
+    o.push_str(
+        "<p class=\"how\"><b>How to read this.</b> Latency is measured from the <i>intended</i> \
+         send time of each request, so a stalled server or a generator that fell behind cannot \
+         hide its wait (coordinated-omission corrected); service time is measured from the actual \
+         send. A request failed when it got no answer or a non-2xx one. A <i>session loss</i> is \
+         a 401 after a successful login, or a cart that differs from what the user put in. \
+         <i>Recovery</i> is the first of 3 consecutive seconds back inside the pre-kill band of \
+         throughput (2xx/s) and p99 latency. Charts show one point per whole second, drawn at the \
+         middle of that second; a gap in a latency line is a second with no latency sample (only \
+         connection failures).</p>\n",
+    );
+    if runs.len() > 1 {
+        comparison(&mut o, runs);
+    }
+    for (i, r) in runs.iter().enumerate() {
+        run_section(&mut o, i, r);
+    }
+    o.push_str("</body></html>\n");
+    o
+}
+
+/// Escapes text for HTML element content and attribute values (and SVG text).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A value a chart can draw: non-finite and negative values count as 0.
+fn fin(v: f64) -> f64 {
+    if v.is_finite() {
+        v.max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// A table figure; a non-finite one is shown as not measured ("-") rather than as 0.
+fn num(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "-".into()
+    }
+}
+
+fn opt(v: Option<impl Display>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn mib(bytes: u64) -> String {
+    num(bytes as f64 / 1_048_576.0, 1)
+}
+
+fn percent(part: u64, total: u64) -> String {
+    // part <= total, so an empty total gives 0 %.
+    num(part as f64 * 100.0 / total.max(1) as f64, 1)
+}
+
+/// A table cell with escaped text; `class` is `""`, `"l"` (left), `"bad"`, ...
+fn cell(text: impl Display, class: &str) -> String {
+    let text = escape(&text.to_string());
+    match class {
+        "" => format!("<td>{text}</td>"),
+        _ => format!("<td class=\"{class}\">{text}</td>"),
+    }
+}
+
+fn bad_if(bad: bool) -> &'static str {
+    if bad {
+        "bad"
+    } else {
+        ""
+    }
+}
+
+/// A table; `head` is `|`-separated, a leading `<` left-aligns a header.
+fn table(o: &mut String, head: &str, rows: impl IntoIterator<Item = Vec<String>>) {
+    o.push_str("<table><tr>");
+    for h in head.split('|') {
+        match h.strip_prefix('<') {
+            Some(h) => w!(o, "<th class=\"l\">{h}</th>"),
+            None => w!(o, "<th>{h}</th>"),
+        }
+    }
+    o.push_str("</tr>\n");
+    for row in rows {
+        w!(o, "<tr>{}</tr>\n", row.concat());
+    }
+    o.push_str("</table>\n");
+}
+
+/// Recovery time for tables, and whether it is "never" (worth highlighting).
+fn recovered(f: Option<&Failover>) -> (String, bool) {
+    match f
+        .and_then(|f| f.recovery.as_ref())
+        .map(|r| r.recovered_after_s)
+    {
+        Some(Some(s)) => (format!("{} s", num(s, 1)), false),
+        Some(None) => ("never".into(), true),
+        None => ("-".into(), false),
+    }
+}
+
+fn comparison(o: &mut String, runs: &[RunReport]) {
+    o.push_str("<h2>Comparison</h2><div class=\"scroll\">");
+    let head = "<run|<killed|requests|failed|session losses|p50 ms|p99 ms|ok/s|<spread across \
+                replicas|last answer after kill|failed in failover|recovered after|MiB per replica";
+    let rows = runs.iter().enumerate().map(|(i, r)| {
+        let f = r.failover.as_ref();
+        let (rec, never) = recovered(f);
+        let mem = if r.memory_bytes.is_empty() {
+            "-".into()
+        } else {
+            mib(r.memory_bytes.values().sum::<u64>() / r.memory_bytes.len() as u64)
+        };
+        let shares: Vec<String> = spread(&r.per_replica)
+            .split(" · ")
+            .map(|s| format!("<span class=\"nb\">{}</span>", escape(s)))
+            .collect();
+        vec![
+            format!(
+                "<td class=\"l\"><a href=\"#run-{i}\">{}</a></td>",
+                escape(&r.label)
+            ),
+            cell(r.killed.as_deref().unwrap_or("-"), "l"),
+            cell(r.requests, ""),
+            cell(r.failed_requests, ""),
+            cell(r.session_losses, bad_if(r.session_losses > 0)),
+            cell(num(r.p50_ms, 2), ""),
+            cell(num(r.p99_ms, 2), ""),
+            cell(num(r.throughput_rps, 0), ""),
+            format!("<td class=\"l w\">{}</td>", shares.join(" · ")),
+            cell(
+                opt(f.map(|f| format!("{} s", num(f.last_answer_after_kill_s, 2)))),
+                "",
+            ),
+            cell(opt(f.map(|f| f.failed_during_failover)), ""),
+            cell(rec, bad_if(never)),
+            cell(mem, ""),
+        ]
+    });
+    table(o, head, rows);
+    o.push_str(
+        "</div><p class=\"note\"><i>Last answer after kill</i>: seconds from the kill to the last \
+         answer the killed replica gave. <i>Failed in failover</i>: failed requests from the \
+         kill's second until the recovery (or the end of the run). <i>MiB per replica</i>: mean \
+         resident memory after the run.</p>\n",
+    );
+}
+
+fn run_section(o: &mut String, i: usize, r: &RunReport) {
+    let label = escape(&r.label);
+    w!(
+        o,
+        "<section id=\"run-{i}\"><h2>{label}</h2><div class=\"cols\"><div>"
+    );
+    o.push_str("<h3>Parameters</h3><dl>");
+    let params = [
+        ("service", r.service.clone()),
+        (
+            "strategy",
+            r.strategy.as_deref().unwrap_or("unknown").into(),
+        ),
+        ("target", r.target.clone()),
+        ("workflow", r.workflow.clone()),
+        ("model", r.model.clone()),
+        ("rate (sessions/s)", opt(r.rate.filter(|v| v.is_finite()))),
+        ("users", opt(r.users)),
+        ("cart adds", opt(r.adds)),
+        ("think time (ms)", opt(r.think_ms)),
+        ("source addresses", r.sources.to_string()),
+        ("duration", format!("{} s", num(r.duration_s, 1))),
+        (
+            "interrupted",
+            if r.interrupted { "yes (Ctrl-C)" } else { "no" }.into(),
+        ),
+    ];
+    for (k, v) in params {
+        w!(o, "<dt>{k}</dt><dd>{}</dd>", escape(&v));
+    }
+    o.push_str("</dl></div><div><h3>Key figures</h3><ul>");
+    let ms = |v: f64| num(v, 2);
+    let li = |o: &mut String, bad: bool, text: String| {
+        w!(o, "<li class=\"{}\">{}</li>", bad_if(bad), escape(&text));
+    };
+    let (req, ok, failed) = (r.requests, r.ok_requests, r.failed_requests);
+    let pct = percent(failed, req);
+    li(
+        o,
+        false,
+        format!("{req} requests: {ok} ok, {failed} failed ({pct}%)"),
+    );
+    let (lost, by_401, by_cart) = (
+        r.session_losses,
+        r.losses_unauthorized,
+        r.losses_cart_mismatch,
+    );
+    let text =
+        format!("{lost} session losses ({by_401} by 401 after login, {by_cart} by a wrong cart)");
+    li(o, lost > 0, text);
+    let (started, completed) = (r.sessions_started, r.sessions_completed);
+    li(
+        o,
+        false,
+        format!("sessions: {started} started, {completed} completed"),
+    );
+    li(
+        o,
+        false,
+        format!("throughput: {} ok/s", num(r.throughput_rps, 1)),
+    );
+    let (p50, p90, p99) = (ms(r.p50_ms), ms(r.p90_ms), ms(r.p99_ms));
+    let (p999, max) = (ms(r.p999_ms), ms(r.max_ms));
+    li(
+        o,
+        false,
+        format!("latency: p50 {p50} · p90 {p90} · p99 {p99} · p99.9 {p999} · max {max} ms"),
+    );
+    let (s50, s99) = (ms(r.service_p50_ms), ms(r.service_p99_ms));
+    li(o, false, format!("service time: p50 {s50} · p99 {s99} ms"));
+    if r.model == "open" {
+        let (late, dropped, lag) = (r.starts_late, r.starts_dropped, num(r.max_start_lag_ms, 1));
+        li(
+            o,
+            false,
+            format!("arrivals: {late} started late, {dropped} dropped, max start lag {lag} ms"),
+        );
+    }
+    o.push_str("</ul></div><div><h3>Errors by kind</h3>");
+    let e = &r.errors;
+    let counts = [
+        e.connect,
+        e.timeout,
+        e.io,
+        e.status_4xx,
+        e.status_5xx,
+        e.total(),
+    ];
+    table(
+        o,
+        "connect|timeout|io|4xx|5xx|total",
+        [counts.map(|n| cell(n, "")).to_vec()],
+    );
+    o.push_str("</div></div>\n<h3>Fault events</h3>");
+    if r.events.is_empty() {
+        o.push_str("<p>No scheduled fault.</p>");
+    } else {
+        let rows = r.events.iter().map(|ev| {
+            vec![
+                cell(format!("{} s", num(ev.at_s, 2)), ""),
+                cell(&ev.what, "l"),
+                cell(&ev.replica, "l"),
+                cell(format!("{} s", num(ev.took_s, 2)), ""),
+                cell(
+                    if ev.ok { "ok" } else { "FAILED" },
+                    if ev.ok { "l" } else { "l bad" },
+                ),
+                cell(&ev.detail, "l w"),
+            ]
+        });
+        table(o, "at|<step|<replica|took|<result|<detail", rows);
+    }
+    o.push_str("<h3>Failover</h3><p>");
+    failover_text(o, r.failover.as_ref());
+    o.push_str("</p>\n");
+    charts(o, r);
+
+    o.push_str("<div class=\"cols\"><div><h3>Latency percentiles</h3>");
+    let rows = r.percentiles.iter().map(|p| {
+        let name = format!("p{}", num(p.percentile, 1).trim_end_matches(".0"));
+        vec![
+            cell(name, "l"),
+            cell(ms(p.latency_ms), ""),
+            cell(ms(p.service_ms), ""),
+        ]
+    });
+    table(o, "<percentile|latency ms|service ms", rows);
+    o.push_str("</div><div><h3>Per replica</h3>");
+    let names: BTreeSet<&String> = r.per_replica.keys().chain(r.memory_bytes.keys()).collect();
+    if names.is_empty() {
+        o.push_str("<p>No answer carried an x-replica header.</p>");
+    } else {
+        let total: u64 = r.per_replica.values().sum();
+        let rows = names.into_iter().map(|n| {
+            let count = r.per_replica.get(n).copied().unwrap_or(0);
+            let killed = if r.killed.as_ref() == Some(n) {
+                " (killed)"
+            } else {
+                ""
+            };
+            vec![
+                cell(format!("{n}{killed}"), "l"),
+                cell(count, ""),
+                cell(format!("{}%", percent(count, total)), ""),
+                cell(opt(r.memory_bytes.get(n).map(|b| mib(*b))), ""),
+            ]
+        });
+        table(o, "<replica|requests|share|memory MiB", rows);
+    }
+    o.push_str("</div></div></section>\n");
+}
+
+fn failover_text(o: &mut String, f: Option<&Failover>) {
+    let Some(f) = f else {
+        o.push_str("No replica was killed in this run.");
+        return;
+    };
+    let (at, took) = (num(f.kill_at_s, 2), num(f.kill_took_s, 2));
+    w!(
+        o,
+        "<b>{}</b> was killed at {at} s (the kill command took {took} s). ",
+        escape(&f.replica)
+    );
+    if f.last_answer_after_kill_s > 0.0 {
+        let last = num(f.last_answer_after_kill_s, 2);
+        w!(o, "Its last answer came {last} s after the kill. ");
+    } else {
+        o.push_str("It gave no answer after the kill. ");
+    }
+    if let Some(at) = f.restart_at_s {
+        w!(o, "It was restarted at {} s. ", num(at, 2));
+    }
+    let (failed, lost) = (f.failed_during_failover, f.sessions_lost_after_kill);
+    w!(
+        o,
+        "{failed} requests failed from the kill's second until the recovery (or the end of the \
+         run), and {lost} sessions were lost from the kill on. "
+    );
+    let Some(rec) = &f.recovery else {
+        o.push_str("No pre-kill band (fewer than two whole seconds before the kill): recovery is not measured.");
+        return;
+    };
+    let (lo, hi) = (num(rec.throughput_low, 0), num(rec.throughput_high, 0));
+    w!(
+        o,
+        "Pre-kill band: {lo}–{hi} ok/s with p99 ≤ {} ms. ",
+        num(rec.p99_high_ms, 2)
+    );
+    match rec.recovered_after_s {
+        Some(s) => w!(o, "Back inside the band {} s after the kill.", num(s, 1)),
+        None => o.push_str("<span class=\"bad\">Never back inside the band within the run.</span>"),
+    }
+}
+
+/// One drawn series; `None` values are gaps.
+struct Line {
+    name: String,
+    color: &'static str,
+    dash: &'static str,
+    ys: Vec<Option<f64>>,
+}
+
+/// A vertical dashed line with a label: the kill, the restart, the recovery.
+struct Marker {
+    at: f64,
+    label: String,
+    color: &'static str,
+}
+
+struct Chart<'a> {
+    caption: &'a str,
+    y_label: &'a str,
+    xs: &'a [f64],
+    x_max: f64,
+    lines: Vec<Line>,
+    /// A shaded y range (low, high, legend label): the pre-kill band.
+    band: Option<(f64, f64, &'a str)>,
+    markers: &'a [Marker],
+}
+
+fn line(name: &str, color: usize, dash: &'static str, ys: Vec<Option<f64>>) -> Line {
+    let color = PALETTE[color % PALETTE.len()];
+    Line {
+        name: name.into(),
+        color,
+        dash,
+        ys,
+    }
+}
+
+fn series(tl: &[SecondStats], f: impl Fn(&SecondStats) -> f64) -> Vec<Option<f64>> {
+    tl.iter().map(|s| Some(f(s))).collect()
+}
+
+/// Latency of each second, or a gap when it had no latency sample (connect and I/O failures
+/// have none, and a 0 there would look like a fast second).
+fn latency(tl: &[SecondStats], f: impl Fn(&SecondStats) -> f64) -> Vec<Option<f64>> {
+    tl.iter()
+        .map(|s| (s.requests > s.errors.connect + s.errors.io).then(|| f(s)))
+        .collect()
+}
+
+fn charts(o: &mut String, r: &RunReport) {
+    let tl = &r.timeline;
+    let xs: Vec<f64> = tl.iter().map(|s| s.t as f64 + 0.5).collect();
+    let last = tl.iter().map(|s| s.t + 1).max().unwrap_or(0) as f64;
+    let x_max = fin(r.duration_s).max(last).max(1.0);
+    let rec = r.failover.as_ref().and_then(|f| f.recovery.as_ref());
+    let mut markers = Vec::new();
+    if let Some(f) = &r.failover {
+        let kill = format!("kill {}", f.replica);
+        markers.push(Marker {
+            at: f.kill_at_s,
+            label: kill,
+            color: "#B00020",
+        });
+        if let Some(at) = f.restart_at_s {
+            markers.push(Marker {
+                at,
+                label: "restart".into(),
+                color: "#555555",
+            });
+        }
+        if let Some(s) = rec.and_then(|x| x.recovered_after_s) {
+            let at = f.kill_at_s + s;
+            markers.push(Marker {
+                at,
+                label: "recovered".into(),
+                color: "#007A55",
+            });
+        }
+    }
+    let chart = |caption, y_label, lines, band| Chart {
+        caption,
+        y_label,
+        xs: &xs,
+        x_max,
+        lines,
+        band,
+        markers: &markers,
+    };
+    o.push_str("<div class=\"charts\">\n");
+    let ok = vec![line("ok per second", 0, "", series(tl, |s| s.ok as f64))];
+    let band = rec.map(|b| (b.throughput_low, b.throughput_high, "pre-kill band"));
+    draw(o, &chart("Throughput", "ok/s", ok, band));
+    let lat = vec![
+        line("p50", 0, "", latency(tl, |s| s.p50_ms)),
+        line("p99", 1, "", latency(tl, |s| s.p99_ms)),
+    ];
+    let band = rec.map(|b| (0.0, b.p99_high_ms, "pre-kill p99 ceiling"));
+    draw(o, &chart("Latency (from intended send)", "ms", lat, band));
+    let errs = vec![
+        line("failed per second", 1, "", series(tl, |s| s.failed as f64)),
+        line(
+            "session losses per second",
+            3,
+            "7 4",
+            series(tl, |s| s.session_losses as f64),
+        ),
+    ];
+    draw(o, &chart("Failures", "per second", errs, None));
+    let names: BTreeSet<&String> = tl
+        .iter()
+        .flat_map(|s| s.per_replica.keys())
+        .chain(r.per_replica.keys())
+        .collect();
+    let reps = names.into_iter().enumerate().map(|(i, n)| {
+        let ys = series(tl, |s| s.per_replica.get(n).copied().unwrap_or(0) as f64);
+        line(n, i, DASHES[i % DASHES.len()], ys)
+    });
+    draw(
+        o,
+        &chart("Requests per replica", "requests/s", reps.collect(), None),
+    );
+    o.push_str("</div>\n");
+}
+
+/// A "nice" step (1, 2 or 5 times a power of ten) at or above `raw`.
+fn nice(raw: f64) -> f64 {
+    if !(raw.is_finite() && raw > 0.0) {
+        return 1.0;
+    }
+    let exp = 10f64.powf(raw.log10().floor());
+    let f = raw / exp;
+    exp * [1.0, 2.0, 5.0]
+        .into_iter()
+        .find(|&n| f <= n)
+        .unwrap_or(10.0)
+}
+
+fn tick(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{}k", num(v / 1000.0, 1).trim_end_matches(".0"))
+    } else {
+        num(v, 1).trim_end_matches(".0").to_string()
+    }
+}
+
+const W: f64 = 560.0;
+const LEFT: f64 = 58.0;
+const RIGHT: f64 = 16.0;
+const PLOT_H: f64 = 180.0;
+const BOTTOM: f64 = 38.0;
+
+fn dasharray(dash: &str) -> String {
+    if dash.is_empty() {
+        String::new()
+    } else {
+        format!(" stroke-dasharray=\"{dash}\"")
+    }
+}
+
+fn draw(o: &mut String, c: &Chart) {
+    let plot_w = W - LEFT - RIGHT;
+    // The legend first: how many rows it wraps to decides where the plot starts.
+    let mut legend = String::new();
+    let (mut x, mut y) = (LEFT, 12.0);
+    let band = c.band.iter().map(|b| (b.2, "", ""));
+    for (name, color, dash) in band.chain(c.lines.iter().map(|l| (&*l.name, l.color, l.dash))) {
+        let width = 46.0 + 6.6 * name.chars().count() as f64;
+        if x > LEFT && x + width > W - RIGHT {
+            (x, y) = (LEFT, y + 16.0);
+        }
+        if color.is_empty() {
+            let y = y - 9.0;
+            w!(legend, "<rect x=\"{x}\" y=\"{y}\" width=\"24\" height=\"10\" fill=\"{BAND_FILL}\" stroke=\"#7FB48F\"/>");
+        } else {
+            let (x2, y) = (x + 24.0, y - 4.0);
+            let d = dasharray(dash);
+            w!(legend, "<line x1=\"{x}\" x2=\"{x2}\" y1=\"{y}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2.5\"{d}/>");
+        }
+        w!(
+            legend,
+            "<text x=\"{}\" y=\"{y}\" fill=\"#222\">{}</text>",
+            x + 30.0,
+            escape(name)
+        );
+        x += width;
+    }
+    let top = y + 16.0;
+    let (base, h, right) = (top + PLOT_H, top + PLOT_H + BOTTOM, W - RIGHT);
+    let values = c
+        .lines
+        .iter()
+        .flat_map(|l| l.ys.iter().flatten().map(|v| fin(*v)));
+    let y_raw = values
+        .chain(c.band.iter().map(|b| fin(b.1)))
+        .fold(1.0, f64::max);
+    let y_step = nice(y_raw / 4.0);
+    let y_max = (y_raw / y_step).ceil() * y_step;
+    let sx = |x: f64| LEFT + fin(x).min(c.x_max) / c.x_max * plot_w;
+    let sy = |y: f64| base - fin(y).min(y_max) / y_max * PLOT_H;
+
+    let caption = escape(c.caption);
+    w!(
+        o,
+        "<figure><figcaption>{caption}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" "
+    );
+    w!(
+        o,
+        "viewBox=\"0 0 {W} {h}\" role=\"img\" aria-label=\"{caption}\" font-size=\"11\" "
+    );
+    o.push_str("font-family=\"system-ui,sans-serif\">\n");
+    o.push_str(&legend);
+    if let Some((lo, hi, _)) = c.band {
+        let (y1, y2) = (sy(hi), sy(lo));
+        let hgt = y2 - y1;
+        w!(o, "<rect x=\"{LEFT}\" y=\"{y1:.1}\" width=\"{plot_w}\" height=\"{hgt:.1}\" fill=\"{BAND_FILL}\"/>");
+    }
+    let mut v = 0.0;
+    while v <= y_max + y_step * 1e-6 {
+        let (y, ty, label) = (sy(v), sy(v) + 4.0, tick(v));
+        w!(
+            o,
+            "<line x1=\"{LEFT}\" x2=\"{right}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#e3e3e3\"/>"
+        );
+        w!(
+            o,
+            "<text x=\"{}\" y=\"{ty:.1}\" text-anchor=\"end\" fill=\"#333\">{label}</text>",
+            LEFT - 5.0
+        );
+        v += y_step;
+    }
+    let x_step = nice(c.x_max / 8.0).max(1.0);
+    let mut v = 0.0;
+    while v <= c.x_max + 1e-9 {
+        let (x, label, (t1, t2)) = (sx(v), tick(v), (base + 4.0, base + 16.0));
+        w!(
+            o,
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{base}\" y2=\"{t1}\" stroke=\"#333\"/>"
+        );
+        w!(
+            o,
+            "<text x=\"{x:.1}\" y=\"{t2}\" text-anchor=\"middle\" fill=\"#333\">{label}</text>"
+        );
+        v += x_step;
+    }
+    let (mid_x, mid_y, title_y) = (LEFT + plot_w / 2.0, top + PLOT_H / 2.0, h - 5.0);
+    w!(
+        o,
+        "<path d=\"M{LEFT} {top}V{base}H{right}\" fill=\"none\" stroke=\"#333\"/>"
+    );
+    w!(o, "<text x=\"{mid_x}\" y=\"{title_y}\" text-anchor=\"middle\" fill=\"#333\">seconds since start</text>");
+    let y_label = escape(c.y_label);
+    w!(o, "<text transform=\"translate(13 {mid_y}) rotate(-90)\" text-anchor=\"middle\" fill=\"#333\">{y_label}</text>");
+    if c.xs.is_empty() || c.lines.is_empty() {
+        w!(o, "<text x=\"{mid_x}\" y=\"{mid_y}\" text-anchor=\"middle\" fill=\"#666\">no per-second data</text>");
+    }
+    let dots = c.xs.len() <= 30;
+    for l in &c.lines {
+        // Split at gaps: each run of values is one polyline.
+        let mut segs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+        for (x, y) in c.xs.iter().zip(&l.ys) {
+            match (y, segs.last_mut()) {
+                (Some(y), Some(seg)) => seg.push((sx(*x), sy(*y))),
+                _ => segs.push(Vec::new()),
+            }
+        }
+        let (color, d) = (l.color, dasharray(l.dash));
+        for seg in segs.iter().filter(|s| !s.is_empty()) {
+            let pts: Vec<String> = seg.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+            let pts = pts.join(" ");
+            w!(o, "<polyline points=\"{pts}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.8\"{d}/>");
+            if dots || seg.len() == 1 {
+                let r = if seg.len() == 1 { 3.5 } else { 2.2 };
+                for (x, y) in seg {
+                    w!(
+                        o,
+                        "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{r}\" fill=\"{color}\"/>"
+                    );
+                }
+            }
+        }
+    }
+    let shown = c
+        .markers
+        .iter()
+        .filter(|m| m.at.is_finite() && (0.0..=c.x_max).contains(&m.at));
+    for (i, m) in shown.enumerate() {
+        let (x, color, label) = (sx(m.at), m.color, escape(&m.label));
+        w!(
+            o,
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{top}\" y2=\"{base}\" stroke=\"{color}\" "
+        );
+        o.push_str("stroke-width=\"1.4\" stroke-dasharray=\"5 4\"/>");
+        // Labels are stacked so close markers do not overwrite each other, and flipped to the
+        // left of their line near the right edge; a white halo keeps them legible over lines.
+        let (tx, anchor) = if x > LEFT + plot_w * 0.7 {
+            (x - 4.0, "end")
+        } else {
+            (x + 4.0, "start")
+        };
+        let ty = top + 12.0 + 13.0 * i as f64;
+        w!(o, "<text x=\"{tx:.1}\" y=\"{ty}\" text-anchor=\"{anchor}\" fill=\"{color}\" stroke=\"#fff\" ");
+        w!(
+            o,
+            "stroke-width=\"3\" paint-order=\"stroke\" font-weight=\"600\">{label}</text>"
+        );
+    }
+    o.push_str("</svg></figure>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::report::{Event, PercentileRow};
+    use crate::stats::{ErrorCounts, Recovery};
+
+    fn second(t: u64, ok: u64, failed: u64, p99: f64) -> SecondStats {
+        let per_replica = BTreeMap::from([
+            ("r-1".to_string(), ok / 2),
+            ("r-2".to_string(), ok - ok / 2),
+        ]);
+        SecondStats {
+            t,
+            requests: ok + failed,
+            ok,
+            failed,
+            errors: ErrorCounts {
+                status_5xx: failed,
+                ..ErrorCounts::default()
+            },
+            session_losses: u64::from(failed > 0),
+            p50_ms: p99 / 3.0,
+            p99_ms: p99,
+            per_replica,
+        }
+    }
+
+    fn run(label: &str, with_kill: bool) -> RunReport {
+        let timeline: Vec<_> = (0..12)
+            .map(|t| {
+                if (5..7).contains(&t) {
+                    second(t, 40, 30, 250.0)
+                } else {
+                    second(t, 100, 0, 4.0)
+                }
+            })
+            .collect();
+        let failover = with_kill.then(|| Failover {
+            replica: "r-2".into(),
+            kill_at_s: 5.2,
+            kill_took_s: 0.3,
+            restart_at_s: Some(9.0),
+            last_answer_after_kill_s: 0.1,
+            failed_during_failover: 60,
+            sessions_lost_after_kill: 2,
+            recovery: Some(Recovery {
+                throughput_low: 90.0,
+                throughput_high: 110.0,
+                p99_high_ms: 4.4,
+                recovered_after_s: Some(1.8),
+            }),
+        });
+        RunReport {
+            service: "stateful".into(),
+            strategy: Some("cookie".into()),
+            label: label.into(),
+            target: "http://127.0.0.1:8080".into(),
+            workflow: "shop".into(),
+            model: "open".into(),
+            rate: Some(20.0),
+            users: None,
+            adds: Some(3),
+            think_ms: Some(0),
+            sources: 1,
+            duration_s: 12.0,
+            started_unix_ms: 0,
+            interrupted: false,
+            killed: with_kill.then(|| "r-2".into()),
+            requests: 1160,
+            ok_requests: 1100,
+            failed_requests: 60,
+            errors: ErrorCounts {
+                status_5xx: 60,
+                ..ErrorCounts::default()
+            },
+            session_losses: 2,
+            losses_unauthorized: 2,
+            losses_cart_mismatch: 0,
+            sessions_started: 240,
+            sessions_completed: 230,
+            starts_late: 0,
+            starts_dropped: 0,
+            max_start_lag_ms: 1.0,
+            throughput_rps: 91.7,
+            p50_ms: 1.5,
+            p90_ms: 3.0,
+            p99_ms: 40.0,
+            p999_ms: 250.0,
+            max_ms: 300.0,
+            service_p50_ms: 1.2,
+            service_p99_ms: 9.0,
+            percentiles: vec![PercentileRow {
+                percentile: 99.9,
+                latency_ms: 250.0,
+                service_ms: 9.0,
+            }],
+            per_replica: BTreeMap::from([("r-1".to_string(), 600), ("r-2".to_string(), 500)]),
+            memory_bytes: BTreeMap::from([("r-1".to_string(), 8 << 20)]),
+            failover,
+            events: vec![Event {
+                at_s: 5.2,
+                what: "kill".into(),
+                replica: "r-2".into(),
+                took_s: 0.3,
+                ok: true,
+                detail: String::new(),
+            }],
+            timeline,
+        }
+    }
+
+    #[test]
+    fn renders_a_self_contained_document_with_all_charts() {
+        let html = render("lab <1>", &[run("stateful/cookie", true)]);
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert_eq!(html.matches("<svg").count(), 4);
+        assert!(html.contains("kill r-2"));
+        assert!(html.contains(">restart<"));
+        assert!(html.contains("lab &lt;1&gt;"));
+        for banned in ["src=", "<link", "@import", "url(", "<script"] {
+            assert!(!html.contains(banned), "{banned} in the page");
+        }
+        assert!(!html.contains("<h2>Comparison</h2>"));
+        assert!(!html.contains("NaN") && !html.contains("inf"));
+    }
+
+    #[test]
+    fn escapes_data_text() {
+        let mut r = run("a<b&\"c\"", true);
+        r.events[0].detail = "<oops>".into();
+        let html = render("t", &[r.clone(), r]);
+        assert!(!html.contains("a<b&\"c\""));
+        assert!(html.contains("a&lt;b&amp;&quot;c&quot;"));
+        assert!(!html.contains("<oops>"));
+    }
+
+    #[test]
+    fn comparison_only_with_several_runs() {
+        let html = render("t", &[run("one", true), run("two", false)]);
+        assert_eq!(html.matches("<h2>Comparison</h2>").count(), 1);
+        assert_eq!(html.matches("<svg").count(), 8);
+        assert!(html.contains("<td class=\"bad\">2</td>"));
+        assert!(html.contains("No replica was killed"));
+        assert!(html.contains("<td>8.0</td>"), "mean memory in MiB");
+    }
+
+    #[test]
+    fn survives_empty_zero_and_non_finite_data() {
+        let mut empty = run("empty", true);
+        empty.timeline.clear();
+        empty.per_replica.clear();
+        empty.memory_bytes.clear();
+        empty.duration_s = 0.0;
+        empty.failover = None;
+        let mut odd = run("odd", true);
+        odd.timeline.truncate(1);
+        odd.timeline[0].p99_ms = f64::NAN;
+        odd.timeline[0].p50_ms = f64::INFINITY;
+        odd.timeline[0].ok = 0;
+        odd.p99_ms = f64::NAN;
+        odd.duration_s = f64::NAN;
+        let mut zero = run("zero", false);
+        for s in &mut zero.timeline {
+            *s = SecondStats {
+                ok: 0,
+                requests: 0,
+                failed: 0,
+                session_losses: 0,
+                p50_ms: 0.0,
+                p99_ms: 0.0,
+                per_replica: BTreeMap::new(),
+                ..s.clone()
+            };
+        }
+        let html = render("t", &[empty, odd, zero]);
+        assert_eq!(html.matches("<svg").count(), 12);
+        assert!(html.contains("no per-second data"));
+        assert!(!html.contains("NaN") && !html.contains("inf"));
+    }
+
+    #[test]
+    fn latency_gaps_for_seconds_without_samples() {
+        let mut r = run("gap", false);
+        r.timeline[3].errors = ErrorCounts {
+            connect: 100,
+            ..ErrorCounts::default()
+        };
+        r.timeline[3].requests = 100;
+        let ys = latency(&r.timeline, |s| s.p99_ms);
+        assert_eq!(ys[3], None);
+        assert_eq!(ys[2], Some(4.0));
+    }
+
+    #[test]
+    fn nice_steps() {
+        assert_eq!(nice(0.3), 0.5);
+        assert_eq!(nice(7.0), 10.0);
+        assert_eq!(nice(150.0), 200.0);
+        assert_eq!(nice(f64::NAN), 1.0);
+        assert_eq!(tick(25_000.0), "25k");
+        assert_eq!(tick(0.5), "0.5");
+    }
+}

@@ -1,0 +1,392 @@
+//! What a virtual user does, and how it notices that its session was lost.
+//!
+//! The shop workflow is one session: log in → add to the cart a few times, thinking between
+//! steps → view the cart → check out → log out. A session is *lost* when, after a successful
+//! login, a request is answered 401, or the server's cart differs from what this user put in.
+//! The user then gives up on that session (a real shopper would log in again: the next session
+//! does).
+//!
+//! A request that failed without an answer (or with a 5xx) may or may not have been applied — the
+//! replica may have died after the write. The expected cart therefore keeps, per SKU, the least and
+//! the most the server may hold; an answer inside that range is no loss and pins the range again.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use serde::Deserialize;
+
+use crate::client::{status_error, Answer, Client, Target};
+use crate::stats::{ErrorKind, LossKind, Recorder, Sample};
+
+const CATALOG: [&str; 6] = ["apple", "pear", "plum", "fig", "kiwi", "lime"];
+
+/// The cart as the services answer it (`POST /cart/items`, `GET /cart`, `POST /checkout`).
+#[derive(Debug, Deserialize)]
+struct CartBody {
+    items: Vec<CartLine>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CartLine {
+    sku: String,
+    qty: u64,
+}
+
+/// What the server may hold for this user's cart: per SKU, at least `min` and at most `max`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExpectedCart {
+    lines: Vec<(String, u64, u64)>,
+}
+
+impl ExpectedCart {
+    fn line(&mut self, sku: &str) -> &mut (String, u64, u64) {
+        match self.lines.iter().position(|(s, _, _)| s == sku) {
+            Some(i) => &mut self.lines[i],
+            None => {
+                self.lines.push((sku.to_owned(), 0, 0));
+                self.lines.last_mut().unwrap_or_else(|| unreachable!())
+            }
+        }
+    }
+
+    /// An add the server confirmed.
+    pub fn added(&mut self, sku: &str, qty: u64) {
+        let line = self.line(sku);
+        line.1 += qty;
+        line.2 += qty;
+    }
+
+    /// An add whose outcome is unknown (no answer, or a 5xx).
+    pub fn maybe_added(&mut self, sku: &str, qty: u64) {
+        self.line(sku).2 += qty;
+    }
+
+    /// Whether the server may rightly hold an empty cart.
+    pub fn may_be_empty(&self) -> bool {
+        self.lines.iter().all(|(_, min, _)| *min == 0)
+    }
+
+    pub fn clear(&mut self) {
+        self.lines.clear();
+    }
+
+    /// Checks an observed cart against the expectation. On a match the expectation becomes
+    /// exactly what was observed; on a mismatch it is left as it was.
+    pub fn matches(&mut self, observed: &[(String, u64)]) -> bool {
+        let within = observed.iter().all(|(sku, qty)| {
+            self.lines
+                .iter()
+                .any(|(s, min, max)| s == sku && (*min..=*max).contains(qty))
+        });
+        let nothing_missing = self
+            .lines
+            .iter()
+            .filter(|(_, min, _)| *min > 0)
+            .all(|(s, _, _)| observed.iter().any(|(sku, _)| sku == s));
+        if within && nothing_missing {
+            self.lines = observed
+                .iter()
+                .map(|(sku, qty)| (sku.clone(), *qty, *qty))
+                .collect();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn parse_cart(body: &[u8]) -> Option<Vec<(String, u64)>> {
+    let cart: CartBody = serde_json::from_slice(body).ok()?;
+    Some(cart.items.into_iter().map(|l| (l.sku, l.qty)).collect())
+}
+
+/// The shape of one session.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    /// Cart adds per session.
+    pub adds: u32,
+    /// Pause between a user's requests.
+    pub think: Duration,
+}
+
+/// How one session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Every step done.
+    Completed,
+    /// The session was lost (401 after login, or a wrong cart).
+    Lost,
+    /// A step failed without proof of loss (error answer, timeout, broken connection); the user
+    /// moves on to a new session.
+    Failed,
+    /// The run ended first.
+    Cut,
+}
+
+/// One virtual user: an identity, a client and the run's recorder.
+#[derive(Debug)]
+pub struct User {
+    pub id: u64,
+    client: Client,
+    recorder: Arc<Recorder>,
+    deadline: Instant,
+    sessions: u64,
+}
+
+impl User {
+    pub fn new(
+        id: u64,
+        target: Target,
+        source: Option<IpAddr>,
+        timeout: Duration,
+        recorder: Arc<Recorder>,
+        deadline: Instant,
+    ) -> Self {
+        User {
+            id,
+            client: Client::new(target, source, timeout),
+            recorder,
+            deadline,
+            sessions: 0,
+        }
+    }
+
+    /// Sends one request meant to go out at `intended`, records it, and returns the answer when
+    /// there was one. Waits until `intended` first (think time), so a late send is measured.
+    async fn request(
+        &mut self,
+        intended: Instant,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Option<Result<Answer, ErrorKind>> {
+        if intended >= self.deadline {
+            return None;
+        }
+        tokio::time::sleep_until(intended.into()).await;
+        let exchange = self.client.send(method, path, body).await;
+        let done = Instant::now();
+        let error = match &exchange.result {
+            Ok(answer) => status_error(answer.status),
+            Err(kind) => Some(*kind),
+        };
+        let replica = exchange
+            .result
+            .as_ref()
+            .ok()
+            .and_then(|a| a.replica.as_ref())
+            .map(|v| v.as_bytes());
+        self.recorder.record(
+            self.id,
+            &Sample {
+                intended,
+                sent: exchange.sent,
+                done,
+                error,
+                replica,
+            },
+        );
+        Some(exchange.result)
+    }
+
+    /// Repeated GETs of one path, as fast as answers come (the raw-rate benchmark). Returns at
+    /// the deadline.
+    pub async fn raw_loop(&mut self, path: &str) {
+        loop {
+            let now = Instant::now();
+            if self.request(now, Method::GET, path, None).await.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// One raw GET meant for `intended` (the open model's raw workflow).
+    pub async fn raw_once(&mut self, intended: Instant, path: &str) {
+        let _ = self.request(intended, Method::GET, path, None).await;
+    }
+
+    fn lost(&self, kind: LossKind) -> SessionEnd {
+        self.recorder.record_loss(self.id, Instant::now(), kind);
+        SessionEnd::Lost
+    }
+
+    /// Runs one shop session whose login is meant for `intended`. Each session starts with an
+    /// empty cookie jar (a new shopper on this connection's address).
+    pub async fn shop(&mut self, intended: Instant, flow: &Workflow) -> SessionEnd {
+        self.sessions += 1;
+        self.client.reset();
+        let username = format!("u{}-{}", self.id, self.sessions);
+        let login = Bytes::from(format!("{{\"username\":\"{username}\"}}"));
+        let Some(answer) = self
+            .request(intended, Method::POST, "/login", Some(login))
+            .await
+        else {
+            return SessionEnd::Cut;
+        };
+        match answer {
+            Ok(a) if a.status == StatusCode::OK => {}
+            _ => return SessionEnd::Failed,
+        }
+
+        let mut expected = ExpectedCart::default();
+        let mut next = Instant::now() + flow.think;
+        for step in 0..flow.adds {
+            let (sku, qty) = pick(self.id, self.sessions, step);
+            let body = Bytes::from(format!("{{\"sku\":\"{sku}\",\"qty\":{qty}}}"));
+            let Some(answer) = self
+                .request(next, Method::POST, "/cart/items", Some(body))
+                .await
+            else {
+                return SessionEnd::Cut;
+            };
+            next = Instant::now() + flow.think;
+            match answer {
+                Ok(a) if a.status == StatusCode::OK => {
+                    // The answer holds the whole cart: this add and everything before it.
+                    expected.added(sku, qty);
+                    let Some(cart) = parse_cart(&a.body) else {
+                        return SessionEnd::Failed;
+                    };
+                    if !expected.matches(&cart) {
+                        return self.lost(LossKind::CartMismatch);
+                    }
+                }
+                Ok(a) if a.status == StatusCode::UNAUTHORIZED => {
+                    return self.lost(LossKind::Unauthorized)
+                }
+                // No answer from a service, or an error answer that may have come after the
+                // write: the add may or may not be in the cart. A failed connect sent nothing.
+                Ok(a) if a.status.is_server_error() => expected.maybe_added(sku, qty),
+                Ok(_) => return SessionEnd::Failed,
+                Err(ErrorKind::Connect) => {}
+                Err(_) => expected.maybe_added(sku, qty),
+            }
+        }
+
+        let Some(answer) = self.request(next, Method::GET, "/cart", None).await else {
+            return SessionEnd::Cut;
+        };
+        next = Instant::now() + flow.think;
+        match answer {
+            Ok(a) if a.status == StatusCode::OK => match parse_cart(&a.body) {
+                Some(cart) if expected.matches(&cart) => {}
+                Some(_) => return self.lost(LossKind::CartMismatch),
+                None => return SessionEnd::Failed,
+            },
+            Ok(a) if a.status == StatusCode::UNAUTHORIZED => {
+                return self.lost(LossKind::Unauthorized)
+            }
+            _ => {}
+        }
+
+        let Some(answer) = self.request(next, Method::POST, "/checkout", None).await else {
+            return SessionEnd::Cut;
+        };
+        next = Instant::now() + flow.think;
+        match answer {
+            Ok(a) if a.status == StatusCode::OK => match parse_cart(&a.body) {
+                Some(bought) if expected.matches(&bought) => expected.clear(),
+                Some(_) => return self.lost(LossKind::CartMismatch),
+                None => return SessionEnd::Failed,
+            },
+            Ok(a) if a.status == StatusCode::UNAUTHORIZED => {
+                return self.lost(LossKind::Unauthorized)
+            }
+            // 409 empty_cart: everything this user added is gone.
+            Ok(a) if a.status == StatusCode::CONFLICT && !expected.may_be_empty() => {
+                return self.lost(LossKind::CartMismatch)
+            }
+            _ => {}
+        }
+
+        let Some(answer) = self.request(next, Method::POST, "/logout", None).await else {
+            return SessionEnd::Cut;
+        };
+        match answer {
+            Ok(a) if a.status.is_success() => SessionEnd::Completed,
+            Ok(a) if a.status == StatusCode::UNAUTHORIZED => self.lost(LossKind::Unauthorized),
+            _ => SessionEnd::Failed,
+        }
+    }
+}
+
+/// The SKU and quantity of a user's `step`-th add: spread over the catalogue, deterministic.
+fn pick(user: u64, session: u64, step: u32) -> (&'static str, u64) {
+    let h = user
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(session.wrapping_mul(31))
+        .wrapping_add(u64::from(step));
+    (
+        CATALOG[(h % CATALOG.len() as u64) as usize],
+        1 + (h >> 32) % 3,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cart(lines: &[(&str, u64)]) -> Vec<(String, u64)> {
+        lines.iter().map(|(s, q)| (s.to_string(), *q)).collect()
+    }
+
+    #[test]
+    fn a_cart_with_what_the_user_added_is_no_loss() {
+        let mut e = ExpectedCart::default();
+        e.added("apple", 2);
+        e.added("pear", 1);
+        e.added("apple", 1);
+        assert!(e.matches(&cart(&[("pear", 1), ("apple", 3)])));
+        assert!(!e.may_be_empty());
+    }
+
+    #[test]
+    fn missing_extra_or_wrong_lines_are_a_loss() {
+        let mut e = ExpectedCart::default();
+        e.added("apple", 2);
+        e.added("pear", 1);
+        assert!(!e.matches(&cart(&[])), "an emptied cart");
+        assert!(!e.matches(&cart(&[("apple", 2)])), "a line missing");
+        assert!(
+            !e.matches(&cart(&[("apple", 1), ("pear", 1)])),
+            "a quantity short"
+        );
+        assert!(
+            !e.matches(&cart(&[("apple", 2), ("pear", 1), ("fig", 1)])),
+            "a line never added"
+        );
+        // A mismatch leaves the expectation alone.
+        assert!(e.matches(&cart(&[("apple", 2), ("pear", 1)])));
+    }
+
+    #[test]
+    fn an_add_of_unknown_outcome_allows_both_carts_then_pins() {
+        let mut e = ExpectedCart::default();
+        e.added("apple", 2);
+        e.maybe_added("pear", 3);
+        let mut other = e.clone();
+        assert!(e.matches(&cart(&[("apple", 2)])), "the add never landed");
+        assert!(
+            other.matches(&cart(&[("apple", 2), ("pear", 3)])),
+            "the add landed"
+        );
+        // Once seen, the cart is exact again.
+        assert!(!e.matches(&cart(&[("apple", 2), ("pear", 3)])));
+    }
+
+    #[test]
+    fn picks_are_deterministic_and_valid() {
+        for step in 0..10 {
+            let (sku, qty) = pick(7, 1, step);
+            assert_eq!((sku, qty), pick(7, 1, step));
+            assert!(CATALOG.contains(&sku) && (1..=3).contains(&qty));
+        }
+        assert_ne!(
+            (0..10).map(|s| pick(7, 1, s)).collect::<Vec<_>>(),
+            (0..10).map(|s| pick(8, 1, s)).collect::<Vec<_>>()
+        );
+    }
+}
