@@ -336,7 +336,8 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
 
     o.push_str("<div class=\"cols\"><div><h3>Latency percentiles</h3>");
     let rows = r.percentiles.iter().map(|p| {
-        let name = format!("p{}", num(p.percentile, 1).trim_end_matches(".0"));
+        // As many decimals as the percentile has (p99.99 must not print as p100).
+        let name = format!("p{}", p.percentile);
         vec![
             cell(name, "l"),
             cell(ms(p.latency_ms), ""),

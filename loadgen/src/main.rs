@@ -158,7 +158,7 @@ struct RunArgs {
     #[arg(long)]
     out: Option<PathBuf>,
 
-    /// Runtime worker threads (default: one per core).
+    /// Runtime threads (default: one per core); 1 runs everything on one thread.
     #[arg(long)]
     threads: Option<usize>,
 
@@ -255,10 +255,15 @@ fn run_command(args: RunArgs) -> anyhow::Result<i32> {
     };
     let lab = Lab::parse(&args.lab).map_err(anyhow::Error::msg)?;
 
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One thread: a current-thread runtime, without the multi-thread scheduler's cross-thread
+    // bookkeeping (the generator on one core, as scripts/bench-loadgen runs it).
+    let mut builder = match args.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(n) = args.threads {
-        builder.worker_threads(n.max(1));
+    if let Some(n) = args.threads.filter(|n| *n > 1) {
+        builder.worker_threads(n);
     }
     let runtime = builder.build().context("cannot start the runtime")?;
     let report = runtime.block_on(async {

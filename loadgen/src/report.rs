@@ -281,8 +281,9 @@ pub fn comparison_table(runs: &[RunReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<26} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>10} {:>9} {:>9}  spread",
+        "{:<26} {:<16} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>10} {:>9} {:>9}  spread",
         "run",
+        "killed",
         "requests",
         "failed",
         "lost",
@@ -309,14 +310,12 @@ pub fn comparison_table(runs: &[RunReport]) -> String {
                 mib(r.memory_bytes.values().sum::<u64>()) / r.memory_bytes.len() as f64
             )
         };
-        let name = match &r.killed {
-            Some(k) => format!("{} (kill {k})", r.label),
-            None => r.label.clone(),
-        };
+        let killed = r.killed.as_deref().unwrap_or("-");
         let _ = writeln!(
             out,
-            "{:<26} {:>8} {:>7} {:>7} {:>8.2} {:>8.2} {:>8.0} {:>10} {:>9} {:>9}  {}",
-            name,
+            "{:<26} {:<16} {:>8} {:>7} {:>7} {:>8.2} {:>8.2} {:>8.0} {:>10} {:>9} {:>9}  {}",
+            r.label,
+            killed,
             r.requests,
             r.failed_requests,
             r.session_losses,

@@ -166,7 +166,11 @@ impl User {
         if intended >= self.deadline {
             return None;
         }
-        tokio::time::sleep_until(intended.into()).await;
+        // A timer whose deadline has passed still waits for the timer's next tick (about a
+        // millisecond): only sleep when there is time to wait.
+        if intended > Instant::now() {
+            tokio::time::sleep_until(intended.into()).await;
+        }
         let exchange = self.client.send(method, path, body).await;
         let done = Instant::now();
         let error = match &exchange.result {
