@@ -103,6 +103,17 @@ fn parse_cart(body: &[u8]) -> Option<Vec<(String, u64)>> {
     Some(cart.items.into_iter().map(|l| (l.sku, l.qty)).collect())
 }
 
+/// When a request goes out, and what its latency is measured from.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    /// At a time fixed in advance (an open-model arrival): latency counts from it, however late
+    /// the send, so a stall cannot hide (coordinated omission).
+    Scheduled(Instant),
+    /// After the user's think time, which follows the previous answer: latency counts from the
+    /// moment the think time is over.
+    AfterThink(Instant),
+}
+
 /// The shape of one session.
 #[derive(Debug, Clone)]
 pub struct Workflow {
@@ -154,23 +165,30 @@ impl User {
         }
     }
 
-    /// Sends one request meant to go out at `intended`, records it, and returns the answer when
-    /// there was one. Waits until `intended` first (think time), so a late send is measured.
+    /// Sends one request when `when` says, records it, and returns the answer when there was
+    /// one (`None`: the run is over).
     async fn request(
         &mut self,
-        intended: Instant,
+        when: When,
         method: Method,
         path: &str,
         body: Option<Bytes>,
     ) -> Option<Result<Answer, ErrorKind>> {
-        if intended >= self.deadline {
+        let (When::Scheduled(due) | When::AfterThink(due)) = when;
+        if due >= self.deadline {
             return None;
         }
         // A timer whose deadline has passed still waits for the timer's next tick (about a
         // millisecond): only sleep when there is time to wait.
-        if intended > Instant::now() {
-            tokio::time::sleep_until(intended.into()).await;
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
         }
+        let intended = match when {
+            When::Scheduled(due) => due,
+            // Think time ends when the user's timer fires; the timer's own granularity (up to a
+            // millisecond late) is the generator's, not the service's, so it is not latency.
+            When::AfterThink(_) => Instant::now(),
+        };
         let exchange = self.client.send(method, path, body).await;
         let done = Instant::now();
         let error = match &exchange.result {
@@ -201,7 +219,11 @@ impl User {
     pub async fn raw_loop(&mut self, path: &str) {
         loop {
             let now = Instant::now();
-            if self.request(now, Method::GET, path, None).await.is_none() {
+            if self
+                .request(When::Scheduled(now), Method::GET, path, None)
+                .await
+                .is_none()
+            {
                 return;
             }
         }
@@ -209,7 +231,9 @@ impl User {
 
     /// One raw GET meant for `intended` (the open model's raw workflow).
     pub async fn raw_once(&mut self, intended: Instant, path: &str) {
-        let _ = self.request(intended, Method::GET, path, None).await;
+        let _ = self
+            .request(When::Scheduled(intended), Method::GET, path, None)
+            .await;
     }
 
     fn lost(&self, kind: LossKind) -> SessionEnd {
@@ -225,7 +249,12 @@ impl User {
         let username = format!("u{}-{}", self.id, self.sessions);
         let login = Bytes::from(format!("{{\"username\":\"{username}\"}}"));
         let Some(answer) = self
-            .request(intended, Method::POST, "/login", Some(login))
+            .request(
+                When::Scheduled(intended),
+                Method::POST,
+                "/login",
+                Some(login),
+            )
             .await
         else {
             return SessionEnd::Cut;
@@ -241,7 +270,12 @@ impl User {
             let (sku, qty) = pick(self.id, self.sessions, step);
             let body = Bytes::from(format!("{{\"sku\":\"{sku}\",\"qty\":{qty}}}"));
             let Some(answer) = self
-                .request(next, Method::POST, "/cart/items", Some(body))
+                .request(
+                    When::AfterThink(next),
+                    Method::POST,
+                    "/cart/items",
+                    Some(body),
+                )
                 .await
             else {
                 return SessionEnd::Cut;
@@ -270,7 +304,10 @@ impl User {
             }
         }
 
-        let Some(answer) = self.request(next, Method::GET, "/cart", None).await else {
+        let Some(answer) = self
+            .request(When::AfterThink(next), Method::GET, "/cart", None)
+            .await
+        else {
             return SessionEnd::Cut;
         };
         next = Instant::now() + flow.think;
@@ -286,7 +323,10 @@ impl User {
             _ => {}
         }
 
-        let Some(answer) = self.request(next, Method::POST, "/checkout", None).await else {
+        let Some(answer) = self
+            .request(When::AfterThink(next), Method::POST, "/checkout", None)
+            .await
+        else {
             return SessionEnd::Cut;
         };
         next = Instant::now() + flow.think;
@@ -306,7 +346,10 @@ impl User {
             _ => {}
         }
 
-        let Some(answer) = self.request(next, Method::POST, "/logout", None).await else {
+        let Some(answer) = self
+            .request(When::AfterThink(next), Method::POST, "/logout", None)
+            .await
+        else {
             return SessionEnd::Cut;
         };
         match answer {
