@@ -241,6 +241,31 @@ impl User {
         SessionEnd::Lost
     }
 
+    /// A step after think time: waits until `next`, sends, and moves `next` on by the think time.
+    async fn step(
+        &mut self,
+        next: &mut Instant,
+        think: Duration,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Option<Result<Answer, ErrorKind>> {
+        let answer = self
+            .request(When::AfterThink(*next), method, path, body)
+            .await;
+        *next = Instant::now() + think;
+        answer
+    }
+
+    /// Checks a 200 answer that carries the cart against what this user put in.
+    fn check_cart(&self, expected: &mut ExpectedCart, answer: &Answer) -> Result<(), SessionEnd> {
+        match parse_cart(&answer.body) {
+            Some(cart) if expected.matches(&cart) => Ok(()),
+            Some(_) => Err(self.lost(LossKind::CartMismatch)),
+            None => Err(SessionEnd::Failed),
+        }
+    }
+
     /// Runs one shop session whose login is meant for `intended`. Each session starts with an
     /// empty cookie jar (a new shopper on this connection's address).
     pub async fn shop(&mut self, intended: Instant, flow: &Workflow) -> SessionEnd {
@@ -270,8 +295,9 @@ impl User {
             let (sku, qty) = pick(self.id, self.sessions, step);
             let body = Bytes::from(format!("{{\"sku\":\"{sku}\",\"qty\":{qty}}}"));
             let Some(answer) = self
-                .request(
-                    When::AfterThink(next),
+                .step(
+                    &mut next,
+                    flow.think,
                     Method::POST,
                     "/cart/items",
                     Some(body),
@@ -280,16 +306,12 @@ impl User {
             else {
                 return SessionEnd::Cut;
             };
-            next = Instant::now() + flow.think;
             match answer {
                 Ok(a) if a.status == StatusCode::OK => {
                     // The answer holds the whole cart: this add and everything before it.
                     expected.added(sku, qty);
-                    let Some(cart) = parse_cart(&a.body) else {
-                        return SessionEnd::Failed;
-                    };
-                    if !expected.matches(&cart) {
-                        return self.lost(LossKind::CartMismatch);
+                    if let Err(end) = self.check_cart(&mut expected, &a) {
+                        return end;
                     }
                 }
                 Ok(a) if a.status == StatusCode::UNAUTHORIZED => {
@@ -305,18 +327,17 @@ impl User {
         }
 
         let Some(answer) = self
-            .request(When::AfterThink(next), Method::GET, "/cart", None)
+            .step(&mut next, flow.think, Method::GET, "/cart", None)
             .await
         else {
             return SessionEnd::Cut;
         };
-        next = Instant::now() + flow.think;
         match answer {
-            Ok(a) if a.status == StatusCode::OK => match parse_cart(&a.body) {
-                Some(cart) if expected.matches(&cart) => {}
-                Some(_) => return self.lost(LossKind::CartMismatch),
-                None => return SessionEnd::Failed,
-            },
+            Ok(a) if a.status == StatusCode::OK => {
+                if let Err(end) = self.check_cart(&mut expected, &a) {
+                    return end;
+                }
+            }
             Ok(a) if a.status == StatusCode::UNAUTHORIZED => {
                 return self.lost(LossKind::Unauthorized)
             }
@@ -324,18 +345,19 @@ impl User {
         }
 
         let Some(answer) = self
-            .request(When::AfterThink(next), Method::POST, "/checkout", None)
+            .step(&mut next, flow.think, Method::POST, "/checkout", None)
             .await
         else {
             return SessionEnd::Cut;
         };
-        next = Instant::now() + flow.think;
         match answer {
-            Ok(a) if a.status == StatusCode::OK => match parse_cart(&a.body) {
-                Some(bought) if expected.matches(&bought) => expected.clear(),
-                Some(_) => return self.lost(LossKind::CartMismatch),
-                None => return SessionEnd::Failed,
-            },
+            // The order lists what was bought: it must be what this user put in.
+            Ok(a) if a.status == StatusCode::OK => {
+                if let Err(end) = self.check_cart(&mut expected, &a) {
+                    return end;
+                }
+                expected.clear();
+            }
             Ok(a) if a.status == StatusCode::UNAUTHORIZED => {
                 return self.lost(LossKind::Unauthorized)
             }
@@ -347,7 +369,7 @@ impl User {
         }
 
         let Some(answer) = self
-            .request(When::AfterThink(next), Method::POST, "/logout", None)
+            .step(&mut next, flow.think, Method::POST, "/logout", None)
             .await
         else {
             return SessionEnd::Cut;
