@@ -591,6 +591,19 @@ mod tests {
         assert!((m.last_seen["r-1"] - 1.51).abs() < 0.001);
     }
 
+    #[test]
+    fn last_seen_stops_at_the_restart() {
+        let t0 = Instant::now();
+        let rec =
+            Recorder::with_seen_until(t0, Duration::from_secs(10), Some(Duration::from_secs(5)));
+        rec.record(1, &sample(t0 + Duration::from_millis(3000), 0, 10));
+        // Answers again after its restart at 5 s: not "still answering after the kill".
+        rec.record(1, &sample(t0 + Duration::from_millis(7000), 0, 10));
+        let m = rec.finish(10);
+        assert!((m.last_seen["r-1"] - 3.01).abs() < 0.001);
+        assert_eq!(m.series[7].per_replica.get("r-1"), Some(&1));
+    }
+
     fn steady(t: u64, ok: u64, p99: f64) -> SecondStats {
         SecondStats {
             t,

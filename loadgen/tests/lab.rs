@@ -6,7 +6,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
+use statelab_loadgen::client::{Client, Target};
 use statelab_loadgen::report::{Comparison, RunReport};
 
 fn root() -> PathBuf {
@@ -92,7 +94,7 @@ impl Drop for Lab {
     }
 }
 
-fn load(lab: &Lab, service: &str, out: &Path) -> RunReport {
+fn load(lab: &Lab, service: &str, out: &Path, extra: &[&str]) -> RunReport {
     let proxy = lab.port("proxy");
     let admin = lab.port("admin");
     let lab_cmd = root().join("scripts/lab");
@@ -100,17 +102,9 @@ fn load(lab: &Lab, service: &str, out: &Path) -> RunReport {
         .args(["run", "--service", service, "--quiet", "--memory"])
         .args(["--target", &format!("http://127.0.0.1:{proxy}/{service}")])
         .args(["--admin", &format!("http://127.0.0.1:{admin}")])
-        .args([
-            "--rate",
-            "30",
-            "--think-ms",
-            "200",
-            "--adds",
-            "3",
-            "--duration",
-            "8",
-        ])
+        .args(["--rate", "30", "--think-ms", "200", "--adds", "3"])
         .args(["--kill", &format!("{service}-2@3")])
+        .args(extra)
         .args(["--lab", lab_cmd.to_str().expect("utf-8 path")])
         .arg("--out")
         .arg(out)
@@ -142,9 +136,11 @@ fn load(lab: &Lab, service: &str, out: &Path) -> RunReport {
     }
     // Natively a killed replica refuses connections at once: nothing answers from it later.
     assert!(failover.last_answer_after_kill_s < 1.0, "{text}");
+    // Memory of every live replica: the killed one only if it was started again.
+    let live = if extra.contains(&"--restart") { 3 } else { 2 };
     assert_eq!(
         report.memory_bytes.len(),
-        2,
+        live,
         "the two live replicas' memory:\n{text}"
     );
     assert_eq!(
@@ -158,6 +154,91 @@ fn load(lab: &Lab, service: &str, out: &Path) -> RunReport {
     report
 }
 
+/// Requests the proxy has sent to `pool`'s replicas so far (its admin status).
+fn served(admin: u16, pool: &str) -> u64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let target = Target::parse(&format!("http://127.0.0.1:{admin}")).expect("admin URL");
+        let mut client = Client::new(target, None, Duration::from_secs(2));
+        let answer = client
+            .send(http::Method::GET, "/admin/status", None)
+            .await
+            .result
+            .expect("the admin API answers");
+        let status: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON status");
+        status["pools"]
+            .as_array()
+            .expect("pools")
+            .iter()
+            .filter(|p| p["name"] == pool)
+            .flat_map(|p| p["replicas"].as_array().cloned().unwrap_or_default())
+            .map(|r| r["total_requests"].as_u64().unwrap_or(0))
+            .sum()
+    })
+}
+
+/// Polls `check` until it holds or `limit` passes.
+fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Ctrl-C ends a run early; the report is still written, covers what ran and says so.
+fn interrupted_run(lab: &Lab, out: &Path) {
+    let (proxy, admin) = (lab.port("proxy"), lab.port("admin"));
+    let before = served(admin, "stateless");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_statelab-load"))
+        .args([
+            "run",
+            "--service",
+            "stateless",
+            "--quiet",
+            "--duration",
+            "120",
+        ])
+        .args(["--target", &format!("http://127.0.0.1:{proxy}/stateless")])
+        .args(["--admin", &format!("http://127.0.0.1:{admin}")])
+        .arg("--out")
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start statelab-load");
+    eventually("the run to send requests", Duration::from_secs(30), || {
+        served(admin, "stateless") >= before + 100
+    });
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(sent.success());
+    let mut status = None;
+    eventually(
+        "statelab-load to stop after Ctrl-C",
+        Duration::from_secs(20),
+        || {
+            status = child.try_wait().expect("wait");
+            status.is_some()
+        },
+    );
+    assert!(status.expect("exited").success());
+    let report: RunReport = serde_json::from_str(
+        &std::fs::read_to_string(out.join("run.json")).expect("run.json after Ctrl-C"),
+    )
+    .expect("run.json parses");
+    assert!(report.interrupted);
+    assert!(
+        report.duration_s < 60.0 && report.requests > 0,
+        "{report:?}"
+    );
+    assert_eq!(report.timeline.len() as f64, report.duration_s);
+}
+
 #[test]
 fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
     let tmp = std::env::temp_dir().join(format!("statelab-loadgen-test-{}", std::process::id()));
@@ -169,7 +250,12 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
     };
     lab.run(&["up"]);
 
-    let stateful = load(&lab, "stateful", &tmp.join("stateful"));
+    let stateful = load(
+        &lab,
+        "stateful",
+        &tmp.join("stateful"),
+        &["--duration", "10", "--restart", "@5"],
+    );
     assert!(
         stateful.session_losses > 0 && stateful.losses_unauthorized > 0,
         "killing a stateful replica must lose the sessions it held:\n{}",
@@ -177,9 +263,32 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
     );
     let failover = stateful.failover.as_ref().expect("failover");
     assert!(failover.sessions_lost_after_kill == stateful.session_losses);
+    // Started again at 5 s through `scripts/lab start`, the replica takes new clients again.
+    let restart = stateful
+        .events
+        .iter()
+        .find(|e| e.what == "restart")
+        .unwrap_or_else(|| {
+            panic!(
+                "no restart event:\n{}",
+                statelab_loadgen::report::summary(&stateful)
+            )
+        });
+    assert!(
+        restart.ok && (4.9..6.0).contains(&restart.at_s),
+        "{restart:?}"
+    );
+    let back = (restart.at_s + restart.took_s).ceil() as usize;
+    assert!(
+        stateful.timeline[back..]
+            .iter()
+            .any(|s| s.per_replica.contains_key("stateful-2")),
+        "stateful-2 served nothing after its restart:\n{:?}",
+        stateful.timeline
+    );
 
     for service in ["stateless", "externalized"] {
-        let r = load(&lab, service, &tmp.join(service));
+        let r = load(&lab, service, &tmp.join(service), &["--duration", "8"]);
         assert_eq!(
             r.session_losses,
             0,
@@ -224,6 +333,8 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
     let parsed: Comparison = serde_json::from_str(&json).expect("typed report.json");
     assert_eq!(parsed.runs[0].service, "stateful");
     assert!(tmp.join("compare/report.html").exists());
+
+    interrupted_run(&lab, &tmp.join("interrupted"));
 
     drop(lab);
     let _ = std::fs::remove_dir_all(&tmp);
