@@ -1,23 +1,24 @@
 //! One virtual user's HTTP side: a keep-alive connection from its own source address, a cookie
 //! jar, and requests that end in an answer or a classified failure.
 //!
-//! Built on hyper's low-level HTTP/1 client rather than a pooled client: a user owns exactly one
-//! connection, as a browser tab would, and the generator must know whether a failure was the
-//! connect (nothing sent) or the exchange (maybe applied) — session-loss detection depends on it.
+//! A user owns exactly one connection, as a browser tab would, and sends one request at a time
+//! on it; the generator must know whether a failure was the connect (nothing sent) or the
+//! exchange (maybe applied), which session-loss detection depends on. For that shape a general
+//! client's machinery (dispatch channels, a body stream, header maps) was most of the
+//! generator's own cost per request (see `scripts/bench-loadgen` in the README), so the
+//! exchange is written here directly on the socket, with `httparse` reading the answers
+//! ([`crate::wire`]).
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderValue, Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::stats::ErrorKind;
+use crate::wire::{self, BodyEnd};
 
 /// Where the requests go: one `host:port` and a path prefix (`/stateful` through the proxy,
 /// empty when talking to a service directly).
@@ -67,36 +68,11 @@ pub struct Exchange {
     pub result: Result<Answer, ErrorKind>,
 }
 
-type Conn = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
-
-/// An open connection: the handle requests go through and the connection's I/O future, which
-/// this user's task drives itself while it waits for an answer (no second task per connection:
-/// one wake-up per exchange instead of two, which the raw-rate benchmark measures).
-struct Link {
-    sender: SendRequest<Full<Bytes>>,
-    io: Option<Pin<Box<Conn>>>,
-}
-
-impl std::fmt::Debug for Link {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Link")
-            .field("open", &self.io.is_some())
-            .finish()
-    }
-}
-
-/// Awaits `fut` while driving the connection's I/O; once the connection has ended, `fut` is
-/// awaited alone (it then fails promptly: its connection is gone).
-async fn drive<F: Future>(io: &mut Option<Pin<Box<Conn>>>, fut: F) -> F::Output {
-    tokio::pin!(fut);
-    if let Some(conn) = io.as_mut() {
-        tokio::select! {
-            biased;
-            out = &mut fut => return out,
-            _ = conn.as_mut() => *io = None,
-        }
-    }
-    fut.await
+/// An open connection and what has been read from it but not yet used.
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
 }
 
 /// A user's connection and cookies.
@@ -105,9 +81,11 @@ pub struct Client {
     target: Target,
     source: Option<IpAddr>,
     timeout: Duration,
-    conn: Option<Link>,
+    conn: Option<Conn>,
     jar: Vec<(String, String)>,
     cookie_header: Option<HeaderValue>,
+    /// The request being written, kept to reuse its allocation.
+    out: Vec<u8>,
 }
 
 impl Client {
@@ -119,6 +97,7 @@ impl Client {
             conn: None,
             jar: Vec::new(),
             cookie_header: None,
+            out: Vec::with_capacity(512),
         }
     }
 
@@ -134,7 +113,7 @@ impl Client {
         self.jar.iter().any(|(n, _)| n == name)
     }
 
-    async fn connect(&mut self) -> Result<Link, ErrorKind> {
+    async fn connect(&mut self) -> Result<Conn, ErrorKind> {
         let addr = self.target.addr;
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
@@ -149,12 +128,9 @@ impl Client {
         }
         let stream = socket.connect(addr).await.map_err(|_| ErrorKind::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|_| ErrorKind::Connect)?;
-        Ok(Link {
-            sender,
-            io: Some(Box::pin(conn)),
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(4096),
         })
     }
 
@@ -185,54 +161,44 @@ impl Client {
         body: Option<Bytes>,
         sent: &mut Instant,
     ) -> Result<Answer, ErrorKind> {
-        let mut link = match self.conn.take() {
-            Some(l) if l.io.is_some() && !l.sender.is_closed() => l,
+        let mut conn = match self.conn.take() {
+            Some(c) if idle_and_open(&c.stream) => c,
+            // Never used, or closed by the other side while idle: nothing was sent on it.
             _ => self.connect().await?,
         };
-        if drive(&mut link.io, link.sender.ready()).await.is_err() {
-            // The idle connection was closed by the other side: nothing was sent on it.
-            link = self.connect().await?;
-            drive(&mut link.io, link.sender.ready())
-                .await
-                .map_err(|_| ErrorKind::Connect)?;
-        }
-        let mut uri = String::with_capacity(self.target.prefix.len() + path.len());
-        uri.push_str(&self.target.prefix);
-        uri.push_str(path);
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(http::header::HOST, self.target.host_header.clone());
-        if let Some(cookies) = &self.cookie_header {
-            builder = builder.header(http::header::COOKIE, cookies.clone());
-        }
-        let has_body = body.is_some();
-        if has_body {
-            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
-        }
-        let request = builder
-            .body(Full::new(body.unwrap_or_default()))
-            .map_err(|_| ErrorKind::Io)?;
+        self.out.clear();
+        wire::write_request(
+            &mut self.out,
+            method.as_str(),
+            &self.target.prefix,
+            path,
+            self.target.host_header.as_bytes(),
+            self.cookie_header.as_ref().map(HeaderValue::as_bytes),
+            body.as_deref(),
+        );
         *sent = Instant::now();
-        let response = drive(&mut link.io, link.sender.send_request(request))
+        conn.stream
+            .write_all(&self.out)
             .await
             .map_err(|_| ErrorKind::Io)?;
-        let (parts, incoming) = response.into_parts();
-        let body = drive(&mut link.io, incoming.collect())
-            .await
-            .map_err(|_| ErrorKind::Io)?
-            .to_bytes();
-        self.conn = Some(link);
+        let (head, body) = read_answer(&mut conn).await?;
+        if !head.close {
+            self.conn = Some(conn);
+        }
         let mut changed = false;
-        for value in parts.headers.get_all(http::header::SET_COOKIE) {
-            changed |= self.store_cookie(value);
+        for value in &head.set_cookies {
+            if let Ok(v) = HeaderValue::from_maybe_shared(value.clone()) {
+                changed |= self.store_cookie(&v);
+            }
         }
         if changed {
             self.rebuild_cookie_header();
         }
         Ok(Answer {
-            status: parts.status,
-            replica: parts.headers.get("x-replica").cloned(),
+            status: StatusCode::from_u16(head.status).map_err(|_| ErrorKind::Io)?,
+            replica: head
+                .replica
+                .and_then(|r| HeaderValue::from_maybe_shared(r).ok()),
             body,
         })
     }
@@ -272,6 +238,53 @@ impl Client {
             .collect::<Vec<_>>()
             .join("; ");
         self.cookie_header = HeaderValue::from_str(&line).ok();
+    }
+}
+
+/// Whether a kept-alive connection can take the next request: no unread bytes and no end of
+/// stream waiting (the server may close an idle connection at any time).
+fn idle_and_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Reads until `conn.buf` holds a whole answer; leaves any bytes after it in the buffer.
+async fn read_answer(conn: &mut Conn) -> Result<(wire::Head, Bytes), ErrorKind> {
+    let head = loop {
+        if let Some(head) = wire::parse_head(&conn.buf)? {
+            break head;
+        }
+        if !read_more(conn).await? {
+            return Err(ErrorKind::Io);
+        }
+    };
+    loop {
+        if let Some((body, used)) = wire::take_body(&conn.buf[head.len..], head.body)? {
+            conn.buf.advance(head.len + used);
+            return Ok((head, body));
+        }
+        if !read_more(conn).await? {
+            // The connection ended: complete only for a body that runs to its end.
+            if head.body != BodyEnd::Close {
+                return Err(ErrorKind::Io);
+            }
+            let body = conn.buf.split_off(head.len).freeze();
+            conn.buf.clear();
+            return Ok((head, body));
+        }
+    }
+}
+
+/// Reads what the socket has; `Ok(false)` at the end of the stream.
+async fn read_more(conn: &mut Conn) -> Result<bool, ErrorKind> {
+    if conn.buf.len() > wire::MAX_HEAD + 1024 * 1024 {
+        return Err(ErrorKind::Io);
+    }
+    conn.buf.reserve(4096);
+    match conn.stream.read_buf(&mut conn.buf).await {
+        Ok(0) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(_) => Err(ErrorKind::Io),
     }
 }
 

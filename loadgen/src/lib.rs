@@ -3,7 +3,8 @@
 //!
 //! Layout:
 //! - [`client`]: one user's keep-alive HTTP/1 connection from its own source address, cookie jar,
-//!   and failures classified as connect / timeout / I/O / 4xx / 5xx.
+//!   and failures classified as connect / timeout / I/O / 4xx / 5xx; [`wire`]: the requests and
+//!   answers as bytes.
 //! - [`workflow`]: the shop session (login → cart adds → cart → checkout → logout) and the
 //!   session-loss checks (401 after login; a cart that differs from what the user put in).
 //! - [`stats`]: recording (intended-start latency, service time, per-second series, per
@@ -22,4 +23,5 @@ pub mod html;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod wire;
 pub mod workflow;
