@@ -141,16 +141,18 @@ impl Client {
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(started + self.timeout);
         let mut sent = started;
-        let result =
-            match tokio::time::timeout_at(deadline, self.exchange(method, path, body, &mut sent))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => {
-                    self.conn = None;
-                    Err(ErrorKind::Timeout)
-                }
-            };
+        let result = match tokio::time::timeout_at(
+            deadline,
+            self.exchange(method, path, body, &mut sent, deadline),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                self.conn = None;
+                Err(ErrorKind::Timeout)
+            }
+        };
         Exchange { sent, result }
     }
 
@@ -160,11 +162,16 @@ impl Client {
         path: &str,
         body: Option<Bytes>,
         sent: &mut Instant,
+        deadline: tokio::time::Instant,
     ) -> Result<Answer, ErrorKind> {
         let mut conn = match self.conn.take() {
-            Some(c) if idle_and_open(&c.stream) => c,
+            Some(c) if c.buf.is_empty() && idle_and_open(&c.stream) => c,
             // Never used, or closed by the other side while idle: nothing was sent on it.
-            _ => self.connect().await?,
+            // A connect that does not finish in time is a connect failure (nothing was sent),
+            // not a timeout of the exchange.
+            _ => tokio::time::timeout_at(deadline, self.connect())
+                .await
+                .map_err(|_| ErrorKind::Connect)??,
         };
         self.out.clear();
         wire::write_request(
@@ -251,8 +258,14 @@ fn idle_and_open(stream: &TcpStream) -> bool {
 /// Reads until `conn.buf` holds a whole answer; leaves any bytes after it in the buffer.
 async fn read_answer(conn: &mut Conn) -> Result<(wire::Head, Bytes), ErrorKind> {
     let head = loop {
-        if let Some(head) = wire::parse_head(&conn.buf)? {
-            break head;
+        match wire::parse_head(&conn.buf)? {
+            // An interim answer (100 Continue, 103 Early Hints): the real one follows.
+            Some(head) if (100..200).contains(&head.status) && head.status != 101 => {
+                conn.buf.advance(head.len);
+                continue;
+            }
+            Some(head) => break head,
+            None => {}
         }
         if !read_more(conn).await? {
             return Err(ErrorKind::Io);
@@ -338,5 +351,98 @@ mod tests {
         assert!(!c.has_cookie("statelab_stateful"));
         assert!(!c.store_cookie(&set("gone=; Max-Age=0")));
         assert!(!c.store_cookie(&set("not a cookie")));
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    //! The client against a scripted server on a real loopback socket.
+
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server that answers each accepted connection's requests with `answers`, one per
+    /// request, then closes the connection.
+    async fn scripted(answers: Vec<&'static [u8]>) -> (Target, tokio::task::JoinHandle<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let mut connections = 0;
+            for answer in answers {
+                let (mut stream, _) = listener.accept().await.expect("accept");
+                connections += 1;
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                stream.write_all(answer).await.expect("write");
+                // Closes after one answer, whatever the answer said about keep-alive.
+            }
+            connections
+        });
+        let target = Target::parse(&format!("http://{addr}")).expect("target");
+        (target, server)
+    }
+
+    #[tokio::test]
+    async fn an_interim_answer_is_skipped() {
+        let (target, _server) = scripted(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-replica: r-1\r\n\r\nok",
+        ])
+        .await;
+        let mut client = Client::new(target, None, Duration::from_secs(5));
+        let answer = client
+            .send(Method::GET, "/", None)
+            .await
+            .result
+            .expect("an answer");
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(&answer.body[..], b"ok");
+        assert_eq!(answer.replica.expect("x-replica"), "r-1");
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_replaced_not_failed() {
+        let ok: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let (target, server) = scripted(vec![ok, ok]).await;
+        let mut client = Client::new(target, None, Duration::from_secs(5));
+        assert!(client.send(Method::GET, "/", None).await.result.is_ok());
+        // The server has closed the first connection by now (it answered and dropped it); wait
+        // until the close has arrived, then send again: a new connection, no failure.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while client
+            .conn
+            .as_ref()
+            .is_some_and(|c| idle_and_open(&c.stream))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the server's close never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(client.send(Method::GET, "/", None).await.result.is_ok());
+        assert_eq!(server.await.expect("server"), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_a_connect_failure() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let target = Target::parse(&format!("http://{addr}")).expect("target");
+        let mut client = Client::new(target, None, Duration::from_secs(5));
+        let result = client.send(Method::GET, "/", None).await.result;
+        assert_eq!(result.expect_err("nothing listens"), ErrorKind::Connect);
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_a_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = Target::parse(&format!("http://{}", listener.local_addr().expect("addr")))
+            .expect("target");
+        let mut client = Client::new(target, None, Duration::from_millis(200));
+        // Accepted (the kernel's backlog) but never answered.
+        let result = client.send(Method::GET, "/", None).await.result;
+        assert_eq!(result.expect_err("no answer"), ErrorKind::Timeout);
+        drop(listener);
     }
 }

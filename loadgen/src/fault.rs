@@ -119,13 +119,39 @@ impl Fault {
     }
 
     /// Sleeps until each step is due and runs it through the lab, recording what happened.
-    pub async fn run(self, lab: Lab, start: Instant, events: Arc<Mutex<Vec<Event>>>) {
+    /// Once `stop` turns true no further step starts; each one not carried out is recorded as a
+    /// failed event, so a report never silently lacks a planned kill or restart.
+    pub async fn run(
+        self,
+        lab: Lab,
+        start: Instant,
+        events: Arc<Mutex<Vec<Event>>>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut steps = vec![("kill", self.kill_at)];
         if let Some(at) = self.restart_at {
             steps.push(("restart", at));
         }
         for (what, at) in steps {
-            tokio::time::sleep_until((start + at).into()).await;
+            let due = tokio::time::sleep_until((start + at).into());
+            let stopped = tokio::select! {
+                _ = due => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopped {
+                events
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(Event {
+                        at_s: at.as_secs_f64(),
+                        what: what.into(),
+                        replica: self.replica.clone(),
+                        took_s: 0.0,
+                        ok: false,
+                        detail: "not carried out: the run was interrupted first".into(),
+                    });
+                continue;
+            }
             let begun = Instant::now();
             let verb = if what == "kill" { "kill" } else { "start" };
             let (ok, detail) = lab.call(&[verb, &self.replica]).await;

@@ -295,6 +295,14 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
             format!("arrivals: {late} started late, {dropped} dropped, max start lag {lag} ms"),
         );
     }
+    if r.workflow == "shop" {
+        let (late, lag) = (r.steps_late, num(r.max_step_lag_ms, 1));
+        li(
+            o,
+            false,
+            format!("steps after think time: {late} sent late, max lag {lag} ms"),
+        );
+    }
     o.push_str("</ul></div><div><h3>Errors by kind</h3>");
     let e = &r.errors;
     let counts = [
@@ -771,7 +779,9 @@ mod tests {
                 throughput_low: 90.0,
                 throughput_high: 110.0,
                 p99_high_ms: 4.4,
+                failed_high: 0,
                 recovered_after_s: Some(1.8),
+                recovered_at_second: Some(7),
             }),
         });
         RunReport {
@@ -805,6 +815,8 @@ mod tests {
             starts_late: 0,
             starts_dropped: 0,
             max_start_lag_ms: 1.0,
+            steps_late: 0,
+            max_step_lag_ms: 1.0,
             throughput_rps: 91.7,
             p50_ms: 1.5,
             p90_ms: 3.0,

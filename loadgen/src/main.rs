@@ -222,10 +222,9 @@ fn run_command(args: RunArgs) -> anyhow::Result<i32> {
     }
     let duration = Duration::from_secs(args.duration);
     if let Some(f) = &fault {
-        if f.kill_at >= duration {
+        if f.kill_at >= duration || f.restart_at.is_some_and(|at| at >= duration) {
             bail!(
-                "--kill at {:?} is not within --duration {}s",
-                f.kill_at,
+                "--kill and --restart must fall within --duration ({}s)",
                 args.duration
             );
         }
@@ -297,6 +296,11 @@ fn run_command(args: RunArgs) -> anyhow::Result<i32> {
     print!("{}", report::summary(&report));
     if let Some(dir) = &args.out {
         write_run(dir, &report)?;
+    }
+    // Ctrl-C: the report is written; the exit status says the run did not run its course, so
+    // a script running several (scripts/compare) stops too.
+    if report.interrupted {
+        return Ok(130);
     }
     // A scheduled fault that could not be carried out makes the run's story wrong: say so.
     if report.events.iter().any(|e| !e.ok) {

@@ -54,6 +54,10 @@ pub struct RunReport {
     /// Open model: arrivals not started because `max_sessions` were already running.
     pub starts_dropped: u64,
     pub max_start_lag_ms: f64,
+    /// Requests after think time sent more than `late_threshold_ms` after the think time ended:
+    /// the generator itself was behind (their latency starts when they could be sent).
+    pub steps_late: u64,
+    pub max_step_lag_ms: f64,
     /// 2xx answers per second over the run.
     pub throughput_rps: f64,
     /// Latency from the intended send time (coordinated-omission corrected), all answered
@@ -98,7 +102,8 @@ pub struct Failover {
     /// Seconds from the kill to the last answer the killed replica gave; 0 when it gave none
     /// after the kill.
     pub last_answer_after_kill_s: f64,
-    /// Failed requests from the kill's second until the recovery (or the end of the run).
+    /// Failed requests from the kill's second until the run was back inside its band (or the end
+    /// of the run).
     pub failed_during_failover: u64,
     /// Sessions lost from the kill's second on.
     pub sessions_lost_after_kill: u64,
@@ -205,6 +210,13 @@ pub fn summary(r: &RunReport) -> String {
             out,
             "  starts late {}  dropped {}  max start lag {:.1} ms",
             r.starts_late, r.starts_dropped, r.max_start_lag_ms
+        );
+    }
+    if r.workflow == "shop" {
+        let _ = writeln!(
+            out,
+            "  steps sent late after think time {}  max lag {:.1} ms",
+            r.steps_late, r.max_step_lag_ms
         );
     }
     let _ = writeln!(

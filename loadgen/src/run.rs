@@ -16,8 +16,7 @@ use crate::report::{Event, Failover, PercentileRow, RunReport};
 use crate::stats::{self, percentile_ms, Recorder};
 use crate::workflow::{SessionEnd, User, Workflow};
 
-/// An open-model arrival that starts later than this after its scheduled time counts as late.
-pub const LATE_THRESHOLD: Duration = Duration::from_millis(5);
+use crate::stats::LATE_THRESHOLD;
 
 /// How sessions (or raw requests) are started.
 #[derive(Debug, Clone)]
@@ -106,9 +105,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             ));
         }
     }
-    if let Some(fault) = cfg.fault.clone() {
-        tasks.spawn(fault.run(cfg.lab.clone(), start, events.clone()));
-    }
+    // The fault runs apart from the users: a lab command under way is never cut off (a replica
+    // half started would outlive the run), and on Ctrl-C no further step is started.
+    let (stop_fault, fault_stopped) = tokio::sync::watch::channel(false);
+    let fault_task = cfg.fault.clone().map(|fault| {
+        tokio::spawn(fault.run(cfg.lab.clone(), start, events.clone(), fault_stopped))
+    });
 
     let interrupted = tokio::select! {
         _ = wait_all(&mut tasks, deadline, cfg.timeout, &recorder, cfg.progress, cfg.duration) => false,
@@ -118,6 +120,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     if cfg.progress {
         eprintln!();
     }
+    if let Some(task) = fault_task {
+        let _ = stop_fault.send(interrupted);
+        let _ = task.await;
+    }
     let elapsed = if interrupted {
         start.elapsed().min(cfg.duration)
     } else {
@@ -125,7 +131,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     };
     // Only whole seconds go into the series (a part second would look like a throughput drop).
     let seconds = (elapsed.as_secs() as usize).max(1);
-    let measured = recorder.finish(seconds);
+    let measured = recorder.finish(seconds, !interrupted);
+    let (steps_late, max_step_lag_ms) = recorder.step_lag();
 
     let memory_bytes = if cfg.sample_memory {
         cfg.lab.memory(&cfg.service).await
@@ -200,6 +207,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         starts_late: counters.starts_late.load(Ordering::Relaxed),
         starts_dropped: counters.starts_dropped.load(Ordering::Relaxed),
         max_start_lag_ms: counters.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        steps_late,
+        max_step_lag_ms,
         throughput_rps: ok as f64 / measured_s,
         p50_ms: percentile_ms(&measured.latency, 50.0),
         p90_ms: percentile_ms(&measured.latency, 90.0),
@@ -219,24 +228,23 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
 
 /// Failover figures from the kill event (its actual time) and the per-second record.
 fn failover(fault: &Fault, events: &[Event], m: &stats::Measured) -> Option<Failover> {
-    let kill = events.iter().find(|e| e.what == "kill")?;
-    let restart_at_s = events.iter().find(|e| e.what == "restart").map(|e| e.at_s);
-    let recovery = stats::recovery(&m.series, kill.at_s);
-    let kill_second = kill.at_s.floor() as usize;
-    // From the kill's second through the second the run was back in its band (to the end if
-    // it never was, or if there was no band).
-    let until = match recovery.as_ref().and_then(|r| r.recovered_after_s) {
-        Some(after) => (kill.at_s + after).floor() as usize + 1,
-        None => m.series.len(),
-    };
-    let after_kill = m.series.get(kill_second..).unwrap_or_default();
-    let failed_during_failover = m
-        .series
-        .get(kill_second..until.max(kill_second))
-        .unwrap_or_default()
+    // Without a kill that happened there is no failover to describe.
+    let kill = events.iter().find(|e| e.what == "kill" && e.ok)?;
+    let restart_at_s = events
         .iter()
-        .map(|s| s.failed)
-        .sum();
+        .find(|e| e.what == "restart" && e.ok)
+        .map(|e| e.at_s);
+    let recovery = stats::recovery(&m.series, kill.at_s);
+    let kill_second = (kill.at_s.floor() as usize).min(m.series.len());
+    // From the kill's second until the run was back in its band (failures included in the
+    // band), or to the end if it never was or there was no band.
+    let until = recovery
+        .as_ref()
+        .and_then(|r| r.recovered_at_second)
+        .map_or(m.series.len(), |at| at as usize)
+        .max(kill_second);
+    let after_kill = &m.series[kill_second..];
+    let failed_during_failover = m.series[kill_second..until].iter().map(|s| s.failed).sum();
     let last_answer_after_kill_s = m
         .last_seen
         .get(&fault.replica)

@@ -10,6 +10,7 @@
 //! fast run does not serialise on one lock; [`Recorder::finish`] merges the shards.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ use serde::{Deserialize, Serialize};
 /// Highest latency the histograms hold, in microseconds (larger values are clamped to it).
 const MAX_LATENCY_US: u64 = 120_000_000;
 const SHARDS: usize = 8;
+/// A start or step sent later than this after its time counts as late.
+pub const LATE_THRESHOLD: Duration = Duration::from_millis(5);
 
 /// Why a request failed. A request that got any HTTP answer other than 2xx, or none, is failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +140,8 @@ struct Second {
     ok: u64,
     errors: ErrorCounts,
     losses: u64,
+    /// Of `losses`, those found by a wrong cart (the rest were 401s).
+    loss_cart: u64,
     latency: Histogram<u64>,
     /// Requests by replica, indexed like the shard's `names`.
     per_replica: Vec<u64>,
@@ -149,6 +154,7 @@ impl Second {
             ok: 0,
             errors: ErrorCounts::default(),
             losses: 0,
+            loss_cart: 0,
             // Two significant digits are enough for a per-second p99 and keep each second small.
             latency: new_histogram(2),
             per_replica: Vec::new(),
@@ -164,8 +170,6 @@ struct Shard {
     names: Vec<Box<[u8]>>,
     /// Latest answer from each replica (same index as `names`), as time since the start.
     last_seen: Vec<Duration>,
-    loss_unauthorized: u64,
-    loss_cart: u64,
 }
 
 impl Shard {
@@ -176,8 +180,6 @@ impl Shard {
             seconds: Vec::new(),
             names: Vec::new(),
             last_seen: Vec::new(),
-            loss_unauthorized: 0,
-            loss_cart: 0,
         }
     }
 
@@ -204,12 +206,12 @@ impl Shard {
 #[derive(Debug)]
 pub struct Recorder {
     start: Instant,
-    /// Samples that complete after this are not recorded: the run is over.
-    end: Instant,
     /// Answers after this do not move a replica's `last_seen` (the planned restart: the question
     /// is when the killed replica stopped answering, not that it answered again later).
     seen_until: Instant,
     shards: Vec<Mutex<Shard>>,
+    steps_late: AtomicU64,
+    max_step_lag_us: AtomicU64,
 }
 
 impl Recorder {
@@ -225,9 +227,10 @@ impl Recorder {
     ) -> Self {
         Recorder {
             start,
-            end: start + duration,
             seen_until: start + seen_until.unwrap_or(duration),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
+            steps_late: AtomicU64::new(0),
+            max_step_lag_us: AtomicU64::new(0),
         }
     }
 
@@ -246,11 +249,9 @@ impl Recorder {
         at.saturating_duration_since(self.start).as_secs() as usize
     }
 
-    /// Records one request of user `user`.
+    /// Records one request of user `user`. An answer that arrives after the run's end is kept
+    /// too ([`Recorder::finish`] counts it in the last second): it was asked for within the run.
     pub fn record(&self, user: u64, sample: &Sample<'_>) {
-        if sample.done > self.end {
-            return;
-        }
         let second = self.second_of(sample.done);
         let since_start = sample.done.saturating_duration_since(self.start);
         let mut shard = self.shard(user);
@@ -283,18 +284,32 @@ impl Recorder {
         }
     }
 
+    /// Records how late a request went out after its think time ended (the generator's own lag).
+    pub fn record_step_lag(&self, lag: Duration) {
+        self.max_step_lag_us
+            .fetch_max(lag.as_micros() as u64, Ordering::Relaxed);
+        if lag > LATE_THRESHOLD {
+            self.steps_late.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (steps sent late, the largest lag in ms).
+    pub fn step_lag(&self) -> (u64, f64) {
+        (
+            self.steps_late.load(Ordering::Relaxed),
+            self.max_step_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        )
+    }
+
     /// Records that user `user` found its session lost at `at`.
     pub fn record_loss(&self, user: u64, at: Instant, kind: LossKind) {
-        if at > self.end {
-            return;
-        }
         let second = self.second_of(at);
         let mut shard = self.shard(user);
-        match kind {
-            LossKind::Unauthorized => shard.loss_unauthorized += 1,
-            LossKind::CartMismatch => shard.loss_cart += 1,
+        let s = shard.second(second);
+        s.losses += 1;
+        if kind == LossKind::CartMismatch {
+            s.loss_cart += 1;
         }
-        shard.second(second).losses += 1;
     }
 
     /// A cheap running total for the progress line: (requests, failed, losses, latest second's
@@ -320,24 +335,23 @@ impl Recorder {
     }
 
     /// Merges the shards into the run's figures; `seconds` is how many whole seconds the run
-    /// lasted (the series has one entry per second).
-    /// Safe to call while aborted tasks are still being dropped: what they record afterwards
-    /// lies past the end and is ignored anyway.
-    pub fn finish(&self, seconds: usize) -> Measured {
+    /// lasted (the series has one entry per second). What finished after that is counted in the
+    /// last second when `keep_tail` (answers to requests sent before a normal end), and left out
+    /// otherwise (a run cut short by Ctrl-C: its last second is incomplete, and shown as a whole
+    /// second it would look like a throughput drop).
+    ///
+    /// Safe to call while aborted tasks are still being dropped.
+    pub fn finish(&self, seconds: usize, keep_tail: bool) -> Measured {
         let mut latency = new_histogram(3);
         let mut service = new_histogram(3);
         let mut series: Vec<SecondAcc> = (0..seconds).map(|_| SecondAcc::new()).collect();
         let mut last_seen: BTreeMap<String, f64> = BTreeMap::new();
         let (mut loss_unauthorized, mut loss_cart) = (0, 0);
+        let seconds = seconds.max(1);
         for shard in &self.shards {
-            let shard = std::mem::replace(
-                &mut *shard.lock().unwrap_or_else(|e| e.into_inner()),
-                Shard::new(),
-            );
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             let _ = latency.add(&shard.latency);
             let _ = service.add(&shard.service);
-            loss_unauthorized += shard.loss_unauthorized;
-            loss_cart += shard.loss_cart;
             let names: Vec<String> = shard
                 .names
                 .iter()
@@ -347,12 +361,15 @@ impl Recorder {
                 let entry = last_seen.entry(name.clone()).or_insert(0.0);
                 *entry = entry.max(seen.as_secs_f64());
             }
-            for (i, s) in shard.seconds.into_iter().enumerate() {
-                // A request finishing exactly at the end lands in second `seconds`: count it in
-                // the last whole second.
-                let Some(acc) = series.get_mut(i.min(seconds.saturating_sub(1))) else {
+            for (i, s) in shard.seconds.iter().enumerate() {
+                if i >= seconds && !keep_tail {
+                    continue;
+                }
+                let Some(acc) = series.get_mut(i.min(seconds - 1)) else {
                     continue;
                 };
+                loss_unauthorized += s.losses - s.loss_cart;
+                loss_cart += s.loss_cart;
                 acc.requests += s.requests;
                 acc.ok += s.ok;
                 acc.errors.merge(&s.errors);
@@ -455,7 +472,9 @@ pub struct Measured {
     pub loss_cart: u64,
 }
 
-/// The band the run's steady state stayed in before the fault, and when the run got back into it.
+/// The band the run's steady state stayed in before the fault, and when the run got back into it:
+/// throughput and p99 as the issue asks, and failures, so that a second of errors after the kill
+/// is not "recovered" just because throughput held.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recovery {
     /// Pre-kill throughput band (2xx per second): the lowest and highest whole pre-kill second
@@ -464,9 +483,13 @@ pub struct Recovery {
     pub throughput_high: f64,
     /// Pre-kill p99 ceiling: the highest pre-kill second's p99, widened by [`BAND_SLACK`].
     pub p99_high_ms: f64,
+    /// Pre-kill failures ceiling: the most failed requests of any whole pre-kill second.
+    pub failed_high: u64,
     /// Seconds from the kill until the first of [`STABLE_SECONDS`] consecutive seconds inside
     /// the band (0 when the kill never left it); `None` when the run ended before that.
     pub recovered_after_s: Option<f64>,
+    /// The second (since the start) the run was back inside the band.
+    pub recovered_at_second: Option<u64>,
 }
 
 /// How far outside the pre-kill extremes a second may be and still count as inside the band.
@@ -474,7 +497,7 @@ pub const BAND_SLACK: f64 = 0.10;
 /// How many consecutive seconds must be inside the band to call the run recovered.
 pub const STABLE_SECONDS: usize = 3;
 
-/// When did throughput and p99 return to the pre-kill band? `series` is the per-second record,
+/// When did throughput, p99 and failures return to the pre-kill band? `series` is the per-second record,
 /// `kill_at` the kill's time in seconds since the start. The first second is left out of the
 /// band (connections and sessions are still ramping up), and so is the second the kill falls in.
 /// `None` when fewer than two whole seconds precede the kill: there is no band to return to.
@@ -487,17 +510,22 @@ pub fn recovery(series: &[SecondStats], kill_at: f64) -> Option<Recovery> {
     let low = pre.iter().map(|s| s.ok).min()? as f64 * (1.0 - BAND_SLACK);
     let high = pre.iter().map(|s| s.ok).max()? as f64 * (1.0 + BAND_SLACK);
     let p99_high = pre.iter().map(|s| s.p99_ms).fold(0.0, f64::max) * (1.0 + BAND_SLACK);
-    let inside = |s: &SecondStats| (low..=high).contains(&(s.ok as f64)) && s.p99_ms <= p99_high;
+    let failed_high = pre.iter().map(|s| s.failed).max()?;
+    let inside = |s: &SecondStats| {
+        (low..=high).contains(&(s.ok as f64)) && s.p99_ms <= p99_high && s.failed <= failed_high
+    };
     let after = &series[kill_second.min(series.len())..];
-    let recovered = after
+    let recovered_at = after
         .windows(STABLE_SECONDS)
         .position(|w| w.iter().all(inside))
-        .map(|i| ((kill_second + i) as f64 - kill_at).max(0.0));
+        .map(|i| kill_second + i);
     Some(Recovery {
         throughput_low: low,
         throughput_high: high,
         p99_high_ms: p99_high,
-        recovered_after_s: recovered,
+        failed_high,
+        recovered_after_s: recovered_at.map(|at| (at as f64 - kill_at).max(0.0)),
+        recovered_at_second: recovered_at.map(|at| at as u64),
     })
 }
 
@@ -526,7 +554,7 @@ mod tests {
 
         let rec = Recorder::new(t0, Duration::from_secs(2));
         rec.record(1, &s);
-        let m = rec.finish(2);
+        let m = rec.finish(2, true);
         assert!((percentile_ms(&m.latency, 50.0) - 105.0).abs() < 0.2);
         assert!((percentile_ms(&m.service, 50.0) - 5.0).abs() < 0.01);
     }
@@ -571,10 +599,19 @@ mod tests {
         refused.error = Some(ErrorKind::Connect);
         rec.record(3, &refused);
         rec.record_loss(4, t0 + Duration::from_millis(2100), LossKind::Unauthorized);
-        // After the end: not part of the run.
-        rec.record(5, &sample(t0 + Duration::from_secs(4), 0, 1));
+        rec.record_loss(4, t0 + Duration::from_millis(2200), LossKind::CartMismatch);
+        // Answered after the end: counted in the last second of a run that ran its course,
+        // left out of one cut short.
+        let mut late = sample(t0 + Duration::from_millis(2900), 0, 1200);
+        late.error = Some(ErrorKind::Timeout);
+        rec.record(5, &late);
 
-        let m = rec.finish(3);
+        let cut = rec.finish(2, false);
+        assert_eq!(cut.series.len(), 2);
+        assert_eq!(cut.series.iter().map(|s| s.requests).sum::<u64>(), 4);
+        assert_eq!((cut.loss_unauthorized, cut.loss_cart), (0, 0));
+
+        let m = rec.finish(3, true);
         assert_eq!(m.series.len(), 3);
         assert_eq!((m.series[0].requests, m.series[0].ok), (1, 1));
         assert_eq!(
@@ -584,10 +621,11 @@ mod tests {
         assert_eq!(m.series[1].errors.status_5xx, 1);
         assert_eq!(m.series[1].errors.connect, 1);
         assert_eq!(m.series[1].per_replica.get("r-1"), Some(&1));
-        assert_eq!(m.series[2].session_losses, 1);
-        assert_eq!(m.loss_unauthorized, 1);
-        // Connect failures are not latency samples; the 5xx is.
-        assert_eq!(m.latency.len(), 3);
+        assert_eq!(m.series[2].session_losses, 2);
+        assert_eq!((m.loss_unauthorized, m.loss_cart), (1, 1));
+        assert_eq!((m.series[2].requests, m.series[2].errors.timeout), (1, 1));
+        // Connect failures are not latency samples; the 5xx and the timeout are.
+        assert_eq!(m.latency.len(), 4);
         assert!((m.last_seen["r-1"] - 1.51).abs() < 0.001);
     }
 
@@ -599,7 +637,7 @@ mod tests {
         rec.record(1, &sample(t0 + Duration::from_millis(3000), 0, 10));
         // Answers again after its restart at 5 s: not "still answering after the kill".
         rec.record(1, &sample(t0 + Duration::from_millis(7000), 0, 10));
-        let m = rec.finish(10);
+        let m = rec.finish(10, true);
         assert!((m.last_seen["r-1"] - 3.01).abs() < 0.001);
         assert_eq!(m.series[7].per_replica.get("r-1"), Some(&1));
     }
@@ -631,6 +669,14 @@ mod tests {
         assert!((r.throughput_high - 104.0 * 1.1).abs() < 1e-9);
         assert!((r.p99_high_ms - 4.4).abs() < 1e-9);
         assert_eq!(r.recovered_after_s, Some(1.5));
+        assert_eq!((r.recovered_at_second, r.failed_high), (Some(7), 0));
+
+        // Throughput and p99 held, but a second of failures after the kill is not recovered:
+        // the failures delay the return to the band.
+        let mut failing = series.clone();
+        failing[7].failed = 3;
+        let r = recovery(&failing, 5.5).expect("valid test input");
+        assert_eq!(r.recovered_at_second, Some(8));
 
         // Never back inside: no recovery time, but the band is still reported.
         let mut broken = series.clone();

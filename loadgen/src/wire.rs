@@ -79,6 +79,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, ErrorKind> {
         _ => return Err(ErrorKind::Io),
     };
     let status = response.code.ok_or(ErrorKind::Io)?;
+    // An interim answer (100 Continue and the like) is not the answer: the caller skips it.
     let mut head = Head {
         status,
         replica: None,

@@ -187,7 +187,13 @@ impl User {
             When::Scheduled(due) => due,
             // Think time ends when the user's timer fires; the timer's own granularity (up to a
             // millisecond late) is the generator's, not the service's, so it is not latency.
-            When::AfterThink(_) => Instant::now(),
+            // How late it fired is recorded, so a generator falling behind still shows.
+            When::AfterThink(due) => {
+                let now = Instant::now();
+                self.recorder
+                    .record_step_lag(now.saturating_duration_since(due));
+                now
+            }
         };
         let exchange = self.client.send(method, path, body).await;
         let done = Instant::now();
