@@ -59,12 +59,13 @@ pub fn render(title: &str, runs: &[RunReport]) -> String {
     );
     o.push_str(
         "<p class=\"how\"><b>How to read this.</b> Latency is measured from the <i>intended</i> \
-         send time of each request, so a stalled server or a generator that fell behind cannot \
-         hide its wait (coordinated-omission corrected); service time is measured from the actual \
+         send time of each request (a session's scheduled arrival for its first request, the end \
+         of the think time for the others), so a stalled server or a generator that fell behind \
+         cannot hide its wait (coordinated-omission corrected); service time is measured from the actual \
          send. A request failed when it got no answer or a non-2xx one. A <i>session loss</i> is \
          a 401 after a successful login, or a cart that differs from what the user put in. \
          <i>Recovery</i> is the first of 3 consecutive seconds back inside the pre-kill band of \
-         throughput (2xx/s) and p99 latency. Charts show one point per whole second, drawn at the \
+         throughput (2xx/s), p99 latency and failures per second. Charts show one point per whole second, drawn at the \
          middle of that second; a gap in a latency line is a second with no latency sample (only \
          connection failures).</p>\n",
     );
@@ -411,8 +412,9 @@ fn failover_text(o: &mut String, f: Option<&Failover>) {
     let (lo, hi) = (num(rec.throughput_low, 0), num(rec.throughput_high, 0));
     w!(
         o,
-        "Pre-kill band: {lo}–{hi} ok/s with p99 ≤ {} ms. ",
-        num(rec.p99_high_ms, 2)
+        "Pre-kill band: {lo}–{hi} ok/s with p99 ≤ {} ms and at most {} failed per second. ",
+        num(rec.p99_high_ms, 2),
+        rec.failed_high
     );
     match rec.recovered_after_s {
         Some(s) => w!(o, "Back inside the band {} s after the kill.", num(s, 1)),

@@ -269,10 +269,11 @@ pub fn summary(r: &RunReport) -> String {
             Some(rec) => {
                 let _ = writeln!(
                     out,
-                    "  recovery: pre-kill band {:.0}-{:.0} ok/s, p99 <= {:.2} ms; back inside after {}",
+                    "  recovery: pre-kill band {:.0}-{:.0} ok/s, p99 <= {:.2} ms, <= {} failed/s; back inside after {}",
                     rec.throughput_low,
                     rec.throughput_high,
                     rec.p99_high_ms,
+                    rec.failed_high,
                     rec.recovered_after_s
                         .map_or_else(|| "never (within the run)".into(), |s| format!("{s:.1} s"))
                 );
