@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by statelab's scripts: makes sure the commands a script needs are present.
 #
 #   ensure CMD:DEBIAN_PACKAGE ...
@@ -23,6 +24,16 @@ ensure() {
     echo "error: missing ${missing[*]}; install with: sudo apt-get install -y ${pkgs[*]}" >&2
     exit 1
   fi
+}
+
+# bin_dir_find NAME: print the first STATELAB_BIN_DIR folder's NAME that is executable; fail if
+# none is (or the variable is unset).
+bin_dir_find() {
+  local dir
+  while IFS= read -r dir; do
+    [[ -n $dir && -x $dir/$1 ]] && { printf '%s\n' "$dir/$1"; return 0; }
+  done < <(tr ':' '\n' <<<"${STATELAB_BIN_DIR:-}")
+  return 1
 }
 
 ensure_cargo() {

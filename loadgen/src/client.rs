@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -25,7 +25,8 @@ use crate::wire::{self, BodyEnd};
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
-    pub host_header: HeaderValue,
+    /// The `Host` header: the address as given.
+    pub host: String,
     pub prefix: String,
 }
 
@@ -43,11 +44,9 @@ impl Target {
         let addr: SocketAddr = authority.parse().map_err(|_| {
             format!("target '{url}': '{authority}' is not IP:PORT (e.g. 127.0.0.1:8080)")
         })?;
-        let host_header = HeaderValue::from_str(authority)
-            .map_err(|_| format!("target '{url}': bad authority"))?;
         Ok(Target {
             addr,
-            host_header,
+            host: authority.to_owned(),
             prefix: path.trim_end_matches('/').to_owned(),
         })
     }
@@ -57,7 +56,7 @@ impl Target {
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
-    pub replica: Option<HeaderValue>,
+    pub replica: Option<Bytes>,
     pub body: Bytes,
 }
 
@@ -83,7 +82,7 @@ pub struct Client {
     timeout: Duration,
     conn: Option<Conn>,
     jar: Vec<(String, String)>,
-    cookie_header: Option<HeaderValue>,
+    cookie_header: Option<String>,
     /// The request being written, kept to reuse its allocation.
     out: Vec<u8>,
 }
@@ -179,8 +178,8 @@ impl Client {
             method.as_str(),
             &self.target.prefix,
             path,
-            self.target.host_header.as_bytes(),
-            self.cookie_header.as_ref().map(HeaderValue::as_bytes),
+            self.target.host.as_bytes(),
+            self.cookie_header.as_ref().map(String::as_bytes),
             body.as_deref(),
         );
         *sent = Instant::now();
@@ -194,26 +193,22 @@ impl Client {
         }
         let mut changed = false;
         for value in &head.set_cookies {
-            if let Ok(v) = HeaderValue::from_maybe_shared(value.clone()) {
-                changed |= self.store_cookie(&v);
-            }
+            changed |= self.store_cookie(value);
         }
         if changed {
             self.rebuild_cookie_header();
         }
         Ok(Answer {
             status: StatusCode::from_u16(head.status).map_err(|_| ErrorKind::Io)?,
-            replica: head
-                .replica
-                .and_then(|r| HeaderValue::from_maybe_shared(r).ok()),
+            replica: head.replica,
             body,
         })
     }
 
     /// Applies one `Set-Cookie`: stores or replaces the cookie, or removes it when the server
     /// expires it (`Max-Age=0` or an empty value). Returns whether the jar changed.
-    fn store_cookie(&mut self, value: &HeaderValue) -> bool {
-        let Ok(text) = value.to_str() else {
+    fn store_cookie(&mut self, value: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(value) else {
             return false;
         };
         let Ok(c) = cookie::Cookie::parse(text) else {
@@ -244,7 +239,7 @@ impl Client {
             .map(|(n, v)| format!("{n}={v}"))
             .collect::<Vec<_>>()
             .join("; ");
-        self.cookie_header = HeaderValue::from_str(&line).ok();
+        self.cookie_header = Some(line);
     }
 }
 
@@ -336,21 +331,19 @@ mod tests {
     fn the_jar_stores_replaces_and_expires_cookies() {
         let target = Target::parse("http://127.0.0.1:1").expect("valid test input");
         let mut c = Client::new(target, None, Duration::from_secs(1));
-        let set = |v: &'static str| HeaderValue::from_static(v);
-        assert!(c.store_cookie(&set(
-            "statelab_stateful=abc; Path=/; HttpOnly; SameSite=Lax"
-        )));
-        assert!(c.store_cookie(&set("statelab_affinity_stateful=p1; Path=/")));
-        assert!(c.store_cookie(&set("statelab_stateful=def; Path=/")));
+        let set = |v: &'static str| v.as_bytes();
+        assert!(c.store_cookie(set("statelab_stateful=abc; Path=/; HttpOnly; SameSite=Lax")));
+        assert!(c.store_cookie(set("statelab_affinity_stateful=p1; Path=/")));
+        assert!(c.store_cookie(set("statelab_stateful=def; Path=/")));
         c.rebuild_cookie_header();
         assert_eq!(
             c.cookie_header.as_ref().expect("valid test input"),
             "statelab_stateful=def; statelab_affinity_stateful=p1"
         );
-        assert!(c.store_cookie(&set("statelab_stateful=; Path=/; Max-Age=0")));
+        assert!(c.store_cookie(set("statelab_stateful=; Path=/; Max-Age=0")));
         assert!(!c.has_cookie("statelab_stateful"));
-        assert!(!c.store_cookie(&set("gone=; Max-Age=0")));
-        assert!(!c.store_cookie(&set("not a cookie")));
+        assert!(!c.store_cookie(set("gone=; Max-Age=0")));
+        assert!(!c.store_cookie(set("not a cookie")));
     }
 }
 

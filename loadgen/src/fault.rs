@@ -33,19 +33,25 @@ impl Lab {
         })
     }
 
-    /// Runs `LAB WORDS...`; returns whether it succeeded and its last output line.
-    async fn call(&self, words: &[&str]) -> (bool, String) {
+    /// Runs `LAB WORDS...` to its end, within [`LAB_COMMAND_TIMEOUT`].
+    async fn output(&self, words: &[&str]) -> Result<std::process::Output, String> {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args).args(words).kill_on_drop(true);
-        let output = match tokio::time::timeout(LAB_COMMAND_TIMEOUT, cmd.output()).await {
-            Ok(Ok(o)) => o,
-            Ok(Err(e)) => return (false, format!("cannot run {}: {e}", self.program)),
-            Err(_) => {
-                return (
-                    false,
-                    format!("no answer within {} s", LAB_COMMAND_TIMEOUT.as_secs()),
-                )
-            }
+        match tokio::time::timeout(LAB_COMMAND_TIMEOUT, cmd.output()).await {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(e)) => Err(format!("cannot run {}: {e}", self.program)),
+            Err(_) => Err(format!(
+                "no answer within {} s",
+                LAB_COMMAND_TIMEOUT.as_secs()
+            )),
+        }
+    }
+
+    /// Runs `LAB WORDS...`; returns whether it succeeded and its last output line.
+    async fn call(&self, words: &[&str]) -> (bool, String) {
+        let output = match self.output(words).await {
+            Ok(output) => output,
+            Err(why) => return (false, why),
         };
         let text = String::from_utf8_lossy(&output.stderr).into_owned()
             + &String::from_utf8_lossy(&output.stdout);
@@ -62,15 +68,12 @@ impl Lab {
     /// Resident memory of each running replica of `service`, from `LAB mem` (`NAME BYTES` lines).
     /// Empty when the lab cannot say.
     pub async fn memory(&self, service: &str) -> BTreeMap<String, u64> {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args).arg("mem").kill_on_drop(true);
-        let Ok(Ok(output)) = tokio::time::timeout(LAB_COMMAND_TIMEOUT, cmd.output()).await else {
-            return BTreeMap::new();
-        };
-        if !output.status.success() {
-            return BTreeMap::new();
+        match self.output(&["mem"]).await {
+            Ok(output) if output.status.success() => {
+                parse_memory(&String::from_utf8_lossy(&output.stdout), service)
+            }
+            _ => BTreeMap::new(),
         }
-        parse_memory(&String::from_utf8_lossy(&output.stdout), service)
     }
 }
 

@@ -75,10 +75,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         .map_or(0, |d| d.as_millis() as u64);
     let start = Instant::now();
     let deadline = start + cfg.duration;
-    let recorder = Arc::new(Recorder::with_seen_until(
+    let recorder = Arc::new(Recorder::new(
         start,
-        cfg.duration,
-        cfg.fault.as_ref().and_then(|f| f.restart_at),
+        cfg.fault
+            .as_ref()
+            .and_then(|f| f.restart_at)
+            .unwrap_or(cfg.duration),
     ));
     let counters = Arc::new(Counters::default());
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
@@ -147,11 +149,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let mut errors = stats::ErrorCounts::default();
     let mut per_replica = std::collections::BTreeMap::new();
     for s in &measured.series {
-        errors.connect += s.errors.connect;
-        errors.timeout += s.errors.timeout;
-        errors.io += s.errors.io;
-        errors.status_4xx += s.errors.status_4xx;
-        errors.status_5xx += s.errors.status_5xx;
+        errors.merge(&s.errors);
         for (name, n) in &s.per_replica {
             *per_replica.entry(name.clone()).or_insert(0) += n;
         }
@@ -170,11 +168,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         })
         .collect();
 
-    let (rate, users, max_sessions) = match cfg.model {
-        Model::Open { rate, max_sessions } => (Some(rate), None, Some(max_sessions)),
-        Model::Closed { users } => (None, Some(users), None),
+    let (rate, users) = match cfg.model {
+        Model::Open { rate, .. } => (Some(rate), None),
+        Model::Closed { users } => (None, Some(users)),
     };
-    let _ = max_sessions;
     let (workflow, adds, think_ms) = match &cfg.work {
         Work::Shop(w) => ("shop", Some(w.adds), Some(w.think.as_millis() as u64)),
         Work::Raw { .. } => ("raw", None, None),

@@ -59,7 +59,7 @@ impl ErrorCounts {
         }
     }
 
-    fn merge(&mut self, other: &ErrorCounts) {
+    pub fn merge(&mut self, other: &ErrorCounts) {
         self.connect += other.connect;
         self.timeout += other.timeout;
         self.io += other.io;
@@ -215,19 +215,12 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(start: Instant, duration: Duration) -> Self {
-        Self::with_seen_until(start, duration, None)
-    }
-
-    /// A recorder whose `last_seen` ignores answers from `seen_until` (after the start) on.
-    pub fn with_seen_until(
-        start: Instant,
-        duration: Duration,
-        seen_until: Option<Duration>,
-    ) -> Self {
+    /// A recorder for a run starting at `start`, whose `last_seen` ignores answers from
+    /// `seen_until` after the start on (the planned restart, else the run's end).
+    pub fn new(start: Instant, seen_until: Duration) -> Self {
         Recorder {
             start,
-            seen_until: start + seen_until.unwrap_or(duration),
+            seen_until: start + seen_until,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
             steps_late: AtomicU64::new(0),
             max_step_lag_us: AtomicU64::new(0),
@@ -635,8 +628,7 @@ mod tests {
     #[test]
     fn last_seen_stops_at_the_restart() {
         let t0 = Instant::now();
-        let rec =
-            Recorder::with_seen_until(t0, Duration::from_secs(10), Some(Duration::from_secs(5)));
+        let rec = Recorder::new(t0, Duration::from_secs(5));
         rec.record(1, &sample(t0 + Duration::from_millis(3000), 0, 10));
         // Answers again after its restart at 5 s: not "still answering after the kill".
         rec.record(1, &sample(t0 + Duration::from_millis(7000), 0, 10));

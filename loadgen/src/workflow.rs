@@ -205,8 +205,7 @@ impl User {
             .result
             .as_ref()
             .ok()
-            .and_then(|a| a.replica.as_ref())
-            .map(|v| v.as_bytes());
+            .and_then(|a| a.replica.as_deref());
         self.recorder.record(
             self.id,
             &Sample {

@@ -212,8 +212,9 @@ fn interrupted_run(lab: &Lab, out: &Path) {
     eventually("the run to send requests", Duration::from_secs(30), || {
         served(admin, "stateless") >= before + 100
     });
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    // bash's own kill: a fresh machine need not have procps' /bin/kill.
+    let sent = Command::new("bash")
+        .args(["-c", "kill -INT \"$1\"", "kill", &child.id().to_string()])
         .status()
         .expect("kill -INT");
     assert!(sent.success());
