@@ -12,6 +12,7 @@ use statelab_loadgen::html;
 use statelab_loadgen::report::{self, Comparison, RunReport};
 use statelab_loadgen::run::{self, Model, RunConfig, Work};
 use statelab_loadgen::workflow::Workflow;
+use statelab_proxy_api::StatusView;
 
 /// statelab's load generator: virtual shoppers with their own cookies against one service,
 /// an optional replica kill mid-run, and a report of what happened (terminal, JSON, HTML).
@@ -361,14 +362,6 @@ async fn ask_strategy(admin: &str, pool: &str) -> Option<String> {
     if !answer.status.is_success() {
         return None;
     }
-    let status: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
-    let pools = status.get("pools")?;
-    let found = match pools {
-        serde_json::Value::Array(list) => list
-            .iter()
-            .find(|p| p.get("name").and_then(|n| n.as_str()) == Some(pool))?,
-        serde_json::Value::Object(map) => map.get(pool)?,
-        _ => return None,
-    };
-    found.get("strategy")?.as_str().map(str::to_owned)
+    let status: StatusView = serde_json::from_slice(&answer.body).ok()?;
+    status.pool(pool).map(|p| p.strategy.as_str().to_owned())
 }

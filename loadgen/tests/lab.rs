@@ -27,7 +27,13 @@ fn bin_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>")
         .to_path_buf();
-    let names = ["stateful", "stateless", "externalized", "statelab-proxy"];
+    let names = [
+        "stateful",
+        "stateless",
+        "externalized",
+        "statelab-proxy",
+        "statelab-lab",
+    ];
     if !names.iter().all(|n| dir.join(n).exists()) {
         let status = Command::new(env!("CARGO"))
             .current_dir(root())
@@ -38,6 +44,8 @@ fn bin_dir() -> PathBuf {
                 "statelab-services",
                 "-p",
                 "statelab-proxy",
+                "-p",
+                "statelab-lab",
             ])
             .status()
             .expect("run cargo build");

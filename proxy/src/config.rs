@@ -1,17 +1,21 @@
 //! The proxy's configuration: a TOML file parsed once at start-up into typed values.
 //!
+//! The file's shape ([`ConfigFile`]) lives in `statelab-proxy-api`, shared with the lab that
+//! generates it; this module turns it into the validated [`Config`] the proxy runs with.
+//!
 //! Every field has a default, so an absent file (or an empty one) gives the lab's standard layout:
 //! three pools on 127.0.0.1:18001-18023. Anything that cannot work (a bad address, an unknown
 //! strategy, two pools on one prefix, a replica name used twice) is rejected here with a message
 //! naming the field, never discovered on the first request.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use statelab_proxy_api::config::default_pools;
+use statelab_proxy_api::ConfigFile;
 
 use crate::strategy::Strategy;
 
@@ -158,135 +162,12 @@ impl Config {
     }
 
     fn parse_named(text: &str, name: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let file: ConfigFile = toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: name.to_string(),
             source: Box::new(source),
         })?;
-        raw.validate()
+        Self::from_file(file)
     }
-}
-
-// ---- raw (serde) shape; kept private so the rest of the crate sees only validated values ----
-
-// No `Debug` on the raw types: they hold the secrets unredacted.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    server: RawServer,
-    #[serde(default)]
-    health: RawHealth,
-    #[serde(default)]
-    retry: RawRetry,
-    #[serde(default, rename = "pool")]
-    pools: Option<Vec<RawPool>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawServer {
-    listen: String,
-    admin_listen: String,
-    admin_token: Option<String>,
-    threads: usize,
-    grace_period_seconds: u64,
-    shutdown_timeout_seconds: u64,
-    affinity_secret: Option<String>,
-    upstream_keepalive: usize,
-}
-
-impl Default for RawServer {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-            admin_listen: "127.0.0.1:8081".into(),
-            admin_token: None,
-            threads: 1,
-            grace_period_seconds: 5,
-            shutdown_timeout_seconds: 1,
-            affinity_secret: None,
-            upstream_keepalive: 256,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawHealth {
-    path: String,
-    interval_ms: u64,
-    timeout_ms: u64,
-    rise: u32,
-    fall: u32,
-}
-
-impl Default for RawHealth {
-    fn default() -> Self {
-        Self {
-            path: "/health".into(),
-            interval_ms: 250,
-            timeout_ms: 500,
-            rise: 2,
-            fall: 2,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawRetry {
-    max_retries: u32,
-    eject_ms: u64,
-    connect_timeout_ms: u64,
-    read_timeout_ms: u64,
-}
-
-impl Default for RawRetry {
-    fn default() -> Self {
-        Self {
-            max_retries: 2,
-            eject_ms: 2000,
-            connect_timeout_ms: 1000,
-            read_timeout_ms: 30_000,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPool {
-    name: String,
-    prefix: Option<String>,
-    #[serde(default)]
-    strategy: Option<String>,
-    #[serde(default)]
-    trusted_proxies: Vec<String>,
-    #[serde(default)]
-    replicas: BTreeMap<String, String>,
-}
-
-fn default_pools() -> Vec<RawPool> {
-    [
-        ("stateful", "cookie", 18001),
-        ("stateless", "round-robin", 18011),
-        ("externalized", "round-robin", 18021),
-    ]
-    .into_iter()
-    .map(|(name, strategy, base)| RawPool {
-        name: name.into(),
-        prefix: None,
-        strategy: Some(strategy.into()),
-        trusted_proxies: Vec::new(),
-        replicas: (0..3)
-            .map(|i| {
-                (
-                    format!("{name}-{}", i + 1),
-                    format!("127.0.0.1:{}", base + i),
-                )
-            })
-            .collect(),
-    })
-    .collect()
 }
 
 fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -297,10 +178,11 @@ fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
-impl RawConfig {
-    fn validate(self) -> Result<Config, ConfigError> {
+impl Config {
+    /// Validates the file's values into the configuration the proxy runs with.
+    pub fn from_file(file: ConfigFile) -> Result<Config, ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
-        let s = self.server;
+        let s = file.server;
         if s.threads == 0 {
             return invalid("server.threads must be at least 1".into());
         }
@@ -327,7 +209,7 @@ impl RawConfig {
             upstream_keepalive: s.upstream_keepalive,
         };
 
-        let h = self.health;
+        let h = file.health;
         if !h.path.starts_with('/') {
             return invalid(format!("health.path = {:?} must start with '/'", h.path));
         }
@@ -345,7 +227,7 @@ impl RawConfig {
             fall: h.fall,
         };
 
-        let r = self.retry;
+        let r = file.retry;
         if r.connect_timeout_ms == 0 {
             return invalid("retry.connect_timeout_ms must be positive".into());
         }
@@ -359,7 +241,7 @@ impl RawConfig {
             read_timeout: Duration::from_millis(r.read_timeout_ms),
         };
 
-        let raw_pools = self.pools.unwrap_or_else(default_pools);
+        let raw_pools = file.pools.unwrap_or_else(default_pools);
         if raw_pools.is_empty() {
             return invalid("at least one [[pool]] is required".into());
         }

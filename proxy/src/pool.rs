@@ -12,18 +12,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use pingora::upstreams::peer::HttpPeer;
-use serde::Serialize;
 
 use crate::config::{Config, PoolConfig, RetryConfig};
 use crate::metrics::Metrics;
-use crate::strategy::{CookieAffinity, HashPick, Pick, RoundRobinPick, Strategy};
-
-/// When and why a replica last failed (a health check or a proxied connection).
-#[derive(Debug, Clone, Serialize)]
-pub struct Failure {
-    pub at_unix_ms: u64,
-    pub reason: String,
-}
+use crate::strategy::{
+    strategy_from_u8, strategy_to_u8, CookieAffinity, HashPick, Pick, RoundRobinPick, Strategy,
+};
+pub use statelab_proxy_api::{Failure, PoolView, ReplicaView, StatusView};
 
 /// One upstream server and what the proxy knows about it.
 #[derive(Debug)]
@@ -165,7 +160,7 @@ impl Pool {
             prefix: cfg.prefix.clone(),
             replicas,
             trusted_proxies: cfg.trusted_proxies.clone(),
-            strategy: AtomicU8::new(cfg.strategy.to_u8()),
+            strategy: AtomicU8::new(strategy_to_u8(cfg.strategy)),
             round_robin: RoundRobinPick::new(&addrs),
             hash: HashPick::new(&addrs),
             affinity: CookieAffinity::new(secret, &cfg.name, &names),
@@ -173,11 +168,11 @@ impl Pool {
     }
 
     pub fn strategy(&self) -> Strategy {
-        Strategy::from_u8(self.strategy.load(Ordering::Relaxed))
+        strategy_from_u8(self.strategy.load(Ordering::Relaxed))
     }
 
     pub fn set_strategy(&self, s: Strategy) {
-        self.strategy.store(s.to_u8(), Ordering::Relaxed);
+        self.strategy.store(strategy_to_u8(s), Ordering::Relaxed);
     }
 
     /// Picks a replica for a new (unpinned) request, skipping any in `exclude` (a bit per replica
@@ -285,7 +280,7 @@ impl Pools {
                 .map(|p| PoolView {
                     name: p.name.clone(),
                     prefix: p.prefix.clone(),
-                    strategy: p.strategy().as_str(),
+                    strategy: p.strategy(),
                     available: p.any_available(now),
                     replicas: p
                         .replicas
@@ -306,35 +301,6 @@ impl Pools {
                 .collect(),
         }
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct StatusView {
-    pub pools: Vec<PoolView>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct PoolView {
-    pub name: String,
-    pub prefix: String,
-    pub strategy: &'static str,
-    /// At least one replica can take new requests.
-    pub available: bool,
-    pub replicas: Vec<ReplicaView>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ReplicaView {
-    pub name: String,
-    pub address: String,
-    pub healthy: bool,
-    pub enabled: bool,
-    pub draining: bool,
-    /// Passively ejected after a failed connection, until the deadline or a passing check.
-    pub ejected: bool,
-    pub in_flight: i64,
-    pub total_requests: u64,
-    pub last_failure: Option<Failure>,
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use http::HeaderValue;
@@ -22,66 +21,22 @@ use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, RoundRob
 use pingora::lb::Backend;
 use sha2::{Digest, Sha256};
 
-/// How a pool picks the replica for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Strategy {
-    /// Sticky sessions through an affinity cookie set by the proxy.
-    Cookie,
-    /// Consistent hashing on the client address.
-    IpHash,
-    /// Even spread over the healthy replicas.
-    RoundRobin,
-}
+pub use statelab_proxy_api::{Strategy, UnknownStrategy};
 
-impl Strategy {
-    pub const ALL: [Strategy; 3] = [Strategy::Cookie, Strategy::IpHash, Strategy::RoundRobin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Cookie => "cookie",
-            Strategy::IpHash => "ip-hash",
-            Strategy::RoundRobin => "round-robin",
-        }
-    }
-
-    /// Compact form for storing in an atomic.
-    pub(crate) fn to_u8(self) -> u8 {
-        match self {
-            Strategy::Cookie => 0,
-            Strategy::IpHash => 1,
-            Strategy::RoundRobin => 2,
-        }
-    }
-
-    pub(crate) fn from_u8(v: u8) -> Strategy {
-        match v {
-            0 => Strategy::Cookie,
-            1 => Strategy::IpHash,
-            _ => Strategy::RoundRobin,
-        }
+/// Compact form of a [`Strategy`] for storing in an atomic.
+pub(crate) fn strategy_to_u8(s: Strategy) -> u8 {
+    match s {
+        Strategy::Cookie => 0,
+        Strategy::IpHash => 1,
+        Strategy::RoundRobin => 2,
     }
 }
 
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The text was not a strategy name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown strategy {0:?}: expected cookie, ip-hash or round-robin")]
-pub struct UnknownStrategy(pub String);
-
-impl FromStr for Strategy {
-    type Err = UnknownStrategy;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "cookie" => Ok(Strategy::Cookie),
-            "ip-hash" => Ok(Strategy::IpHash),
-            "round-robin" => Ok(Strategy::RoundRobin),
-            other => Err(UnknownStrategy(other.to_string())),
-        }
+pub(crate) fn strategy_from_u8(v: u8) -> Strategy {
+    match v {
+        0 => Strategy::Cookie,
+        1 => Strategy::IpHash,
+        _ => Strategy::RoundRobin,
     }
 }
 
@@ -327,7 +282,7 @@ mod tests {
     fn strategy_names_round_trip() {
         for s in Strategy::ALL {
             assert_eq!(s.as_str().parse::<Strategy>(), Ok(s));
-            assert_eq!(Strategy::from_u8(s.to_u8()), s);
+            assert_eq!(strategy_from_u8(strategy_to_u8(s)), s);
         }
         assert!("sticky".parse::<Strategy>().is_err());
     }

@@ -1,0 +1,822 @@
+//! The container lab: `deploy/compose.yaml` driven through the docker and compose CLIs.
+//!
+//! `up --docker` decides between the official images and offline stand-ins built from Debian
+//! packages (`deploy/offline-images`), writes the proxy's configuration for the chosen network,
+//! records its settings in `docker.env`, and brings the compose project up. Later commands find
+//! containers by the project's compose labels; the in-network load generators it starts itself
+//! carry `statelab.loadgen=<project>`, so `down` finds them too.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use statelab_proxy_api::Strategy;
+
+use crate::labdir::{LabDir, Mode};
+use crate::model::{docker_proxy_config, render_proxy_config, Part, Replica};
+use crate::probe::{port_open, wait_until, Probe};
+use crate::say;
+use crate::settings::{PortPlan, Registry, Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
+
+/// The Redis image used when a registry answers.
+const REDIS_IMAGE: &str = "redis:7";
+const RUNTIME_IMAGE: &str = "debian:bookworm-slim";
+const RUST_IMAGE: &str = "rust:1-bookworm";
+
+/// The container lab, with the settings `up --docker` recorded.
+#[derive(Debug)]
+pub struct Docker {
+    settings: Settings,
+    dir: LabDir,
+    probe: Probe,
+    compose: Vec<String>,
+    project: String,
+    image: String,
+    redis_image: String,
+    proxy_port: u16,
+    admin_port: u16,
+    net_prefix: String,
+    proxy_config: PathBuf,
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+    cmd.output()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))
+}
+
+/// Runs a command whose output the user should see; fails on a non-zero exit.
+fn run_visible(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} failed ({status})", cmd.get_program());
+    }
+    Ok(())
+}
+
+fn stdout_of(cmd: &mut Command) -> String {
+    run(cmd)
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn docker() -> Command {
+    Command::new("docker")
+}
+
+/// `docker compose` (v2) or `docker-compose` (1.29), whichever is here.
+fn compose_cli() -> anyhow::Result<Vec<String>> {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if v2 {
+        return Ok(vec!["docker".into(), "compose".into()]);
+    }
+    let v1 = Command::new("docker-compose")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if v1 {
+        return Ok(vec!["docker-compose".into()]);
+    }
+    bail!("no Docker Compose: apt-get install -y docker-compose (or the docker-compose-plugin)")
+}
+
+/// The engine answers, and a compose CLI is here.
+fn need_docker() -> anyhow::Result<Vec<String>> {
+    let answers = docker()
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match answers {
+        Err(_) => bail!("docker is missing: apt-get install -y docker.io docker-compose"),
+        Ok(s) if !s.success() => bail!(
+            "the Docker engine does not answer (docker info failed): start it (service docker start) or check permissions"
+        ),
+        Ok(_) => compose_cli(),
+    }
+}
+
+fn image_present(image: &str) -> bool {
+    docker()
+        .args(["image", "inspect", image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// Bytes in a `docker stats` size such as `12.5MiB` (binary units) or `13.1MB` (decimal).
+pub fn size_to_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        _ => return None,
+    };
+    Some((n * mult).round() as u64)
+}
+
+impl Docker {
+    /// The lab as `up --docker` recorded it in `docker.env`.
+    pub fn load(settings: Settings, dir: LabDir) -> anyhow::Result<Docker> {
+        let env = dir.read_env("docker.env");
+        let get = |k: &str| env.get(k).cloned();
+        let port = |k: &str, d: u16| get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+        Ok(Docker {
+            compose: compose_cli()?,
+            probe: Probe::new(),
+            project: get("STATELAB_PROJECT").unwrap_or_else(|| settings.project.clone()),
+            image: get("STATELAB_IMAGE").unwrap_or_else(|| settings.image.clone()),
+            redis_image: get("STATELAB_REDIS_IMAGE").unwrap_or_else(|| REDIS_IMAGE.into()),
+            proxy_port: port("STATELAB_PROXY_PORT", DEFAULT_PROXY_PORT),
+            admin_port: port("STATELAB_ADMIN_PORT", DEFAULT_ADMIN_PORT),
+            net_prefix: get("STATELAB_NET_PREFIX").unwrap_or_else(|| settings.net_prefix.clone()),
+            proxy_config: get("STATELAB_PROXY_CONFIG")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| dir.path("proxy.docker.toml")),
+            settings,
+            dir,
+        })
+    }
+
+    pub fn proxy_port(&self) -> u16 {
+        self.proxy_port
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// The compose command for this project, with the settings it was started with.
+    fn compose(&self) -> Command {
+        let mut cmd = Command::new(&self.compose[0]);
+        cmd.args(&self.compose[1..])
+            .arg("-p")
+            .arg(&self.project)
+            .arg("-f")
+            .arg(self.settings.root.join("deploy/compose.yaml"))
+            .env("STATELAB_IMAGE", &self.image)
+            .env("STATELAB_REDIS_IMAGE", &self.redis_image)
+            .env("STATELAB_PROXY_PORT", self.proxy_port.to_string())
+            .env("STATELAB_ADMIN_PORT", self.admin_port.to_string())
+            .env("STATELAB_NET_PREFIX", &self.net_prefix)
+            .env("STATELAB_PROXY_CONFIG", &self.proxy_config);
+        cmd
+    }
+
+    /// The shell form of [`Self::compose`], for messages.
+    fn compose_hint(&self) -> String {
+        format!(
+            "{} -p {} -f deploy/compose.yaml",
+            self.compose.join(" "),
+            self.project
+        )
+    }
+
+    /// Brings the compose project up; returns once the proxy sees every replica healthy.
+    pub async fn up(settings: Settings, dir: LabDir) -> anyhow::Result<()> {
+        if settings.ports == PortPlan::Free {
+            bail!("STATELAB_PORTS=free is for the native lab; in Docker mode set STATELAB_PROXY_PORT/STATELAB_ADMIN_PORT");
+        }
+        let compose = need_docker()?;
+        let proxy_port = settings.proxy_port.unwrap_or(DEFAULT_PROXY_PORT);
+        let admin_port = settings.admin_port.unwrap_or(DEFAULT_ADMIN_PORT);
+        for port in [proxy_port, admin_port] {
+            if port_open(port).await {
+                bail!("port {port} is in use on the host; set STATELAB_PROXY_PORT/STATELAB_ADMIN_PORT");
+            }
+        }
+        dir.create()?;
+        let proxy_config = dir.path("proxy.docker.toml");
+        fs::write(
+            &proxy_config,
+            render_proxy_config(
+                &docker_proxy_config(&settings.net_prefix),
+                &format!("the compose network {}.0/24", settings.net_prefix),
+            )?,
+        )?;
+        let redis_image = images(&settings)?;
+        let lab = Docker {
+            compose,
+            probe: Probe::new(),
+            project: settings.project.clone(),
+            image: settings.image.clone(),
+            redis_image,
+            proxy_port,
+            admin_port,
+            net_prefix: settings.net_prefix.clone(),
+            proxy_config,
+            settings,
+            dir,
+        };
+        lab.dir.write_env(
+            "docker.env",
+            &[
+                ("STATELAB_PROJECT", lab.project.clone()),
+                ("STATELAB_IMAGE", lab.image.clone()),
+                ("STATELAB_REDIS_IMAGE", lab.redis_image.clone()),
+                ("STATELAB_PROXY_PORT", lab.proxy_port.to_string()),
+                ("STATELAB_ADMIN_PORT", lab.admin_port.to_string()),
+                ("STATELAB_NET_PREFIX", lab.net_prefix.clone()),
+                (
+                    "STATELAB_PROXY_CONFIG",
+                    lab.proxy_config.display().to_string(),
+                ),
+            ],
+        )?;
+        // Only the proxy publishes ports on the host: the ports file names proxy and admin.
+        lab.dir.write_ports(&lab.ports_lines())?;
+        // Written before compose runs, so that `down` can clean up after an interrupted up.
+        lab.dir.set_mode(Mode::Docker)?;
+        say(format!(
+            "compose project '{}' up (redis image {}, lab image {}, network {}.0/24)",
+            lab.project, lab.redis_image, lab.image, lab.net_prefix
+        ));
+        // up -d returns once every service the proxy depends on is healthy and the proxy started.
+        let started = run_visible(lab.compose().args(["up", "-d", "--no-build"]));
+        if started.is_err() {
+            return lab.up_failed("compose up failed").await;
+        }
+        let admin = lab.admin_port;
+        if wait_until(
+            &format!("the proxy's admin API on 127.0.0.1:{admin}"),
+            lab.settings.up_timeout,
+            || lab.probe.http_ok(admin, "/admin/status"),
+        )
+        .await
+        .is_err()
+        {
+            return lab.up_failed("the proxy did not become ready").await;
+        }
+        let names: Vec<String> = Replica::all().map(|r| r.to_string()).collect();
+        if wait_until(
+            "all nine replicas healthy in the proxy's admin status",
+            lab.settings.up_timeout,
+            || lab.probe.proxy_serves_all(admin, &names),
+        )
+        .await
+        .is_err()
+        {
+            return lab
+                .up_failed("the proxy does not see every replica healthy")
+                .await;
+        }
+        say(format!(
+            "proxy up: http://127.0.0.1:{}/{{stateful,stateless,externalized}}/  admin: http://127.0.0.1:{admin}/admin/status",
+            lab.proxy_port
+        ));
+        say(format!("logs: {} logs -f [NAME]", lab.compose_hint()));
+        Ok(())
+    }
+
+    /// Shows what is not healthy, takes the project down again and forgets the mode.
+    async fn up_failed(&self, why: &str) -> anyhow::Result<()> {
+        say(why);
+        let mut missing = Vec::new();
+        for part in Part::all() {
+            match self.cid(part) {
+                None => missing.push(part.to_string()),
+                Some(cid) => {
+                    let (state, health) = self.container_health(&cid);
+                    if (state.as_str(), health.as_str()) != ("running", "healthy") {
+                        say(format!("{part}: {state} {health}; last lines of its log:"));
+                        let out = run(docker().args(["logs", "--tail", "10", &cid]));
+                        if let Ok(o) = out {
+                            for line in String::from_utf8_lossy(&o.stdout)
+                                .lines()
+                                .chain(String::from_utf8_lossy(&o.stderr).lines())
+                            {
+                                eprintln!("    {line}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if missing.len() == Part::all().len() {
+            say("no container was created");
+        } else if !missing.is_empty() {
+            say(format!("no container for: {}", missing.join(" ")));
+        }
+        eprint!("{}", self.probe.admin_summary(self.admin_port).await);
+        say(format!(
+            "taking project '{}' down again (its Redis volume is kept)",
+            self.project
+        ));
+        let down = run(self.compose().args(["down", "--remove-orphans"]));
+        if !down.is_ok_and(|o| o.status.success()) {
+            say("compose down failed too; try: scripts/lab down");
+        }
+        self.dir.clear();
+        let _ = fs::remove_file(self.dir.path("docker.env"));
+        bail!("scripts/lab up --docker failed: {why}")
+    }
+
+    pub fn ports_lines(&self) -> Vec<(String, u16)> {
+        vec![
+            ("proxy".into(), self.proxy_port),
+            ("admin".into(), self.admin_port),
+        ]
+    }
+
+    /// The container of a part in this project.
+    fn cid(&self, part: Part) -> Option<String> {
+        let out = stdout_of(docker().args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--filter",
+            &format!("label=com.docker.compose.service={part}"),
+        ]));
+        out.lines().next().map(str::to_string)
+    }
+
+    /// (state, health) of a container: e.g. ("running", "healthy"), ("exited", "-").
+    fn container_health(&self, cid: &str) -> (String, String) {
+        let out = stdout_of(docker().args([
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}-{{end}}",
+            cid,
+        ]));
+        let mut words = out.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some(s), Some(h)) => (s.to_string(), h.to_string()),
+            _ => ("missing".into(), "-".into()),
+        }
+    }
+
+    /// The `status` table; false when a part is down.
+    pub async fn status(&self) -> bool {
+        let mut all_up = true;
+        println!("{:<16} {:<14} {:<8} HEALTH", "PART", "CONTAINER", "STATE");
+        for part in Part::all() {
+            let (cid, state, health) = match self.cid(part) {
+                Some(cid) => {
+                    let (s, h) = self.container_health(&cid);
+                    (cid.chars().take(12).collect::<String>(), s, h)
+                }
+                None => ("-".into(), "missing".into(), "-".into()),
+            };
+            let state = if state == "running" {
+                "up".to_string()
+            } else {
+                all_up = false;
+                format!("down({state})")
+            };
+            println!("{:<16} {cid:<14} {state:<8} {health}", part.to_string());
+        }
+        print!("{}", self.probe.admin_summary(self.admin_port).await);
+        all_up
+    }
+
+    fn cid_or_err(&self, part: Part) -> anyhow::Result<String> {
+        self.cid(part)
+            .with_context(|| format!("no container for {part} in project {}", self.project))
+    }
+
+    pub fn kill(&self, part: Part) -> anyhow::Result<()> {
+        let cid = self.cid_or_err(part)?;
+        let out = run(docker().args(["kill", &cid]))?;
+        if !out.status.success() {
+            bail!(
+                "docker kill {part} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        say(format!(
+            "killed {part} (docker kill {}; its restart policy is now off: scripts/lab start {part})",
+            &cid[..cid.len().min(12)]
+        ));
+        Ok(())
+    }
+
+    pub async fn start(&self, part: Part) -> anyhow::Result<()> {
+        let cid = self.cid_or_err(part)?;
+        let out = run(docker().args(["start", &cid]))?;
+        if !out.status.success() {
+            bail!(
+                "docker start {part} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let short = &cid[..cid.len().min(12)];
+        let limit = self.settings.up_timeout;
+        if part == Part::Proxy {
+            wait_until("the proxy", limit, || {
+                self.probe.http_ok(self.admin_port, "/admin/status")
+            })
+            .await
+            .context("the proxy did not become ready")?;
+        } else {
+            wait_until(&format!("{part} to be healthy"), limit, || async {
+                self.container_health(&cid) == ("running".into(), "healthy".into())
+            })
+            .await
+            .with_context(|| format!("{part} did not become healthy; see: docker logs {short}"))?;
+        }
+        say(format!("started {part} (container {short}), healthy"));
+        Ok(())
+    }
+
+    /// The project down (and its Redis volume with `volumes`), with any load generator it ran.
+    pub fn down(&self, volumes: bool) -> anyhow::Result<()> {
+        let ids = stdout_of(docker().args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=statelab.loadgen={}", self.project),
+        ]));
+        let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
+        if !ids.is_empty() {
+            let _ = run(docker().args(["rm", "-f"]).args(&ids));
+        }
+        let mut cmd = self.compose();
+        cmd.args(["down", "--remove-orphans"]);
+        if volumes {
+            cmd.arg("-v");
+        }
+        run_visible(&mut cmd)?;
+        self.dir.clear();
+        if volumes {
+            say(format!(
+                "compose project '{}' down, Redis volume deleted",
+                self.project
+            ));
+        } else {
+            say(format!("compose project '{}' down", self.project));
+        }
+        Ok(())
+    }
+
+    /// `NAME BYTES` for each running replica container, as `docker stats` reports its memory.
+    pub fn mem(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        let mut running = Vec::new();
+        for r in Replica::all() {
+            if let Some(cid) = self.cid(Part::Replica(r)) {
+                let state = stdout_of(docker().args(["inspect", "-f", "{{.State.Running}}", &cid]));
+                if state.trim() == "true" {
+                    running.push((r, cid));
+                }
+            }
+        }
+        if running.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = run(docker()
+            .args([
+                "stats",
+                "--no-stream",
+                "--format",
+                "{{.Container}} {{.MemUsage}}",
+            ])
+            .args(running.iter().map(|(_, c)| c)))?;
+        if !out.status.success() {
+            bail!("docker stats failed");
+        }
+        let usage: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (cid, rest) = l.split_once(' ')?;
+                let used = rest.split('/').next()?.replace(char::is_whitespace, "");
+                Some((cid.to_string(), used))
+            })
+            .collect();
+        // A container that stopped meanwhile shows 0B: down, so omitted.
+        Ok(running
+            .into_iter()
+            .filter_map(|(r, cid)| {
+                let bytes = size_to_bytes(usage.get(&cid)?)?;
+                (bytes > 0).then(|| (r.to_string(), bytes))
+            })
+            .collect())
+    }
+
+    /// Follows a part's container log.
+    pub fn logs(&self, part: Part) -> anyhow::Result<()> {
+        let cid = self.cid_or_err(part)?;
+        run_visible(docker().args(["logs", "--tail", "50", "-f", &cid]))
+    }
+
+    fn lab_network(&self) -> Option<String> {
+        stdout_of(docker().args([
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--filter",
+            "label=com.docker.compose.network=lab",
+        ]))
+        .lines()
+        .next()
+        .map(str::to_string)
+    }
+
+    /// `statelab-loadgen` in a throwaway container on the lab network at `address` (inside the
+    /// range whose `X-Forwarded-For` the proxy trusts): one request per client, the replicas that
+    /// answered, one a line.
+    fn loadgen(&self, network: &str, address: &str, clients: &[String]) -> Vec<String> {
+        let out = stdout_of(
+            Command::new("timeout")
+                .arg("60")
+                .arg("docker")
+                .args(["run", "--rm", "--network", network, "--ip", address])
+                .args(["--label", &format!("statelab.loadgen={}", self.project)])
+                .arg(&self.image)
+                .arg("statelab-loadgen")
+                .args(clients),
+        );
+        out.lines().map(str::to_string).collect()
+    }
+
+    async fn set_strategy(&self, strategy: &str) -> anyhow::Result<()> {
+        let url = format!(
+            "http://127.0.0.1:{}/admin/pools/stateful/strategy",
+            self.admin_port
+        );
+        let ok = reqwest::Client::new()
+            .put(url)
+            .body(strategy.to_string())
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if !ok {
+            bail!("could not set the stateful pool's strategy to {strategy} through the admin API");
+        }
+        Ok(())
+    }
+
+    /// One request as a fresh client from the host: the replica that answered.
+    async fn ask_from_host(&self, forwarded_for: Option<&str>) -> Option<String> {
+        let mut req = reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{}/stateful/health",
+                self.proxy_port
+            ))
+            .timeout(Duration::from_secs(3));
+        if let Some(xff) = forwarded_for {
+            req = req.header("x-forwarded-for", xff);
+        }
+        let resp = req.send().await.ok()?;
+        let replica = resp.headers().get("x-replica")?.to_str().ok()?;
+        Some(replica.to_string())
+    }
+
+    /// Shows the Docker NAT trap for ip-hash and the two ways around it.
+    pub async fn iphash_demo(&self) -> anyhow::Result<()> {
+        let network = self.lab_network().with_context(|| {
+            format!(
+                "no lab network for project {}; is the Docker lab up?",
+                self.project
+            )
+        })?;
+        let before = self
+            .probe
+            .admin_status(self.admin_port)
+            .await
+            .and_then(|s| s.pool("stateful").map(|p| p.strategy))
+            .unwrap_or(Strategy::Cookie);
+        self.set_strategy("ip-hash").await?;
+        let result = self.iphash_steps(&network, before).await;
+        let restored = self.set_strategy(before.as_str()).await;
+        result?;
+        restored?;
+        println!("\nstrategy of the stateful pool restored to {before}.");
+        Ok(())
+    }
+
+    async fn iphash_steps(&self, network: &str, before: Strategy) -> anyhow::Result<()> {
+        let clients: Vec<String> = (1..=12).map(|i| format!("198.51.100.{i}")).collect();
+        println!("stateful pool switched to ip-hash (was {before}); 12 fresh clients each time:\n");
+        println!("1. From the host. Docker NAT makes every client the bridge gateway, so one replica takes all:");
+        let mut seen = Vec::new();
+        for _ in 0..12 {
+            seen.extend(self.ask_from_host(None).await);
+        }
+        println!("   {}", tally(&seen));
+        println!("2. From the host with X-Forwarded-For: still one replica, the gateway is not a trusted proxy:");
+        let mut seen = Vec::new();
+        for c in &clients {
+            seen.extend(self.ask_from_host(Some(c)).await);
+        }
+        println!("   {}", tally(&seen));
+        println!("3. Workaround A, several source addresses: 6 containers on the lab network, one request each:");
+        let mut seen = Vec::new();
+        for i in 1..=6 {
+            let address = format!("{}.{}", self.net_prefix, 200 + i);
+            seen.extend(self.loadgen(network, &address, &["-".to_string()]));
+        }
+        println!("   {}", tally(&seen));
+        println!("4. Workaround B, a trusted in-network load generator naming 12 clients in X-Forwarded-For:");
+        let first = self.loadgen(network, &format!("{}.250", self.net_prefix), &clients);
+        println!("   {}", tally(&first));
+        println!("   ...and the same 12 clients sent again from another load generator land where they did:");
+        let second = self.loadgen(network, &format!("{}.251", self.net_prefix), &clients);
+        if !first.is_empty() && first == second {
+            println!("   same replicas, client by client");
+        } else {
+            println!("   MOVED (unexpected: was a replica killed or restarted meanwhile?)");
+        }
+        Ok(())
+    }
+}
+
+/// `stateful-2 x12  stateful-3 x1` for the replica names seen.
+fn tally(names: &[String]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in names {
+        *counts.entry(n).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(n, c)| format!("{n} x{c}"))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// Decides between the official images and the offline stand-ins, builds what is needed, and
+/// returns the Redis image to run.
+fn images(s: &Settings) -> anyhow::Result<String> {
+    if registry_mode(s)? {
+        let redis = env_or("STATELAB_REDIS_IMAGE", REDIS_IMAGE);
+        if !s.skip_image_build || !image_present(&s.image) {
+            say(format!(
+                "building {} from source in the official Rust image (this compiles the workspace)",
+                s.image
+            ));
+            let mut args: Vec<String> = Vec::new();
+            for (var, arg) in [
+                ("STATELAB_RUST_IMAGE", "RUST_IMAGE"),
+                ("STATELAB_RUNTIME_IMAGE", "RUNTIME_IMAGE"),
+            ] {
+                if let Ok(v) = std::env::var(var) {
+                    if !v.is_empty() {
+                        args.extend(["--build-arg".into(), format!("{arg}={v}")]);
+                    }
+                }
+            }
+            let root = s.root.display().to_string();
+            args.extend([
+                "-f".into(),
+                format!("{root}/deploy/Dockerfile"),
+                "-t".into(),
+                s.image.clone(),
+                root.clone(),
+            ]);
+            // deploy/lib.sh picks the docker CLI that can build with BuildKit.
+            run_visible(
+                Command::new("bash")
+                    .arg("-c")
+                    .arg(r#". "$1/deploy/lib.sh" && shift && statelab_docker_build "$@""#)
+                    .arg("statelab-build")
+                    .arg(&root)
+                    .args(&args),
+            )?;
+            let _ = run(docker().args([
+                "image",
+                "prune",
+                "-f",
+                "--filter",
+                "label=statelab.image=lab",
+            ]));
+        }
+        return Ok(redis);
+    }
+    let suite = fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "bookworm".into());
+    let redis = env_or(
+        "STATELAB_STANDIN_IMAGE",
+        &format!("statelab-standin/debian:{suite}"),
+    );
+    if s.skip_image_build && image_present(&s.image) && image_present(&redis) {
+        say(format!(
+            "STATELAB_SKIP_IMAGE_BUILD=1: using the existing {} and {redis}",
+            s.image
+        ));
+    } else {
+        say("building images offline from Debian packages and host-built binaries (deploy/offline-images)");
+        let mut cmd = Command::new(s.root.join("deploy/offline-images"));
+        if !s.bin_dirs.is_empty() {
+            cmd.arg("--no-cargo");
+        }
+        run_visible(&mut cmd)?;
+    }
+    Ok(redis)
+}
+
+/// True for the official images, false for the offline stand-ins. With every base image present,
+/// online; otherwise the missing Redis and runtime images (small) are pulled, each bounded by
+/// `STATELAB_PROBE_TIMEOUT`, and the first failure means offline. The Rust build image (about
+/// 1.5 GB) is not probed: the build pulls it.
+fn registry_mode(s: &Settings) -> anyhow::Result<bool> {
+    match s.registry {
+        Registry::Offline => {
+            say("STATELAB_OFFLINE=1: offline images, no registry asked");
+            return Ok(false);
+        }
+        Registry::Online => return Ok(true),
+        Registry::Probe => {}
+    }
+    let rust = env_or("STATELAB_RUST_IMAGE", RUST_IMAGE);
+    let wanted = [
+        env_or("STATELAB_REDIS_IMAGE", REDIS_IMAGE),
+        env_or("STATELAB_RUNTIME_IMAGE", RUNTIME_IMAGE),
+        rust.clone(),
+    ];
+    let missing: Vec<&String> = wanted.iter().filter(|i| !image_present(i)).collect();
+    if missing.is_empty() {
+        return Ok(true);
+    }
+    let secs = s.probe_timeout.as_secs();
+    for img in missing.iter().filter(|i| ***i != rust) {
+        say(format!(
+            "registry probe: docker pull {img} (at most {secs} s)"
+        ));
+        let out = run(Command::new("timeout").arg(secs.to_string()).args([
+            "docker",
+            "pull",
+            "-q",
+            img.as_str(),
+        ]))?;
+        if out.status.code() == Some(124) {
+            say(format!("docker pull {img} did not finish in {secs} s; going offline (STATELAB_OFFLINE=0 insists on the registry, STATELAB_PROBE_TIMEOUT gives it longer)"));
+            return Ok(false);
+        }
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            say(format!(
+                "no container registry reachable (docker pull {img}: {})",
+                err.lines().last().unwrap_or("").trim()
+            ));
+            return Ok(false);
+        }
+    }
+    if missing.contains(&&rust) {
+        say(format!("registry answers; the build pulls {rust}"));
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_stats_sizes_in_both_unit_systems() {
+        assert_eq!(size_to_bytes("12.5MiB"), Some(13_107_200));
+        assert_eq!(size_to_bytes("13.1MB"), Some(13_100_000));
+        assert_eq!(size_to_bytes("0B"), Some(0));
+        assert_eq!(size_to_bytes("1.5 GiB"), Some(1_610_612_736));
+        assert_eq!(size_to_bytes("12 parsecs"), None);
+        assert_eq!(size_to_bytes(""), None);
+    }
+
+    #[test]
+    fn tally_counts_each_replica() {
+        let seen: Vec<String> = ["stateful-2", "stateful-1", "stateful-2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(tally(&seen), "stateful-1 x1  stateful-2 x2");
+    }
+}

@@ -1,0 +1,208 @@
+//! The lab directory: what `up` decided, for every later command to read.
+//!
+//! | file | holds |
+//! |---|---|
+//! | `mode` | `native` or `docker`: the lab is up (written first, removed last) |
+//! | `ports` | `NAME PORT` lines: natively every part, in Docker mode proxy and admin |
+//! | `bin_dirs` | the binaries' folders `up` used, so `start` runs the same ones |
+//! | `pids/NAME.pid` | `PID START_TIME` of a native part |
+//! | `logs/NAME.log` | a native part's output |
+//! | `proxy.toml`, `proxy.docker.toml` | the generated proxy configuration |
+//! | `docker.env` | the compose settings `up --docker` used (shell `KEY='value'` lines) |
+//! | `jwt-secret`, `redis/` | the stateless replicas' shared key; native Redis's data |
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// How the lab is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Native,
+    Docker,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Native => "native",
+            Mode::Docker => "docker",
+        }
+    }
+}
+
+/// The lab directory's paths and its small files.
+#[derive(Debug, Clone)]
+pub struct LabDir {
+    pub dir: PathBuf,
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half a file.
+pub fn write_atomic(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, contents).with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+impl LabDir {
+    pub fn new(dir: PathBuf) -> LabDir {
+        LabDir { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    pub fn log(&self, part: &str) -> PathBuf {
+        self.logs().join(format!("{part}.log"))
+    }
+
+    pub fn pid_file(&self, part: &str) -> PathBuf {
+        self.dir.join("pids").join(format!("{part}.pid"))
+    }
+
+    pub fn create(&self) -> anyhow::Result<()> {
+        for d in [self.dir.clone(), self.logs(), self.dir.join("pids")] {
+            fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The running mode, or `None` when the lab is not up.
+    pub fn mode(&self) -> anyhow::Result<Option<Mode>> {
+        match fs::read_to_string(self.path("mode")) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).context("cannot read the lab's mode file"),
+            Ok(text) => match text.trim() {
+                "native" => Ok(Some(Mode::Native)),
+                "docker" => Ok(Some(Mode::Docker)),
+                other => anyhow::bail!(
+                    "{} says '{other}', not native or docker",
+                    self.path("mode").display()
+                ),
+            },
+        }
+    }
+
+    pub fn set_mode(&self, mode: Mode) -> anyhow::Result<()> {
+        write_atomic(&self.path("mode"), &format!("{}\n", mode.as_str()))
+    }
+
+    /// Forgets the running lab: mode, ports and binaries (logs and data stay).
+    pub fn clear(&self) {
+        for f in ["mode", "ports", "bin_dirs"] {
+            let _ = fs::remove_file(self.path(f));
+        }
+    }
+
+    pub fn write_ports(&self, lines: &[(String, u16)]) -> anyhow::Result<()> {
+        let text: String = lines.iter().map(|(n, p)| format!("{n} {p}\n")).collect();
+        write_atomic(&self.path("ports"), &text)
+    }
+
+    /// The `NAME PORT` lines `up` wrote (empty when there are none).
+    pub fn ports(&self) -> BTreeMap<String, u16> {
+        fs::read_to_string(self.path("ports"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                Some((words.next()?.to_string(), words.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    pub fn write_bin_dirs(&self, dirs: &[PathBuf]) -> anyhow::Result<()> {
+        let text: String = dirs.iter().map(|d| format!("{}\n", d.display())).collect();
+        write_atomic(&self.path("bin_dirs"), &text)
+    }
+
+    pub fn bin_dirs(&self) -> Vec<PathBuf> {
+        fs::read_to_string(self.path("bin_dirs"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(PathBuf::from)
+            .collect()
+    }
+
+    /// `KEY='value'` lines a shell can source; values never hold a quote.
+    pub fn write_env(&self, name: &str, vars: &[(&str, String)]) -> anyhow::Result<()> {
+        let mut text = String::new();
+        for (k, v) in vars {
+            anyhow::ensure!(!v.contains('\''), "{k} must not contain a quote: {v}");
+            text.push_str(&format!("{k}='{v}'\n"));
+        }
+        write_atomic(&self.path(name), &text)
+    }
+
+    pub fn read_env(&self, name: &str) -> BTreeMap<String, String> {
+        fs::read_to_string(self.path(name))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                let v = v.strip_prefix('\'')?.strip_suffix('\'')?;
+                Some((k.to_string(), v.to_string()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> LabDir {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).expect("random bytes");
+        let dir = std::env::temp_dir().join(format!(
+            "statelab-labdir-{tag}-{}",
+            u64::from_le_bytes(bytes)
+        ));
+        let lab = LabDir::new(dir);
+        lab.create().expect("create the lab directory");
+        lab
+    }
+
+    #[test]
+    fn what_up_writes_later_commands_read() {
+        let lab = temp_dir("files");
+        assert_eq!(lab.mode().expect("no mode file is no error"), None);
+        lab.set_mode(Mode::Docker).expect("write mode");
+        assert_eq!(lab.mode().expect("read mode"), Some(Mode::Docker));
+        lab.write_ports(&[("proxy".into(), 8080), ("admin".into(), 8081)])
+            .expect("write ports");
+        assert_eq!(lab.ports().get("admin"), Some(&8081));
+        lab.write_env(
+            "docker.env",
+            &[("STATELAB_IMAGE", "statelab:latest".into())],
+        )
+        .expect("write env");
+        assert_eq!(
+            lab.read_env("docker.env")
+                .get("STATELAB_IMAGE")
+                .map(String::as_str),
+            Some("statelab:latest")
+        );
+        assert!(lab.write_env("x.env", &[("K", "it's".into())]).is_err());
+        lab.clear();
+        assert_eq!(lab.mode().expect("read mode"), None);
+        assert!(lab.ports().is_empty());
+        fs::remove_dir_all(&lab.dir).expect("remove the test directory");
+    }
+
+    #[test]
+    fn a_garbled_mode_file_is_an_error() {
+        let lab = temp_dir("mode");
+        fs::write(lab.path("mode"), "sideways\n").expect("write");
+        assert!(lab.mode().is_err());
+        fs::remove_dir_all(&lab.dir).expect("remove the test directory");
+    }
+}

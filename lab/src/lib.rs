@@ -1,0 +1,31 @@
+//! The statelab lab: one typed model of its parts and a supervisor for both ways of running it.
+//!
+//! `scripts/lab` is a thin entry that finds or builds the `statelab-lab` binary and runs it; every
+//! verb the user types (`up`, `status`, `kill`, `start`, `down`, `logs`, `ports`, `mem`,
+//! `iphash-demo`) is implemented here.
+//!
+//! - [`model`]: the parts (Redis, `stateful-1..3`, `stateless-1..3`, `externalized-1..3`, the
+//!   proxy), their names, pools, strategies, fixed native ports and container addresses, and the
+//!   proxy configuration of each mode, built from the proxy's own file format
+//!   ([`statelab_proxy_api::ConfigFile`]). `deploy/proxy.toml` and `deploy/compose.yaml` are
+//!   committed for users who run compose by hand; a test holds them to this model.
+//! - [`settings`]: the `STATELAB_*` environment, parsed once into typed values.
+//! - [`labdir`]: the lab directory (`.lab/` by default): the mode, the ports, PIDs, logs and the
+//!   generated configuration, which every command after `up` reads.
+//! - [`probe`]: health probes (HTTP, Redis `PING`) and the proxy's admin status.
+//! - [`native`]: the native lab: ports, processes in their own process group, PID records that a
+//!   reused PID cannot fool, bounded health waits.
+//! - [`docker`]: the container lab through the docker and compose CLIs.
+#![forbid(unsafe_code)]
+
+pub mod docker;
+pub mod labdir;
+pub mod model;
+pub mod native;
+pub mod probe;
+pub mod settings;
+
+/// A message for the user on standard error, in the lab's voice.
+pub fn say(msg: impl std::fmt::Display) {
+    eprintln!("lab: {msg}");
+}

@@ -1,0 +1,252 @@
+//! `statelab-lab`: the binary behind `scripts/lab`. It parses the verb and the environment, then
+//! hands over to the native or the Docker lab.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use statelab_lab::docker::Docker;
+use statelab_lab::labdir::{LabDir, Mode};
+use statelab_lab::model::Part;
+use statelab_lab::native::Native;
+use statelab_lab::say;
+use statelab_lab::settings::Settings;
+
+const AFTER_HELP: &str = "\
+Either way the proxy answers on 127.0.0.1:8080 and its admin API on 127.0.0.1:8081 by default.
+State, PIDs and logs live in the lab directory, .lab/ (logs in .lab/logs/); the mode in use is in
+.lab/mode, the ports chosen by up in .lab/ports, which every later command reads.
+
+Environment:
+  STATELAB_LAB_DIR        the lab directory (default .lab in the repository); set it to the same
+                          value for every command on that lab
+  STATELAB_PORTS          native mode: \"free\" gives every replica, the proxy, the admin API and
+                          Redis a random free loopback port (from 10000 up to the ephemeral range)
+                          instead of the fixed ones, except those pinned below; default \"fixed\"
+  STATELAB_PROXY_PORT, STATELAB_ADMIN_PORT   host ports (default 8080, 8081)
+  STATELAB_REDIS_PORT     native Redis port (default: first free port from 16379)
+  STATELAB_BIN_DIR        where the binaries are (':'-separated search list); when set, cargo is
+                          not run. Default: cargo build --release --locked, then
+                          ${CARGO_TARGET_DIR:-target}/release
+  STATELAB_UP_TIMEOUT     seconds to wait for health (default 90)
+  STATELAB_PROJECT        compose project name (default statelab)
+  STATELAB_SUBNET         the compose network, a /24 (default 10.231.7.0/24); the proxy's config
+                          is generated to match (.lab/proxy.docker.toml)
+  STATELAB_OFFLINE        1: build images with deploy/offline-images without asking a registry;
+                          0: use the official images; unset: if a base image is missing locally,
+                          pull the Redis and runtime images (STATELAB_PROBE_TIMEOUT s each, default
+                          20) and go offline if a pull fails or times out
+  STATELAB_SKIP_IMAGE_BUILD  1: in Docker mode, use the statelab image already built";
+
+/// The user's one handle on the statelab lab: native processes or the compose project.
+#[derive(Debug, Parser)]
+#[command(name = "scripts/lab", after_help = AFTER_HELP, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    /// Start Redis, nine replicas and the proxy; return once all are healthy.
+    Up {
+        /// The compose project instead of native processes.
+        #[arg(long)]
+        docker: bool,
+    },
+    /// Each part up/down and healthy or not, then the proxy's admin status (exit 1: a part is down).
+    Status,
+    /// SIGKILL one part: stateful-1..3, stateless-1..3, externalized-1..3, redis or proxy
+    /// (docker kill in Docker mode).
+    Kill { name: Part },
+    /// Start a killed part again and wait until it is healthy.
+    Start { name: Part },
+    /// Stop everything the lab started.
+    Down {
+        /// Also delete Redis's data.
+        #[arg(short = 'v', long = "volumes")]
+        volumes: bool,
+    },
+    /// Follow one part's log (Ctrl-C to stop).
+    Logs { name: Part },
+    /// The lab's ports, one "NAME PORT" line each: natively redis, the nine replicas, proxy and
+    /// admin; in Docker mode proxy and admin only.
+    Ports,
+    /// Resident memory of each running replica, one "NAME BYTES" line each.
+    Mem,
+    /// Show the Docker NAT trap for ip-hash and the way around it (Docker mode).
+    IphashDemo,
+}
+
+/// The repository: `STATELAB_ROOT` (set by `scripts/lab`), else the one this binary was built in.
+fn repository_root() -> PathBuf {
+    match std::env::var_os("STATELAB_ROOT") {
+        Some(r) if !r.is_empty() => PathBuf::from(r),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default(),
+    }
+}
+
+fn running(dir: &LabDir) -> anyhow::Result<Mode> {
+    dir.mode()?.with_context(|| {
+        format!(
+            "the lab is not running (no {}); start it with scripts/lab up [--docker]",
+            dir.path("mode").display()
+        )
+    })
+}
+
+async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
+    let settings = Settings::from_env(&repository_root())?;
+    let dir = LabDir::new(settings.lab_dir.clone());
+    match verb {
+        Verb::Up { docker } => {
+            if let Some(mode) = dir.mode()? {
+                bail!(
+                    "the lab is already up in {} mode; scripts/lab down first",
+                    mode.as_str()
+                );
+            }
+            let up = async {
+                if docker {
+                    Docker::up(settings.clone(), dir.clone()).await
+                } else {
+                    Native::up(settings.clone(), dir.clone()).await
+                }
+            };
+            tokio::select! {
+                result = up => result.map(|()| ExitCode::SUCCESS),
+                _ = tokio::signal::ctrl_c() => {
+                    say("interrupted: stopping what up started");
+                    take_down(settings, dir, false).await?;
+                    Ok(ExitCode::from(130))
+                }
+            }
+        }
+        Verb::Status => {
+            let ok = match running(&dir)? {
+                Mode::Native => Native::load(settings, dir)?.status().await,
+                Mode::Docker => Docker::load(settings, dir)?.status().await,
+            };
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Verb::Kill { name } => {
+            match running(&dir)? {
+                Mode::Native => Native::load(settings, dir)?.kill(name).await?,
+                Mode::Docker => Docker::load(settings, dir)?.kill(name)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Start { name } => {
+            match running(&dir)? {
+                Mode::Native => Native::load(settings, dir)?.start(name).await?,
+                Mode::Docker => Docker::load(settings, dir)?.start(name).await?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Down { volumes } => {
+            if dir.mode()?.is_none() {
+                say(format!(
+                    "the lab is not running (nothing recorded in {})",
+                    dir.path("mode").display()
+                ));
+                return Ok(ExitCode::SUCCESS);
+            }
+            take_down(settings, dir, volumes).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Logs { name } => {
+            match running(&dir)? {
+                Mode::Native => {
+                    let log = Native::load(settings, dir)?.log_path(name);
+                    let status = std::process::Command::new("tail")
+                        .args(["-n", "50", "-F"])
+                        .arg(&log)
+                        .status()
+                        .context("cannot run tail")?;
+                    if !status.success() {
+                        bail!("tail {} failed", log.display());
+                    }
+                }
+                Mode::Docker => Docker::load(settings, dir)?.logs(name)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Ports => {
+            let lines = match running(&dir)? {
+                Mode::Native => Native::load(settings, dir)?.ports().lines(),
+                Mode::Docker => Docker::load(settings, dir)?.ports_lines(),
+            };
+            for (name, port) in lines {
+                println!("{name} {port}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Mem => {
+            let lines = match running(&dir)? {
+                Mode::Native => Native::load(settings, dir)?.mem(),
+                Mode::Docker => Docker::load(settings, dir)?.mem()?,
+            };
+            for (name, bytes) in lines {
+                println!("{name} {bytes}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::IphashDemo => {
+            if dir.mode()? != Some(Mode::Docker) {
+                bail!("iphash-demo needs the Docker lab: scripts/lab up --docker");
+            }
+            Docker::load(settings, dir)?.iphash_demo().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Stops whichever lab the directory records; `volumes` also deletes Redis's data.
+async fn take_down(settings: Settings, dir: LabDir, volumes: bool) -> anyhow::Result<()> {
+    match dir.mode()? {
+        Some(Mode::Native) => {
+            let redis_data = dir.path("redis");
+            match Native::load(settings, dir.clone()) {
+                Ok(lab) => lab.down().await,
+                // Interrupted before the ports were written: nothing was started.
+                Err(_) => dir.clear(),
+            }
+            if volumes {
+                let _ = std::fs::remove_dir_all(&redis_data);
+                say(format!("deleted {}", redis_data.display()));
+            }
+        }
+        Some(Mode::Docker) => Docker::load(settings, dir)?.down(volumes)?,
+        None => {}
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            say(format!("error: cannot start the runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.verb)) {
+        Ok(code) => code,
+        Err(e) => {
+            say(format!("error: {e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The lab's parts and layout as types: the one place that says which parts exist, what they are
+//! called, where they listen and how the proxy routes to them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use statelab_proxy_api::Strategy;
+use statelab_proxy_api::{ConfigFile, HealthSection, PoolSection, RetrySection, ServerSection};
+
+/// Replicas per pool.
+pub const REPLICAS_PER_POOL: u8 = 3;
+
+/// The port every replica listens on inside its container.
+pub const CONTAINER_SERVICE_PORT: u16 = 8000;
+/// The proxy's listeners inside its container (published on the host's loopback).
+pub const CONTAINER_PROXY_PORT: u16 = 8080;
+pub const CONTAINER_ADMIN_PORT: u16 = 8081;
+/// The compose network's default first three octets (`STATELAB_SUBNET` moves it).
+pub const DEFAULT_NET_PREFIX: &str = "10.231.7";
+
+/// The three session designs; each is one pool of replicas and one binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Stateful,
+    Stateless,
+    Externalized,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Stateful, Kind::Stateless, Kind::Externalized];
+
+    /// The pool's name, its path prefix without the slash, and the binary's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Stateful => "stateful",
+            Kind::Stateless => "stateless",
+            Kind::Externalized => "externalized",
+        }
+    }
+
+    /// The strategy the pool starts with: stickiness where the session lives in the replica.
+    pub fn default_strategy(self) -> Strategy {
+        match self {
+            Kind::Stateful => Strategy::Cookie,
+            Kind::Stateless | Kind::Externalized => Strategy::RoundRobin,
+        }
+    }
+
+    /// Tens digit of the pool's fixed ports (18001.., 18011.., 18021..) and container addresses
+    /// (.11.., .21.., .31..).
+    fn slot(self) -> u16 {
+        match self {
+            Kind::Stateful => 0,
+            Kind::Stateless => 1,
+            Kind::Externalized => 2,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One replica: `<pool>-<k>`, k from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Replica {
+    pub kind: Kind,
+    pub index: u8,
+}
+
+impl Replica {
+    /// Every replica of the lab, pool by pool.
+    pub fn all() -> impl Iterator<Item = Replica> {
+        Kind::ALL
+            .into_iter()
+            .flat_map(|kind| (1..=REPLICAS_PER_POOL).map(move |index| Replica { kind, index }))
+    }
+
+    /// The fixed native port: stateful-k 18000+k, stateless-k 18010+k, externalized-k 18020+k.
+    pub fn fixed_port(self) -> u16 {
+        18000 + 10 * self.kind.slot() + u16::from(self.index)
+    }
+
+    /// The last octet of the replica's container address: stateful-k .1k, stateless-k .2k,
+    /// externalized-k .3k.
+    pub fn container_octet(self) -> u16 {
+        10 * (self.kind.slot() + 1) + u16::from(self.index)
+    }
+}
+
+impl fmt::Display for Replica {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.kind, self.index)
+    }
+}
+
+/// A part of the lab a user can name: `redis`, a replica, or `proxy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Part {
+    Redis,
+    Replica(Replica),
+    Proxy,
+}
+
+impl Part {
+    /// Every part, in start order: Redis, the replicas, the proxy.
+    pub fn all() -> Vec<Part> {
+        std::iter::once(Part::Redis)
+            .chain(Replica::all().map(Part::Replica))
+            .chain(std::iter::once(Part::Proxy))
+            .collect()
+    }
+
+    /// The names, space-separated, for messages.
+    pub fn all_names() -> String {
+        Part::all()
+            .iter()
+            .map(Part::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// The last octet of the part's container address.
+    pub fn container_octet(self) -> u16 {
+        match self {
+            Part::Redis => 5,
+            Part::Proxy => 2,
+            Part::Replica(r) => r.container_octet(),
+        }
+    }
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Part::Redis => f.write_str("redis"),
+            Part::Proxy => f.write_str("proxy"),
+            Part::Replica(r) => r.fmt(f),
+        }
+    }
+}
+
+/// The text names no part of the lab.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown part '{0}'; one of: {names}", names = Part::all_names())]
+pub struct UnknownPart(pub String);
+
+impl FromStr for Part {
+    type Err = UnknownPart;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Part::all()
+            .into_iter()
+            .find(|p| p.to_string() == s)
+            .ok_or_else(|| UnknownPart(s.to_string()))
+    }
+}
+
+/// Where the native lab's parts listen on loopback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativePorts {
+    pub redis: u16,
+    pub proxy: u16,
+    pub admin: u16,
+    pub replicas: BTreeMap<Replica, u16>,
+}
+
+impl NativePorts {
+    pub fn replica(&self, r: Replica) -> u16 {
+        self.replicas
+            .get(&r)
+            .copied()
+            .unwrap_or_else(|| r.fixed_port())
+    }
+
+    /// The `NAME PORT` lines of `scripts/lab ports`: redis, the replicas, proxy, admin.
+    pub fn lines(&self) -> Vec<(String, u16)> {
+        std::iter::once(("redis".to_string(), self.redis))
+            .chain(Replica::all().map(|r| (r.to_string(), self.replica(r))))
+            .chain([
+                ("proxy".to_string(), self.proxy),
+                ("admin".to_string(), self.admin),
+            ])
+            .collect()
+    }
+
+    /// Reads the `NAME PORT` lines back; `None` when a part is missing.
+    pub fn from_lines(lines: &BTreeMap<String, u16>) -> Option<NativePorts> {
+        Some(NativePorts {
+            redis: *lines.get("redis")?,
+            proxy: *lines.get("proxy")?,
+            admin: *lines.get("admin")?,
+            replicas: Replica::all()
+                .map(|r| Some((r, *lines.get(&r.to_string())?)))
+                .collect::<Option<_>>()?,
+        })
+    }
+}
+
+/// The health checks and retries both labs run with: a replica is marked down after two failed
+/// checks 250 ms apart, and a failed connection is retried on another replica.
+fn lab_health() -> HealthSection {
+    HealthSection {
+        path: "/health".into(),
+        interval_ms: 250,
+        timeout_ms: 500,
+        rise: 2,
+        fall: 2,
+    }
+}
+
+fn lab_retry() -> RetrySection {
+    RetrySection {
+        max_retries: 2,
+        eject_ms: 2000,
+        ..RetrySection::default()
+    }
+}
+
+fn pools(trusted: &[String], addr: impl Fn(Replica) -> String) -> Vec<PoolSection> {
+    Kind::ALL
+        .into_iter()
+        .map(|kind| PoolSection {
+            name: kind.name().into(),
+            prefix: Some(format!("/{kind}")),
+            strategy: Some(kind.default_strategy().as_str().into()),
+            trusted_proxies: trusted.to_vec(),
+            replicas: Replica::all()
+                .filter(|r| r.kind == kind)
+                .map(|r| (r.to_string(), addr(r)))
+                .collect(),
+        })
+        .collect()
+}
+
+/// The proxy's configuration for the native lab: everything on loopback, no trusted proxies.
+pub fn native_proxy_config(ports: &NativePorts) -> ConfigFile {
+    ConfigFile {
+        server: ServerSection {
+            listen: format!("127.0.0.1:{}", ports.proxy),
+            admin_listen: format!("127.0.0.1:{}", ports.admin),
+            threads: 1,
+            grace_period_seconds: 5,
+            ..ServerSection::default()
+        },
+        health: lab_health(),
+        retry: lab_retry(),
+        pools: Some(pools(&[], |r| format!("127.0.0.1:{}", ports.replica(r)))),
+    }
+}
+
+/// The proxy's configuration inside the compose network `NET_PREFIX.0/24`.
+///
+/// Docker NAT hides client addresses: every request from the host arrives from the bridge gateway
+/// (`.1`), so only in-network load generators, which get addresses from `.192/26`, are trusted to
+/// name the client in `X-Forwarded-For`. The gateway stays outside that range: trusting it would
+/// let anything on the host choose its own hash key.
+pub fn docker_proxy_config(net_prefix: &str) -> ConfigFile {
+    ConfigFile {
+        server: ServerSection {
+            listen: format!("0.0.0.0:{CONTAINER_PROXY_PORT}"),
+            admin_listen: format!("0.0.0.0:{CONTAINER_ADMIN_PORT}"),
+            threads: 1,
+            grace_period_seconds: 5,
+            ..ServerSection::default()
+        },
+        health: lab_health(),
+        retry: lab_retry(),
+        pools: Some(pools(&[trusted_range(net_prefix)], |r| {
+            format!(
+                "{net_prefix}.{}:{CONTAINER_SERVICE_PORT}",
+                r.container_octet()
+            )
+        })),
+    }
+}
+
+/// The range in-network load generators get their addresses from.
+pub fn trusted_range(net_prefix: &str) -> String {
+    format!("{net_prefix}.192/26")
+}
+
+/// A header for a generated file.
+pub fn render_proxy_config(config: &ConfigFile, what: &str) -> anyhow::Result<String> {
+    Ok(format!(
+        "# Written by scripts/lab up from the lab's model (statelab-lab): {what}.\n\n{}",
+        toml::to_string(config)?
+    ))
+}
+
+/// `A.B.C.0/24` → `A.B.C`, refusing anything else.
+pub fn net_prefix_of(subnet: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "STATELAB_SUBNET must be a /24 written A.B.C.0/24, e.g. 10.231.7.0/24 (got '{subnet}')"
+        )
+    };
+    let prefix = subnet.strip_suffix(".0/24").ok_or_else(bad)?;
+    let octets: Vec<&str> = prefix.split('.').collect();
+    if octets.len() != 3 {
+        return Err(bad());
+    }
+    let parsed = octets
+        .iter()
+        .map(|o| {
+            if o.is_empty() || o.len() > 3 || !o.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            o.parse::<u8>()
+                .map_err(|_| format!("STATELAB_SUBNET: bad address '{subnet}'"))
+        })
+        .collect::<Result<Vec<u8>, String>>()?;
+    Ok(format!("{}.{}.{}", parsed[0], parsed[1], parsed[2]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_names_are_refused() {
+        let parts = Part::all();
+        assert_eq!(parts.len(), 11);
+        for p in &parts {
+            assert_eq!(p.to_string().parse::<Part>(), Ok(*p));
+        }
+        assert_eq!(parts[0].to_string(), "redis");
+        assert_eq!(parts[1].to_string(), "stateful-1");
+        assert_eq!(parts[10].to_string(), "proxy");
+        let err = "stateful-4".parse::<Part>().expect_err("no fourth replica");
+        assert!(err.to_string().contains("stateful-1"), "{err}");
+    }
+
+    #[test]
+    fn fixed_ports_and_addresses_follow_the_documented_plan() {
+        let port = |s: &str| match s.parse::<Part>() {
+            Ok(Part::Replica(r)) => (r.fixed_port(), r.container_octet()),
+            other => panic!("{s} is not a replica: {other:?}"),
+        };
+        assert_eq!(port("stateful-1"), (18001, 11));
+        assert_eq!(port("stateless-3"), (18013, 23));
+        assert_eq!(port("externalized-2"), (18022, 32));
+    }
+
+    #[test]
+    fn subnets_are_a_slash_24_or_refused() {
+        assert_eq!(net_prefix_of("10.99.7.0/24").as_deref(), Ok("10.99.7"));
+        assert_eq!(net_prefix_of("010.9.7.0/24").as_deref(), Ok("10.9.7"));
+        for bad in [
+            "10.99.7.0/16",
+            "10.99.0/24",
+            "10.300.7.0/24",
+            "a.b.c.0/24",
+            "",
+        ] {
+            assert!(net_prefix_of(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn native_ports_survive_their_lines() {
+        let ports = NativePorts {
+            redis: 16379,
+            proxy: 8080,
+            admin: 8081,
+            replicas: Replica::all().map(|r| (r, r.fixed_port() + 1000)).collect(),
+        };
+        let lines = ports.lines().into_iter().collect();
+        assert_eq!(NativePorts::from_lines(&lines), Some(ports));
+    }
+}

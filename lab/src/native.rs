@@ -1,0 +1,612 @@
+//! The native lab: Redis, nine replicas and the proxy as local processes on loopback.
+//!
+//! Each part runs in its own process group, so a Ctrl-C in the terminal that ran `up` does not
+//! reach it, with its output appended to `logs/NAME.log`. A part's PID is recorded with the
+//! process's start time (`/proc/PID/stat`), so a PID the kernel has since given to another process
+//! is never mistaken for the part.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::time::Instant;
+
+use crate::labdir::{LabDir, Mode};
+use crate::model::{native_proxy_config, render_proxy_config, Kind, NativePorts, Part, Replica};
+use crate::probe::{port_open, redis_ping, wait_until, Probe};
+use crate::say;
+use crate::settings::{PortPlan, Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
+
+/// The binaries the native lab runs.
+pub const BINARIES: [&str; 4] = ["stateful", "stateless", "externalized", "statelab-proxy"];
+/// How long a part gets to stop after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// Free ports are picked from here up to the kernel's ephemeral range.
+const FREE_PORT_LOW: u16 = 10000;
+
+/// The native lab as `up` recorded it.
+#[derive(Debug)]
+pub struct Native {
+    settings: Settings,
+    dir: LabDir,
+    probe: Probe,
+    ports: NativePorts,
+    bin_dirs: Vec<PathBuf>,
+}
+
+/// A process's identity: its PID and the kernel's start time for it (clock ticks since boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcId {
+    pid: i32,
+    start: u64,
+}
+
+/// State and start time from `/proc/PID/stat`; `None` when there is no such process.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: read after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: field 3 is the state, field 22 the start time.
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+impl ProcId {
+    fn of(pid: u32) -> Option<ProcId> {
+        let pid = i32::try_from(pid).ok()?;
+        proc_stat(pid).map(|(_, start)| ProcId { pid, start })
+    }
+
+    /// Still the same process, and not a zombie.
+    fn alive(self) -> bool {
+        matches!(proc_stat(self.pid), Some((state, start)) if start == self.start && state != 'Z')
+    }
+
+    fn signal(self, sig: Signal) -> bool {
+        self.alive() && kill(Pid::from_raw(self.pid), sig).is_ok()
+    }
+}
+
+/// The first folder's `name` that exists.
+pub fn find_bin(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    dirs.iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// `redis-server` on the PATH.
+fn redis_server() -> anyhow::Result<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("redis-server"))
+        .find(|p| p.is_file())
+        .context("redis-server is not on the PATH: apt-get install -y redis-server")
+}
+
+/// The first port of the kernel's ephemeral range; free ports stay below it, where no outgoing
+/// connection can hold one that nothing listens on.
+fn ephemeral_low() -> u16 {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .filter(|low: &u16| *low > FREE_PORT_LOW + 1000)
+        .unwrap_or(32768)
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_or(0, |()| u64::from_le_bytes(b))
+}
+
+/// A random loopback port below the ephemeral range that nothing listens on and `taken` lacks.
+async fn free_port(taken: &[u16]) -> anyhow::Result<u16> {
+    let high = ephemeral_low() - 1;
+    for _ in 0..500 {
+        let port = FREE_PORT_LOW + (random_u64() % u64::from(high - FREE_PORT_LOW + 1)) as u16;
+        if !taken.contains(&port)
+            && !port_open(port).await
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    bail!("found no free port in {FREE_PORT_LOW}-{high}")
+}
+
+/// The pinned port, or a free one that `taken` lacks; either way recorded in `taken`.
+async fn pinned_or_free(pinned: Option<u16>, taken: &mut Vec<u16>) -> anyhow::Result<u16> {
+    let port = match pinned {
+        Some(p) => p,
+        None => free_port(taken).await?,
+    };
+    taken.push(port);
+    Ok(port)
+}
+
+/// Chooses every port `up` needs, per the port plan and the pinned variables.
+async fn choose_ports(s: &Settings) -> anyhow::Result<NativePorts> {
+    let in_use = |port: u16, what: String| async move {
+        if port_open(port).await {
+            bail!("port {port} (for {what}) is already in use; see: ss -ltnp 'sport = :{port}'")
+        }
+        Ok(())
+    };
+    let ports = match s.ports {
+        PortPlan::Fixed => {
+            let mut replicas = BTreeMap::new();
+            for r in Replica::all() {
+                in_use(r.fixed_port(), r.to_string()).await?;
+                replicas.insert(r, r.fixed_port());
+            }
+            let redis = match s.redis_port {
+                Some(p) => p,
+                None => {
+                    let mut p = 16379;
+                    while port_open(p).await {
+                        p += 1;
+                    }
+                    p
+                }
+            };
+            NativePorts {
+                redis,
+                proxy: s.proxy_port.unwrap_or(DEFAULT_PROXY_PORT),
+                admin: s.admin_port.unwrap_or(DEFAULT_ADMIN_PORT),
+                replicas,
+            }
+        }
+        PortPlan::Free => {
+            // Pinned ports first, so that no random pick takes one of them.
+            let mut taken: Vec<u16> = [s.proxy_port, s.admin_port, s.redis_port]
+                .into_iter()
+                .flatten()
+                .collect();
+            let mut replicas = BTreeMap::new();
+            for r in Replica::all() {
+                replicas.insert(r, pinned_or_free(None, &mut taken).await?);
+            }
+            NativePorts {
+                proxy: pinned_or_free(s.proxy_port, &mut taken).await?,
+                admin: pinned_or_free(s.admin_port, &mut taken).await?,
+                redis: pinned_or_free(s.redis_port, &mut taken).await?,
+                replicas,
+            }
+        }
+    };
+    for (port, what) in [(ports.proxy, "proxy"), (ports.admin, "admin")] {
+        if port_open(port).await {
+            bail!("port {port} ({what}) is in use; set STATELAB_PROXY_PORT/STATELAB_ADMIN_PORT");
+        }
+    }
+    if s.redis_port.is_some() && port_open(ports.redis).await {
+        bail!("STATELAB_REDIS_PORT {} is already in use", ports.redis);
+    }
+    Ok(ports)
+}
+
+/// One signing key for every stateless replica (a token from one must verify on the others),
+/// readable by the owner only.
+fn ensure_jwt_secret(path: &Path) -> anyhow::Result<()> {
+    if fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
+    let mut key = [0u8; 48];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random bytes for the key: {e}"))?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(hex.as_bytes())?;
+    Ok(())
+}
+
+impl Native {
+    /// The lab `up` recorded in the lab directory.
+    pub fn load(settings: Settings, dir: LabDir) -> anyhow::Result<Native> {
+        let ports = NativePorts::from_lines(&dir.ports()).with_context(|| {
+            format!(
+                "{} does not list every part's port; scripts/lab down, then up",
+                dir.path("ports").display()
+            )
+        })?;
+        let bin_dirs = if settings.bin_dirs.is_empty() {
+            dir.bin_dirs()
+        } else {
+            settings.bin_dirs.clone()
+        };
+        Ok(Native {
+            settings,
+            dir,
+            probe: Probe::new(),
+            ports,
+            bin_dirs,
+        })
+    }
+
+    pub fn ports(&self) -> &NativePorts {
+        &self.ports
+    }
+
+    /// Brings the lab up: ports, configuration, Redis, the replicas, the proxy; returns once the
+    /// proxy sees every replica healthy. A failure stops whatever was started.
+    pub async fn up(settings: Settings, dir: LabDir) -> anyhow::Result<()> {
+        redis_server()?;
+        let bin_dirs = if settings.bin_dirs.is_empty() {
+            vec![settings.cargo_release_dir()]
+        } else {
+            settings.bin_dirs.clone()
+        };
+        for b in BINARIES {
+            if find_bin(&bin_dirs, b).is_none() {
+                let dirs: Vec<String> = bin_dirs.iter().map(|d| d.display().to_string()).collect();
+                bail!("binary '{b}' not found in: {}", dirs.join(" "));
+            }
+        }
+        dir.create()?;
+        fs::create_dir_all(dir.path("redis"))?;
+        let bin_dirs: Vec<PathBuf> = bin_dirs
+            .iter()
+            .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
+            .collect();
+        dir.write_bin_dirs(&bin_dirs)?;
+        let ports = choose_ports(&settings).await?;
+        dir.write_ports(&ports.lines())?;
+        ensure_jwt_secret(&dir.path("jwt-secret"))?;
+        fs::write(
+            dir.path("proxy.toml"),
+            render_proxy_config(&native_proxy_config(&ports), "the native lab on loopback")?,
+        )?;
+        dir.set_mode(Mode::Native)?;
+        let lab = Native {
+            settings,
+            dir,
+            probe: Probe::new(),
+            ports,
+            bin_dirs,
+        };
+        if let Err(e) = lab.start_all().await {
+            lab.down().await;
+            return Err(e);
+        }
+        let p = &lab.ports;
+        say(format!(
+            "proxy up: http://127.0.0.1:{}/{{stateful,stateless,externalized}}/  admin: http://127.0.0.1:{}/admin/status",
+            p.proxy, p.admin
+        ));
+        say("try: scripts/lab status; scripts/lab kill stateful-2; scripts/lab start stateful-2; scripts/lab down");
+        Ok(())
+    }
+
+    async fn start_all(&self) -> anyhow::Result<()> {
+        say(format!("logs in {}/", self.dir.logs().display()));
+        let mut redis = self.launch(Part::Redis)?;
+        self.wait_healthy(Part::Redis, &mut redis)
+            .await
+            .context("redis did not start")?;
+        say(format!(
+            "redis up on 127.0.0.1:{} (data in {})",
+            self.ports.redis,
+            self.dir.path("redis").display()
+        ));
+        let mut children = Vec::new();
+        for r in Replica::all() {
+            children.push((Part::Replica(r), self.launch(Part::Replica(r))?));
+        }
+        for (part, child) in &mut children {
+            self.wait_healthy(*part, child)
+                .await
+                .with_context(|| format!("{part} did not become healthy"))?;
+        }
+        if self.settings.ports == PortPlan::Free {
+            say(format!(
+                "replicas up on free ports (scripts/lab ports lists them; ports file {})",
+                self.dir.path("ports").display()
+            ));
+        } else {
+            say("replicas up: stateful 18001-18003, stateless 18011-18013, externalized 18021-18023");
+        }
+        let mut proxy = self.launch(Part::Proxy)?;
+        self.wait_healthy(Part::Proxy, &mut proxy)
+            .await
+            .context("the proxy did not become ready")?;
+        let names: Vec<String> = Replica::all().map(|r| r.to_string()).collect();
+        let waited = wait_until(
+            "all nine replicas healthy in the proxy's admin status",
+            self.settings.up_timeout,
+            || self.probe.proxy_serves_all(self.ports.admin, &names),
+        )
+        .await;
+        if let Err(e) = waited {
+            eprint!("{}", self.probe.admin_summary(self.ports.admin).await);
+            return Err(e.context("the proxy does not see every replica healthy"));
+        }
+        Ok(())
+    }
+
+    fn bin(&self, name: &str) -> anyhow::Result<PathBuf> {
+        find_bin(&self.bin_dirs, name).with_context(|| {
+            let dirs: Vec<String> = self
+                .bin_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            format!("no binary '{name}' in: {}", dirs.join(" "))
+        })
+    }
+
+    /// The command line of a part.
+    fn command(&self, part: Part) -> anyhow::Result<Command> {
+        let mut cmd;
+        match part {
+            Part::Redis => {
+                cmd = Command::new(redis_server()?);
+                cmd.arg("--port")
+                    .arg(self.ports.redis.to_string())
+                    .args(["--bind", "127.0.0.1", "--dir"])
+                    .arg(self.dir.path("redis"))
+                    .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+                    .args(["--save", "", "--daemonize", "no"]);
+            }
+            Part::Proxy => {
+                cmd = Command::new(self.bin("statelab-proxy")?);
+                cmd.arg("--config").arg(self.dir.path("proxy.toml"));
+            }
+            Part::Replica(r) => {
+                cmd = Command::new(self.bin(r.kind.name())?);
+                cmd.arg("--listen")
+                    .arg(format!("127.0.0.1:{}", self.ports.replica(r)))
+                    .arg("--replica")
+                    .arg(r.to_string());
+                match r.kind {
+                    Kind::Stateful => {}
+                    Kind::Stateless => {
+                        cmd.arg("--jwt-secret-file")
+                            .arg(self.dir.path("jwt-secret"));
+                    }
+                    Kind::Externalized => {
+                        cmd.arg("--redis-url")
+                            .arg(format!("redis://127.0.0.1:{}", self.ports.redis));
+                    }
+                }
+            }
+        }
+        Ok(cmd)
+    }
+
+    /// Starts a part in its own process group with its output in its log, and records it.
+    fn launch(&self, part: Part) -> anyhow::Result<Child> {
+        let name = part.to_string();
+        let mut cmd = self.command(part)?;
+        let log_path = self.dir.log(&name);
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        writeln!(log, "=== start at unix {now}: {cmd:?}")?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Plain log files: tracing-subscriber writes ANSI colours otherwise.
+            .env("NO_COLOR", "1")
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        let id = ProcId::of(child.id())
+            .with_context(|| format!("{name} (pid {}) exited at once", child.id()))?;
+        fs::write(
+            self.dir.pid_file(&name),
+            format!("{} {}\n", id.pid, id.start),
+        )?;
+        Ok(child)
+    }
+
+    /// The recorded process of a part, when it is still that process.
+    fn running(&self, part: Part) -> Option<ProcId> {
+        let text = fs::read_to_string(self.dir.pid_file(&part.to_string())).ok()?;
+        let mut words = text.split_whitespace();
+        let id = ProcId {
+            pid: words.next()?.parse().ok()?,
+            start: words.next()?.parse().ok()?,
+        };
+        id.alive().then_some(id)
+    }
+
+    async fn healthy(&self, part: Part) -> bool {
+        match part {
+            Part::Redis => redis_ping(self.ports.redis).await,
+            Part::Proxy => self.probe.http_ok(self.ports.admin, "/admin/status").await,
+            Part::Replica(r) => self.probe.http_ok(self.ports.replica(r), "/health").await,
+        }
+    }
+
+    /// Waits until the part is healthy; fails early, with its log's tail, if it exits.
+    async fn wait_healthy(&self, part: Part, child: &mut Child) -> anyhow::Result<()> {
+        let deadline = Instant::now() + self.settings.up_timeout;
+        let log = self.dir.log(&part.to_string());
+        loop {
+            if self.healthy(part).await {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let text = fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                say(format!(
+                    "{part} exited ({status}); last lines of {}:",
+                    log.display()
+                ));
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+                bail!("{part} exited");
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{part} not healthy after {}s; see {}",
+                    self.settings.up_timeout.as_secs(),
+                    log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The `status` table; false when a part is down.
+    pub async fn status(&self) -> bool {
+        let mut all_up = true;
+        println!("{:<16} {:<8} {:<6} HEALTH", "PART", "PID", "STATE");
+        for part in Part::all() {
+            let (pid, state, health) = match self.running(part) {
+                Some(id) => {
+                    let h = if self.healthy(part).await {
+                        "healthy"
+                    } else {
+                        "unhealthy"
+                    };
+                    (id.pid.to_string(), "up", h)
+                }
+                None => {
+                    all_up = false;
+                    ("-".to_string(), "down", "-")
+                }
+            };
+            println!("{:<16} {pid:<8} {state:<6} {health}", part.to_string());
+        }
+        print!("{}", self.probe.admin_summary(self.ports.admin).await);
+        all_up
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub async fn kill(&self, part: Part) -> anyhow::Result<()> {
+        let id = self
+            .running(part)
+            .with_context(|| format!("{part} is not running"))?;
+        id.signal(Signal::SIGKILL);
+        wait_until(
+            &format!("{part} (pid {}) to exit", id.pid),
+            Duration::from_secs(10),
+            || async move { !id.alive() },
+        )
+        .await?;
+        say(format!("killed {part} (pid {}, SIGKILL)", id.pid));
+        Ok(())
+    }
+
+    /// Starts a part that is down and waits until it is healthy.
+    pub async fn start(&self, part: Part) -> anyhow::Result<()> {
+        if let Some(id) = self.running(part) {
+            bail!("{part} is already running (pid {})", id.pid);
+        }
+        let mut child = self.launch(part)?;
+        self.wait_healthy(part, &mut child)
+            .await
+            .with_context(|| format!("{part} did not become healthy"))?;
+        let pid = self.running(part).map_or(0, |id| id.pid);
+        say(format!("started {part} (pid {pid}), healthy"));
+        Ok(())
+    }
+
+    /// Stops every part (SIGTERM, then SIGKILL after the grace) and forgets the running lab.
+    pub async fn down(&self) {
+        // The proxy first, Redis last, so nothing logs a flood of errors about what went before.
+        let order = std::iter::once(Part::Proxy)
+            .chain(Replica::all().map(Part::Replica))
+            .chain(std::iter::once(Part::Redis));
+        let mut stopping = Vec::new();
+        for part in order {
+            if let Some(id) = self.running(part) {
+                id.signal(Signal::SIGTERM);
+                stopping.push(id);
+            }
+            let _ = fs::remove_file(self.dir.pid_file(&part.to_string()));
+        }
+        for id in &stopping {
+            let id = *id;
+            let gone = wait_until(
+                &format!("pid {} to stop", id.pid),
+                STOP_GRACE,
+                || async move { !id.alive() },
+            )
+            .await;
+            if gone.is_err() {
+                say(format!("pid {} ignored SIGTERM; sending SIGKILL", id.pid));
+                id.signal(Signal::SIGKILL);
+            }
+        }
+        self.dir.clear();
+        say(format!(
+            "stopped {} processes (logs kept in {}/)",
+            stopping.len(),
+            self.dir.logs().display()
+        ));
+    }
+
+    /// `NAME BYTES` for each running replica: its resident memory (`VmRSS`).
+    pub fn mem(&self) -> Vec<(String, u64)> {
+        Replica::all()
+            .filter_map(|r| {
+                let id = self.running(Part::Replica(r))?;
+                let status = fs::read_to_string(format!("/proc/{}/status", id.pid)).ok()?;
+                let kb: u64 = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((r.to_string(), kb * 1024))
+            })
+            .collect()
+    }
+
+    pub fn log_path(&self, part: Part) -> PathBuf {
+        self.dir.log(&part.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_known_by_pid_and_start_time() {
+        let me = ProcId::of(std::process::id()).expect("this process has a /proc entry");
+        assert!(me.alive());
+        // The same PID with another start time is another process: a reused PID.
+        let reused = ProcId {
+            start: me.start + 1,
+            ..me
+        };
+        assert!(!reused.alive());
+    }
+
+    #[test]
+    fn a_killed_child_is_not_alive() {
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let id = ProcId::of(child.id()).expect("the child exists");
+        assert!(id.alive());
+        assert!(id.signal(Signal::SIGKILL));
+        child.wait().expect("reap the child");
+        assert!(!id.alive());
+    }
+}

@@ -1,0 +1,146 @@
+//! Health probes and the proxy's admin status, each bounded in time.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use statelab_proxy_api::StatusView;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between polls in [`wait_until`].
+const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// An HTTP client for probes (plain HTTP on loopback; no connection reuse, so a restarted part is
+/// seen as it is now).
+#[derive(Debug, Clone)]
+pub struct Probe {
+    http: reqwest::Client,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Probe {
+    pub fn new() -> Probe {
+        let http = reqwest::Client::builder()
+            .timeout(PROBE_TIMEOUT)
+            .pool_max_idle_per_host(0)
+            .no_proxy()
+            .build()
+            .unwrap_or_default();
+        Probe { http }
+    }
+
+    /// The status code of `GET url`, or `None` when nothing answers in time.
+    pub async fn http_code(&self, url: &str) -> Option<u16> {
+        let resp = self.http.get(url).send().await.ok()?;
+        Some(resp.status().as_u16())
+    }
+
+    /// `GET http://127.0.0.1:PORT/PATH` answers 200.
+    pub async fn http_ok(&self, port: u16, path: &str) -> bool {
+        self.http_code(&format!("http://127.0.0.1:{port}{path}"))
+            .await
+            .is_some_and(|c| c == 200)
+    }
+
+    /// The proxy's `GET /admin/status`, or `None` when it does not answer with one.
+    pub async fn admin_status(&self, admin_port: u16) -> Option<StatusView> {
+        let url = format!("http://127.0.0.1:{admin_port}/admin/status");
+        let resp = self.http.get(url).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let body = resp.bytes().await.ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+
+    /// Every replica named is healthy and not ejected in the proxy's view.
+    pub async fn proxy_serves_all(&self, admin_port: u16, names: &[String]) -> bool {
+        let Some(status) = self.admin_status(admin_port).await else {
+            return false;
+        };
+        names
+            .iter()
+            .all(|n| status.replica(n).is_some_and(|r| r.serving()))
+    }
+
+    /// The proxy's view, one line a pool, as `status` prints it.
+    pub async fn admin_summary(&self, admin_port: u16) -> String {
+        let mut out = format!("\nproxy admin (http://127.0.0.1:{admin_port}/admin/status):\n");
+        match self.admin_status(admin_port).await {
+            None => out.push_str("  (not answering)\n"),
+            Some(status) => {
+                for p in &status.pools {
+                    let marks: Vec<String> = p
+                        .replicas
+                        .iter()
+                        .map(|r| {
+                            let mut state = if r.healthy { "up" } else { "DOWN" }.to_string();
+                            if r.draining {
+                                state.push_str(",draining");
+                            }
+                            if r.ejected {
+                                state.push_str(",ejected");
+                            }
+                            format!("{} {state} ({} req)", r.name, r.total_requests)
+                        })
+                        .collect();
+                    out.push_str(&format!(
+                        "  {:<13} {:<12} {}\n",
+                        p.name,
+                        p.strategy.as_str(),
+                        marks.join("  ")
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Something accepts connections on 127.0.0.1:PORT.
+pub async fn port_open(port: u16) -> bool {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    matches!(
+        timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Redis on 127.0.0.1:PORT answers `PING` with `+PONG`.
+pub async fn redis_ping(port: u16) -> bool {
+    let ping = async {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.ok()?;
+        s.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).await.ok()?;
+        Some(&buf == b"+PONG\r\n")
+    };
+    matches!(timeout(PROBE_TIMEOUT, ping).await, Ok(Some(true)))
+}
+
+/// Polls `check` until it holds or `limit` passes; the error names what was awaited.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("timed out after {}s waiting for {what}", limit.as_secs());
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}

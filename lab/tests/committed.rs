@@ -1,0 +1,229 @@
+//! The committed files users run by hand (`deploy/proxy.toml`, `deploy/compose.yaml`) and the
+//! proxy's built-in defaults must say what the lab's model says: names, addresses, pools, ports
+//! and healthchecks. When one drifts, this fails and names the difference.
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::Value;
+use statelab_lab::model::{
+    docker_proxy_config, native_proxy_config, trusted_range, Kind, NativePorts, Part, Replica,
+    CONTAINER_ADMIN_PORT, CONTAINER_PROXY_PORT, CONTAINER_SERVICE_PORT, DEFAULT_NET_PREFIX,
+};
+use statelab_proxy_api::{ConfigFile, PoolSection};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the lab crate sits in the repository")
+        .to_path_buf()
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+}
+
+fn fixed_ports() -> NativePorts {
+    NativePorts {
+        redis: 16379,
+        proxy: 8080,
+        admin: 8081,
+        replicas: Replica::all().map(|r| (r, r.fixed_port())).collect(),
+    }
+}
+
+/// A pool as the proxy routes it: name, effective prefix, strategy, replicas.
+fn routing(p: &PoolSection) -> (String, String, String, Vec<(String, String)>) {
+    (
+        p.name.clone(),
+        p.prefix.clone().unwrap_or_else(|| format!("/{}", p.name)),
+        p.strategy.clone().unwrap_or_else(|| "round-robin".into()),
+        p.replicas
+            .iter()
+            .map(|(n, a)| (n.clone(), a.clone()))
+            .collect(),
+    )
+}
+
+#[test]
+fn deploy_proxy_toml_is_the_models_docker_config() {
+    let committed: ConfigFile =
+        toml::from_str(&read("deploy/proxy.toml")).expect("deploy/proxy.toml parses");
+    let model = docker_proxy_config(DEFAULT_NET_PREFIX);
+    assert_eq!(
+        committed, model,
+        "deploy/proxy.toml differs from the lab's model (statelab_lab::model::docker_proxy_config)"
+    );
+}
+
+#[test]
+fn generated_configs_are_valid_for_the_proxy() {
+    for (what, file) in [
+        ("native", native_proxy_config(&fixed_ports())),
+        ("docker", docker_proxy_config("10.99.7")),
+    ] {
+        let text = toml::to_string(&file).expect("serialise");
+        if let Err(e) = statelab_proxy::Config::from_toml_str(&text) {
+            panic!("the generated {what} config is refused by the proxy: {e}\n{text}");
+        }
+    }
+}
+
+#[test]
+fn the_proxys_defaults_are_the_native_lab_on_fixed_ports() {
+    let model = native_proxy_config(&fixed_ports());
+    let defaults = ConfigFile::default();
+    assert_eq!(model.server.listen, defaults.server.listen);
+    assert_eq!(model.server.admin_listen, defaults.server.admin_listen);
+    let ours: Vec<_> = model.pools_or_default().iter().map(routing).collect();
+    let theirs: Vec<_> = defaults.pools_or_default().iter().map(routing).collect();
+    assert_eq!(
+        ours, theirs,
+        "the proxy's default pools differ from the model"
+    );
+}
+
+/// compose.yaml with its `<<` merge keys applied.
+fn compose() -> Value {
+    let mut v: Value =
+        serde_yaml_ng::from_str(&read("deploy/compose.yaml")).expect("deploy/compose.yaml parses");
+    // A merged mapping can itself merge another (`x-externalized` merges `x-replica`): one pass
+    // per level of nesting.
+    for _ in 0..4 {
+        v.apply_merge().expect("merge keys");
+    }
+    let text = serde_yaml_ng::to_string(&v).expect("serialise");
+    assert!(
+        !text.contains("<<:"),
+        "merge keys nested deeper than 4 levels"
+    );
+    v
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(v, |v, k| match v.get(k) {
+        Some(x) => x,
+        None => panic!("compose.yaml: no {path:?} (stopped at {k:?})"),
+    })
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .unwrap_or_else(|| panic!("not a list: {v:?}"))
+        .iter()
+        .map(|x| match x {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => panic!("not a string: {other:?}"),
+        })
+        .collect()
+}
+
+fn address(octet: u16) -> String {
+    format!("${{STATELAB_NET_PREFIX:-{DEFAULT_NET_PREFIX}}}.{octet}")
+}
+
+#[test]
+fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
+    let doc = compose();
+    let services = get(&doc, &["services"])
+        .as_mapping()
+        .expect("services is a mapping");
+    let mut names: Vec<String> = services
+        .keys()
+        .map(|k| k.as_str().expect("service names are text").to_string())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = Part::all().iter().map(Part::to_string).collect();
+    want.sort();
+    assert_eq!(
+        names, want,
+        "compose services differ from the model's parts"
+    );
+
+    for part in Part::all() {
+        let name = part.to_string();
+        let svc = get(&doc, &["services", &name]);
+        assert_eq!(
+            get(svc, &["networks", "lab", "ipv4_address"]).as_str(),
+            Some(address(part.container_octet()).as_str()),
+            "{name}'s address"
+        );
+        let check = strings(get(svc, &["healthcheck", "test"]));
+        match part {
+            Part::Redis => assert_eq!(check, ["CMD", "redis-cli", "ping"], "{name}"),
+            Part::Proxy => {
+                assert_eq!(
+                    check,
+                    [
+                        "CMD",
+                        "statelab-healthcheck",
+                        &CONTAINER_ADMIN_PORT.to_string(),
+                        "/admin/status"
+                    ],
+                    "{name}'s healthcheck"
+                );
+                let ports = strings(get(svc, &["ports"]));
+                let inside: Vec<&str> = ports
+                    .iter()
+                    .map(|p| p.rsplit(':').next().expect("a port mapping"))
+                    .collect();
+                assert_eq!(
+                    inside,
+                    [
+                        CONTAINER_PROXY_PORT.to_string(),
+                        CONTAINER_ADMIN_PORT.to_string()
+                    ],
+                    "the proxy publishes its two listeners"
+                );
+                for p in &ports {
+                    assert!(p.starts_with("${STATELAB_BIND:-127.0.0.1}:"), "{p}");
+                }
+                let deps = get(svc, &["depends_on"]).as_mapping().expect("depends_on");
+                for r in Replica::all() {
+                    let dep = deps
+                        .get(r.to_string())
+                        .unwrap_or_else(|| panic!("proxy does not wait for {r}"));
+                    assert_eq!(get(dep, &["condition"]).as_str(), Some("service_healthy"));
+                }
+            }
+            Part::Replica(r) => {
+                assert_eq!(
+                    check,
+                    [
+                        "CMD",
+                        "statelab-healthcheck",
+                        &CONTAINER_SERVICE_PORT.to_string(),
+                        "/health"
+                    ],
+                    "{name}'s healthcheck"
+                );
+                assert_eq!(strings(get(svc, &["command"])), [r.kind.name()], "{name}");
+                assert_eq!(
+                    get(svc, &["environment", "STATELAB_REPLICA"]).as_str(),
+                    Some(name.as_str())
+                );
+                if r.kind == Kind::Externalized {
+                    assert_eq!(
+                        get(svc, &["environment", "STATELAB_REDIS_URL"]).as_str(),
+                        Some("redis://redis:6379"),
+                        "{name} reaches Redis by its service name"
+                    );
+                }
+            }
+        }
+    }
+
+    let ipam = &get(&doc, &["networks", "lab", "ipam", "config"])
+        .as_sequence()
+        .expect("ipam config")[0];
+    assert_eq!(
+        get(ipam, &["subnet"]).as_str(),
+        Some(format!("${{STATELAB_NET_PREFIX:-{DEFAULT_NET_PREFIX}}}.0/24").as_str())
+    );
+    assert_eq!(get(ipam, &["gateway"]).as_str(), Some(address(1).as_str()));
+    assert_eq!(
+        get(ipam, &["ip_range"]).as_str(),
+        Some(trusted_range(&format!("${{STATELAB_NET_PREFIX:-{DEFAULT_NET_PREFIX}}}")).as_str()),
+        "in-network load generators get addresses from the range the proxy trusts"
+    );
+}

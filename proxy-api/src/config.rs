@@ -1,0 +1,219 @@
+//! The proxy's configuration file as written on disk: TOML with these sections and fields.
+//!
+//! Every field has a default, so an empty file gives the lab's standard layout (three pools on
+//! 127.0.0.1:18001-18023). These types are only the file's shape; the proxy validates a
+//! [`ConfigFile`] into its runtime configuration and refuses anything that cannot work. The lab
+//! builds one for each mode and writes it with `toml`, so no configuration is written by hand.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file. `pool` is absent for the default pools.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub health: HealthSection,
+    #[serde(default)]
+    pub retry: RetrySection,
+    #[serde(default, rename = "pool", skip_serializing_if = "Option::is_none")]
+    pub pools: Option<Vec<PoolSection>>,
+}
+
+/// `[server]`: the listeners and process-wide settings.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: String,
+    pub admin_listen: String,
+    /// When set, the admin API wants `Authorization: Bearer <token>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    pub threads: usize,
+    pub grace_period_seconds: u64,
+    pub shutdown_timeout_seconds: u64,
+    /// Keys the affinity-cookie tokens; random per process when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity_secret: Option<String>,
+    pub upstream_keepalive: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:8081".into(),
+            admin_token: None,
+            threads: 1,
+            grace_period_seconds: 5,
+            shutdown_timeout_seconds: 1,
+            affinity_secret: None,
+            upstream_keepalive: 256,
+        }
+    }
+}
+
+/// The secrets never reach a log or `--check`'s output.
+impl fmt::Debug for ServerSection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |s: &Option<String>| if s.is_some() { "<redacted>" } else { "<unset>" };
+        f.debug_struct("ServerSection")
+            .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
+            .field("admin_token", &redacted(&self.admin_token))
+            .field("threads", &self.threads)
+            .field("grace_period_seconds", &self.grace_period_seconds)
+            .field("shutdown_timeout_seconds", &self.shutdown_timeout_seconds)
+            .field("affinity_secret", &redacted(&self.affinity_secret))
+            .field("upstream_keepalive", &self.upstream_keepalive)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ConfigFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigFile")
+            .field("server", &self.server)
+            .field("health", &self.health)
+            .field("retry", &self.retry)
+            .field("pools", &self.pools)
+            .finish()
+    }
+}
+
+/// `[health]`: the active checks every replica gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Passing checks in a row that mark a replica up.
+    pub rise: u32,
+    /// Failing checks in a row that mark it down.
+    pub fall: u32,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            path: "/health".into(),
+            interval_ms: 250,
+            timeout_ms: 500,
+            rise: 2,
+            fall: 2,
+        }
+    }
+}
+
+/// `[retry]`: retries, passive ejection and the timeouts towards replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySection {
+    pub max_retries: u32,
+    pub eject_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub read_timeout_ms: u64,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        Self {
+            max_retries: 2,
+            eject_ms: 2000,
+            connect_timeout_ms: 1000,
+            read_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// One `[[pool]]`: a path prefix routed to a set of named replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSection {
+    pub name: String,
+    /// `/<name>` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// A [`crate::Strategy`] name; round-robin when absent. Text, so that the proxy can name the
+    /// pool in its refusal of an unknown one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+    /// Peers whose `X-Forwarded-For` names the client (CIDR blocks).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Replica name to `IP:port`.
+    #[serde(default)]
+    pub replicas: BTreeMap<String, String>,
+}
+
+impl ConfigFile {
+    /// The pools this file configures: its own, or the defaults when it names none.
+    pub fn pools_or_default(&self) -> Vec<PoolSection> {
+        self.pools.clone().unwrap_or_else(default_pools)
+    }
+}
+
+/// The lab's standard pools on loopback: `stateful` (cookie) on 18001-18003, `stateless` and
+/// `externalized` (round-robin) on 18011-18013 and 18021-18023.
+pub fn default_pools() -> Vec<PoolSection> {
+    [
+        ("stateful", "cookie", 18001),
+        ("stateless", "round-robin", 18011),
+        ("externalized", "round-robin", 18021),
+    ]
+    .into_iter()
+    .map(|(name, strategy, base)| PoolSection {
+        name: name.into(),
+        prefix: None,
+        strategy: Some(strategy.into()),
+        trusted_proxies: Vec::new(),
+        replicas: (0..3)
+            .map(|i| {
+                (
+                    format!("{name}-{}", i + 1),
+                    format!("127.0.0.1:{}", base + i),
+                )
+            })
+            .collect(),
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_written_file_reads_back_the_same() {
+        let mut file = ConfigFile::default();
+        file.server.admin_token = Some("t0ken".into());
+        file.pools = Some(default_pools());
+        let text = toml::to_string(&file).expect("serialise");
+        let back: ConfigFile = toml::from_str(&text).expect("parse what was written");
+        assert_eq!(back, file);
+        assert!(text.contains("[[pool]]"), "{text}");
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let mut file = ConfigFile::default();
+        file.server.admin_token = Some("t0ken".into());
+        let shown = format!("{file:?}");
+        assert!(
+            !shown.contains("t0ken") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = toml::from_str::<ConfigFile>("[server]\nlisten_addr = \"x\"\n")
+            .expect_err("an unknown field is an error");
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+}

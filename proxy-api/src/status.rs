@@ -1,0 +1,64 @@
+//! `GET /admin/status`: the proxy's view of its pools, as one typed value.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Strategy;
+
+/// The whole answer of `GET /admin/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub pools: Vec<PoolView>,
+}
+
+/// One pool: its routing and its replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolView {
+    pub name: String,
+    pub prefix: String,
+    pub strategy: Strategy,
+    /// At least one replica can take new requests.
+    pub available: bool,
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One replica as the proxy sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    pub name: String,
+    pub address: String,
+    pub healthy: bool,
+    pub enabled: bool,
+    pub draining: bool,
+    /// Passively ejected after a failed connection, until the deadline or a passing check.
+    pub ejected: bool,
+    pub in_flight: i64,
+    pub total_requests: u64,
+    pub last_failure: Option<Failure>,
+}
+
+/// When and why a replica last failed (a health check or a proxied connection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub at_unix_ms: u64,
+    pub reason: String,
+}
+
+impl StatusView {
+    pub fn pool(&self, name: &str) -> Option<&PoolView> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    pub fn replica(&self, name: &str) -> Option<&ReplicaView> {
+        self.pools
+            .iter()
+            .flat_map(|p| &p.replicas)
+            .find(|r| r.name == name)
+    }
+}
+
+impl ReplicaView {
+    /// Takes new clients: healthy and not ejected. (Draining replicas still serve pinned ones.)
+    pub fn serving(&self) -> bool {
+        self.healthy && !self.ejected
+    }
+}
