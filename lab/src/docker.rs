@@ -447,7 +447,7 @@ impl Docker {
             .with_context(|| format!("{part} did not become healthy; see: docker logs {short}"))?;
         }
         say(format!("started {part} (container {short}), healthy"));
-        Ok(())
+        self.probe.wait_routed(self.admin_port, part, limit).await
     }
 
     /// The project down (and its Redis volume with `volumes`), with any load generator it ran.
@@ -561,24 +561,6 @@ impl Docker {
         out.lines().map(str::to_string).collect()
     }
 
-    async fn set_strategy(&self, strategy: &str) -> anyhow::Result<()> {
-        let url = format!(
-            "http://127.0.0.1:{}/admin/pools/stateful/strategy",
-            self.admin_port
-        );
-        let ok = reqwest::Client::new()
-            .put(url)
-            .body(strategy.to_string())
-            .timeout(Duration::from_secs(3))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if !ok {
-            bail!("could not set the stateful pool's strategy to {strategy} through the admin API");
-        }
-        Ok(())
-    }
-
     /// One request as a fresh client from the host: the replica that answered.
     async fn ask_from_host(&self, forwarded_for: Option<&str>) -> Option<String> {
         let mut req = reqwest::Client::new()
@@ -609,9 +591,14 @@ impl Docker {
             .await
             .and_then(|s| s.pool("stateful").map(|p| p.strategy))
             .unwrap_or(Strategy::Cookie);
-        self.set_strategy("ip-hash").await?;
+        self.probe
+            .set_strategy(self.admin_port, "stateful", Strategy::IpHash)
+            .await?;
         let result = self.iphash_steps(&network, before).await;
-        let restored = self.set_strategy(before.as_str()).await;
+        let restored = self
+            .probe
+            .set_strategy(self.admin_port, "stateful", before)
+            .await;
         result?;
         restored?;
         println!("\nstrategy of the stateful pool restored to {before}.");

@@ -10,8 +10,10 @@ use statelab_lab::docker::Docker;
 use statelab_lab::labdir::{LabDir, Mode};
 use statelab_lab::model::Part;
 use statelab_lab::native::Native;
+use statelab_lab::probe::Probe;
 use statelab_lab::say;
 use statelab_lab::settings::Settings;
+use statelab_proxy_api::Strategy;
 
 const AFTER_HELP: &str = "\
 Either way the proxy answers on 127.0.0.1:8080 and its admin API on 127.0.0.1:8081 by default.
@@ -60,7 +62,8 @@ enum Verb {
     /// SIGKILL one part: stateful-1..3, stateless-1..3, externalized-1..3, redis or proxy
     /// (docker kill in Docker mode).
     Kill { name: Part },
-    /// Start a killed part again and wait until it is healthy.
+    /// Start a killed part again and wait until it is healthy and, for a replica, until the proxy
+    /// routes to it again.
     Start { name: Part },
     /// Stop everything the lab started.
     Down {
@@ -77,6 +80,14 @@ enum Verb {
     Mem,
     /// Show the Docker NAT trap for ip-hash and the way around it (Docker mode).
     IphashDemo,
+    /// Print the mode the lab runs in, native or docker (exit 1 when it is not up).
+    Mode,
+    /// Without arguments, each pool's strategy ("POOL STRATEGY" lines); with POOL STRATEGY, switch
+    /// that pool (cookie, ip-hash or round-robin) through the proxy's admin API.
+    Strategy {
+        pool: Option<String>,
+        strategy: Option<Strategy>,
+    },
 }
 
 /// The repository: `STATELAB_ROOT` (set by `scripts/lab`), else the one this binary was built in.
@@ -196,6 +207,33 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
             };
             for (name, bytes) in lines {
                 println!("{name} {bytes}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Mode => {
+            println!("{}", running(&dir)?.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Strategy { pool, strategy } => {
+            running(&dir)?;
+            let admin = *dir
+                .ports()
+                .get("admin")
+                .context("the lab's ports file names no admin port")?;
+            match (pool, strategy) {
+                (None, _) => {
+                    let status = Probe::new().admin_status(admin).await.with_context(|| {
+                        format!("the proxy's admin API does not answer on port {admin}")
+                    })?;
+                    for p in status.pools {
+                        println!("{} {}", p.name, p.strategy);
+                    }
+                }
+                (Some(pool), Some(strategy)) => {
+                    Probe::new().set_strategy(admin, &pool, strategy).await?;
+                    say(format!("{pool}: {strategy}"));
+                }
+                (Some(_), None) => bail!("name the strategy too: cookie, ip-hash or round-robin"),
             }
             Ok(ExitCode::SUCCESS)
         }

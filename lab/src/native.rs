@@ -520,7 +520,9 @@ impl Native {
             .with_context(|| format!("{part} did not become healthy"))?;
         let pid = self.running(part).map_or(0, |id| id.pid);
         say(format!("started {part} (pid {pid}), healthy"));
-        Ok(())
+        self.probe
+            .wait_routed(self.ports.admin, part, self.settings.up_timeout)
+            .await
     }
 
     /// Stops every part (SIGTERM, then SIGKILL after the grace) and forgets the running lab.

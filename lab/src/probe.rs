@@ -4,7 +4,11 @@ use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use statelab_proxy_api::StatusView;
+use anyhow::Context;
+use statelab_proxy_api::{StatusView, Strategy};
+
+use crate::model::Part;
+use crate::say;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
@@ -62,6 +66,33 @@ impl Probe {
         serde_json::from_slice(&body).ok()
     }
 
+    /// Switches a pool's strategy through `PUT /admin/pools/{pool}/strategy`.
+    pub async fn set_strategy(
+        &self,
+        admin_port: u16,
+        pool: &str,
+        strategy: Strategy,
+    ) -> anyhow::Result<()> {
+        let url = format!("http://127.0.0.1:{admin_port}/admin/pools/{pool}/strategy");
+        let resp = self
+            .http
+            .put(url)
+            .body(strategy.as_str())
+            .send()
+            .await
+            .with_context(|| {
+                format!("the proxy's admin API does not answer on port {admin_port}")
+            })?;
+        if !resp.status().is_success() {
+            let code = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            anyhow::bail!(
+                "could not set {pool} to {strategy}: the admin API answered {code} {body}"
+            );
+        }
+        Ok(())
+    }
+
     /// Every replica named is healthy and not ejected in the proxy's view.
     pub async fn proxy_serves_all(&self, admin_port: u16, names: &[String]) -> bool {
         let Some(status) = self.admin_status(admin_port).await else {
@@ -70,6 +101,32 @@ impl Probe {
         names
             .iter()
             .all(|n| status.replica(n).is_some_and(|r| r.serving()))
+    }
+
+    /// After a replica is started again: waits (bounded) until the proxy routes new clients to it,
+    /// so the next command sees the pool whole. Nothing to wait for when the proxy is not up.
+    pub async fn wait_routed(
+        &self,
+        admin_port: u16,
+        part: Part,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        let Part::Replica(r) = part else {
+            return Ok(());
+        };
+        if self.admin_status(admin_port).await.is_none() {
+            say(format!(
+                "the proxy does not answer; not waiting for it to route to {r}"
+            ));
+            return Ok(());
+        }
+        let name = [r.to_string()];
+        wait_until(&format!("the proxy to route to {r} again"), limit, || {
+            self.proxy_serves_all(admin_port, &name)
+        })
+        .await?;
+        say(format!("the proxy routes to {r} again"));
+        Ok(())
     }
 
     /// The proxy's view, one line a pool, as `status` prints it.

@@ -1,0 +1,215 @@
+//! The native lab through the real `statelab-lab` binary: real Redis, the real services and proxy,
+//! on free ports in a private lab directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The binaries of this build profile (target/<profile>/), where `cargo test` put them.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("random bytes");
+    std::env::temp_dir().join(format!("statelab-lab-{tag}-{:016x}", u64::from_le_bytes(b)))
+}
+
+/// A lab in its own directory on free ports; taken down when dropped.
+struct Lab {
+    dir: PathBuf,
+    bin_dirs: String,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        Lab {
+            dir: temp_dir(tag),
+            bin_dirs: bin_dir().display().to_string(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_statelab-lab"));
+        cmd.args(args)
+            .env("STATELAB_LAB_DIR", &self.dir)
+            .env("STATELAB_PORTS", "free")
+            .env("STATELAB_BIN_DIR", &self.bin_dirs)
+            .env("STATELAB_UP_TIMEOUT", "60")
+            .env_remove("STATELAB_PROXY_PORT")
+            .env_remove("STATELAB_ADMIN_PORT")
+            .env_remove("STATELAB_REDIS_PORT");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run statelab-lab {args:?}: {e}"))
+    }
+
+    /// Runs and insists on success; returns standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "statelab-lab {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The PID recorded for a part, if any.
+    fn pid(&self, part: &str) -> Option<i32> {
+        let text =
+            std::fs::read_to_string(self.dir.join("pids").join(format!("{part}.pid"))).ok()?;
+        text.split_whitespace().next()?.parse().ok()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.command(&["down"]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The process exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|state| state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn status_line<'a>(status: &'a str, part: &str) -> &'a str {
+    status
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(part))
+        .unwrap_or_else(|| panic!("no status line for {part}:\n{status}"))
+}
+
+#[test]
+fn up_kill_start_strategy_and_down_on_free_ports() {
+    let lab = Lab::new("cycle");
+    lab.ok(&["up"]);
+    assert_eq!(lab.ok(&["mode"]).trim(), "native");
+
+    let ports = lab.ok(&["ports"]);
+    let names: Vec<&str> = ports
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        names.len(),
+        12,
+        "redis, nine replicas, proxy, admin:\n{ports}"
+    );
+    assert!(names.contains(&"externalized-3") && names.contains(&"admin"));
+
+    let status = lab.ok(&["status"]);
+    assert!(
+        status_line(&status, "stateful-2").contains("healthy"),
+        "{status}"
+    );
+    assert!(status.contains("stateful      cookie"), "{status}");
+
+    // kill: gone at once, and status says so (exit 1).
+    let victim = lab.pid("stateful-2").expect("a recorded pid");
+    lab.ok(&["kill", "stateful-2"]);
+    assert!(!running(victim), "stateful-2 (pid {victim}) still runs");
+    let out = lab.run(&["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "status exits 1 with a part down"
+    );
+    assert!(status_line(&String::from_utf8_lossy(&out.stdout), "stateful-2").contains("down"));
+    let again = lab.run(&["kill", "stateful-2"]);
+    assert!(!again.status.success(), "killing a dead part is an error");
+
+    // start: returns once the proxy routes to it again.
+    lab.ok(&["start", "stateful-2"]);
+    let status = lab.ok(&["status"]);
+    assert!(
+        status.contains("stateful-2 up ("),
+        "the proxy routes to stateful-2 again:\n{status}"
+    );
+
+    // strategy: read and switch through the admin API.
+    assert!(lab.ok(&["strategy"]).contains("stateless round-robin"));
+    lab.ok(&["strategy", "stateless", "ip-hash"]);
+    assert!(lab.ok(&["strategy"]).contains("stateless ip-hash"));
+    let bad = lab.run(&["strategy", "stateless", "sticky"]);
+    assert!(!bad.status.success(), "an unknown strategy is refused");
+
+    // mem: a figure for each running replica.
+    let mem = lab.ok(&["mem"]);
+    assert_eq!(mem.lines().count(), 9, "{mem}");
+
+    // down: every recorded process gone, the lab no longer up.
+    let pids: Vec<i32> = ["redis", "stateful-1", "stateless-3", "proxy"]
+        .iter()
+        .map(|p| lab.pid(p).expect("a recorded pid"))
+        .collect();
+    lab.ok(&["down"]);
+    for pid in pids {
+        assert!(!running(pid), "pid {pid} survived down");
+    }
+    assert!(!lab.run(&["mode"]).status.success(), "mode fails once down");
+}
+
+#[test]
+fn ctrl_c_during_up_stops_what_up_started() {
+    // A stateful binary that never becomes healthy holds `up` in its wait.
+    let lab = {
+        let mut lab = Lab::new("ctrlc");
+        let stub = lab.dir.with_extension("bin");
+        std::fs::create_dir_all(&stub).expect("stub folder");
+        let script = stub.join("stateful");
+        std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").expect("write stub");
+        let mut perms = std::fs::metadata(&script).expect("stub").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&script, perms).expect("chmod stub");
+        lab.bin_dirs = format!("{}:{}", stub.display(), bin_dir().display());
+        lab
+    };
+    let mut up = lab.command(&["up"]).spawn().expect("spawn up");
+    eventually("up to start the replicas", Duration::from_secs(30), || {
+        lab.pid("stateful-1").is_some()
+    });
+    let started: Vec<i32> = ["redis", "stateful-1"]
+        .iter()
+        .map(|p| lab.pid(p).expect("a recorded pid"))
+        .collect();
+    let up_pid = i32::try_from(up.id()).expect("pid fits");
+    kill(Pid::from_raw(up_pid), Signal::SIGINT).expect("send SIGINT");
+    let status = up.wait().expect("wait for up");
+    assert_eq!(status.code(), Some(130), "up exits 130 on Ctrl-C");
+    for pid in started {
+        assert!(!running(pid), "pid {pid} survived the interrupted up");
+    }
+    assert!(!lab.run(&["mode"]).status.success(), "the lab is not up");
+    let _ = std::fs::remove_dir_all(lab.dir.with_extension("bin"));
+}
