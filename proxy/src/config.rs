@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use statelab_proxy_api::config::default_pools;
 use statelab_proxy_api::ConfigFile;
 
-use crate::strategy::Strategy;
+use crate::strategy::{Strategy, MAX_REPLICAS_PER_POOL};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -300,8 +300,11 @@ impl Config {
             if p.replicas.is_empty() {
                 return invalid(format!("pool {:?} has no replicas", p.name));
             }
-            if p.replicas.len() > 64 {
-                return invalid(format!("pool {:?} has more than 64 replicas", p.name));
+            if p.replicas.len() > MAX_REPLICAS_PER_POOL {
+                return invalid(format!(
+                    "pool {:?} has more than {MAX_REPLICAS_PER_POOL} replicas",
+                    p.name
+                ));
             }
             let mut replicas = Vec::with_capacity(p.replicas.len());
             let mut addrs = HashSet::new();

@@ -7,11 +7,13 @@
 //!
 //! Layout:
 //! - [`config`]: the TOML file, parsed once into typed values (every field has a default);
-//! - [`strategy`]: the strategies as types, wrapping pingora's `RoundRobin` and `Consistent`
-//!   selections plus the cookie-affinity layer;
+//! - [`strategy`]: the strategies as types behind one `Route` trait (read the request's key, pick
+//!   through one selection walk, pin): round-robin and ip-hash wrap pingora's `RoundRobin` and
+//!   `Consistent` selections, cookie adds the affinity layer; replicas are named by `ReplicaId`;
 //! - [`pool`]: pools, replicas and their live state (health, drain, passive ejection, counters);
 //! - [`health`]: active HTTP health checks with rise/fall thresholds;
-//! - [`proxy`]: the `ProxyHttp` filters (routing, retries on another replica, 503 when none);
+//! - [`proxy`]: the `ProxyHttp` filters (routing, retries on another replica, 503 when none) and
+//!   the classification of a failed request into the proxy's own answer (`ProxyFault`);
 //! - [`admin`]: `/admin/...` and `/metrics`;
 //! - [`metrics`]: the Prometheus registry;
 //! - [`build_server`] wires them into a pingora `Server`; `main.rs` only parses flags and runs it.

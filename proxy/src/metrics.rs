@@ -1,18 +1,37 @@
 //! Prometheus metrics, in a registry owned by the proxy instance (not the process-global one), so
 //! the admin endpoint shows exactly this proxy's series.
 //!
-//! Per-replica series (latency histogram, health gauge) are resolved once at start-up and kept on
-//! the replica, so the request path does no label hashing for them.
+//! Per-replica series (latency histogram, health gauge, the 200 counter) are resolved once at
+//! start-up and kept on the replica, so the request path does no label hashing for them.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// Who produced a response's status: the `origin` label of `statelab_proxy_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Replica,
+    Proxy,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Replica => "replica",
+            Origin::Proxy => "proxy",
+        }
+    }
+}
+
 /// The proxy's metric families.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Requests answered, by pool, replica (`none` when the proxy answered itself) and status.
+    /// Requests answered, by pool, replica (`none` when no replica was chosen), status and origin:
+    /// `replica` when the status is the replica's own answer, `proxy` when the proxy answered
+    /// itself (its 404 for an unknown path, 503 with no replica, 502/504 after a failed attempt),
+    /// so a replica's 503 and the proxy's are told apart.
     pub requests: IntCounterVec,
     /// Time from picking a replica to its response header.
     pub upstream_latency: HistogramVec,
@@ -36,7 +55,7 @@ impl Metrics {
                 "statelab_proxy_requests_total",
                 "Requests answered by the proxy.",
             ),
-            &["pool", "replica", "status"],
+            &["pool", "replica", "status", "origin"],
         )
         .expect("static metric definition");
         let upstream_latency = HistogramVec::new(

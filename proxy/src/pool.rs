@@ -14,9 +14,10 @@ use ipnet::IpNet;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{Config, PoolConfig, RetryConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Origin};
 use crate::strategy::{
-    strategy_from_u8, strategy_to_u8, CookieAffinity, HashPick, Pick, RoundRobinPick, Strategy,
+    strategy_from_u8, strategy_to_u8, Admission, ReplicaId, Route, RouteKey, Routes, Strategy,
+    Tried,
 };
 pub use statelab_proxy_api::{Failure, PoolView, ReplicaView, StatusView};
 
@@ -31,7 +32,8 @@ pub struct Replica {
     draining: AtomicBool,
     /// Milliseconds since [`Pools::epoch`]; 0 = not ejected.
     ejected_until: AtomicU64,
-    pub(crate) in_flight: AtomicI64,
+    /// Requests on their way to or from this replica; see [`InFlight`].
+    in_flight: Arc<AtomicI64>,
     pub(crate) total: AtomicU64,
     last_failure: Mutex<Option<Failure>>,
     pub(crate) latency: prometheus::Histogram,
@@ -40,7 +42,30 @@ pub struct Replica {
     health_gauge: prometheus::IntGauge,
 }
 
+/// One request counted as in flight on a replica from the moment it is sent there until the guard
+/// is dropped: when the request ends, however it ends, or when a retry moves it elsewhere. No path
+/// can forget the decrement.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicI64>);
+
+impl InFlight {
+    pub fn new(replica: &Replica) -> InFlight {
+        replica.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(&replica.in_flight))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Replica {
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed).max(0)
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -100,9 +125,7 @@ pub struct Pool {
     pub replicas: Vec<Replica>,
     pub trusted_proxies: Vec<IpNet>,
     strategy: AtomicU8,
-    round_robin: RoundRobinPick,
-    hash: HashPick,
-    pub affinity: CookieAffinity,
+    routes: Routes,
 }
 
 impl std::fmt::Debug for Pool {
@@ -118,8 +141,6 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     fn new(cfg: &PoolConfig, secret: &[u8], retry: &RetryConfig, metrics: &Metrics) -> Self {
-        let addrs: Vec<SocketAddr> = cfg.replicas.iter().map(|(_, a)| *a).collect();
-        let names: Vec<String> = cfg.replicas.iter().map(|(n, _)| n.clone()).collect();
         let replicas = cfg
             .replicas
             .iter()
@@ -142,15 +163,18 @@ impl Pool {
                     healthy: AtomicBool::new(true),
                     draining: AtomicBool::new(false),
                     ejected_until: AtomicU64::new(0),
-                    in_flight: AtomicI64::new(0),
+                    in_flight: Arc::new(AtomicI64::new(0)),
                     total: AtomicU64::new(0),
                     last_failure: Mutex::new(None),
                     latency: metrics
                         .upstream_latency
                         .with_label_values(&[&cfg.name, name]),
-                    ok_requests: metrics
-                        .requests
-                        .with_label_values(&[&cfg.name, name, "200"]),
+                    ok_requests: metrics.requests.with_label_values(&[
+                        &cfg.name,
+                        name,
+                        "200",
+                        Origin::Replica.as_str(),
+                    ]),
                     health_gauge,
                 }
             })
@@ -161,9 +185,7 @@ impl Pool {
             replicas,
             trusted_proxies: cfg.trusted_proxies.clone(),
             strategy: AtomicU8::new(strategy_to_u8(cfg.strategy)),
-            round_robin: RoundRobinPick::new(&addrs),
-            hash: HashPick::new(&addrs),
-            affinity: CookieAffinity::new(secret, &cfg.name, &names),
+            routes: Routes::new(secret, &cfg.name, &cfg.replicas),
         }
     }
 
@@ -175,21 +197,31 @@ impl Pool {
         self.strategy.store(strategy_to_u8(s), Ordering::Relaxed);
     }
 
-    /// Picks a replica for a new (unpinned) request, skipping any in `exclude` (a bit per replica
-    /// already tried by this request). `key` matters only for ip-hash.
-    pub(crate) fn pick_new(
+    /// The strategy type behind a name, for this pool.
+    pub fn route(&self, strategy: Strategy) -> &dyn Route {
+        self.routes.get(strategy)
+    }
+
+    pub fn replica(&self, id: ReplicaId) -> Option<&Replica> {
+        self.replicas.get(id.index())
+    }
+
+    /// Picks the replica for a request by `strategy`, skipping those it tried already and any that
+    /// cannot take it now: a pinned client may still use a draining replica, a new one may not.
+    pub(crate) fn choose(
         &self,
         strategy: Strategy,
-        key: &[u8],
-        exclude: u64,
+        key: &RouteKey,
+        tried: Tried,
         now_ms: u64,
-    ) -> Option<usize> {
-        let mut accept =
-            |i: usize| exclude & (1u64 << i) == 0 && self.replicas[i].takes_new(now_ms);
-        match strategy {
-            Strategy::IpHash => self.hash.pick(key, &mut accept),
-            Strategy::Cookie | Strategy::RoundRobin => self.round_robin.pick(key, &mut accept),
-        }
+    ) -> Option<ReplicaId> {
+        self.routes.get(strategy).pick(key, &mut |id, how| {
+            !tried.contains(id)
+                && self.replica(id).is_some_and(|r| match how {
+                    Admission::Pinned => r.serves_pinned(now_ms),
+                    Admission::New => r.takes_new(now_ms),
+                })
+        })
     }
 
     /// Whether at least one replica could take a request right now.
@@ -292,7 +324,7 @@ impl Pools {
                             enabled: !r.is_draining(),
                             draining: r.is_draining(),
                             ejected: r.is_ejected(now),
-                            in_flight: r.in_flight.load(Ordering::Relaxed).max(0),
+                            in_flight: r.in_flight(),
                             total_requests: r.total.load(Ordering::Relaxed),
                             last_failure: r.last_failure(),
                         })
@@ -308,7 +340,7 @@ mod tests {
     use super::*;
 
     fn pools() -> Arc<Pools> {
-        let config = Config::from_toml_str("").unwrap_or_else(|e| panic!("{e}"));
+        let config = Config::from_toml_str("").expect("the default config");
         Pools::new(&config, &Metrics::new())
     }
 
@@ -333,16 +365,60 @@ mod tests {
         pool.replicas[0].set_healthy(false);
         assert!(p.set_draining("stateless-2", true));
         pool.replicas[2].eject(now + 60_000);
-        assert_eq!(pool.pick_new(Strategy::RoundRobin, b"", 0, now), None);
+        let none = RouteKey::default();
+        assert_eq!(
+            pool.choose(Strategy::RoundRobin, &none, Tried::default(), now),
+            None
+        );
         assert!(!pool.any_available(now));
         // Draining still serves pinned clients; ejected does not.
         assert!(pool.replicas[1].serves_pinned(now));
         assert!(!pool.replicas[2].serves_pinned(now));
         // A passing health check lifts the ejection.
         pool.replicas[2].set_healthy(true);
-        assert_eq!(pool.pick_new(Strategy::RoundRobin, b"", 0, now), Some(2));
-        assert_eq!(pool.pick_new(Strategy::IpHash, b"k", 0, now), Some(2));
-        assert_eq!(pool.pick_new(Strategy::RoundRobin, b"", 1 << 2, now), None);
+        let third = Some(ReplicaId::new(2));
+        for s in Strategy::ALL {
+            assert_eq!(pool.choose(s, &none, Tried::default(), now), third, "{s}");
+        }
+        let mut tried = Tried::default();
+        tried.insert(ReplicaId::new(2));
+        assert_eq!(pool.choose(Strategy::RoundRobin, &none, tried, now), None);
         assert!(!p.set_draining("nope", true));
+    }
+
+    #[test]
+    fn a_draining_replica_keeps_its_pinned_clients_only() {
+        let p = pools();
+        let pool = &p.pools[0];
+        let now = p.now_ms();
+        let second = ReplicaId::new(1);
+        assert!(p.set_draining("stateful-2", true));
+        let pinned = RouteKey::pinned_to(second);
+        assert_eq!(
+            pool.choose(Strategy::Cookie, &pinned, Tried::default(), now),
+            Some(second)
+        );
+        for _ in 0..10 {
+            let new = pool.choose(
+                Strategy::Cookie,
+                &RouteKey::default(),
+                Tried::default(),
+                now,
+            );
+            assert!(new.is_some() && new != Some(second), "{new:?}");
+        }
+    }
+
+    #[test]
+    fn in_flight_counts_until_the_guard_is_dropped() {
+        let p = pools();
+        let replica = &p.pools[0].replicas[0];
+        let first = InFlight::new(replica);
+        let second = InFlight::new(replica);
+        assert_eq!(replica.in_flight(), 2);
+        drop(first);
+        assert_eq!(replica.in_flight(), 1);
+        drop(second);
+        assert_eq!(replica.in_flight(), 0);
     }
 }

@@ -23,9 +23,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::metrics::Metrics;
-use crate::pool::Pools;
-use crate::strategy::{client_key, key_bytes, Strategy};
+use crate::metrics::{Metrics, Origin};
+use crate::pool::{InFlight, Pools};
+use crate::strategy::{Client, ReplicaId, RouteKey, Strategy, Tried};
 
 /// The proxy service logic; cheap to share between pingora's worker threads.
 #[derive(Debug)]
@@ -59,7 +59,7 @@ impl StatelabProxy {
 
 /// Why the proxy answered a request itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     NoRoute,
     NoReplica,
 }
@@ -68,18 +68,106 @@ enum Refusal {
 #[derive(Debug)]
 pub struct RequestCtx {
     pool: Option<usize>,
+    /// The pool's strategy when the request arrived; a switch applies from the next request.
     strategy: Strategy,
-    /// Replica named by a valid affinity cookie.
-    pinned: Option<usize>,
+    /// What the strategy places this request by, read once.
+    key: RouteKey,
     /// Replica of the current (last) attempt.
-    replica: Option<usize>,
-    /// Bit per replica that failed for this request and must not be picked again.
-    tried: u64,
+    replica: Option<ReplicaId>,
+    /// Counts this request on `replica` until it ends or moves on.
+    in_flight: Option<InFlight>,
+    /// Replicas that failed for this request and must not be picked again.
+    tried: Tried,
     attempts: u32,
     started: Option<Instant>,
     refusal: Option<Refusal>,
+    /// Whether the status sent is a replica's or the proxy's own.
+    origin: Origin,
     /// The downstream peer's address, looked up at most once per request.
     peer: Option<IpAddr>,
+}
+
+/// Why the proxy could not get a replica's answer to a request, and so what it answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProxyFault {
+    /// Every replica of the pool is down, draining, ejected or already tried.
+    NoReplica,
+    /// No replica accepted the connection.
+    Unreachable,
+    /// A replica took the request and did not answer within `read_timeout_ms`.
+    Timeout,
+    /// A replica failed mid-request.
+    BadGateway,
+    /// The client's request could not be read.
+    BadRequest,
+    /// The client went away: nothing to answer.
+    ClientGone,
+    /// Anything else: the proxy's own failure.
+    Internal,
+}
+
+impl ProxyFault {
+    /// Classifies a failed request by who failed (`source`) and how (`etype`).
+    pub(crate) fn classify(
+        refusal: Option<Refusal>,
+        source: &ErrorSource,
+        etype: &ErrorType,
+    ) -> ProxyFault {
+        if refusal == Some(Refusal::NoReplica) {
+            return ProxyFault::NoReplica;
+        }
+        match source {
+            ErrorSource::Upstream if is_connect_error(etype) => ProxyFault::Unreachable,
+            ErrorSource::Upstream if is_timeout(etype) => ProxyFault::Timeout,
+            ErrorSource::Upstream => ProxyFault::BadGateway,
+            ErrorSource::Downstream => match etype {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    ProxyFault::ClientGone
+                }
+                _ => ProxyFault::BadRequest,
+            },
+            _ => ProxyFault::Internal,
+        }
+    }
+
+    /// The status the proxy answers with (0: none, the client is gone).
+    pub(crate) fn status(self) -> u16 {
+        match self {
+            ProxyFault::NoReplica | ProxyFault::Unreachable => 503,
+            ProxyFault::Timeout => 504,
+            ProxyFault::BadGateway => 502,
+            ProxyFault::BadRequest => 400,
+            ProxyFault::ClientGone => 0,
+            ProxyFault::Internal => 500,
+        }
+    }
+
+    /// The JSON error body, naming the pool.
+    fn body(self, pool: &str) -> Bytes {
+        match self {
+            ProxyFault::NoReplica => json_error(
+                "no_replica_available",
+                &format!("every replica of pool {pool} is down, draining or failing"),
+            ),
+            ProxyFault::Unreachable => json_error(
+                "upstream_unavailable",
+                &format!("could not connect to a replica of pool {pool}"),
+            ),
+            ProxyFault::Timeout => json_error(
+                "gateway_timeout",
+                &format!("a replica of pool {pool} did not answer in time"),
+            ),
+            ProxyFault::BadGateway => json_error(
+                "bad_gateway",
+                &format!("a replica of pool {pool} failed to answer"),
+            ),
+            ProxyFault::BadRequest => json_error("bad_request", "the request could not be read"),
+            ProxyFault::ClientGone => Bytes::new(),
+            ProxyFault::Internal => {
+                json_error("internal", "the proxy failed to handle the request")
+            }
+        }
+    }
 }
 
 fn json_error(error: &str, message: &str) -> Bytes {
@@ -99,16 +187,13 @@ async fn respond_json(session: &mut Session, status: u16, body: Bytes) -> Result
 
 /// The replica accepted the connection but did not take or answer the request within
 /// `retry.read_timeout_ms`.
-fn is_timeout(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    )
+fn is_timeout(etype: &ErrorType) -> bool {
+    matches!(etype, ErrorType::ReadTimedout | ErrorType::WriteTimedout)
 }
 
-fn is_connect_error(e: &Error) -> bool {
+fn is_connect_error(etype: &ErrorType) -> bool {
     matches!(
-        e.etype(),
+        etype,
         ErrorType::ConnectTimedout
             | ErrorType::ConnectRefused
             | ErrorType::ConnectNoRoute
@@ -125,11 +210,12 @@ impl StatelabProxy {
         let (Some(p), Some(r)) = (ctx.pool, ctx.replica) else {
             return;
         };
-        ctx.tried |= 1u64 << r;
+        ctx.tried.insert(r);
         if eject {
-            let replica = &self.pools.pools[p].replicas[r];
-            replica.eject(self.pools.now_ms() + self.pools.eject_ms);
-            replica.record_failure(reason);
+            if let Some(replica) = self.pools.pools[p].replica(r) {
+                replica.eject(self.pools.now_ms() + self.pools.eject_ms);
+                replica.record_failure(reason);
+            }
         }
     }
 
@@ -156,14 +242,6 @@ impl StatelabProxy {
         }
         ctx.peer
     }
-
-    fn release(&self, ctx: &mut RequestCtx) {
-        if let (Some(p), Some(r)) = (ctx.pool, ctx.replica.take()) {
-            self.pools.pools[p].replicas[r]
-                .in_flight
-                .fetch_sub(1, Ordering::Relaxed);
-        }
-    }
 }
 
 #[async_trait]
@@ -174,12 +252,14 @@ impl ProxyHttp for StatelabProxy {
         RequestCtx {
             pool: None,
             strategy: Strategy::RoundRobin,
-            pinned: None,
+            key: RouteKey::default(),
             replica: None,
-            tried: 0,
+            in_flight: None,
+            tried: Tried::default(),
             attempts: 0,
             started: None,
             refusal: None,
+            origin: Origin::Replica,
             peer: None,
         }
     }
@@ -192,68 +272,42 @@ impl ProxyHttp for StatelabProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let Some(p) = self.pools.route(session.req_header().uri.path()) else {
             ctx.refusal = Some(Refusal::NoRoute);
+            ctx.origin = Origin::Proxy;
             respond_json(session, 404, self.not_found.clone()).await?;
             return Ok(true);
         };
         let pool = &self.pools.pools[p];
         ctx.pool = Some(p);
         ctx.strategy = pool.strategy();
-        if ctx.strategy == Strategy::Cookie {
-            ctx.pinned = pool
-                .affinity
-                .pinned(session.req_header().headers.get_all("cookie").iter());
-        }
+        let client = Client {
+            peer: Self::peer_ip(session, ctx),
+            trusted: &pool.trusted_proxies,
+        };
+        ctx.key = pool.route(ctx.strategy).key(session.req_header(), client);
         Ok(false)
     }
 
     async fn upstream_peer(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let p = ctx
             .pool
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool routed"))?;
         let pool = &self.pools.pools[p];
-        let now = self.pools.now_ms();
-        self.release(ctx);
-
-        let pinned = ctx
-            .pinned
-            .filter(|&r| ctx.tried & (1u64 << r) == 0 && pool.replicas[r].serves_pinned(now));
-        let chosen = match (ctx.strategy, pinned) {
-            (Strategy::Cookie, Some(r)) => Some(r),
-            (Strategy::IpHash, _) => {
-                let mut buf = [0u8; 16];
-                let len = match Self::peer_ip(session, ctx) {
-                    Some(peer) => {
-                        let ip = client_key(
-                            peer,
-                            session
-                                .req_header()
-                                .headers
-                                .get_all("x-forwarded-for")
-                                .iter(),
-                            &pool.trusted_proxies,
-                        );
-                        key_bytes(&ip, &mut buf)
-                    }
-                    None => 0,
-                };
-                pool.pick_new(Strategy::IpHash, &buf[..len], ctx.tried, now)
-            }
-            (strategy, _) => pool.pick_new(strategy, b"", ctx.tried, now),
-        };
-        let Some(r) = chosen else {
+        // A retry: the previous attempt's replica no longer has this request in flight.
+        ctx.in_flight = None;
+        let chosen = pool.choose(ctx.strategy, &ctx.key, ctx.tried, self.pools.now_ms());
+        let Some(replica) = chosen.and_then(|r| pool.replica(r)) else {
             ctx.refusal = Some(Refusal::NoReplica);
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 "no replica available",
             ));
         };
-        let replica = &pool.replicas[r];
-        replica.in_flight.fetch_add(1, Ordering::Relaxed);
-        ctx.replica = Some(r);
+        ctx.in_flight = Some(InFlight::new(replica));
+        ctx.replica = chosen;
         ctx.attempts += 1;
         ctx.started = Some(Instant::now());
         Ok(Box::new(replica.peer.clone()))
@@ -316,9 +370,9 @@ impl ProxyHttp for StatelabProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let (Some(p), Some(r), Some(started)) = (ctx.pool, ctx.replica, ctx.started) {
-            self.pools.pools[p].replicas[r]
-                .latency
-                .observe(started.elapsed().as_secs_f64());
+            if let Some(replica) = self.pools.pools[p].replica(r) {
+                replica.latency.observe(started.elapsed().as_secs_f64());
+            }
         }
         Ok(())
     }
@@ -329,11 +383,9 @@ impl ProxyHttp for StatelabProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.strategy == Strategy::Cookie && ctx.replica != ctx.pinned {
-            if let (Some(p), Some(r)) = (ctx.pool, ctx.replica) {
-                if let Some(v) = self.pools.pools[p].affinity.set_cookie(r) {
-                    upstream_response.append_header("set-cookie", v.clone())?;
-                }
+        if let (Some(p), Some(r)) = (ctx.pool, ctx.replica) {
+            if let Some(v) = self.pools.pools[p].route(ctx.strategy).pin(&ctx.key, r) {
+                upstream_response.append_header("set-cookie", v.clone())?;
             }
         }
         Ok(())
@@ -370,7 +422,7 @@ impl ProxyHttp for StatelabProxy {
         // connection that breaks means the replica went away mid-request, and a replica that
         // stays silent is at fault whichever connection it was. Either way it is ejected whether
         // or not this request can be replayed, so the next requests avoid it.
-        if upstream_fault && (!client_reused || is_timeout(&e)) {
+        if upstream_fault && (!client_reused || is_timeout(e.etype())) {
             self.note_failure(ctx, true, format!("request failed: {}", e.etype().as_str()));
         }
         let replayable = upstream_fault
@@ -396,57 +448,16 @@ impl ProxyHttp for StatelabProxy {
             .pool
             .map(|p| self.pools.pools[p].name.as_str())
             .unwrap_or("");
-        let (code, body) = if ctx.refusal == Some(Refusal::NoReplica) {
-            (
-                503,
-                json_error(
-                    "no_replica_available",
-                    &format!("every replica of pool {pool_name} is down, draining or failing"),
-                ),
-            )
-        } else if *e.esource() == ErrorSource::Upstream && is_connect_error(e) {
-            (
-                503,
-                json_error(
-                    "upstream_unavailable",
-                    &format!("could not connect to a replica of pool {pool_name}"),
-                ),
-            )
-        } else if *e.esource() == ErrorSource::Upstream && is_timeout(e) {
-            (
-                504,
-                json_error(
-                    "gateway_timeout",
-                    &format!("a replica of pool {pool_name} did not answer in time"),
-                ),
-            )
-        } else if *e.esource() == ErrorSource::Upstream {
-            (
-                502,
-                json_error(
-                    "bad_gateway",
-                    &format!("a replica of pool {pool_name} failed to answer"),
-                ),
-            )
-        } else if *e.esource() == ErrorSource::Downstream {
-            match e.etype() {
-                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                    return FailToProxy {
-                        error_code: 0,
-                        can_reuse_downstream: false,
-                    }
-                }
-                _ => (
-                    400,
-                    json_error("bad_request", "the request could not be read"),
-                ),
-            }
-        } else {
-            (
-                500,
-                json_error("internal", "the proxy failed to handle the request"),
-            )
-        };
+        let fault = ProxyFault::classify(ctx.refusal, e.esource(), e.etype());
+        let code = fault.status();
+        if fault == ProxyFault::ClientGone {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        let body = fault.body(pool_name);
+        ctx.origin = Origin::Proxy;
         if session.response_written().is_none() {
             // pingora closes the client connection after a failed proxy attempt; say so, or a
             // keep-alive client would send its next request into a closing socket.
@@ -471,39 +482,138 @@ impl ProxyHttp for StatelabProxy {
                     _ => None,
                 });
         let status = status.as_ref().map(|s| s.as_str()).unwrap_or("000");
-        match ctx.pool {
-            Some(p) => {
-                let pool = &self.pools.pools[p];
-                let replica = match ctx.replica {
-                    Some(r) => {
-                        let replica = &pool.replicas[r];
-                        replica.total.fetch_add(1, Ordering::Relaxed);
-                        if status == "200" {
-                            // The common case skips the label lookup.
-                            replica.ok_requests.inc();
-                            self.release(ctx);
-                            return;
-                        }
-                        replica.name.as_str()
-                    }
-                    None => "none",
-                };
-                self.metrics
-                    .requests
-                    .with_label_values(&[pool.name.as_str(), replica, status])
-                    .inc();
-            }
-            None => self
-                .metrics
+        let origin = ctx.origin.as_str();
+        // The request is over: it leaves its replica's in-flight count.
+        ctx.in_flight = None;
+        let Some(pool) = ctx.pool.map(|p| &self.pools.pools[p]) else {
+            self.metrics
                 .requests
-                .with_label_values(&["none", "none", status])
-                .inc(),
+                .with_label_values(&["none", "none", status, origin])
+                .inc();
+            return;
+        };
+        let replica = ctx.replica.and_then(|r| pool.replica(r));
+        if let Some(replica) = replica {
+            replica.total.fetch_add(1, Ordering::Relaxed);
+            if status == "200" {
+                // The common case skips the label lookup (a 200 is always the replica's).
+                replica.ok_requests.inc();
+                return;
+            }
         }
-        self.release(ctx);
+        let name = replica.map_or("none", |r| r.name.as_str());
+        self.metrics
+            .requests
+            .with_label_values(&[pool.name.as_str(), name, status, origin])
+            .inc();
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
         // Refusals are answered and counted; they are not proxy faults worth an error line each.
         ctx.refusal.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(source: ErrorSource, etype: ErrorType) -> ProxyFault {
+        ProxyFault::classify(None, &source, &etype)
+    }
+
+    #[test]
+    fn failures_map_to_the_documented_answers() {
+        use ErrorSource::{Downstream, Internal, Upstream};
+        let cases = [
+            (
+                classify(Upstream, ErrorType::ConnectRefused),
+                ProxyFault::Unreachable,
+                503,
+            ),
+            (
+                classify(Upstream, ErrorType::ConnectTimedout),
+                ProxyFault::Unreachable,
+                503,
+            ),
+            (
+                classify(Upstream, ErrorType::ConnectNoRoute),
+                ProxyFault::Unreachable,
+                503,
+            ),
+            (
+                classify(Upstream, ErrorType::ReadTimedout),
+                ProxyFault::Timeout,
+                504,
+            ),
+            (
+                classify(Upstream, ErrorType::WriteTimedout),
+                ProxyFault::Timeout,
+                504,
+            ),
+            (
+                classify(Upstream, ErrorType::ConnectionClosed),
+                ProxyFault::BadGateway,
+                502,
+            ),
+            (
+                classify(Upstream, ErrorType::ReadError),
+                ProxyFault::BadGateway,
+                502,
+            ),
+            (
+                classify(Downstream, ErrorType::InvalidHTTPHeader),
+                ProxyFault::BadRequest,
+                400,
+            ),
+            (
+                classify(Downstream, ErrorType::ReadError),
+                ProxyFault::ClientGone,
+                0,
+            ),
+            (
+                classify(Downstream, ErrorType::WriteError),
+                ProxyFault::ClientGone,
+                0,
+            ),
+            (
+                classify(Downstream, ErrorType::ConnectionClosed),
+                ProxyFault::ClientGone,
+                0,
+            ),
+            (
+                classify(Internal, ErrorType::InternalError),
+                ProxyFault::Internal,
+                500,
+            ),
+        ];
+        for (got, want, status) in cases {
+            assert_eq!(got, want);
+            assert_eq!(got.status(), status, "{want:?}");
+        }
+        // No replica to try wins over whatever error pingora carries with it.
+        let none = ProxyFault::classify(
+            Some(Refusal::NoReplica),
+            &Upstream,
+            &ErrorType::HTTPStatus(503),
+        );
+        assert_eq!((none, none.status()), (ProxyFault::NoReplica, 503));
+    }
+
+    #[test]
+    fn every_answer_is_the_json_error_shape_naming_the_pool() {
+        for fault in [
+            ProxyFault::NoReplica,
+            ProxyFault::Unreachable,
+            ProxyFault::Timeout,
+            ProxyFault::BadGateway,
+        ] {
+            let body: serde_json::Value =
+                serde_json::from_slice(&fault.body("stateless")).expect("JSON");
+            assert!(body["error"].is_string(), "{fault:?}");
+            let message = body["message"].as_str().expect("a message");
+            assert!(message.contains("stateless"), "{fault:?}: {message}");
+        }
+        assert!(ProxyFault::ClientGone.body("x").is_empty());
     }
 }

@@ -1,14 +1,18 @@
 //! Routing strategies as types.
 //!
-//! [`Strategy`] is the name a pool is configured with and can be switched to at runtime. Behind it:
-//! - [`RoundRobinPick`] wraps pingora's `RoundRobin` selection;
-//! - [`HashPick`] wraps pingora's `Consistent` (Ketama) ring, so adding a replica moves only
-//!   about 1/(N+1) of the keys;
-//! - [`CookieAffinity`] is the sticky layer: it names replicas by opaque tokens and pins clients
-//!   that present one; new clients are placed by round-robin.
+//! [`Strategy`] is the name a pool is configured with and can be switched to at runtime. Behind
+//! each name is a type implementing [`Route`] (read the request's key, pick, pin):
+//! - [`RoundRobin`] wraps pingora's `RoundRobin` selection;
+//! - [`IpHash`] wraps pingora's `Consistent` (Ketama) ring, so adding a replica moves only
+//!   about 1/(N+1) of the clients;
+//! - [`Cookie`] is sticky: [`CookieAffinity`] names replicas by opaque tokens and pins clients
+//!   that present one; new clients are placed by round-robin and pinned where they land.
 //!
-//! Pickers never decide health: they walk candidates in their own order and ask the caller's
-//! `accept` closure, so a down, ejected or draining replica is skipped without rebuilding anything.
+//! [`Routes`] holds one of each per pool. Strategies never decide health: they offer replicas in
+//! their own order through one selection walk ([`walk`]) and ask the caller's `accept` closure, so
+//! a down, ejected or draining replica is skipped without rebuilding anything. Replicas are named
+//! by [`ReplicaId`]; a request's tried replicas are a [`Tried`] set, which caps a pool at
+//! [`MAX_REPLICAS_PER_POOL`].
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -17,7 +21,8 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 use ipnet::IpNet;
-use pingora::lb::selection::{BackendIter, BackendSelection, Consistent, RoundRobin};
+use pingora::http::RequestHeader;
+use pingora::lb::selection::{BackendIter, BackendSelection, Consistent};
 use pingora::lb::Backend;
 use sha2::{Digest, Sha256};
 
@@ -40,15 +45,122 @@ pub(crate) fn strategy_from_u8(v: u8) -> Strategy {
     }
 }
 
-/// Index of a replica inside its pool, stored in pingora's `Backend::ext` so a selection result
-/// maps back to our replica state without a lookup by address.
-#[derive(Debug, Clone, Copy)]
-struct ReplicaIdx(usize);
+/// A replica's place in its pool: what selection, the tried set and the in-flight guard name it
+/// by. It indexes the pool's replica list and is stored in pingora's `Backend::ext`, so a selection
+/// result maps back to the replica without a lookup by address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplicaId(usize);
 
-/// Orders candidates for a key; the first accepted one wins.
-pub trait Pick: Send + Sync {
-    /// Returns the index of the first candidate `accept` takes, or `None` when it takes none.
-    fn pick(&self, key: &[u8], accept: &mut dyn FnMut(usize) -> bool) -> Option<usize>;
+impl ReplicaId {
+    pub fn new(index: usize) -> Self {
+        ReplicaId(index)
+    }
+
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// The most replicas one pool may have: [`Tried`] is one 64-bit word, a bit per replica, so a
+/// request's retry bookkeeping costs no allocation. The configuration refuses larger pools.
+pub const MAX_REPLICAS_PER_POOL: usize = 64;
+
+/// The replicas one request has tried already and must not be sent to again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tried(u64);
+
+impl Tried {
+    pub fn insert(&mut self, r: ReplicaId) {
+        self.0 |= Self::bit(r);
+    }
+
+    pub fn contains(self, r: ReplicaId) -> bool {
+        self.0 & Self::bit(r) != 0
+    }
+
+    /// Every replica of an `n`-replica pool is in the set.
+    fn covers(self, n: usize) -> bool {
+        let all = if n >= MAX_REPLICAS_PER_POOL {
+            u64::MAX
+        } else {
+            (1u64 << n) - 1
+        };
+        self.0 & all == all
+    }
+
+    fn bit(r: ReplicaId) -> u64 {
+        // Ids beyond the cap cannot exist (the configuration refuses such pools); were one to,
+        // it would share the last bit rather than overflow.
+        1u64 << r.0.min(MAX_REPLICAS_PER_POOL - 1)
+    }
+}
+
+/// Which kind of request a replica is asked to take: a client pinned to it may still use a
+/// draining replica, a new client may not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Pinned,
+    New,
+}
+
+/// What a request is placed by, read once when it arrives: the replica its affinity cookie names
+/// (cookie strategy) or its client address as hash key (ip-hash). Kept inline: no allocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteKey {
+    pub pinned: Option<ReplicaId>,
+    hash: [u8; 16],
+    hash_len: u8,
+}
+
+impl RouteKey {
+    /// The key of a client pinned to `r` (what a valid affinity cookie yields).
+    pub fn pinned_to(r: ReplicaId) -> Self {
+        RouteKey {
+            pinned: Some(r),
+            ..RouteKey::default()
+        }
+    }
+
+    fn hash_key(&self) -> &[u8] {
+        &self.hash[..usize::from(self.hash_len)]
+    }
+
+    fn for_client(ip: &IpAddr) -> Self {
+        let mut key = RouteKey::default();
+        key.hash_len = key_bytes(ip, &mut key.hash) as u8;
+        key
+    }
+}
+
+/// Who sent a request, as far as the proxy can tell.
+#[derive(Debug, Clone, Copy)]
+pub struct Client<'a> {
+    /// The TCP peer.
+    pub peer: Option<IpAddr>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted: &'a [IpNet],
+}
+
+/// A routing strategy: reads what it places a request by, picks its replica, and pins the client
+/// to it when the strategy is sticky. The proxy's filters call these three and nothing
+/// strategy-specific.
+pub trait Route: Send + Sync + fmt::Debug {
+    /// What this strategy places the request by (nothing, for round-robin).
+    fn key(&self, req: &RequestHeader, client: Client<'_>) -> RouteKey;
+
+    /// The first replica, in this strategy's order for `key`, that `accept` takes. Every replica
+    /// is offered at most once, and every one is offered before `None` (see [`walk`]).
+    fn pick(
+        &self,
+        key: &RouteKey,
+        accept: &mut dyn FnMut(ReplicaId, Admission) -> bool,
+    ) -> Option<ReplicaId>;
+
+    /// A `Set-Cookie` value pinning the client to `chosen`, when this strategy pins and the
+    /// client is not pinned there already.
+    fn pin(&self, _key: &RouteKey, _chosen: ReplicaId) -> Option<&HeaderValue> {
+        None
+    }
 }
 
 fn backends_for(addrs: &[std::net::SocketAddr]) -> BTreeSet<Backend> {
@@ -61,43 +173,42 @@ fn backends_for(addrs: &[std::net::SocketAddr]) -> BTreeSet<Backend> {
                 weight: 1,
                 ext: Default::default(),
             };
-            b.ext.insert(ReplicaIdx(i));
+            b.ext.insert(ReplicaId(i));
             b
         })
         .collect()
 }
 
-/// Walks a pingora iterator, visiting each replica at most once, then falls back to a linear scan
-/// so a usable replica is always found if one exists (pingora's fallback order is pseudo-random
-/// and may repeat).
+/// The one selection walk. It follows pingora's order for the key, offering each replica at most
+/// once, and stops early once all `n` were offered; pingora's fallback order is pseudo-random and
+/// may repeat or miss some, so the walk then offers the ones not yet seen in index order. The
+/// guarantee: every replica is offered to `accept` exactly once unless one is accepted first, so
+/// a usable replica is found whenever one exists, and none is tried twice.
 fn walk<I: BackendIter>(
     mut iter: I,
     n: usize,
-    start: usize,
-    accept: &mut dyn FnMut(usize) -> bool,
-) -> Option<usize> {
-    let mut seen: u64 = 0;
-    let all: u64 = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+    accept: &mut dyn FnMut(ReplicaId) -> bool,
+) -> Option<ReplicaId> {
+    let mut seen = Tried::default();
     for _ in 0..(4 * n + 4) {
         let Some(b) = iter.next() else { break };
-        let Some(&ReplicaIdx(i)) = b.ext.get::<ReplicaIdx>() else {
+        let Some(&id) = b.ext.get::<ReplicaId>() else {
             continue;
         };
-        let bit = 1u64 << i;
-        if seen & bit != 0 {
+        if id.0 >= n || seen.contains(id) {
             continue;
         }
-        seen |= bit;
-        if accept(i) {
-            return Some(i);
+        seen.insert(id);
+        if accept(id) {
+            return Some(id);
         }
-        if seen == all {
+        if seen.covers(n) {
             return None;
         }
     }
     (0..n)
-        .map(|k| (start + k) % n)
-        .find(|&i| seen & (1u64 << i) == 0 && accept(i))
+        .map(ReplicaId)
+        .find(|&id| !seen.contains(id) && accept(id))
 }
 
 /// A pingora selection algorithm over a pool's replicas.
@@ -105,13 +216,6 @@ pub struct Picker<S> {
     inner: Arc<S>,
     n: usize,
 }
-
-/// Round-robin over the pool (pingora's `RoundRobin`).
-pub type RoundRobinPick = Picker<RoundRobin>;
-
-/// Consistent hashing (pingora's Ketama `Consistent`): a key keeps its replica while that replica
-/// is usable, and only keys of a removed/added replica move.
-pub type HashPick = Picker<Consistent>;
 
 impl<S> fmt::Debug for Picker<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -122,22 +226,144 @@ impl<S> fmt::Debug for Picker<S> {
     }
 }
 
-impl<S: BackendSelection> Picker<S> {
+impl<S> Picker<S>
+where
+    S: BackendSelection + Send + Sync,
+    S::Iter: BackendIter,
+{
     pub fn new(addrs: &[std::net::SocketAddr]) -> Self {
         Self {
             inner: Arc::new(S::build(&backends_for(addrs))),
             n: addrs.len(),
         }
     }
+
+    fn pick(&self, key: &[u8], accept: &mut dyn FnMut(ReplicaId) -> bool) -> Option<ReplicaId> {
+        walk(self.inner.iter(key), self.n, accept)
+    }
 }
 
-impl<S> Pick for Picker<S>
-where
-    S: BackendSelection + Send + Sync,
-    S::Iter: BackendIter,
-{
-    fn pick(&self, key: &[u8], accept: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
-        walk(self.inner.iter(key), self.n, 0, accept)
+/// Even spread over the replicas that take new clients (pingora's `RoundRobin`).
+pub type RoundRobin = Picker<pingora::lb::selection::RoundRobin>;
+
+/// Consistent hashing on the client address (pingora's Ketama `Consistent`): a client keeps its
+/// replica while that replica is usable, and adding a replica moves only about 1/(N+1) of them.
+pub type IpHash = Picker<Consistent>;
+
+impl Route for RoundRobin {
+    fn key(&self, _req: &RequestHeader, _client: Client<'_>) -> RouteKey {
+        RouteKey::default()
+    }
+
+    fn pick(
+        &self,
+        _key: &RouteKey,
+        accept: &mut dyn FnMut(ReplicaId, Admission) -> bool,
+    ) -> Option<ReplicaId> {
+        Picker::pick(self, b"", &mut |id| accept(id, Admission::New))
+    }
+}
+
+impl Route for IpHash {
+    fn key(&self, req: &RequestHeader, client: Client<'_>) -> RouteKey {
+        match client.peer {
+            Some(peer) => RouteKey::for_client(&client_key(
+                peer,
+                req.headers.get_all("x-forwarded-for").iter(),
+                client.trusted,
+            )),
+            None => RouteKey::default(),
+        }
+    }
+
+    fn pick(
+        &self,
+        key: &RouteKey,
+        accept: &mut dyn FnMut(ReplicaId, Admission) -> bool,
+    ) -> Option<ReplicaId> {
+        Picker::pick(self, key.hash_key(), &mut |id| accept(id, Admission::New))
+    }
+}
+
+/// Sticky sessions: a client whose affinity cookie names a replica that can still serve it goes
+/// there (a draining one included); any other client is placed by round-robin and pinned to
+/// where it landed.
+#[derive(Debug)]
+pub struct Cookie {
+    affinity: CookieAffinity,
+    spread: RoundRobin,
+}
+
+impl Cookie {
+    pub fn new(affinity: CookieAffinity, spread: RoundRobin) -> Self {
+        Cookie { affinity, spread }
+    }
+}
+
+impl Route for Cookie {
+    fn key(&self, req: &RequestHeader, _client: Client<'_>) -> RouteKey {
+        match self.affinity.pinned(req.headers.get_all("cookie").iter()) {
+            Some(r) => RouteKey::pinned_to(r),
+            None => RouteKey::default(),
+        }
+    }
+
+    fn pick(
+        &self,
+        key: &RouteKey,
+        accept: &mut dyn FnMut(ReplicaId, Admission) -> bool,
+    ) -> Option<ReplicaId> {
+        if let Some(pinned) = key.pinned {
+            if accept(pinned, Admission::Pinned) {
+                return Some(pinned);
+            }
+        }
+        // The pinned replica was offered already; the walk may offer it again as a new client's,
+        // where a draining one is refused.
+        Route::pick(&self.spread, key, accept)
+    }
+
+    fn pin(&self, key: &RouteKey, chosen: ReplicaId) -> Option<&HeaderValue> {
+        if key.pinned == Some(chosen) {
+            return None;
+        }
+        self.affinity.set_cookie(chosen)
+    }
+}
+
+/// A pool's three strategies, built once; the pool's current [`Strategy`] says which one routes.
+#[derive(Debug)]
+pub struct Routes {
+    cookie: Cookie,
+    ip_hash: IpHash,
+    round_robin: RoundRobin,
+}
+
+impl Routes {
+    pub fn new(secret: &[u8], pool: &str, replicas: &[(String, std::net::SocketAddr)]) -> Self {
+        let addrs: Vec<_> = replicas.iter().map(|(_, a)| *a).collect();
+        let names: Vec<String> = replicas.iter().map(|(n, _)| n.clone()).collect();
+        Routes {
+            cookie: Cookie::new(
+                CookieAffinity::new(secret, pool, &names),
+                RoundRobin::new(&addrs),
+            ),
+            ip_hash: IpHash::new(&addrs),
+            round_robin: RoundRobin::new(&addrs),
+        }
+    }
+
+    pub fn get(&self, strategy: Strategy) -> &dyn Route {
+        match strategy {
+            Strategy::Cookie => &self.cookie,
+            Strategy::IpHash => &self.ip_hash,
+            Strategy::RoundRobin => &self.round_robin,
+        }
+    }
+
+    /// The affinity cookie's name for this pool.
+    pub fn cookie_name(&self) -> &str {
+        self.cookie.affinity.cookie_name()
     }
 }
 
@@ -194,7 +420,7 @@ impl CookieAffinity {
     pub fn pinned<'a>(
         &self,
         cookie_headers: impl Iterator<Item = &'a HeaderValue>,
-    ) -> Option<usize> {
+    ) -> Option<ReplicaId> {
         for header in cookie_headers {
             let Ok(text) = header.to_str() else { continue };
             for pair in text.split(';') {
@@ -205,16 +431,16 @@ impl CookieAffinity {
                     continue;
                 }
                 if let Some(i) = self.tokens.iter().position(|t| t == v.trim_matches('"')) {
-                    return Some(i);
+                    return Some(ReplicaId(i));
                 }
             }
         }
         None
     }
 
-    /// The `Set-Cookie` value pinning to replica `i`.
-    pub fn set_cookie(&self, i: usize) -> Option<&HeaderValue> {
-        self.set_cookie.get(i)
+    /// The `Set-Cookie` value pinning to a replica.
+    pub fn set_cookie(&self, r: ReplicaId) -> Option<&HeaderValue> {
+        self.set_cookie.get(r.0)
     }
 }
 
@@ -274,8 +500,68 @@ mod tests {
             .collect()
     }
 
-    fn first(p: &dyn Pick, key: &[u8]) -> Option<usize> {
-        p.pick(key, &mut |_| true)
+    fn first<S>(p: &Picker<S>, key: &[u8]) -> Option<usize>
+    where
+        S: BackendSelection + Send + Sync,
+        S::Iter: BackendIter,
+    {
+        p.pick(key, &mut |_| true).map(ReplicaId::index)
+    }
+
+    /// A selection order that repeats some replicas and never yields others, like pingora's
+    /// pseudo-random fallbacks can.
+    struct Scripted(Vec<Backend>);
+
+    impl BackendIter for Scripted {
+        fn next(&mut self) -> Option<&Backend> {
+            if self.0.is_empty() {
+                return None;
+            }
+            // Yield from the back, keeping a copy around so the order repeats.
+            let b = self.0.remove(0);
+            self.0.push(b);
+            self.0.last()
+        }
+    }
+
+    #[test]
+    fn the_walk_offers_every_replica_exactly_once() {
+        let backends: Vec<Backend> = backends_for(&addrs(5)).into_iter().collect();
+        // pingora yields replicas 3, 3, 1, 3, 1, ... and never 0, 2 or 4.
+        let order = vec![
+            backends[3].clone(),
+            backends[3].clone(),
+            backends[1].clone(),
+        ];
+        let mut offered = Vec::new();
+        let none = walk(Scripted(order.clone()), 5, &mut |id| {
+            offered.push(id.index());
+            false
+        });
+        assert_eq!(none, None);
+        assert_eq!(offered, [3, 1, 0, 2, 4], "each once, pingora's order first");
+        // The first acceptable one in that order wins.
+        let mut offered = Vec::new();
+        let got = walk(Scripted(order), 5, &mut |id| {
+            offered.push(id.index());
+            id.index() == 2
+        });
+        assert_eq!(got, Some(ReplicaId(2)));
+        assert_eq!(offered, [3, 1, 0, 2]);
+    }
+
+    #[test]
+    fn tried_holds_every_id_up_to_the_cap() {
+        let mut t = Tried::default();
+        for i in [0, 5, MAX_REPLICAS_PER_POOL - 1] {
+            assert!(!t.contains(ReplicaId(i)));
+            t.insert(ReplicaId(i));
+            assert!(t.contains(ReplicaId(i)));
+        }
+        assert!(!t.contains(ReplicaId(1)));
+        assert!(!t.covers(2));
+        t.insert(ReplicaId(1));
+        assert!(t.covers(2));
     }
 
     #[test]
@@ -289,17 +575,17 @@ mod tests {
 
     #[test]
     fn round_robin_cycles_and_skips_rejected() {
-        let rr = RoundRobinPick::new(&addrs(3));
+        let rr = RoundRobin::new(&addrs(3));
         let mut counts = [0usize; 3];
         for _ in 0..300 {
-            counts[first(&rr, b"").unwrap_or(99)] += 1;
+            counts[first(&rr, b"").expect("a replica")] += 1;
         }
         assert_eq!(counts, [100, 100, 100]);
         // With replica 1 refused, the other two share the load roughly evenly.
         let mut counts = [0usize; 3];
         for _ in 0..3000 {
-            let i = rr.pick(b"", &mut |i| i != 1).unwrap_or(99);
-            counts[i] += 1;
+            let id = rr.pick(b"", &mut |id| id.index() != 1).expect("a replica");
+            counts[id.index()] += 1;
         }
         assert_eq!(counts[1], 0);
         assert!(counts[0].abs_diff(counts[2]) < 300, "{counts:?}");
@@ -309,18 +595,16 @@ mod tests {
 
     #[test]
     fn hash_is_stable_and_falls_over_to_one_other_replica() {
-        let h = HashPick::new(&addrs(3));
+        let h = IpHash::new(&addrs(3));
         for k in 0..100u32 {
             let key = k.to_be_bytes();
-            let a = first(&h, &key);
-            assert!(a.is_some());
-            assert_eq!(a, first(&h, &key));
-            let a = a.unwrap_or(0);
-            let b = h.pick(&key, &mut |i| i != a);
-            assert!(b.is_some() && b != Some(a));
+            let a = first(&h, &key).expect("a replica");
+            assert_eq!(Some(a), first(&h, &key));
+            let b = h.pick(&key, &mut |id| id.index() != a);
+            assert!(b.is_some() && b != Some(ReplicaId(a)));
             assert_eq!(
                 b,
-                h.pick(&key, &mut |i| i != a),
+                h.pick(&key, &mut |id| id.index() != a),
                 "fallback must be stable too"
             );
         }
@@ -331,16 +615,15 @@ mod tests {
     #[test]
     fn ip_hash_remap_fraction_on_adding_a_replica() {
         for n in [2usize, 3, 5] {
-            let before = HashPick::new(&addrs(n));
-            let after = HashPick::new(&addrs(n + 1));
+            let before = IpHash::new(&addrs(n));
+            let after = IpHash::new(&addrs(n + 1));
             let keys = 2000u32;
             let mut moved = 0;
             for k in 0..keys {
                 let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + k * 7919));
-                let mut buf = [0u8; 16];
-                let len = key_bytes(&ip, &mut buf);
-                let a = first(&before, &buf[..len]);
-                let b = first(&after, &buf[..len]);
+                let key = RouteKey::for_client(&ip);
+                let a = first(&before, key.hash_key());
+                let b = first(&after, key.hash_key());
                 if a != b {
                     // A key may only move to the new replica.
                     assert_eq!(b, Some(n), "key moved between old replicas");
@@ -354,6 +637,85 @@ mod tests {
         }
     }
 
+    fn request(cookie: Option<&str>) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/me", None).expect("a request header");
+        if let Some(c) = cookie {
+            req.insert_header("cookie", c).expect("a cookie header");
+        }
+        req
+    }
+
+    fn stateful_pool() -> Vec<(String, SocketAddr)> {
+        addrs(3)
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| (format!("stateful-{}", i + 1), a))
+            .collect()
+    }
+
+    #[test]
+    fn cookie_pins_new_clients_and_keeps_pinned_ones() {
+        let routes = Routes::new(b"k", "stateful", &stateful_pool());
+        let cookie = routes.get(Strategy::Cookie);
+        let client = Client {
+            peer: None,
+            trusted: &[],
+        };
+        // A new client: placed by round-robin, and pinned where it landed.
+        let key = cookie.key(&request(None), client);
+        assert_eq!(key.pinned, None);
+        let landed = cookie
+            .pick(&key, &mut |_, how| how == Admission::New)
+            .expect("a replica");
+        let set = cookie
+            .pin(&key, landed)
+            .and_then(|v| v.to_str().ok())
+            .expect("a Set-Cookie for a new client")
+            .to_string();
+        let token = set.split(';').next().expect("name=value");
+        // Back with that cookie: pinned, offered as such, and not pinned again.
+        let key = cookie.key(&request(Some(token)), client);
+        assert_eq!(key.pinned, Some(landed));
+        let mut offers = Vec::new();
+        let again = cookie.pick(&key, &mut |id, how| {
+            offers.push((id, how));
+            true
+        });
+        assert_eq!(again, Some(landed));
+        assert_eq!(offers, [(landed, Admission::Pinned)]);
+        assert_eq!(cookie.pin(&key, landed), None);
+        // Its replica refuses (down): another one, as a new client, pinned anew.
+        let moved = cookie
+            .pick(&key, &mut |id, _| id != landed)
+            .expect("another replica");
+        assert_ne!(moved, landed);
+        assert!(cookie.pin(&key, moved).is_some());
+        // Round-robin and ip-hash never pin.
+        for s in [Strategy::RoundRobin, Strategy::IpHash] {
+            assert_eq!(routes.get(s).pin(&key, moved), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn ip_hash_keys_by_the_client() {
+        let routes = Routes::new(b"k", "stateful", &stateful_pool());
+        let hash = routes.get(Strategy::IpHash);
+        let key_of = |ip: [u8; 4]| {
+            hash.key(
+                &request(None),
+                Client {
+                    peer: Some(IpAddr::from(ip)),
+                    trusted: &[],
+                },
+            )
+        };
+        let a = key_of([127, 0, 0, 9]);
+        assert_eq!(a, key_of([127, 0, 0, 9]));
+        assert_ne!(a, key_of([127, 0, 0, 10]));
+        let pick = |k: &RouteKey| hash.pick(k, &mut |_, how| how == Admission::New);
+        assert_eq!(pick(&a), pick(&a));
+    }
+
     #[test]
     fn affinity_tokens_are_opaque_and_validated() {
         let names: Vec<String> = ["stateful-1", "stateful-2"]
@@ -361,14 +723,17 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         let a = CookieAffinity::new(b"k1", "stateful", &names);
-        let sc = a.set_cookie(1).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let sc = a
+            .set_cookie(ReplicaId(1))
+            .and_then(|v| v.to_str().ok())
+            .expect("a cookie for replica 1");
         assert!(sc.starts_with("statelab_affinity_stateful="));
         assert!(sc.contains("HttpOnly") && sc.contains("SameSite=Lax") && sc.contains("Path=/"));
         assert!(!sc.contains("stateful-2") && !sc.contains("127.0.0.1"));
-        let token = sc.split(';').next().unwrap_or("").to_string();
-        let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
+        let token = sc.split(';').next().expect("name=value").to_string();
+        let hv = |s: &str| HeaderValue::from_str(s).expect("a valid header value");
         let cookie = hv(&format!("statelab_session=abc; {token}"));
-        assert_eq!(a.pinned([&cookie].into_iter()), Some(1));
+        assert_eq!(a.pinned([&cookie].into_iter()), Some(ReplicaId(1)));
         // Forged or garbage values are absent.
         for bad in [
             "statelab_affinity_stateful=stateful-2",
@@ -386,9 +751,7 @@ mod tests {
 
     #[test]
     fn client_key_trusts_only_configured_proxies() {
-        let trusted: Vec<IpNet> = vec!["172.16.0.0/12"
-            .parse()
-            .unwrap_or_else(|_| IpNet::from(IpAddr::from([0, 0, 0, 0])))];
+        let trusted: Vec<IpNet> = vec!["172.16.0.0/12".parse().expect("a CIDR")];
         let gw: IpAddr = [172, 17, 0, 1].into();
         let direct: IpAddr = [127, 0, 0, 5].into();
         let hv = |s: &'static str| HeaderValue::from_static(s);

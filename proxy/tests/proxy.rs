@@ -442,6 +442,26 @@ async fn all_replicas_down_answers_503_json_quickly() {
     assert_eq!(status["pools"][0]["available"], false);
     assert!(proxy.replica(&addrs[0].0).await["last_failure"]["reason"].is_string());
 
+    // The metrics tell the proxy's own 503s from a replica's.
+    let (_, text) = proxy.admin(Method::GET, "/metrics", None).await;
+    let count = |origin: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "statelab_proxy_requests_total{{origin=\"{origin}\",pool=\"stateless\","
+                )) && l.contains("status=\"503\"")
+            })
+            .map(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .expect("a sample value")
+            })
+            .sum()
+    };
+    assert_eq!(count("proxy"), 10.0, "{text}");
+    assert_eq!(count("replica"), 0.0, "{text}");
+
     // The proxy itself is still fine.
     assert_eq!(proxy.get(&client, "/nope", None).await.status, 404);
 }
@@ -679,13 +699,13 @@ async fn metrics_count_requests_latency_retries_and_health() {
             .unwrap_or_else(|| panic!("no series {prefix} in\n{text}"))
     };
     assert_eq!(
-        line_value("statelab_proxy_requests_total{pool=\"stateless\",replica=\"stateless-2\",status=\"200\"}"),
+        line_value("statelab_proxy_requests_total{origin=\"replica\",pool=\"stateless\",replica=\"stateless-2\",status=\"200\"}"),
         5.0
     );
-    assert!(line_value("statelab_proxy_requests_total{pool=\"stateless\",replica=\"stateless-1\",status=\"200\"}") >= 9.0);
+    assert!(line_value("statelab_proxy_requests_total{origin=\"replica\",pool=\"stateless\",replica=\"stateless-1\",status=\"200\"}") >= 9.0);
     // At least ours; the harness's readiness probe also asks for an unknown path.
     assert!(
-        line_value("statelab_proxy_requests_total{pool=\"none\",replica=\"none\",status=\"404\"}")
+        line_value("statelab_proxy_requests_total{origin=\"proxy\",pool=\"none\",replica=\"none\",status=\"404\"}")
             >= 1.0
     );
     assert!(line_value("statelab_proxy_upstream_latency_seconds_count{pool=\"stateless\",replica=\"stateless-1\"}") >= 9.0);
