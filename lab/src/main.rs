@@ -83,7 +83,7 @@ enum Verb {
     /// Print the mode the lab runs in, native or docker (exit 1 when it is not up).
     Mode,
     /// Without arguments, each pool's strategy ("POOL STRATEGY" lines); with POOL STRATEGY, switch
-    /// that pool (cookie, ip-hash or round-robin) through the proxy's admin API.
+    /// that pool (cookie, ip-hash, ip-modulo or round-robin) through the proxy's admin API.
     Strategy {
         pool: Option<String>,
         strategy: Option<Strategy>,
@@ -233,7 +233,9 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
                     Probe::new().set_strategy(admin, &pool, strategy).await?;
                     say(format!("{pool}: {strategy}"));
                 }
-                (Some(_), None) => bail!("name the strategy too: cookie, ip-hash or round-robin"),
+                (Some(_), None) => {
+                    bail!("name the strategy too: cookie, ip-hash, ip-modulo or round-robin")
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

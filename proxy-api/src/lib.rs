@@ -15,5 +15,5 @@ pub mod status;
 pub mod strategy;
 
 pub use config::{ConfigFile, HealthSection, PoolSection, RetrySection, ServerSection};
-pub use status::{Failure, PoolView, ReplicaView, StatusView};
+pub use status::{Failure, PoolView, ReplicaState, ReplicaView, StatusView};
 pub use strategy::{Strategy, UnknownStrategy};

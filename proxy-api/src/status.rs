@@ -26,6 +26,8 @@ pub struct PoolView {
 pub struct ReplicaView {
     pub name: String,
     pub address: String,
+    /// The one-word summary of the flags below.
+    pub state: ReplicaState,
     pub healthy: bool,
     pub enabled: bool,
     pub draining: bool,
@@ -34,6 +36,34 @@ pub struct ReplicaView {
     pub in_flight: i64,
     pub total_requests: u64,
     pub last_failure: Option<Failure>,
+}
+
+/// Where a replica stands, in one word (the dashboard's `data-state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaState {
+    /// Added at runtime, not yet past `rise` passing health checks: no traffic yet.
+    Joining,
+    /// In rotation.
+    Up,
+    /// Failing its health checks.
+    Down,
+    /// Passively ejected after a failed request, until the deadline or a passing check.
+    Ejected,
+    /// Takes no new clients; clients pinned to it stay.
+    Draining,
+}
+
+impl ReplicaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaState::Joining => "joining",
+            ReplicaState::Up => "up",
+            ReplicaState::Down => "down",
+            ReplicaState::Ejected => "ejected",
+            ReplicaState::Draining => "draining",
+        }
+    }
 }
 
 /// When and why a replica last failed (a health check or a proxied connection).
@@ -57,8 +87,9 @@ impl StatusView {
 }
 
 impl ReplicaView {
-    /// Takes new clients: healthy and not ejected. (Draining replicas still serve pinned ones.)
+    /// Takes requests: healthy, not joining and not ejected. (Draining replicas still serve
+    /// pinned clients.)
     pub fn serving(&self) -> bool {
-        self.healthy && !self.ejected
+        self.healthy && !self.ejected && self.state != ReplicaState::Joining
     }
 }

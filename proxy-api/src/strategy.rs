@@ -14,17 +14,26 @@ pub enum Strategy {
     Cookie,
     /// Consistent hashing on the client address.
     IpHash,
+    /// The client address's hash modulo the number of replicas: the naive scheme, kept to show
+    /// what consistent hashing avoids (a change of pool size moves most clients).
+    IpModulo,
     /// Even spread over the healthy replicas.
     RoundRobin,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 3] = [Strategy::Cookie, Strategy::IpHash, Strategy::RoundRobin];
+    pub const ALL: [Strategy; 4] = [
+        Strategy::Cookie,
+        Strategy::IpHash,
+        Strategy::IpModulo,
+        Strategy::RoundRobin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::Cookie => "cookie",
             Strategy::IpHash => "ip-hash",
+            Strategy::IpModulo => "ip-modulo",
             Strategy::RoundRobin => "round-robin",
         }
     }
@@ -38,7 +47,7 @@ impl fmt::Display for Strategy {
 
 /// The text was not a strategy name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown strategy {0:?}: expected cookie, ip-hash or round-robin")]
+#[error("unknown strategy {0:?}: expected cookie, ip-hash, ip-modulo or round-robin")]
 pub struct UnknownStrategy(pub String);
 
 impl FromStr for Strategy {

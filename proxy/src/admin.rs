@@ -6,10 +6,13 @@
 //! | PUT  | `/admin/pools/{pool}/strategy` | body `cookie`, `ip-hash` or `round-robin` |
 //! | POST | `/admin/replicas/{name}/drain` | no new clients; pinned clients stay |
 //! | POST | `/admin/replicas/{name}/enable` | back to taking new clients |
+//! | POST | `/admin/pools/{pool}/replicas` | `{"name", "addr"}`: add a replica (joins after `rise` checks) |
+//! | DELETE | `/admin/replicas/{name}[?drain=SECONDS]` | remove it, at once or after draining |
 //! | GET  | `/metrics` | Prometheus text |
 //!
 //! With `admin_token` set, every request needs `Authorization: Bearer <token>`.
-//! Errors are JSON `{"error": ..., "message": ...}`: unknown names 404, bad bodies 400.
+//! Errors are JSON `{"error": ..., "message": ...}`: unknown names 404, bad bodies 400, a name or
+//! address already in use and removing a pool's last replica 409, a wrong method 405 with `Allow`.
 
 use std::sync::Arc;
 
@@ -18,8 +21,10 @@ use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use std::time::{Duration, Instant};
+
 use crate::metrics::Metrics;
-use crate::pool::Pools;
+use crate::pool::{MembershipError, Pools};
 use crate::strategy::Strategy;
 
 /// Largest admin request body read; strategy names are a few bytes.
@@ -58,10 +63,60 @@ enum AdminError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
-    #[error("method not allowed here")]
-    MethodNotAllowed,
+    #[error("method not allowed here; allowed: {0}")]
+    MethodNotAllowed(&'static str),
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<MembershipError> for AdminError {
+    fn from(e: MembershipError) -> Self {
+        match e {
+            MembershipError::NoPool(_) | MembershipError::NoReplica(_) => {
+                AdminError::NotFound(e.to_string())
+            }
+            MembershipError::Invalid(m) => AdminError::BadRequest(m),
+            MembershipError::Conflict(m) => AdminError::Conflict(m),
+        }
+    }
+}
+
+/// `POST /admin/pools/{pool}/replicas`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewReplica {
+    name: String,
+    addr: String,
+}
+
+/// The `drain` query parameter of a removal, in whole seconds.
+fn drain_param(query: Option<&str>) -> Result<Option<Duration>, AdminError> {
+    let Some(query) = query else { return Ok(None) };
+    let mut drain = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("drain", v)) => {
+                let secs: u64 = v.parse().map_err(|_| {
+                    AdminError::BadRequest(format!("drain={v:?} is not a whole number of seconds"))
+                })?;
+                if Duration::from_secs(secs) > Pools::MAX_DRAIN {
+                    return Err(AdminError::BadRequest(format!(
+                        "drain={secs} exceeds the limit of {} s",
+                        Pools::MAX_DRAIN.as_secs()
+                    )));
+                }
+                drain = Some(Duration::from_secs(secs));
+            }
+            _ => {
+                return Err(AdminError::BadRequest(format!(
+                    "unknown query parameter {pair:?}; only drain=SECONDS"
+                )))
+            }
+        }
+    }
+    Ok(drain)
 }
 
 impl AdminError {
@@ -69,8 +124,11 @@ impl AdminError {
         match self {
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            AdminError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            AdminError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
             AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         }
     }
 }
@@ -176,11 +234,36 @@ impl AdminApp {
                     &serde_json::json!({ "replica": name, "draining": draining }),
                 ))
             }
-            (["metrics"] | ["admin", "status"], _)
-            | (["admin", "pools", _, "strategy"], _)
-            | (["admin", "replicas", _, "drain" | "enable"], _) => {
-                Err(AdminError::MethodNotAllowed)
+            (["admin", "pools", pool, "replicas"], Method::POST) => {
+                let body = Self::read_body(session).await?;
+                let new: NewReplica = serde_json::from_str(&body).map_err(|e| {
+                    AdminError::BadRequest(format!(
+                        "the body must be {{\"name\": \"...\", \"addr\": \"IP:port\"}}: {e}"
+                    ))
+                })?;
+                let view = self.pools.add_replica(pool, &new.name, &new.addr)?;
+                Ok(json(StatusCode::CREATED, &view))
             }
+            (["admin", "replicas", name], Method::DELETE) => {
+                let drain = drain_param(session.req_header().uri.query())?;
+                let started = Instant::now();
+                let how = self.pools.remove_replica(name, drain).await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({
+                        "replica": name,
+                        "removed": how.as_str(),
+                        "waited_ms": started.elapsed().as_millis() as u64,
+                    }),
+                ))
+            }
+            (["metrics"] | ["admin", "status"], _) => Err(AdminError::MethodNotAllowed("GET")),
+            (["admin", "pools", _, "strategy"], _) => Err(AdminError::MethodNotAllowed("PUT")),
+            (["admin", "replicas", _, "drain" | "enable"], _) => {
+                Err(AdminError::MethodNotAllowed("POST"))
+            }
+            (["admin", "pools", _, "replicas"], _) => Err(AdminError::MethodNotAllowed("POST")),
+            (["admin", "replicas", _], _) => Err(AdminError::MethodNotAllowed("DELETE")),
             _ => Err(AdminError::NotFound(format!("no admin endpoint at {path}"))),
         }
     }
@@ -198,10 +281,15 @@ impl ServeHttp for AdminApp {
             Ok(resp) => resp,
             Err(e) => {
                 let (status, code) = e.status();
-                json(
+                let mut resp = json(
                     status,
                     &serde_json::json!({ "error": code, "message": e.to_string() }),
-                )
+                );
+                if let AdminError::MethodNotAllowed(allow) = e {
+                    resp.headers_mut()
+                        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+                }
+                resp
             }
         }
     }

@@ -278,7 +278,7 @@ impl Config {
                 None => Strategy::RoundRobin,
                 Some(s) => s.parse().map_err(|_| {
                     ConfigError::Invalid(format!(
-                        "pool {:?}: strategy {s:?} is not one of cookie, ip-hash, round-robin",
+                        "pool {:?}: strategy {s:?} is not one of cookie, ip-hash, ip-modulo, round-robin",
                         p.name
                     ))
                 })?,

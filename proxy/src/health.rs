@@ -1,10 +1,13 @@
 //! Active health checks: `GET {path}` on every replica every `interval`, with rise/fall smoothing.
 //!
-//! Runs as a pingora background service (its own runtime thread), one task per replica so a slow
-//! replica never delays the verdict on another. The check is a minimal HTTP/1.1 exchange on a
-//! fresh connection: only the status line matters (200 = pass), which is what the services'
-//! `/health` answers with.
+//! Runs as a pingora background service (its own runtime thread). Every `interval` it sweeps the
+//! pools' current members and starts one check task per replica, so a slow replica never delays
+//! the verdict on another, a replica added at runtime is checked from the next tick, and a removed
+//! one is no longer checked. A replica whose previous check is still running skips the tick. The
+//! check is a minimal HTTP/1.1 exchange on a fresh connection: only the status line matters
+//! (200 = pass), which is what the services' `/health` answers with.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,49 +36,65 @@ impl HealthChecker {
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let request: Arc<[u8]> = format!(
+            "GET {} HTTP/1.1\r\nHost: statelab-proxy\r\nUser-Agent: statelab-proxy-health\r\nConnection: close\r\n\r\n",
+            self.config.path
+        )
+        .into_bytes()
+        .into();
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tasks = tokio::task::JoinSet::new();
-        for (p, pool) in self.pools.pools.iter().enumerate() {
-            for r in 0..pool.replicas.len() {
-                let pools = self.pools.clone();
-                let config = self.config.clone();
-                tasks.spawn(async move { watch_replica(pools, p, r, config).await });
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                // Dropping the JoinSet aborts the checks under way.
+                _ = shutdown.changed() => return,
+            }
+            while tasks.try_join_next().is_some() {}
+            for pool in &self.pools.pools {
+                for replica in &pool.members().replicas {
+                    if replica.checking.swap(true, Ordering::AcqRel) {
+                        continue;
+                    }
+                    let replica = Arc::clone(replica);
+                    let request = Arc::clone(&request);
+                    let config = self.config.clone();
+                    tasks.spawn(async move {
+                        let verdict = check_once(replica.addr, &request, config.timeout).await;
+                        judge(&replica, verdict, &config);
+                        replica.checking.store(false, Ordering::Release);
+                    });
+                }
             }
         }
-        // Dropping the JoinSet aborts the per-replica loops.
-        let _ = shutdown.changed().await;
     }
 }
 
-async fn watch_replica(pools: Arc<Pools>, p: usize, r: usize, config: HealthConfig) {
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: statelab-proxy\r\nUser-Agent: statelab-proxy-health\r\nConnection: close\r\n\r\n",
-        config.path
-    );
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (mut ok_streak, mut fail_streak) = (0u32, 0u32);
-    loop {
-        ticker.tick().await;
-        let replica: &Replica = &pools.pools[p].replicas[r];
-        match check_once(replica.addr, request.as_bytes(), config.timeout).await {
-            Ok(()) => {
-                ok_streak += 1;
-                fail_streak = 0;
-                if !replica.is_healthy() && ok_streak >= config.rise {
+/// Applies one check's verdict with rise/fall smoothing.
+fn judge(replica: &Replica, verdict: Result<(), String>, config: &HealthConfig) {
+    match verdict {
+        Ok(()) => {
+            let ok_streak = replica.ok_streak.fetch_add(1, Ordering::Relaxed) + 1;
+            replica.fail_streak.store(0, Ordering::Relaxed);
+            if !replica.is_healthy() && ok_streak >= config.rise {
+                if replica.is_joining() {
+                    tracing::info!(replica = %replica.name, "joining replica passed its health checks, in rotation");
+                } else {
                     tracing::info!(replica = %replica.name, "replica passed its health checks, back in rotation");
-                    replica.set_healthy(true);
                 }
+                replica.set_healthy(true);
             }
-            Err(reason) => {
-                fail_streak += 1;
-                ok_streak = 0;
-                if replica.is_healthy() && fail_streak >= config.fall {
-                    tracing::warn!(replica = %replica.name, %reason, "replica failed its health checks, out of rotation");
-                    replica.set_healthy(false);
-                }
-                if fail_streak == 1 || fail_streak == config.fall {
-                    replica.record_failure(format!("health check: {reason}"));
-                }
+        }
+        Err(reason) => {
+            let fail_streak = replica.fail_streak.fetch_add(1, Ordering::Relaxed) + 1;
+            replica.ok_streak.store(0, Ordering::Relaxed);
+            if replica.is_healthy() && fail_streak >= config.fall {
+                tracing::warn!(replica = %replica.name, %reason, "replica failed its health checks, out of rotation");
+                replica.set_healthy(false);
+            }
+            if fail_streak == 1 || fail_streak == config.fall {
+                replica.record_failure(format!("health check: {reason}"));
             }
         }
     }

@@ -12,7 +12,7 @@ use clap::Parser;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// statelab's reverse proxy (pingora): path-prefix pools with cookie, ip-hash or round-robin.
+/// statelab's reverse proxy (pingora): path-prefix pools with cookie, ip-hash, ip-modulo or round-robin.
 #[derive(Debug, Parser)]
 #[command(name = "statelab-proxy", version)]
 struct Args {

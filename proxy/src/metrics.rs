@@ -103,6 +103,17 @@ impl Metrics {
         }
     }
 
+    /// Drops a removed replica's per-replica series (latency, health, its 200 counter), so
+    /// `/metrics` lists the pool's members as they are. Its other request counters stay until
+    /// the proxy restarts: their label sets are not known here, and they are history, not state.
+    pub fn forget_replica(&self, pool: &str, replica: &str) {
+        let _ = self.upstream_latency.remove_label_values(&[pool, replica]);
+        let _ = self.replica_healthy.remove_label_values(&[pool, replica]);
+        let _ =
+            self.requests
+                .remove_label_values(&[pool, replica, "200", Origin::Replica.as_str()]);
+    }
+
     /// The text exposition format for `GET /metrics`.
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(8192);

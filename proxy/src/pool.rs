@@ -1,15 +1,20 @@
 //! Pools of replicas and their live state.
 //!
-//! A [`Pool`] owns its replicas and one picker per strategy, so switching strategy at runtime is a
-//! single atomic store. Replica state is atomics written by three parties: the active health
-//! checker (`healthy`), the proxy's passive ejection (`ejected_until`) and the admin API
-//! (`draining`). Requests only read them.
+//! A [`Pool`]'s membership is an immutable [`Members`] snapshot (its replicas and one strategy
+//! object per strategy) behind an atomic pointer: a request loads the snapshot once and keeps that
+//! consistent view to its end, while the admin API adds or removes a replica by building the next
+//! snapshot and swapping it in. Switching strategy is a single atomic store. Replica state is
+//! atomics written by three parties: the active health checker (`healthy`), the proxy's passive
+//! ejection (`ejected_until`) and the admin API (`draining`). Requests only read them, and a
+//! replica's state lives in the replica (shared between snapshots), so a membership change resets
+//! nobody's health or counters.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use pingora::upstreams::peer::HttpPeer;
 
@@ -17,9 +22,9 @@ use crate::config::{Config, PoolConfig, RetryConfig};
 use crate::metrics::{Metrics, Origin};
 use crate::strategy::{
     strategy_from_u8, strategy_to_u8, Admission, ReplicaId, Route, RouteKey, Routes, Strategy,
-    Tried,
+    Tried, MAX_REPLICAS_PER_POOL,
 };
-pub use statelab_proxy_api::{Failure, PoolView, ReplicaView, StatusView};
+pub use statelab_proxy_api::{Failure, PoolView, ReplicaState, ReplicaView, StatusView};
 
 /// One upstream server and what the proxy knows about it.
 #[derive(Debug)]
@@ -29,7 +34,17 @@ pub struct Replica {
     /// Prebuilt peer cloned per request (keeps pingora's connection-pool key stable).
     pub(crate) peer: HttpPeer,
     healthy: AtomicBool,
+    /// Added at runtime and not yet past `rise` passing checks: takes no traffic.
+    joining: AtomicBool,
     draining: AtomicBool,
+    /// When this replica was last chosen for a request (ms since [`Pools::epoch`]), for drains
+    /// that wait until it is idle.
+    last_chosen_ms: AtomicU64,
+    /// Health-check streaks and whether a check is running (the checker skips a tick rather than
+    /// run two checks of one replica at once).
+    pub(crate) ok_streak: AtomicU32,
+    pub(crate) fail_streak: AtomicU32,
+    pub(crate) checking: AtomicBool,
     /// Milliseconds since [`Pools::epoch`]; 0 = not ejected.
     ejected_until: AtomicU64,
     /// Requests on their way to or from this replica; see [`InFlight`].
@@ -62,6 +77,51 @@ impl Drop for InFlight {
 }
 
 impl Replica {
+    /// A replica of `pool`. `healthy` is how it starts: configured replicas start in rotation,
+    /// runtime additions start joining (out of rotation until `rise` checks pass).
+    fn new(
+        pool: &str,
+        name: &str,
+        addr: SocketAddr,
+        retry: &RetryConfig,
+        metrics: &Metrics,
+        healthy: bool,
+    ) -> Replica {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(retry.connect_timeout);
+        peer.options.total_connection_timeout = Some(retry.connect_timeout);
+        // Without these a replica that accepts and never answers holds the request forever.
+        peer.options.read_timeout = Some(retry.read_timeout);
+        peer.options.write_timeout = Some(retry.read_timeout);
+        peer.options.idle_timeout = None;
+        let health_gauge = metrics.replica_healthy.with_label_values(&[pool, name]);
+        health_gauge.set(i64::from(healthy));
+        Replica {
+            name: name.to_string(),
+            addr,
+            peer,
+            healthy: AtomicBool::new(healthy),
+            joining: AtomicBool::new(!healthy),
+            draining: AtomicBool::new(false),
+            last_chosen_ms: AtomicU64::new(0),
+            ok_streak: AtomicU32::new(0),
+            fail_streak: AtomicU32::new(0),
+            checking: AtomicBool::new(false),
+            ejected_until: AtomicU64::new(0),
+            in_flight: Arc::new(AtomicI64::new(0)),
+            total: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+            latency: metrics.upstream_latency.with_label_values(&[pool, name]),
+            ok_requests: metrics.requests.with_label_values(&[
+                pool,
+                name,
+                "200",
+                Origin::Replica.as_str(),
+            ]),
+            health_gauge,
+        }
+    }
+
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::Relaxed).max(0)
     }
@@ -89,8 +149,34 @@ impl Replica {
         self.serves_pinned(now_ms) && !self.is_draining()
     }
 
+    pub fn is_joining(&self) -> bool {
+        self.joining.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_chosen(&self, now_ms: u64) {
+        self.last_chosen_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// The one state the status view and the dashboard show.
+    pub fn state(&self, now_ms: u64) -> ReplicaState {
+        if self.is_joining() {
+            ReplicaState::Joining
+        } else if !self.is_healthy() {
+            ReplicaState::Down
+        } else if self.is_ejected(now_ms) {
+            ReplicaState::Ejected
+        } else if self.is_draining() {
+            ReplicaState::Draining
+        } else {
+            ReplicaState::Up
+        }
+    }
+
     /// Result of an active health check after rise/fall smoothing.
     pub(crate) fn set_healthy(&self, healthy: bool) {
+        if healthy {
+            self.joining.store(false, Ordering::Relaxed);
+        }
         self.healthy.store(healthy, Ordering::Relaxed);
         self.health_gauge.set(i64::from(healthy));
         if healthy {
@@ -118,92 +204,29 @@ impl Replica {
     }
 }
 
-/// A named group of interchangeable replicas behind one path prefix.
-pub struct Pool {
-    pub name: String,
-    pub prefix: String,
-    pub replicas: Vec<Replica>,
-    pub trusted_proxies: Vec<IpNet>,
-    strategy: AtomicU8,
+/// One consistent view of a pool's membership: what a request routes by from start to end.
+#[derive(Debug)]
+pub struct Members {
+    pub replicas: Vec<Arc<Replica>>,
     routes: Routes,
 }
 
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("name", &self.name)
-            .field("prefix", &self.prefix)
-            .field("strategy", &self.strategy())
-            .field("replicas", &self.replicas)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Pool {
-    fn new(cfg: &PoolConfig, secret: &[u8], retry: &RetryConfig, metrics: &Metrics) -> Self {
-        let replicas = cfg
-            .replicas
-            .iter()
-            .map(|(name, addr)| {
-                let mut peer = HttpPeer::new(*addr, false, String::new());
-                peer.options.connection_timeout = Some(retry.connect_timeout);
-                peer.options.total_connection_timeout = Some(retry.connect_timeout);
-                // Without these a replica that accepts and never answers holds the request forever.
-                peer.options.read_timeout = Some(retry.read_timeout);
-                peer.options.write_timeout = Some(retry.read_timeout);
-                peer.options.idle_timeout = None;
-                let health_gauge = metrics
-                    .replica_healthy
-                    .with_label_values(&[&cfg.name, name]);
-                health_gauge.set(1);
-                Replica {
-                    name: name.clone(),
-                    addr: *addr,
-                    peer,
-                    healthy: AtomicBool::new(true),
-                    draining: AtomicBool::new(false),
-                    ejected_until: AtomicU64::new(0),
-                    in_flight: Arc::new(AtomicI64::new(0)),
-                    total: AtomicU64::new(0),
-                    last_failure: Mutex::new(None),
-                    latency: metrics
-                        .upstream_latency
-                        .with_label_values(&[&cfg.name, name]),
-                    ok_requests: metrics.requests.with_label_values(&[
-                        &cfg.name,
-                        name,
-                        "200",
-                        Origin::Replica.as_str(),
-                    ]),
-                    health_gauge,
-                }
-            })
-            .collect();
-        Pool {
-            name: cfg.name.clone(),
-            prefix: cfg.prefix.clone(),
+impl Members {
+    fn new(replicas: Vec<Arc<Replica>>, secret: &[u8], pool: &str) -> Members {
+        let names: Vec<String> = replicas.iter().map(|r| r.name.clone()).collect();
+        Members {
+            routes: Routes::new(secret, pool, &names),
             replicas,
-            trusted_proxies: cfg.trusted_proxies.clone(),
-            strategy: AtomicU8::new(strategy_to_u8(cfg.strategy)),
-            routes: Routes::new(secret, &cfg.name, &cfg.replicas),
         }
     }
 
-    pub fn strategy(&self) -> Strategy {
-        strategy_from_u8(self.strategy.load(Ordering::Relaxed))
+    pub fn replica(&self, id: ReplicaId) -> Option<&Arc<Replica>> {
+        self.replicas.get(id.index())
     }
 
-    pub fn set_strategy(&self, s: Strategy) {
-        self.strategy.store(strategy_to_u8(s), Ordering::Relaxed);
-    }
-
-    /// The strategy type behind a name, for this pool.
+    /// The strategy type behind a name, for this membership.
     pub fn route(&self, strategy: Strategy) -> &dyn Route {
         self.routes.get(strategy)
-    }
-
-    pub fn replica(&self, id: ReplicaId) -> Option<&Replica> {
-        self.replicas.get(id.index())
     }
 
     /// Picks the replica for a request by `strategy`, skipping those it tried already and any that
@@ -230,15 +253,124 @@ impl Pool {
     }
 }
 
+/// Why a membership change was refused; each maps to an admin API status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    #[error("no pool named {0:?}")]
+    NoPool(String),
+    #[error("no replica named {0:?}")]
+    NoReplica(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// How a removal ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Removed at once (no drain asked).
+    Immediate,
+    /// Drained until it had no request for [`Pools::DRAIN_IDLE`].
+    Idle,
+    /// The drain limit ran out first.
+    Limit,
+}
+
+impl Removal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Removal::Immediate => "immediate",
+            Removal::Idle => "idle",
+            Removal::Limit => "limit",
+        }
+    }
+}
+
+/// A named group of interchangeable replicas behind one path prefix.
+pub struct Pool {
+    pub name: String,
+    pub prefix: String,
+    pub trusted_proxies: Vec<IpNet>,
+    strategy: AtomicU8,
+    members: ArcSwap<Members>,
+    /// Serialises membership changes, so two admin calls never build from the same snapshot.
+    change: Mutex<()>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .field("prefix", &self.prefix)
+            .field("strategy", &self.strategy())
+            .field("replicas", &self.members().replicas.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    fn new(cfg: &PoolConfig, secret: &[u8], retry: &RetryConfig, metrics: &Metrics) -> Self {
+        let replicas = cfg
+            .replicas
+            .iter()
+            .map(|(name, addr)| {
+                // Replicas configured at start are trusted until their first checks say otherwise.
+                Arc::new(Replica::new(&cfg.name, name, *addr, retry, metrics, true))
+            })
+            .collect();
+        Pool {
+            name: cfg.name.clone(),
+            prefix: cfg.prefix.clone(),
+            trusted_proxies: cfg.trusted_proxies.clone(),
+            strategy: AtomicU8::new(strategy_to_u8(cfg.strategy)),
+            members: ArcSwap::from_pointee(Members::new(replicas, secret, &cfg.name)),
+            change: Mutex::new(()),
+        }
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        strategy_from_u8(self.strategy.load(Ordering::Relaxed))
+    }
+
+    pub fn set_strategy(&self, s: Strategy) {
+        self.strategy.store(strategy_to_u8(s), Ordering::Relaxed);
+    }
+
+    /// The current membership; a request holds it to its end.
+    pub fn members(&self) -> Arc<Members> {
+        self.members.load_full()
+    }
+}
+
 /// All pools, the route table and the clock used for ejection deadlines.
 #[derive(Debug)]
 pub struct Pools {
     pub pools: Vec<Pool>,
     epoch: Instant,
     pub eject_ms: u64,
+    /// Keys the affinity tokens of every pool, now and after membership changes.
+    secret: Vec<u8>,
+    retry: RetryConfig,
+    metrics: Metrics,
+}
+
+/// Whether `name` may name a replica: lowercase letters, digits and dashes, at most 63 bytes (a
+/// DNS label, so it can also be a container's name).
+fn valid_replica_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl Pools {
+    /// A draining replica counts as idle once it has had no request for this long.
+    pub const DRAIN_IDLE: Duration = Duration::from_secs(2);
+    /// The longest drain an admin call may ask for.
+    pub const MAX_DRAIN: Duration = Duration::from_secs(600);
+
     pub fn new(config: &Config, metrics: &Metrics) -> Arc<Self> {
         let secret: Vec<u8> = match &config.server.affinity_secret {
             Some(s) => s.as_bytes().to_vec(),
@@ -264,6 +396,9 @@ impl Pools {
             pools,
             epoch: Instant::now(),
             eject_ms: config.retry.eject.as_millis() as u64,
+            secret,
+            retry: config.retry.clone(),
+            metrics: metrics.clone(),
         })
     }
 
@@ -285,10 +420,14 @@ impl Pools {
         self.pools.iter().find(|p| p.name == name)
     }
 
-    pub fn replica_by_name(&self, name: &str) -> Option<(&Pool, &Replica)> {
-        self.pools
-            .iter()
-            .find_map(|p| p.replicas.iter().find(|r| r.name == name).map(|r| (p, r)))
+    pub fn replica_by_name(&self, name: &str) -> Option<(&Pool, Arc<Replica>)> {
+        self.pools.iter().find_map(|p| {
+            p.members()
+                .replicas
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| (p, Arc::clone(r)))
+        })
     }
 
     /// Marks a replica draining (no new clients) or enabled again.
@@ -302,6 +441,136 @@ impl Pools {
         }
     }
 
+    /// Adds a replica to a pool. It joins out of rotation and takes traffic once it has passed
+    /// `rise` health checks. Names and addresses are unique across all pools.
+    pub fn add_replica(
+        &self,
+        pool_name: &str,
+        name: &str,
+        addr: &str,
+    ) -> Result<ReplicaView, MembershipError> {
+        if !valid_replica_name(name) {
+            return Err(MembershipError::Invalid(format!(
+                "replica name {name:?} must be 1-63 lowercase letters, digits or dashes"
+            )));
+        }
+        let addr: SocketAddr = addr.parse().map_err(|_| {
+            MembershipError::Invalid(format!(
+                "address {addr:?} is not IP:port, e.g. \"127.0.0.1:18004\""
+            ))
+        })?;
+        let pool = self
+            .pool_by_name(pool_name)
+            .ok_or_else(|| MembershipError::NoPool(pool_name.to_string()))?;
+        let _guard = pool.change.lock().unwrap_or_else(|e| e.into_inner());
+        for p in &self.pools {
+            for r in &p.members().replicas {
+                if r.name == name {
+                    return Err(MembershipError::Conflict(format!(
+                        "a replica named {name:?} is already in pool {:?}",
+                        p.name
+                    )));
+                }
+                if r.addr == addr {
+                    return Err(MembershipError::Conflict(format!(
+                        "{addr} is already replica {:?} of pool {:?}",
+                        r.name, p.name
+                    )));
+                }
+            }
+        }
+        let current = pool.members();
+        if current.replicas.len() >= MAX_REPLICAS_PER_POOL {
+            return Err(MembershipError::Conflict(format!(
+                "pool {pool_name:?} already has {MAX_REPLICAS_PER_POOL} replicas, its limit"
+            )));
+        }
+        let replica = Arc::new(Replica::new(
+            &pool.name,
+            name,
+            addr,
+            &self.retry,
+            &self.metrics,
+            false,
+        ));
+        let mut replicas = current.replicas.clone();
+        replicas.push(Arc::clone(&replica));
+        pool.members
+            .store(Arc::new(Members::new(replicas, &self.secret, &pool.name)));
+        tracing::info!(pool = %pool.name, replica = %name, %addr, "replica added, joining");
+        Ok(self.view(&replica, self.now_ms()))
+    }
+
+    /// Removes a replica from its pool. With `drain`, it first takes no new clients while its
+    /// pinned ones stay, and goes once it has been idle for [`Self::DRAIN_IDLE`] or when `drain`
+    /// runs out. Requests already on their way finish: they hold the membership they started
+    /// with. The last replica of a pool is never removed.
+    pub async fn remove_replica(
+        &self,
+        name: &str,
+        drain: Option<Duration>,
+    ) -> Result<Removal, MembershipError> {
+        let (pool, replica) = self
+            .replica_by_name(name)
+            .ok_or_else(|| MembershipError::NoReplica(name.to_string()))?;
+        if pool.members().replicas.len() <= 1 {
+            return Err(last_replica(name, &pool.name));
+        }
+        let mut how = Removal::Immediate;
+        if let Some(limit) = drain {
+            replica.draining.store(true, Ordering::Relaxed);
+            tracing::info!(pool = %pool.name, replica = %name, limit_s = limit.as_secs(), "draining before removal");
+            let deadline = Instant::now() + limit.min(Self::MAX_DRAIN);
+            how = loop {
+                let idle_for = self
+                    .now_ms()
+                    .saturating_sub(replica.last_chosen_ms.load(Ordering::Relaxed));
+                if replica.in_flight() == 0 && idle_for >= Self::DRAIN_IDLE.as_millis() as u64 {
+                    break Removal::Idle;
+                }
+                if Instant::now() >= deadline {
+                    break Removal::Limit;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+        }
+        let _guard = pool.change.lock().unwrap_or_else(|e| e.into_inner());
+        let current = pool.members();
+        let replicas: Vec<Arc<Replica>> = current
+            .replicas
+            .iter()
+            .filter(|r| !Arc::ptr_eq(r, &replica))
+            .cloned()
+            .collect();
+        if replicas.len() == current.replicas.len() {
+            // Removed by another call while this one drained.
+            return Err(MembershipError::NoReplica(name.to_string()));
+        }
+        if replicas.is_empty() {
+            return Err(last_replica(name, &pool.name));
+        }
+        pool.members
+            .store(Arc::new(Members::new(replicas, &self.secret, &pool.name)));
+        self.metrics.forget_replica(&pool.name, name);
+        tracing::info!(pool = %pool.name, replica = %name, how = how.as_str(), "replica removed");
+        Ok(how)
+    }
+
+    fn view(&self, r: &Replica, now: u64) -> ReplicaView {
+        ReplicaView {
+            name: r.name.clone(),
+            address: r.addr.to_string(),
+            state: r.state(now),
+            healthy: r.is_healthy(),
+            enabled: !r.is_draining(),
+            draining: r.is_draining(),
+            ejected: r.is_ejected(now),
+            in_flight: r.in_flight(),
+            total_requests: r.total.load(Ordering::Relaxed),
+            last_failure: r.last_failure(),
+        }
+    }
+
     /// Snapshot for `GET /admin/status`.
     pub fn status(&self) -> StatusView {
         let now = self.now_ms();
@@ -309,30 +578,25 @@ impl Pools {
             pools: self
                 .pools
                 .iter()
-                .map(|p| PoolView {
-                    name: p.name.clone(),
-                    prefix: p.prefix.clone(),
-                    strategy: p.strategy(),
-                    available: p.any_available(now),
-                    replicas: p
-                        .replicas
-                        .iter()
-                        .map(|r| ReplicaView {
-                            name: r.name.clone(),
-                            address: r.addr.to_string(),
-                            healthy: r.is_healthy(),
-                            enabled: !r.is_draining(),
-                            draining: r.is_draining(),
-                            ejected: r.is_ejected(now),
-                            in_flight: r.in_flight(),
-                            total_requests: r.total.load(Ordering::Relaxed),
-                            last_failure: r.last_failure(),
-                        })
-                        .collect(),
+                .map(|p| {
+                    let members = p.members();
+                    PoolView {
+                        name: p.name.clone(),
+                        prefix: p.prefix.clone(),
+                        strategy: p.strategy(),
+                        available: members.any_available(now),
+                        replicas: members.replicas.iter().map(|r| self.view(r, now)).collect(),
+                    }
                 })
                 .collect(),
         }
     }
+}
+
+fn last_replica(name: &str, pool: &str) -> MembershipError {
+    MembershipError::Conflict(format!(
+        "{name:?} is the last replica of pool {pool:?}; a pool keeps at least one"
+    ))
 }
 
 #[cfg(test)]
@@ -360,7 +624,7 @@ mod tests {
     #[test]
     fn unavailable_replicas_are_skipped_and_none_left_is_none() {
         let p = pools();
-        let pool = &p.pools[1];
+        let pool = p.pools[1].members();
         let now = p.now_ms();
         pool.replicas[0].set_healthy(false);
         assert!(p.set_draining("stateless-2", true));
@@ -389,7 +653,7 @@ mod tests {
     #[test]
     fn a_draining_replica_keeps_its_pinned_clients_only() {
         let p = pools();
-        let pool = &p.pools[0];
+        let pool = p.pools[0].members();
         let now = p.now_ms();
         let second = ReplicaId::new(1);
         assert!(p.set_draining("stateful-2", true));
@@ -412,7 +676,8 @@ mod tests {
     #[test]
     fn in_flight_counts_until_the_guard_is_dropped() {
         let p = pools();
-        let replica = &p.pools[0].replicas[0];
+        let members = p.pools[0].members();
+        let replica = &members.replicas[0];
         let first = InFlight::new(replica);
         let second = InFlight::new(replica);
         assert_eq!(replica.in_flight(), 2);
@@ -420,5 +685,79 @@ mod tests {
         assert_eq!(replica.in_flight(), 1);
         drop(second);
         assert_eq!(replica.in_flight(), 0);
+    }
+
+    #[test]
+    fn added_replicas_join_out_of_rotation_and_bad_changes_are_refused() {
+        let p = pools();
+        let view = p
+            .add_replica("stateful", "stateful-4", "127.0.0.1:18004")
+            .expect("a new replica");
+        assert_eq!(view.state, ReplicaState::Joining);
+        let members = p.pools[0].members();
+        assert_eq!(members.replicas.len(), 4);
+        let now = p.now_ms();
+        assert!(
+            !members.replicas[3].takes_new(now),
+            "joining takes no traffic"
+        );
+        members.replicas[3].set_healthy(true);
+        assert_eq!(members.replicas[3].state(now), ReplicaState::Up);
+        let refused = |pool: &str, name: &str, addr: &str| {
+            p.add_replica(pool, name, addr).expect_err("refused")
+        };
+        assert!(matches!(
+            refused("nope", "x-1", "127.0.0.1:1"),
+            MembershipError::NoPool(_)
+        ));
+        assert!(matches!(
+            refused("stateful", "stateless-1", "127.0.0.1:1"),
+            MembershipError::Conflict(_)
+        ));
+        assert!(matches!(
+            refused("stateful", "stateful-9", "127.0.0.1:18012"),
+            MembershipError::Conflict(_)
+        ));
+        for bad in ["Stateful-9", "", "a_b", &"x".repeat(64)] {
+            assert!(matches!(
+                refused("stateful", bad, "127.0.0.1:1"),
+                MembershipError::Invalid(_)
+            ));
+        }
+        assert!(matches!(
+            refused("stateful", "stateful-9", "localhost:1"),
+            MembershipError::Invalid(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn removal_keeps_one_replica_and_requests_keep_their_view() {
+        let p = pools();
+        let before = p.pools[2].members();
+        assert_eq!(
+            p.remove_replica("externalized-2", None).await,
+            Ok(Removal::Immediate)
+        );
+        // A request that loaded the membership before still sees its replica.
+        assert_eq!(before.replicas.len(), 3);
+        assert_eq!(p.pools[2].members().replicas.len(), 2);
+        assert!(p.replica_by_name("externalized-2").is_none());
+        assert_eq!(
+            p.remove_replica("externalized-2", None).await,
+            Err(MembershipError::NoReplica("externalized-2".into()))
+        );
+        assert_eq!(
+            p.remove_replica("externalized-1", None).await,
+            Ok(Removal::Immediate)
+        );
+        assert!(matches!(
+            p.remove_replica("externalized-3", None).await,
+            Err(MembershipError::Conflict(_))
+        ));
+        // A drained replica goes once it has had no request for DRAIN_IDLE.
+        let drained = p
+            .remove_replica("stateless-1", Some(Duration::from_secs(30)))
+            .await;
+        assert_eq!(drained, Ok(Removal::Idle));
     }
 }

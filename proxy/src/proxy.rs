@@ -24,7 +24,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::metrics::{Metrics, Origin};
-use crate::pool::{InFlight, Pools};
+use crate::pool::{InFlight, Members, Pools};
 use crate::strategy::{Client, ReplicaId, RouteKey, Strategy, Tried};
 
 /// The proxy service logic; cheap to share between pingora's worker threads.
@@ -68,6 +68,9 @@ pub(crate) enum Refusal {
 #[derive(Debug)]
 pub struct RequestCtx {
     pool: Option<usize>,
+    /// The pool's membership when the request arrived, kept to its end: a replica added or removed
+    /// meanwhile changes nothing for this request.
+    members: Option<Arc<Members>>,
     /// The pool's strategy when the request arrived; a switch applies from the next request.
     strategy: Strategy,
     /// What the strategy places this request by, read once.
@@ -207,12 +210,12 @@ impl StatelabProxy {
     /// Marks the current attempt's replica as failed for this request and, when the replica
     /// itself is at fault, ejects it for a while.
     fn note_failure(&self, ctx: &mut RequestCtx, eject: bool, reason: String) {
-        let (Some(p), Some(r)) = (ctx.pool, ctx.replica) else {
+        let Some(r) = ctx.replica else {
             return;
         };
         ctx.tried.insert(r);
         if eject {
-            if let Some(replica) = self.pools.pools[p].replica(r) {
+            if let Some(replica) = ctx.members.as_ref().and_then(|m| m.replica(r)) {
                 replica.eject(self.pools.now_ms() + self.pools.eject_ms);
                 replica.record_failure(reason);
             }
@@ -251,6 +254,7 @@ impl ProxyHttp for StatelabProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             pool: None,
+            members: None,
             strategy: Strategy::RoundRobin,
             key: RouteKey::default(),
             replica: None,
@@ -283,7 +287,11 @@ impl ProxyHttp for StatelabProxy {
             peer: Self::peer_ip(session, ctx),
             trusted: &pool.trusted_proxies,
         };
-        ctx.key = pool.route(ctx.strategy).key(session.req_header(), client);
+        let members = pool.members();
+        ctx.key = members
+            .route(ctx.strategy)
+            .key(session.req_header(), client);
+        ctx.members = Some(members);
         Ok(false)
     }
 
@@ -292,14 +300,15 @@ impl ProxyHttp for StatelabProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let p = ctx
-            .pool
+        let members = ctx
+            .members
+            .clone()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool routed"))?;
-        let pool = &self.pools.pools[p];
         // A retry: the previous attempt's replica no longer has this request in flight.
         ctx.in_flight = None;
-        let chosen = pool.choose(ctx.strategy, &ctx.key, ctx.tried, self.pools.now_ms());
-        let Some(replica) = chosen.and_then(|r| pool.replica(r)) else {
+        let now = self.pools.now_ms();
+        let chosen = members.choose(ctx.strategy, &ctx.key, ctx.tried, now);
+        let Some(replica) = chosen.and_then(|r| members.replica(r)) else {
             ctx.refusal = Some(Refusal::NoReplica);
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
@@ -307,6 +316,7 @@ impl ProxyHttp for StatelabProxy {
             ));
         };
         ctx.in_flight = Some(InFlight::new(replica));
+        replica.mark_chosen(now);
         ctx.replica = chosen;
         ctx.attempts += 1;
         ctx.started = Some(Instant::now());
@@ -369,8 +379,8 @@ impl ProxyHttp for StatelabProxy {
         _upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(p), Some(r), Some(started)) = (ctx.pool, ctx.replica, ctx.started) {
-            if let Some(replica) = self.pools.pools[p].replica(r) {
+        if let (Some(members), Some(r), Some(started)) = (&ctx.members, ctx.replica, ctx.started) {
+            if let Some(replica) = members.replica(r) {
                 replica.latency.observe(started.elapsed().as_secs_f64());
             }
         }
@@ -383,8 +393,8 @@ impl ProxyHttp for StatelabProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(p), Some(r)) = (ctx.pool, ctx.replica) {
-            if let Some(v) = self.pools.pools[p].route(ctx.strategy).pin(&ctx.key, r) {
+        if let (Some(members), Some(r)) = (&ctx.members, ctx.replica) {
+            if let Some(v) = members.route(ctx.strategy).pin(&ctx.key, r) {
                 upstream_response.append_header("set-cookie", v.clone())?;
             }
         }
@@ -492,7 +502,9 @@ impl ProxyHttp for StatelabProxy {
                 .inc();
             return;
         };
-        let replica = ctx.replica.and_then(|r| pool.replica(r));
+        let replica = ctx
+            .replica
+            .and_then(|r| ctx.members.as_ref().and_then(|m| m.replica(r)));
         if let Some(replica) = replica {
             replica.total.fetch_add(1, Ordering::Relaxed);
             if status == "200" {

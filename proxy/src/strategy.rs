@@ -33,7 +33,8 @@ pub(crate) fn strategy_to_u8(s: Strategy) -> u8 {
     match s {
         Strategy::Cookie => 0,
         Strategy::IpHash => 1,
-        Strategy::RoundRobin => 2,
+        Strategy::IpModulo => 2,
+        Strategy::RoundRobin => 3,
     }
 }
 
@@ -41,6 +42,7 @@ pub(crate) fn strategy_from_u8(v: u8) -> Strategy {
     match v {
         0 => Strategy::Cookie,
         1 => Strategy::IpHash,
+        2 => Strategy::IpModulo,
         _ => Strategy::RoundRobin,
     }
 }
@@ -163,13 +165,25 @@ pub trait Route: Send + Sync + fmt::Debug {
     }
 }
 
-fn backends_for(addrs: &[std::net::SocketAddr]) -> BTreeSet<Backend> {
-    addrs
+/// Where a replica sits on the selection rings: an address derived from its name alone. pingora's
+/// Ketama ring hashes the backend's address; keyed by the name instead, a replica keeps its place
+/// wherever it listens (an ephemeral test port, a container's new address), so which clients move
+/// when a pool grows depends only on the names. Nothing connects to it: requests go to the
+/// replica's real address through its own peer.
+fn ring_addr(name: &str) -> std::net::SocketAddr {
+    let digest = Sha256::digest(name.as_bytes());
+    let mut ip = [0u8; 16];
+    ip.copy_from_slice(&digest[..16]);
+    std::net::SocketAddr::from((std::net::Ipv6Addr::from(ip), 0))
+}
+
+fn backends_for(names: &[String]) -> BTreeSet<Backend> {
+    names
         .iter()
         .enumerate()
-        .map(|(i, addr)| {
+        .map(|(i, name)| {
             let mut b = Backend {
-                addr: pingora::protocols::l4::socket::SocketAddr::Inet(*addr),
+                addr: pingora::protocols::l4::socket::SocketAddr::Inet(ring_addr(name)),
                 weight: 1,
                 ext: Default::default(),
             };
@@ -231,10 +245,11 @@ where
     S: BackendSelection + Send + Sync,
     S::Iter: BackendIter,
 {
-    pub fn new(addrs: &[std::net::SocketAddr]) -> Self {
+    /// The selection over replicas named `names`, in pool order.
+    pub fn new(names: &[String]) -> Self {
         Self {
-            inner: Arc::new(S::build(&backends_for(addrs))),
-            n: addrs.len(),
+            inner: Arc::new(S::build(&backends_for(names))),
+            n: names.len(),
         }
     }
 
@@ -264,8 +279,9 @@ impl Route for RoundRobin {
     }
 }
 
-impl Route for IpHash {
-    fn key(&self, req: &RequestHeader, client: Client<'_>) -> RouteKey {
+impl IpHash {
+    /// The client address as hash key: the peer, or the client a trusted peer names.
+    fn key_of(req: &RequestHeader, client: Client<'_>) -> RouteKey {
         match client.peer {
             Some(peer) => RouteKey::for_client(&client_key(
                 peer,
@@ -275,6 +291,12 @@ impl Route for IpHash {
             None => RouteKey::default(),
         }
     }
+}
+
+impl Route for IpHash {
+    fn key(&self, req: &RequestHeader, client: Client<'_>) -> RouteKey {
+        IpHash::key_of(req, client)
+    }
 
     fn pick(
         &self,
@@ -282,6 +304,37 @@ impl Route for IpHash {
         accept: &mut dyn FnMut(ReplicaId, Admission) -> bool,
     ) -> Option<ReplicaId> {
         Picker::pick(self, key.hash_key(), &mut |id| accept(id, Admission::New))
+    }
+}
+
+/// The naive hash: the client key's hash modulo the number of replicas, then the next ones in
+/// order when that one cannot take it. Growing a pool from N to N+1 moves about N/(N+1) of the
+/// clients; it exists to be compared with [`IpHash`].
+#[derive(Debug)]
+pub struct IpModulo {
+    n: usize,
+}
+
+impl Route for IpModulo {
+    fn key(&self, req: &RequestHeader, client: Client<'_>) -> RouteKey {
+        IpHash::key_of(req, client)
+    }
+
+    fn pick(
+        &self,
+        key: &RouteKey,
+        accept: &mut dyn FnMut(ReplicaId, Admission) -> bool,
+    ) -> Option<ReplicaId> {
+        if self.n == 0 {
+            return None;
+        }
+        let digest = Sha256::digest(key.hash_key());
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&digest[..8]);
+        let start = (u64::from_le_bytes(word) % self.n as u64) as usize;
+        (0..self.n)
+            .map(|k| ReplicaId((start + k) % self.n))
+            .find(|&id| accept(id, Admission::New))
     }
 }
 
@@ -331,25 +384,27 @@ impl Route for Cookie {
     }
 }
 
-/// A pool's three strategies, built once; the pool's current [`Strategy`] says which one routes.
+/// A membership's strategies, built once per membership; the pool's current [`Strategy`] says
+/// which one routes.
 #[derive(Debug)]
 pub struct Routes {
     cookie: Cookie,
     ip_hash: IpHash,
+    ip_modulo: IpModulo,
     round_robin: RoundRobin,
 }
 
 impl Routes {
-    pub fn new(secret: &[u8], pool: &str, replicas: &[(String, std::net::SocketAddr)]) -> Self {
-        let addrs: Vec<_> = replicas.iter().map(|(_, a)| *a).collect();
-        let names: Vec<String> = replicas.iter().map(|(n, _)| n.clone()).collect();
+    /// The strategies over replicas named `names`, in pool order.
+    pub fn new(secret: &[u8], pool: &str, names: &[String]) -> Self {
         Routes {
             cookie: Cookie::new(
-                CookieAffinity::new(secret, pool, &names),
-                RoundRobin::new(&addrs),
+                CookieAffinity::new(secret, pool, names),
+                RoundRobin::new(names),
             ),
-            ip_hash: IpHash::new(&addrs),
-            round_robin: RoundRobin::new(&addrs),
+            ip_hash: IpHash::new(names),
+            ip_modulo: IpModulo { n: names.len() },
+            round_robin: RoundRobin::new(names),
         }
     }
 
@@ -357,6 +412,7 @@ impl Routes {
         match strategy {
             Strategy::Cookie => &self.cookie,
             Strategy::IpHash => &self.ip_hash,
+            Strategy::IpModulo => &self.ip_modulo,
             Strategy::RoundRobin => &self.round_robin,
         }
     }
@@ -492,12 +548,10 @@ pub fn key_bytes(ip: &IpAddr, buf: &mut [u8; 16]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, SocketAddr};
+    use std::net::Ipv4Addr;
 
-    fn addrs(n: usize) -> Vec<SocketAddr> {
-        (0..n)
-            .map(|i| SocketAddr::from(([10, 0, 0, i as u8 + 1], 8000)))
-            .collect()
+    fn names(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("stateful-{i}")).collect()
     }
 
     fn first<S>(p: &Picker<S>, key: &[u8]) -> Option<usize>
@@ -526,13 +580,16 @@ mod tests {
 
     #[test]
     fn the_walk_offers_every_replica_exactly_once() {
-        let backends: Vec<Backend> = backends_for(&addrs(5)).into_iter().collect();
-        // pingora yields replicas 3, 3, 1, 3, 1, ... and never 0, 2 or 4.
-        let order = vec![
-            backends[3].clone(),
-            backends[3].clone(),
-            backends[1].clone(),
-        ];
+        let backends = backends_for(&names(5));
+        let backend = |i: usize| {
+            backends
+                .iter()
+                .find(|b| b.ext.get::<ReplicaId>() == Some(&ReplicaId(i)))
+                .cloned()
+                .expect("a backend per replica")
+        };
+        // pingora yields replicas 3, 3, 1, 3, 3, 1, ... and never 0, 2 or 4.
+        let order = vec![backend(3), backend(3), backend(1)];
         let mut offered = Vec::new();
         let none = walk(Scripted(order.clone()), 5, &mut |id| {
             offered.push(id.index());
@@ -575,7 +632,7 @@ mod tests {
 
     #[test]
     fn round_robin_cycles_and_skips_rejected() {
-        let rr = RoundRobin::new(&addrs(3));
+        let rr = RoundRobin::new(&names(3));
         let mut counts = [0usize; 3];
         for _ in 0..300 {
             counts[first(&rr, b"").expect("a replica")] += 1;
@@ -595,7 +652,7 @@ mod tests {
 
     #[test]
     fn hash_is_stable_and_falls_over_to_one_other_replica() {
-        let h = IpHash::new(&addrs(3));
+        let h = IpHash::new(&names(3));
         for k in 0..100u32 {
             let key = k.to_be_bytes();
             let a = first(&h, &key).expect("a replica");
@@ -615,8 +672,8 @@ mod tests {
     #[test]
     fn ip_hash_remap_fraction_on_adding_a_replica() {
         for n in [2usize, 3, 5] {
-            let before = IpHash::new(&addrs(n));
-            let after = IpHash::new(&addrs(n + 1));
+            let before = IpHash::new(&names(n));
+            let after = IpHash::new(&names(n + 1));
             let keys = 2000u32;
             let mut moved = 0;
             for k in 0..keys {
@@ -645,12 +702,8 @@ mod tests {
         req
     }
 
-    fn stateful_pool() -> Vec<(String, SocketAddr)> {
-        addrs(3)
-            .into_iter()
-            .enumerate()
-            .map(|(i, a)| (format!("stateful-{}", i + 1), a))
-            .collect()
+    fn stateful_pool() -> Vec<String> {
+        names(3)
     }
 
     #[test]
@@ -694,6 +747,31 @@ mod tests {
         for s in [Strategy::RoundRobin, Strategy::IpHash] {
             assert_eq!(routes.get(s).pin(&key, moved), None, "{s}");
         }
+    }
+
+    /// Growing 3 -> 4 moves about a quarter of the clients under ip-hash and about three quarters
+    /// under ip-modulo (2000 client addresses).
+    #[test]
+    fn modulo_moves_most_clients_where_the_ring_moves_few() {
+        let (three, four) = (names(3), names(4));
+        let moved = |strategy: Strategy| {
+            let before = Routes::new(b"k", "stateful", &three);
+            let after = Routes::new(b"k", "stateful", &four);
+            let mut moved = 0;
+            for k in 0..2000u32 {
+                let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + k * 7919));
+                let key = RouteKey::for_client(&ip);
+                let pick = |r: &Routes| r.get(strategy).pick(&key, &mut |_, _| true);
+                if pick(&before) != pick(&after) {
+                    moved += 1;
+                }
+            }
+            f64::from(moved) / 2000.0
+        };
+        let ring = moved(Strategy::IpHash);
+        let modulo = moved(Strategy::IpModulo);
+        assert!(ring <= 0.30, "ip-hash moved {ring:.3}");
+        assert!(modulo >= 0.6, "ip-modulo moved {modulo:.3}");
     }
 
     #[test]
