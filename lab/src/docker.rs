@@ -16,7 +16,10 @@ use anyhow::{bail, Context};
 use statelab_proxy_api::Strategy;
 
 use crate::labdir::{LabDir, Mode};
-use crate::model::{docker_proxy_config, render_proxy_config, Part, Replica};
+use crate::model::{
+    check_scale, docker_proxy_config_with, render_proxy_config, Kind, Part, Replica,
+    CONTAINER_SERVICE_PORT, MAX_REPLICAS_PER_POOL,
+};
 use crate::probe::{port_open, wait_until, Probe};
 use crate::say;
 use crate::settings::{PortPlan, Registry, Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
@@ -40,6 +43,25 @@ pub struct Docker {
     admin_port: u16,
     net_prefix: String,
     proxy_config: PathBuf,
+    /// The replicas the lab has now (the `members` file; the initial nine until `scale`).
+    members: Vec<Replica>,
+}
+
+/// The `members` file: one replica name a line.
+fn read_members(dir: &LabDir) -> Vec<Replica> {
+    let text = fs::read_to_string(dir.path("members")).unwrap_or_default();
+    let members: Vec<Replica> = text
+        .lines()
+        .filter_map(|l| match l.trim().parse() {
+            Ok(Part::Replica(r)) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if members.is_empty() {
+        Replica::initial().collect()
+    } else {
+        members
+    }
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<Output> {
@@ -164,6 +186,7 @@ impl Docker {
             proxy_config: get("STATELAB_PROXY_CONFIG")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| dir.path("proxy.docker.toml")),
+            members: read_members(&dir),
             settings,
             dir,
         })
@@ -218,13 +241,7 @@ impl Docker {
         }
         dir.create()?;
         let proxy_config = dir.path("proxy.docker.toml");
-        fs::write(
-            &proxy_config,
-            render_proxy_config(
-                &docker_proxy_config(&settings.net_prefix),
-                &format!("the compose network {}.0/24", settings.net_prefix),
-            )?,
-        )?;
+        let _ = fs::remove_file(dir.path("members"));
         let redis_image = images(&settings)?;
         let lab = Docker {
             compose,
@@ -236,9 +253,11 @@ impl Docker {
             admin_port,
             net_prefix: settings.net_prefix.clone(),
             proxy_config,
+            members: Replica::initial().collect(),
             settings,
             dir,
         };
+        lab.write_members()?;
         lab.dir.write_env(
             "docker.env",
             &[
@@ -278,7 +297,7 @@ impl Docker {
         {
             return lab.up_failed("the proxy did not become ready").await;
         }
-        let names: Vec<String> = Replica::all().map(|r| r.to_string()).collect();
+        let names: Vec<String> = lab.members.iter().map(|r| r.to_string()).collect();
         if wait_until(
             "all nine replicas healthy in the proxy's admin status",
             lab.settings.up_timeout,
@@ -303,7 +322,7 @@ impl Docker {
     async fn up_failed(&self, why: &str) -> anyhow::Result<()> {
         say(why);
         let mut missing = Vec::new();
-        for part in Part::all() {
+        for part in Part::with(self.members.iter().copied()) {
             match self.cid(part) {
                 None => missing.push(part.to_string()),
                 Some(cid) => {
@@ -323,7 +342,7 @@ impl Docker {
                 }
             }
         }
-        if missing.len() == Part::all().len() {
+        if missing.len() == self.members.len() + 2 {
             say("no container was created");
         } else if !missing.is_empty() {
             say(format!("no container for: {}", missing.join(" ")));
@@ -340,6 +359,146 @@ impl Docker {
         self.dir.clear();
         let _ = fs::remove_file(self.dir.path("docker.env"));
         bail!("scripts/lab up --docker failed: {why}")
+    }
+
+    /// Writes the members back: the `members` file, and the proxy's configuration (written in
+    /// place: the proxy container bind-mounts the file), so a restarted proxy comes back with the
+    /// pools as they are now.
+    fn write_members(&self) -> anyhow::Result<()> {
+        let names: String = self.members.iter().map(|r| format!("{r}\n")).collect();
+        fs::write(self.dir.path("members"), names)?;
+        fs::write(
+            &self.proxy_config,
+            render_proxy_config(
+                &docker_proxy_config_with(&self.net_prefix, &self.members),
+                &format!("the compose network {}.0/24", self.net_prefix),
+            )?,
+        )?;
+        Ok(())
+    }
+
+    /// Grows or shrinks a pool to `n` replicas: further containers of the lab image on the lab
+    /// network at the addresses the model gives them (`.1k`, `.2k`, `.3k`), registered with the
+    /// proxy; or the highest-numbered ones taken out of the proxy (after `drain`, or at once)
+    /// and removed. They carry the compose project's labels, so `status`, `kill`, `start`, `mem`
+    /// and `down` treat them like the rest.
+    pub async fn scale(
+        &mut self,
+        kind: Kind,
+        n: u8,
+        drain: Option<Duration>,
+    ) -> anyhow::Result<()> {
+        check_scale(n)?;
+        let network = self.lab_network().with_context(|| {
+            format!(
+                "no lab network for project {}; is the Docker lab up?",
+                self.project
+            )
+        })?;
+        let mut count = self.members.iter().filter(|r| r.kind == kind).count();
+        while count < usize::from(n) {
+            let index = (1..=MAX_REPLICAS_PER_POOL)
+                .find(|i| !self.members.contains(&Replica { kind, index: *i }))
+                .context("no free replica number")?;
+            let r = Replica { kind, index };
+            let address = format!("{}.{}", self.net_prefix, r.container_octet());
+            self.run_replica(&network, r, &address)?;
+            self.members.push(r);
+            self.members.sort();
+            self.write_members()?;
+            let part = Part::Replica(r);
+            wait_until(
+                &format!("{r} to be healthy"),
+                self.settings.up_timeout,
+                || async {
+                    self.cid(part).is_some_and(|cid| {
+                        self.container_health(&cid) == ("running".into(), "healthy".into())
+                    })
+                },
+            )
+            .await
+            .with_context(|| format!("{r} did not become healthy; see: scripts/lab logs {r}"))?;
+            self.probe
+                .add_replica(
+                    self.admin_port,
+                    kind.name(),
+                    &r.to_string(),
+                    &format!("{address}:{CONTAINER_SERVICE_PORT}"),
+                )
+                .await?;
+            self.probe
+                .wait_routed(self.admin_port, part, self.settings.up_timeout)
+                .await?;
+            say(format!("{r} added at {address}"));
+            count += 1;
+        }
+        while count > usize::from(n) {
+            let Some(r) = self.members.iter().rev().find(|r| r.kind == kind).copied() else {
+                break;
+            };
+            let how = self
+                .probe
+                .remove_replica(self.admin_port, &r.to_string(), drain)
+                .await?;
+            if let Some(cid) = self.cid(Part::Replica(r)) {
+                let _ = run(docker().args(["rm", "-f", &cid]));
+            }
+            self.members.retain(|m| *m != r);
+            self.write_members()?;
+            say(format!("{r} removed ({how}) and its container deleted"));
+            count -= 1;
+        }
+        say(format!("{kind}: {n} replica(s)"));
+        Ok(())
+    }
+
+    /// One more replica container, configured as compose configures the first three.
+    fn run_replica(&self, network: &str, r: Replica, address: &str) -> anyhow::Result<()> {
+        let name = r.to_string();
+        let mut cmd = docker();
+        cmd.args(["run", "-d", "--network", network, "--ip", address])
+            .arg("--name")
+            .arg(format!("{}-{name}-1", self.project))
+            .arg("--label")
+            .arg(format!("com.docker.compose.project={}", self.project))
+            .arg("--label")
+            .arg(format!("com.docker.compose.service={name}"))
+            .arg("--label")
+            .arg(format!("statelab.scaled={}", self.project))
+            .args([
+                "--health-cmd",
+                &format!("statelab-healthcheck {CONTAINER_SERVICE_PORT} /health"),
+            ])
+            .args([
+                "--health-interval",
+                "2s",
+                "--health-timeout",
+                "3s",
+                "--health-retries",
+                "3",
+            ])
+            .args(["--health-start-period", "20s", "--stop-timeout", "10"])
+            .arg("-e")
+            .arg(format!("STATELAB_REPLICA={name}"));
+        match r.kind {
+            Kind::Stateful => {}
+            Kind::Stateless => {
+                cmd.arg("--env-file")
+                    .arg(self.settings.root.join("deploy/lab.env"));
+            }
+            Kind::Externalized => {
+                cmd.args(["-e", "STATELAB_REDIS_URL=redis://redis:6379"]);
+            }
+        }
+        cmd.arg(&self.image).arg(r.kind.name());
+        let out = run(&mut cmd)?;
+        if !out.status.success() {
+            bail!(
+                "docker run {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
     }
 
     pub fn ports_lines(&self) -> Vec<(String, u16)> {
@@ -381,7 +540,7 @@ impl Docker {
     pub async fn status(&self) -> bool {
         let mut all_up = true;
         println!("{:<16} {:<14} {:<8} HEALTH", "PART", "CONTAINER", "STATE");
-        for part in Part::all() {
+        for part in Part::with(self.members.iter().copied()) {
             let (cid, state, health) = match self.cid(part) {
                 Some(cid) => {
                     let (s, h) = self.container_health(&cid);
@@ -402,6 +561,14 @@ impl Docker {
     }
 
     fn cid_or_err(&self, part: Part) -> anyhow::Result<String> {
+        if let Part::Replica(r) = part {
+            if !self.members.contains(&r) {
+                bail!(
+                    "{part} is not a member of the lab now (scripts/lab status lists them; scripts/lab scale {} N adds some)",
+                    r.kind
+                );
+            }
+        }
         self.cid(part)
             .with_context(|| format!("no container for {part} in project {}", self.project))
     }
@@ -457,6 +624,11 @@ impl Docker {
             "-aq",
             "--filter",
             &format!("label=statelab.loadgen={}", self.project),
+        ])) + &stdout_of(docker().args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=statelab.scaled={}", self.project),
         ]));
         let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
         if !ids.is_empty() {
@@ -469,6 +641,7 @@ impl Docker {
         }
         run_visible(&mut cmd)?;
         self.dir.clear();
+        let _ = fs::remove_file(self.dir.path("members"));
         if volumes {
             say(format!(
                 "compose project '{}' down, Redis volume deleted",
@@ -483,7 +656,7 @@ impl Docker {
     /// `NAME BYTES` for each running replica container, as `docker stats` reports its memory.
     pub fn mem(&self) -> anyhow::Result<Vec<(String, u64)>> {
         let mut running = Vec::new();
-        for r in Replica::all() {
+        for r in self.members.iter().copied() {
             if let Some(cid) = self.cid(Part::Replica(r)) {
                 let state = stdout_of(docker().args(["inspect", "-f", "{{.State.Running}}", &cid]));
                 if state.trim() == "true" {

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use statelab_lab::docker::Docker;
 use statelab_lab::labdir::{LabDir, Mode};
-use statelab_lab::model::Part;
+use statelab_lab::model::{Kind, Part};
 use statelab_lab::native::Native;
 use statelab_lab::probe::Probe;
 use statelab_lab::say;
@@ -80,6 +80,21 @@ enum Verb {
     Mem,
     /// Show the Docker NAT trap for ip-hash and the way around it (Docker mode).
     IphashDemo,
+    /// Grow or shrink a pool to N replicas (1-9) while it serves. New replicas start, pass their
+    /// health check and are registered with the proxy; removed ones are drained first (their
+    /// pinned clients stay until idle, at most --drain seconds) unless --now.
+    Scale {
+        /// stateful, stateless or externalized.
+        pool: Kind,
+        /// The number of replicas the pool should have.
+        n: u8,
+        /// Remove at once, without draining.
+        #[arg(long)]
+        now: bool,
+        /// The longest drain of a removed replica, in seconds.
+        #[arg(long, default_value_t = 5)]
+        drain: u64,
+    },
     /// Print the mode the lab runs in, native or docker (exit 1 when it is not up).
     Mode,
     /// Without arguments, each pool's strategy ("POOL STRATEGY" lines); with POOL STRATEGY, switch
@@ -207,6 +222,19 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
             };
             for (name, bytes) in lines {
                 println!("{name} {bytes}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Scale {
+            pool,
+            n,
+            now,
+            drain,
+        } => {
+            let drain = (!now).then(|| std::time::Duration::from_secs(drain));
+            match running(&dir)? {
+                Mode::Native => Native::load(settings, dir)?.scale(pool, n, drain).await?,
+                Mode::Docker => Docker::load(settings, dir)?.scale(pool, n, drain).await?,
             }
             Ok(ExitCode::SUCCESS)
         }

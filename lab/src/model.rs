@@ -8,8 +8,12 @@ use std::str::FromStr;
 use statelab_proxy_api::Strategy;
 use statelab_proxy_api::{ConfigFile, HealthSection, PoolSection, RetrySection, ServerSection};
 
-/// Replicas per pool.
+/// Replicas per pool when the lab comes up.
 pub const REPLICAS_PER_POOL: u8 = 3;
+/// The most replicas a pool can be scaled to: the fixed native ports (`stateful-k` on 18000+k,
+/// `stateless-k` on 18010+k) and the container addresses (`.1k`, `.2k`, `.3k`) leave room for
+/// k = 1..9.
+pub const MAX_REPLICAS_PER_POOL: u8 = 9;
 
 /// The port every replica listens on inside its container.
 pub const CONTAINER_SERVICE_PORT: u16 = 8000;
@@ -72,8 +76,8 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Every replica of the lab, pool by pool.
-    pub fn all() -> impl Iterator<Item = Replica> {
+    /// The replicas the lab comes up with, pool by pool.
+    pub fn initial() -> impl Iterator<Item = Replica> {
         Kind::ALL
             .into_iter()
             .flat_map(|kind| (1..=REPLICAS_PER_POOL).map(move |index| Replica { kind, index }))
@@ -106,21 +110,17 @@ pub enum Part {
 }
 
 impl Part {
-    /// Every part, in start order: Redis, the replicas, the proxy.
-    pub fn all() -> Vec<Part> {
+    /// The parts of a lab with these replicas, in start order: Redis, the replicas, the proxy.
+    pub fn with(replicas: impl IntoIterator<Item = Replica>) -> Vec<Part> {
         std::iter::once(Part::Redis)
-            .chain(Replica::all().map(Part::Replica))
+            .chain(replicas.into_iter().map(Part::Replica))
             .chain(std::iter::once(Part::Proxy))
             .collect()
     }
 
-    /// The names, space-separated, for messages.
-    pub fn all_names() -> String {
-        Part::all()
-            .iter()
-            .map(Part::to_string)
-            .collect::<Vec<_>>()
-            .join(" ")
+    /// The parts the lab comes up with.
+    pub fn initial() -> Vec<Part> {
+        Part::with(Replica::initial())
     }
 
     /// The last octet of the part's container address.
@@ -143,19 +143,51 @@ impl fmt::Display for Part {
     }
 }
 
-/// The text names no part of the lab.
+/// The text names no part the lab can have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown part '{0}'; one of: {names}", names = Part::all_names())]
+#[error(
+    "unknown part '{0}'; one of: redis, proxy, stateful-K, stateless-K, externalized-K (K 1-{MAX_REPLICAS_PER_POOL})"
+)]
 pub struct UnknownPart(pub String);
+
+impl FromStr for Kind {
+    type Err = UnknownPart;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| UnknownPart(s.to_string()))
+    }
+}
 
 impl FromStr for Part {
     type Err = UnknownPart;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Part::all()
-            .into_iter()
-            .find(|p| p.to_string() == s)
-            .ok_or_else(|| UnknownPart(s.to_string()))
+        match s {
+            "redis" => return Ok(Part::Redis),
+            "proxy" => return Ok(Part::Proxy),
+            _ => {}
+        }
+        let unknown = || UnknownPart(s.to_string());
+        let (kind, index) = s.rsplit_once('-').ok_or_else(unknown)?;
+        let kind: Kind = kind.parse().map_err(|_| unknown())?;
+        let index: u8 = index
+            .parse()
+            .ok()
+            .filter(|i| (1..=MAX_REPLICAS_PER_POOL).contains(i) && !index.starts_with('0'))
+            .ok_or_else(unknown)?;
+        Ok(Part::Replica(Replica { kind, index }))
     }
+}
+
+/// A pool size `scale` can reach.
+pub fn check_scale(n: u8) -> anyhow::Result<()> {
+    if !(1..=MAX_REPLICAS_PER_POOL).contains(&n) {
+        anyhow::bail!(
+            "a pool can have 1 to {MAX_REPLICAS_PER_POOL} replicas in the lab (asked for {n})"
+        );
+    }
+    Ok(())
 }
 
 /// Where the native lab's parts listen on loopback.
@@ -175,10 +207,15 @@ impl NativePorts {
             .unwrap_or_else(|| r.fixed_port())
     }
 
+    /// The replicas the lab has now.
+    pub fn members(&self) -> impl Iterator<Item = Replica> + '_ {
+        self.replicas.keys().copied()
+    }
+
     /// The `NAME PORT` lines of `scripts/lab ports`: redis, the replicas, proxy, admin.
     pub fn lines(&self) -> Vec<(String, u16)> {
         std::iter::once(("redis".to_string(), self.redis))
-            .chain(Replica::all().map(|r| (r.to_string(), self.replica(r))))
+            .chain(self.replicas.iter().map(|(r, p)| (r.to_string(), *p)))
             .chain([
                 ("proxy".to_string(), self.proxy),
                 ("admin".to_string(), self.admin),
@@ -186,15 +223,20 @@ impl NativePorts {
             .collect()
     }
 
-    /// Reads the `NAME PORT` lines back; `None` when a part is missing.
+    /// Reads the `NAME PORT` lines back; `None` when Redis, the proxy or the admin port is
+    /// missing. Every replica line is a member.
     pub fn from_lines(lines: &BTreeMap<String, u16>) -> Option<NativePorts> {
         Some(NativePorts {
             redis: *lines.get("redis")?,
             proxy: *lines.get("proxy")?,
             admin: *lines.get("admin")?,
-            replicas: Replica::all()
-                .map(|r| Some((r, *lines.get(&r.to_string())?)))
-                .collect::<Option<_>>()?,
+            replicas: lines
+                .iter()
+                .filter_map(|(name, port)| match name.parse() {
+                    Ok(Part::Replica(r)) => Some((r, *port)),
+                    _ => None,
+                })
+                .collect(),
         })
     }
 }
@@ -219,7 +261,11 @@ fn lab_retry() -> RetrySection {
     }
 }
 
-fn pools(trusted: &[String], addr: impl Fn(Replica) -> String) -> Vec<PoolSection> {
+fn pools(
+    members: &[Replica],
+    trusted: &[String],
+    addr: impl Fn(Replica) -> String,
+) -> Vec<PoolSection> {
     Kind::ALL
         .into_iter()
         .map(|kind| PoolSection {
@@ -227,9 +273,10 @@ fn pools(trusted: &[String], addr: impl Fn(Replica) -> String) -> Vec<PoolSectio
             prefix: Some(format!("/{kind}")),
             strategy: Some(kind.default_strategy().as_str().into()),
             trusted_proxies: trusted.to_vec(),
-            replicas: Replica::all()
+            replicas: members
+                .iter()
                 .filter(|r| r.kind == kind)
-                .map(|r| (r.to_string(), addr(r)))
+                .map(|r| (r.to_string(), addr(*r)))
                 .collect(),
         })
         .collect()
@@ -247,17 +294,25 @@ pub fn native_proxy_config(ports: &NativePorts) -> ConfigFile {
         },
         health: lab_health(),
         retry: lab_retry(),
-        pools: Some(pools(&[], |r| format!("127.0.0.1:{}", ports.replica(r)))),
+        pools: Some(pools(&ports.members().collect::<Vec<_>>(), &[], |r| {
+            format!("127.0.0.1:{}", ports.replica(r))
+        })),
     }
 }
 
-/// The proxy's configuration inside the compose network `NET_PREFIX.0/24`.
+/// The proxy's configuration inside the compose network `NET_PREFIX.0/24`, with the replicas the
+/// lab comes up with.
 ///
 /// Docker NAT hides client addresses: every request from the host arrives from the bridge gateway
 /// (`.1`), so only in-network load generators, which get addresses from `.192/26`, are trusted to
 /// name the client in `X-Forwarded-For`. The gateway stays outside that range: trusting it would
 /// let anything on the host choose its own hash key.
 pub fn docker_proxy_config(net_prefix: &str) -> ConfigFile {
+    docker_proxy_config_with(net_prefix, &Replica::initial().collect::<Vec<_>>())
+}
+
+/// The proxy's configuration inside the compose network for these members.
+pub fn docker_proxy_config_with(net_prefix: &str, members: &[Replica]) -> ConfigFile {
     ConfigFile {
         server: ServerSection {
             listen: format!("0.0.0.0:{CONTAINER_PROXY_PORT}"),
@@ -268,7 +323,7 @@ pub fn docker_proxy_config(net_prefix: &str) -> ConfigFile {
         },
         health: lab_health(),
         retry: lab_retry(),
-        pools: Some(pools(&[trusted_range(net_prefix)], |r| {
+        pools: Some(pools(members, &[trusted_range(net_prefix)], |r| {
             format!(
                 "{net_prefix}.{}:{CONTAINER_SERVICE_PORT}",
                 r.container_octet()
@@ -321,7 +376,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_names_are_refused() {
-        let parts = Part::all();
+        let parts = Part::initial();
         assert_eq!(parts.len(), 11);
         for p in &parts {
             assert_eq!(p.to_string().parse::<Part>(), Ok(*p));
@@ -329,8 +384,18 @@ mod tests {
         assert_eq!(parts[0].to_string(), "redis");
         assert_eq!(parts[1].to_string(), "stateful-1");
         assert_eq!(parts[10].to_string(), "proxy");
-        let err = "stateful-4".parse::<Part>().expect_err("no fourth replica");
-        assert!(err.to_string().contains("stateful-1"), "{err}");
+        assert!(matches!("stateful-9".parse::<Part>(), Ok(Part::Replica(_))));
+        for bad in [
+            "stateful-10",
+            "stateful-0",
+            "stateful-04",
+            "sessions-1",
+            "stateful",
+            "",
+        ] {
+            let err = bad.parse::<Part>().expect_err("not a part");
+            assert!(err.to_string().contains("stateful-K"), "{err}");
+        }
     }
 
     #[test]
@@ -365,7 +430,17 @@ mod tests {
             redis: 16379,
             proxy: 8080,
             admin: 8081,
-            replicas: Replica::all().map(|r| (r, r.fixed_port() + 1000)).collect(),
+            replicas: Replica::initial()
+                .chain(
+                    ["stateless-7".parse::<Part>()]
+                        .into_iter()
+                        .filter_map(|p| match p {
+                            Ok(Part::Replica(r)) => Some(r),
+                            _ => None,
+                        }),
+                )
+                .map(|r| (r, r.fixed_port() + 1000))
+                .collect(),
         };
         let lines = ports.lines().into_iter().collect();
         assert_eq!(NativePorts::from_lines(&lines), Some(ports));

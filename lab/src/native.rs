@@ -20,7 +20,10 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 
 use crate::labdir::{LabDir, Mode};
-use crate::model::{native_proxy_config, render_proxy_config, Kind, NativePorts, Part, Replica};
+use crate::model::{
+    check_scale, native_proxy_config, render_proxy_config, Kind, NativePorts, Part, Replica,
+    MAX_REPLICAS_PER_POOL,
+};
 use crate::probe::{port_open, redis_ping, wait_until, Probe};
 use crate::say;
 use crate::settings::{PortPlan, Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
@@ -143,7 +146,7 @@ async fn choose_ports(s: &Settings) -> anyhow::Result<NativePorts> {
     let ports = match s.ports {
         PortPlan::Fixed => {
             let mut replicas = BTreeMap::new();
-            for r in Replica::all() {
+            for r in Replica::initial() {
                 in_use(r.fixed_port(), r.to_string()).await?;
                 replicas.insert(r, r.fixed_port());
             }
@@ -171,7 +174,7 @@ async fn choose_ports(s: &Settings) -> anyhow::Result<NativePorts> {
                 .flatten()
                 .collect();
             let mut replicas = BTreeMap::new();
-            for r in Replica::all() {
+            for r in Replica::initial() {
                 replicas.insert(r, pinned_or_free(None, &mut taken).await?);
             }
             NativePorts {
@@ -302,7 +305,7 @@ impl Native {
             self.dir.path("redis").display()
         ));
         let mut children = Vec::new();
-        for r in Replica::all() {
+        for r in self.ports.members() {
             children.push((Part::Replica(r), self.launch(Part::Replica(r))?));
         }
         for (part, child) in &mut children {
@@ -322,7 +325,7 @@ impl Native {
         self.wait_healthy(Part::Proxy, &mut proxy)
             .await
             .context("the proxy did not become ready")?;
-        let names: Vec<String> = Replica::all().map(|r| r.to_string()).collect();
+        let names: Vec<String> = self.ports.members().map(|r| r.to_string()).collect();
         let waited = wait_until(
             "all nine replicas healthy in the proxy's admin status",
             self.settings.up_timeout,
@@ -472,7 +475,7 @@ impl Native {
     pub async fn status(&self) -> bool {
         let mut all_up = true;
         println!("{:<16} {:<8} {:<6} HEALTH", "PART", "PID", "STATE");
-        for part in Part::all() {
+        for part in Part::with(self.ports.members()) {
             let (pid, state, health) = match self.running(part) {
                 Some(id) => {
                     let h = if self.healthy(part).await {
@@ -494,7 +497,19 @@ impl Native {
     }
 
     /// SIGKILL, and wait until the process is gone.
+    /// A replica must be a member now; Redis and the proxy always are.
+    fn member(&self, part: Part) -> anyhow::Result<()> {
+        match part {
+            Part::Replica(r) if !self.ports.replicas.contains_key(&r) => bail!(
+                "{part} is not a member of the lab now (scripts/lab status lists them; scripts/lab scale {} N adds some)",
+                r.kind
+            ),
+            _ => Ok(()),
+        }
+    }
+
     pub async fn kill(&self, part: Part) -> anyhow::Result<()> {
+        self.member(part)?;
         let id = self
             .running(part)
             .with_context(|| format!("{part} is not running"))?;
@@ -511,6 +526,7 @@ impl Native {
 
     /// Starts a part that is down and waits until it is healthy.
     pub async fn start(&self, part: Part) -> anyhow::Result<()> {
+        self.member(part)?;
         if let Some(id) = self.running(part) {
             bail!("{part} is already running (pid {})", id.pid);
         }
@@ -525,11 +541,111 @@ impl Native {
             .await
     }
 
+    /// Writes the members back: the ports file, and the proxy's configuration, so that a
+    /// restarted proxy comes back with the pool as it is now.
+    fn write_members(&self) -> anyhow::Result<()> {
+        self.dir.write_ports(&self.ports.lines())?;
+        fs::write(
+            self.dir.path("proxy.toml"),
+            render_proxy_config(
+                &native_proxy_config(&self.ports),
+                "the native lab on loopback",
+            )?,
+        )?;
+        Ok(())
+    }
+
+    /// Grows or shrinks a pool to `n` replicas while it serves. New replicas take the lowest free
+    /// numbers and the pool's next fixed (or a free) port, start, pass their own health check,
+    /// are registered with the proxy and are waited for until the proxy routes to them. Shrinking
+    /// removes the highest numbers: each is taken out of the proxy first (after `drain`, or at
+    /// once), then stopped.
+    pub async fn scale(
+        &mut self,
+        kind: Kind,
+        n: u8,
+        drain: Option<Duration>,
+    ) -> anyhow::Result<()> {
+        check_scale(n)?;
+        let mut members: Vec<Replica> = self.ports.members().filter(|r| r.kind == kind).collect();
+        while members.len() < usize::from(n) {
+            let index = (1..=MAX_REPLICAS_PER_POOL)
+                .find(|i| !members.iter().any(|r| r.index == *i))
+                .context("no free replica number")?;
+            let r = Replica { kind, index };
+            let port = match self.settings.ports {
+                PortPlan::Fixed => {
+                    let port = r.fixed_port();
+                    if port_open(port).await {
+                        bail!("port {port} (for {r}) is already in use; see: ss -ltnp 'sport = :{port}'");
+                    }
+                    port
+                }
+                PortPlan::Free => {
+                    let taken: Vec<u16> = self.ports.lines().iter().map(|(_, p)| *p).collect();
+                    free_port(&taken).await?
+                }
+            };
+            self.ports.replicas.insert(r, port);
+            self.write_members()?;
+            let part = Part::Replica(r);
+            let mut child = self.launch(part)?;
+            if let Err(e) = self.wait_healthy(part, &mut child).await {
+                self.stop(part).await;
+                self.ports.replicas.remove(&r);
+                self.write_members()?;
+                return Err(e.context(format!("{r} did not become healthy")));
+            }
+            self.probe
+                .add_replica(
+                    self.ports.admin,
+                    kind.name(),
+                    &r.to_string(),
+                    &format!("127.0.0.1:{port}"),
+                )
+                .await?;
+            self.probe
+                .wait_routed(self.ports.admin, part, self.settings.up_timeout)
+                .await?;
+            say(format!("{r} added on 127.0.0.1:{port}"));
+            members.push(r);
+        }
+        members.sort();
+        while members.len() > usize::from(n) {
+            let Some(r) = members.pop() else { break };
+            let how = self
+                .probe
+                .remove_replica(self.ports.admin, &r.to_string(), drain)
+                .await?;
+            self.stop(Part::Replica(r)).await;
+            self.ports.replicas.remove(&r);
+            self.write_members()?;
+            say(format!("{r} removed ({how}) and stopped"));
+        }
+        say(format!("{kind}: {n} replica(s)"));
+        Ok(())
+    }
+
+    /// SIGTERM one part and wait for it (SIGKILL after the grace); forget its PID.
+    async fn stop(&self, part: Part) {
+        if let Some(id) = self.running(part) {
+            id.signal(Signal::SIGTERM);
+            let gone = wait_until(&format!("{part} to stop"), STOP_GRACE, || async move {
+                !id.alive()
+            })
+            .await;
+            if gone.is_err() {
+                id.signal(Signal::SIGKILL);
+            }
+        }
+        let _ = fs::remove_file(self.dir.pid_file(&part.to_string()));
+    }
+
     /// Stops every part (SIGTERM, then SIGKILL after the grace) and forgets the running lab.
     pub async fn down(&self) {
         // The proxy first, Redis last, so nothing logs a flood of errors about what went before.
         let order = std::iter::once(Part::Proxy)
-            .chain(Replica::all().map(Part::Replica))
+            .chain(self.ports.members().map(Part::Replica))
             .chain(std::iter::once(Part::Redis));
         let mut stopping = Vec::new();
         for part in order {
@@ -562,7 +678,8 @@ impl Native {
 
     /// `NAME BYTES` for each running replica: its resident memory (`VmRSS`).
     pub fn mem(&self) -> Vec<(String, u64)> {
-        Replica::all()
+        self.ports
+            .members()
             .filter_map(|r| {
                 let id = self.running(Part::Replica(r))?;
                 let status = fs::read_to_string(format!("/proc/{}/status", id.pid)).ok()?;

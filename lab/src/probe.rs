@@ -93,6 +93,65 @@ impl Probe {
         Ok(())
     }
 
+    /// Registers a replica with the proxy (`POST /admin/pools/{pool}/replicas`).
+    pub async fn add_replica(
+        &self,
+        admin_port: u16,
+        pool: &str,
+        name: &str,
+        addr: &str,
+    ) -> anyhow::Result<()> {
+        let url = format!("http://127.0.0.1:{admin_port}/admin/pools/{pool}/replicas");
+        let body = serde_json::json!({ "name": name, "addr": addr }).to_string();
+        let resp = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| {
+                format!("the proxy's admin API does not answer on port {admin_port}")
+            })?;
+        if resp.status().as_u16() != 201 {
+            let code = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            anyhow::bail!("the proxy refused {name} at {addr}: {code} {text}");
+        }
+        Ok(())
+    }
+
+    /// Takes a replica out of the proxy (`DELETE /admin/replicas/{name}`), after draining it for
+    /// at most `drain`; returns how it went (`immediate`, `idle` or `limit`).
+    pub async fn remove_replica(
+        &self,
+        admin_port: u16,
+        name: &str,
+        drain: Option<Duration>,
+    ) -> anyhow::Result<String> {
+        let query = drain.map_or(String::new(), |d| format!("?drain={}", d.as_secs()));
+        let url = format!("http://127.0.0.1:{admin_port}/admin/replicas/{name}{query}");
+        let resp = self
+            .http
+            .delete(url)
+            .timeout(drain.unwrap_or_default() + PROBE_TIMEOUT * 5)
+            .send()
+            .await
+            .with_context(|| {
+                format!("the proxy's admin API does not answer on port {admin_port}")
+            })?;
+        let code = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !code.is_success() {
+            anyhow::bail!("the proxy did not remove {name}: {code} {text}");
+        }
+        let how = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["removed"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "removed".to_string());
+        Ok(how)
+    }
+
     /// Every replica named is healthy and not ejected in the proxy's view.
     pub async fn proxy_serves_all(&self, admin_port: u16, names: &[String]) -> bool {
         let Some(status) = self.admin_status(admin_port).await else {

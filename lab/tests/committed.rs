@@ -27,7 +27,7 @@ fn fixed_ports() -> NativePorts {
         redis: 16379,
         proxy: 8080,
         admin: 8081,
-        replicas: Replica::all().map(|r| (r, r.fixed_port())).collect(),
+        replicas: Replica::initial().map(|r| (r, r.fixed_port())).collect(),
     }
 }
 
@@ -133,14 +133,14 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
         .map(|k| k.as_str().expect("service names are text").to_string())
         .collect();
     names.sort();
-    let mut want: Vec<String> = Part::all().iter().map(Part::to_string).collect();
+    let mut want: Vec<String> = Part::initial().iter().map(Part::to_string).collect();
     want.sort();
     assert_eq!(
         names, want,
         "compose services differ from the model's parts"
     );
 
-    for part in Part::all() {
+    for part in Part::initial() {
         let name = part.to_string();
         let svc = get(&doc, &["services", &name]);
         assert_eq!(
@@ -179,7 +179,7 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
                     assert!(p.starts_with("${STATELAB_BIND:-127.0.0.1}:"), "{p}");
                 }
                 let deps = get(svc, &["depends_on"]).as_mapping().expect("depends_on");
-                for r in Replica::all() {
+                for r in Replica::initial() {
                     let dep = deps
                         .get(r.to_string())
                         .unwrap_or_else(|| panic!("proxy does not wait for {r}"));

@@ -213,3 +213,122 @@ fn ctrl_c_during_up_stops_what_up_started() {
     assert!(!lab.run(&["mode"]).status.success(), "the lab is not up");
     let _ = std::fs::remove_dir_all(lab.dir.with_extension("bin"));
 }
+
+#[test]
+fn scale_grows_and_shrinks_a_pool_under_load() {
+    let lab = Lab::new("scale");
+    lab.ok(&["up"]);
+    let proxy_port: u16 = lab
+        .ok(&["ports"])
+        .lines()
+        .find_map(|l| l.strip_prefix("proxy "))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("a proxy port");
+
+    // A steady stream through the proxy for the whole test, bounded in count.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                let client = reqwest::Client::new();
+                let url = format!("http://127.0.0.1:{proxy_port}/stateless/health");
+                let (mut sent, mut failed, mut seen) =
+                    (0u32, Vec::new(), std::collections::BTreeSet::new());
+                while sent < 20_000 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    sent += 1;
+                    match client.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            if let Some(name) =
+                                r.headers().get("x-replica").and_then(|v| v.to_str().ok())
+                            {
+                                seen.insert(name.to_string());
+                            }
+                        }
+                        Ok(r) => failed.push(r.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (sent, failed, seen)
+            })
+        })
+    };
+
+    let members = |lab: &Lab| -> Vec<String> {
+        lab.ok(&["ports"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("stateless-"))
+            .map(str::to_string)
+            .collect()
+    };
+
+    lab.ok(&["scale", "stateless", "5"]);
+    assert_eq!(
+        members(&lab),
+        [
+            "stateless-1",
+            "stateless-2",
+            "stateless-3",
+            "stateless-4",
+            "stateless-5"
+        ]
+    );
+    let status = lab.ok(&["status"]);
+    for name in ["stateless-4", "stateless-5"] {
+        assert!(status_line(&status, name).contains("healthy"), "{status}");
+        assert!(
+            status.contains(&format!("{name} up (")),
+            "routed to {name}:\n{status}"
+        );
+    }
+    let added = lab.pid("stateless-5").expect("a recorded pid");
+
+    // Shrink: drained (idle: round-robin pins no one), then at once.
+    lab.ok(&["scale", "stateless", "3", "--drain", "10"]);
+    lab.ok(&["scale", "stateless", "2", "--now"]);
+    assert_eq!(members(&lab), ["stateless-1", "stateless-2"]);
+    assert!(!running(added), "a removed replica's process is stopped");
+    let status = lab.ok(&["status"]);
+    assert!(!status.contains("stateless-3"), "{status}");
+    assert!(status.contains("stateless-2 up ("), "{status}");
+    let generated = std::fs::read_to_string(lab.dir.join("proxy.toml")).expect("proxy.toml");
+    assert!(
+        generated.contains("stateless-2 =") && !generated.contains("stateless-3 ="),
+        "the proxy's config follows the members:\n{generated}"
+    );
+    let refused = lab.run(&["scale", "stateless", "10"]);
+    assert!(!refused.status.success(), "more than 9 is refused");
+    let refused = lab.run(&["kill", "stateless-3"]);
+    assert!(
+        !refused.status.success(),
+        "a removed replica cannot be killed"
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failed, seen) = stream.join().expect("the stream thread");
+    assert!(sent > 100, "the stream ran: {sent}");
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} failed: {failed:?}",
+        failed.len()
+    );
+    assert!(
+        seen.contains("stateless-5"),
+        "the added replicas took traffic: {seen:?}"
+    );
+
+    let pids: Vec<i32> = ["redis", "stateless-1", "stateless-2", "proxy"]
+        .iter()
+        .map(|p| lab.pid(p).expect("a recorded pid"))
+        .collect();
+    lab.ok(&["down"]);
+    for pid in pids {
+        assert!(!running(pid), "pid {pid} survived down");
+    }
+}
