@@ -17,26 +17,13 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::client::ErrorKind;
+
 /// Highest latency the histograms hold, in microseconds (larger values are clamped to it).
 const MAX_LATENCY_US: u64 = 120_000_000;
 const SHARDS: usize = 8;
 /// A start or step sent later than this after its time counts as late.
 pub const LATE_THRESHOLD: Duration = Duration::from_millis(5);
-
-/// Why a request failed. A request that got any HTTP answer other than 2xx, or none, is failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// No connection could be made (refused, unreachable, connect timed out).
-    Connect,
-    /// No complete answer within the request timeout.
-    Timeout,
-    /// The connection broke after the request was sent (reset, closed, malformed answer).
-    Io,
-    /// A 4xx answer (a 401 after a successful login also counts as a session loss).
-    Status4xx,
-    /// A 5xx answer (from the service, or from the proxy: 502/503/504).
-    Status5xx,
-}
 
 /// Failed requests by kind; the JSON form of [`ErrorKind`] counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
