@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::fmt::{Display, Write as _};
 
+use crate::config::{ModelKind, Routing, WorkflowKind};
 use crate::report::{spread, Failover, RunReport};
 use crate::stats::SecondStats;
 
@@ -229,11 +230,11 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
         ("service", r.service.clone()),
         (
             "strategy",
-            r.strategy.as_deref().unwrap_or("unknown").into(),
+            r.strategy.map_or("unknown", Routing::as_str).into(),
         ),
         ("target", r.target.clone()),
-        ("workflow", r.workflow.clone()),
-        ("model", r.model.clone()),
+        ("workflow", r.workflow.to_string()),
+        ("model", r.model.to_string()),
         ("rate (sessions/s)", opt(r.rate.filter(|v| v.is_finite()))),
         ("users", opt(r.users)),
         ("cart adds", opt(r.adds)),
@@ -288,7 +289,7 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
     );
     let (s50, s99) = (ms(r.service_p50_ms), ms(r.service_p99_ms));
     li(o, false, format!("service time: p50 {s50} · p99 {s99} ms"));
-    if r.model == "open" {
+    if r.model == ModelKind::Open {
         let (late, dropped, lag) = (r.starts_late, r.starts_dropped, num(r.max_start_lag_ms, 1));
         li(
             o,
@@ -296,7 +297,7 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
             format!("arrivals: {late} started late, {dropped} dropped, max start lag {lag} ms"),
         );
     }
-    if r.workflow == "shop" {
+    if r.workflow == WorkflowKind::Shop {
         let (late, lag) = (r.steps_late, num(r.max_step_lag_ms, 1));
         li(
             o,
@@ -326,7 +327,7 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
         let rows = r.events.iter().map(|ev| {
             vec![
                 cell(format!("{} s", num(ev.at_s, 2)), ""),
-                cell(&ev.what, "l"),
+                cell(ev.what, "l"),
                 cell(&ev.replica, "l"),
                 cell(format!("{} s", num(ev.took_s, 2)), ""),
                 cell(
@@ -735,117 +736,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::report::{Event, PercentileRow};
-    use crate::stats::{ErrorCounts, Recovery};
-
-    fn second(t: u64, ok: u64, failed: u64, p99: f64) -> SecondStats {
-        let per_replica = BTreeMap::from([
-            ("r-1".to_string(), ok / 2),
-            ("r-2".to_string(), ok - ok / 2),
-        ]);
-        SecondStats {
-            t,
-            requests: ok + failed,
-            ok,
-            failed,
-            errors: ErrorCounts {
-                status_5xx: failed,
-                ..ErrorCounts::default()
-            },
-            session_losses: u64::from(failed > 0),
-            p50_ms: p99 / 3.0,
-            p99_ms: p99,
-            per_replica,
-        }
-    }
-
-    fn run(label: &str, with_kill: bool) -> RunReport {
-        let timeline: Vec<_> = (0..12)
-            .map(|t| {
-                if (5..7).contains(&t) {
-                    second(t, 40, 30, 250.0)
-                } else {
-                    second(t, 100, 0, 4.0)
-                }
-            })
-            .collect();
-        let failover = with_kill.then(|| Failover {
-            replica: "r-2".into(),
-            kill_at_s: 5.2,
-            kill_took_s: 0.3,
-            restart_at_s: Some(9.0),
-            last_answer_after_kill_s: 0.1,
-            failed_during_failover: 60,
-            sessions_lost_after_kill: 2,
-            recovery: Some(Recovery {
-                throughput_low: 90.0,
-                throughput_high: 110.0,
-                p99_high_ms: 4.4,
-                failed_high: 0,
-                recovered_after_s: Some(1.8),
-                recovered_at_second: Some(7),
-            }),
-        });
-        RunReport {
-            service: "stateful".into(),
-            strategy: Some("cookie".into()),
-            label: label.into(),
-            target: "http://127.0.0.1:8080".into(),
-            workflow: "shop".into(),
-            model: "open".into(),
-            rate: Some(20.0),
-            users: None,
-            adds: Some(3),
-            think_ms: Some(0),
-            sources: 1,
-            duration_s: 12.0,
-            started_unix_ms: 0,
-            interrupted: false,
-            killed: with_kill.then(|| "r-2".into()),
-            requests: 1160,
-            ok_requests: 1100,
-            failed_requests: 60,
-            errors: ErrorCounts {
-                status_5xx: 60,
-                ..ErrorCounts::default()
-            },
-            session_losses: 2,
-            losses_unauthorized: 2,
-            losses_cart_mismatch: 0,
-            sessions_started: 240,
-            sessions_completed: 230,
-            starts_late: 0,
-            starts_dropped: 0,
-            max_start_lag_ms: 1.0,
-            steps_late: 0,
-            max_step_lag_ms: 1.0,
-            throughput_rps: 91.7,
-            p50_ms: 1.5,
-            p90_ms: 3.0,
-            p99_ms: 40.0,
-            p999_ms: 250.0,
-            max_ms: 300.0,
-            service_p50_ms: 1.2,
-            service_p99_ms: 9.0,
-            percentiles: vec![PercentileRow {
-                percentile: 99.9,
-                latency_ms: 250.0,
-                service_ms: 9.0,
-            }],
-            per_replica: BTreeMap::from([("r-1".to_string(), 600), ("r-2".to_string(), 500)]),
-            memory_bytes: BTreeMap::from([("r-1".to_string(), 8 << 20)]),
-            failover,
-            events: vec![Event {
-                at_s: 5.2,
-                what: "kill".into(),
-                replica: "r-2".into(),
-                took_s: 0.3,
-                ok: true,
-                detail: String::new(),
-            }],
-            timeline,
-        }
-    }
+    use crate::report::fixture::run;
+    use crate::stats::ErrorCounts;
 
     #[test]
     fn renders_a_self_contained_document_with_all_charts() {

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod config;
 pub mod fault;
 pub mod html;
 pub mod report;

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use statelab_loadgen::client::{Client, Target};
+use statelab_loadgen::config::{ModelKind, Routing, WorkflowKind};
 use statelab_loadgen::fault::{parse_seconds, Fault, Lab};
 use statelab_loadgen::html;
 use statelab_loadgen::report::{self, Comparison, RunReport};
@@ -48,23 +49,6 @@ impl Service {
     }
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ModelArg {
-    /// Sessions arrive at --rate per second, independent of how fast answers come; latency is
-    /// measured from each request's intended send time.
-    Open,
-    /// --users users each run sessions back to back.
-    Closed,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum WorkflowArg {
-    /// login → --adds cart adds (with --think-ms between steps) → view cart → checkout → logout.
-    Shop,
-    /// GET --path again and again (the raw request rate, for comparing with wrk).
-    Raw,
-}
-
 #[derive(Debug, Args)]
 struct RunArgs {
     /// The service under load; sets the default target and names the run.
@@ -95,7 +79,7 @@ struct RunArgs {
 
     /// Workload model.
     #[arg(long, value_enum, default_value = "open")]
-    model: ModelArg,
+    model: ModelKind,
 
     /// Open model: new sessions (or raw requests) per second.
     #[arg(long, default_value_t = 20.0)]
@@ -111,7 +95,7 @@ struct RunArgs {
 
     /// What each user does.
     #[arg(long, value_enum, default_value = "shop")]
-    workflow: WorkflowArg,
+    workflow: WorkflowKind,
 
     /// Shop workflow: cart adds per session.
     #[arg(long, default_value_t = 3)]
@@ -238,22 +222,27 @@ fn run_command(args: RunArgs) -> anyhow::Result<i32> {
         Vec::new()
     };
     let work = match args.workflow {
-        WorkflowArg::Shop => Work::Shop(Workflow {
+        WorkflowKind::Shop => Work::Shop(Workflow {
             adds: args.adds,
             think: Duration::from_millis(args.think_ms),
         }),
-        WorkflowArg::Raw => Work::Raw {
+        WorkflowKind::Raw => Work::Raw {
             path: args.path.clone(),
         },
     };
     let model = match args.model {
-        ModelArg::Open => Model::Open {
+        ModelKind::Open => Model::Open {
             rate: args.rate,
             max_sessions: args.max_sessions,
         },
-        ModelArg::Closed => Model::Closed { users: args.users },
+        ModelKind::Closed => Model::Closed { users: args.users },
     };
     let lab = Lab::parse(&args.lab).map_err(anyhow::Error::msg)?;
+    let strategy = args
+        .strategy
+        .as_deref()
+        .map(str::parse::<Routing>)
+        .transpose()?;
 
     // One thread: a current-thread runtime, without the multi-thread scheduler's cross-thread
     // bookkeeping (the generator on one core, as scripts/bench-loadgen runs it).
@@ -267,9 +256,9 @@ fn run_command(args: RunArgs) -> anyhow::Result<i32> {
     }
     let runtime = builder.build().context("cannot start the runtime")?;
     let report = runtime.block_on(async {
-        let strategy = match args.strategy.clone() {
+        let strategy = match strategy {
             Some(s) => Some(s),
-            None if target.prefix.is_empty() => Some("direct".to_owned()),
+            None if target.prefix.is_empty() => Some(Routing::Direct),
             None => ask_strategy(&args.admin, service).await,
         };
         let label = args.label.clone().unwrap_or_else(|| match &strategy {
@@ -351,7 +340,7 @@ fn report_command(args: ReportArgs) -> anyhow::Result<i32> {
 }
 
 /// The pool's strategy from the proxy's `/admin/status`, or `None` if the proxy does not say.
-async fn ask_strategy(admin: &str, pool: &str) -> Option<String> {
+async fn ask_strategy(admin: &str, pool: &str) -> Option<Routing> {
     let target = Target::parse(admin).ok()?;
     let mut client = Client::new(target, None, Duration::from_secs(2));
     let answer = client
@@ -363,5 +352,5 @@ async fn ask_strategy(admin: &str, pool: &str) -> Option<String> {
         return None;
     }
     let status: StatusView = serde_json::from_slice(&answer.body).ok()?;
-    status.pool(pool).map(|p| p.strategy.as_str().to_owned())
+    status.pool(pool).map(|p| Routing::Proxy(p.strategy))
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 
 use crate::client::Target;
-use crate::fault::{Fault, Lab};
+use crate::config::{ModelKind, Routing, WorkflowKind};
+use crate::fault::{Fault, FaultStep, Lab};
 use crate::report::{Event, Failover, PercentileRow, RunReport};
 use crate::stats::{self, percentile_ms, Recorder};
 use crate::workflow::{SessionEnd, User, Workflow};
@@ -28,6 +29,15 @@ pub enum Model {
     Closed { users: u64 },
 }
 
+impl Model {
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Model::Open { .. } => ModelKind::Open,
+            Model::Closed { .. } => ModelKind::Closed,
+        }
+    }
+}
+
 /// What each user does.
 #[derive(Debug, Clone)]
 pub enum Work {
@@ -38,11 +48,20 @@ pub enum Work {
     },
 }
 
+impl Work {
+    pub fn kind(&self) -> WorkflowKind {
+        match self {
+            Work::Shop(_) => WorkflowKind::Shop,
+            Work::Raw { .. } => WorkflowKind::Raw,
+        }
+    }
+}
+
 /// A run, fully specified (the CLI builds it).
 #[derive(Debug, Clone)]
 pub struct RunConfig {
     pub service: String,
-    pub strategy: Option<String>,
+    pub strategy: Option<Routing>,
     pub label: String,
     pub target_url: String,
     pub target: Target,
@@ -172,17 +191,17 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         Model::Open { rate, .. } => (Some(rate), None),
         Model::Closed { users } => (None, Some(users)),
     };
-    let (workflow, adds, think_ms) = match &cfg.work {
-        Work::Shop(w) => ("shop", Some(w.adds), Some(w.think.as_millis() as u64)),
-        Work::Raw { .. } => ("raw", None, None),
+    let (adds, think_ms) = match &cfg.work {
+        Work::Shop(w) => (Some(w.adds), Some(w.think.as_millis() as u64)),
+        Work::Raw { .. } => (None, None),
     };
     Ok(RunReport {
         service: cfg.service.clone(),
-        strategy: cfg.strategy.clone(),
+        strategy: cfg.strategy,
         label: cfg.label.clone(),
         target: cfg.target_url.clone(),
-        workflow: workflow.into(),
-        model: if rate.is_some() { "open" } else { "closed" }.into(),
+        workflow: cfg.work.kind(),
+        model: cfg.model.kind(),
         rate,
         users,
         adds,
@@ -226,10 +245,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
 /// Failover figures from the kill event (its actual time) and the per-second record.
 fn failover(fault: &Fault, events: &[Event], m: &stats::Measured) -> Option<Failover> {
     // Without a kill that happened there is no failover to describe.
-    let kill = events.iter().find(|e| e.what == "kill" && e.ok)?;
+    let kill = events.iter().find(|e| e.what == FaultStep::Kill && e.ok)?;
     let restart_at_s = events
         .iter()
-        .find(|e| e.what == "restart" && e.ok)
+        .find(|e| e.what == FaultStep::Restart && e.ok)
         .map(|e| e.at_s);
     let recovery = stats::recovery(&m.series, kill.at_s);
     let kill_second = (kill.at_s.floor() as usize).min(m.series.len());
