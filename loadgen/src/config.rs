@@ -1,16 +1,22 @@
-//! What a run is asked to do, and the names it records: the workload model, the workflow and how
-//! the requests were routed ([`ModelKind`], [`WorkflowKind`], [`Routing`]).
+//! What a run is asked to do ([`RunConfig`]), and the names it records: the workload model, the
+//! workflow and how the requests were routed ([`ModelKind`], [`WorkflowKind`], [`Routing`]).
 //!
 //! The same enums are the command line's choices and the values `run.json` holds, so the two
 //! cannot drift apart; their serde names are the JSON format other tools read (docs/load.md).
 
 use std::fmt;
+use std::net::IpAddr;
 use std::ops::Deref;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use statelab_proxy_api::Strategy;
+
+use crate::client::Target;
+use crate::fault::{Fault, Lab};
+use crate::workflow::Workflow;
 
 // The variants' `///` lines are the `--help` text of `--model` and `--workflow`.
 
@@ -132,6 +138,64 @@ impl From<Routing> for &'static str {
     fn from(r: Routing) -> Self {
         r.as_str()
     }
+}
+
+/// How sessions (or raw requests) are started.
+#[derive(Debug, Clone)]
+pub enum Model {
+    /// New sessions arrive at `rate` per second whatever the answers do; at most `max_sessions`
+    /// run at once (arrivals beyond are dropped and counted).
+    Open { rate: f64, max_sessions: u64 },
+    /// `users` users each run sessions back to back.
+    Closed { users: u64 },
+}
+
+impl Model {
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Model::Open { .. } => ModelKind::Open,
+            Model::Closed { .. } => ModelKind::Closed,
+        }
+    }
+}
+
+/// What each user does.
+#[derive(Debug, Clone)]
+pub enum Work {
+    Shop(Workflow),
+    /// GET `path` repeatedly: the raw request rate, for comparing the generator with wrk.
+    Raw {
+        path: String,
+    },
+}
+
+impl Work {
+    pub fn kind(&self) -> WorkflowKind {
+        match self {
+            Work::Shop(_) => WorkflowKind::Shop,
+            Work::Raw { .. } => WorkflowKind::Raw,
+        }
+    }
+}
+
+/// A run, fully specified: what [`crate::run::run`] carries out and
+/// [`crate::report::RunReport::build`] describes.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub service: String,
+    pub strategy: Option<Routing>,
+    pub label: String,
+    pub target_url: String,
+    pub target: Target,
+    pub model: Model,
+    pub work: Work,
+    pub duration: Duration,
+    pub timeout: Duration,
+    pub sources: Vec<IpAddr>,
+    pub fault: Option<Fault>,
+    pub lab: Lab,
+    pub sample_memory: bool,
+    pub progress: bool,
 }
 
 #[cfg(test)]

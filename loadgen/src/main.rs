@@ -7,11 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use statelab_loadgen::client::{Client, Target};
-use statelab_loadgen::config::{ModelKind, Routing, WorkflowKind};
+use statelab_loadgen::config::{Model, ModelKind, Routing, RunConfig, Work, WorkflowKind};
 use statelab_loadgen::fault::{parse_seconds, Fault, Lab};
 use statelab_loadgen::html;
 use statelab_loadgen::report::{self, Comparison, RunReport};
-use statelab_loadgen::run::{self, Model, RunConfig, Work};
+use statelab_loadgen::run;
 use statelab_loadgen::workflow::Workflow;
 use statelab_proxy_api::StatusView;
 

@@ -10,9 +10,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ModelKind, Routing, WorkflowKind};
+use crate::config::{Model, ModelKind, Routing, RunConfig, Work, WorkflowKind};
+use crate::fault::Fault;
 pub use crate::fault::{Event, FaultStep};
-use crate::stats::{ErrorCounts, Recovery, SecondStats};
+use crate::stats::{self, percentile_ms, ErrorCounts, Measured, Recovery, SecondStats};
+
+/// The percentiles of the report's table.
+const PERCENTILES: [f64; 8] = [50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99, 100.0];
 
 /// One run of the generator against one service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +124,162 @@ pub struct Comparison {
     pub title: String,
     pub generated_unix_ms: u64,
     pub runs: Vec<RunReport>,
+}
+
+/// The generator's own account of the sessions it started: whether it kept to its schedule.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct SessionCounts {
+    pub started: u64,
+    pub completed: u64,
+    /// Open model: arrivals started late / not started (see [`RunReport`]).
+    pub starts_late: u64,
+    pub starts_dropped: u64,
+    pub max_start_lag_ms: f64,
+}
+
+/// Everything a run produced, before it is summed up: the record of the requests, the
+/// generator's counters, the fault's events and what the lab said afterwards. Kept apart from
+/// [`RunReport`] so that running the load and describing it are two functions.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub started_unix_ms: u64,
+    /// Stopped by Ctrl-C.
+    pub interrupted: bool,
+    /// One entry per whole second that ran.
+    pub measured: Measured,
+    pub sessions: SessionCounts,
+    pub memory_bytes: BTreeMap<String, u64>,
+    pub events: Vec<Event>,
+}
+
+impl RunReport {
+    /// The report of the run `cfg` asked for, from what it produced. Pure: every figure comes
+    /// from `cfg` and `outcome`.
+    pub fn build(cfg: &RunConfig, outcome: RunOutcome) -> RunReport {
+        let RunOutcome {
+            started_unix_ms,
+            interrupted,
+            measured,
+            sessions,
+            memory_bytes,
+            events,
+        } = outcome;
+        let requests: u64 = measured.series.iter().map(|s| s.requests).sum();
+        let ok: u64 = measured.series.iter().map(|s| s.ok).sum();
+        let failed: u64 = measured.series.iter().map(|s| s.failed).sum();
+        let mut errors = ErrorCounts::default();
+        let mut per_replica = BTreeMap::new();
+        for s in &measured.series {
+            errors.merge(&s.errors);
+            for (name, n) in &s.per_replica {
+                *per_replica.entry(name.clone()).or_insert(0) += n;
+            }
+        }
+        // The series has one entry per whole second measured, at least one (the run's length
+        // as the figures see it, also after Ctrl-C).
+        let measured_s = measured.series.len().max(1) as f64;
+        let failover = cfg
+            .fault
+            .as_ref()
+            .and_then(|fault| failover(fault, &events, &measured));
+        let percentiles = PERCENTILES
+            .into_iter()
+            .map(|p| PercentileRow {
+                percentile: p,
+                latency_ms: percentile_ms(&measured.latency, p),
+                service_ms: percentile_ms(&measured.service, p),
+            })
+            .collect();
+        let (rate, users) = match cfg.model {
+            Model::Open { rate, .. } => (Some(rate), None),
+            Model::Closed { users } => (None, Some(users)),
+        };
+        let (adds, think_ms) = match &cfg.work {
+            Work::Shop(w) => (Some(w.adds), Some(w.think.as_millis() as u64)),
+            Work::Raw { .. } => (None, None),
+        };
+        let latency = |p| percentile_ms(&measured.latency, p);
+        RunReport {
+            service: cfg.service.clone(),
+            strategy: cfg.strategy,
+            label: cfg.label.clone(),
+            target: cfg.target_url.clone(),
+            workflow: cfg.work.kind(),
+            model: cfg.model.kind(),
+            rate,
+            users,
+            adds,
+            think_ms,
+            sources: cfg.sources.len().max(1) as u64,
+            duration_s: measured_s,
+            started_unix_ms,
+            interrupted,
+            killed: cfg.fault.as_ref().map(|f| f.replica.clone()),
+            requests,
+            ok_requests: ok,
+            failed_requests: failed,
+            errors,
+            session_losses: measured.loss_unauthorized + measured.loss_cart,
+            losses_unauthorized: measured.loss_unauthorized,
+            losses_cart_mismatch: measured.loss_cart,
+            sessions_started: sessions.started,
+            sessions_completed: sessions.completed,
+            starts_late: sessions.starts_late,
+            starts_dropped: sessions.starts_dropped,
+            max_start_lag_ms: sessions.max_start_lag_ms,
+            steps_late: measured.steps_late,
+            max_step_lag_ms: measured.max_step_lag_ms,
+            throughput_rps: ok as f64 / measured_s,
+            p50_ms: latency(50.0),
+            p90_ms: latency(90.0),
+            p99_ms: latency(99.0),
+            p999_ms: latency(99.9),
+            max_ms: latency(100.0),
+            service_p50_ms: percentile_ms(&measured.service, 50.0),
+            service_p99_ms: percentile_ms(&measured.service, 99.0),
+            percentiles,
+            per_replica,
+            memory_bytes,
+            failover,
+            events,
+            timeline: measured.series,
+        }
+    }
+}
+
+/// Failover figures from the kill event (its actual time) and the per-second record.
+fn failover(fault: &Fault, events: &[Event], m: &Measured) -> Option<Failover> {
+    // Without a kill that happened there is no failover to describe.
+    let kill = events.iter().find(|e| e.what == FaultStep::Kill && e.ok)?;
+    let restart_at_s = events
+        .iter()
+        .find(|e| e.what == FaultStep::Restart && e.ok)
+        .map(|e| e.at_s);
+    let recovery = stats::recovery(&m.series, kill.at_s);
+    let kill_second = (kill.at_s.floor() as usize).min(m.series.len());
+    // From the kill's second until the run was back in its band (failures included in the
+    // band), or to the end if it never was or there was no band.
+    let until = recovery
+        .as_ref()
+        .and_then(|r| r.recovered_at_second)
+        .map_or(m.series.len(), |at| at as usize)
+        .max(kill_second);
+    let after_kill = &m.series[kill_second..];
+    let failed_during_failover = m.series[kill_second..until].iter().map(|s| s.failed).sum();
+    let last_answer_after_kill_s = m
+        .last_seen
+        .get(&fault.replica)
+        .map_or(0.0, |seen| (seen - kill.at_s).max(0.0));
+    Some(Failover {
+        replica: fault.replica.clone(),
+        kill_at_s: kill.at_s,
+        kill_took_s: kill.took_s,
+        restart_at_s,
+        last_answer_after_kill_s,
+        failed_during_failover,
+        sessions_lost_after_kill: after_kill.iter().map(|s| s.session_losses).sum(),
+        recovery,
+    })
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
@@ -660,5 +820,124 @@ mod tests {
         let mut bad: Value = old;
         bad["strategy"] = Value::from("sticky");
         assert!(serde_json::from_value::<RunReport>(bad).is_err());
+    }
+
+    fn config(fault: Option<Fault>) -> RunConfig {
+        RunConfig {
+            service: "stateful".into(),
+            strategy: Some(Routing::Proxy(Strategy::Cookie)),
+            label: "stateful/cookie".into(),
+            target_url: "http://127.0.0.1:8080/stateful".into(),
+            target: crate::client::Target::parse("http://127.0.0.1:8080/stateful")
+                .expect("valid test input"),
+            model: Model::Open {
+                rate: 20.0,
+                max_sessions: 100,
+            },
+            work: Work::Shop(crate::workflow::Workflow {
+                adds: 3,
+                think: std::time::Duration::from_millis(100),
+            }),
+            duration: std::time::Duration::from_secs(4),
+            timeout: std::time::Duration::from_secs(1),
+            sources: Vec::new(),
+            fault,
+            lab: crate::fault::Lab::parse("scripts/lab").expect("valid test input"),
+            sample_memory: false,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn build_sums_the_record_and_describes_the_failover() {
+        use std::time::{Duration, Instant};
+
+        use crate::client::ErrorKind;
+        use crate::stats::{Recorder, Sample};
+
+        let t0 = Instant::now();
+        let rec = Recorder::new(t0, Duration::from_secs(4));
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for (user, done, replica, error) in [
+            (1, 100, &b"stateful-1"[..], None),
+            (2, 1_100, &b"stateful-2"[..], None),
+            (3, 2_100, &b"stateful-2"[..], None),
+            (4, 2_600, &b"stateful-1"[..], Some(ErrorKind::Status5xx)),
+            (5, 3_100, &b"stateful-1"[..], None),
+        ] {
+            rec.record(
+                user,
+                &Sample {
+                    intended: at(done - 10),
+                    sent: at(done - 10),
+                    done: at(done),
+                    error,
+                    replica: Some(replica),
+                },
+            );
+        }
+        let events = vec![Event {
+            at_s: 2.5,
+            what: FaultStep::Kill,
+            replica: "stateful-2".into(),
+            took_s: 0.1,
+            ok: true,
+            detail: String::new(),
+        }];
+        let outcome = RunOutcome {
+            started_unix_ms: 7,
+            interrupted: false,
+            measured: rec.finish(4, true),
+            sessions: SessionCounts {
+                started: 5,
+                completed: 4,
+                ..SessionCounts::default()
+            },
+            memory_bytes: BTreeMap::new(),
+            events,
+        };
+        let fault = crate::fault::Fault::parse("stateful-2@2.5").expect("valid test input");
+        let r = RunReport::build(&config(Some(fault.clone())), outcome);
+        assert_eq!((r.requests, r.ok_requests, r.failed_requests), (5, 4, 1));
+        assert_eq!(r.errors.status_5xx, 1);
+        assert_eq!((r.duration_s, r.throughput_rps), (4.0, 1.0));
+        assert_eq!(
+            (r.rate, r.users, r.adds, r.think_ms),
+            (Some(20.0), None, Some(3), Some(100))
+        );
+        assert_eq!((r.model, r.workflow), (ModelKind::Open, WorkflowKind::Shop));
+        assert_eq!((r.sessions_started, r.sessions_completed), (5, 4));
+        assert_eq!(r.killed.as_deref(), Some("stateful-2"));
+        assert_eq!(r.per_replica["stateful-1"], 3);
+        assert_eq!(r.timeline.len(), 4);
+        assert_eq!(r.percentiles.len(), PERCENTILES.len());
+        assert_eq!(r.started_unix_ms, 7);
+        let f = r.failover.expect("a kill happened");
+        assert_eq!(f.replica, "stateful-2");
+        // Its last answer came at 2.1 s, before the kill at 2.5 s.
+        assert_eq!(f.last_answer_after_kill_s, 0.0);
+        // From the kill's second (2) to the end: the one 5xx.
+        assert_eq!(f.failed_during_failover, 1);
+        assert!(
+            f.recovery.is_none(),
+            "no two whole pre-kill seconds after the first"
+        );
+
+        // A failed kill is no failover.
+        let mut outcome_events = r.events.clone();
+        outcome_events[0].ok = false;
+        let r = RunReport::build(
+            &config(Some(fault)),
+            RunOutcome {
+                started_unix_ms: 0,
+                interrupted: true,
+                measured: Recorder::new(t0, Duration::from_secs(1)).finish(1, false),
+                sessions: SessionCounts::default(),
+                memory_bytes: BTreeMap::new(),
+                events: outcome_events,
+            },
+        );
+        assert!(r.failover.is_none() && r.interrupted);
+        assert_eq!((r.duration_s, r.requests, r.throughput_rps), (1.0, 0, 0.0));
     }
 }

@@ -273,14 +273,6 @@ impl Recorder {
         }
     }
 
-    /// (steps sent late, the largest lag in ms).
-    pub fn step_lag(&self) -> (u64, f64) {
-        (
-            self.steps_late.load(Ordering::Relaxed),
-            self.max_step_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
-        )
-    }
-
     /// Records that user `user` found its session lost at `at`.
     pub fn record_loss(&self, user: u64, at: Instant, kind: LossKind) {
         let second = self.second_of(at);
@@ -374,6 +366,8 @@ impl Recorder {
             last_seen,
             loss_unauthorized,
             loss_cart,
+            steps_late: self.steps_late.load(Ordering::Relaxed),
+            max_step_lag_ms: self.max_step_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
         }
     }
 }
@@ -450,6 +444,10 @@ pub struct Measured {
     pub last_seen: BTreeMap<String, f64>,
     pub loss_unauthorized: u64,
     pub loss_cart: u64,
+    /// Requests sent more than [`LATE_THRESHOLD`] after their think time ended, and the largest
+    /// such lag: the generator's own lateness.
+    pub steps_late: u64,
+    pub max_step_lag_ms: f64,
 }
 
 /// The band the run's steady state stayed in before the fault, and when the run got back into it:
