@@ -2,7 +2,6 @@
 //! fault, show progress, stop at the deadline (or Ctrl-C), and hand what was recorded to
 //! [`RunReport::build`].
 
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -247,7 +246,17 @@ async fn wait_all(
     }
 }
 
-/// Whether to draw the progress line: only for a person watching a terminal.
-pub fn progress_wanted() -> bool {
-    std::io::stderr().is_terminal()
+/// The runtime for a run: `threads` worker threads (default: one per core). One thread is a
+/// current-thread runtime, without the multi-thread scheduler's cross-thread bookkeeping (the
+/// generator on one core, as scripts/bench-loadgen runs it).
+pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all();
+    if let Some(n) = threads.filter(|n| *n > 1) {
+        builder.worker_threads(n);
+    }
+    builder.build()
 }
