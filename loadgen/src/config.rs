@@ -114,9 +114,22 @@ impl Deref for Routing {
 }
 
 /// The text names neither a proxy strategy nor `direct`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown strategy {0:?}: expected cookie, ip-hash, round-robin or direct")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownRouting(pub String);
+
+/// Lists the proxy's strategies from [`Strategy::ALL`], so a strategy the proxy gains is named
+/// here without a change.
+impl fmt::Display for UnknownRouting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown strategy {:?}: expected ", self.0)?;
+        for s in Strategy::ALL {
+            write!(f, "{s}, ")?;
+        }
+        f.write_str("or direct")
+    }
+}
+
+impl std::error::Error for UnknownRouting {}
 
 impl FromStr for Routing {
     type Err = UnknownRouting;
@@ -242,7 +255,8 @@ pub struct RunArgs {
     )]
     pub admin: String,
 
-    /// The routing strategy to record in the report (cookie, ip-hash, round-robin, direct).
+    /// The routing strategy to record in the report: one of the proxy's (cookie, ip-hash,
+    /// round-robin, ...) or direct.
     #[arg(long)]
     pub strategy: Option<String>,
 
@@ -779,7 +793,15 @@ mod tests {
             assert_eq!(&*routing, text);
         }
         let err = "sticky".parse::<Routing>().expect_err("not a strategy");
-        assert!(err.to_string().contains("round-robin or direct"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("unknown strategy \"sticky\": expected "),
+            "{text}"
+        );
+        for s in Strategy::ALL {
+            assert!(text.contains(s.as_str()), "{text}");
+        }
+        assert!(text.ends_with(", or direct"), "{text}");
         assert!(serde_json::from_str::<Routing>("\"sticky\"").is_err());
     }
 
