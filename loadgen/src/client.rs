@@ -17,8 +17,34 @@ use http::{Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::stats::ErrorKind;
 use crate::wire::{self, BodyEnd};
+
+/// Why a request failed. A request that got any HTTP answer other than 2xx, or none, is failed.
+///
+/// The classification belongs to the client, which alone knows how far an exchange got (nothing
+/// sent, or sent and then broken); the measurement layer counts these kinds, and session-loss
+/// detection reads them to tell a request that never left from one that may have been applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No connection could be made (refused, unreachable, connect timed out).
+    Connect,
+    /// No complete answer within the request timeout.
+    Timeout,
+    /// The connection broke after the request was sent (reset, closed, malformed answer).
+    Io,
+    /// A 4xx answer (a 401 after a successful login also counts as a session loss).
+    Status4xx,
+    /// A 5xx answer (from the service, or from the proxy: 502/503/504).
+    Status5xx,
+}
+
+/// An answer the generator cannot read arrives after the request went out: the exchange broke,
+/// like a reset, so it counts as I/O.
+impl From<wire::Malformed> for ErrorKind {
+    fn from(_: wire::Malformed) -> Self {
+        ErrorKind::Io
+    }
+}
 
 /// Where the requests go: one `host:port` and a path prefix (`/stateful` through the proxy,
 /// empty when talking to a service directly).

@@ -1,14 +1,14 @@
 //! The scheduled fault, carried out through the lab's own handle (`scripts/lab kill NAME`,
 //! `scripts/lab start NAME`), so a run kills a replica exactly as a user would — natively or
-//! in containers, whichever mode the lab is in.
+//! in containers, whichever mode the lab is in; and the record of each step ([`Event`]).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use tokio::process::Command;
-
-use crate::report::Event;
 
 /// How long a lab command may take before the run gives up on it.
 const LAB_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -91,6 +91,59 @@ pub fn parse_memory(text: &str, service: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// A step of the scheduled fault; `run.json`'s `events[].what`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultStep {
+    Kill,
+    Restart,
+}
+
+impl FaultStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultStep::Kill => "kill",
+            FaultStep::Restart => "restart",
+        }
+    }
+
+    /// The lab's word for the step: a restart is `LAB start`, the same verb a user types.
+    fn lab_verb(self) -> &'static str {
+        match self {
+            FaultStep::Kill => "kill",
+            FaultStep::Restart => "start",
+        }
+    }
+}
+
+impl fmt::Display for FaultStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Readers of a report compare the step with its JSON name (`e.what == "restart"`, as the lab
+/// tests do); this keeps that working now that the field is typed.
+impl PartialEq<&str> for FaultStep {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// One step of the fault as it happened; `run.json`'s `events[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at_s: f64,
+    pub what: FaultStep,
+    pub replica: String,
+    /// How long the lab command took (`kill` returns once the process is gone, `start` once the
+    /// replica is healthy).
+    pub took_s: f64,
+    pub ok: bool,
+    /// The lab command's last output line (why it failed, if it did).
+    pub detail: String,
+}
+
 /// Kill `replica` at `kill_at` after the start; start it again at `restart_at` if given.
 #[derive(Debug, Clone)]
 pub struct Fault {
@@ -131,9 +184,9 @@ impl Fault {
         events: Arc<Mutex<Vec<Event>>>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut steps = vec![("kill", self.kill_at)];
+        let mut steps = vec![(FaultStep::Kill, self.kill_at)];
         if let Some(at) = self.restart_at {
-            steps.push(("restart", at));
+            steps.push((FaultStep::Restart, at));
         }
         for (what, at) in steps {
             let due = tokio::time::sleep_until((start + at).into());
@@ -147,7 +200,7 @@ impl Fault {
                     .unwrap_or_else(|e| e.into_inner())
                     .push(Event {
                         at_s: at.as_secs_f64(),
-                        what: what.into(),
+                        what,
                         replica: self.replica.clone(),
                         took_s: 0.0,
                         ok: false,
@@ -156,11 +209,10 @@ impl Fault {
                 continue;
             }
             let begun = Instant::now();
-            let verb = if what == "kill" { "kill" } else { "start" };
-            let (ok, detail) = lab.call(&[verb, &self.replica]).await;
+            let (ok, detail) = lab.call(&[what.lab_verb(), &self.replica]).await;
             let event = Event {
                 at_s: begun.saturating_duration_since(start).as_secs_f64(),
-                what: what.into(),
+                what,
                 replica: self.replica.clone(),
                 took_s: begun.elapsed().as_secs_f64(),
                 ok,
@@ -210,5 +262,18 @@ mod tests {
         let m = parse_memory(text, "stateful");
         assert_eq!(m.len(), 2);
         assert_eq!(m["stateful-2"], 2000);
+    }
+
+    #[test]
+    fn steps_keep_their_json_names_and_lab_verbs() {
+        for (step, name, verb) in [
+            (FaultStep::Kill, "kill", "kill"),
+            (FaultStep::Restart, "restart", "start"),
+        ] {
+            let json = serde_json::to_string(&step).expect("serialise");
+            assert_eq!(json, format!("\"{name}\""));
+            assert!(step == name);
+            assert_eq!(step.lab_verb(), verb);
+        }
     }
 }

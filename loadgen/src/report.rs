@@ -10,7 +10,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{ErrorCounts, Recovery, SecondStats};
+use crate::config::{Model, ModelKind, Routing, RunConfig, Work, WorkflowKind};
+use crate::fault::Fault;
+pub use crate::fault::{Event, FaultStep};
+use crate::stats::{self, percentile_ms, ErrorCounts, Measured, Recovery, SecondStats};
+
+/// The percentiles of the report's table.
+const PERCENTILES: [f64; 8] = [50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99, 100.0];
 
 /// One run of the generator against one service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,14 +25,14 @@ pub struct RunReport {
     pub service: String,
     /// The proxy's strategy for the pool during the run (`cookie`, `ip-hash`, `round-robin`), or
     /// `direct` when the generator talked to a replica itself; `null` when not known.
-    pub strategy: Option<String>,
+    pub strategy: Option<Routing>,
     /// A short name for the run, e.g. `stateful/cookie`.
     pub label: String,
     pub target: String,
     /// `shop` (login, cart adds, cart, checkout, logout) or `raw` (GET one path).
-    pub workflow: String,
+    pub workflow: WorkflowKind,
     /// `open` (sessions arrive at `rate` per second) or `closed` (`users` loop).
-    pub model: String,
+    pub model: ModelKind,
     pub rate: Option<f64>,
     pub users: Option<u64>,
     pub adds: Option<u32>,
@@ -112,26 +118,168 @@ pub struct Failover {
     pub recovery: Option<Recovery>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    pub at_s: f64,
-    /// `kill` or `restart`.
-    pub what: String,
-    pub replica: String,
-    /// How long the lab command took (`kill` returns once the process is gone, `start` once the
-    /// replica is healthy).
-    pub took_s: f64,
-    pub ok: bool,
-    /// The lab command's last output line (why it failed, if it did).
-    pub detail: String,
-}
-
 /// `report.json` of `scripts/compare` and `statelab-load report`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Comparison {
     pub title: String,
     pub generated_unix_ms: u64,
     pub runs: Vec<RunReport>,
+}
+
+/// The generator's own account of the sessions it started: whether it kept to its schedule.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct SessionCounts {
+    pub started: u64,
+    pub completed: u64,
+    /// Open model: arrivals started late / not started (see [`RunReport`]).
+    pub starts_late: u64,
+    pub starts_dropped: u64,
+    pub max_start_lag_ms: f64,
+}
+
+/// Everything a run produced, before it is summed up: the record of the requests, the
+/// generator's counters, the fault's events and what the lab said afterwards. Kept apart from
+/// [`RunReport`] so that running the load and describing it are two functions.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub started_unix_ms: u64,
+    /// Stopped by Ctrl-C.
+    pub interrupted: bool,
+    /// One entry per whole second that ran.
+    pub measured: Measured,
+    pub sessions: SessionCounts,
+    pub memory_bytes: BTreeMap<String, u64>,
+    pub events: Vec<Event>,
+}
+
+impl RunReport {
+    /// The report of the run `cfg` asked for, from what it produced. Pure: every figure comes
+    /// from `cfg` and `outcome`.
+    pub fn build(cfg: &RunConfig, outcome: RunOutcome) -> RunReport {
+        let RunOutcome {
+            started_unix_ms,
+            interrupted,
+            measured,
+            sessions,
+            memory_bytes,
+            events,
+        } = outcome;
+        let requests: u64 = measured.series.iter().map(|s| s.requests).sum();
+        let ok: u64 = measured.series.iter().map(|s| s.ok).sum();
+        let failed: u64 = measured.series.iter().map(|s| s.failed).sum();
+        let mut errors = ErrorCounts::default();
+        let mut per_replica = BTreeMap::new();
+        for s in &measured.series {
+            errors.merge(&s.errors);
+            for (name, n) in &s.per_replica {
+                *per_replica.entry(name.clone()).or_insert(0) += n;
+            }
+        }
+        // The series has one entry per whole second measured, at least one (the run's length
+        // as the figures see it, also after Ctrl-C).
+        let measured_s = measured.series.len().max(1) as f64;
+        let failover = cfg
+            .fault
+            .as_ref()
+            .and_then(|fault| failover(fault, &events, &measured));
+        let percentiles = PERCENTILES
+            .into_iter()
+            .map(|p| PercentileRow {
+                percentile: p,
+                latency_ms: percentile_ms(&measured.latency, p),
+                service_ms: percentile_ms(&measured.service, p),
+            })
+            .collect();
+        let (rate, users) = match cfg.model {
+            Model::Open { rate, .. } => (Some(rate), None),
+            Model::Closed { users } => (None, Some(users)),
+        };
+        let (adds, think_ms) = match &cfg.work {
+            Work::Shop(w) => (Some(w.adds), Some(w.think.as_millis() as u64)),
+            Work::Raw { .. } => (None, None),
+        };
+        let latency = |p| percentile_ms(&measured.latency, p);
+        RunReport {
+            service: cfg.service.clone(),
+            strategy: cfg.strategy,
+            label: cfg.label.clone(),
+            target: cfg.target_url.clone(),
+            workflow: cfg.work.kind(),
+            model: cfg.model.kind(),
+            rate,
+            users,
+            adds,
+            think_ms,
+            sources: cfg.sources.len().max(1) as u64,
+            duration_s: measured_s,
+            started_unix_ms,
+            interrupted,
+            killed: cfg.fault.as_ref().map(|f| f.replica.clone()),
+            requests,
+            ok_requests: ok,
+            failed_requests: failed,
+            errors,
+            session_losses: measured.loss_unauthorized + measured.loss_cart,
+            losses_unauthorized: measured.loss_unauthorized,
+            losses_cart_mismatch: measured.loss_cart,
+            sessions_started: sessions.started,
+            sessions_completed: sessions.completed,
+            starts_late: sessions.starts_late,
+            starts_dropped: sessions.starts_dropped,
+            max_start_lag_ms: sessions.max_start_lag_ms,
+            steps_late: measured.steps_late,
+            max_step_lag_ms: measured.max_step_lag_ms,
+            throughput_rps: ok as f64 / measured_s,
+            p50_ms: latency(50.0),
+            p90_ms: latency(90.0),
+            p99_ms: latency(99.0),
+            p999_ms: latency(99.9),
+            max_ms: latency(100.0),
+            service_p50_ms: percentile_ms(&measured.service, 50.0),
+            service_p99_ms: percentile_ms(&measured.service, 99.0),
+            percentiles,
+            per_replica,
+            memory_bytes,
+            failover,
+            events,
+            timeline: measured.series,
+        }
+    }
+}
+
+/// Failover figures from the kill event (its actual time) and the per-second record.
+fn failover(fault: &Fault, events: &[Event], m: &Measured) -> Option<Failover> {
+    // Without a kill that happened there is no failover to describe.
+    let kill = events.iter().find(|e| e.what == FaultStep::Kill && e.ok)?;
+    let restart_at_s = events
+        .iter()
+        .find(|e| e.what == FaultStep::Restart && e.ok)
+        .map(|e| e.at_s);
+    let recovery = stats::recovery(&m.series, kill.at_s);
+    let kill_second = (kill.at_s.floor() as usize).min(m.series.len());
+    // From the kill's second until the run was back in its band (failures included in the
+    // band), or to the end if it never was or there was no band.
+    let until = recovery
+        .as_ref()
+        .and_then(|r| r.recovered_at_second)
+        .map_or(m.series.len(), |at| at as usize)
+        .max(kill_second);
+    let after_kill = &m.series[kill_second..];
+    let failed_during_failover = m.series[kill_second..until].iter().map(|s| s.failed).sum();
+    let last_answer_after_kill_s = m
+        .last_seen
+        .get(&fault.replica)
+        .map_or(0.0, |seen| (seen - kill.at_s).max(0.0));
+    Some(Failover {
+        replica: fault.replica.clone(),
+        kill_at_s: kill.at_s,
+        kill_took_s: kill.took_s,
+        restart_at_s,
+        last_answer_after_kill_s,
+        failed_during_failover,
+        sessions_lost_after_kill: after_kill.iter().map(|s| s.session_losses).sum(),
+        recovery,
+    })
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
@@ -174,7 +322,7 @@ pub fn summary(r: &RunReport) -> String {
     let load = match (r.rate, r.users) {
         (Some(rate), _) => format!("open, {rate} arrivals/s"),
         (_, Some(users)) => format!("closed, {users} users"),
-        _ => r.model.clone(),
+        _ => r.model.to_string(),
     };
     let _ = writeln!(
         out,
@@ -205,14 +353,14 @@ pub fn summary(r: &RunReport) -> String {
         r.losses_unauthorized,
         r.losses_cart_mismatch
     );
-    if r.model == "open" {
+    if r.model == ModelKind::Open {
         let _ = writeln!(
             out,
             "  starts late {}  dropped {}  max start lag {:.1} ms",
             r.starts_late, r.starts_dropped, r.max_start_lag_ms
         );
     }
-    if r.workflow == "shop" {
+    if r.workflow == WorkflowKind::Shop {
         let _ = writeln!(
             out,
             "  steps sent late after think time {}  max lag {:.1} ms",
@@ -342,4 +490,454 @@ pub fn comparison_table(runs: &[RunReport]) -> String {
         );
     }
     out
+}
+
+/// Reports to test against: the same run shape the HTML tests draw and the JSON tests write.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use statelab_proxy_api::Strategy;
+
+    use super::*;
+
+    pub fn second(t: u64, ok: u64, failed: u64, p99: f64) -> SecondStats {
+        let per_replica = BTreeMap::from([
+            ("r-1".to_string(), ok / 2),
+            ("r-2".to_string(), ok - ok / 2),
+        ]);
+        SecondStats {
+            t,
+            requests: ok + failed,
+            ok,
+            failed,
+            errors: ErrorCounts {
+                status_5xx: failed,
+                ..ErrorCounts::default()
+            },
+            session_losses: u64::from(failed > 0),
+            p50_ms: p99 / 3.0,
+            p99_ms: p99,
+            per_replica,
+        }
+    }
+
+    pub fn run(label: &str, with_kill: bool) -> RunReport {
+        let timeline: Vec<_> = (0..12)
+            .map(|t| {
+                if (5..7).contains(&t) {
+                    second(t, 40, 30, 250.0)
+                } else {
+                    second(t, 100, 0, 4.0)
+                }
+            })
+            .collect();
+        let failover = with_kill.then(|| Failover {
+            replica: "r-2".into(),
+            kill_at_s: 5.2,
+            kill_took_s: 0.3,
+            restart_at_s: Some(9.0),
+            last_answer_after_kill_s: 0.1,
+            failed_during_failover: 60,
+            sessions_lost_after_kill: 2,
+            recovery: Some(Recovery {
+                throughput_low: 90.0,
+                throughput_high: 110.0,
+                p99_high_ms: 4.4,
+                failed_high: 0,
+                recovered_after_s: Some(1.8),
+                recovered_at_second: Some(7),
+            }),
+        });
+        RunReport {
+            service: "stateful".into(),
+            strategy: Some(Routing::Proxy(Strategy::Cookie)),
+            label: label.into(),
+            target: "http://127.0.0.1:8080".into(),
+            workflow: WorkflowKind::Shop,
+            model: ModelKind::Open,
+            rate: Some(20.0),
+            users: None,
+            adds: Some(3),
+            think_ms: Some(0),
+            sources: 1,
+            duration_s: 12.0,
+            started_unix_ms: 0,
+            interrupted: false,
+            killed: with_kill.then(|| "r-2".into()),
+            requests: 1160,
+            ok_requests: 1100,
+            failed_requests: 60,
+            errors: ErrorCounts {
+                status_5xx: 60,
+                ..ErrorCounts::default()
+            },
+            session_losses: 2,
+            losses_unauthorized: 2,
+            losses_cart_mismatch: 0,
+            sessions_started: 240,
+            sessions_completed: 230,
+            starts_late: 0,
+            starts_dropped: 0,
+            max_start_lag_ms: 1.0,
+            steps_late: 0,
+            max_step_lag_ms: 1.0,
+            throughput_rps: 91.7,
+            p50_ms: 1.5,
+            p90_ms: 3.0,
+            p99_ms: 40.0,
+            p999_ms: 250.0,
+            max_ms: 300.0,
+            service_p50_ms: 1.2,
+            service_p99_ms: 9.0,
+            percentiles: vec![PercentileRow {
+                percentile: 99.9,
+                latency_ms: 250.0,
+                service_ms: 9.0,
+            }],
+            per_replica: BTreeMap::from([("r-1".to_string(), 600), ("r-2".to_string(), 500)]),
+            memory_bytes: BTreeMap::from([("r-1".to_string(), 8 << 20)]),
+            failover,
+            events: vec![Event {
+                at_s: 5.2,
+                what: FaultStep::Kill,
+                replica: "r-2".into(),
+                took_s: 0.3,
+                ok: true,
+                detail: String::new(),
+            }],
+            timeline,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use statelab_proxy_api::Strategy;
+
+    use super::*;
+
+    fn keys(v: &Value) -> Vec<&str> {
+        let mut keys: Vec<&str> = v
+            .as_object()
+            .expect("a JSON object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    fn sorted<'a>(names: &[&'a str]) -> Vec<&'a str> {
+        let mut names = names.to_vec();
+        names.sort_unstable();
+        names
+    }
+
+    /// `run.json` as written before the record was typed: readers (scripts/compare,
+    /// scripts/e2e-docker, docs/load.md) rely on these names and values.
+    const RUN_FIELDS: [&str; 43] = [
+        "service",
+        "strategy",
+        "label",
+        "target",
+        "workflow",
+        "model",
+        "rate",
+        "users",
+        "adds",
+        "think_ms",
+        "sources",
+        "duration_s",
+        "started_unix_ms",
+        "interrupted",
+        "killed",
+        "requests",
+        "ok_requests",
+        "failed_requests",
+        "errors",
+        "session_losses",
+        "losses_unauthorized",
+        "losses_cart_mismatch",
+        "sessions_started",
+        "sessions_completed",
+        "starts_late",
+        "starts_dropped",
+        "max_start_lag_ms",
+        "steps_late",
+        "max_step_lag_ms",
+        "throughput_rps",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "p999_ms",
+        "max_ms",
+        "service_p50_ms",
+        "service_p99_ms",
+        "percentiles",
+        "per_replica",
+        "memory_bytes",
+        "failover",
+        "events",
+        "timeline",
+    ];
+
+    #[test]
+    fn the_json_keeps_its_field_names_and_string_values() {
+        let report = fixture::run("stateful/cookie", true);
+        let v = serde_json::to_value(&report).expect("serialise");
+        assert_eq!(keys(&v), sorted(&RUN_FIELDS));
+        assert_eq!(v["strategy"], "cookie");
+        assert_eq!(v["workflow"], "shop");
+        assert_eq!(v["model"], "open");
+        assert_eq!(v["events"][0]["what"], "kill");
+        assert_eq!(
+            keys(&v["events"][0]),
+            sorted(&["at_s", "what", "replica", "took_s", "ok", "detail"])
+        );
+        assert_eq!(
+            keys(&v["failover"]),
+            sorted(&[
+                "replica",
+                "kill_at_s",
+                "kill_took_s",
+                "restart_at_s",
+                "last_answer_after_kill_s",
+                "failed_during_failover",
+                "sessions_lost_after_kill",
+                "recovery",
+            ])
+        );
+        assert_eq!(
+            keys(&v["failover"]["recovery"]),
+            sorted(&[
+                "throughput_low",
+                "throughput_high",
+                "p99_high_ms",
+                "failed_high",
+                "recovered_after_s",
+                "recovered_at_second",
+            ])
+        );
+        assert_eq!(
+            keys(&v["timeline"][0]),
+            sorted(&[
+                "t",
+                "requests",
+                "ok",
+                "failed",
+                "errors",
+                "session_losses",
+                "p50_ms",
+                "p99_ms",
+                "per_replica",
+            ])
+        );
+        assert_eq!(
+            keys(&v["errors"]),
+            sorted(&["connect", "timeout", "io", "status_4xx", "status_5xx"])
+        );
+        assert_eq!(
+            keys(&v["percentiles"][0]),
+            sorted(&["percentile", "latency_ms", "service_ms"])
+        );
+
+        // The other values of each enum.
+        let mut other = report;
+        other.strategy = Some(Routing::Proxy(Strategy::RoundRobin));
+        other.workflow = WorkflowKind::Raw;
+        other.model = ModelKind::Closed;
+        other.events[0].what = FaultStep::Restart;
+        let v = serde_json::to_value(&other).expect("serialise");
+        assert_eq!(
+            (
+                &v["strategy"],
+                &v["workflow"],
+                &v["model"],
+                &v["events"][0]["what"]
+            ),
+            (
+                &Value::from("round-robin"),
+                &Value::from("raw"),
+                &Value::from("closed"),
+                &Value::from("restart")
+            )
+        );
+        other.strategy = Some(Routing::Direct);
+        let v = serde_json::to_value(&other).expect("serialise");
+        assert_eq!(v["strategy"], "direct");
+        other.strategy = None;
+        let v = serde_json::to_value(&other).expect("serialise");
+        assert_eq!(v["strategy"], Value::Null);
+    }
+
+    /// A `run.json` in the format written before the fields were typed, by hand.
+    const OLD_RUN_JSON: &str = r#"{
+      "service": "stateless", "strategy": "ip-hash", "label": "stateless/ip-hash",
+      "target": "http://127.0.0.1:8080/stateless", "workflow": "raw", "model": "closed",
+      "rate": null, "users": 20, "adds": null, "think_ms": null, "sources": 8,
+      "duration_s": 2.0, "started_unix_ms": 1700000000000, "interrupted": false,
+      "killed": "stateless-2", "requests": 10, "ok_requests": 9, "failed_requests": 1,
+      "errors": {"connect": 1, "timeout": 0, "io": 0, "status_4xx": 0, "status_5xx": 0},
+      "session_losses": 0, "losses_unauthorized": 0, "losses_cart_mismatch": 0,
+      "sessions_started": 0, "sessions_completed": 0, "starts_late": 0, "starts_dropped": 0,
+      "max_start_lag_ms": 0.0, "steps_late": 0, "max_step_lag_ms": 0.0, "throughput_rps": 4.5,
+      "p50_ms": 1.25, "p90_ms": 2.5, "p99_ms": 3.0, "p999_ms": 3.0, "max_ms": 3.0,
+      "service_p50_ms": 1.0, "service_p99_ms": 2.0,
+      "percentiles": [{"percentile": 50.0, "latency_ms": 1.25, "service_ms": 1.0}],
+      "per_replica": {"stateless-1": 5, "stateless-3": 4}, "memory_bytes": {},
+      "failover": {"replica": "stateless-2", "kill_at_s": 1.01, "kill_took_s": 0.02,
+        "restart_at_s": 1.5, "last_answer_after_kill_s": 0.0, "failed_during_failover": 1,
+        "sessions_lost_after_kill": 0, "recovery": null},
+      "events": [
+        {"at_s": 1.01, "what": "kill", "replica": "stateless-2", "took_s": 0.02, "ok": true,
+         "detail": ""},
+        {"at_s": 1.5, "what": "restart", "replica": "stateless-2", "took_s": 0.3, "ok": true,
+         "detail": "started"}
+      ],
+      "timeline": [
+        {"t": 0, "requests": 5, "ok": 5, "failed": 0,
+         "errors": {"connect": 0, "timeout": 0, "io": 0, "status_4xx": 0, "status_5xx": 0},
+         "session_losses": 0, "p50_ms": 1.0, "p99_ms": 2.0, "per_replica": {"stateless-1": 5}},
+        {"t": 1, "requests": 5, "ok": 4, "failed": 1,
+         "errors": {"connect": 1, "timeout": 0, "io": 0, "status_4xx": 0, "status_5xx": 0},
+         "session_losses": 0, "p50_ms": 1.5, "p99_ms": 3.0, "per_replica": {"stateless-3": 4}}
+      ]
+    }"#;
+
+    #[test]
+    fn an_old_run_json_reads_into_the_typed_record_and_writes_back_the_same() {
+        let report: RunReport = serde_json::from_str(OLD_RUN_JSON).expect("an old run.json");
+        assert_eq!(report.strategy, Some(Routing::Proxy(Strategy::IpHash)));
+        assert_eq!(report.strategy.as_deref(), Some("ip-hash"));
+        assert_eq!(
+            (report.workflow, report.model),
+            (WorkflowKind::Raw, ModelKind::Closed)
+        );
+        assert!(report.events[1].what == "restart");
+        let old: Value = serde_json::from_str(OLD_RUN_JSON).expect("JSON");
+        assert_eq!(serde_json::to_value(&report).expect("serialise"), old);
+
+        let mut bad: Value = old;
+        bad["strategy"] = Value::from("sticky");
+        assert!(serde_json::from_value::<RunReport>(bad).is_err());
+    }
+
+    fn config(fault: Option<Fault>) -> RunConfig {
+        RunConfig {
+            service: "stateful".into(),
+            strategy: Some(Routing::Proxy(Strategy::Cookie)),
+            label: "stateful/cookie".into(),
+            target_url: "http://127.0.0.1:8080/stateful".into(),
+            target: crate::client::Target::parse("http://127.0.0.1:8080/stateful")
+                .expect("valid test input"),
+            model: Model::Open {
+                rate: 20.0,
+                max_sessions: 100,
+            },
+            work: Work::Shop(crate::workflow::Workflow {
+                adds: 3,
+                think: std::time::Duration::from_millis(100),
+            }),
+            duration: std::time::Duration::from_secs(4),
+            timeout: std::time::Duration::from_secs(1),
+            sources: Vec::new(),
+            fault,
+            lab: crate::fault::Lab::parse("scripts/lab").expect("valid test input"),
+            sample_memory: false,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn build_sums_the_record_and_describes_the_failover() {
+        use std::time::{Duration, Instant};
+
+        use crate::client::ErrorKind;
+        use crate::stats::{Recorder, Sample};
+
+        let t0 = Instant::now();
+        let rec = Recorder::new(t0, Duration::from_secs(4));
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for (user, done, replica, error) in [
+            (1, 100, &b"stateful-1"[..], None),
+            (2, 1_100, &b"stateful-2"[..], None),
+            (3, 2_100, &b"stateful-2"[..], None),
+            (4, 2_600, &b"stateful-1"[..], Some(ErrorKind::Status5xx)),
+            (5, 3_100, &b"stateful-1"[..], None),
+        ] {
+            rec.record(
+                user,
+                &Sample {
+                    intended: at(done - 10),
+                    sent: at(done - 10),
+                    done: at(done),
+                    error,
+                    replica: Some(replica),
+                },
+            );
+        }
+        let events = vec![Event {
+            at_s: 2.5,
+            what: FaultStep::Kill,
+            replica: "stateful-2".into(),
+            took_s: 0.1,
+            ok: true,
+            detail: String::new(),
+        }];
+        let outcome = RunOutcome {
+            started_unix_ms: 7,
+            interrupted: false,
+            measured: rec.finish(4, true),
+            sessions: SessionCounts {
+                started: 5,
+                completed: 4,
+                ..SessionCounts::default()
+            },
+            memory_bytes: BTreeMap::new(),
+            events,
+        };
+        let fault = crate::fault::Fault::parse("stateful-2@2.5").expect("valid test input");
+        let r = RunReport::build(&config(Some(fault.clone())), outcome);
+        assert_eq!((r.requests, r.ok_requests, r.failed_requests), (5, 4, 1));
+        assert_eq!(r.errors.status_5xx, 1);
+        assert_eq!((r.duration_s, r.throughput_rps), (4.0, 1.0));
+        assert_eq!(
+            (r.rate, r.users, r.adds, r.think_ms),
+            (Some(20.0), None, Some(3), Some(100))
+        );
+        assert_eq!((r.model, r.workflow), (ModelKind::Open, WorkflowKind::Shop));
+        assert_eq!((r.sessions_started, r.sessions_completed), (5, 4));
+        assert_eq!(r.killed.as_deref(), Some("stateful-2"));
+        assert_eq!(r.per_replica["stateful-1"], 3);
+        assert_eq!(r.timeline.len(), 4);
+        assert_eq!(r.percentiles.len(), PERCENTILES.len());
+        assert_eq!(r.started_unix_ms, 7);
+        let f = r.failover.expect("a kill happened");
+        assert_eq!(f.replica, "stateful-2");
+        // Its last answer came at 2.1 s, before the kill at 2.5 s.
+        assert_eq!(f.last_answer_after_kill_s, 0.0);
+        // From the kill's second (2) to the end: the one 5xx.
+        assert_eq!(f.failed_during_failover, 1);
+        assert!(
+            f.recovery.is_none(),
+            "no two whole pre-kill seconds after the first"
+        );
+
+        // A failed kill is no failover.
+        let mut outcome_events = r.events.clone();
+        outcome_events[0].ok = false;
+        let r = RunReport::build(
+            &config(Some(fault)),
+            RunOutcome {
+                started_unix_ms: 0,
+                interrupted: true,
+                measured: Recorder::new(t0, Duration::from_secs(1)).finish(1, false),
+                sessions: SessionCounts::default(),
+                memory_bytes: BTreeMap::new(),
+                events: outcome_events,
+            },
+        );
+        assert!(r.failover.is_none() && r.interrupted);
+        assert_eq!((r.duration_s, r.requests, r.throughput_rps), (1.0, 0, 0.0));
+    }
 }

@@ -1,62 +1,20 @@
 //! One run: start the virtual users under the chosen workload model, carry out the scheduled
-//! fault, show progress, stop at the deadline (or Ctrl-C), and turn the record into a
-//! [`RunReport`].
+//! fault, show progress, stop at the deadline (or Ctrl-C), and hand what was recorded to
+//! [`RunReport::build`].
 
-use std::io::IsTerminal;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinSet;
 
-use crate::client::Target;
-use crate::fault::{Fault, Lab};
-use crate::report::{Event, Failover, PercentileRow, RunReport};
-use crate::stats::{self, percentile_ms, Recorder};
-use crate::workflow::{SessionEnd, User, Workflow};
+use crate::config::{Model, RunConfig, Work};
+use crate::fault::Event;
+use crate::report::{RunOutcome, RunReport, SessionCounts};
+use crate::stats::{Recorder, LATE_THRESHOLD};
+use crate::workflow::{SessionEnd, User};
 
-use crate::stats::LATE_THRESHOLD;
-
-/// How sessions (or raw requests) are started.
-#[derive(Debug, Clone)]
-pub enum Model {
-    /// New sessions arrive at `rate` per second whatever the answers do; at most `max_sessions`
-    /// run at once (arrivals beyond are dropped and counted).
-    Open { rate: f64, max_sessions: u64 },
-    /// `users` users each run sessions back to back.
-    Closed { users: u64 },
-}
-
-/// What each user does.
-#[derive(Debug, Clone)]
-pub enum Work {
-    Shop(Workflow),
-    /// GET `path` repeatedly: the raw request rate, for comparing the generator with wrk.
-    Raw {
-        path: String,
-    },
-}
-
-/// A run, fully specified (the CLI builds it).
-#[derive(Debug, Clone)]
-pub struct RunConfig {
-    pub service: String,
-    pub strategy: Option<String>,
-    pub label: String,
-    pub target_url: String,
-    pub target: Target,
-    pub model: Model,
-    pub work: Work,
-    pub duration: Duration,
-    pub timeout: Duration,
-    pub sources: Vec<IpAddr>,
-    pub fault: Option<Fault>,
-    pub lab: Lab,
-    pub sample_memory: bool,
-    pub progress: bool,
-}
-
+/// The generator's own counters, shared by the tasks that start sessions.
 #[derive(Debug, Default)]
 struct Counters {
     sessions_started: AtomicU64,
@@ -65,6 +23,18 @@ struct Counters {
     starts_dropped: AtomicU64,
     max_lag_us: AtomicU64,
     active: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> SessionCounts {
+        SessionCounts {
+            started: self.sessions_started.load(Ordering::Relaxed),
+            completed: self.sessions_completed.load(Ordering::Relaxed),
+            starts_late: self.starts_late.load(Ordering::Relaxed),
+            starts_dropped: self.starts_dropped.load(Ordering::Relaxed),
+            max_start_lag_ms: self.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        }
+    }
 }
 
 /// Runs the load and returns its report. Ctrl-C ends the run early; the report then covers the
@@ -134,7 +104,6 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     // Only whole seconds go into the series (a part second would look like a throughput drop).
     let seconds = (elapsed.as_secs() as usize).max(1);
     let measured = recorder.finish(seconds, !interrupted);
-    let (steps_late, max_step_lag_ms) = recorder.step_lag();
 
     let memory_bytes = if cfg.sample_memory {
         cfg.lab.memory(&cfg.service).await
@@ -142,120 +111,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         Default::default()
     };
     let events = std::mem::take(&mut *events.lock().unwrap_or_else(|e| e.into_inner()));
-
-    let requests: u64 = measured.series.iter().map(|s| s.requests).sum();
-    let ok: u64 = measured.series.iter().map(|s| s.ok).sum();
-    let failed: u64 = measured.series.iter().map(|s| s.failed).sum();
-    let mut errors = stats::ErrorCounts::default();
-    let mut per_replica = std::collections::BTreeMap::new();
-    for s in &measured.series {
-        errors.merge(&s.errors);
-        for (name, n) in &s.per_replica {
-            *per_replica.entry(name.clone()).or_insert(0) += n;
-        }
-    }
-    let measured_s = seconds as f64;
-    let failover = cfg
-        .fault
-        .as_ref()
-        .and_then(|fault| failover(fault, &events, &measured));
-    let percentiles = [50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99, 100.0]
-        .into_iter()
-        .map(|p| PercentileRow {
-            percentile: p,
-            latency_ms: percentile_ms(&measured.latency, p),
-            service_ms: percentile_ms(&measured.service, p),
-        })
-        .collect();
-
-    let (rate, users) = match cfg.model {
-        Model::Open { rate, .. } => (Some(rate), None),
-        Model::Closed { users } => (None, Some(users)),
-    };
-    let (workflow, adds, think_ms) = match &cfg.work {
-        Work::Shop(w) => ("shop", Some(w.adds), Some(w.think.as_millis() as u64)),
-        Work::Raw { .. } => ("raw", None, None),
-    };
-    Ok(RunReport {
-        service: cfg.service.clone(),
-        strategy: cfg.strategy.clone(),
-        label: cfg.label.clone(),
-        target: cfg.target_url.clone(),
-        workflow: workflow.into(),
-        model: if rate.is_some() { "open" } else { "closed" }.into(),
-        rate,
-        users,
-        adds,
-        think_ms,
-        sources: cfg.sources.len().max(1) as u64,
-        duration_s: measured_s,
+    let outcome = RunOutcome {
         started_unix_ms,
         interrupted,
-        killed: cfg.fault.as_ref().map(|f| f.replica.clone()),
-        requests,
-        ok_requests: ok,
-        failed_requests: failed,
-        errors,
-        session_losses: measured.loss_unauthorized + measured.loss_cart,
-        losses_unauthorized: measured.loss_unauthorized,
-        losses_cart_mismatch: measured.loss_cart,
-        sessions_started: counters.sessions_started.load(Ordering::Relaxed),
-        sessions_completed: counters.sessions_completed.load(Ordering::Relaxed),
-        starts_late: counters.starts_late.load(Ordering::Relaxed),
-        starts_dropped: counters.starts_dropped.load(Ordering::Relaxed),
-        max_start_lag_ms: counters.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
-        steps_late,
-        max_step_lag_ms,
-        throughput_rps: ok as f64 / measured_s,
-        p50_ms: percentile_ms(&measured.latency, 50.0),
-        p90_ms: percentile_ms(&measured.latency, 90.0),
-        p99_ms: percentile_ms(&measured.latency, 99.0),
-        p999_ms: percentile_ms(&measured.latency, 99.9),
-        max_ms: percentile_ms(&measured.latency, 100.0),
-        service_p50_ms: percentile_ms(&measured.service, 50.0),
-        service_p99_ms: percentile_ms(&measured.service, 99.0),
-        percentiles,
-        per_replica,
+        measured,
+        sessions: counters.snapshot(),
         memory_bytes,
-        failover,
         events,
-        timeline: measured.series,
-    })
-}
-
-/// Failover figures from the kill event (its actual time) and the per-second record.
-fn failover(fault: &Fault, events: &[Event], m: &stats::Measured) -> Option<Failover> {
-    // Without a kill that happened there is no failover to describe.
-    let kill = events.iter().find(|e| e.what == "kill" && e.ok)?;
-    let restart_at_s = events
-        .iter()
-        .find(|e| e.what == "restart" && e.ok)
-        .map(|e| e.at_s);
-    let recovery = stats::recovery(&m.series, kill.at_s);
-    let kill_second = (kill.at_s.floor() as usize).min(m.series.len());
-    // From the kill's second until the run was back in its band (failures included in the
-    // band), or to the end if it never was or there was no band.
-    let until = recovery
-        .as_ref()
-        .and_then(|r| r.recovered_at_second)
-        .map_or(m.series.len(), |at| at as usize)
-        .max(kill_second);
-    let after_kill = &m.series[kill_second..];
-    let failed_during_failover = m.series[kill_second..until].iter().map(|s| s.failed).sum();
-    let last_answer_after_kill_s = m
-        .last_seen
-        .get(&fault.replica)
-        .map_or(0.0, |seen| (seen - kill.at_s).max(0.0));
-    Some(Failover {
-        replica: fault.replica.clone(),
-        kill_at_s: kill.at_s,
-        kill_took_s: kill.took_s,
-        restart_at_s,
-        last_answer_after_kill_s,
-        failed_during_failover,
-        sessions_lost_after_kill: after_kill.iter().map(|s| s.session_losses).sum(),
-        recovery,
-    })
+    };
+    Ok(RunReport::build(&cfg, outcome))
 }
 
 fn new_user(cfg: &RunConfig, id: u64, recorder: &Arc<Recorder>, deadline: Instant) -> User {
@@ -382,7 +246,17 @@ async fn wait_all(
     }
 }
 
-/// Whether to draw the progress line: only for a person watching a terminal.
-pub fn progress_wanted() -> bool {
-    std::io::stderr().is_terminal()
+/// The runtime for a run: `threads` worker threads (default: one per core). One thread is a
+/// current-thread runtime, without the multi-thread scheduler's cross-thread bookkeeping (the
+/// generator on one core, as scripts/bench-loadgen runs it).
+pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all();
+    if let Some(n) = threads.filter(|n| *n > 1) {
+        builder.worker_threads(n);
+    }
+    builder.build()
 }

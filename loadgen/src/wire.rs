@@ -6,12 +6,15 @@
 
 use bytes::Bytes;
 
-use crate::stats::ErrorKind;
-
 /// Most header lines an answer may carry.
 const MAX_HEADERS: usize = 48;
 /// Largest answer head accepted; anything bigger is not an answer from the lab.
 pub const MAX_HEAD: usize = 64 * 1024;
+
+/// The bytes are not an answer the generator can read: a bad head, length or chunk. The
+/// protocol layer says only that; the client decides how such a failure is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
 
 /// Appends a request to `out`. `body` is sent as JSON; a POST without a body says
 /// `Content-Length: 0` so the server need not wait for one.
@@ -70,15 +73,15 @@ pub struct Head {
 }
 
 /// Parses the head at the start of `buf`: `Ok(None)` when more bytes are needed.
-pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, ErrorKind> {
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, Malformed> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let len = match response.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
-        _ => return Err(ErrorKind::Io),
+        _ => return Err(Malformed),
     };
-    let status = response.code.ok_or(ErrorKind::Io)?;
+    let status = response.code.ok_or(Malformed)?;
     // An interim answer (100 Continue and the like) is not the answer: the caller skips it.
     let mut head = Head {
         status,
@@ -93,8 +96,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, ErrorKind> {
     for h in response.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let text = std::str::from_utf8(h.value).map_err(|_| ErrorKind::Io)?;
-            length = Some(text.trim().parse::<usize>().map_err(|_| ErrorKind::Io)?);
+            let text = std::str::from_utf8(h.value).map_err(|_| Malformed)?;
+            length = Some(text.trim().parse::<usize>().map_err(|_| Malformed)?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = h
                 .value
@@ -126,7 +129,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, ErrorKind> {
 /// Finds the complete body in `rest` (the bytes after the head): `Ok(Some((body, used)))`, or
 /// `Ok(None)` when more bytes are needed. A body that ends with the connection is never complete
 /// here; the caller takes what it has at the end of the stream.
-pub fn take_body(rest: &[u8], end: BodyEnd) -> Result<Option<(Bytes, usize)>, ErrorKind> {
+pub fn take_body(rest: &[u8], end: BodyEnd) -> Result<Option<(Bytes, usize)>, Malformed> {
     match end {
         BodyEnd::Length(n) => {
             Ok((rest.len() >= n).then(|| (Bytes::copy_from_slice(&rest[..n]), n)))
@@ -136,16 +139,16 @@ pub fn take_body(rest: &[u8], end: BodyEnd) -> Result<Option<(Bytes, usize)>, Er
     }
 }
 
-fn take_chunked(rest: &[u8]) -> Result<Option<(Bytes, usize)>, ErrorKind> {
+fn take_chunked(rest: &[u8]) -> Result<Option<(Bytes, usize)>, Malformed> {
     let mut body = Vec::new();
     let mut at = 0;
     loop {
         let (line, size) = match httparse::parse_chunk_size(&rest[at..]) {
             Ok(httparse::Status::Complete(found)) => found,
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(ErrorKind::Io),
+            Err(_) => return Err(Malformed),
         };
-        let size = usize::try_from(size).map_err(|_| ErrorKind::Io)?;
+        let size = usize::try_from(size).map_err(|_| Malformed)?;
         at += line;
         if size == 0 {
             // Optional trailer lines, then the blank line.
@@ -163,7 +166,7 @@ fn take_chunked(rest: &[u8]) -> Result<Option<(Bytes, usize)>, ErrorKind> {
         };
         let after = &rest[at + size..];
         if !b"\r\n".starts_with(&after[..after.len().min(2)]) {
-            return Err(ErrorKind::Io);
+            return Err(Malformed);
         }
         if after.len() < 2 {
             return Ok(None);

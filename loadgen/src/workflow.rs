@@ -18,8 +18,8 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde::Deserialize;
 
-use crate::client::{status_error, Answer, Client, Target};
-use crate::stats::{ErrorKind, LossKind, Recorder, Sample};
+use crate::client::{status_error, Answer, Client, ErrorKind, Target};
+use crate::stats::{LossKind, Recorder, Sample};
 
 const CATALOG: [&str; 6] = ["apple", "pear", "plum", "fig", "kiwi", "lime"];
 

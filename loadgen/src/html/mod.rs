@@ -6,28 +6,26 @@
 //! account, four charts over time (throughput, latency, failures, requests per replica) and the
 //! percentile and per-replica tables. Every string that comes from the data is escaped.
 //!
-//! Charts are honest about gaps: a second without any latency sample (only connection failures)
-//! breaks the latency line instead of drawing a flattering 0; other non-finite values count as 0.
+//! This module is the page: what it says and which charts it shows, from which figures. The
+//! drawing of the charts is [`svg`]'s.
 
 use std::collections::BTreeSet;
 use std::fmt::{Display, Write as _};
 
+use crate::config::{ModelKind, Routing, WorkflowKind};
 use crate::report::{spread, Failover, RunReport};
 use crate::stats::SecondStats;
 
-/// `write!` into a `String` cannot fail; this drops the `Result` in one place.
+/// `write!` into a `String` cannot fail; this drops the `Result` in one place. Defined before
+/// `mod svg` so the chart drawing uses it too.
 macro_rules! w {
     ($($t:tt)*) => {{ let _ = write!($($t)*); }};
 }
 
-/// Okabe-Ito colours (colour-blind safe; its yellow is left out, too pale on white) and brown.
-const PALETTE: [&str; 8] = [
-    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#8C564B",
-];
-/// Replica lines cycle through these too, so replicas with equal load (lines on top of each
-/// other) stay distinguishable.
-const DASHES: [&str; 3] = ["", "7 4", "2 3"];
-const BAND_FILL: &str = "#D9EFDF";
+mod svg;
+
+use svg::{draw, fin, line, Chart, Marker, DASHES};
+
 const CSS: &str = "body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;\
 color:#1a1a1a;background:#fff;max-width:1200px;margin:0 auto;padding:16px 24px}\
 h1{font-size:1.6em;margin:.2em 0}h2{border-top:2px solid #ccc;padding-top:.6em;margin-top:2em}\
@@ -93,15 +91,6 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// A value a chart can draw: non-finite and negative values count as 0.
-fn fin(v: f64) -> f64 {
-    if v.is_finite() {
-        v.max(0.0)
-    } else {
-        0.0
-    }
 }
 
 /// A table figure; a non-finite one is shown as not measured ("-") rather than as 0.
@@ -229,11 +218,11 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
         ("service", r.service.clone()),
         (
             "strategy",
-            r.strategy.as_deref().unwrap_or("unknown").into(),
+            r.strategy.map_or("unknown", Routing::as_str).into(),
         ),
         ("target", r.target.clone()),
-        ("workflow", r.workflow.clone()),
-        ("model", r.model.clone()),
+        ("workflow", r.workflow.to_string()),
+        ("model", r.model.to_string()),
         ("rate (sessions/s)", opt(r.rate.filter(|v| v.is_finite()))),
         ("users", opt(r.users)),
         ("cart adds", opt(r.adds)),
@@ -288,7 +277,7 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
     );
     let (s50, s99) = (ms(r.service_p50_ms), ms(r.service_p99_ms));
     li(o, false, format!("service time: p50 {s50} · p99 {s99} ms"));
-    if r.model == "open" {
+    if r.model == ModelKind::Open {
         let (late, dropped, lag) = (r.starts_late, r.starts_dropped, num(r.max_start_lag_ms, 1));
         li(
             o,
@@ -296,7 +285,7 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
             format!("arrivals: {late} started late, {dropped} dropped, max start lag {lag} ms"),
         );
     }
-    if r.workflow == "shop" {
+    if r.workflow == WorkflowKind::Shop {
         let (late, lag) = (r.steps_late, num(r.max_step_lag_ms, 1));
         li(
             o,
@@ -326,7 +315,7 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
         let rows = r.events.iter().map(|ev| {
             vec![
                 cell(format!("{} s", num(ev.at_s, 2)), ""),
-                cell(&ev.what, "l"),
+                cell(ev.what, "l"),
                 cell(&ev.replica, "l"),
                 cell(format!("{} s", num(ev.took_s, 2)), ""),
                 cell(
@@ -422,42 +411,6 @@ fn failover_text(o: &mut String, f: Option<&Failover>) {
     }
 }
 
-/// One drawn series; `None` values are gaps.
-struct Line {
-    name: String,
-    color: &'static str,
-    dash: &'static str,
-    ys: Vec<Option<f64>>,
-}
-
-/// A vertical dashed line with a label: the kill, the restart, the recovery.
-struct Marker {
-    at: f64,
-    label: String,
-    color: &'static str,
-}
-
-struct Chart<'a> {
-    caption: &'a str,
-    y_label: &'a str,
-    xs: &'a [f64],
-    x_max: f64,
-    lines: Vec<Line>,
-    /// A shaded y range (low, high, legend label): the pre-kill band.
-    band: Option<(f64, f64, &'a str)>,
-    markers: &'a [Marker],
-}
-
-fn line(name: &str, color: usize, dash: &'static str, ys: Vec<Option<f64>>) -> Line {
-    let color = PALETTE[color % PALETTE.len()];
-    Line {
-        name: name.into(),
-        color,
-        dash,
-        ys,
-    }
-}
-
 fn series(tl: &[SecondStats], f: impl Fn(&SecondStats) -> f64) -> Vec<Option<f64>> {
     tl.iter().map(|s| Some(f(s))).collect()
 }
@@ -470,6 +423,8 @@ fn latency(tl: &[SecondStats], f: impl Fn(&SecondStats) -> f64) -> Vec<Option<f6
         .collect()
 }
 
+/// The run's four charts over time; the kill, the restart and the recovery are marked on each,
+/// so the failover can be read across throughput, latency and failures at once.
 fn charts(o: &mut String, r: &RunReport) {
     let tl = &r.timeline;
     let xs: Vec<f64> = tl.iter().map(|s| s.t as f64 + 0.5).collect();
@@ -545,307 +500,13 @@ fn charts(o: &mut String, r: &RunReport) {
     o.push_str("</div>\n");
 }
 
-/// A "nice" step (1, 2 or 5 times a power of ten) at or above `raw`.
-fn nice(raw: f64) -> f64 {
-    if !(raw.is_finite() && raw > 0.0) {
-        return 1.0;
-    }
-    let exp = 10f64.powf(raw.log10().floor());
-    let f = raw / exp;
-    exp * [1.0, 2.0, 5.0]
-        .into_iter()
-        .find(|&n| f <= n)
-        .unwrap_or(10.0)
-}
-
-fn tick(v: f64) -> String {
-    if v >= 10_000.0 {
-        format!("{}k", num(v / 1000.0, 1).trim_end_matches(".0"))
-    } else {
-        num(v, 1).trim_end_matches(".0").to_string()
-    }
-}
-
-const W: f64 = 560.0;
-const LEFT: f64 = 58.0;
-const RIGHT: f64 = 16.0;
-const PLOT_H: f64 = 180.0;
-const BOTTOM: f64 = 38.0;
-
-fn dasharray(dash: &str) -> String {
-    if dash.is_empty() {
-        String::new()
-    } else {
-        format!(" stroke-dasharray=\"{dash}\"")
-    }
-}
-
-fn draw(o: &mut String, c: &Chart) {
-    let plot_w = W - LEFT - RIGHT;
-    // The legend first: how many rows it wraps to decides where the plot starts.
-    let mut legend = String::new();
-    let (mut x, mut y) = (LEFT, 12.0);
-    let band = c.band.iter().map(|b| (b.2, "", ""));
-    for (name, color, dash) in band.chain(c.lines.iter().map(|l| (&*l.name, l.color, l.dash))) {
-        let width = 46.0 + 6.6 * name.chars().count() as f64;
-        if x > LEFT && x + width > W - RIGHT {
-            (x, y) = (LEFT, y + 16.0);
-        }
-        if color.is_empty() {
-            let y = y - 9.0;
-            w!(legend, "<rect x=\"{x}\" y=\"{y}\" width=\"24\" height=\"10\" fill=\"{BAND_FILL}\" stroke=\"#7FB48F\"/>");
-        } else {
-            let (x2, y) = (x + 24.0, y - 4.0);
-            let d = dasharray(dash);
-            w!(legend, "<line x1=\"{x}\" x2=\"{x2}\" y1=\"{y}\" y2=\"{y}\" stroke=\"{color}\" stroke-width=\"2.5\"{d}/>");
-        }
-        w!(
-            legend,
-            "<text x=\"{}\" y=\"{y}\" fill=\"#222\">{}</text>",
-            x + 30.0,
-            escape(name)
-        );
-        x += width;
-    }
-    let top = y + 16.0;
-    let (base, h, right) = (top + PLOT_H, top + PLOT_H + BOTTOM, W - RIGHT);
-    let values = c
-        .lines
-        .iter()
-        .flat_map(|l| l.ys.iter().flatten().map(|v| fin(*v)));
-    let y_raw = values
-        .chain(c.band.iter().map(|b| fin(b.1)))
-        .fold(1.0, f64::max);
-    let y_step = nice(y_raw / 4.0);
-    let y_max = (y_raw / y_step).ceil() * y_step;
-    let sx = |x: f64| LEFT + fin(x).min(c.x_max) / c.x_max * plot_w;
-    let sy = |y: f64| base - fin(y).min(y_max) / y_max * PLOT_H;
-
-    let caption = escape(c.caption);
-    w!(
-        o,
-        "<figure><figcaption>{caption}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" "
-    );
-    w!(
-        o,
-        "viewBox=\"0 0 {W} {h}\" role=\"img\" aria-label=\"{caption}\" font-size=\"11\" "
-    );
-    o.push_str("font-family=\"system-ui,sans-serif\">\n");
-    o.push_str(&legend);
-    if let Some((lo, hi, _)) = c.band {
-        let (y1, y2) = (sy(hi), sy(lo));
-        let hgt = y2 - y1;
-        w!(o, "<rect x=\"{LEFT}\" y=\"{y1:.1}\" width=\"{plot_w}\" height=\"{hgt:.1}\" fill=\"{BAND_FILL}\"/>");
-    }
-    let mut v = 0.0;
-    while v <= y_max + y_step * 1e-6 {
-        let (y, ty, label) = (sy(v), sy(v) + 4.0, tick(v));
-        w!(
-            o,
-            "<line x1=\"{LEFT}\" x2=\"{right}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#e3e3e3\"/>"
-        );
-        w!(
-            o,
-            "<text x=\"{}\" y=\"{ty:.1}\" text-anchor=\"end\" fill=\"#333\">{label}</text>",
-            LEFT - 5.0
-        );
-        v += y_step;
-    }
-    let x_step = nice(c.x_max / 8.0).max(1.0);
-    let mut v = 0.0;
-    while v <= c.x_max + 1e-9 {
-        let (x, label, (t1, t2)) = (sx(v), tick(v), (base + 4.0, base + 16.0));
-        w!(
-            o,
-            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{base}\" y2=\"{t1}\" stroke=\"#333\"/>"
-        );
-        w!(
-            o,
-            "<text x=\"{x:.1}\" y=\"{t2}\" text-anchor=\"middle\" fill=\"#333\">{label}</text>"
-        );
-        v += x_step;
-    }
-    let (mid_x, mid_y, title_y) = (LEFT + plot_w / 2.0, top + PLOT_H / 2.0, h - 5.0);
-    w!(
-        o,
-        "<path d=\"M{LEFT} {top}V{base}H{right}\" fill=\"none\" stroke=\"#333\"/>"
-    );
-    w!(o, "<text x=\"{mid_x}\" y=\"{title_y}\" text-anchor=\"middle\" fill=\"#333\">seconds since start</text>");
-    let y_label = escape(c.y_label);
-    w!(o, "<text transform=\"translate(13 {mid_y}) rotate(-90)\" text-anchor=\"middle\" fill=\"#333\">{y_label}</text>");
-    if c.xs.is_empty() || c.lines.is_empty() {
-        w!(o, "<text x=\"{mid_x}\" y=\"{mid_y}\" text-anchor=\"middle\" fill=\"#666\">no per-second data</text>");
-    }
-    let dots = c.xs.len() <= 30;
-    for l in &c.lines {
-        // Split at gaps: each run of values is one polyline.
-        let mut segs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
-        for (x, y) in c.xs.iter().zip(&l.ys) {
-            match (y, segs.last_mut()) {
-                (Some(y), Some(seg)) => seg.push((sx(*x), sy(*y))),
-                _ => segs.push(Vec::new()),
-            }
-        }
-        let (color, d) = (l.color, dasharray(l.dash));
-        for seg in segs.iter().filter(|s| !s.is_empty()) {
-            let pts: Vec<String> = seg.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
-            let pts = pts.join(" ");
-            w!(o, "<polyline points=\"{pts}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.8\"{d}/>");
-            if dots || seg.len() == 1 {
-                let r = if seg.len() == 1 { 3.5 } else { 2.2 };
-                for (x, y) in seg {
-                    w!(
-                        o,
-                        "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{r}\" fill=\"{color}\"/>"
-                    );
-                }
-            }
-        }
-    }
-    let shown = c
-        .markers
-        .iter()
-        .filter(|m| m.at.is_finite() && (0.0..=c.x_max).contains(&m.at));
-    for (i, m) in shown.enumerate() {
-        let (x, color, label) = (sx(m.at), m.color, escape(&m.label));
-        w!(
-            o,
-            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{top}\" y2=\"{base}\" stroke=\"{color}\" "
-        );
-        o.push_str("stroke-width=\"1.4\" stroke-dasharray=\"5 4\"/>");
-        // Labels are stacked so close markers do not overwrite each other, and flipped to the
-        // left of their line near the right edge; a white halo keeps them legible over lines.
-        let (tx, anchor) = if x > LEFT + plot_w * 0.7 {
-            (x - 4.0, "end")
-        } else {
-            (x + 4.0, "start")
-        };
-        let ty = top + 12.0 + 13.0 * i as f64;
-        w!(o, "<text x=\"{tx:.1}\" y=\"{ty}\" text-anchor=\"{anchor}\" fill=\"{color}\" stroke=\"#fff\" ");
-        w!(
-            o,
-            "stroke-width=\"3\" paint-order=\"stroke\" font-weight=\"600\">{label}</text>"
-        );
-    }
-    o.push_str("</svg></figure>\n");
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::report::{Event, PercentileRow};
-    use crate::stats::{ErrorCounts, Recovery};
-
-    fn second(t: u64, ok: u64, failed: u64, p99: f64) -> SecondStats {
-        let per_replica = BTreeMap::from([
-            ("r-1".to_string(), ok / 2),
-            ("r-2".to_string(), ok - ok / 2),
-        ]);
-        SecondStats {
-            t,
-            requests: ok + failed,
-            ok,
-            failed,
-            errors: ErrorCounts {
-                status_5xx: failed,
-                ..ErrorCounts::default()
-            },
-            session_losses: u64::from(failed > 0),
-            p50_ms: p99 / 3.0,
-            p99_ms: p99,
-            per_replica,
-        }
-    }
-
-    fn run(label: &str, with_kill: bool) -> RunReport {
-        let timeline: Vec<_> = (0..12)
-            .map(|t| {
-                if (5..7).contains(&t) {
-                    second(t, 40, 30, 250.0)
-                } else {
-                    second(t, 100, 0, 4.0)
-                }
-            })
-            .collect();
-        let failover = with_kill.then(|| Failover {
-            replica: "r-2".into(),
-            kill_at_s: 5.2,
-            kill_took_s: 0.3,
-            restart_at_s: Some(9.0),
-            last_answer_after_kill_s: 0.1,
-            failed_during_failover: 60,
-            sessions_lost_after_kill: 2,
-            recovery: Some(Recovery {
-                throughput_low: 90.0,
-                throughput_high: 110.0,
-                p99_high_ms: 4.4,
-                failed_high: 0,
-                recovered_after_s: Some(1.8),
-                recovered_at_second: Some(7),
-            }),
-        });
-        RunReport {
-            service: "stateful".into(),
-            strategy: Some("cookie".into()),
-            label: label.into(),
-            target: "http://127.0.0.1:8080".into(),
-            workflow: "shop".into(),
-            model: "open".into(),
-            rate: Some(20.0),
-            users: None,
-            adds: Some(3),
-            think_ms: Some(0),
-            sources: 1,
-            duration_s: 12.0,
-            started_unix_ms: 0,
-            interrupted: false,
-            killed: with_kill.then(|| "r-2".into()),
-            requests: 1160,
-            ok_requests: 1100,
-            failed_requests: 60,
-            errors: ErrorCounts {
-                status_5xx: 60,
-                ..ErrorCounts::default()
-            },
-            session_losses: 2,
-            losses_unauthorized: 2,
-            losses_cart_mismatch: 0,
-            sessions_started: 240,
-            sessions_completed: 230,
-            starts_late: 0,
-            starts_dropped: 0,
-            max_start_lag_ms: 1.0,
-            steps_late: 0,
-            max_step_lag_ms: 1.0,
-            throughput_rps: 91.7,
-            p50_ms: 1.5,
-            p90_ms: 3.0,
-            p99_ms: 40.0,
-            p999_ms: 250.0,
-            max_ms: 300.0,
-            service_p50_ms: 1.2,
-            service_p99_ms: 9.0,
-            percentiles: vec![PercentileRow {
-                percentile: 99.9,
-                latency_ms: 250.0,
-                service_ms: 9.0,
-            }],
-            per_replica: BTreeMap::from([("r-1".to_string(), 600), ("r-2".to_string(), 500)]),
-            memory_bytes: BTreeMap::from([("r-1".to_string(), 8 << 20)]),
-            failover,
-            events: vec![Event {
-                at_s: 5.2,
-                what: "kill".into(),
-                replica: "r-2".into(),
-                took_s: 0.3,
-                ok: true,
-                detail: String::new(),
-            }],
-            timeline,
-        }
-    }
+    use crate::report::fixture::run;
+    use crate::stats::ErrorCounts;
 
     #[test]
     fn renders_a_self_contained_document_with_all_charts() {
@@ -927,15 +588,5 @@ mod tests {
         let ys = latency(&r.timeline, |s| s.p99_ms);
         assert_eq!(ys[3], None);
         assert_eq!(ys[2], Some(4.0));
-    }
-
-    #[test]
-    fn nice_steps() {
-        assert_eq!(nice(0.3), 0.5);
-        assert_eq!(nice(7.0), 10.0);
-        assert_eq!(nice(150.0), 200.0);
-        assert_eq!(nice(f64::NAN), 1.0);
-        assert_eq!(tick(25_000.0), "25k");
-        assert_eq!(tick(0.5), "0.5");
     }
 }

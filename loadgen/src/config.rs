@@ -1,0 +1,819 @@
+//! What a run is asked to do: the `run` command's flags ([`RunArgs`]), checked against each other
+//! into a [`RunPlan`] (or refused with a [`ConfigError`]), which becomes the [`RunConfig`] the run
+//! carries out; and the names a run records: the workload model, the workflow and how the
+//! requests were routed ([`ModelKind`], [`WorkflowKind`], [`Routing`]).
+//!
+//! The same enums are the command line's choices and the values `run.json` holds, so the two
+//! cannot drift apart; their serde names are the JSON format other tools read (docs/load.md).
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr};
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+use statelab_proxy_api::{StatusView, Strategy};
+
+use crate::client::{Client, Target};
+use crate::fault::{parse_seconds, Fault, Lab};
+use crate::workflow::Workflow;
+
+// The variants' `///` lines are the `--help` text of `--model` and `--workflow`.
+
+/// How sessions are started; `run.json`'s `model`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Sessions arrive at --rate per second, independent of how fast answers come; latency is
+    /// measured from each request's intended send time.
+    Open,
+    /// --users users each run sessions back to back.
+    Closed,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Open => "open",
+            ModelKind::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What each user does; `run.json`'s `workflow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkflowKind {
+    /// login → --adds cart adds (with --think-ms between steps) → view cart → checkout → logout.
+    Shop,
+    /// GET --path again and again (the raw request rate, for comparing with wrk).
+    Raw,
+}
+
+impl WorkflowKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowKind::Shop => "shop",
+            WorkflowKind::Raw => "raw",
+        }
+    }
+}
+
+impl fmt::Display for WorkflowKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the requests reached the service; `run.json`'s `strategy`.
+///
+/// The proxy's strategies are its own type, so a name the proxy would not accept cannot be
+/// recorded; `direct` is the generator's addition for runs against one replica, with no proxy to
+/// route. In JSON it is one string (`cookie`, `ip-hash`, `round-robin`, `direct`), as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum Routing {
+    /// Through the proxy, whose pool used this strategy.
+    Proxy(Strategy),
+    /// Straight to a replica.
+    Direct,
+}
+
+impl Routing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Routing::Proxy(s) => s.as_str(),
+            Routing::Direct => "direct",
+        }
+    }
+}
+
+impl fmt::Display for Routing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name as text, so code that reads the strategy as a string (`report.strategy.as_deref()`,
+/// as the lab tests do) keeps working now that the field is typed.
+impl Deref for Routing {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// The text names neither a proxy strategy nor `direct`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownRouting(pub String);
+
+/// Lists the proxy's strategies from [`Strategy::ALL`], so a strategy the proxy gains is named
+/// here without a change.
+impl fmt::Display for UnknownRouting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown strategy {:?}: expected ", self.0)?;
+        for s in Strategy::ALL {
+            write!(f, "{s}, ")?;
+        }
+        f.write_str("or direct")
+    }
+}
+
+impl std::error::Error for UnknownRouting {}
+
+impl FromStr for Routing {
+    type Err = UnknownRouting;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "direct" => Ok(Routing::Direct),
+            name => name
+                .parse()
+                .map(Routing::Proxy)
+                .map_err(|_| UnknownRouting(name.to_owned())),
+        }
+    }
+}
+
+impl TryFrom<String> for Routing {
+    type Error = UnknownRouting;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Routing> for &'static str {
+    fn from(r: Routing) -> Self {
+        r.as_str()
+    }
+}
+
+/// How sessions (or raw requests) are started.
+#[derive(Debug, Clone)]
+pub enum Model {
+    /// New sessions arrive at `rate` per second whatever the answers do; at most `max_sessions`
+    /// run at once (arrivals beyond are dropped and counted).
+    Open { rate: f64, max_sessions: u64 },
+    /// `users` users each run sessions back to back.
+    Closed { users: u64 },
+}
+
+impl Model {
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Model::Open { .. } => ModelKind::Open,
+            Model::Closed { .. } => ModelKind::Closed,
+        }
+    }
+}
+
+/// What each user does.
+#[derive(Debug, Clone)]
+pub enum Work {
+    Shop(Workflow),
+    /// GET `path` repeatedly: the raw request rate, for comparing the generator with wrk.
+    Raw {
+        path: String,
+    },
+}
+
+impl Work {
+    pub fn kind(&self) -> WorkflowKind {
+        match self {
+            Work::Shop(_) => WorkflowKind::Shop,
+            Work::Raw { .. } => WorkflowKind::Raw,
+        }
+    }
+}
+
+/// A run, fully specified: what [`crate::run::run`] carries out and
+/// [`crate::report::RunReport::build`] describes.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub service: String,
+    pub strategy: Option<Routing>,
+    pub label: String,
+    pub target_url: String,
+    pub target: Target,
+    pub model: Model,
+    pub work: Work,
+    pub duration: Duration,
+    pub timeout: Duration,
+    pub sources: Vec<IpAddr>,
+    pub fault: Option<Fault>,
+    pub lab: Lab,
+    pub sample_memory: bool,
+    pub progress: bool,
+}
+
+/// The service under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Service {
+    Stateful,
+    Stateless,
+    Externalized,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Stateful => "stateful",
+            Service::Stateless => "stateless",
+            Service::Externalized => "externalized",
+        }
+    }
+}
+
+/// The `run` command's flags as given. Their `///` lines are the `--help` text; the checks that
+/// involve several flags are [`RunPlan::from_args`]'s.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// The service under load; sets the default target and names the run.
+    #[arg(long, value_enum)]
+    pub service: Service,
+
+    /// Base URL, http://IP:PORT[/PREFIX]. Default: the lab's proxy,
+    /// http://127.0.0.1:8080/<service>. A replica directly: e.g. http://127.0.0.1:18001.
+    #[arg(long, env = "STATELAB_LOAD_TARGET")]
+    pub target: Option<String>,
+
+    /// The proxy's admin API, asked for the pool's strategy when --strategy is not given
+    /// (not asked when the target has no path prefix: that is a replica, "direct").
+    #[arg(
+        long,
+        env = "STATELAB_LOAD_ADMIN",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub admin: String,
+
+    /// The routing strategy to record in the report: one of the proxy's (cookie, ip-hash,
+    /// round-robin, ...) or direct.
+    #[arg(long)]
+    pub strategy: Option<String>,
+
+    /// A name for the run in reports. Default: SERVICE/STRATEGY.
+    #[arg(long)]
+    pub label: Option<String>,
+
+    /// Workload model.
+    #[arg(long, value_enum, default_value = "open")]
+    pub model: ModelKind,
+
+    /// Open model: new sessions (or raw requests) per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+
+    /// Open model: most sessions running at once; arrivals beyond it are dropped and counted.
+    #[arg(long, default_value_t = 2000)]
+    pub max_sessions: u64,
+
+    /// Closed model: concurrent users.
+    #[arg(long, default_value_t = 20)]
+    pub users: u64,
+
+    /// What each user does.
+    #[arg(long, value_enum, default_value = "shop")]
+    pub workflow: WorkflowKind,
+
+    /// Shop workflow: cart adds per session.
+    #[arg(long, default_value_t = 3)]
+    pub adds: u32,
+
+    /// Shop workflow: think time between a user's requests, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub think_ms: u64,
+
+    /// Raw workflow: the path to GET (after the target's prefix).
+    #[arg(long, default_value = "/health")]
+    pub path: String,
+
+    /// Run length in seconds (1..=900); no request is started after it.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=900))]
+    pub duration: u64,
+
+    /// Per-request timeout in milliseconds (connect, send and the whole answer).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub timeout_ms: u64,
+
+    /// Spread users over this many source addresses, 127.0.0.1 ... 127.0.0.N, when the target is
+    /// on loopback (so ip-hash sees N clients); 1 uses the system's choice.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=250))]
+    pub sources: u64,
+
+    /// Kill this replica at this second of the run, with `LAB kill REPLICA`
+    /// (e.g. --kill stateful-2@10).
+    #[arg(long, value_name = "REPLICA@SECONDS")]
+    pub kill: Option<String>,
+
+    /// Start the killed replica again at this second, with `LAB start REPLICA` (e.g. @20).
+    #[arg(long, value_name = "@SECONDS", requires = "kill")]
+    pub restart: Option<String>,
+
+    /// The lab's handle, used for --kill, --restart and --memory.
+    #[arg(long, env = "STATELAB_LAB_CMD", default_value = "scripts/lab")]
+    pub lab: String,
+
+    /// After the run, record the resident memory of the service's replicas (`LAB mem`).
+    #[arg(long)]
+    pub memory: bool,
+
+    /// Write run.json and run.html into this directory (created if missing).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+
+    /// Runtime threads (default: one per core); 1 runs everything on one thread.
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// No progress line (it is shown only on a terminal anyway).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// A `run` command that cannot be carried out, and why; each names the flag to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `--target` (or its default) is not `http://IP:PORT[/PREFIX]`.
+    #[error("{0}")]
+    Target(String),
+    #[error("--rate must be above 0 and at most 1000000")]
+    Rate,
+    /// `--kill` is not `REPLICA@SECONDS`.
+    #[error("{0}")]
+    Kill(String),
+    /// `--restart` is not a number of seconds.
+    #[error("--restart: {0}")]
+    Restart(String),
+    /// Only a killed replica can be started again (the command line's own parser says so too).
+    #[error("--restart needs --kill")]
+    RestartWithoutKill,
+    #[error("--restart must come after the kill")]
+    RestartNotAfterKill,
+    /// A step after the run's end would never happen, and the report would not show it.
+    #[error("--kill and --restart must fall within --duration ({duration_s}s)")]
+    OutsideDuration { duration_s: u64 },
+    /// `--lab` is empty.
+    #[error("{0}")]
+    Lab(String),
+    #[error("--strategy: {0}")]
+    Strategy(UnknownRouting),
+}
+
+/// Where the run's strategy comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StrategySource {
+    /// `--strategy`, or `direct` for a target without a path prefix (a replica, no proxy).
+    Known(Routing),
+    /// The proxy's admin API at this base URL, asked just before the run.
+    AskProxy { admin: String },
+}
+
+/// A `run` command whose flags have been checked against each other: everything
+/// [`RunConfig`] needs, but the strategy when only the proxy can tell it.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// The run; its `strategy` and `label` are settled by [`RunPlan::resolve`].
+    config: RunConfig,
+    strategy: StrategySource,
+    /// `--label`; without it the run is named after its service and strategy.
+    label: Option<String>,
+}
+
+impl RunPlan {
+    /// Checks the flags in the order a user reads them and refuses the first that cannot work,
+    /// before any load is sent or any replica killed.
+    pub fn from_args(args: &RunArgs) -> Result<RunPlan, ConfigError> {
+        let service = args.service.name();
+        let target_url = args
+            .target
+            .clone()
+            .unwrap_or_else(|| format!("http://127.0.0.1:8080/{service}"));
+        let target = Target::parse(&target_url).map_err(ConfigError::Target)?;
+        if !(args.rate > 0.0 && args.rate <= 1_000_000.0) {
+            return Err(ConfigError::Rate);
+        }
+        let fault = fault(args)?;
+        let lab = Lab::parse(&args.lab).map_err(ConfigError::Lab)?;
+        let strategy = match &args.strategy {
+            Some(name) => StrategySource::Known(name.parse().map_err(ConfigError::Strategy)?),
+            None if target.prefix.is_empty() => StrategySource::Known(Routing::Direct),
+            None => StrategySource::AskProxy {
+                admin: args.admin.clone(),
+            },
+        };
+        // Several source addresses only where they all reach the target: on IPv4 loopback.
+        let sources = if target.addr.ip().is_loopback() && target.addr.is_ipv4() && args.sources > 1
+        {
+            (1..=args.sources)
+                .map(|n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n as u8)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let work = match args.workflow {
+            WorkflowKind::Shop => Work::Shop(Workflow {
+                adds: args.adds,
+                think: Duration::from_millis(args.think_ms),
+            }),
+            WorkflowKind::Raw => Work::Raw {
+                path: args.path.clone(),
+            },
+        };
+        let model = match args.model {
+            ModelKind::Open => Model::Open {
+                rate: args.rate,
+                max_sessions: args.max_sessions,
+            },
+            ModelKind::Closed => Model::Closed { users: args.users },
+        };
+        Ok(RunPlan {
+            config: RunConfig {
+                service: service.to_owned(),
+                strategy: None,
+                label: String::new(),
+                target_url,
+                target,
+                model,
+                work,
+                duration: Duration::from_secs(args.duration),
+                timeout: Duration::from_millis(args.timeout_ms),
+                sources,
+                fault,
+                lab,
+                sample_memory: args.memory,
+                // A progress line is for a person watching a terminal, not for a log file.
+                progress: !args.quiet && std::io::stderr().is_terminal(),
+            },
+            strategy,
+            label: args.label.clone(),
+        })
+    }
+
+    pub fn strategy(&self) -> &StrategySource {
+        &self.strategy
+    }
+
+    /// The run to carry out: asks the proxy for the pool's strategy when the flags did not give
+    /// it. A proxy that does not answer leaves the strategy unknown rather than failing the run.
+    pub async fn resolve(self) -> RunConfig {
+        let asked = match &self.strategy {
+            StrategySource::Known(_) => None,
+            StrategySource::AskProxy { admin } => ask_strategy(admin, &self.config.service).await,
+        };
+        self.into_config(asked)
+    }
+
+    /// The run, with `asked` (the proxy's answer, `None` when it gave none) as its strategy when
+    /// the flags left the strategy to the proxy.
+    fn into_config(self, asked: Option<Routing>) -> RunConfig {
+        let strategy = match self.strategy {
+            StrategySource::Known(routing) => Some(routing),
+            StrategySource::AskProxy { .. } => asked,
+        };
+        let service = &self.config.service;
+        let label = self.label.unwrap_or_else(|| match strategy {
+            Some(s) => format!("{service}/{s}"),
+            None => service.clone(),
+        });
+        RunConfig {
+            strategy,
+            label,
+            ..self.config
+        }
+    }
+}
+
+/// `--kill` and `--restart` as one schedule inside the run.
+fn fault(args: &RunArgs) -> Result<Option<Fault>, ConfigError> {
+    let Some(spec) = args.kill.as_deref() else {
+        return match args.restart {
+            Some(_) => Err(ConfigError::RestartWithoutKill),
+            None => Ok(None),
+        };
+    };
+    let mut fault = Fault::parse(spec).map_err(ConfigError::Kill)?;
+    if let Some(at) = args.restart.as_deref() {
+        let at = parse_seconds(at).map_err(ConfigError::Restart)?;
+        if at <= fault.kill_at {
+            return Err(ConfigError::RestartNotAfterKill);
+        }
+        fault.restart_at = Some(at);
+    }
+    let duration = Duration::from_secs(args.duration);
+    if fault.kill_at >= duration || fault.restart_at.is_some_and(|at| at >= duration) {
+        return Err(ConfigError::OutsideDuration {
+            duration_s: args.duration,
+        });
+    }
+    Ok(Some(fault))
+}
+
+/// The pool's strategy from the proxy's `/admin/status`, or `None` if the proxy does not say.
+async fn ask_strategy(admin: &str, pool: &str) -> Option<Routing> {
+    let target = Target::parse(admin).ok()?;
+    let mut client = Client::new(target, None, Duration::from_secs(2));
+    let answer = client
+        .send(http::Method::GET, "/admin/status", None)
+        .await
+        .result
+        .ok()?;
+    if !answer.status.is_success() {
+        return None;
+    }
+    let status: StatusView = serde_json::from_slice(&answer.body).ok()?;
+    status.pool(pool).map(|p| Routing::Proxy(p.strategy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use clap::Parser;
+
+    /// The `run` flags alone, parsed as the binary parses them.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// `statelab-load run --service stateful EXTRA...`; the flags that have an environment
+    /// variable get a fixed value unless EXTRA gives one, so the caller's environment cannot
+    /// change the outcome.
+    fn parse(extra: &[&str]) -> RunArgs {
+        let words = ["statelab-load", "--service", "stateful"]
+            .iter()
+            .chain(extra)
+            .copied();
+        let mut args = Cli::try_parse_from(words).expect("valid flags").run;
+        let given = |flag: &str| extra.contains(&flag);
+        if !given("--target") {
+            args.target = Some("http://127.0.0.1:8080/stateful".into());
+        }
+        if !given("--admin") {
+            args.admin = "http://127.0.0.1:8081".into();
+        }
+        if !given("--lab") {
+            args.lab = "scripts/lab".into();
+        }
+        args
+    }
+
+    fn refused(extra: &[&str]) -> ConfigError {
+        RunPlan::from_args(&parse(extra)).expect_err("the flags must be refused")
+    }
+
+    fn plan(extra: &[&str]) -> RunPlan {
+        RunPlan::from_args(&parse(extra)).expect("the flags must be accepted")
+    }
+
+    #[test]
+    fn the_defaults_make_an_open_shop_run_through_the_proxy() {
+        let plan = plan(&[]);
+        assert_eq!(
+            plan.strategy(),
+            &StrategySource::AskProxy {
+                admin: "http://127.0.0.1:8081".into()
+            }
+        );
+        let cfg = plan.into_config(None);
+        assert_eq!(cfg.service, "stateful");
+        assert_eq!(cfg.label, "stateful");
+        assert_eq!(cfg.target.prefix, "/stateful");
+        assert_eq!(cfg.duration, Duration::from_secs(30));
+        assert_eq!(cfg.timeout, Duration::from_millis(2000));
+        assert!(matches!(cfg.model, Model::Open { rate, max_sessions: 2000 } if rate == 20.0));
+        let Work::Shop(shop) = &cfg.work else {
+            panic!("not a shop run: {:?}", cfg.work);
+        };
+        assert_eq!((shop.adds, shop.think), (3, Duration::from_millis(100)));
+        assert_eq!(cfg.sources.len(), 8);
+        assert_eq!(cfg.sources[7], IpAddr::V4(Ipv4Addr::new(127, 0, 0, 8)));
+        assert!(cfg.fault.is_none() && !cfg.sample_memory);
+    }
+
+    #[test]
+    fn the_default_target_is_the_services_path_on_the_proxy() {
+        let mut args = parse(&[]);
+        args.target = None;
+        args.service = Service::Externalized;
+        let cfg = RunPlan::from_args(&args).expect("valid").into_config(None);
+        assert_eq!(cfg.target_url, "http://127.0.0.1:8080/externalized");
+    }
+
+    #[test]
+    fn rate_bounds() {
+        for rate in ["0", "-1", "1000000.5", "NaN", "inf"] {
+            assert_eq!(
+                refused(&[&format!("--rate={rate}")]),
+                ConfigError::Rate,
+                "--rate {rate}"
+            );
+        }
+        assert_eq!(
+            ConfigError::Rate.to_string(),
+            "--rate must be above 0 and at most 1000000"
+        );
+        plan(&["--rate", "1000000"]);
+        plan(&["--rate", "0.01"]);
+    }
+
+    #[test]
+    fn the_restart_must_come_after_the_kill() {
+        for at in ["@5", "@10", "10", "@9.99"] {
+            assert_eq!(
+                refused(&["--kill", "stateful-2@10", "--restart", at]),
+                ConfigError::RestartNotAfterKill,
+                "--restart {at}"
+            );
+        }
+        let cfg = plan(&["--kill", "stateful-2@10", "--restart", "@10.5"]).into_config(None);
+        let fault = cfg.fault.expect("a fault");
+        assert_eq!(fault.replica, "stateful-2");
+        assert_eq!(fault.kill_at, Duration::from_secs(10));
+        assert_eq!(fault.restart_at, Some(Duration::from_millis(10_500)));
+    }
+
+    #[test]
+    fn kill_and_restart_must_fall_within_the_run() {
+        let outside = ConfigError::OutsideDuration { duration_s: 10 };
+        assert_eq!(
+            refused(&["--duration", "10", "--kill", "stateful-2@10"]),
+            outside
+        );
+        assert_eq!(
+            refused(&[
+                "--duration",
+                "10",
+                "--kill",
+                "stateful-2@5",
+                "--restart",
+                "@10"
+            ]),
+            outside
+        );
+        assert_eq!(
+            outside.to_string(),
+            "--kill and --restart must fall within --duration (10s)"
+        );
+        plan(&["--duration", "10", "--kill", "stateful-2@9.5"]);
+    }
+
+    #[test]
+    fn malformed_kill_and_restart_say_which_flag() {
+        let ConfigError::Kill(why) = refused(&["--kill", "stateful-2"]) else {
+            panic!("not a --kill error");
+        };
+        assert!(why.contains("REPLICA@SECONDS"), "{why}");
+        let err = refused(&["--kill", "stateful-2@3", "--restart", "soon"]);
+        assert!(matches!(err, ConfigError::Restart(_)), "{err:?}");
+        assert!(err.to_string().starts_with("--restart: "), "{err}");
+    }
+
+    #[test]
+    fn a_restart_needs_a_kill() {
+        let words = ["statelab-load", "--service", "stateful", "--restart", "@5"];
+        assert!(Cli::try_parse_from(words).is_err(), "the parser refuses it");
+        let mut args = parse(&[]);
+        args.restart = Some("@5".into());
+        assert_eq!(
+            RunPlan::from_args(&args).expect_err("refused"),
+            ConfigError::RestartWithoutKill
+        );
+    }
+
+    #[test]
+    fn bad_targets_are_refused() {
+        for target in [
+            "https://127.0.0.1:8080",
+            "http://localhost:8080/x",
+            "127.0.0.1:80",
+        ] {
+            let err = refused(&["--target", target]);
+            assert!(matches!(err, ConfigError::Target(_)), "{target}: {err:?}");
+            assert!(err.to_string().contains(target), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_lab_command_is_refused() {
+        for lab in ["", "   "] {
+            let err = refused(&["--lab", lab]);
+            assert!(matches!(err, ConfigError::Lab(_)), "{err:?}");
+        }
+        let cfg = plan(&["--lab", "bash scripts/lab"]).into_config(None);
+        assert_eq!((cfg.lab.program.as_str(), cfg.lab.args.len()), ("bash", 1));
+    }
+
+    #[test]
+    fn strategies_are_known_names_or_direct() {
+        let err = refused(&["--strategy", "sticky"]);
+        assert_eq!(err, ConfigError::Strategy(UnknownRouting("sticky".into())));
+        assert!(err.to_string().starts_with("--strategy: "), "{err}");
+        assert!(err.to_string().contains("round-robin"), "{err}");
+
+        let given = plan(&["--strategy", "ip-hash"]);
+        assert_eq!(
+            given.strategy(),
+            &StrategySource::Known(Routing::Proxy(Strategy::IpHash))
+        );
+        // What the flags say wins over anything the proxy would answer.
+        let cfg = given.into_config(Some(Routing::Proxy(Strategy::Cookie)));
+        assert_eq!(cfg.strategy, Some(Routing::Proxy(Strategy::IpHash)));
+        assert_eq!(cfg.label, "stateful/ip-hash");
+
+        // A replica itself: no proxy to ask, the run is "direct".
+        let replica = plan(&["--target", "http://127.0.0.1:18001"]);
+        assert_eq!(replica.strategy(), &StrategySource::Known(Routing::Direct));
+        assert_eq!(replica.into_config(None).label, "stateful/direct");
+    }
+
+    #[test]
+    fn the_label_defaults_to_service_and_strategy() {
+        let cookie = Some(Routing::Proxy(Strategy::Cookie));
+        assert_eq!(plan(&[]).into_config(cookie).label, "stateful/cookie");
+        assert_eq!(plan(&[]).into_config(None).label, "stateful");
+        assert_eq!(plan(&["--label", "mine"]).into_config(cookie).label, "mine");
+        assert_eq!(plan(&[]).into_config(cookie).strategy, cookie);
+    }
+
+    #[test]
+    fn several_sources_only_on_ipv4_loopback() {
+        let far = plan(&["--target", "http://10.0.0.1:8080/stateful"]).into_config(None);
+        assert!(far.sources.is_empty());
+        let one = plan(&["--sources", "1"]).into_config(None);
+        assert!(one.sources.is_empty());
+        let words = ["statelab-load", "--service", "stateful", "--sources", "251"];
+        assert!(Cli::try_parse_from(words).is_err());
+    }
+
+    #[test]
+    fn raw_and_closed_runs() {
+        let cfg = plan(&[
+            "--workflow",
+            "raw",
+            "--path",
+            "/me",
+            "--model",
+            "closed",
+            "--users",
+            "7",
+        ])
+        .into_config(None);
+        assert!(matches!(&cfg.work, Work::Raw { path } if path == "/me"));
+        assert!(matches!(cfg.model, Model::Closed { users: 7 }));
+        assert_eq!(
+            (cfg.work.kind(), cfg.model.kind()),
+            (WorkflowKind::Raw, ModelKind::Closed)
+        );
+    }
+
+    #[test]
+    fn routing_names_round_trip_and_unknown_ones_are_refused() {
+        for (text, routing) in [
+            ("cookie", Routing::Proxy(Strategy::Cookie)),
+            ("ip-hash", Routing::Proxy(Strategy::IpHash)),
+            ("round-robin", Routing::Proxy(Strategy::RoundRobin)),
+            ("direct", Routing::Direct),
+        ] {
+            assert_eq!(text.parse::<Routing>(), Ok(routing));
+            let json = serde_json::to_string(&routing).expect("serialise");
+            assert_eq!(json, format!("\"{text}\""));
+            let back: Routing = serde_json::from_str(&json).expect("parse");
+            assert_eq!(back, routing);
+            assert_eq!(&*routing, text);
+        }
+        let err = "sticky".parse::<Routing>().expect_err("not a strategy");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("unknown strategy \"sticky\": expected "),
+            "{text}"
+        );
+        for s in Strategy::ALL {
+            assert!(text.contains(s.as_str()), "{text}");
+        }
+        assert!(text.ends_with(", or direct"), "{text}");
+        assert!(serde_json::from_str::<Routing>("\"sticky\"").is_err());
+    }
+
+    #[test]
+    fn kinds_serialise_as_their_names() {
+        for m in [ModelKind::Open, ModelKind::Closed] {
+            let json = serde_json::to_string(&m).expect("serialise");
+            assert_eq!(json, format!("\"{m}\""));
+        }
+        for w in [WorkflowKind::Shop, WorkflowKind::Raw] {
+            let json = serde_json::to_string(&w).expect("serialise");
+            assert_eq!(json, format!("\"{w}\""));
+        }
+    }
+}
