@@ -1,0 +1,211 @@
+//! A tiny real HTTP/1.1 backend for the proxy's tests and benchmark.
+//!
+//! It answers like a statelab service as far as the proxy cares: `GET /health` is 200 or 503
+//! (switchable), every response carries `x-replica: <name>`, and it echoes what the proxy sent
+//! (`x-path`, `x-xff`, `x-xfp`, `x-body-len`) so tests can check the rewrite. `/slow` waits before answering,
+//! to have a request in flight on demand; a silent backend passes its health checks and never
+//! answers anything else. Killing it closes the listener and every connection.
+//!
+//! It is hand-written HTTP rather than a server framework so that what the proxy
+//! sees is exactly what a test asks for (a silent replica, a connection cut mid-request), and so
+//! that `proxy/examples/bench_backend.rs` serves the benchmark with the same code the tests trust.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Counters and switches shared with the serving tasks.
+#[derive(Debug, Default)]
+pub struct BackendState {
+    pub healthy: AtomicBool,
+    /// Non-health requests received (counted when the request head is read).
+    pub hits: AtomicU64,
+    /// Non-health requests currently being handled.
+    pub in_flight: AtomicU64,
+    /// When set, non-health requests are read and never answered (the connection stays open).
+    pub silent: AtomicBool,
+}
+
+/// A running backend; dropping it (or `kill`) stops it.
+#[derive(Debug)]
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub state: Arc<BackendState>,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    /// Starts on an ephemeral loopback port.
+    pub async fn start(name: &str) -> std::io::Result<Backend> {
+        Self::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts on a given address (used to bring a killed replica back on its old port).
+    pub async fn start_on(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(BackendState {
+            healthy: AtomicBool::new(true),
+            ..Default::default()
+        });
+        let task = tokio::spawn(serve(listener, name.to_string(), state.clone()));
+        Ok(Backend {
+            name: name.to_string(),
+            addr,
+            state,
+            task,
+        })
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.state.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Keeps passing health checks but leaves every other request unanswered.
+    pub fn set_silent(&self, silent: bool) {
+        self.state.silent.store(silent, Ordering::SeqCst);
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting and drops every open connection at once, like a killed process.
+    pub async fn kill(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(listener: TcpListener, name: String, state: Arc<BackendState>) {
+    // Connection tasks live in the JoinSet, so aborting this task aborts them all.
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(connection(stream, name.clone(), state.clone()));
+                }
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+async fn connection(mut stream: TcpStream, name: String, state: Arc<BackendState>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Read one request head (and discard its Content-Length body).
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        // No Content-Length is no body; one that does not parse is the proxy's bug, answered
+        // with a 400 the test sees rather than read as 0 and left to desynchronise the stream.
+        let body_len: usize = match header(&head, "content-length").map(str::parse) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                let bad =
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                let _ = stream.write_all(bad).await;
+                return;
+            }
+        };
+        while buf.len() < head_end + body_len {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..head_end + body_len);
+
+        let mut parts = head.split(' ');
+        let _method = parts.next().unwrap_or("");
+        let target = parts.next().unwrap_or("/");
+        let close = header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let path = target.split('?').next().unwrap_or("/");
+
+        let (status, body): (&str, &[u8]) = if path == "/health" {
+            if state.healthy.load(Ordering::SeqCst) {
+                ("200 OK", b"ok\n")
+            } else {
+                ("503 Service Unavailable", b"no\n")
+            }
+        } else {
+            state.hits.fetch_add(1, Ordering::SeqCst);
+            if state.silent.load(Ordering::SeqCst) {
+                // Accepted and read, never answered: only the peer giving up ends this.
+                let mut sink = [0u8; 512];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                return;
+            }
+            state.in_flight.fetch_add(1, Ordering::SeqCst);
+            if path == "/slow" {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+            state.in_flight.fetch_sub(1, Ordering::SeqCst);
+            ("200 OK", b"ok\n")
+        };
+
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_bytes());
+        out.extend_from_slice(b"\r\nx-replica: ");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\r\nx-body-len: ");
+        out.extend_from_slice(body_len.to_string().as_bytes());
+        out.extend_from_slice(b"\r\nx-path: ");
+        out.extend_from_slice(target.as_bytes());
+        for (from, to) in [("x-forwarded-for", "x-xff"), ("x-forwarded-proto", "x-xfp")] {
+            if let Some(v) = header(&head, from) {
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(to.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(v.as_bytes());
+            }
+        }
+        out.extend_from_slice(b"\r\ncontent-type: text/plain\r\ncontent-length: ");
+        out.extend_from_slice(body.len().to_string().as_bytes());
+        if close {
+            out.extend_from_slice(b"\r\nconnection: close");
+        }
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(body);
+        if stream.write_all(&out).await.is_err() || close {
+            return;
+        }
+    }
+}
