@@ -2,24 +2,17 @@
 //! proxy's built-in defaults must say what the lab's model says: names, addresses, pools, ports
 //! and healthchecks. When one drifts, this fails and names the difference.
 
-use std::path::{Path, PathBuf};
-
 use serde_yaml_ng::Value;
 use statelab_lab::model::{
     docker_proxy_config, native_proxy_config, trusted_range, Kind, NativePorts, Part, Replica,
     CONTAINER_ADMIN_PORT, CONTAINER_PROXY_PORT, CONTAINER_SERVICE_PORT, DEFAULT_NET_PREFIX,
 };
 use statelab_proxy_api::{ConfigFile, PoolSection};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the lab crate sits in the repository")
-        .to_path_buf()
-}
+use statelab_test_support::workspace_root;
 
 fn read(rel: &str) -> String {
-    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    std::fs::read_to_string(workspace_root().join(rel))
+        .unwrap_or_else(|e| panic!("read {rel}: {e}"))
 }
 
 fn fixed_ports() -> NativePorts {

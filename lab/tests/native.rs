@@ -1,39 +1,27 @@
 //! The native lab through the real `statelab-lab` binary: real Redis, the real services and proxy,
 //! on free ports in a private lab directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use statelab_test_support::{eventually_blocking, lab_bin_dir, send_signal, Signal, TempDir};
 
-/// The binaries of this build profile (target/<profile>/), where `cargo test` put them.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf()
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("random bytes");
-    std::env::temp_dir().join(format!("statelab-lab-{tag}-{:016x}", u64::from_le_bytes(b)))
-}
-
-/// A lab in its own directory on free ports; taken down when dropped.
+/// A lab in its own directory on free ports; taken down when dropped, before its directory goes.
 struct Lab {
     dir: PathBuf,
     bin_dirs: String,
+    /// Holds the lab directory (and a test's own files beside it); dropped after `drop` below.
+    tmp: TempDir,
 }
 
 impl Lab {
     fn new(tag: &str) -> Lab {
+        let tmp = TempDir::new(&format!("lab-{tag}"));
         Lab {
-            dir: temp_dir(tag),
-            bin_dirs: bin_dir().display().to_string(),
+            dir: tmp.join("lab"),
+            bin_dirs: lab_bin_dir().display().to_string(),
+            tmp,
         }
     }
 
@@ -69,38 +57,46 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The PID recorded for a part, if any.
-    fn pid(&self, part: &str) -> Option<i32> {
-        let text =
-            std::fs::read_to_string(self.dir.join("pids").join(format!("{part}.pid"))).ok()?;
-        text.split_whitespace().next()?.parse().ok()
+    /// The PID recorded for a part; `None` while there is no complete record (no file yet, or
+    /// one being written: a record is the line `PID START_TIME\n`). A complete record that does
+    /// not hold a PID fails the test.
+    fn pid(&self, part: &str) -> Option<u32> {
+        let path = self.dir.join("pids").join(format!("{part}.pid"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) if text.ends_with('\n') => text,
+            Ok(_) => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => panic!("read {}: {e}", path.display()),
+        };
+        let pid = text
+            .split_whitespace()
+            .next()
+            .and_then(|first| first.parse().ok())
+            .unwrap_or_else(|| panic!("{} holds no PID: {text:?}", path.display()));
+        Some(pid)
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.command(&["down"]).output();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 /// The process exists and is not a zombie.
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|state| state != "Z")
-        })
-        .unwrap_or(false)
-}
-
-fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn running(pid: u32) -> bool {
+    let path = format!("/proc/{pid}/stat");
+    let stat = match std::fs::read_to_string(&path) {
+        Ok(stat) => stat,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(e) => panic!("read {path}: {e}"),
+    };
+    // `pid (comm) state ...`; comm may hold spaces and parentheses, so split after the last ')'.
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next())
+        .unwrap_or_else(|| panic!("{path} is not a stat line: {stat}"));
+    state != "Z"
 }
 
 fn status_line<'a>(status: &'a str, part: &str) -> &'a str {
@@ -169,7 +165,7 @@ fn up_kill_start_strategy_and_down_on_free_ports() {
     assert_eq!(mem.lines().count(), 9, "{mem}");
 
     // down: every recorded process gone, the lab no longer up.
-    let pids: Vec<i32> = ["redis", "stateful-1", "stateless-3", "proxy"]
+    let pids: Vec<u32> = ["redis", "stateful-1", "stateless-3", "proxy"]
         .iter()
         .map(|p| lab.pid(p).expect("a recorded pid"))
         .collect();
@@ -185,33 +181,31 @@ fn ctrl_c_during_up_stops_what_up_started() {
     // A stateful binary that never becomes healthy holds `up` in its wait.
     let lab = {
         let mut lab = Lab::new("ctrlc");
-        let stub = lab.dir.with_extension("bin");
+        let stub = lab.tmp.join("bin");
         std::fs::create_dir_all(&stub).expect("stub folder");
         let script = stub.join("stateful");
         std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").expect("write stub");
         let mut perms = std::fs::metadata(&script).expect("stub").permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         std::fs::set_permissions(&script, perms).expect("chmod stub");
-        lab.bin_dirs = format!("{}:{}", stub.display(), bin_dir().display());
+        lab.bin_dirs = format!("{}:{}", stub.display(), lab.bin_dirs);
         lab
     };
     let mut up = lab.command(&["up"]).spawn().expect("spawn up");
-    eventually("up to start the replicas", Duration::from_secs(30), || {
-        lab.pid("stateful-1").is_some()
+    eventually_blocking("up to start the replicas", Duration::from_secs(30), || {
+        lab.pid("stateful-1")
     });
-    let started: Vec<i32> = ["redis", "stateful-1"]
+    let started: Vec<u32> = ["redis", "stateful-1"]
         .iter()
         .map(|p| lab.pid(p).expect("a recorded pid"))
         .collect();
-    let up_pid = i32::try_from(up.id()).expect("pid fits");
-    kill(Pid::from_raw(up_pid), Signal::SIGINT).expect("send SIGINT");
+    send_signal(up.id(), Signal::SIGINT);
     let status = up.wait().expect("wait for up");
     assert_eq!(status.code(), Some(130), "up exits 130 on Ctrl-C");
     for pid in started {
         assert!(!running(pid), "pid {pid} survived the interrupted up");
     }
     assert!(!lab.run(&["mode"]).status.success(), "the lab is not up");
-    let _ = std::fs::remove_dir_all(lab.dir.with_extension("bin"));
 }
 
 #[test]

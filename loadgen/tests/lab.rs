@@ -6,53 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use statelab_loadgen::client::{Client, Target};
 use statelab_loadgen::report::{Comparison, RunReport};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate sits in the workspace")
-        .to_path_buf()
-}
-
-/// The services' and proxy's binaries of this build profile (target/<profile>/), built first if
-/// this test was run without them (`cargo test -p statelab-loadgen`).
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf();
-    let names = [
-        "stateful",
-        "stateless",
-        "externalized",
-        "statelab-proxy",
-        "statelab-lab",
-    ];
-    if !names.iter().all(|n| dir.join(n).exists()) {
-        let status = Command::new(env!("CARGO"))
-            .current_dir(root())
-            .args([
-                "build",
-                "--bins",
-                "-p",
-                "statelab-services",
-                "-p",
-                "statelab-proxy",
-                "-p",
-                "statelab-lab",
-            ])
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build of the lab's binaries failed");
-    }
-    dir
-}
+use statelab_test_support::{
+    eventually_blocking, lab_bin_dir, send_signal, workspace_root, Signal, TempDir,
+};
 
 /// A native lab in its own directory on free ports; taken down when dropped.
 struct Lab {
@@ -62,7 +22,7 @@ struct Lab {
 
 impl Lab {
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(root().join("scripts/lab"));
+        let mut cmd = Command::new(workspace_root().join("scripts/lab"));
         cmd.args(args)
             .env("STATELAB_LAB_DIR", &self.dir)
             .env("STATELAB_PORTS", "free")
@@ -105,7 +65,7 @@ impl Drop for Lab {
 fn load(lab: &Lab, service: &str, out: &Path, extra: &[&str]) -> RunReport {
     let proxy = lab.port("proxy");
     let admin = lab.port("admin");
-    let lab_cmd = root().join("scripts/lab");
+    let lab_cmd = workspace_root().join("scripts/lab");
     let output = Command::new(env!("CARGO_BIN_EXE_statelab-load"))
         .args(["run", "--service", service, "--quiet", "--memory"])
         .args(["--target", &format!("http://127.0.0.1:{proxy}/{service}")])
@@ -182,19 +142,14 @@ fn served(admin: u16, pool: &str) -> u64 {
             .expect("pools")
             .iter()
             .filter(|p| p["name"] == pool)
-            .flat_map(|p| p["replicas"].as_array().cloned().unwrap_or_default())
-            .map(|r| r["total_requests"].as_u64().unwrap_or(0))
+            .flat_map(|p| p["replicas"].as_array().expect("a pool's replicas array"))
+            .map(|r| {
+                r["total_requests"]
+                    .as_u64()
+                    .expect("a replica's total_requests count")
+            })
             .sum()
     })
-}
-
-/// Polls `check` until it holds or `limit` passes.
-fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Ctrl-C ends a run early; the report is still written, covers what ran and says so.
@@ -217,26 +172,17 @@ fn interrupted_run(lab: &Lab, out: &Path) {
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start statelab-load");
-    eventually("the run to send requests", Duration::from_secs(30), || {
-        served(admin, "stateless") >= before + 100
+    eventually_blocking("the run to send requests", Duration::from_secs(30), || {
+        (served(admin, "stateless") >= before + 100).then_some(())
     });
-    // bash's own kill: a fresh machine need not have procps' /bin/kill.
-    let sent = Command::new("bash")
-        .args(["-c", "kill -INT \"$1\"", "kill", &child.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(sent.success());
-    let mut status = None;
-    eventually(
+    send_signal(child.id(), Signal::SIGINT);
+    let status = eventually_blocking(
         "statelab-load to stop after Ctrl-C",
         Duration::from_secs(20),
-        || {
-            status = child.try_wait().expect("wait");
-            status.is_some()
-        },
+        || child.try_wait().expect("wait"),
     );
     // 130, as a shell reports a command ended by Ctrl-C: scripts running several runs stop too.
-    assert_eq!(status.expect("exited").code(), Some(130));
+    assert_eq!(status.code(), Some(130));
     let report: RunReport = serde_json::from_str(
         &std::fs::read_to_string(out.join("run.json")).expect("run.json after Ctrl-C"),
     )
@@ -251,12 +197,10 @@ fn interrupted_run(lab: &Lab, out: &Path) {
 
 #[test]
 fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
-    let tmp = std::env::temp_dir().join(format!("statelab-loadgen-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let tmp = TempDir::new("loadgen-test");
     let lab = Lab {
         dir: tmp.join("lab"),
-        bins: bin_dir(),
+        bins: lab_bin_dir(),
     };
     lab.run(&["up"]);
 
@@ -346,6 +290,7 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
 
     interrupted_run(&lab, &tmp.join("interrupted"));
 
+    // The lab goes down before its directory is removed.
     drop(lab);
-    let _ = std::fs::remove_dir_all(&tmp);
+    drop(tmp);
 }

@@ -5,12 +5,13 @@
 //!   thread for all listeners keeps the upstream's CPU share identical whichever proxy is measured.
 //! - `bench_backend --free-port K` prints K currently free loopback ports (for the proxies under
 //!   test) and exits.
-
-#[path = "../tests/support/backend.rs"]
-mod backend;
+//!
+//! The backend is `statelab_test_support::Backend`, the very one the proxy's tests run against.
 
 use std::io::Write;
 use std::net::SocketAddr;
+
+use statelab_test_support::Backend;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,11 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let mut running = Vec::new();
         for i in 1..=n {
-            let b = backend::Backend::start_on(
-                &format!("bench-{i}"),
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-            )
-            .await?;
+            let b = Backend::start_on(&format!("bench-{i}"), SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await?;
             println!("listening on {}", b.addr);
             running.push(b);
         }

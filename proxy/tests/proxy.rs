@@ -1,8 +1,6 @@
 //! End-to-end tests: the real `statelab-proxy` binary in front of real (tiny) backends, all on
 //! ephemeral loopback ports. Every wait is a bounded poll; every request loop is bounded.
 
-#![allow(clippy::unwrap_used)]
-
 mod support;
 
 use std::collections::{HashMap, HashSet};
@@ -10,9 +8,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use support::{
-    backends, client_from, eventually, spawn_proxy, spawn_proxy_with, Backend, PoolSpec, Proxy,
-};
+use statelab_test_support::{eventually, TempDir};
+use support::{backends, client_from, spawn_proxy, spawn_proxy_with, Backend, PoolSpec, Proxy};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_spreads_evenly_and_rewrites_the_request() {
@@ -24,7 +21,9 @@ async fn round_robin_spreads_evenly_and_rewrites_the_request() {
     for _ in 0..300 {
         let r = proxy.get(&client, "/stateless/cart/items?x=1", None).await;
         assert_eq!(r.status, 200);
-        *counts.entry(r.replica.unwrap()).or_default() += 1;
+        *counts
+            .entry(r.replica.expect("x-replica on every answer"))
+            .or_default() += 1;
         assert!(
             r.set_cookie.is_none(),
             "round-robin sets no affinity cookie"
@@ -50,7 +49,7 @@ async fn round_robin_spreads_evenly_and_rewrites_the_request() {
             &[("x-forwarded-for", "203.0.113.7")],
         )
         .await
-        .unwrap();
+        .expect("GET /stateless/a with one X-Forwarded-For");
     assert_eq!(r.headers["x-xff"], "203.0.113.7, 127.0.0.1");
     // Several incoming lines are kept, in order, as one list.
     let r = proxy
@@ -64,7 +63,7 @@ async fn round_robin_spreads_evenly_and_rewrites_the_request() {
             ],
         )
         .await
-        .unwrap();
+        .expect("GET /stateless/a with two X-Forwarded-For lines");
     assert_eq!(
         r.headers["x-xff"],
         "203.0.113.7, 198.51.100.2, 198.51.100.3, 127.0.0.1"
@@ -76,10 +75,13 @@ async fn round_robin_spreads_evenly_and_rewrites_the_request() {
         let r = proxy.get(&client, path, None).await;
         assert_eq!(r.status, 404, "{path}");
         assert_eq!(r.headers["content-type"], "application/json");
-        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&r.body).expect("a JSON 404 body");
         assert_eq!(body["error"], "not_found");
         assert!(
-            body["message"].as_str().unwrap().contains("/stateless/..."),
+            body["message"]
+                .as_str()
+                .expect("a message")
+                .contains("/stateless/..."),
             "{body}"
         );
     }
@@ -96,7 +98,7 @@ async fn cookie_affinity_is_sticky_opaque_and_ignores_forgeries() {
         let client = client_from(None);
         let first = proxy.get(&client, "/stateful/me", None).await;
         assert_eq!(first.status, 200);
-        let set_cookie = first.set_cookie.clone().unwrap();
+        let set_cookie = first.set_cookie.clone().expect("the first answer pins");
         assert!(
             set_cookie.starts_with("statelab_affinity_stateful="),
             "{set_cookie}"
@@ -104,14 +106,14 @@ async fn cookie_affinity_is_sticky_opaque_and_ignores_forgeries() {
         for attr in ["HttpOnly", "SameSite=Lax", "Path=/"] {
             assert!(set_cookie.contains(attr), "{attr} missing in {set_cookie}");
         }
-        let replica = first.replica.clone().unwrap();
+        let replica = first.replica.clone().expect("x-replica");
         for leak in [replica.as_str(), "127.0.0.1", &b[0].addr.port().to_string()] {
             assert!(
                 !set_cookie.contains(leak),
                 "cookie leaks {leak}: {set_cookie}"
             );
         }
-        let cookie = first.affinity().unwrap();
+        let cookie = first.affinity().expect("an affinity cookie");
         // 100% stickiness, and the cookie is not re-sent while it is valid.
         for _ in 0..30 {
             let r = proxy
@@ -155,15 +157,18 @@ async fn cookie_is_repinned_when_its_replica_dies() {
     let client = client_from(None);
 
     let first = proxy.get(&client, "/stateful/me", None).await;
-    let cookie = first.affinity().unwrap();
-    let old = first.replica.unwrap();
-    let idx = b.iter().position(|x| x.name == old).unwrap();
+    let cookie = first.affinity().expect("an affinity cookie");
+    let old = first.replica.expect("x-replica");
+    let idx = b
+        .iter()
+        .position(|x| x.name == old)
+        .expect("the pinned replica is one of ours");
     b.remove(idx).kill().await;
 
     // The very next request already succeeds elsewhere (failed connect -> retry) and re-pins.
     let r = proxy.get(&client, "/stateful/me", Some(&cookie)).await;
     assert_eq!(r.status, 200);
-    let new = r.replica.clone().unwrap();
+    let new = r.replica.clone().expect("x-replica");
     assert_ne!(new, old);
     let new_cookie = r.affinity().expect("cookie re-issued");
     assert_ne!(new_cookie, cookie);
@@ -192,10 +197,10 @@ async fn ip_hash_is_stable_per_source_address() {
             let r = proxy.get(&client, "/externalized/me", None).await;
             assert_eq!(r.status, 200);
             assert_eq!(r.headers["x-xff"], ip.to_string().as_str());
-            seen.insert(r.replica.unwrap());
+            seen.insert(r.replica.expect("x-replica"));
         }
         assert_eq!(seen.len(), 1, "{ip} moved between replicas: {seen:?}");
-        owners.insert(ip, seen.into_iter().next().unwrap());
+        owners.insert(ip, seen.into_iter().next().expect("one replica seen"));
     }
     let used: HashSet<_> = owners.values().collect();
     assert!(
@@ -205,7 +210,10 @@ async fn ip_hash_is_stable_per_source_address() {
 
     // Losing a replica moves only its own clients.
     let victim = owners[&IpAddr::from([127, 0, 0, 2])].clone();
-    let idx = b.iter().position(|x| x.name == victim).unwrap();
+    let idx = b
+        .iter()
+        .position(|x| x.name == victim)
+        .expect("the victim is one of ours");
     b[idx].set_healthy(false);
     proxy.wait_health(&victim, false).await;
     for (ip, owner) in &owners {
@@ -234,8 +242,8 @@ async fn replica_via_xff(proxy: &Proxy, client: &reqwest::Client, xff: &str) -> 
             &[("x-forwarded-for", xff)],
         )
         .await
-        .unwrap();
-    r.replica.unwrap()
+        .expect("GET /externalized/me with X-Forwarded-For");
+    r.replica.expect("x-replica")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,7 +275,7 @@ async fn ip_hash_uses_x_forwarded_for_only_from_trusted_proxies() {
                 ],
             )
             .await
-            .unwrap();
+            .expect("GET /externalized/me with two X-Forwarded-For lines");
         assert_eq!(
             r.replica.as_ref(),
             seen.iter().next(),
@@ -292,8 +300,13 @@ async fn counter(proxy: &Proxy, series: &str) -> f64 {
     let (code, text) = proxy.admin(Method::GET, "/metrics", None).await;
     assert_eq!(code, 200, "{text}");
     text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| {
+            value
+                .trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{series} has no number ({e}): {value}"))
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,9 +359,14 @@ async fn killing_a_replica_under_load_fails_no_request_and_it_rejoins() {
         }));
     }
     // Kill once the stream is running and has reached the victim, mid-flight.
-    eventually(Duration::from_secs(10), "load reaches the victim", || {
+    eventually("load reaches the victim", Duration::from_secs(10), || {
         let v = proxy.replica(&victim_name);
-        async move { v.await["total_requests"].as_u64().unwrap_or(0) >= kill_at }
+        async move {
+            let served = v.await["total_requests"]
+                .as_u64()
+                .expect("total_requests is a count");
+            (served >= kill_at).then_some(())
+        }
     })
     .await;
     let retries_before = counter(&proxy, retries).await;
@@ -356,18 +374,18 @@ async fn killing_a_replica_under_load_fails_no_request_and_it_rejoins() {
     killed.store(true, Ordering::SeqCst);
     // Keep the load on until enough requests were sent and answered after the kill.
     eventually(
-        Duration::from_secs(20),
         "requests complete after the kill",
+        Duration::from_secs(20),
         || {
             let n = after_kill.load(Ordering::SeqCst);
-            async move { n >= wanted_after_kill }
+            async move { (n >= wanted_after_kill).then_some(()) }
         },
     )
     .await;
     stop.store(true, Ordering::SeqCst);
     let mut failures = Vec::new();
     for h in handles {
-        failures.extend(h.await.unwrap());
+        failures.extend(h.await.expect("a load worker panicked"));
     }
     assert!(
         failures.is_empty(),
@@ -384,7 +402,9 @@ async fn killing_a_replica_under_load_fails_no_request_and_it_rejoins() {
 
     // It is marked down, then brought back on the same port it rejoins without a proxy restart.
     proxy.wait_health(&victim_name, false).await;
-    let back = Backend::start_on(&victim_name, victim_addr).await.unwrap();
+    let back = Backend::start_on(&victim_name, victim_addr)
+        .await
+        .expect("the victim restarts on its old port");
     proxy.wait_health(&victim_name, true).await;
     let client = client_from(None);
     let mut served = 0;
@@ -431,7 +451,7 @@ async fn all_replicas_down_answers_503_json_quickly() {
             );
             assert_eq!(r.status, 503, "{}", r.body);
             assert_eq!(r.headers["content-type"], "application/json");
-            let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            let body: serde_json::Value = serde_json::from_str(&r.body).expect("a JSON 503 body");
             assert!(
                 body["error"].is_string() && body["message"].is_string(),
                 "{body}"
@@ -473,8 +493,8 @@ async fn draining_keeps_pinned_clients_and_takes_no_new_ones() {
 
     let pinned_client = client_from(None);
     let first = proxy.get(&pinned_client, "/stateful/me", None).await;
-    let cookie = first.affinity().unwrap();
-    let drained = first.replica.unwrap();
+    let cookie = first.affinity().expect("an affinity cookie");
+    let drained = first.replica.expect("x-replica");
 
     let (code, body) = proxy
         .admin(
@@ -502,7 +522,10 @@ async fn draining_keeps_pinned_clients_and_takes_no_new_ones() {
         assert_ne!(r.replica.as_deref(), Some(drained.as_str()));
     }
     // Drained and then shut down: the pinned client moves without an error.
-    let idx = b.iter().position(|x| x.name == drained).unwrap();
+    let idx = b
+        .iter()
+        .position(|x| x.name == drained)
+        .expect("the drained replica is one of ours");
     b[idx].set_healthy(false);
     proxy.wait_health(&drained, false).await;
     let r = proxy
@@ -580,7 +603,7 @@ async fn strategy_switches_at_runtime() {
     for _ in 0..20 {
         let r = proxy.get(&client, "/stateless/me", None).await;
         assert!(r.set_cookie.is_none());
-        seen.insert(r.replica.unwrap());
+        seen.insert(r.replica.expect("x-replica"));
     }
     assert_eq!(
         seen.len(),
@@ -603,7 +626,7 @@ async fn strategy_switches_at_runtime() {
                 .get(&client, "/stateless/me", None)
                 .await
                 .replica
-                .unwrap(),
+                .expect("x-replica"),
         );
     }
     assert_eq!(seen.len(), 3, "round-robin again: {seen:?}");
@@ -617,7 +640,8 @@ async fn admin_api_rejects_bad_names_bodies_and_tokens() {
         "admin_token = \"let-me-in\"",
     )
     .await;
-    let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap();
+    let json =
+        |body: &str| serde_json::from_str::<serde_json::Value>(body).expect("a JSON admin answer");
 
     for (method, path, body, want) in [
         (
@@ -653,7 +677,12 @@ async fn admin_api_rejects_bad_names_bodies_and_tokens() {
     // Without or with a wrong token: 401, and nothing changes.
     let anonymous = reqwest::Client::new();
     let url = format!("http://{}/admin/pools/stateless/strategy", proxy.admin);
-    let r = anonymous.put(&url).body("cookie").send().await.unwrap();
+    let r = anonymous
+        .put(&url)
+        .body("cookie")
+        .send()
+        .await
+        .expect("PUT without a token");
     assert_eq!(r.status(), 401);
     let r = anonymous
         .put(&url)
@@ -661,13 +690,13 @@ async fn admin_api_rejects_bad_names_bodies_and_tokens() {
         .body("cookie")
         .send()
         .await
-        .unwrap();
+        .expect("PUT with a wrong token");
     assert_eq!(r.status(), 401);
     let r = anonymous
         .get(format!("http://{}/metrics", proxy.admin))
         .send()
         .await
-        .unwrap();
+        .expect("GET /metrics without a token");
     assert_eq!(r.status(), 401);
     assert_eq!(proxy.status().await["pools"][0]["strategy"], "round-robin");
 }
@@ -730,23 +759,26 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits() {
         tokio::spawn(async move { client_from(None).get(&url).send().await.map(|r| r.status()) });
     let state = b[0].state.clone();
     eventually(
-        Duration::from_secs(5),
         "slow request reaches the backend",
+        Duration::from_secs(5),
         || {
             let s = state.clone();
-            async move { s.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 1 }
+            async move { (s.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(()) }
         },
     )
     .await;
 
     let t = Instant::now();
     proxy.sigterm();
-    let status = slow.await.unwrap().expect("in-flight request completes");
+    let status = slow
+        .await
+        .expect("the slow request task panicked")
+        .expect("in-flight request completes");
     assert_eq!(status, 200);
     let exit = tokio::time::timeout(Duration::from_secs(10), proxy.child.wait())
         .await
         .expect("proxy exits within seconds of SIGTERM")
-        .unwrap();
+        .expect("wait for the proxy");
     assert!(exit.success(), "{exit:?}");
     assert!(
         t.elapsed() < Duration::from_secs(6),
@@ -757,16 +789,16 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits() {
 
 #[tokio::test]
 async fn a_bad_config_file_is_a_clear_startup_error() {
-    let path = std::env::temp_dir().join(format!("statelab-proxy-bad-{}.toml", std::process::id()));
+    let dir = TempDir::new("proxy-bad-config");
+    let path = dir.join("proxy.toml");
     std::fs::write(&path, "[[pool]]\nname = \"stateful\"\nstrategy = \"sticky\"\n[pool.replicas]\nstateful-1 = \"127.0.0.1:1\"\n")
-        .unwrap();
+        .expect("write the config file");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_statelab-proxy"))
         .arg("--config")
         .arg(&path)
         .output()
         .await
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
+        .expect("run statelab-proxy with a bad config");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -778,7 +810,7 @@ async fn a_bad_config_file_is_a_clear_startup_error() {
         .args(["--config", "/nonexistent/statelab.toml"])
         .output()
         .await
-        .unwrap();
+        .expect("run statelab-proxy with a missing config");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/statelab.toml"));
 }
@@ -790,18 +822,18 @@ async fn a_client_hanging_up_does_not_blame_the_replica() {
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(200))
         .build()
-        .unwrap();
+        .expect("build an HTTP client");
     for _ in 0..3 {
         let r = impatient.get(proxy.url("/stateless/slow")).send().await;
         assert!(r.is_err(), "the client should have given up first");
     }
     let state = b[0].state.clone();
     eventually(
-        Duration::from_secs(5),
         "slow requests finish upstream",
+        Duration::from_secs(5),
         || {
             let s = state.clone();
-            async move { s.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0 }
+            async move { (s.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0).then_some(()) }
         },
     )
     .await;
@@ -830,19 +862,19 @@ async fn post_bodies_are_forwarded_and_retried_when_a_connect_fails() {
             .body(body)
             .send()
             .await
-            .unwrap();
+            .expect("POST through the proxy");
         (r.status().as_u16(), r.headers().get("x-body-len").cloned())
     };
     let (status, len) = post().await;
     assert_eq!(status, 200);
-    assert_eq!(len.unwrap(), body.len().to_string().as_str());
+    assert_eq!(len.expect("x-body-len"), body.len().to_string().as_str());
 
     // A dead replica refuses the connection: nothing was sent, so even a POST goes elsewhere.
     b.remove(0).kill().await;
     for _ in 0..9 {
         let (status, len) = post().await;
         assert_eq!(status, 200);
-        assert_eq!(len.unwrap(), body.len().to_string().as_str());
+        assert_eq!(len.expect("x-body-len"), body.len().to_string().as_str());
     }
 }
 
@@ -903,14 +935,15 @@ async fn a_replica_that_never_answers_times_out_and_the_request_moves_on() {
         .body("{}")
         .send()
         .await
-        .unwrap();
+        .expect("POST to the silent pool");
     assert!(
         t.elapsed() < Duration::from_secs(3),
         "POST took {:?}",
         t.elapsed()
     );
     assert_eq!(r.status(), 504);
-    let body: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(&r.text().await.expect("the 504 body")).expect("a JSON 504 body");
     assert_eq!(body["error"], "gateway_timeout", "{body}");
     assert_eq!(stuck[0].hits(), 1);
     // Not retried, but still blamed: the replica is recorded as failing (and ejected).
@@ -925,10 +958,10 @@ async fn a_replica_that_never_answers_times_out_and_the_request_moves_on() {
 
 #[tokio::test]
 async fn a_busy_listen_port_is_a_clear_startup_error() {
-    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let busy_addr = busy.local_addr().unwrap();
-    let path =
-        std::env::temp_dir().join(format!("statelab-proxy-busy-{}.toml", std::process::id()));
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port to keep busy");
+    let busy_addr = busy.local_addr().expect("its address");
+    let dir = TempDir::new("proxy-busy-port");
+    let path = dir.join("proxy.toml");
     std::fs::write(
         &path,
         format!(
@@ -936,7 +969,7 @@ async fn a_busy_listen_port_is_a_clear_startup_error() {
              [[pool]]\nname = \"stateless\"\n[pool.replicas]\nstateless-1 = \"127.0.0.1:1\"\n"
         ),
     )
-    .unwrap();
+    .expect("write the config file");
     let out = tokio::time::timeout(
         Duration::from_secs(15),
         tokio::process::Command::new(env!("CARGO_BIN_EXE_statelab-proxy"))
@@ -947,8 +980,7 @@ async fn a_busy_listen_port_is_a_clear_startup_error() {
     )
     .await
     .expect("the proxy must exit, not serve, when its port is taken")
-    .unwrap();
-    let _ = std::fs::remove_file(&path);
+    .expect("run statelab-proxy on a busy port");
     drop(busy);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,40 +1,16 @@
 //! Test harness: real backends in-process, the real `statelab-proxy` binary as a child process,
-//! typed helpers for clients and the admin API, and bounded polling instead of sleeps.
+//! typed helpers for clients and the admin API, and bounded polling instead of sleeps. The
+//! backend, the polling and the ports come from `statelab-test-support`.
 
-#![allow(dead_code, clippy::unwrap_used)]
-
-pub mod backend;
-
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use statelab_test_support::{eventually, free_port, send_signal, Signal, TempDir};
 use tokio::process::{Child, Command};
 
-pub use backend::Backend;
-
-/// Polls `check` every 20 ms until it returns true or `within` passes; panics with `what` then.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use statelab_test_support::Backend;
 
 /// A pool as the test wants it configured.
 pub struct PoolSpec<'a> {
@@ -59,35 +35,27 @@ impl<'a> PoolSpec<'a> {
 pub async fn backends(pool: &str, n: usize) -> Vec<Backend> {
     let mut out = Vec::new();
     for i in 1..=n {
-        out.push(Backend::start(&format!("{pool}-{i}")).await.unwrap());
+        let name = format!("{pool}-{i}");
+        let backend = Backend::start(&name).await;
+        out.push(backend.unwrap_or_else(|e| panic!("start backend {name}: {e}")));
     }
     out
 }
 
-/// A running proxy process, killed on drop.
+/// A running proxy process, killed on drop (its config directory removed after it).
 pub struct Proxy {
     pub child: Child,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub token: Option<String>,
-    config_path: PathBuf,
+    _config_dir: TempDir,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
-        let _ = std::fs::remove_file(&self.config_path);
     }
 }
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-static CONFIGS: AtomicUsize = AtomicUsize::new(0);
 
 /// Starts the proxy binary with the given pools; `extra_server` lines go into `[server]`.
 pub async fn spawn_proxy(pools: &[PoolSpec<'_>], extra_server: &str) -> Proxy {
@@ -131,12 +99,9 @@ async fn try_spawn(pools: &[PoolSpec<'_>], extra_server: &str, extra_retry: &str
         .lines()
         .find_map(|l| l.strip_prefix("admin_token = "))
         .map(|t| t.trim_matches('"').to_string());
-    let n = CONFIGS.fetch_add(1, Ordering::SeqCst);
-    let config_path = std::env::temp_dir().join(format!(
-        "statelab-proxy-test-{}-{n}.toml",
-        std::process::id()
-    ));
-    std::fs::write(&config_path, text).unwrap();
+    let config_dir = TempDir::new("proxy-test");
+    let config_path = config_dir.join("proxy.toml");
+    std::fs::write(&config_path, text).expect("write the proxy's config file");
     let child = Command::new(env!("CARGO_BIN_EXE_statelab-proxy"))
         .arg("--config")
         .arg(&config_path)
@@ -145,18 +110,23 @@ async fn try_spawn(pools: &[PoolSpec<'_>], extra_server: &str, extra_retry: &str
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
+        .expect("spawn statelab-proxy");
     let mut proxy = Proxy {
         child,
         addr,
         admin,
         token,
-        config_path,
+        _config_dir: config_dir,
     };
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Ok(Some(_)) = proxy.child.try_wait() {
+        if proxy
+            .child
+            .try_wait()
+            .expect("poll the proxy process")
+            .is_some()
+        {
             return None;
         }
         let admin_up = proxy
@@ -204,7 +174,7 @@ pub fn client_from(source: Option<IpAddr>) -> reqwest::Client {
         .local_address(source)
         .timeout(Duration::from_secs(10))
         .build()
-        .unwrap()
+        .expect("build an HTTP client")
 }
 
 impl Proxy {
@@ -213,7 +183,9 @@ impl Proxy {
     }
 
     pub async fn get(&self, client: &reqwest::Client, path: &str, cookie: Option<&str>) -> Reply {
-        self.try_get(client, path, cookie, &[]).await.unwrap()
+        self.try_get(client, path, cookie, &[])
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} through the proxy: {e}"))
     }
 
     pub async fn try_get(
@@ -277,9 +249,9 @@ impl Proxy {
         path: &str,
         body: Option<&str>,
     ) -> (u16, String) {
-        self.admin_request(&reqwest::Client::new(), method, path, body)
+        self.admin_request(&reqwest::Client::new(), method.clone(), path, body)
             .await
-            .unwrap()
+            .unwrap_or_else(|| panic!("admin {method} {path}: no answer"))
     }
 
     pub async fn status(&self) -> Value {
@@ -287,7 +259,8 @@ impl Proxy {
             .admin(reqwest::Method::GET, "/admin/status", None)
             .await;
         assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/admin/status is not JSON ({e}): {body}"))
     }
 
     /// A replica's entry in `/admin/status`.
@@ -295,9 +268,13 @@ impl Proxy {
         let status = self.status().await;
         status["pools"]
             .as_array()
-            .unwrap()
+            .expect("/admin/status has a pools array")
             .iter()
-            .flat_map(|p| p["replicas"].as_array().unwrap().iter())
+            .flat_map(|p| {
+                p["replicas"]
+                    .as_array()
+                    .expect("each pool has a replicas array")
+            })
             .find(|r| r["name"] == name)
             .cloned()
             .unwrap_or_else(|| panic!("no replica {name} in {status}"))
@@ -305,21 +282,16 @@ impl Proxy {
 
     pub async fn wait_health(&self, name: &str, healthy: bool) {
         eventually(
-            Duration::from_secs(10),
             &format!("{name} healthy={healthy}"),
-            || async { self.replica(name).await["healthy"] == healthy },
+            Duration::from_secs(10),
+            || async { (self.replica(name).await["healthy"] == healthy).then_some(()) },
         )
         .await;
     }
 
     /// Sends SIGTERM (what Docker sends on stop).
     pub fn sigterm(&self) {
-        let pid = self.child.id().unwrap();
-        let ok = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM {pid} failed");
+        let pid = self.child.id().expect("the proxy has not been reaped yet");
+        send_signal(pid, Signal::SIGTERM);
     }
 }

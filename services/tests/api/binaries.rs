@@ -3,9 +3,9 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::helpers::RedisServer;
+use statelab_test_support::{eventually_blocking, send_signal, RedisServer, Signal, TempDir};
 
 fn bin(name: &str) -> Command {
     let path = match name {
@@ -40,7 +40,9 @@ fn start(mut cmd: Command) -> (Child, SocketAddr, Vec<serde_json::Value>) {
             .next()
             .expect("the service exited before serving")
             .expect("read");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+            panic!("--log-format json printed a line that is not JSON ({e}): {line}")
+        });
         if let Some(listen) = v["fields"]["listen"].as_str() {
             break listen.parse().expect("address");
         }
@@ -52,19 +54,12 @@ fn start(mut cmd: Command) -> (Child, SocketAddr, Vec<serde_json::Value>) {
 }
 
 fn sigterm_and_wait(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    send_signal(child.id(), Signal::SIGTERM);
+    eventually_blocking(
+        "the service to exit after SIGTERM",
+        Duration::from_secs(15),
+        || child.try_wait().expect("wait"),
+    )
 }
 
 #[test]
@@ -120,8 +115,7 @@ fn bad_flags_fail_fast_with_a_message() {
 #[tokio::test]
 async fn each_binary_serves_and_stops_on_sigterm() {
     let redis = RedisServer::start().await;
-    let secret_dir = std::env::temp_dir().join(format!("statelab-test-{}", std::process::id()));
-    std::fs::create_dir_all(&secret_dir).expect("dir");
+    let secret_dir = TempDir::new("services-test");
     let secret_file = secret_dir.join("jwt-secret");
     std::fs::write(&secret_file, "0123456789abcdef0123456789abcdef\n").expect("secret");
 
@@ -159,7 +153,6 @@ async fn each_binary_serves_and_stops_on_sigterm() {
         let status = sigterm_and_wait(&mut child);
         assert!(status.success(), "{replica} exited with {status}");
     }
-    let _ = std::fs::remove_dir_all(secret_dir);
 }
 
 #[test]

@@ -331,7 +331,7 @@ async fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&response)
         .lines()
         .next()
-        .unwrap_or_default()
+        .expect("the server answered before closing")
         .to_owned()
 }
 

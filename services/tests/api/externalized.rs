@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{eventually, qty_of, spawn_app, spawn_app_with, Kind, Options, TestApp};
+use statelab_test_support::eventually;
+
+use crate::helpers::{qty_of, spawn_app, spawn_app_with, Kind, Options, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_hashes_under_the_prefix_with_a_sliding_ttl() {
@@ -124,7 +126,7 @@ async fn a_redis_that_stops_answering_is_a_503_not_a_hang() {
     u.login("alice").await;
     u.add("apple", 1).await;
 
-    redis.signal("-STOP");
+    redis.pause();
     // The harness's Redis timeout is 500 ms; the client gives up after 10 s. A 503 proves the
     // service bounded the wait itself.
     u.get("/me").await.assert_error(503, "store_unavailable");
@@ -132,7 +134,7 @@ async fn a_redis_that_stops_answering_is_a_503_not_a_hang() {
         .await
         .assert_error(503, "store_unavailable");
 
-    redis.signal("-CONT");
+    redis.resume();
     let cart = eventually(
         "the session to be readable again",
         Duration::from_secs(15),

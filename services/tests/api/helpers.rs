@@ -1,17 +1,18 @@
-//! Test harness: real servers on ephemeral ports, a real Redis, and a cookie-keeping client.
+//! Test harness: real servers on ephemeral ports, a real Redis (`statelab-test-support`'s
+//! `RedisServer`), and a cookie-keeping client.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use reqwest::header::{HeaderMap, SET_COOKIE};
+use reqwest::header::{HeaderMap, CONTENT_TYPE, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use statelab_services::api::{App, Settings};
 use statelab_services::metrics::Metrics;
 use statelab_services::store::{JwtKey, JwtStore, MemoryStore, RedisConfig, RedisStore};
 use statelab_services::SessionStore;
+use statelab_test_support::RedisServer;
 use tokio::sync::oneshot;
 
 /// The secret the stateless service under test signs with.
@@ -43,155 +44,6 @@ impl Kind {
     /// issue a new token: counting a read would mean a new token on every read.
     pub fn counts_reads(self) -> bool {
         self != Kind::Stateless
-    }
-}
-
-/// Polls `f` until it returns `Some`, or panics after `deadline` saying what was awaited.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A free TCP port on loopback (released for the caller to bind).
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral port")
-}
-
-/// A `redis-server` process owned by a test, without persistence; killed on drop.
-#[derive(Debug)]
-pub struct RedisServer {
-    pub port: u16,
-    child: std::sync::Mutex<Option<Child>>,
-}
-
-impl RedisServer {
-    /// Starts Redis on a free port (retrying if another process grabs the port first).
-    pub async fn start() -> Self {
-        for _ in 0..5 {
-            let server = RedisServer::unstarted();
-            if server.restart().await {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on any of five free ports");
-    }
-
-    /// A server that owns a free port but is not running yet (for "Redis is down at start").
-    pub fn unstarted() -> Self {
-        RedisServer {
-            port: free_port(),
-            child: std::sync::Mutex::new(None),
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (SIGKILL, like a crash) and waits for it to exit.
-    pub fn kill(&self) {
-        let taken = self.child.lock().map(|mut c| c.take()).unwrap_or(None);
-        if let Some(mut child) = taken {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// (Re)starts the server on its port; false if it did not come up.
-    pub async fn restart(&self) -> bool {
-        self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => panic!(
-                "cannot run redis-server ({e}); install it (Debian: apt-get install redis-server) \
-                 or run scripts/test, which does"
-            ),
-        };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return false;
-            }
-            if self.answers_as(child.id()).await {
-                if let Ok(mut slot) = self.child.lock() {
-                    *slot = Some(child);
-                }
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let _ = child.kill();
-        false
-    }
-
-    /// Whether the server on our port is the process `pid` — not another test's Redis that
-    /// won a race for the port.
-    async fn answers_as(&self, pid: u32) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
-            return false;
-        };
-        let Ok(mut c) = client.get_multiplexed_async_connection().await else {
-            return false;
-        };
-        let info: String = match redis::cmd("INFO").arg("server").query_async(&mut c).await {
-            Ok(info) => info,
-            Err(_) => return false,
-        };
-        info.lines()
-            .any(|l| l.trim() == format!("process_id:{pid}"))
-    }
-
-    /// Pauses (SIGSTOP) or resumes (SIGCONT) the server: a Redis that accepts connections but
-    /// never answers, the case only a timeout can catch.
-    pub fn signal(&self, signal: &str) {
-        let pid = self
-            .child
-            .lock()
-            .ok()
-            .and_then(|c| c.as_ref().map(Child::id))
-            .expect("redis is running");
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// A plain connection for tests that inspect what the service wrote.
-    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connecting to the test redis")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -374,7 +226,17 @@ impl TestApp {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // A JSON answer must parse; anything else (metrics, an empty 204) has no JSON body.
+        let json = headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        let body = if json {
+            serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("{path}: a JSON answer that does not parse ({e}): {text}")
+            })
+        } else {
+            Value::Null
+        };
         Reply {
             status,
             headers,
@@ -406,13 +268,13 @@ impl User<'_> {
             .send(method, path, body, self.credential.as_deref())
             .await;
         if let Some(line) = reply.set_cookie(&self.app.cookie_name) {
-            let value = line
+            // `set_cookie` found it by its `name=` prefix; an empty value is the logout's clearing.
+            let (_, value) = line
                 .split(';')
                 .next()
                 .and_then(|kv| kv.split_once('='))
-                .map(|(_, v)| v.to_owned())
-                .unwrap_or_default();
-            self.credential = (!value.is_empty()).then_some(value);
+                .unwrap_or_else(|| panic!("a Set-Cookie line without name=value: {line}"));
+            self.credential = (!value.is_empty()).then(|| value.to_owned());
         }
         reply
     }
@@ -438,13 +300,15 @@ impl User<'_> {
     }
 }
 
-/// Quantity of `sku` in a cart body (`{"items": [{"sku", "qty"}], ...}`), 0 if absent.
+/// Quantity of `sku` in a cart body (`{"items": [{"sku", "qty"}], ...}`), 0 if it has no such
+/// line. A body that is not a cart, or a line without a count, fails the test.
 pub fn qty_of(cart: &Value, sku: &str) -> u64 {
-    cart["items"]
+    let items = cart["items"]
         .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i["sku"] == sku)
-        .and_then(|i| i["qty"].as_u64())
-        .unwrap_or(0)
+        .unwrap_or_else(|| panic!("not a cart (no items array): {cart}"));
+    items.iter().find(|i| i["sku"] == sku).map_or(0, |line| {
+        line["qty"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a cart line without a qty: {line}"))
+    })
 }

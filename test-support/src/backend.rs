@@ -5,8 +5,10 @@
 //! (`x-path`, `x-xff`, `x-xfp`, `x-body-len`) so tests can check the rewrite. `/slow` waits before answering,
 //! to have a request in flight on demand; a silent backend passes its health checks and never
 //! answers anything else. Killing it closes the listener and every connection.
-
-#![allow(dead_code)]
+//!
+//! It is hand-written HTTP rather than a server framework so that what the proxy
+//! sees is exactly what a test asks for (a silent replica, a connection cut mid-request), and so
+//! that `proxy/examples/bench_backend.rs` serves the benchmark with the same code the tests trust.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -130,9 +132,18 @@ async fn connection(mut stream: TcpStream, name: String, state: Arc<BackendState
             }
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let body_len: usize = header(&head, "content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        // No Content-Length is no body; one that does not parse is the proxy's bug, answered
+        // with a 400 the test sees rather than read as 0 and left to desynchronise the stream.
+        let body_len: usize = match header(&head, "content-length").map(str::parse) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => {
+                let bad =
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                let _ = stream.write_all(bad).await;
+                return;
+            }
+        };
         while buf.len() < head_end + body_len {
             match stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,

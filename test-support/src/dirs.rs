@@ -1,0 +1,164 @@
+//! Where tests put their files and find the workspace's binaries.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace's root directory (where `scripts/` and `deploy/` are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("test-support sits in the workspace root")
+        .to_path_buf()
+}
+
+/// A fresh directory of its own under the system temp dir, for one test: a name no other test
+/// or run can have (random), mode 0700. Removed on drop when the test passed; kept, with its
+/// path printed, when it failed, so that the logs and reports in it can be read.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `statelab-<tag>-<16 hex digits>` under the system temp dir.
+    ///
+    /// # Panics
+    /// When the directory cannot be created.
+    pub fn new(tag: &str) -> TempDir {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).expect("random bytes for a temp dir name");
+        let path =
+            std::env::temp_dir().join(format!("statelab-{tag}-{:016x}", u64::from_le_bytes(bytes)));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.path.join(rel)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} for inspection", self.path.display());
+        } else {
+            // Best effort: a file a killed child still writes may race the removal.
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// The binaries of the build profile the running test was built in (`target/<profile>/`, found
+/// from the test's own path `target/<profile>/deps/<test>-<hash>`): the ones `cargo test` built
+/// with it, whichever profile (`dev`, `ci`) and target directory it used.
+///
+/// # Panics
+/// When the test executable's path is not laid out that way.
+pub fn profile_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test executable sits in target/<profile>/deps/")
+        .to_path_buf()
+}
+
+/// The lab's executables: (package, binary).
+const LAB_BINARIES: [(&str, &str); 5] = [
+    ("statelab-services", "stateful"),
+    ("statelab-services", "stateless"),
+    ("statelab-services", "externalized"),
+    ("statelab-proxy", "statelab-proxy"),
+    ("statelab-lab", "statelab-lab"),
+];
+
+/// [`profile_bin_dir`], holding every binary a native lab runs (the three services, the proxy,
+/// `statelab-lab`). `cargo test --workspace` builds them all; a test run for one package alone
+/// (`cargo test -p statelab-loadgen`) does not, so they are built here first, in the same profile
+/// and target directory.
+///
+/// # Panics
+/// When they are missing and `cargo build` fails.
+pub fn lab_bin_dir() -> PathBuf {
+    let dir = profile_bin_dir();
+    if LAB_BINARIES.iter().all(|(_, bin)| dir.join(bin).exists()) {
+        return dir;
+    }
+    let profile = match dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => panic!("no profile name in {}", dir.display()),
+    };
+    let target_dir = dir.parent().expect("target/<profile>/ has a parent");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(workspace_root())
+        .args(["build", "--bins", "--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir);
+    let mut packages: Vec<&str> = LAB_BINARIES.iter().map(|(package, _)| *package).collect();
+    packages.dedup();
+    for package in packages {
+        cmd.args(["-p", package]);
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build of the lab's binaries failed");
+    for (package, bin) in LAB_BINARIES {
+        assert!(
+            dir.join(bin).exists(),
+            "cargo build -p {package} did not put {bin} in {}",
+            dir.display()
+        );
+    }
+    dir
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_temp_dir_is_private_distinct_and_removed_on_drop() {
+        let a = TempDir::new("support-test");
+        let b = TempDir::new("support-test");
+        assert_ne!(a.path(), b.path());
+        let mode = std::fs::metadata(a.path())
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
+        std::fs::write(a.join("file"), "x").expect("write inside");
+        let path = a.path().to_path_buf();
+        drop(a);
+        assert!(!path.exists(), "{} survived its TempDir", path.display());
+    }
+
+    #[test]
+    fn a_temp_dir_is_kept_when_its_test_fails() {
+        let dir = TempDir::new("support-test-kept");
+        let path = dir.path().to_path_buf();
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _dir = dir;
+            panic!("a failing test");
+        }));
+        assert!(failed.is_err());
+        assert!(path.exists(), "a failed test's directory is kept");
+        std::fs::remove_dir_all(&path).expect("clean up");
+    }
+
+    #[test]
+    fn the_workspace_root_holds_the_scripts() {
+        assert!(workspace_root().join("scripts/lab").exists());
+    }
+}

@@ -1,0 +1,31 @@
+//! statelab's test support: the helpers every crate's integration tests share.
+//!
+//! The services, the proxy, the load generator and the lab each test against real processes
+//! (a real `redis-server`, the real proxy binary, a native lab on free ports). The helpers those
+//! tests need were written once per crate and had drifted apart; they live here so that there is
+//! one definition of each, and one place where a failure is made loud:
+//!
+//! - [`eventually`] / [`eventually_blocking`]: bounded polling instead of sleeps; a timeout panics
+//!   naming what was awaited.
+//! - [`RedisServer`]: a real `redis-server` on a free port, killed on drop, that a test can kill,
+//!   restart on the same port, pause (SIGSTOP) and resume.
+//! - [`Backend`]: a tiny HTTP/1.1 upstream for the proxy's tests and its benchmark.
+//! - [`TempDir`], [`lab_bin_dir`], [`workspace_root`]: private directories and the binaries of the
+//!   build profile the tests run in.
+//! - [`free_port`], [`send_signal`]: the process-level odds and ends.
+//!
+//! It is a dev-dependency only (and of `proxy/examples/bench_backend.rs`); nothing that ships
+//! depends on it. Every helper panics with a message saying what went wrong rather than
+//! returning a fallback value: in a test, a value that hides a failure is worse than a panic.
+
+pub mod backend;
+mod dirs;
+mod process;
+mod redis_server;
+mod wait;
+
+pub use backend::Backend;
+pub use dirs::{lab_bin_dir, profile_bin_dir, workspace_root, TempDir};
+pub use process::{free_port, send_signal, Signal};
+pub use redis_server::RedisServer;
+pub use wait::{eventually, eventually_blocking};

@@ -1,0 +1,172 @@
+//! A real `redis-server`, owned by one test.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::process::{free_port, send_signal, Signal};
+
+/// How long a starting `redis-server` has to answer before the start counts as failed.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` process owned by a test, without persistence, on a port of its own; killed
+/// on drop.
+///
+/// The services' tests need a real Redis that they can take away and give back: killed like a
+/// crash ([`kill`](Self::kill)), brought back on the same port with nothing kept
+/// ([`restart`](Self::restart)), frozen so that it accepts connections and never answers
+/// ([`pause`](Self::pause)/[`resume`](Self::resume)), or not running yet when the service starts
+/// ([`unstarted`](Self::unstarted)).
+#[derive(Debug)]
+pub struct RedisServer {
+    /// The loopback port this server listens on (or will, once started).
+    pub port: u16,
+    /// The running process; `None` while killed or not started. Behind a mutex so that a test can
+    /// kill and restart a server that a running service shares by reference.
+    child: Mutex<Option<Child>>,
+}
+
+impl RedisServer {
+    /// Starts Redis on a free port, trying a new port when another process takes the first one
+    /// before Redis binds it.
+    ///
+    /// # Panics
+    /// When `redis-server` cannot be run, or did not come up on any of five ports.
+    pub async fn start() -> Self {
+        for _ in 0..5 {
+            let server = RedisServer::unstarted();
+            if server.restart().await {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of five free ports");
+    }
+
+    /// A server that owns a free port but is not running yet: "Redis is down when the service
+    /// starts". [`restart`](Self::restart) starts it.
+    pub fn unstarted() -> Self {
+        RedisServer {
+            port: free_port(),
+            child: Mutex::new(None),
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The process slot. A poisoned lock only means another thread panicked while holding it;
+    /// the slot itself is still accurate, and `Drop` must still be able to kill the process.
+    fn slot(&self) -> MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Kills the server (SIGKILL, like a crash) and waits for it to exit; nothing when it is not
+    /// running.
+    pub fn kill(&self) {
+        let taken = self.slot().take();
+        if let Some(mut child) = taken {
+            // An already exited child is fine: the point is that it is gone.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// (Re)starts the server on its port with nothing kept from before; true once this very
+    /// process answers, false if it exited or did not answer within ten seconds (another process
+    /// took the port).
+    ///
+    /// # Panics
+    /// When `redis-server` cannot be run at all (not installed).
+    pub async fn restart(&self) -> bool {
+        self.kill();
+        let spawned = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut child = spawned.unwrap_or_else(|e| {
+            panic!(
+                "cannot run redis-server ({e}); install it (Debian: apt-get install redis-server) \
+                 or run scripts/test, which does"
+            )
+        });
+        let start = Instant::now();
+        while start.elapsed() < START_TIMEOUT {
+            let exited = child.try_wait().expect("polling the redis-server process");
+            if exited.is_some() {
+                return false;
+            }
+            if self.answers_as(child.id()).await {
+                *self.slot() = Some(child);
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Whether the server on our port is the process `pid`, not another test's Redis that won a
+    /// race for the port. Not answering (yet) is false: the caller polls.
+    async fn answers_as(&self, pid: u32) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+            return false;
+        };
+        let Ok(info) = redis::cmd("INFO")
+            .arg("server")
+            .query_async::<String>(&mut c)
+            .await
+        else {
+            return false;
+        };
+        let expected = format!("process_id:{pid}");
+        info.lines().any(|l| l.trim() == expected)
+    }
+
+    /// The running server's process id.
+    ///
+    /// # Panics
+    /// When the server is not running.
+    fn pid(&self) -> u32 {
+        self.slot()
+            .as_ref()
+            .map(Child::id)
+            .expect("redis-server is running")
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps accepting connections and answers nothing, the
+    /// case only a client-side timeout catches.
+    pub fn pause(&self) {
+        send_signal(self.pid(), Signal::SIGSTOP);
+    }
+
+    /// Lets a [`pause`](Self::pause)d server run again (SIGCONT).
+    pub fn resume(&self) {
+        send_signal(self.pid(), Signal::SIGCONT);
+    }
+
+    /// A plain connection, for tests that inspect what the service wrote.
+    ///
+    /// # Panics
+    /// When the server does not accept the connection.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("a redis:// URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connecting to the test's redis-server")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
