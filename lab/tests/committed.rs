@@ -220,3 +220,26 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
         "in-network load generators get addresses from the range the proxy trusts"
     );
 }
+
+/// The source-mode image build copies every workspace member: cargo resolves the whole workspace
+/// even to build two packages, so a member missing from the Dockerfile breaks the build.
+#[test]
+fn the_dockerfile_copies_every_workspace_member() {
+    let manifest: toml::Value = toml::from_str(&read("Cargo.toml")).expect("Cargo.toml parses");
+    let members = manifest["workspace"]["members"]
+        .as_array()
+        .expect("workspace members");
+    let dockerfile = read("deploy/Dockerfile");
+    let ignore = read("deploy/Dockerfile.dockerignore");
+    for m in members {
+        let m = m.as_str().expect("a member path");
+        assert!(
+            dockerfile.contains(&format!("COPY {m} {m}")),
+            "deploy/Dockerfile does not copy the workspace member {m}"
+        );
+        assert!(
+            ignore.lines().any(|l| l == format!("!{m}/")),
+            "deploy/Dockerfile.dockerignore does not let {m}/ into the build context"
+        );
+    }
+}

@@ -317,7 +317,7 @@ fn scale_grows_and_shrinks_a_pool_under_load() {
         "the added replicas took traffic: {seen:?}"
     );
 
-    let pids: Vec<i32> = ["redis", "stateless-1", "stateless-2", "proxy"]
+    let pids: Vec<u32> = ["redis", "stateless-1", "stateless-2", "proxy"]
         .iter()
         .map(|p| lab.pid(p).expect("a recorded pid"))
         .collect();

@@ -352,8 +352,8 @@ mod tests {
         assert_eq!(
             c.server.listen,
             "127.0.0.1:8080"
-                .parse()
-                .map_err(|_| ConfigError::Invalid(String::new()))?
+                .parse::<SocketAddr>()
+                .expect("a socket address")
         );
         assert_eq!(c.server.admin_listen.port(), 8081);
         assert_eq!(c.server.grace_period, Duration::from_secs(5));

@@ -1,8 +1,8 @@
 //! Pools that change while they serve: the real proxy binary, replicas added and removed through
 //! the admin API, real backends on ephemeral loopback ports.
 
-#![allow(clippy::unwrap_used)]
-
+// Each test binary compiles the harness and uses part of it.
+#[allow(dead_code)]
 mod support;
 
 use std::collections::HashMap;
@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Method;
-use support::{backends, client_from, eventually, spawn_proxy, Backend, PoolSpec, Proxy};
+use statelab_test_support::eventually;
+use support::{backends, client_from, spawn_proxy, Backend, PoolSpec, Proxy};
 
 fn add_body(name: &str, backend: &Backend) -> String {
     format!(r#"{{"name":"{name}","addr":"{}"}}"#, backend.addr)
@@ -20,9 +21,9 @@ fn add_body(name: &str, backend: &Backend) -> String {
 
 async fn wait_state(proxy: &Proxy, name: &str, state: &str) {
     eventually(
-        Duration::from_secs(10),
         &format!("{name} in state {state}"),
-        || async { proxy.replica(name).await["state"] == state },
+        Duration::from_secs(10),
+        || async { (proxy.replica(name).await["state"] == state).then_some(()) },
     )
     .await;
 }
@@ -31,7 +32,9 @@ async fn wait_state(proxy: &Proxy, name: &str, state: &str) {
 async fn add_and_remove_answer_with_the_right_status() {
     let b = backends("stateless", 2).await;
     let proxy = spawn_proxy(&[PoolSpec::new("stateless", "round-robin", &b)], "").await;
-    let extra = Backend::start("stateless-3").await.unwrap();
+    let extra = Backend::start("stateless-3")
+        .await
+        .expect("as the test set it up");
     let add = |body: String| {
         let proxy = &proxy;
         async move {
@@ -43,12 +46,14 @@ async fn add_and_remove_answer_with_the_right_status() {
 
     let (code, body) = add(add_body("stateless-3", &extra)).await;
     assert_eq!(code, 201, "{body}");
-    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let view: serde_json::Value = serde_json::from_str(&body).expect("as the test set it up");
     assert_eq!(view["name"], "stateless-3");
     assert_eq!(view["state"], "joining");
 
     // Duplicate name, duplicate address, bad name, bad address, bad body, unknown pool.
-    let other = Backend::start("stateless-4").await.unwrap();
+    let other = Backend::start("stateless-4")
+        .await
+        .expect("as the test set it up");
     for (body, want) in [
         (add_body("stateless-3", &other), 409),
         (add_body("stateless-9", &b[0]), 409),
@@ -61,7 +66,7 @@ async fn add_and_remove_answer_with_the_right_status() {
     ] {
         let (code, text) = add(body.clone()).await;
         assert_eq!(code, want, "{body}: {text}");
-        let err: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let err: serde_json::Value = serde_json::from_str(&text).expect("as the test set it up");
         assert!(
             err["error"].is_string() && err["message"].is_string(),
             "{text}"
@@ -103,9 +108,9 @@ async fn add_and_remove_answer_with_the_right_status() {
     let status = proxy.status().await;
     let names: Vec<&str> = status["pools"][0]["replicas"]
         .as_array()
-        .unwrap()
+        .expect("as the test set it up")
         .iter()
-        .map(|r| r["name"].as_str().unwrap())
+        .map(|r| r["name"].as_str().expect("as the test set it up"))
         .collect();
     assert_eq!(names, ["stateless-3"]);
 
@@ -114,7 +119,7 @@ async fn add_and_remove_answer_with_the_right_status() {
         .get(format!("http://{}/admin/replicas/stateless-3", proxy.admin))
         .send()
         .await
-        .unwrap();
+        .expect("as the test set it up");
     assert_eq!(resp.status().as_u16(), 405);
     assert_eq!(resp.headers()["allow"], "DELETE");
 }
@@ -124,7 +129,9 @@ async fn a_new_replica_takes_no_traffic_before_it_passes_rise_checks() {
     let b = backends("stateless", 2).await;
     let proxy = spawn_proxy(&[PoolSpec::new("stateless", "round-robin", &b)], "").await;
     let client = client_from(None);
-    let newcomer = Backend::start("stateless-3").await.unwrap();
+    let newcomer = Backend::start("stateless-3")
+        .await
+        .expect("as the test set it up");
     newcomer.set_healthy(false);
     let (code, _) = proxy
         .admin(
@@ -171,7 +178,7 @@ async fn placement(
     for (ip, client) in clients {
         let r = proxy.get(client, "/stateful/me", None).await;
         assert_eq!(r.status, 200);
-        out.insert(*ip, r.replica.unwrap());
+        out.insert(*ip, r.replica.expect("as the test set it up"));
     }
     out
 }
@@ -191,7 +198,9 @@ async fn growing_three_to_four_moves_a_quarter_on_the_ring_and_most_by_modulo() 
             (ip, client_from(Some(ip)))
         })
         .collect();
-    let fourth = Backend::start("stateful-4").await.unwrap();
+    let fourth = Backend::start("stateful-4")
+        .await
+        .expect("as the test set it up");
     let body = add_body("stateful-4", &fourth);
     let mut fractions = HashMap::new();
     for strategy in ["ip-hash", "ip-modulo"] {
@@ -238,8 +247,8 @@ async fn a_drained_removal_keeps_pinned_clients_until_the_replica_is_idle() {
     let proxy = Arc::new(spawn_proxy(&[PoolSpec::new("stateful", "cookie", &b)], "").await);
     let client = client_from(None);
     let first = proxy.get(&client, "/stateful/me", None).await;
-    let pinned_to = first.replica.clone().unwrap();
-    let cookie = first.affinity().unwrap();
+    let pinned_to = first.replica.clone().expect("as the test set it up");
+    let cookie = first.affinity().expect("as the test set it up");
 
     let remover = {
         let proxy = Arc::clone(&proxy);
@@ -262,7 +271,7 @@ async fn a_drained_removal_keeps_pinned_clients_until_the_replica_is_idle() {
     let (code, text) = tokio::time::timeout(Duration::from_secs(10), remover)
         .await
         .expect("removed within the idle wait")
-        .unwrap();
+        .expect("as the test set it up");
     assert_eq!(code, 200, "{text}");
     assert!(text.contains(r#""removed":"idle""#), "{text}");
     // The pinned client is re-pinned elsewhere, without an error.
@@ -300,8 +309,12 @@ async fn no_request_fails_while_members_change_under_load() {
         }));
     }
     let extra = [
-        Backend::start("stateless-4").await.unwrap(),
-        Backend::start("stateless-5").await.unwrap(),
+        Backend::start("stateless-4")
+            .await
+            .expect("as the test set it up"),
+        Backend::start("stateless-5")
+            .await
+            .expect("as the test set it up"),
     ];
     for (i, backend) in extra.iter().enumerate() {
         let name = format!("stateless-{}", i + 4);
@@ -326,7 +339,7 @@ async fn no_request_fails_while_members_change_under_load() {
     stop.store(true, Ordering::Relaxed);
     let mut failures = Vec::new();
     for s in streams {
-        failures.extend(s.await.unwrap());
+        failures.extend(s.await.expect("as the test set it up"));
     }
     let total = sent.load(Ordering::Relaxed);
     assert!(total > 100, "the stream ran: {total} requests");
