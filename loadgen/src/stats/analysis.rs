@@ -51,7 +51,7 @@ pub struct Measured {
 }
 
 /// The band the run's steady state stayed in before the fault, and when the run got back into it:
-/// throughput and p99 as the issue asks, and failures, so that a second of errors after the kill
+/// throughput and p99, and failures too, so that a second of errors after the kill
 /// is not "recovered" just because throughput held.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recovery {
