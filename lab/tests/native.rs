@@ -106,6 +106,19 @@ fn status_line<'a>(status: &'a str, part: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no status line for {part}:\n{status}"))
 }
 
+/// `down` stops the recorded processes of these parts, and the lab is no longer up.
+fn down_stops(lab: &Lab, parts: &[&str]) {
+    let pids: Vec<u32> = parts
+        .iter()
+        .map(|p| lab.pid(p).expect("a recorded pid"))
+        .collect();
+    lab.ok(&["down"]);
+    for pid in pids {
+        assert!(!running(pid), "pid {pid} survived down");
+    }
+    assert!(!lab.run(&["mode"]).status.success(), "mode fails once down");
+}
+
 #[test]
 fn up_kill_start_strategy_and_down_on_free_ports() {
     let lab = Lab::new("cycle");
@@ -165,15 +178,7 @@ fn up_kill_start_strategy_and_down_on_free_ports() {
     assert_eq!(mem.lines().count(), 9, "{mem}");
 
     // down: every recorded process gone, the lab no longer up.
-    let pids: Vec<u32> = ["redis", "stateful-1", "stateless-3", "proxy"]
-        .iter()
-        .map(|p| lab.pid(p).expect("a recorded pid"))
-        .collect();
-    lab.ok(&["down"]);
-    for pid in pids {
-        assert!(!running(pid), "pid {pid} survived down");
-    }
-    assert!(!lab.run(&["mode"]).status.success(), "mode fails once down");
+    down_stops(&lab, &["redis", "stateful-1", "stateless-3", "proxy"]);
 }
 
 #[test]
@@ -317,12 +322,5 @@ fn scale_grows_and_shrinks_a_pool_under_load() {
         "the added replicas took traffic: {seen:?}"
     );
 
-    let pids: Vec<u32> = ["redis", "stateless-1", "stateless-2", "proxy"]
-        .iter()
-        .map(|p| lab.pid(p).expect("a recorded pid"))
-        .collect();
-    lab.ok(&["down"]);
-    for pid in pids {
-        assert!(!running(pid), "pid {pid} survived down");
-    }
+    down_stops(&lab, &["redis", "stateless-1", "stateless-2", "proxy"]);
 }

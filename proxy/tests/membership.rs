@@ -151,18 +151,9 @@ async fn a_new_replica_takes_no_traffic_before_it_passes_rise_checks() {
 
     newcomer.set_healthy(true);
     wait_state(&proxy, "stateless-3", "up").await;
-    let mut served = 0;
-    for _ in 0..30 {
-        if proxy
-            .get(&client, "/stateless/me", None)
-            .await
-            .replica
-            .as_deref()
-            == Some("stateless-3")
-        {
-            served += 1;
-        }
-    }
+    let served = proxy
+        .count_served(&client, "/stateless/me", "stateless-3", 30)
+        .await;
     assert!(
         (8..=12).contains(&served),
         "a third of 30 once up: {served}"

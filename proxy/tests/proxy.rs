@@ -407,18 +407,9 @@ async fn killing_a_replica_under_load_fails_no_request_and_it_rejoins() {
         .expect("the victim restarts on its old port");
     proxy.wait_health(&victim_name, true).await;
     let client = client_from(None);
-    let mut served = 0;
-    for _ in 0..30 {
-        if proxy
-            .get(&client, "/stateless/me", None)
-            .await
-            .replica
-            .as_deref()
-            == Some(victim_name.as_str())
-        {
-            served += 1;
-        }
-    }
+    let served = proxy
+        .count_served(&client, "/stateless/me", &victim_name, 30)
+        .await;
     assert!(served >= 8, "rejoined replica served {served} of 30");
     assert!(back.hits() >= 8);
 }

@@ -182,6 +182,23 @@ impl Proxy {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Of `n` GETs of `path` from `client`, how many `replica` answered.
+    pub async fn count_served(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        replica: &str,
+        n: usize,
+    ) -> usize {
+        let mut served = 0;
+        for _ in 0..n {
+            if self.get(client, path, None).await.replica.as_deref() == Some(replica) {
+                served += 1;
+            }
+        }
+        served
+    }
+
     pub async fn get(&self, client: &reqwest::Client, path: &str, cookie: Option<&str>) -> Reply {
         self.try_get(client, path, cookie, &[])
             .await
