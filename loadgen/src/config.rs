@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use statelab_proxy_api::{StatusView, Strategy};
 
 use crate::client::{Client, Target};
-use crate::fault::{parse_seconds, Fault, Lab};
+use crate::fault::{parse_seconds, Fault, Lab, ScaleStep};
 use crate::workflow::Workflow;
 
 // The variants' `///` lines are the `--help` text of `--model` and `--workflow`.
@@ -210,6 +210,8 @@ pub struct RunConfig {
     pub timeout: Duration,
     pub sources: Vec<IpAddr>,
     pub fault: Option<Fault>,
+    /// Pools grown or shrunk during the run (`--scale`).
+    pub scales: Vec<ScaleStep>,
     pub lab: Lab,
     pub sample_memory: bool,
     pub progress: bool,
@@ -318,7 +320,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "@SECONDS", requires = "kill")]
     pub restart: Option<String>,
 
-    /// The lab's handle, used for --kill, --restart and --memory.
+    /// Grow or shrink a pool to N replicas at this second, with `LAB scale POOL N`
+    /// (e.g. --scale stateless=4@10); repeatable, and combinable with --kill.
+    #[arg(long, value_name = "POOL=N@SECONDS")]
+    pub scale: Vec<String>,
+
+    /// The lab's handle, used for --kill, --restart, --scale and --memory.
     #[arg(long, env = "STATELAB_LAB_CMD", default_value = "scripts/lab")]
     pub lab: String,
 
@@ -361,6 +368,12 @@ pub enum ConfigError {
     /// A step after the run's end would never happen, and the report would not show it.
     #[error("--kill and --restart must fall within --duration ({duration_s}s)")]
     OutsideDuration { duration_s: u64 },
+    /// `--scale` is not `POOL=N@SECONDS`.
+    #[error("{0}")]
+    Scale(String),
+    /// A scale step after the run's end would never happen.
+    #[error("--scale must fall within --duration ({duration_s}s)")]
+    ScaleOutsideDuration { duration_s: u64 },
     /// `--lab` is empty.
     #[error("{0}")]
     Lab(String),
@@ -402,6 +415,19 @@ impl RunPlan {
             return Err(ConfigError::Rate);
         }
         let fault = fault(args)?;
+        let scales = args
+            .scale
+            .iter()
+            .map(|spec| ScaleStep::parse(spec).map_err(ConfigError::Scale))
+            .collect::<Result<Vec<_>, _>>()?;
+        if scales
+            .iter()
+            .any(|s| s.at >= Duration::from_secs(args.duration))
+        {
+            return Err(ConfigError::ScaleOutsideDuration {
+                duration_s: args.duration,
+            });
+        }
         let lab = Lab::parse(&args.lab).map_err(ConfigError::Lab)?;
         let strategy = match &args.strategy {
             Some(name) => StrategySource::Known(name.parse().map_err(ConfigError::Strategy)?),
@@ -448,6 +474,7 @@ impl RunPlan {
                 timeout: Duration::from_millis(args.timeout_ms),
                 sources,
                 fault,
+                scales,
                 lab,
                 sample_memory: args.memory,
                 // A progress line is for a person watching a terminal, not for a log file.
@@ -666,6 +693,32 @@ mod tests {
             "--kill and --restart must fall within --duration (10s)"
         );
         plan(&["--duration", "10", "--kill", "stateful-2@9.5"]);
+    }
+
+    #[test]
+    fn scale_steps_are_checked_and_kept_beside_a_kill() {
+        let cfg = plan(&[
+            "--duration",
+            "20",
+            "--kill",
+            "stateful-2@5",
+            "--scale",
+            "stateful=4@3",
+            "--scale",
+            "stateful=3@12",
+        ])
+        .into_config(None);
+        assert_eq!(cfg.scales.len(), 2);
+        assert_eq!(cfg.scales[1].replicas, 3);
+        assert!(cfg.fault.is_some());
+        assert_eq!(
+            refused(&["--duration", "10", "--scale", "stateless=4@10"]),
+            ConfigError::ScaleOutsideDuration { duration_s: 10 }
+        );
+        let ConfigError::Scale(why) = refused(&["--scale", "stateless=12@1"]) else {
+            panic!("a bad --scale is a Scale error");
+        };
+        assert!(why.contains("1 to 9"), "{why}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The scheduled fault, carried out through the lab's own handle (`scripts/lab kill NAME`,
-//! `scripts/lab start NAME`), so a run kills a replica exactly as a user would — natively or
-//! in containers, whichever mode the lab is in; and the record of each step ([`Event`]).
+//! The scheduled fault and scale steps, carried out through the lab's own handle (`scripts/lab
+//! kill NAME`, `scripts/lab start NAME`, `scripts/lab scale POOL N`), so a run kills a replica or
+//! resizes a pool exactly as a user would — natively or in containers, whichever mode the lab is
+//! in; and the record of each step ([`Event`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -97,6 +98,8 @@ pub fn parse_memory(text: &str, service: &str) -> BTreeMap<String, u64> {
 pub enum FaultStep {
     Kill,
     Restart,
+    /// A pool grown or shrunk (`LAB scale POOL N`); the event's `replica` is `POOL=N`.
+    Scale,
 }
 
 impl FaultStep {
@@ -104,6 +107,7 @@ impl FaultStep {
         match self {
             FaultStep::Kill => "kill",
             FaultStep::Restart => "restart",
+            FaultStep::Scale => "scale",
         }
     }
 
@@ -112,8 +116,115 @@ impl FaultStep {
         match self {
             FaultStep::Kill => "kill",
             FaultStep::Restart => "start",
+            FaultStep::Scale => "scale",
         }
     }
+}
+
+/// One lab command due at a second of the run.
+#[derive(Debug, Clone)]
+struct Step {
+    what: FaultStep,
+    at: Duration,
+    /// What the event names: the replica, or `POOL=N` for a scale.
+    subject: String,
+    /// The words after the verb.
+    args: Vec<String>,
+}
+
+/// Grow or shrink `pool` to `replicas` at `at` after the start (`--scale POOL=N@SECONDS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleStep {
+    pub pool: String,
+    pub replicas: u8,
+    pub at: Duration,
+}
+
+impl ScaleStep {
+    /// Parses `POOL=N@SECONDS` (e.g. `stateless=4@10`).
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let bad = || format!("--scale '{spec}': expected POOL=N@SECONDS, e.g. stateless=4@10");
+        let (pool, rest) = spec.split_once('=').ok_or_else(bad)?;
+        let (n, at) = rest.split_once('@').ok_or_else(bad)?;
+        if pool.is_empty() || !pool.bytes().all(|b| b.is_ascii_lowercase()) {
+            return Err(format!("--scale '{spec}': '{pool}' is not a pool name"));
+        }
+        let replicas: u8 = n
+            .parse()
+            .ok()
+            .filter(|n| (1..=9).contains(n))
+            .ok_or_else(|| format!("--scale '{spec}': a pool has 1 to 9 replicas in the lab"))?;
+        Ok(ScaleStep {
+            pool: pool.to_owned(),
+            replicas,
+            at: parse_seconds(at).map_err(|e| format!("--scale '{spec}': {e}"))?,
+        })
+    }
+
+    fn step(&self) -> Step {
+        Step {
+            what: FaultStep::Scale,
+            at: self.at,
+            subject: format!("{}={}", self.pool, self.replicas),
+            args: vec![self.pool.clone(), self.replicas.to_string()],
+        }
+    }
+}
+
+/// Sleeps until each step is due and runs it through the lab, recording what happened. Once
+/// `stop` turns true no further step starts; each one not carried out is recorded as a failed
+/// event, so a report never silently lacks a planned step.
+async fn run_steps(
+    steps: Vec<Step>,
+    lab: Lab,
+    start: Instant,
+    events: Arc<Mutex<Vec<Event>>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    for step in steps {
+        let due = tokio::time::sleep_until((start + step.at).into());
+        let stopped = tokio::select! {
+            _ = due => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        let event = if stopped {
+            Event {
+                at_s: step.at.as_secs_f64(),
+                what: step.what,
+                replica: step.subject,
+                took_s: 0.0,
+                ok: false,
+                detail: "not carried out: the run was interrupted first".into(),
+            }
+        } else {
+            let begun = Instant::now();
+            let mut words = vec![step.what.lab_verb()];
+            words.extend(step.args.iter().map(String::as_str));
+            let (ok, detail) = lab.call(&words).await;
+            Event {
+                at_s: begun.saturating_duration_since(start).as_secs_f64(),
+                what: step.what,
+                replica: step.subject,
+                took_s: begun.elapsed().as_secs_f64(),
+                ok,
+                detail,
+            }
+        };
+        events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+    }
+}
+
+/// Runs the scale steps in their order of time, apart from any kill (a drain may take seconds).
+pub async fn run_scales(
+    mut steps: Vec<ScaleStep>,
+    lab: Lab,
+    start: Instant,
+    events: Arc<Mutex<Vec<Event>>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    steps.sort_by_key(|s| s.at);
+    let steps = steps.iter().map(ScaleStep::step).collect();
+    run_steps(steps, lab, start, events, stop).await;
 }
 
 impl fmt::Display for FaultStep {
@@ -174,52 +285,25 @@ impl Fault {
         })
     }
 
-    /// Sleeps until each step is due and runs it through the lab, recording what happened.
-    /// Once `stop` turns true no further step starts; each one not carried out is recorded as a
-    /// failed event, so a report never silently lacks a planned kill or restart.
+    /// Kills, then restarts if asked, each when due (see [`run_steps`]).
     pub async fn run(
         self,
         lab: Lab,
         start: Instant,
         events: Arc<Mutex<Vec<Event>>>,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut steps = vec![(FaultStep::Kill, self.kill_at)];
+        let step = |what, at| Step {
+            what,
+            at,
+            subject: self.replica.clone(),
+            args: vec![self.replica.clone()],
+        };
+        let mut steps = vec![step(FaultStep::Kill, self.kill_at)];
         if let Some(at) = self.restart_at {
-            steps.push((FaultStep::Restart, at));
+            steps.push(step(FaultStep::Restart, at));
         }
-        for (what, at) in steps {
-            let due = tokio::time::sleep_until((start + at).into());
-            let stopped = tokio::select! {
-                _ = due => false,
-                _ = stop.wait_for(|s| *s) => true,
-            };
-            if stopped {
-                events
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(Event {
-                        at_s: at.as_secs_f64(),
-                        what,
-                        replica: self.replica.clone(),
-                        took_s: 0.0,
-                        ok: false,
-                        detail: "not carried out: the run was interrupted first".into(),
-                    });
-                continue;
-            }
-            let begun = Instant::now();
-            let (ok, detail) = lab.call(&[what.lab_verb(), &self.replica]).await;
-            let event = Event {
-                at_s: begun.saturating_duration_since(start).as_secs_f64(),
-                what,
-                replica: self.replica.clone(),
-                took_s: begun.elapsed().as_secs_f64(),
-                ok,
-                detail,
-            };
-            events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
-        }
+        run_steps(steps, lab, start, events, stop).await;
     }
 }
 
@@ -257,6 +341,30 @@ mod tests {
     }
 
     #[test]
+    fn scale_specs_parse_or_say_why_not() {
+        let s = ScaleStep::parse("stateless=4@7.5").expect("valid test input");
+        assert_eq!(
+            s,
+            ScaleStep {
+                pool: "stateless".into(),
+                replicas: 4,
+                at: Duration::from_millis(7500)
+            }
+        );
+        for bad in [
+            "stateless@4",
+            "stateless=4",
+            "=4@1",
+            "stateless=0@1",
+            "stateless=10@1",
+            "Pool=2@1",
+            "stateless=4@x",
+        ] {
+            assert!(ScaleStep::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn memory_lines_of_one_service_only() {
         let text = "stateful-1 1000\nstateful-2 2000\nstateless-1 5\nstatefulx-1 9\nbad\nredis 7\n";
         let m = parse_memory(text, "stateful");
@@ -269,6 +377,7 @@ mod tests {
         for (step, name, verb) in [
             (FaultStep::Kill, "kill", "kill"),
             (FaultStep::Restart, "restart", "start"),
+            (FaultStep::Scale, "scale", "scale"),
         ] {
             let json = serde_json::to_string(&step).expect("serialise");
             assert_eq!(json, format!("\"{name}\""));

@@ -842,6 +842,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(1),
             sources: Vec::new(),
             fault,
+            scales: Vec::new(),
             lab: crate::fault::Lab::parse("scripts/lab").expect("valid test input"),
             sample_memory: false,
             progress: false,

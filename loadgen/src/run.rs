@@ -80,6 +80,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     // The fault runs apart from the users: a lab command under way is never cut off (a replica
     // half started would outlive the run), and on Ctrl-C no further step is started.
     let (stop_fault, fault_stopped) = tokio::sync::watch::channel(false);
+    let scale_task = (!cfg.scales.is_empty()).then(|| {
+        tokio::spawn(crate::fault::run_scales(
+            cfg.scales.clone(),
+            cfg.lab.clone(),
+            start,
+            events.clone(),
+            fault_stopped.clone(),
+        ))
+    });
     let fault_task = cfg.fault.clone().map(|fault| {
         tokio::spawn(fault.run(cfg.lab.clone(), start, events.clone(), fault_stopped))
     });
@@ -92,8 +101,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     if cfg.progress {
         eprintln!();
     }
-    if let Some(task) = fault_task {
-        let _ = stop_fault.send(interrupted);
+    let _ = stop_fault.send(interrupted);
+    for task in [fault_task, scale_task].into_iter().flatten() {
         let _ = task.await;
     }
     let elapsed = if interrupted {

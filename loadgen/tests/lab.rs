@@ -104,12 +104,14 @@ fn load(lab: &Lab, service: &str, out: &Path, extra: &[&str]) -> RunReport {
     }
     // Natively a killed replica refuses connections at once: nothing answers from it later.
     assert!(failover.last_answer_after_kill_s < 1.0, "{text}");
-    // Memory of every live replica: the killed one only if it was started again.
-    let live = if extra.contains(&"--restart") { 3 } else { 2 };
+    // Memory of every live replica: the killed one only if it was started again, and one more
+    // for each replica a --scale added.
+    let added = report.events.iter().filter(|e| e.what == "scale").count();
+    let live = if extra.contains(&"--restart") { 3 } else { 2 } + added;
     assert_eq!(
         report.memory_bytes.len(),
         live,
-        "the two live replicas' memory:\n{text}"
+        "every live replica's memory:\n{text}"
     );
     assert_eq!(
         report.strategy.as_deref(),
@@ -242,13 +244,34 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
     );
 
     for service in ["stateless", "externalized"] {
-        let r = load(&lab, service, &tmp.join(service), &["--duration", "8"]);
+        // The stateless pool also grows by one replica at 1 s, through `scripts/lab scale`.
+        let scale = if service == "stateless" {
+            vec!["--scale", "stateless=4@1"]
+        } else {
+            Vec::new()
+        };
+        let mut extra = vec!["--duration", "8"];
+        extra.extend(scale);
+        let r = load(&lab, service, &tmp.join(service), &extra);
         assert_eq!(
             r.session_losses,
             0,
             "{service} must lose no session when a replica dies:\n{}",
             statelab_loadgen::report::summary(&r)
         );
+        if service == "stateless" {
+            let scaled = r
+                .events
+                .iter()
+                .find(|e| e.what == "scale")
+                .expect("a scale event");
+            assert!(scaled.ok && scaled.replica == "stateless=4", "{scaled:?}");
+            assert!(
+                r.per_replica.get("stateless-4").is_some_and(|n| *n > 0),
+                "the added replica took requests: {:?}",
+                r.per_replica
+            );
+        }
     }
 
     // The comparison report merges the runs into the documented format.
