@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
+use crate::stats::{Epochs, Recorder};
+
 /// How long a lab command may take before the run gives up on it.
 const LAB_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -132,20 +134,51 @@ struct Step {
     args: Vec<String>,
 }
 
-/// Grow or shrink `pool` to `replicas` at `at` after the start (`--scale POOL=N@SECONDS`).
+/// How a shrinking scale step removes replicas: the lab's `--drain SECONDS` or `--now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The lab's default drain.
+    Default,
+    /// Drain for at most this many seconds (`:drain=S`).
+    Drain(u64),
+    /// At once (`:now`).
+    Now,
+}
+
+/// Grow or shrink `pool` to `replicas` at `at` after the start (`--scale POOL=N@SECONDS`, with
+/// `:now` or `:drain=S` for how a shrink removes replicas).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScaleStep {
     pub pool: String,
     pub replicas: u8,
     pub at: Duration,
+    pub removal: Removal,
 }
 
 impl ScaleStep {
-    /// Parses `POOL=N@SECONDS` (e.g. `stateless=4@10`).
+    /// Parses `POOL=N@SECONDS[:now|:drain=S]` (e.g. `stateless=4@10`, `stateful=3@12:drain=15`).
     pub fn parse(spec: &str) -> Result<Self, String> {
-        let bad = || format!("--scale '{spec}': expected POOL=N@SECONDS, e.g. stateless=4@10");
+        let bad = || {
+            format!("--scale '{spec}': expected POOL=N@SECONDS[:now|:drain=S], e.g. stateless=4@10")
+        };
         let (pool, rest) = spec.split_once('=').ok_or_else(bad)?;
-        let (n, at) = rest.split_once('@').ok_or_else(bad)?;
+        let (n, rest) = rest.split_once('@').ok_or_else(bad)?;
+        let (at, removal) = match rest.split_once(':') {
+            None => (rest, Removal::Default),
+            Some((at, "now")) => (at, Removal::Now),
+            Some((at, option)) => {
+                let secs = option
+                    .strip_prefix("drain=")
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .filter(|s| *s <= 600)
+                    .ok_or_else(|| {
+                        format!(
+                            "--scale '{spec}': after ':' comes 'now' or 'drain=S' (S in 0..=600)"
+                        )
+                    })?;
+                (at, Removal::Drain(secs))
+            }
+        };
         if pool.is_empty() || !pool.bytes().all(|b| b.is_ascii_lowercase()) {
             return Err(format!("--scale '{spec}': '{pool}' is not a pool name"));
         }
@@ -158,28 +191,49 @@ impl ScaleStep {
             pool: pool.to_owned(),
             replicas,
             at: parse_seconds(at).map_err(|e| format!("--scale '{spec}': {e}"))?,
+            removal,
         })
     }
 
     fn step(&self) -> Step {
+        let mut args = vec![self.pool.clone(), self.replicas.to_string()];
+        let mut subject = format!("{}={}", self.pool, self.replicas);
+        match self.removal {
+            Removal::Default => {}
+            Removal::Drain(s) => {
+                args.extend(["--drain".to_owned(), s.to_string()]);
+                subject.push_str(&format!(" drain={s}"));
+            }
+            Removal::Now => {
+                args.push("--now".to_owned());
+                subject.push_str(" now");
+            }
+        }
         Step {
             what: FaultStep::Scale,
             at: self.at,
-            subject: format!("{}={}", self.pool, self.replicas),
-            args: vec![self.pool.clone(), self.replicas.to_string()],
+            subject,
+            args,
         }
     }
 }
 
+/// What a step that was never carried out says in its event's `detail`.
+pub const NOT_CARRIED_OUT: &str = "not carried out: the run was interrupted first";
+
 /// Sleeps until each step is due and runs it through the lab, recording what happened. Once
 /// `stop` turns true no further step starts; each one not carried out is recorded as a failed
 /// event, so a report never silently lacks a planned step.
+///
+/// With `epochs`, each step that runs begins a new scale epoch and ends it when its command
+/// returns, so the sessions can tell what the step moved.
 async fn run_steps(
     steps: Vec<Step>,
     lab: Lab,
     start: Instant,
     events: Arc<Mutex<Vec<Event>>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    epochs: Option<&Epochs>,
 ) {
     for step in steps {
         let due = tokio::time::sleep_until((start + step.at).into());
@@ -194,13 +248,17 @@ async fn run_steps(
                 replica: step.subject,
                 took_s: 0.0,
                 ok: false,
-                detail: "not carried out: the run was interrupted first".into(),
+                detail: NOT_CARRIED_OUT.into(),
             }
         } else {
             let begun = Instant::now();
+            let epoch = epochs.map(Epochs::begin);
             let mut words = vec![step.what.lab_verb()];
             words.extend(step.args.iter().map(String::as_str));
             let (ok, detail) = lab.call(&words).await;
+            if let (Some(epochs), Some(epoch)) = (epochs, epoch) {
+                epochs.end(epoch);
+            }
             Event {
                 at_s: begun.saturating_duration_since(start).as_secs_f64(),
                 what: step.what,
@@ -215,16 +273,18 @@ async fn run_steps(
 }
 
 /// Runs the scale steps in their order of time, apart from any kill (a drain may take seconds).
+/// Each begins a scale epoch in `recorder` (see [`crate::stats::moves`]).
 pub async fn run_scales(
     mut steps: Vec<ScaleStep>,
     lab: Lab,
     start: Instant,
     events: Arc<Mutex<Vec<Event>>>,
     stop: tokio::sync::watch::Receiver<bool>,
+    recorder: Arc<Recorder>,
 ) {
     steps.sort_by_key(|s| s.at);
     let steps = steps.iter().map(ScaleStep::step).collect();
-    run_steps(steps, lab, start, events, stop).await;
+    run_steps(steps, lab, start, events, stop, Some(recorder.epochs())).await;
 }
 
 impl fmt::Display for FaultStep {
@@ -303,7 +363,7 @@ impl Fault {
         if let Some(at) = self.restart_at {
             steps.push(step(FaultStep::Restart, at));
         }
-        run_steps(steps, lab, start, events, stop).await;
+        run_steps(steps, lab, start, events, stop, None).await;
     }
 }
 
@@ -348,10 +408,21 @@ mod tests {
             ScaleStep {
                 pool: "stateless".into(),
                 replicas: 4,
-                at: Duration::from_millis(7500)
+                at: Duration::from_millis(7500),
+                removal: Removal::Default,
             }
         );
+        let now = ScaleStep::parse("stateful=3@12:now").expect("valid test input");
+        assert_eq!(now.removal, Removal::Now);
+        assert_eq!(now.step().args, ["stateful", "3", "--now"]);
+        let drain = ScaleStep::parse("stateful=3@12:drain=15").expect("valid test input");
+        assert_eq!(drain.removal, Removal::Drain(15));
+        assert_eq!(drain.step().args, ["stateful", "3", "--drain", "15"]);
+        assert_eq!(drain.step().subject, "stateful=3 drain=15");
         for bad in [
+            "stateful=3@12:later",
+            "stateful=3@12:drain=",
+            "stateful=3@12:drain=601",
             "stateless@4",
             "stateless=4",
             "=4@1",

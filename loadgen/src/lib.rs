@@ -10,9 +10,13 @@
 //!   the per-second series, the pre-kill band and recovery).
 //! - [`workflow`]: the shop session (login → cart adds → cart → checkout → logout) and the
 //!   session-loss checks (401 after login; a cart that differs from what the user put in).
-//! - [`fault`]: the scheduled kill and restart, through `scripts/lab`, as a user would do it.
+//! - [`fault`]: the scheduled kill and restart and the scale steps, through `scripts/lab`, as a
+//!   user would do them; each scale step begins a scale epoch, so the sessions can tell what it
+//!   moved ([`stats::moves`]).
 //! - [`config`]: the `run` command's flags checked against each other into a [`config::RunConfig`]
 //!   (or a [`config::ConfigError`]), and the names a run records (model, workflow, strategy).
+//! - [`scaling`]: what each scale event did (first request of a new replica, shares before and
+//!   after, sessions moved and lost, time to even load), from the run's record.
 //! - [`report`]: the JSON record (`run.json`, `report.json`), assembled by
 //!   [`report::RunReport::build`], and the terminal tables; [`html`]: the self-contained HTML
 //!   report, its inline SVG charts drawn by `html::svg`.
@@ -28,6 +32,7 @@ pub mod fault;
 pub mod html;
 pub mod report;
 pub mod run;
+pub mod scaling;
 pub mod stats;
 pub mod wire;
 pub mod workflow;

@@ -110,6 +110,10 @@ fn report_command(args: ReportArgs) -> anyhow::Result<i32> {
     )
     .with_context(|| format!("cannot write into {}", args.out.display()))?;
     print!("{}", report::comparison_table(&comparison.runs));
+    if comparison.runs.iter().any(|r| !r.scaling.is_empty()) {
+        println!();
+        print!("{}", report::scaling_table(&comparison.runs));
+    }
     println!(
         "wrote {0}/report.json and {0}/report.html",
         args.out.display()

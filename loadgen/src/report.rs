@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Model, ModelKind, Routing, RunConfig, Work, WorkflowKind};
 use crate::fault::Fault;
 pub use crate::fault::{Event, FaultStep};
+use crate::scaling::ScaleReport;
 use crate::stats::{self, percentile_ms, ErrorCounts, Measured, Recovery, SecondStats};
 
 /// The percentiles of the report's table.
@@ -83,8 +84,11 @@ pub struct RunReport {
     /// empty when not sampled.
     pub memory_bytes: BTreeMap<String, u64>,
     pub failover: Option<Failover>,
-    /// The scheduled fault's steps as they happened.
+    /// The scheduled fault's and scale steps as they happened.
     pub events: Vec<Event>,
+    /// What each scale event did; empty without `--scale`.
+    #[serde(default)]
+    pub scaling: Vec<ScaleReport>,
     /// One entry per second.
     pub timeline: Vec<SecondStats>,
 }
@@ -199,6 +203,7 @@ impl RunReport {
             Work::Raw { .. } => (None, None),
         };
         let latency = |p| percentile_ms(&measured.latency, p);
+        let scaling = crate::scaling::build(&events, &measured);
         RunReport {
             service: cfg.service.clone(),
             strategy: cfg.strategy,
@@ -242,6 +247,7 @@ impl RunReport {
             memory_bytes,
             failover,
             events,
+            scaling,
             timeline: measured.series,
         }
     }
@@ -403,6 +409,9 @@ pub fn summary(r: &RunReport) -> String {
             }
         );
     }
+    for sc in &r.scaling {
+        let _ = writeln!(out, "  {}", crate::scaling::describe(sc));
+    }
     if let Some(f) = &r.failover {
         let _ = writeln!(
             out,
@@ -488,6 +497,58 @@ pub fn comparison_table(runs: &[RunReport]) -> String {
             mem,
             spread(&r.per_replica)
         );
+    }
+    out
+}
+
+/// The terminal table of every scale event of several runs: what each moved, lost and how long
+/// the load took to even out.
+pub fn scaling_table(runs: &[RunReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<30} {:<24} {:>7} {:>9} {:>8} {:>7} {:>6} {:>8} {:>11}  shares after",
+        "run", "scale", "took s", "1st req s", "carried", "moved", "lost", "failed", "even after"
+    );
+    for r in runs {
+        for sc in &r.scaling {
+            let event = format!(
+                "{}={}{}",
+                sc.pool,
+                sc.replicas,
+                if sc.removal.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", sc.removal)
+                }
+            );
+            let first = sc
+                .joined
+                .iter()
+                .map(|j| j.at_s - sc.asked_at_s)
+                .reduce(f64::min)
+                .map_or_else(|| "-".into(), |s| format!("{s:.2}"));
+            let shares: Vec<String> = sc
+                .share_after
+                .iter()
+                .map(|(n, v)| format!("{n} {:.0}%", v * 100.0))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{:<30} {:<24} {:>7.2} {:>9} {:>8} {:>7} {:>6} {:>8} {:>11}  {}",
+                r.label,
+                event,
+                sc.took_s,
+                first,
+                sc.sessions.carried,
+                sc.sessions.moved,
+                sc.sessions.moved_lost,
+                sc.failed_in_window,
+                sc.even_after_s
+                    .map_or_else(|| "never".into(), |s| format!("{s:.1} s")),
+                shares.join(" · ")
+            );
+        }
     }
     out
 }
@@ -604,6 +665,7 @@ pub(crate) mod fixture {
                 ok: true,
                 detail: String::new(),
             }],
+            scaling: Vec::new(),
             timeline,
         }
     }
@@ -635,7 +697,7 @@ mod tests {
 
     /// `run.json` as written before the record was typed: readers (scripts/compare,
     /// scripts/e2e-docker, docs/load.md) rely on these names and values.
-    const RUN_FIELDS: [&str; 43] = [
+    const RUN_FIELDS: [&str; 44] = [
         "service",
         "strategy",
         "label",
@@ -678,6 +740,7 @@ mod tests {
         "memory_bytes",
         "failover",
         "events",
+        "scaling",
         "timeline",
     ];
 
@@ -815,7 +878,11 @@ mod tests {
         );
         assert!(report.events[1].what == "restart");
         let old: Value = serde_json::from_str(OLD_RUN_JSON).expect("JSON");
-        assert_eq!(serde_json::to_value(&report).expect("serialise"), old);
+        // Written back the same, plus the scale events it had none of.
+        assert!(report.scaling.is_empty());
+        let mut expected = old.clone();
+        expected["scaling"] = Value::Array(Vec::new());
+        assert_eq!(serde_json::to_value(&report).expect("serialise"), expected);
 
         let mut bad: Value = old;
         bad["strategy"] = Value::from("sticky");

@@ -87,6 +87,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             start,
             events.clone(),
             fault_stopped.clone(),
+            recorder.clone(),
         ))
     });
     let fault_task = cfg.fault.clone().map(|fault| {

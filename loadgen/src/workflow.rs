@@ -19,7 +19,7 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 
 use crate::client::{status_error, Answer, Client, ErrorKind, Target};
-use crate::stats::{LossKind, Recorder, Sample};
+use crate::stats::{LossKind, Recorder, Sample, SessionTrack};
 
 const CATALOG: [&str; 6] = ["apple", "pear", "plum", "fig", "kiwi", "lime"];
 
@@ -145,6 +145,8 @@ pub struct User {
     recorder: Arc<Recorder>,
     deadline: Instant,
     sessions: u64,
+    /// The current shop session's route across scale events; `None` outside a session.
+    track: Option<SessionTrack>,
 }
 
 impl User {
@@ -162,6 +164,7 @@ impl User {
             recorder,
             deadline,
             sessions: 0,
+            track: None,
         }
     }
 
@@ -216,6 +219,9 @@ impl User {
                 replica,
             },
         );
+        if let Some(track) = &mut self.track {
+            track.answered(self.recorder.epochs(), replica);
+        }
         Some(exchange.result)
     }
 
@@ -243,6 +249,9 @@ impl User {
 
     fn lost(&self, kind: LossKind) -> SessionEnd {
         self.recorder.record_loss(self.id, Instant::now(), kind);
+        if let Some(track) = &self.track {
+            track.lost(self.recorder.epochs());
+        }
         SessionEnd::Lost
     }
 
@@ -276,6 +285,7 @@ impl User {
     pub async fn shop(&mut self, intended: Instant, flow: &Workflow) -> SessionEnd {
         self.sessions += 1;
         self.client.reset();
+        self.track = Some(self.recorder.epochs().session());
         let username = format!("u{}-{}", self.id, self.sessions);
         let login = Bytes::from(format!("{{\"username\":\"{username}\"}}"));
         let Some(answer) = self

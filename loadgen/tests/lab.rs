@@ -271,6 +271,19 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
                 "the added replica took requests: {:?}",
                 r.per_replica
             );
+            // The report's account of the growth: the new replica's first request, and live
+            // sessions carried across it without a loss.
+            let sc = r.scaling.first().expect("a scaling record");
+            assert!(
+                sc.joined
+                    .iter()
+                    .any(|j| j.replica == "stateless-4" && j.at_s >= sc.asked_at_s),
+                "{sc:?}"
+            );
+            assert!(
+                sc.sessions.carried > 0 && sc.sessions.moved_lost == 0,
+                "{sc:?}"
+            );
         }
     }
 
@@ -316,4 +329,63 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
     // The lab goes down before its directory is removed.
     drop(lab);
     drop(tmp);
+}
+
+#[test]
+fn growing_an_ip_hash_stateful_pool_loses_exactly_the_sessions_it_moves() {
+    let tmp = TempDir::new("loadgen-scale");
+    let lab = Lab {
+        dir: tmp.join("lab"),
+        bins: lab_bin_dir(),
+    };
+    lab.run(&["up"]);
+    lab.run(&["strategy", "stateful", "ip-hash"]);
+    let (proxy, admin) = (lab.port("proxy"), lab.port("admin"));
+    let lab_cmd = workspace_root().join("scripts/lab");
+    let out = tmp.join("grow");
+    // Sessions of about 4 s from 250 source addresses; the pool grows 3 -> 4 at 3 s.
+    let output = Command::new(env!("CARGO_BIN_EXE_statelab-load"))
+        .args(["run", "--service", "stateful", "--quiet"])
+        .args(["--target", &format!("http://127.0.0.1:{proxy}/stateful")])
+        .args(["--admin", &format!("http://127.0.0.1:{admin}")])
+        .args(["--rate", "10", "--think-ms", "200", "--adds", "20"])
+        .args(["--duration", "9", "--sources", "250"])
+        .args(["--scale", "stateful=4@3"])
+        .args(["--lab", lab_cmd.to_str().expect("utf-8 path")])
+        .arg("--out")
+        .arg(&out)
+        .env("STATELAB_LAB_DIR", &lab.dir)
+        .output()
+        .expect("run statelab-load");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "statelab-load failed:\n{text}");
+    let r: RunReport =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).expect("run.json"))
+            .expect("run.json parses");
+    assert_eq!(r.scaling.len(), 1, "{text}");
+    let sc = &r.scaling[0];
+    assert!(sc.ok && sc.pool == "stateful" && sc.replicas == 4, "{sc:?}");
+    assert!(
+        sc.joined.iter().any(|j| j.replica == "stateful-4"),
+        "the new replica answered: {sc:?}"
+    );
+    let c = sc.sessions;
+    // ip-hash moves only the clients whose hash now falls on the new replica, and a stateful
+    // session that moves finds nothing there: a moved session is lost, unless its move came with
+    // its last step (a logout answers 204 with or without a session: about one step in 23).
+    assert!(c.carried > 10, "{text}");
+    assert!(c.moved > 0 && c.moved < c.carried, "{text}");
+    assert!(
+        c.moved_lost <= c.moved && c.moved_lost * 4 >= c.moved * 3,
+        "{text}"
+    );
+    assert!(r.session_losses >= c.moved_lost, "{text}");
+    // The lab knows the new member, and shrinks back.
+    let status = String::from_utf8_lossy(&lab.run(&["status"]).stdout).into_owned();
+    assert!(status.contains("stateful-4"), "{status}");
+    lab.run(&["scale", "stateful", "3", "--now"]);
 }

@@ -2,9 +2,10 @@
 //! no external fetches) that a lab user can open offline or attach to a write-up.
 //!
 //! Layout: a header that says how to read the figures; with several runs, a comparison table;
-//! then one section per run with its parameters, key figures, errors, fault events, the failover
-//! account, four charts over time (throughput, latency, failures, requests per replica) and the
-//! percentile and per-replica tables. Every string that comes from the data is escaped.
+//! with scale events, a scaling table; then one section per run with its parameters, key figures,
+//! errors, fault events, the failover account, one account per scale event (shares before and
+//! after), four charts over time (throughput, latency, failures, requests per replica; a fifth,
+//! each replica's share, when the pool was scaled) and the percentile and per-replica tables. Every string that comes from the data is escaped.
 //!
 //! This module is the page: what it says and which charts it shows, from which figures. The
 //! drawing of the charts is [`svg`]'s.
@@ -14,6 +15,7 @@ use std::fmt::{Display, Write as _};
 
 use crate::config::{ModelKind, Routing, WorkflowKind};
 use crate::report::{spread, Failover, RunReport};
+use crate::scaling::{ScaleReport, EVEN_SECONDS, EVEN_TOLERANCE};
 use crate::stats::SecondStats;
 
 /// `write!` into a `String` cannot fail; this drops the `Result` in one place. Defined before
@@ -69,6 +71,9 @@ pub fn render(title: &str, runs: &[RunReport]) -> String {
     );
     if runs.len() > 1 {
         comparison(&mut o, runs);
+    }
+    if runs.iter().any(|r| !r.scaling.is_empty()) {
+        scaling_comparison(&mut o, runs);
     }
     for (i, r) in runs.iter().enumerate() {
         run_section(&mut o, i, r);
@@ -330,6 +335,9 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
     o.push_str("<h3>Failover</h3><p>");
     failover_text(o, r.failover.as_ref());
     o.push_str("</p>\n");
+    for sc in &r.scaling {
+        scale_section(o, sc);
+    }
     charts(o, r);
 
     o.push_str("<div class=\"cols\"><div><h3>Latency percentiles</h3>");
@@ -366,6 +374,144 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
         table(o, "<replica|requests|share|memory MiB", rows);
     }
     o.push_str("</div></div></section>\n");
+}
+
+/// The size a scale event asked for, as a table cell says it: `stateful=4 (drain=15)`.
+fn scale_name(sc: &ScaleReport) -> String {
+    let removal = if sc.removal.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", sc.removal)
+    };
+    format!("{}={}{removal}", sc.pool, sc.replicas)
+}
+
+fn even_text(sc: &ScaleReport) -> String {
+    sc.even_after_s.map_or_else(
+        || "never in this run".into(),
+        |s| format!("{} s", num(s, 1)),
+    )
+}
+
+/// Every scale event of every run in one table: the scaling comparison.
+fn scaling_comparison(o: &mut String, runs: &[RunReport]) {
+    o.push_str("<h2>Scaling</h2><div class=\"scroll\">");
+    let head = "<run|<scale|took|first request of a new replica|live sessions|moved|moved and \
+                lost|failed requests|even load after|<shares after";
+    let rows = runs.iter().enumerate().flat_map(|(i, r)| {
+        r.scaling.iter().map(move |sc| {
+            let first = sc
+                .joined
+                .iter()
+                .map(|j| j.at_s - sc.asked_at_s)
+                .reduce(f64::min);
+            let shares: Vec<String> = sc
+                .share_after
+                .iter()
+                .map(|(n, v)| {
+                    format!(
+                        "<span class=\"nb\">{} {}%</span>",
+                        escape(n),
+                        num(v * 100.0, 0)
+                    )
+                })
+                .collect();
+            vec![
+                format!(
+                    "<td class=\"l\"><a href=\"#run-{i}\">{}</a></td>",
+                    escape(&r.label)
+                ),
+                cell(scale_name(sc), "l"),
+                cell(format!("{} s", num(sc.took_s, 2)), ""),
+                cell(opt(first.map(|s| format!("+{} s", num(s, 2)))), ""),
+                cell(sc.sessions.carried, ""),
+                cell(sc.sessions.moved, ""),
+                cell(sc.sessions.moved_lost, bad_if(sc.sessions.moved_lost > 0)),
+                cell(sc.failed_in_window, ""),
+                cell(even_text(sc), bad_if(sc.even_after_s.is_none())),
+                format!("<td class=\"l w\">{}</td>", shares.join(" · ")),
+            ]
+        })
+    });
+    table(o, head, rows);
+    w!(
+        o,
+        "</div><p class=\"note\"><i>Live sessions</i>: sessions logged in before the scale \
+         command returned that sent a request after it began. <i>Moved</i>: of those, sessions \
+         answered by another replica than before, counted once (round-robin moves every session \
+         by design; what matters there is that nothing is lost). <i>Moved and lost</i>: moved \
+         sessions then answered 401 or with a wrong cart. <i>Even load after</i>: from the ask \
+         until the first of {EVEN_SECONDS} seconds in a row in each of which every replica of the \
+         pool served within {}% of an even share.</p>\n",
+        num(EVEN_TOLERANCE * 100.0, 0)
+    );
+}
+
+/// One scale event of a run: what happened when, and the shares before and after.
+fn scale_section(o: &mut String, sc: &ScaleReport) {
+    w!(
+        o,
+        "<h3>Scale {}</h3><p>Asked for at {} s; the command took {} s{}. ",
+        escape(&scale_name(sc)),
+        num(sc.asked_at_s, 2),
+        num(sc.took_s, 2),
+        if sc.ok {
+            ""
+        } else {
+            " and <span class=\"bad\">FAILED</span>"
+        }
+    );
+    for j in &sc.joined {
+        w!(
+            o,
+            "<b>{}</b> took its first request at {} s ({} s after the ask). ",
+            escape(&j.replica),
+            num(j.at_s, 2),
+            num(j.at_s - sc.asked_at_s, 2)
+        );
+    }
+    for l in &sc.left {
+        w!(
+            o,
+            "<b>{}</b> gave its last answer at {} s. ",
+            escape(&l.replica),
+            num(l.at_s, 2)
+        );
+    }
+    let c = sc.sessions;
+    w!(
+        o,
+        "{} live sessions sent requests after the ask; {} of them moved to another replica and \
+         <span class=\"{}\">{} of those were lost</span>. In the event's window ({} s to {} s) \
+         {} requests failed and {} sessions were lost in all. Even load: {}.</p>",
+        c.carried,
+        c.moved,
+        bad_if(c.moved_lost > 0),
+        c.moved_lost,
+        num(sc.asked_at_s, 1),
+        num(sc.window_end_s, 1),
+        sc.failed_in_window,
+        sc.sessions_lost_in_window,
+        even_text(sc)
+    );
+    let names: BTreeSet<&String> = sc
+        .share_before
+        .keys()
+        .chain(sc.share_after.keys())
+        .collect();
+    let pct = |v: Option<&f64>| v.map_or_else(|| "-".into(), |v| format!("{}%", num(v * 100.0, 1)));
+    let rows = names.into_iter().map(|n| {
+        vec![
+            cell(n, "l"),
+            cell(pct(sc.share_before.get(n)), ""),
+            cell(pct(sc.share_after.get(n)), ""),
+        ]
+    });
+    table(
+        o,
+        "<replica|share before (last 5 s)|share after (window's last 5 s)",
+        rows,
+    );
 }
 
 fn failover_text(o: &mut String, f: Option<&Failover>) {
@@ -423,6 +569,15 @@ fn latency(tl: &[SecondStats], f: impl Fn(&SecondStats) -> f64) -> Vec<Option<f6
         .collect()
 }
 
+/// Every replica that answered in the run, in name order (the charts' lines and colours).
+fn names_of(r: &RunReport) -> BTreeSet<&String> {
+    r.timeline
+        .iter()
+        .flat_map(|s| s.per_replica.keys())
+        .chain(r.per_replica.keys())
+        .collect()
+}
+
 /// The run's four charts over time; the kill, the restart and the recovery are marked on each,
 /// so the failover can be read across throughput, latency and failures at once.
 fn charts(o: &mut String, r: &RunReport) {
@@ -455,6 +610,27 @@ fn charts(o: &mut String, r: &RunReport) {
             });
         }
     }
+    for sc in &r.scaling {
+        markers.push(Marker {
+            at: sc.asked_at_s,
+            label: format!("scale {}", scale_name(sc)),
+            color: "#0072B2",
+        });
+        for j in &sc.joined {
+            markers.push(Marker {
+                at: j.at_s,
+                label: format!("first {}", j.replica),
+                color: "#009E73",
+            });
+        }
+        if let Some(s) = sc.even_after_s {
+            markers.push(Marker {
+                at: sc.asked_at_s + s,
+                label: "even".into(),
+                color: "#555555",
+            });
+        }
+    }
     let chart = |caption, y_label, lines, band| Chart {
         caption,
         y_label,
@@ -484,12 +660,7 @@ fn charts(o: &mut String, r: &RunReport) {
         ),
     ];
     draw(o, &chart("Failures", "per second", errs, None));
-    let names: BTreeSet<&String> = tl
-        .iter()
-        .flat_map(|s| s.per_replica.keys())
-        .chain(r.per_replica.keys())
-        .collect();
-    let reps = names.into_iter().enumerate().map(|(i, n)| {
+    let reps = names_of(r).into_iter().enumerate().map(|(i, n)| {
         let ys = series(tl, |s| s.per_replica.get(n).copied().unwrap_or(0) as f64);
         line(n, i, DASHES[i % DASHES.len()], ys)
     });
@@ -497,6 +668,24 @@ fn charts(o: &mut String, r: &RunReport) {
         o,
         &chart("Requests per replica", "requests/s", reps.collect(), None),
     );
+    if !r.scaling.is_empty() {
+        let shares = names_of(r).into_iter().enumerate().map(|(i, n)| {
+            let ys = tl
+                .iter()
+                .map(|s| {
+                    let total: u64 = s.per_replica.values().sum();
+                    (total > 0).then(|| {
+                        s.per_replica.get(n).copied().unwrap_or(0) as f64 * 100.0 / total as f64
+                    })
+                })
+                .collect();
+            line(n, i, DASHES[i % DASHES.len()], ys)
+        });
+        draw(
+            o,
+            &chart("Share of requests per replica", "%", shares.collect(), None),
+        );
+    }
     o.push_str("</div>\n");
 }
 
@@ -521,6 +710,52 @@ mod tests {
         }
         assert!(!html.contains("<h2>Comparison</h2>"));
         assert!(!html.contains("NaN") && !html.contains("inf"));
+    }
+
+    #[test]
+    fn a_scale_event_gets_its_section_markers_share_chart_and_table_row() {
+        use crate::scaling::{ReplicaMoment, ScaleReport};
+        use crate::stats::MoveCounts;
+        let mut r = run("stateful/ip-hash 3->4", false);
+        r.scaling.push(ScaleReport {
+            pool: "stateful".into(),
+            replicas: 4,
+            removal: String::new(),
+            asked_at_s: 4.0,
+            took_s: 0.6,
+            ok: true,
+            window_end_s: 12.0,
+            joined: vec![ReplicaMoment {
+                replica: "r-4".into(),
+                at_s: 4.5,
+            }],
+            left: Vec::new(),
+            share_before: BTreeMap::from([("r-1".into(), 0.5), ("r-2".into(), 0.5)]),
+            share_after: BTreeMap::from([("r-1".into(), 0.375), ("r-4".into(), 0.25)]),
+            sessions: MoveCounts {
+                carried: 40,
+                moved: 9,
+                moved_lost: 9,
+            },
+            sessions_lost_in_window: 9,
+            failed_in_window: 9,
+            even_after_s: None,
+        });
+        let html = render("scaling", &[r.clone(), run("other", false)]);
+        assert!(html.contains("<h2>Scaling</h2>"));
+        assert!(html.contains("<h3>Scale stateful=4</h3>"));
+        assert!(html.contains("<b>r-4</b> took its first request at 4.50 s (0.50 s after the ask)"));
+        assert!(html.contains("40 live sessions"));
+        assert!(html.contains("9 of those were lost"));
+        assert!(html.contains("never in this run"));
+        assert!(html.contains("Share of requests per replica"));
+        assert!(html.contains("scale stateful=4") && html.contains("first r-4"));
+        // The run with a scale event has five charts, the other four.
+        assert_eq!(html.matches("<svg").count(), 9);
+        assert!(html.contains("37.5%"));
+        // Without scale events, no scaling table.
+        let plain = render("plain", &[run("a", false), run("b", false)]);
+        assert!(!plain.contains("<h2>Scaling</h2>"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::moves::MoveCounts;
 use super::ErrorCounts;
 
 /// A histogram's value at percentile `p` (0..=100), in milliseconds; 0 when it is empty.
@@ -42,6 +43,10 @@ pub struct Measured {
     pub series: Vec<SecondStats>,
     /// Per replica, the latest answer it gave, in seconds since the start.
     pub last_seen: BTreeMap<String, f64>,
+    /// Per replica, the first answer it gave, in seconds since the start.
+    pub first_seen: BTreeMap<String, f64>,
+    /// Per scale epoch (index 0: before any scale event), the sessions it carried, moved and lost.
+    pub moves: Vec<MoveCounts>,
     pub loss_unauthorized: u64,
     pub loss_cart: u64,
     /// Requests sent more than [`LATE_THRESHOLD`](super::LATE_THRESHOLD) after their think

@@ -9,6 +9,7 @@
 //! This module holds what both halves share: the error counts and the histograms' bounds.
 
 pub mod analysis;
+pub mod moves;
 pub mod record;
 
 use hdrhistogram::Histogram;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use analysis::{
     percentile_ms, recovery, Measured, Recovery, SecondStats, BAND_SLACK, P99_SLACK, STABLE_SECONDS,
 };
+pub use moves::{Epochs, MoveCounts, SessionTrack};
 pub use record::{LossKind, Progress, Recorder, Sample, LATE_THRESHOLD};
 
 use crate::client::ErrorKind;
@@ -24,7 +26,7 @@ use crate::client::ErrorKind;
 /// Highest latency the histograms hold, in microseconds (larger values are clamped to it).
 const MAX_LATENCY_US: u64 = 120_000_000;
 
-fn new_histogram(sigfig: u8) -> Histogram<u64> {
+pub(crate) fn new_histogram(sigfig: u8) -> Histogram<u64> {
     // The bounds are constants within hdrhistogram's limits, so this cannot fail.
     Histogram::new_with_bounds(1, MAX_LATENCY_US, sigfig).unwrap_or_else(|_| unreachable!())
 }

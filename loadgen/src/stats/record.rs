@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::analysis::{percentile_ms, Measured, SecondStats};
+use super::moves::Epochs;
 use super::{new_histogram, ErrorCounts, MAX_LATENCY_US};
 use crate::client::ErrorKind;
 
@@ -146,6 +147,8 @@ struct Shard {
     names: Vec<Box<[u8]>>,
     /// Latest answer from each replica (same index as `names`), as time since the start.
     last_seen: Vec<Duration>,
+    /// First answer from each replica (same index as `names`), as time since the start.
+    first_seen: Vec<Duration>,
 }
 
 impl Shard {
@@ -156,6 +159,7 @@ impl Shard {
             seconds: Vec::new(),
             names: Vec::new(),
             last_seen: Vec::new(),
+            first_seen: Vec::new(),
         }
     }
 
@@ -166,12 +170,19 @@ impl Shard {
         &mut self.seconds[index]
     }
 
-    fn replica_index(&mut self, name: &[u8]) -> usize {
+    /// The index of replica `name`, which answered `at` after the start.
+    fn replica_index(&mut self, name: &[u8], at: Duration) -> usize {
         match self.names.iter().position(|n| &n[..] == name) {
-            Some(i) => i,
+            Some(i) => {
+                if self.first_seen[i] > at {
+                    self.first_seen[i] = at;
+                }
+                i
+            }
             None => {
                 self.names.push(name.into());
                 self.last_seen.push(Duration::ZERO);
+                self.first_seen.push(at);
                 self.names.len() - 1
             }
         }
@@ -188,6 +199,7 @@ pub struct Recorder {
     shards: Vec<Mutex<Shard>>,
     steps_late: AtomicU64,
     max_step_lag_us: AtomicU64,
+    epochs: Epochs,
 }
 
 impl Recorder {
@@ -200,11 +212,17 @@ impl Recorder {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::new())).collect(),
             steps_late: AtomicU64::new(0),
             max_step_lag_us: AtomicU64::new(0),
+            epochs: Epochs::default(),
         }
     }
 
     pub fn start(&self) -> Instant {
         self.start
+    }
+
+    /// The run's scale events as sessions see them (what moved, what was lost).
+    pub fn epochs(&self) -> &Epochs {
+        &self.epochs
     }
 
     fn shard(&self, user: u64) -> std::sync::MutexGuard<'_, Shard> {
@@ -224,7 +242,9 @@ impl Recorder {
         let second = self.second_of(sample.done);
         let since_start = sample.done.saturating_duration_since(self.start);
         let mut shard = self.shard(user);
-        let replica = sample.replica.map(|name| shard.replica_index(name));
+        let replica = sample
+            .replica
+            .map(|name| shard.replica_index(name, since_start));
         if let Some(i) = replica.filter(|_| sample.done < self.seen_until) {
             if shard.last_seen[i] < since_start {
                 shard.last_seen[i] = since_start;
@@ -307,6 +327,7 @@ impl Recorder {
         let mut service = new_histogram(3);
         let mut series: Vec<MergedSecond> = (0..seconds).map(|_| Tally::new()).collect();
         let mut last_seen: BTreeMap<String, f64> = BTreeMap::new();
+        let mut first_seen: BTreeMap<String, f64> = BTreeMap::new();
         let seconds = seconds.max(1);
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
@@ -320,6 +341,10 @@ impl Recorder {
             for (name, seen) in names.iter().zip(&shard.last_seen) {
                 let entry = last_seen.entry(name.clone()).or_insert(0.0);
                 *entry = entry.max(seen.as_secs_f64());
+            }
+            for (name, seen) in names.iter().zip(&shard.first_seen) {
+                let entry = first_seen.entry(name.clone()).or_insert(f64::INFINITY);
+                *entry = entry.min(seen.as_secs_f64());
             }
             for (i, s) in shard.seconds.iter().enumerate() {
                 if i >= seconds && !keep_tail {
@@ -343,6 +368,8 @@ impl Recorder {
             service,
             series,
             last_seen,
+            first_seen,
+            moves: self.epochs.counts(),
             loss_unauthorized,
             loss_cart,
             steps_late: self.steps_late.load(Ordering::Relaxed),
@@ -433,6 +460,7 @@ mod tests {
         // Connect failures are not latency samples; the 5xx and the timeout are.
         assert_eq!(m.latency.len(), 4);
         assert!((m.last_seen["r-1"] - 1.51).abs() < 0.001);
+        assert!((m.first_seen["r-1"] - 0.01).abs() < 0.001);
     }
 
     #[test]
