@@ -33,6 +33,10 @@ pub const X_SESSION_TOKEN: HeaderName = HeaderName::from_static("x-session-token
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest quantity one add may carry.
 pub const MAX_ADD_QTY: i64 = 1000;
+/// `Retry-After` for a login refused because the session store is full. Room comes back only
+/// as sessions idle out or log out, and the memory store reclaims idle ones at most 30 s
+/// apart: a client retrying sooner mostly meets the same refusal.
+pub const FULL_RETRY_AFTER_SECS: u64 = 30;
 
 /// Per-process settings of the API.
 #[derive(Clone, Debug)]
@@ -449,6 +453,12 @@ fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
     match e {
         ApiError::StoreUnavailable => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        ApiError::SessionCapacity => {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(FULL_RETRY_AFTER_SECS),
+            );
         }
         ApiError::MethodNotAllowed(allowed) => {
             headers.insert(header::ALLOW, HeaderValue::from_static(allowed));

@@ -29,6 +29,8 @@ pub enum ApiError {
     CartFull,
     #[error("the session store is unavailable; try again shortly")]
     StoreUnavailable,
+    #[error("this replica holds as many sessions as it may; existing sessions keep working, new logins are refused until sessions end")]
+    SessionCapacity,
     #[error("could not read the request")]
     BadRequestBody,
     #[error("the request body did not arrive in time")]
@@ -47,7 +49,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::EmptyCart => StatusCode::CONFLICT,
             ApiError::CartFull => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable | ApiError::SessionCapacity => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -65,6 +69,7 @@ impl ApiError {
             ApiError::EmptyCart => "empty_cart",
             ApiError::CartFull => "cart_full",
             ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::SessionCapacity => "session_capacity",
             ApiError::RequestTimeout => "request_timeout",
         }
     }
@@ -74,6 +79,8 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::CartFull => ApiError::CartFull,
+            // The store logs reaching its cap once; a line per refused login would flood the log.
+            StoreError::AtCapacity(_) => ApiError::SessionCapacity,
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "session store unavailable");
                 ApiError::StoreUnavailable

@@ -97,6 +97,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("the cart is full")]
     CartFull,
+    /// The store holds as many sessions as it is configured to: no new session until one ends.
+    /// Only a new session is refused; the ones held keep working.
+    #[error("the store holds its maximum of {0} sessions")]
+    AtCapacity(usize),
 }
 
 /// Where sessions live: the only thing that differs between statelab's three services.
