@@ -454,7 +454,7 @@ fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
         ApiError::StoreUnavailable => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        ApiError::SessionCapacity => {
+        ApiError::SessionCapacity | ApiError::StoreFull => {
             headers.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(FULL_RETRY_AFTER_SECS),

@@ -31,6 +31,8 @@ pub enum ApiError {
     StoreUnavailable,
     #[error("this replica holds as many sessions as it may; existing sessions keep working, new logins are refused until sessions end")]
     SessionCapacity,
+    #[error("the session store is full; existing sessions keep working, new logins are refused until sessions end")]
+    StoreFull,
     #[error("could not read the request")]
     BadRequestBody,
     #[error("the request body did not arrive in time")]
@@ -49,7 +51,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::EmptyCart => StatusCode::CONFLICT,
             ApiError::CartFull => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::StoreUnavailable | ApiError::SessionCapacity => {
+            ApiError::StoreUnavailable | ApiError::SessionCapacity | ApiError::StoreFull => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -70,6 +72,7 @@ impl ApiError {
             ApiError::CartFull => "cart_full",
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::SessionCapacity => "session_capacity",
+            ApiError::StoreFull => "store_full",
             ApiError::RequestTimeout => "request_timeout",
         }
     }
@@ -81,6 +84,7 @@ impl From<StoreError> for ApiError {
             StoreError::CartFull => ApiError::CartFull,
             // The store logs reaching its cap once; a line per refused login would flood the log.
             StoreError::AtCapacity(_) => ApiError::SessionCapacity,
+            StoreError::Full(_) => ApiError::StoreFull,
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "session store unavailable");
                 ApiError::StoreUnavailable
