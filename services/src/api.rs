@@ -309,13 +309,17 @@ impl<S: SessionStore> App<S> {
         .map_err(|_| ApiError::StoreUnavailable)
     }
 
-    /// Reads a JSON body within the configured limit.
+    /// Reads a JSON body within the configured limit, from a request that declares it JSON
+    /// (see [`declares_json`]).
     async fn read_json<T, B>(&self, headers: &HeaderMap, body: B) -> Result<T, ApiError>
     where
         T: serde::de::DeserializeOwned,
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        if !declares_json(headers) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
         let limit = self.settings.body_limit;
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -343,6 +347,27 @@ impl<S: SessionStore> App<S> {
         }
         serde_json::from_value(value).map_err(|e| ApiError::InvalidField(e.to_string()))
     }
+}
+
+/// Whether the request declares its body JSON: exactly one `Content-Type`, whose media type is
+/// `application/json` (any case, parameters such as `; charset=utf-8` allowed).
+///
+/// Routes that read a body insist on it because of what browsers let other sites send. An HTML
+/// form posts only `application/x-www-form-urlencoded`, `multipart/form-data` or `text/plain`,
+/// with no preflight; a cross-site `fetch` with `application/json` needs a CORS preflight, which
+/// this API never grants. Parsing a `text/plain` body as JSON would let any page log its
+/// visitors in under an account of its choosing (login CSRF; a login needs no cookie, so
+/// SameSite does not stop it).
+fn declares_json(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
 }
 
 /// The credential a request presents: a bearer token if there is one, else our cookie.
@@ -498,5 +523,41 @@ mod tests {
             HeaderValue::from_static("Bearer tok"),
         );
         assert_eq!(credential(&h, "statelab_stateful"), Some("tok"));
+    }
+
+    #[test]
+    fn only_a_json_media_type_declares_json() {
+        let with = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_TYPE, HeaderValue::from_static(v));
+            }
+            declares_json(&h)
+        };
+        for yes in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON ; charset=UTF-8",
+            " application/json",
+        ] {
+            assert!(with(&[yes]), "{yes:?}");
+        }
+        for no in [
+            "text/plain",
+            "text/plain; x=application/json",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "application/json-seq",
+            "text/json",
+            "",
+        ] {
+            assert!(!with(&[no]), "{no:?}");
+        }
+        assert!(!with(&[]), "no Content-Type");
+        assert!(
+            !with(&["application/json", "text/plain"]),
+            "two Content-Types are ambiguous"
+        );
     }
 }

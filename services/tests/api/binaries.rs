@@ -155,6 +155,7 @@ async fn each_binary_serves_and_stops_on_sigterm() {
         assert_eq!(r.headers()["x-replica"], replica);
         let r = http
             .post(format!("http://{addr}/login"))
+            .header("content-type", "application/json")
             .body(r#"{"username":"alice"}"#)
             .send()
             .await

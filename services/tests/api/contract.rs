@@ -33,6 +33,7 @@ contract_tests!(
     login_rotates_the_session,
     logout_ends_the_session_where_the_design_can,
     malformed_and_invalid_input_is_400_and_loses_nothing,
+    json_bodies_need_a_json_content_type,
     oversized_bodies_are_413,
     unknown_routes_and_methods,
     a_full_cart_is_422,
@@ -282,6 +283,70 @@ async fn malformed_and_invalid_input_is_400_and_loses_nothing(kind: Kind) {
     );
 }
 
+async fn json_bodies_need_a_json_content_type(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let post = |path: &str, body: &str, content_type: Option<&str>| {
+        let req = app.http.post(app.url(path)).body(body.to_owned());
+        match content_type {
+            Some(ct) => req.header("content-type", ct),
+            None => req,
+        }
+    };
+    // What an HTML form on another site can send without a preflight, and near misses.
+    let refused = [
+        None,
+        Some("text/plain"),
+        Some("text/plain; charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonp"),
+        Some("text/json"),
+    ];
+    for ct in refused {
+        let r = app
+            .request(post("/login", r#"{"username":"mallory"}"#, ct))
+            .await;
+        r.assert_error(415, "unsupported_media_type");
+        assert_eq!(r.set_cookie(&app.cookie_name), None, "{ct:?} logged in");
+        assert_eq!(r.header("x-replica"), Some(app.replica.as_str()));
+    }
+
+    let mut u = app.user();
+    u.login("alice").await;
+    u.add("apple", 1).await;
+    for ct in refused {
+        let credential = u.credential.clone().expect("credential");
+        let req = post("/cart/items", r#"{"sku":"apple","qty":5}"#, ct)
+            .header("cookie", app.cookie(&credential));
+        app.request(req)
+            .await
+            .assert_error(415, "unsupported_media_type");
+    }
+    assert_eq!(u.get("/cart").await.body["total_qty"], 1, "nothing added");
+
+    // Parameters and case are allowed.
+    for ct in ["application/json; charset=utf-8", "Application/JSON"] {
+        let r = app
+            .request(post("/login", r#"{"username":"bob"}"#, Some(ct)))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{ct}: {}", r.text);
+    }
+
+    // Routes without a body need no Content-Type.
+    let credential = u.credential.clone().expect("credential");
+    let checkout = app
+        .request(
+            app.http
+                .post(app.url("/checkout"))
+                .header("cookie", app.cookie(&credential)),
+        )
+        .await;
+    assert_eq!(checkout.status, StatusCode::OK, "{}", checkout.text);
+    assert_eq!(qty_of(&checkout.body, "apple"), 1);
+    assert_eq!(u.get("/me").await.status, StatusCode::OK);
+    assert_eq!(u.post("/logout").await.status, StatusCode::NO_CONTENT);
+}
+
 async fn oversized_bodies_are_413(kind: Kind) {
     let options = Options {
         body_limit: 256,
@@ -308,6 +373,7 @@ async fn oversized_bodies_are_413(kind: Kind) {
     );
     let head = format!(
         "POST /cart/items HTTP/1.1\r\nhost: test\r\ncookie: {cookie}\r\n\
+         content-type: application/json\r\n\
          transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
     );
     let chunk = format!("{{\"sku\":\"apple\",\"qty\":1}}{padding}");
@@ -473,6 +539,7 @@ async fn bearer_tokens_and_bodies(kind: Kind) {
             .http
             .post(app.url("/cart/items"))
             .bearer_auth(token)
+            .header("content-type", "application/json")
             .body(r#"{"sku":"apple","qty":1}"#)
             .send()
             .await

@@ -229,9 +229,21 @@ impl TestApp {
                 .body(body.to_owned());
         }
         if let Some(value) = cookie {
-            req = req.header("cookie", format!("{}={value}", self.cookie_name));
+            req = req.header("cookie", self.cookie(value));
         }
+        self.request(req).await
+    }
+
+    /// `Cookie` header text carrying `value` as our session cookie.
+    pub fn cookie(&self, value: &str) -> String {
+        format!("{}={value}", self.cookie_name)
+    }
+
+    /// Sends a request built on [`TestApp::http`] as it is, for the tests that need headers
+    /// [`send`](Self::send) does not write, and reads the reply.
+    pub async fn request(&self, req: reqwest::RequestBuilder) -> Reply {
         let response = req.send().await.expect("request");
+        let path = response.url().path().to_owned();
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
