@@ -40,6 +40,7 @@ contract_tests!(
     concurrent_adds_on_one_session,
     health_and_metrics,
     bearer_tokens_and_bodies,
+    duplicate_cookies_the_first_live_session_wins,
 );
 
 async fn whole_workflow(kind: Kind) {
@@ -576,5 +577,105 @@ async fn bearer_tokens_and_bodies(kind: Kind) {
             StatusCode::OK,
             "the id works as a bearer credential too"
         );
+    }
+}
+
+async fn duplicate_cookies_the_first_live_session_wins(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let name = &app.cookie_name;
+    let mut alice = app.user();
+    alice.login("alice").await;
+    alice.add("apple", 1).await;
+    let a = alice.credential.clone().expect("alice's credential");
+    let mut bob = app.user();
+    bob.login("bob").await;
+    let b = bob.credential.clone().expect("bob's credential");
+    let with_cookie = |method: Method, path: &str, cookie: String| {
+        app.http
+            .request(method, app.url(path))
+            .header("cookie", cookie)
+    };
+
+    // An empty, quoted-empty or stale value before the live one does not hide it.
+    for cookie in [
+        format!("{name}=; {name}={a}"),
+        format!("{name}=\"\"; {name}={a}"),
+        format!("{name}=not-a-session; other=1; {name}={a}"),
+    ] {
+        let r = app
+            .request(with_cookie(Method::GET, "/me", cookie.clone()))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{cookie}: {}", r.text);
+        assert_eq!(r.body["username"], "alice", "{cookie}");
+    }
+    let add = with_cookie(Method::POST, "/cart/items", format!("{name}=; {name}={a}"))
+        .header("content-type", "application/json")
+        .body(r#"{"sku":"apple","qty":1}"#);
+    let r = app.request(add).await;
+    assert_eq!(qty_of(&r.body, "apple"), 2, "{}", r.text);
+
+    // Two live sessions: the first, as the browser ordered them, wins.
+    let r = app
+        .request(with_cookie(
+            Method::GET,
+            "/me",
+            format!("{name}={b}; {name}={a}"),
+        ))
+        .await;
+    assert_eq!(r.body["username"], "bob", "{}", r.text);
+
+    // No live value at all is still a 401.
+    app.request(with_cookie(
+        Method::GET,
+        "/me",
+        format!("{name}=; {name}=not-a-session"),
+    ))
+    .await
+    .assert_error(401, "unauthorized");
+
+    if kind.can_revoke() {
+        // A logged-out session's cookie left beside the live one does not hide it either.
+        let mut carol = app.user();
+        carol.login("carol").await;
+        let c = carol.credential.clone().expect("carol's credential");
+        carol.post("/logout").await;
+        let r = app
+            .request(with_cookie(
+                Method::GET,
+                "/me",
+                format!("{name}={c}; {name}={a}"),
+            ))
+            .await;
+        assert_eq!(r.body["username"], "alice", "{}", r.text);
+
+        // A logout ends every session the request names.
+        let r = app
+            .request(with_cookie(
+                Method::POST,
+                "/logout",
+                format!("{name}={b}; {name}={a}"),
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        for gone in [&a, &b] {
+            app.send(Method::GET, "/me", None, Some(gone))
+                .await
+                .assert_error(401, "unauthorized");
+        }
+
+        // So does a login: it starts one new session in place of all of them.
+        let (mut d, mut e) = (app.user(), app.user());
+        d.login("dave").await;
+        e.login("erin").await;
+        let (d, e) = (d.credential.expect("dave's"), e.credential.expect("erin's"));
+        let login = with_cookie(Method::POST, "/login", format!("{name}={d}; {name}={e}"))
+            .header("content-type", "application/json")
+            .body(r#"{"username":"frank"}"#);
+        assert_eq!(app.request(login).await.status, StatusCode::OK);
+        for gone in [&d, &e] {
+            app.send(Method::GET, "/me", None, Some(gone))
+                .await
+                .assert_error(401, "unauthorized");
+        }
     }
 }
