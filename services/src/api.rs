@@ -8,7 +8,7 @@
 //! (`statelab_stateful`, ...), so the three services can share one browser and one proxy host
 //! without overwriting each other's session. `Authorization: Bearer` is accepted too, for clients
 //! without cookies; it is how the JWT's token, returned in the login body, is meant to be used.
-//! A request may carry our cookie more than once; [`Credentials`] says which one counts.
+//! A request may carry our cookie more than once; `Credentials` says which one counts.
 
 use std::time::Instant;
 

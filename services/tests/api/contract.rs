@@ -41,6 +41,7 @@ contract_tests!(
     health_and_metrics,
     bearer_tokens_and_bodies,
     duplicate_cookies_the_first_live_session_wins,
+    hypers_own_rejections_are_plain,
 );
 
 async fn whole_workflow(kind: Kind) {
@@ -390,16 +391,87 @@ async fn oversized_bodies_are_413(kind: Kind) {
 
 /// Writes `request` to a fresh connection and returns the response's status line.
 async fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
+    raw_response(addr, request)
+        .await
+        .lines()
+        .next()
+        .expect("the server answered before closing")
+        .to_owned()
+}
+
+/// Writes `request` to a fresh connection and returns everything the server sends until it
+/// closes the connection.
+async fn raw_response(addr: std::net::SocketAddr, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response).await;
-    String::from_utf8_lossy(&response)
-        .lines()
-        .next()
-        .expect("the server answered before closing")
-        .to_owned()
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// A response's head, split into its status line and lower-cased header names, and its body.
+fn split_response(response: &str) -> (&str, Vec<String>, &str) {
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head in {response:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    let names = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect();
+    (status, names, body)
+}
+
+async fn hypers_own_rejections_are_plain(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let get = |target: &str, extra_headers: usize| {
+        let mut head = format!("GET {target} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n");
+        for i in 0..extra_headers {
+            head.push_str(&format!("x-filler-{i}: {i}\r\n"));
+        }
+        head + "\r\n"
+    };
+
+    // Up to the limits, our own answers: JSON, with x-replica.
+    let at_limits = [
+        get("/health", 98),                          // 100 header fields
+        get(&format!("/{}", "a".repeat(65_000)), 0), // a 65,001-byte target
+    ];
+    for request in &at_limits {
+        let response = raw_response(app.addr, request).await;
+        let (status, headers, _) = split_response(&response);
+        assert!(
+            status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.1 404"),
+            "{status}"
+        );
+        assert!(headers.iter().any(|h| h == "x-replica"), "{response:.300}");
+    }
+
+    // Past them hyper answers itself, before any request reaches the service: a bare status,
+    // no body, no x-replica, and the connection closed.
+    let past_limits = [
+        (get("/health", 99), "431"), // 101 header fields
+        (get(&format!("/{}", "a".repeat(100_000)), 0), "414"), // a 100 KB target
+        (
+            "GET /health HTTP/1.1\r\nhost test\r\n\r\n".to_owned(),
+            "400",
+        ), // no colon
+    ];
+    for (request, code) in &past_limits {
+        let response = raw_response(app.addr, request).await;
+        let (status, headers, body) = split_response(&response);
+        assert!(
+            status.starts_with(&format!("HTTP/1.1 {code} ")),
+            "{code}: {status}"
+        );
+        assert!(
+            !headers.iter().any(|h| h == "x-replica"),
+            "{code}: {headers:?}"
+        );
+        assert!(body.is_empty(), "{code}: a body: {body:?}");
+    }
 }
 
 async fn unknown_routes_and_methods(kind: Kind) {
