@@ -22,6 +22,13 @@ pub const CONTAINER_PROXY_PORT: u16 = 8080;
 pub const CONTAINER_ADMIN_PORT: u16 = 8081;
 /// The compose network's default first three octets (`STATELAB_SUBNET` moves it).
 pub const DEFAULT_NET_PREFIX: &str = "10.231.7";
+/// Redis's memory bound, for the native and the container lab alike. With `noeviction`, a full
+/// Redis refuses new sessions (the services answer 503 `store_full`) and keeps every session it
+/// holds; an evicting policy (`allkeys-lru`, `volatile-lru`) would make room by silently deleting
+/// live sessions, logging their users out with no error anywhere. 256 MB holds about 1.3 million
+/// sessions with an empty cart (docs/limits.md).
+pub const REDIS_MEMORY_FLAGS: [&str; 4] =
+    ["--maxmemory", "256mb", "--maxmemory-policy", "noeviction"];
 
 /// The three session designs; each is one pool of replicas and one binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

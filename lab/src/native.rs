@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::labdir::{LabDir, Mode};
 use crate::model::{
     check_scale, native_proxy_config, render_proxy_config, Kind, NativePorts, Part, Replica,
-    MAX_REPLICAS_PER_POOL,
+    MAX_REPLICAS_PER_POOL, REDIS_MEMORY_FLAGS,
 };
 use crate::probe::{port_open, redis_ping, wait_until, Probe};
 use crate::say;
@@ -361,6 +361,7 @@ impl Native {
                     .args(["--bind", "127.0.0.1", "--dir"])
                     .arg(self.dir.path("redis"))
                     .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+                    .args(REDIS_MEMORY_FLAGS)
                     .args(["--save", "", "--daemonize", "no"]);
             }
             Part::Proxy => {

@@ -1,11 +1,12 @@
 //! The committed files users run by hand (`deploy/proxy.toml`, `deploy/compose.yaml`) and the
-//! proxy's built-in defaults must say what the lab's model says: names, addresses, pools, ports
-//! and healthchecks. When one drifts, this fails and names the difference.
+//! proxy's built-in defaults must say what the lab's model says: names, addresses, pools, ports,
+//! healthchecks and Redis's memory bound. When one drifts, this fails and names the difference.
 
 use serde_yaml_ng::Value;
 use statelab_lab::model::{
     docker_proxy_config, native_proxy_config, trusted_range, Kind, NativePorts, Part, Replica,
     CONTAINER_ADMIN_PORT, CONTAINER_PROXY_PORT, CONTAINER_SERVICE_PORT, DEFAULT_NET_PREFIX,
+    REDIS_MEMORY_FLAGS,
 };
 use statelab_proxy_api::{ConfigFile, PoolSection};
 use statelab_test_support::workspace_root;
@@ -143,7 +144,15 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
         );
         let check = strings(get(svc, &["healthcheck", "test"]));
         match part {
-            Part::Redis => assert_eq!(check, ["CMD", "redis-cli", "ping"], "{name}"),
+            Part::Redis => {
+                assert_eq!(check, ["CMD", "redis-cli", "ping"], "{name}");
+                let command = strings(get(svc, &["command"]));
+                assert!(
+                    command.windows(4).any(|w| w == REDIS_MEMORY_FLAGS),
+                    "redis's command lacks the model's memory bound {REDIS_MEMORY_FLAGS:?}: \
+                     {command:?}"
+                );
+            }
             Part::Proxy => {
                 assert_eq!(
                     check,

@@ -8,6 +8,7 @@
 //! (`statelab_stateful`, ...), so the three services can share one browser and one proxy host
 //! without overwriting each other's session. `Authorization: Bearer` is accepted too, for clients
 //! without cookies; it is how the JWT's token, returned in the login body, is meant to be used.
+//! A request may carry our cookie more than once; `Credentials` says which one counts.
 
 use std::time::Instant;
 
@@ -33,6 +34,10 @@ pub const X_SESSION_TOKEN: HeaderName = HeaderName::from_static("x-session-token
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Largest quantity one add may carry.
 pub const MAX_ADD_QTY: i64 = 1000;
+/// `Retry-After` for a login refused because the session store is full. Room comes back only
+/// as sessions idle out or log out, and the memory store reclaims idle ones at most 30 s
+/// apart: a client retrying sooner mostly meets the same refusal.
+pub const FULL_RETRY_AFTER_SECS: u64 = 30;
 
 /// Per-process settings of the API.
 #[derive(Clone, Debug)]
@@ -167,19 +172,19 @@ impl<S: SessionStore> App<S> {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let (parts, body) = req.into_parts();
-        let credential = credential(&parts.headers, &self.cookie_name);
+        let credentials = Credentials::of(&parts.headers, &self.cookie_name);
         match route {
             Route::Login => {
                 let body: LoginBody = self.read_json(&parts.headers, body).await?;
-                self.login(&body.username, credential).await
+                self.login(&body.username, &credentials).await
             }
             Route::Me => {
-                let applied = self.apply(credential, Change::Touch).await?;
+                let applied = self.apply(&credentials, Change::Touch).await?;
                 let body = self.me_json(&applied.session, None);
                 Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
             }
             Route::Cart => {
-                let applied = self.apply(credential, Change::Touch).await?;
+                let applied = self.apply(&credentials, Change::Touch).await?;
                 let body = cart_json(&applied.session.cart);
                 Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
             }
@@ -196,12 +201,12 @@ impl<S: SessionStore> App<S> {
                     sku: &body.sku,
                     qty,
                 };
-                let applied = self.apply(credential, change).await?;
+                let applied = self.apply(&credentials, change).await?;
                 let body = cart_json(&applied.session.cart);
                 Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
             }
             Route::Checkout => {
-                let applied = self.apply(credential, Change::Checkout).await?;
+                let applied = self.apply(&credentials, Change::Checkout).await?;
                 if applied.taken.is_empty() {
                     return Err(ApiError::EmptyCart);
                 }
@@ -211,7 +216,8 @@ impl<S: SessionStore> App<S> {
                 Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
             }
             Route::Logout => {
-                if let Some(c) = credential {
+                // Every session the request names ends, whichever of them is live.
+                for c in credentials.iter() {
                     self.store.destroy(c).await?;
                 }
                 let mut response = empty_response(StatusCode::NO_CONTENT);
@@ -237,9 +243,16 @@ impl<S: SessionStore> App<S> {
         }
     }
 
-    async fn login(&self, username: &str, old: Option<&str>) -> Reply {
+    /// Starts a session. The sessions the request presented end: the first is the one the store
+    /// replaces (rotation, no fixation), any others are ended first.
+    async fn login(&self, username: &str, old: &Credentials<'_>) -> Reply {
         validate_username(username)?;
-        let issued = self.store.create(username, old).await?;
+        let mut presented = old.iter();
+        let replaces = presented.next();
+        for extra in presented {
+            self.store.destroy(extra).await?;
+        }
+        let issued = self.store.create(username, replaces).await?;
         let token = S::CREDENTIAL_IN_BODY.then_some(issued.credential.as_str());
         let body = self.me_json(&issued.session, token);
         let mut response = json_response(StatusCode::OK, &body);
@@ -249,16 +262,18 @@ impl<S: SessionStore> App<S> {
         Ok(response)
     }
 
+    /// Applies `change` to the first presented credential that names a live session.
     async fn apply(
         &self,
-        credential: Option<&str>,
+        credentials: &Credentials<'_>,
         change: Change<'_>,
     ) -> Result<Applied, ApiError> {
-        let credential = credential.ok_or(ApiError::Unauthorized)?;
-        self.store
-            .apply(credential, change)
-            .await?
-            .ok_or(ApiError::Unauthorized)
+        for credential in credentials.iter() {
+            if let Some(applied) = self.store.apply(credential, change).await? {
+                return Ok(applied);
+            }
+        }
+        Err(ApiError::Unauthorized)
     }
 
     /// Adds the reissued credential, if the store issued one, to a response.
@@ -305,13 +320,17 @@ impl<S: SessionStore> App<S> {
         .map_err(|_| ApiError::StoreUnavailable)
     }
 
-    /// Reads a JSON body within the configured limit.
+    /// Reads a JSON body within the configured limit, from a request that declares it JSON
+    /// (see [`declares_json`]).
     async fn read_json<T, B>(&self, headers: &HeaderMap, body: B) -> Result<T, ApiError>
     where
         T: serde::de::DeserializeOwned,
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        if !declares_json(headers) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
         let limit = self.settings.body_limit;
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -341,32 +360,94 @@ impl<S: SessionStore> App<S> {
     }
 }
 
-/// The credential a request presents: a bearer token if there is one, else our cookie.
-/// A plain scan rather than an iterator chain: this runs on every request.
-fn credential<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
-    if let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|a| a.to_str().ok())
-    {
-        // The scheme is case-insensitive (RFC 9110 §11.1).
-        if let Some((scheme, token)) = auth.split_once(' ') {
-            if scheme.eq_ignore_ascii_case("bearer") {
-                return Some(token.trim());
-            }
-        }
-    }
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for pair in value.split(';') {
-            let pair = pair.trim_start();
-            if let Some(rest) = pair.strip_prefix(cookie_name) {
-                if let Some(v) = rest.strip_prefix('=') {
-                    return Some(v.trim_end().trim_matches('"'));
+/// Whether the request declares its body JSON: exactly one `Content-Type`, whose media type is
+/// `application/json` (any case, parameters such as `; charset=utf-8` allowed).
+///
+/// Routes that read a body insist on it because of what browsers let other sites send. An HTML
+/// form posts only `application/x-www-form-urlencoded`, `multipart/form-data` or `text/plain`,
+/// with no preflight; a cross-site `fetch` with `application/json` needs a CORS preflight, which
+/// this API never grants. Parsing a `text/plain` body as JSON would let any page log its
+/// visitors in under an account of its choosing (login CSRF; a login needs no cookie, so
+/// SameSite does not stop it).
+fn declares_json(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return false;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
+/// Most cookie values one request is looked up by. A browser sends one cookie per name, domain
+/// and path, so a handful covers every real duplicate; each value tried costs a store lookup, so
+/// a request cannot make the store look up more.
+pub const MAX_CREDENTIALS: usize = 4;
+
+/// The credentials a request presents, in the order they are tried: the first that names a
+/// live session wins.
+///
+/// A bearer token, when there is one, is the only credential: a client that sends one chose it.
+/// Otherwise every non-empty value of our cookie counts, in header order, repeats dropped, up to
+/// [`MAX_CREDENTIALS`]. A browser holds one cookie per name, domain and path and sends the most
+/// specific path first, so a request carries our cookie twice when a stale one survives beside
+/// the live one: cleared to an empty value, set for a narrower path or a parent domain by an
+/// earlier deployment, or planted by a sibling subdomain. Taking only the first value would
+/// answer 401 to a user whose browser holds a valid session; refusing duplicates with a 400
+/// would lock them out on every request until they clear their cookies, and hand a sibling
+/// subdomain a way to do that on purpose. Trying each in turn serves the session the user has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Credentials<'a> {
+    found: [&'a str; MAX_CREDENTIALS],
+    len: usize,
+}
+
+impl<'a> Credentials<'a> {
+    /// A plain scan rather than an iterator chain: this runs on every request.
+    fn of(headers: &'a HeaderMap, cookie_name: &str) -> Self {
+        let mut credentials = Credentials::default();
+        if let Some(auth) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|a| a.to_str().ok())
+        {
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            if let Some((scheme, token)) = auth.split_once(' ') {
+                if scheme.eq_ignore_ascii_case("bearer") {
+                    credentials.push(token.trim());
+                    return credentials;
                 }
             }
         }
+        for value in headers.get_all(header::COOKIE) {
+            let Ok(value) = value.to_str() else { continue };
+            for pair in value.split(';') {
+                let pair = pair.trim_start();
+                if let Some(rest) = pair.strip_prefix(cookie_name) {
+                    if let Some(v) = rest.strip_prefix('=') {
+                        if !credentials.push(v.trim_end().trim_matches('"')) {
+                            return credentials;
+                        }
+                    }
+                }
+            }
+        }
+        credentials
     }
-    None
+
+    /// Adds a non-empty value not seen yet; false once there is no room for more.
+    fn push(&mut self, value: &'a str) -> bool {
+        if !value.is_empty() && !self.iter().any(|v| v == value) {
+            self.found[self.len] = value;
+            self.len += 1;
+        }
+        self.len < MAX_CREDENTIALS
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.found[..self.len].iter().copied()
+    }
 }
 
 fn validate_username(username: &str) -> Result<(), ApiError> {
@@ -450,6 +531,12 @@ fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
         ApiError::StoreUnavailable => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        ApiError::SessionCapacity | ApiError::StoreFull => {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(FULL_RETRY_AFTER_SECS),
+            );
+        }
         ApiError::MethodNotAllowed(allowed) => {
             headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
         }
@@ -474,19 +561,104 @@ mod tests {
         assert!(Route::of("/x").is_none());
     }
 
+    fn presented(cookies: &[&'static str], authorization: Option<&'static str>) -> Vec<String> {
+        let mut h = HeaderMap::new();
+        for c in cookies {
+            h.append(header::COOKIE, HeaderValue::from_static(c));
+        }
+        if let Some(a) = authorization {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(a));
+        }
+        let credentials = Credentials::of(&h, "statelab_stateful");
+        credentials.iter().map(str::to_owned).collect()
+    }
+
     #[test]
     fn bearer_wins_over_cookie_and_cookies_are_found_among_others() {
-        let mut h = HeaderMap::new();
-        h.append(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; statelab_stateful=abc; b=2"),
+        assert_eq!(
+            presented(&["a=1; statelab_stateful=abc; b=2"], None),
+            ["abc"]
         );
-        assert_eq!(credential(&h, "statelab_stateful"), Some("abc"));
-        assert_eq!(credential(&h, "statelab_stateless"), None);
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer tok"),
+        assert!(presented(&["a=1; statelab_stateless=abc"], None).is_empty());
+        assert!(presented(&["statelab_statefulx=abc"], None).is_empty());
+        assert_eq!(
+            presented(&["statelab_stateful=abc"], Some("Bearer tok")),
+            ["tok"]
         );
-        assert_eq!(credential(&h, "statelab_stateful"), Some("tok"));
+        assert_eq!(
+            presented(&["statelab_stateful=abc"], Some("Basic dXNlcjpwYXNz")),
+            ["abc"]
+        );
+    }
+
+    #[test]
+    fn every_non_empty_value_of_our_cookie_counts_in_order() {
+        assert_eq!(
+            presented(&["statelab_stateful=; statelab_stateful=abc"], None),
+            ["abc"]
+        );
+        assert_eq!(
+            presented(&["statelab_stateful=\"\"; statelab_stateful=abc"], None),
+            ["abc"]
+        );
+        assert_eq!(
+            presented(
+                &["statelab_stateful=new; x=1", "statelab_stateful=old"],
+                None
+            ),
+            ["new", "old"]
+        );
+        assert_eq!(
+            presented(&["statelab_stateful=a; statelab_stateful=\"a\""], None),
+            ["a"],
+            "repeats are looked up once"
+        );
+        assert_eq!(
+            presented(
+                &[
+                    "statelab_stateful=1; statelab_stateful=2; statelab_stateful=3; \
+                   statelab_stateful=4; statelab_stateful=5"
+                ],
+                None
+            ),
+            ["1", "2", "3", "4"],
+            "at most MAX_CREDENTIALS"
+        );
+    }
+
+    #[test]
+    fn only_a_json_media_type_declares_json() {
+        let with = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_TYPE, HeaderValue::from_static(v));
+            }
+            declares_json(&h)
+        };
+        for yes in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON ; charset=UTF-8",
+            " application/json",
+        ] {
+            assert!(with(&[yes]), "{yes:?}");
+        }
+        for no in [
+            "text/plain",
+            "text/plain; x=application/json",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "application/json-seq",
+            "text/json",
+            "",
+        ] {
+            assert!(!with(&[no]), "{no:?}");
+        }
+        assert!(!with(&[]), "no Content-Type");
+        assert!(
+            !with(&["application/json", "text/plain"]),
+            "two Content-Types are ambiguous"
+        );
     }
 }

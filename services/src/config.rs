@@ -1,7 +1,7 @@
 //! Configuration: command-line flags with `STATELAB_*` environment fallbacks, parsed once.
 //!
 //! [`CommonArgs`] is what every service takes; each binary flattens in the arguments of its
-//! own backend ([`RedisArgs`], [`JwtArgs`]), so `--help` lists only what applies. Everything is
+//! own backend ([`MemoryArgs`], [`RedisArgs`], [`JwtArgs`]), so `--help` lists only what applies. Everything is
 //! checked before the listener is bound: a bad value is a start-up error with a clear message.
 
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::store::{JwtKey, RedisConfig};
+use crate::store::{JwtKey, MemoryConfig, RedisConfig};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -53,6 +53,32 @@ pub struct CommonArgs {
 impl CommonArgs {
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl)
+    }
+}
+
+/// How much the stateful service may hold in memory.
+#[derive(Clone, Debug, clap::Args)]
+pub struct MemoryArgs {
+    /// Most sessions this replica holds at once. Past it a login gets 503 `session_capacity`
+    /// while the sessions held keep working. A session costs about 235 bytes with a short
+    /// username and an empty cart (the default, 1,000,000, is about 235 MB) and up to about
+    /// 4.5 KB with a full cart; see docs/limits.md.
+    #[arg(long, env = "STATELAB_MAX_SESSIONS", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SESSIONS_CEILING))]
+    pub max_sessions: u64,
+}
+
+/// Highest `--max-sessions` accepted: at a few hundred bytes each, more would need tens of GB,
+/// so a larger value is a typo, not a plan.
+const MAX_SESSIONS_CEILING: u64 = 100_000_000;
+
+impl MemoryArgs {
+    pub fn config(&self, ttl: Duration) -> MemoryConfig {
+        MemoryConfig {
+            ttl,
+            // At most MAX_SESSIONS_CEILING, which fits every usize this builds for.
+            max_sessions: usize::try_from(self.max_sessions).unwrap_or(usize::MAX),
+        }
     }
 }
 

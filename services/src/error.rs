@@ -23,12 +23,18 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("the request body must be JSON, sent with Content-Type: application/json")]
+    UnsupportedMediaType,
     #[error("the cart is empty")]
     EmptyCart,
     #[error("the cart is full: at most {lines} different items and {qty} of each", lines = crate::session::MAX_CART_LINES, qty = crate::session::MAX_LINE_QTY)]
     CartFull,
     #[error("the session store is unavailable; try again shortly")]
     StoreUnavailable,
+    #[error("this replica holds as many sessions as it may; existing sessions keep working, new logins are refused until sessions end")]
+    SessionCapacity,
+    #[error("the session store is full; existing sessions keep working, new logins are refused until sessions end")]
+    StoreFull,
     #[error("could not read the request")]
     BadRequestBody,
     #[error("the request body did not arrive in time")]
@@ -45,9 +51,12 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::EmptyCart => StatusCode::CONFLICT,
             ApiError::CartFull => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable | ApiError::SessionCapacity | ApiError::StoreFull => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -62,9 +71,12 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::EmptyCart => "empty_cart",
             ApiError::CartFull => "cart_full",
             ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::SessionCapacity => "session_capacity",
+            ApiError::StoreFull => "store_full",
             ApiError::RequestTimeout => "request_timeout",
         }
     }
@@ -74,6 +86,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::CartFull => ApiError::CartFull,
+            // The store logs reaching its cap once; a line per refused login would flood the log.
+            StoreError::AtCapacity(_) => ApiError::SessionCapacity,
+            StoreError::Full(_) => ApiError::StoreFull,
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "session store unavailable");
                 ApiError::StoreUnavailable

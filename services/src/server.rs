@@ -3,6 +3,23 @@
 //! [`run`] takes a bound listener and a shutdown future rather than an address and a signal
 //! handler, so tests bind port 0 and stop a server by dropping a sender, and `main` wires the
 //! real socket and SIGTERM.
+//!
+//! # What never reaches the API
+//!
+//! hyper answers a request head it cannot parse itself, before a `Request` exists, so these
+//! answers are plain — a status line, `connection: close`, `content-length: 0`, no JSON body
+//! and no `x-replica` — and the connection is closed:
+//!
+//! | answer | when |
+//! |---|---|
+//! | 431 | more than 100 header fields, or a head over 417,792 bytes (8 KiB + 100 × 4 KiB) |
+//! | 414 | a request target over 65,534 bytes |
+//! | 400 | a malformed request line or header field |
+//!
+//! These are hyper 1's defaults (`http1::Builder::max_headers`, `max_buf_size`; the target bound
+//! is fixed). hyper writes the answer from its parser and offers no hook to shape it, and raising
+//! its limits to check them in [`App`](crate::App) instead would only move the point where the
+//! plain answer starts. They are kept: no client of this API comes near them.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -90,13 +90,21 @@ pub struct Issued {
 }
 
 /// Why a store could not do what it was asked. Request paths map these to statuses; the detail
-/// in `Unavailable` is for logs only and never reaches a client.
+/// in `Unavailable` and `Full` is for logs only and never reaches a client.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("session store unavailable: {0}")]
     Unavailable(String),
     #[error("the cart is full")]
     CartFull,
+    /// The store holds as many sessions as it is configured to: no new session until one ends.
+    /// Only a new session is refused; the ones held keep working.
+    #[error("the store holds its maximum of {0} sessions")]
+    AtCapacity(usize),
+    /// The store itself refused to grow (Redis at `maxmemory` with `noeviction`). Like
+    /// `AtCapacity` it turns away new sessions only, but the bound is the store's, not ours.
+    #[error("the session store refused to grow: {0}")]
+    Full(String),
 }
 
 /// Where sessions live: the only thing that differs between statelab's three services.

@@ -2,7 +2,7 @@
 //! loses its sessions.
 
 use clap::Parser;
-use statelab_services::config::CommonArgs;
+use statelab_services::config::{CommonArgs, MemoryArgs};
 use statelab_services::launch::launch;
 use statelab_services::store::MemoryStore;
 
@@ -12,10 +12,12 @@ use statelab_services::store::MemoryStore;
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    memory: MemoryArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let ttl = cli.common.session_ttl();
-    launch(cli.common, |metrics| Ok(MemoryStore::new(ttl, metrics)?))
+    let config = cli.memory.config(cli.common.session_ttl());
+    launch(cli.common, |metrics| Ok(MemoryStore::new(config, metrics)?))
 }

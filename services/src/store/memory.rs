@@ -5,8 +5,15 @@
 //! so concurrent requests on one session serialise and never lose a cart update. Idle sessions
 //! expire after the TTL: lazily when touched, and in bulk by a sweeper task that stops by itself
 //! once the store is dropped.
+//!
+//! The store holds at most [`MemoryConfig::max_sessions`] sessions. Without a cap, a flood of
+//! logins grows the process until the kernel kills it and every user's session with it; with
+//! one, only the logins past the cap are refused ([`StoreError::AtCapacity`]) and the sessions
+//! held keep working. A slot is reserved before a session is inserted, so concurrent logins on
+//! different shards cannot overshoot the cap between them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -54,7 +61,22 @@ struct Entry {
 struct Inner {
     shards: Vec<Mutex<Shard>>,
     ttl: Duration,
+    max_sessions: usize,
+    /// Slots taken: sessions held plus logins between reserving a slot and inserting. The
+    /// gauge mirrors the sessions held; this is the number the cap is checked against.
+    taken: AtomicUsize,
+    /// Whether reaching the cap has been logged since the store last had room to spare.
+    warned_full: AtomicBool,
     live: IntGauge,
+}
+
+/// How many sessions the store holds, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// Idle time after which a session expires.
+    pub ttl: Duration,
+    /// Most sessions held at once; a login past it is refused with [`StoreError::AtCapacity`].
+    pub max_sessions: usize,
 }
 
 /// In-memory session store. Cheap to clone; clones share the sessions.
@@ -65,18 +87,27 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     /// Creates the store and starts its sweeper on the current Tokio runtime.
-    pub fn new(ttl: Duration, metrics: &Metrics) -> Result<Self, prometheus::Error> {
+    pub fn new(config: MemoryConfig, metrics: &Metrics) -> Result<Self, prometheus::Error> {
         let live = IntGauge::new(
             "statelab_sessions_live",
             "Sessions held in this process's memory",
         )?;
         metrics.registry().register(Box::new(live.clone()))?;
+        let max = IntGauge::new(
+            "statelab_sessions_max",
+            "Most sessions this process holds; logins past it get 503 session_capacity",
+        )?;
+        max.set(i64::try_from(config.max_sessions).unwrap_or(i64::MAX));
+        metrics.registry().register(Box::new(max))?;
         let inner = Arc::new(Inner {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            ttl,
+            ttl: config.ttl,
+            max_sessions: config.max_sessions,
+            taken: AtomicUsize::new(0),
+            warned_full: AtomicBool::new(false),
             live,
         });
-        tokio::spawn(sweep(Arc::downgrade(&inner), sweep_interval(ttl)));
+        tokio::spawn(sweep(Arc::downgrade(&inner), sweep_interval(config.ttl)));
         Ok(MemoryStore { inner })
     }
 
@@ -107,15 +138,54 @@ impl Inner {
             let mut map = lock(shard);
             let before = map.len();
             map.retain(|_, e| now.duration_since(e.last_seen) < self.ttl);
-            removed += before - map.len();
+            let gone = before - map.len();
+            drop(map);
+            self.release(gone);
+            removed += gone;
         }
-        self.live.sub(removed as i64);
         removed
     }
 
+    /// Removes a session and frees its slot.
     fn remove(&self, id: &Id) {
-        if self.shard(id).remove(id).is_some() {
-            self.live.dec();
+        let removed = self.shard(id).remove(id).is_some();
+        if removed {
+            self.release(1);
+        }
+    }
+
+    /// Takes one slot for a new session, or refuses when every slot is taken.
+    fn reserve(&self) -> Result<(), StoreError> {
+        let max = self.max_sessions;
+        let reserved = self
+            .taken
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            if !self.warned_full.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    max_sessions = max,
+                    "session capacity reached: refusing new logins until sessions end"
+                );
+            }
+            return Err(StoreError::AtCapacity(max));
+        }
+        self.live.inc();
+        Ok(())
+    }
+
+    /// Frees `n` slots of sessions that are gone.
+    fn release(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let before = self.taken.fetch_sub(n, Ordering::AcqRel);
+        self.live.sub(i64::try_from(n).unwrap_or(i64::MAX));
+        // Log the next time the cap is reached only once there has been real room again, so a
+        // store hovering at its cap logs once, not once per login.
+        if before.saturating_sub(n) < self.max_sessions - self.max_sessions / 10 {
+            self.warned_full.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -165,18 +235,23 @@ impl SessionStore for MemoryStore {
     const CREDENTIAL_IN_BODY: bool = false;
 
     async fn create(&self, username: &str, replaces: Option<&str>) -> Result<Issued, StoreError> {
-        if let Some(old) = replaces.and_then(parse_id) {
-            self.inner.remove(&old);
-        }
         let credential = random_id()?;
         let id = parse_id(&credential).ok_or_else(|| StoreError::Unavailable("bad id".into()))?;
+        // A login that replaces a session this store holds takes over its slot: re-logging in
+        // never fails for want of room, and no other login can take the slot in between.
+        let old = replaces.and_then(parse_id);
+        let taken_over = old.is_some_and(|old| self.inner.shard(&old).remove(&old).is_some());
+        if !taken_over {
+            self.inner.reserve()?;
+        }
         let session = Session::new(username);
         let entry = Entry {
             session: session.clone(),
             last_seen: Instant::now(),
         };
-        if self.inner.shard(&id).insert(id, entry).is_none() {
-            self.inner.live.inc();
+        if self.inner.shard(&id).insert(id, entry).is_some() {
+            // A 128-bit random id collided: one session replaced another, one slot is free.
+            self.inner.release(1);
         }
         Ok(Issued {
             credential,
@@ -199,7 +274,8 @@ impl SessionStore for MemoryStore {
         };
         if now.duration_since(entry.last_seen) >= self.inner.ttl {
             shard.remove(&id);
-            self.inner.live.dec();
+            drop(shard);
+            self.inner.release(1);
             return Ok(None);
         }
         let taken = entry.session.apply(&change)?;
@@ -228,8 +304,12 @@ mod tests {
     use super::*;
 
     fn store(ttl: Duration) -> MemoryStore {
+        capped(ttl, 1_000)
+    }
+
+    fn capped(ttl: Duration, max_sessions: usize) -> MemoryStore {
         let metrics = Metrics::new("stateful", "test").expect("metrics");
-        MemoryStore::new(ttl, &metrics).expect("store")
+        MemoryStore::new(MemoryConfig { ttl, max_sessions }, &metrics).expect("store")
     }
 
     #[tokio::test(start_paused = true)]
@@ -268,6 +348,64 @@ mod tests {
         }
         assert!(s.is_empty());
         assert_eq!(s.inner.live.get(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_refuses_new_sessions_and_keeps_the_held_ones() {
+        let s = capped(Duration::from_secs(60), 2);
+        let a = s.create("alice", None).await.expect("create").credential;
+        let b = s.create("bob", None).await.expect("create").credential;
+        assert!(matches!(
+            s.create("carol", None).await,
+            Err(StoreError::AtCapacity(2))
+        ));
+        assert_eq!(s.len(), 2, "a refused login inserts nothing");
+        for held in [&a, &b] {
+            let applied = s.apply(held, Change::Touch).await.expect("apply");
+            assert!(applied.is_some(), "a held session keeps working at the cap");
+        }
+
+        // Re-logging in replaces a held session in its own slot.
+        let a2 = s
+            .create("alice", Some(&a))
+            .await
+            .expect("re-login at the cap");
+        assert!(s.apply(&a, Change::Touch).await.expect("apply").is_none());
+        assert_eq!(s.len(), 2);
+
+        // Logout, lazy expiry and the sweep all give slots back.
+        s.destroy(&a2.credential).await.expect("destroy");
+        let c = s.create("carol", None).await.expect("room after a logout");
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(s
+            .apply(&c.credential, Change::Touch)
+            .await
+            .expect("apply")
+            .is_none());
+        s.create("dave", None)
+            .await
+            .expect("room after a lazy expiry");
+        assert_eq!(s.sweep_now(), 1, "bob expired");
+        s.create("erin", None).await.expect("room after a sweep");
+        assert!(s.create("frank", None).await.is_err(), "full again");
+        assert_eq!(s.inner.live.get(), 2);
+        assert_eq!(s.inner.taken.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_logins_never_overshoot_the_cap() {
+        let s = capped(Duration::from_secs(60), 100);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..400 {
+            let s = s.clone();
+            tasks.spawn(async move { s.create(&format!("u{i}"), None).await.is_ok() });
+        }
+        let mut admitted = 0;
+        while let Some(ok) = tasks.join_next().await {
+            admitted += usize::from(ok.expect("task"));
+        }
+        assert_eq!(admitted, 100);
+        assert_eq!(s.len(), 100);
     }
 
     #[test]

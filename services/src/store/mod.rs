@@ -2,7 +2,7 @@
 //!
 //! | store | where the session lives | what dies with a replica | what it costs |
 //! |---|---|---|---|
-//! | [`MemoryStore`] | this process's memory | every session it holds | memory per session; sticky routing |
+//! | [`MemoryStore`] | this process's memory | every session it holds | memory per session, up to a cap; sticky routing |
 //! | [`JwtStore`] | a signed token the client carries | nothing | token bytes on every request; no revocation |
 //! | [`RedisStore`] | Redis | nothing (Redis is the dependency) | one round trip per request |
 
@@ -11,5 +11,5 @@ mod memory;
 mod redis;
 
 pub use self::jwt::{JwtKey, JwtStore};
-pub use self::memory::MemoryStore;
+pub use self::memory::{MemoryConfig, MemoryStore};
 pub use self::redis::{RedisConfig, RedisStore};

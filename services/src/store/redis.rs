@@ -8,8 +8,17 @@
 //! Redis is this design's dependency, so its failure is handled deliberately: the connection
 //! is lazy and self-healing (`ConnectionManager`), every call is bounded by a timeout, and a
 //! failure is a 503 to the client — never a hang — until Redis answers again.
+//!
+//! Redis is meant to run with `maxmemory` and `maxmemory-policy noeviction` (the lab does): once
+//! full it answers `OOM` to commands that could grow it, and that is [`StoreError::Full`], a 503
+//! `store_full`. A login is one `MULTI` whose first command is refused, so Redis discards it
+//! whole: no half-written session, and the session it replaces is not deleted either. A change to
+//! a held session still runs, because its script starts with a `PEXPIRE`, which Redis allows when
+//! full, and Redis lets a script that has written once finish; what that can add is bounded by
+//! the cart limits. An evicting policy would instead make room by deleting live sessions.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -71,7 +80,13 @@ pub struct RedisStore {
     timeout: Duration,
     apply: Script,
     errors: IntCounter,
+    /// When a refused write was last logged. Under a flood of logins every one is refused;
+    /// a line each would bury the log, so refusals are logged at most every [`FULL_LOG_EVERY`].
+    full_logged: Arc<Mutex<Option<Instant>>>,
 }
+
+/// Least time between two log lines about Redis refusing writes.
+const FULL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,6 +122,7 @@ impl RedisStore {
             timeout: config.timeout,
             apply: Script::new(APPLY_LUA),
             errors,
+            full_logged: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -125,12 +141,39 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         let outcome = match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if is_oom(&e) => {
+                self.errors.inc();
+                self.log_full(what, &e);
+                return Err(StoreError::Full(format!("{what}: {e}")));
+            }
             Ok(Err(e)) => format!("{what}: {e}"),
             Err(_) => format!("{what}: no answer within {:?}", self.timeout),
         };
         self.errors.inc();
         Err(StoreError::Unavailable(outcome))
     }
+
+    fn log_full(&self, what: &str, e: &redis::RedisError) {
+        let mut last = self
+            .full_logged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.is_none_or(|t| t.elapsed() >= FULL_LOG_EVERY) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                call = what, error = %e,
+                "redis is at maxmemory and refuses new sessions (logged at most every {FULL_LOG_EVERY:?})"
+            );
+        }
+    }
+}
+
+/// Whether Redis refused the call for want of memory (`OOM`), also inside a `MULTI` that it
+/// then discarded (`EXECABORT`, whose own message does not say why).
+fn is_oom(e: &redis::RedisError) -> bool {
+    e.clone()
+        .into_server_errors()
+        .is_some_and(|errors| errors.iter().any(|(_, server)| server.code() == "OOM"))
 }
 
 /// Rebuilds a session from the script's `field\nvalue\n...` text; `None` if the hash is not

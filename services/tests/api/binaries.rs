@@ -104,6 +104,16 @@ fn bad_flags_fail_fast_with_a_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.to_lowercase().contains("url"), "{err}");
+    for bad in ["0", "-1", "lots", "100000001"] {
+        let out = bin("stateful")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg(format!("--max-sessions={bad}"))
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "--max-sessions {bad} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--max-sessions"), "{bad}: {err}");
+    }
     let out = bin("stateful")
         .args(["--listen", "127.0.0.1:0", "--log-format", "xml"])
         .output()
@@ -145,6 +155,7 @@ async fn each_binary_serves_and_stops_on_sigterm() {
         assert_eq!(r.headers()["x-replica"], replica);
         let r = http
             .post(format!("http://{addr}/login"))
+            .header("content-type", "application/json")
             .body(r#"{"username":"alice"}"#)
             .send()
             .await

@@ -33,12 +33,15 @@ contract_tests!(
     login_rotates_the_session,
     logout_ends_the_session_where_the_design_can,
     malformed_and_invalid_input_is_400_and_loses_nothing,
+    json_bodies_need_a_json_content_type,
     oversized_bodies_are_413,
     unknown_routes_and_methods,
     a_full_cart_is_422,
     concurrent_adds_on_one_session,
     health_and_metrics,
     bearer_tokens_and_bodies,
+    duplicate_cookies_the_first_live_session_wins,
+    hypers_own_rejections_are_plain,
 );
 
 async fn whole_workflow(kind: Kind) {
@@ -282,6 +285,70 @@ async fn malformed_and_invalid_input_is_400_and_loses_nothing(kind: Kind) {
     );
 }
 
+async fn json_bodies_need_a_json_content_type(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let post = |path: &str, body: &str, content_type: Option<&str>| {
+        let req = app.http.post(app.url(path)).body(body.to_owned());
+        match content_type {
+            Some(ct) => req.header("content-type", ct),
+            None => req,
+        }
+    };
+    // What an HTML form on another site can send without a preflight, and near misses.
+    let refused = [
+        None,
+        Some("text/plain"),
+        Some("text/plain; charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonp"),
+        Some("text/json"),
+    ];
+    for ct in refused {
+        let r = app
+            .request(post("/login", r#"{"username":"mallory"}"#, ct))
+            .await;
+        r.assert_error(415, "unsupported_media_type");
+        assert_eq!(r.set_cookie(&app.cookie_name), None, "{ct:?} logged in");
+        assert_eq!(r.header("x-replica"), Some(app.replica.as_str()));
+    }
+
+    let mut u = app.user();
+    u.login("alice").await;
+    u.add("apple", 1).await;
+    for ct in refused {
+        let credential = u.credential.clone().expect("credential");
+        let req = post("/cart/items", r#"{"sku":"apple","qty":5}"#, ct)
+            .header("cookie", app.cookie(&credential));
+        app.request(req)
+            .await
+            .assert_error(415, "unsupported_media_type");
+    }
+    assert_eq!(u.get("/cart").await.body["total_qty"], 1, "nothing added");
+
+    // Parameters and case are allowed.
+    for ct in ["application/json; charset=utf-8", "Application/JSON"] {
+        let r = app
+            .request(post("/login", r#"{"username":"bob"}"#, Some(ct)))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{ct}: {}", r.text);
+    }
+
+    // Routes without a body need no Content-Type.
+    let credential = u.credential.clone().expect("credential");
+    let checkout = app
+        .request(
+            app.http
+                .post(app.url("/checkout"))
+                .header("cookie", app.cookie(&credential)),
+        )
+        .await;
+    assert_eq!(checkout.status, StatusCode::OK, "{}", checkout.text);
+    assert_eq!(qty_of(&checkout.body, "apple"), 1);
+    assert_eq!(u.get("/me").await.status, StatusCode::OK);
+    assert_eq!(u.post("/logout").await.status, StatusCode::NO_CONTENT);
+}
+
 async fn oversized_bodies_are_413(kind: Kind) {
     let options = Options {
         body_limit: 256,
@@ -308,6 +375,7 @@ async fn oversized_bodies_are_413(kind: Kind) {
     );
     let head = format!(
         "POST /cart/items HTTP/1.1\r\nhost: test\r\ncookie: {cookie}\r\n\
+         content-type: application/json\r\n\
          transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
     );
     let chunk = format!("{{\"sku\":\"apple\",\"qty\":1}}{padding}");
@@ -323,16 +391,87 @@ async fn oversized_bodies_are_413(kind: Kind) {
 
 /// Writes `request` to a fresh connection and returns the response's status line.
 async fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
+    raw_response(addr, request)
+        .await
+        .lines()
+        .next()
+        .expect("the server answered before closing")
+        .to_owned()
+}
+
+/// Writes `request` to a fresh connection and returns everything the server sends until it
+/// closes the connection.
+async fn raw_response(addr: std::net::SocketAddr, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response).await;
-    String::from_utf8_lossy(&response)
-        .lines()
-        .next()
-        .expect("the server answered before closing")
-        .to_owned()
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// A response's head, split into its status line and lower-cased header names, and its body.
+fn split_response(response: &str) -> (&str, Vec<String>, &str) {
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head in {response:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    let names = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect();
+    (status, names, body)
+}
+
+async fn hypers_own_rejections_are_plain(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let get = |target: &str, extra_headers: usize| {
+        let mut head = format!("GET {target} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n");
+        for i in 0..extra_headers {
+            head.push_str(&format!("x-filler-{i}: {i}\r\n"));
+        }
+        head + "\r\n"
+    };
+
+    // Up to the limits, our own answers: JSON, with x-replica.
+    let at_limits = [
+        get("/health", 98),                          // 100 header fields
+        get(&format!("/{}", "a".repeat(65_000)), 0), // a 65,001-byte target
+    ];
+    for request in &at_limits {
+        let response = raw_response(app.addr, request).await;
+        let (status, headers, _) = split_response(&response);
+        assert!(
+            status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.1 404"),
+            "{status}"
+        );
+        assert!(headers.iter().any(|h| h == "x-replica"), "{response:.300}");
+    }
+
+    // Past them hyper answers itself, before any request reaches the service: a bare status,
+    // no body, no x-replica, and the connection closed.
+    let past_limits = [
+        (get("/health", 99), "431"), // 101 header fields
+        (get(&format!("/{}", "a".repeat(100_000)), 0), "414"), // a 100 KB target
+        (
+            "GET /health HTTP/1.1\r\nhost test\r\n\r\n".to_owned(),
+            "400",
+        ), // no colon
+    ];
+    for (request, code) in &past_limits {
+        let response = raw_response(app.addr, request).await;
+        let (status, headers, body) = split_response(&response);
+        assert!(
+            status.starts_with(&format!("HTTP/1.1 {code} ")),
+            "{code}: {status}"
+        );
+        assert!(
+            !headers.iter().any(|h| h == "x-replica"),
+            "{code}: {headers:?}"
+        );
+        assert!(body.is_empty(), "{code}: a body: {body:?}");
+    }
 }
 
 async fn unknown_routes_and_methods(kind: Kind) {
@@ -473,6 +612,7 @@ async fn bearer_tokens_and_bodies(kind: Kind) {
             .http
             .post(app.url("/cart/items"))
             .bearer_auth(token)
+            .header("content-type", "application/json")
             .body(r#"{"sku":"apple","qty":1}"#)
             .send()
             .await
@@ -509,5 +649,105 @@ async fn bearer_tokens_and_bodies(kind: Kind) {
             StatusCode::OK,
             "the id works as a bearer credential too"
         );
+    }
+}
+
+async fn duplicate_cookies_the_first_live_session_wins(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let name = &app.cookie_name;
+    let mut alice = app.user();
+    alice.login("alice").await;
+    alice.add("apple", 1).await;
+    let a = alice.credential.clone().expect("alice's credential");
+    let mut bob = app.user();
+    bob.login("bob").await;
+    let b = bob.credential.clone().expect("bob's credential");
+    let with_cookie = |method: Method, path: &str, cookie: String| {
+        app.http
+            .request(method, app.url(path))
+            .header("cookie", cookie)
+    };
+
+    // An empty, quoted-empty or stale value before the live one does not hide it.
+    for cookie in [
+        format!("{name}=; {name}={a}"),
+        format!("{name}=\"\"; {name}={a}"),
+        format!("{name}=not-a-session; other=1; {name}={a}"),
+    ] {
+        let r = app
+            .request(with_cookie(Method::GET, "/me", cookie.clone()))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{cookie}: {}", r.text);
+        assert_eq!(r.body["username"], "alice", "{cookie}");
+    }
+    let add = with_cookie(Method::POST, "/cart/items", format!("{name}=; {name}={a}"))
+        .header("content-type", "application/json")
+        .body(r#"{"sku":"apple","qty":1}"#);
+    let r = app.request(add).await;
+    assert_eq!(qty_of(&r.body, "apple"), 2, "{}", r.text);
+
+    // Two live sessions: the first, as the browser ordered them, wins.
+    let r = app
+        .request(with_cookie(
+            Method::GET,
+            "/me",
+            format!("{name}={b}; {name}={a}"),
+        ))
+        .await;
+    assert_eq!(r.body["username"], "bob", "{}", r.text);
+
+    // No live value at all is still a 401.
+    app.request(with_cookie(
+        Method::GET,
+        "/me",
+        format!("{name}=; {name}=not-a-session"),
+    ))
+    .await
+    .assert_error(401, "unauthorized");
+
+    if kind.can_revoke() {
+        // A logged-out session's cookie left beside the live one does not hide it either.
+        let mut carol = app.user();
+        carol.login("carol").await;
+        let c = carol.credential.clone().expect("carol's credential");
+        carol.post("/logout").await;
+        let r = app
+            .request(with_cookie(
+                Method::GET,
+                "/me",
+                format!("{name}={c}; {name}={a}"),
+            ))
+            .await;
+        assert_eq!(r.body["username"], "alice", "{}", r.text);
+
+        // A logout ends every session the request names.
+        let r = app
+            .request(with_cookie(
+                Method::POST,
+                "/logout",
+                format!("{name}={b}; {name}={a}"),
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        for gone in [&a, &b] {
+            app.send(Method::GET, "/me", None, Some(gone))
+                .await
+                .assert_error(401, "unauthorized");
+        }
+
+        // So does a login: it starts one new session in place of all of them.
+        let (mut d, mut e) = (app.user(), app.user());
+        d.login("dave").await;
+        e.login("erin").await;
+        let (d, e) = (d.credential.expect("dave's"), e.credential.expect("erin's"));
+        let login = with_cookie(Method::POST, "/login", format!("{name}={d}; {name}={e}"))
+            .header("content-type", "application/json")
+            .body(r#"{"username":"frank"}"#);
+        assert_eq!(app.request(login).await.status, StatusCode::OK);
+        for gone in [&d, &e] {
+            app.send(Method::GET, "/me", None, Some(gone))
+                .await
+                .assert_error(401, "unauthorized");
+        }
     }
 }

@@ -182,6 +182,84 @@ async fn a_replica_started_before_redis_serves_once_redis_is_up() {
     assert_eq!(u.get("/me").await.body["username"], "alice");
 }
 
+/// Sends one command to the test's Redis and returns its reply.
+async fn redis_cmd<T: redis::FromRedisValue>(app: &TestApp, args: &[&str]) -> T {
+    let mut conn = app.redis.as_ref().expect("redis").connection().await;
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refuses_new_logins_and_keeps_every_session() {
+    let app = spawn_app(Kind::Externalized).await;
+    let mut alice = app.user();
+    alice.login("alice").await;
+    alice.add("apple", 2).await;
+    let pattern = format!("{}*", app.redis_prefix);
+
+    // The lab's policy, with a bound every write is already over.
+    let _: () = redis_cmd(&app, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]).await;
+    let _: () = redis_cmd(&app, &["CONFIG", "SET", "maxmemory", "1"]).await;
+
+    let mut bob = app.user();
+    let refused = bob
+        .send(Method::POST, "/login", Some(r#"{"username":"bob"}"#))
+        .await;
+    refused.assert_error(503, "store_full");
+    assert_eq!(refused.header("retry-after"), Some("30"));
+    assert_eq!(refused.header("x-replica"), Some(app.replica.as_str()));
+    assert_eq!(
+        refused.set_cookie(&app.cookie_name),
+        None,
+        "no session handed out"
+    );
+    for internal in ["OOM", "maxmemory"] {
+        assert!(
+            !refused.text.contains(internal),
+            "detail leaked: {}",
+            refused.text
+        );
+    }
+    let keys: Vec<String> = redis_cmd(&app, &["KEYS", &pattern]).await;
+    assert_eq!(keys.len(), 1, "nothing half-written: {keys:?}");
+
+    // Alice logging in again is refused too, and her session is not lost on the way.
+    let kept = alice.credential.clone();
+    alice
+        .send(Method::POST, "/login", Some(r#"{"username":"alice"}"#))
+        .await
+        .assert_error(503, "store_full");
+    assert_eq!(alice.credential, kept);
+    let cart = alice.get("/cart").await;
+    assert_eq!(cart.status, StatusCode::OK, "{}", cart.text);
+    assert_eq!(qty_of(&cart.body, "apple"), 2);
+    assert_eq!(alice.get("/me").await.body["username"], "alice");
+    // Changes to a held session still run: Redis refuses growth only to a script's first write.
+    assert_eq!(qty_of(&alice.add("apple", 1).await.body, "apple"), 3);
+    assert_eq!(alice.post("/checkout").await.status, StatusCode::OK);
+    assert_eq!(
+        app.send(Method::GET, "/health", None, None).await.status,
+        StatusCode::OK,
+        "a full Redis still serves every held session: the replica stays in its pool"
+    );
+    assert_eq!(alice.post("/logout").await.status, StatusCode::NO_CONTENT);
+    let keys: Vec<String> = redis_cmd(&app, &["KEYS", &pattern]).await;
+    assert!(
+        keys.is_empty(),
+        "logout deletes even when Redis is full: {keys:?}"
+    );
+
+    // Room again: logins work without a restart.
+    let _: () = redis_cmd(&app, &["CONFIG", "SET", "maxmemory", "0"]).await;
+    bob.login("bob").await;
+    assert_eq!(bob.get("/me").await.body["username"], "bob");
+}
+
 /// Polls `/health` until the service reports its store reachable again.
 async fn wait_healthy(app: &TestApp) {
     eventually(

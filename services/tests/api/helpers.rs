@@ -10,7 +10,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use statelab_services::api::{App, Settings};
 use statelab_services::metrics::Metrics;
-use statelab_services::store::{JwtKey, JwtStore, MemoryStore, RedisConfig, RedisStore};
+use statelab_services::store::{
+    JwtKey, JwtStore, MemoryConfig, MemoryStore, RedisConfig, RedisStore,
+};
 use statelab_services::SessionStore;
 use statelab_test_support::RedisServer;
 use tokio::sync::oneshot;
@@ -55,6 +57,8 @@ pub struct Options {
     pub redis_timeout: Duration,
     /// Whether the externalized service's Redis is running when the service starts.
     pub redis_up: bool,
+    /// The stateful service's cap on sessions held.
+    pub max_sessions: usize,
 }
 
 impl Default for Options {
@@ -64,6 +68,7 @@ impl Default for Options {
             body_limit: 1024,
             redis_timeout: Duration::from_millis(500),
             redis_up: true,
+            max_sessions: 10_000,
         }
     }
 }
@@ -107,7 +112,11 @@ pub async fn spawn_app_with(kind: Kind, options: Options) -> TestApp {
     let redis_prefix = format!("test{}-{n}:", std::process::id());
     let cookie_name = match kind {
         Kind::Stateful => {
-            let store = MemoryStore::new(options.session_ttl, &metrics).expect("store");
+            let config = MemoryConfig {
+                ttl: options.session_ttl,
+                max_sessions: options.max_sessions,
+            };
+            let store = MemoryStore::new(config, &metrics).expect("store");
             serve(listener, store, settings, metrics, shutdown, grace)
         }
         Kind::Stateless => {
@@ -220,9 +229,21 @@ impl TestApp {
                 .body(body.to_owned());
         }
         if let Some(value) = cookie {
-            req = req.header("cookie", format!("{}={value}", self.cookie_name));
+            req = req.header("cookie", self.cookie(value));
         }
+        self.request(req).await
+    }
+
+    /// `Cookie` header text carrying `value` as our session cookie.
+    pub fn cookie(&self, value: &str) -> String {
+        format!("{}={value}", self.cookie_name)
+    }
+
+    /// Sends a request built on [`TestApp::http`] as it is, for the tests that need headers
+    /// [`send`](Self::send) does not write, and reads the reply.
+    pub async fn request(&self, req: reqwest::RequestBuilder) -> Reply {
         let response = req.send().await.expect("request");
+        let path = response.url().path().to_owned();
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");

@@ -1,7 +1,8 @@
 //! Integration tests for the three services, in one test binary.
 //!
 //! - `contract`: the API contract, written once and run against every design.
-//! - `stateless`, `externalized`: what only one design does (JWT forgery, Redis outages).
+//! - `stateful`, `stateless`, `externalized`: what only one design does (the session cap, JWT
+//!   forgery, Redis outages).
 //! - `binaries`: the real executables: configuration errors, SIGTERM.
 //!
 //! `helpers` starts a service in-process on an ephemeral port (and, for the externalized one,
@@ -11,4 +12,5 @@ mod binaries;
 mod contract;
 mod externalized;
 mod helpers;
+mod stateful;
 mod stateless;

@@ -1,0 +1,59 @@
+//! What only the in-memory design does: it holds a bounded number of sessions, and a login past
+//! the bound is refused while the sessions held keep working.
+
+use reqwest::{Method, StatusCode};
+
+use crate::helpers::{qty_of, spawn_app_with, Kind, Options};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_past_the_cap_are_503_and_held_sessions_keep_working() {
+    let options = Options {
+        max_sessions: 3,
+        ..Options::default()
+    };
+    let app = spawn_app_with(Kind::Stateful, options).await;
+    let mut held = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let mut u = app.user();
+        u.login(name).await;
+        u.add("apple", 1).await;
+        held.push(u);
+    }
+
+    let mut dave = app.user();
+    let refused = dave
+        .send(Method::POST, "/login", Some(r#"{"username":"dave"}"#))
+        .await;
+    refused.assert_error(503, "session_capacity");
+    assert_eq!(refused.header("retry-after"), Some("30"));
+    assert_eq!(refused.header("x-replica"), Some(app.replica.as_str()));
+    assert_eq!(
+        refused.set_cookie(&app.cookie_name),
+        None,
+        "no session handed out"
+    );
+    dave.get("/me").await.assert_error(401, "unauthorized");
+
+    for u in &mut held {
+        let cart = u.add("apple", 1).await;
+        assert_eq!(cart.status, StatusCode::OK, "{}", cart.text);
+        assert_eq!(qty_of(&cart.body, "apple"), 2);
+    }
+    // Logging in again replaces the held session in place, so it works at the cap.
+    let alice = &mut held[0];
+    alice.login("alice").await;
+    assert_eq!(alice.get("/cart").await.body["total_qty"], 0);
+
+    // A logout frees a slot for the next login.
+    assert_eq!(held[1].post("/logout").await.status, StatusCode::NO_CONTENT);
+    dave.login("dave").await;
+    assert_eq!(dave.get("/me").await.body["username"], "dave");
+
+    let metrics = app.send(Method::GET, "/metrics", None, None).await.text;
+    assert!(metrics.contains("statelab_sessions_live 3"), "{metrics}");
+    assert!(metrics.contains("statelab_sessions_max 3"), "{metrics}");
+    assert!(
+        metrics.contains(r#"statelab_requests_total{route="/login",status="503"} 1"#),
+        "{metrics}"
+    );
+}
