@@ -173,7 +173,8 @@ impl ProxyFault {
     }
 }
 
-fn json_error(error: &str, message: &str) -> Bytes {
+/// The project's error body: `{"error": ..., "message": ...}`.
+pub(crate) fn json_error(error: &str, message: &str) -> Bytes {
     Bytes::from(serde_json::json!({ "error": error, "message": message }).to_string())
 }
 
