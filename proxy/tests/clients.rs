@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use statelab_test_support::eventually;
-use support::{backends, spawn_proxy, PoolSpec};
+use support::{backends, client_from, spawn_proxy, PoolSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -424,6 +424,35 @@ async fn beyond_the_connection_limit_a_client_gets_503_and_a_slot_frees_on_close
             .map(|_| ())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_internals_are_not_served_on_the_public_listener() {
+    let b = backends("stateful", 1).await;
+    let proxy = spawn_proxy(&[PoolSpec::new("stateful", "cookie", &b)], "").await;
+    let client = client_from(None);
+    for path in [
+        "/stateful/metrics",
+        "/stateful/metrics?format=text",
+        "/stateful//metrics",
+        "/stateful/%6detrics",
+        "/stateful/x/../metrics",
+        "/stateful/health/details",
+        "/stateful/debug/vars",
+    ] {
+        let r = proxy.get(&client, path, None).await;
+        assert_eq!(r.status, 404, "{path}");
+        let body: serde_json::Value = serde_json::from_str(&r.body).expect("a JSON 404");
+        assert_eq!(body["error"], "not_found", "{path}");
+        assert!(body["message"].is_string(), "{path}");
+    }
+    assert_eq!(b[0].hits(), 0, "none of them reached the replica");
+    // The pool's plain health answer and the API stay public.
+    assert_eq!(
+        proxy.get(&client, "/stateful/health", None).await.status,
+        200
+    );
+    assert_eq!(proxy.get(&client, "/stateful/me", None).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
