@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use statelab_test_support::eventually;
-use support::{backends, client_from, spawn_proxy, PoolSpec};
+use statelab_test_support::{eventually, workspace_root};
+use support::{backends, client_from, spawn_proxy, spawn_proxy_with, PoolSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 /// One response as read off the wire.
 #[derive(Debug)]
@@ -477,4 +477,123 @@ async fn the_admin_apis_405_names_the_allowed_methods() {
             "{method} {path}: Allow = {allow:?}"
         );
     }
+}
+
+/// A replica that answers every request but its health check with `503` and `Retry-After`, as a
+/// service does when its store is down.
+async fn unavailable_replica() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("its address");
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let health = buf.starts_with(b"GET /health ");
+                    buf.drain(..end + 4);
+                    let answer: &[u8] = if health {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n"
+                    } else {
+                        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nx-replica: down-1\r\n\
+                          content-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicas_own_503_reaches_the_client_and_is_not_retried() {
+    let b = backends("stateless", 1).await;
+    let (down, _task) = unavailable_replica().await;
+    let mut pool = PoolSpec::new("stateless", "round-robin", &b);
+    pool.replicas.push(("down-1", down));
+    let proxy = spawn_proxy(&[pool], "").await;
+    let client = client_from(None);
+    let mut unavailable = 0;
+    for _ in 0..10 {
+        let r = proxy.get(&client, "/stateless/me", None).await;
+        if r.status == 503 {
+            unavailable += 1;
+            assert_eq!(r.replica.as_deref(), Some("down-1"));
+            assert_eq!(r.headers["retry-after"], "1");
+        } else {
+            assert_eq!(r.replica.as_deref(), Some("stateless-1"));
+        }
+    }
+    assert_eq!(unavailable, 5, "round-robin: every other request");
+    assert_eq!(b[0].hits(), 5, "no 503 was retried on the other replica");
+}
+
+/// The lab's `retry.read_timeout_ms`, as committed for the compose lab (checked against the
+/// lab's model by `lab/tests/committed.rs`); the proxy's default when the file leaves it out.
+fn lab_read_timeout_ms() -> i64 {
+    let text = std::fs::read_to_string(workspace_root().join("deploy/proxy.toml"))
+        .expect("read deploy/proxy.toml");
+    let file: toml::Value = text.parse().expect("deploy/proxy.toml parses");
+    file.get("retry")
+        .and_then(|r| r.get("read_timeout_ms"))
+        .and_then(toml::Value::as_integer)
+        .unwrap_or(30_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_labs_timeouts_a_frozen_replica_delays_no_get_beyond_about_two_seconds() {
+    let b = backends("stateless", 3).await;
+    let proxy = spawn_proxy_with(
+        &[PoolSpec::new("stateless", "round-robin", &b)],
+        "",
+        &format!("read_timeout_ms = {}", lab_read_timeout_ms()),
+    )
+    .await;
+
+    // 50 requests a second from independent clients; one replica freezes a second in.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let url = proxy.url("/stateless/me");
+        let at = started + Duration::from_millis(20 * i);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let t = Instant::now();
+            let r = client_from(None).get(url).send().await;
+            (r.map(|r| r.status().as_u16()), t.elapsed())
+        }));
+        if i == 50 {
+            b[1].set_frozen(true);
+        }
+    }
+    let mut longest = Duration::ZERO;
+    let mut failed = Vec::new();
+    for t in tasks {
+        let (status, took) = t.await.expect("a request task");
+        longest = longest.max(took);
+        match status {
+            Ok(200) => {}
+            other => failed.push(format!("{other:?}")),
+        }
+    }
+    println!("longest request with one frozen replica: {longest:?}");
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(
+        longest < Duration::from_millis(2600),
+        "a request took {longest:?} because one replica froze"
+    );
+    assert!(
+        longest >= Duration::from_millis(500),
+        "no request ever waited on the frozen replica ({longest:?})"
+    );
 }
