@@ -260,10 +260,18 @@ fn lab_health() -> HealthSection {
     }
 }
 
+/// The services answer in milliseconds, so a replica silent for 2 s is frozen or lost: the
+/// request fails over (a GET is retried on another replica, anything else gets `504`) instead of
+/// waiting out the proxy's general 30 s default. It stays above the services' own bounded wait
+/// (`--redis-timeout-ms`, 1 s per Redis call by default), so a replica's clean `503` with
+/// `Retry-After` during a Redis outage reaches the client as such, never as the proxy's `504`.
+pub const LAB_READ_TIMEOUT_MS: u64 = 2000;
+
 fn lab_retry() -> RetrySection {
     RetrySection {
         max_retries: 2,
         eject_ms: 2000,
+        read_timeout_ms: LAB_READ_TIMEOUT_MS,
         ..RetrySection::default()
     }
 }

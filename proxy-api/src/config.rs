@@ -40,6 +40,18 @@ pub struct ServerSection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub affinity_secret: Option<String>,
     pub upstream_keepalive: usize,
+    /// A client connection idle this long between requests is closed: idle connections cost
+    /// memory and a file descriptor each, and nothing else would ever close them.
+    pub client_keepalive_timeout_ms: u64,
+    /// A client must send a complete request header within this long (counted from its first
+    /// byte, or from the connection's accept for its first request); a per-read timeout alone
+    /// never ends a client that trickles a byte at a time.
+    pub client_header_timeout_ms: u64,
+    /// Largest request header (request line and header fields) a client may send.
+    pub max_request_header_bytes: usize,
+    /// Client connections open at once; one more is answered `503` and closed, so a flood of
+    /// connections meets a known ceiling instead of the process's file-descriptor limit.
+    pub max_client_connections: usize,
 }
 
 impl Default for ServerSection {
@@ -53,6 +65,10 @@ impl Default for ServerSection {
             shutdown_timeout_seconds: 1,
             affinity_secret: None,
             upstream_keepalive: 256,
+            client_keepalive_timeout_ms: 60_000,
+            client_header_timeout_ms: 10_000,
+            max_request_header_bytes: 32 * 1024,
+            max_client_connections: 10_000,
         }
     }
 }
@@ -70,6 +86,13 @@ impl fmt::Debug for ServerSection {
             .field("shutdown_timeout_seconds", &self.shutdown_timeout_seconds)
             .field("affinity_secret", &redacted(&self.affinity_secret))
             .field("upstream_keepalive", &self.upstream_keepalive)
+            .field(
+                "client_keepalive_timeout_ms",
+                &self.client_keepalive_timeout_ms,
+            )
+            .field("client_header_timeout_ms", &self.client_header_timeout_ms)
+            .field("max_request_header_bytes", &self.max_request_header_bytes)
+            .field("max_client_connections", &self.max_client_connections)
             .finish()
     }
 }

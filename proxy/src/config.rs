@@ -66,6 +66,30 @@ pub struct ServerConfig {
     pub affinity_secret: Option<String>,
     /// Idle upstream connections kept per proxy thread.
     pub upstream_keepalive: usize,
+    /// What a client connection may cost: see [`ClientLimits`].
+    pub client: ClientLimits,
+}
+
+/// The bounds on client connections, enforced below pingora's HTTP layer by
+/// [`crate::front::FrontDoor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Idle time between two requests on one connection before it is closed.
+    pub keepalive_timeout: Duration,
+    /// Total time to receive a request header, from its first byte (from accept for a
+    /// connection's first request): a client trickling bytes cannot hold a connection longer.
+    pub header_timeout: Duration,
+    /// Largest request header accepted.
+    pub max_header_bytes: usize,
+    /// Client connections open at once.
+    pub max_connections: usize,
+}
+
+impl ClientLimits {
+    /// pingora refuses request headers beyond about 1 MiB itself; a larger limit would be a lie.
+    pub const MAX_HEADER_BYTES_CEILING: usize = 1024 * 1024 - 1;
+    /// The smallest header limit that still fits ordinary requests with a few cookies.
+    pub const MAX_HEADER_BYTES_FLOOR: usize = 1024;
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -86,6 +110,7 @@ impl std::fmt::Debug for ServerConfig {
                 &format_args!("{}", redacted(&self.affinity_secret)),
             )
             .field("upstream_keepalive", &self.upstream_keepalive)
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -198,6 +223,25 @@ impl Config {
                 "server.listen and server.admin_listen are both {listen}; they need different addresses"
             ));
         }
+        if s.client_keepalive_timeout_ms == 0 || s.client_header_timeout_ms == 0 {
+            return invalid(
+                "server.client_keepalive_timeout_ms and server.client_header_timeout_ms must be positive"
+                    .into(),
+            );
+        }
+        let header_range =
+            ClientLimits::MAX_HEADER_BYTES_FLOOR..=ClientLimits::MAX_HEADER_BYTES_CEILING;
+        if !header_range.contains(&s.max_request_header_bytes) {
+            return invalid(format!(
+                "server.max_request_header_bytes = {} must be between {} and {}",
+                s.max_request_header_bytes,
+                header_range.start(),
+                header_range.end()
+            ));
+        }
+        if s.max_client_connections == 0 {
+            return invalid("server.max_client_connections must be at least 1".into());
+        }
         let server = ServerConfig {
             listen,
             admin_listen,
@@ -207,6 +251,12 @@ impl Config {
             shutdown_timeout: Duration::from_secs(s.shutdown_timeout_seconds),
             affinity_secret: s.affinity_secret,
             upstream_keepalive: s.upstream_keepalive,
+            client: ClientLimits {
+                keepalive_timeout: Duration::from_millis(s.client_keepalive_timeout_ms),
+                header_timeout: Duration::from_millis(s.client_header_timeout_ms),
+                max_header_bytes: s.max_request_header_bytes,
+                max_connections: s.max_client_connections,
+            },
         };
 
         let h = file.health;
@@ -358,6 +408,10 @@ mod tests {
         assert_eq!(c.server.admin_listen.port(), 8081);
         assert_eq!(c.server.grace_period, Duration::from_secs(5));
         assert_eq!(c.retry.read_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.client.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.client.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.client.max_header_bytes, 32 * 1024);
+        assert_eq!(c.server.client.max_connections, 10_000);
         let names: Vec<_> = c
             .pools
             .iter()
@@ -492,6 +546,9 @@ mod tests {
                 .contains("server.admin_listen")
         );
         assert!(err("[retry]\nread_timeout_ms = 0").contains("retry.read_timeout_ms"));
+        assert!(err("[server]\nclient_header_timeout_ms = 0").contains("client_header_timeout_ms"));
+        assert!(err("[server]\nmax_request_header_bytes = 10").contains("max_request_header_bytes"));
+        assert!(err("[server]\nmax_client_connections = 0").contains("max_client_connections"));
         assert!(err("this is not toml").contains("invalid config file"));
     }
 }

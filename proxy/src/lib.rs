@@ -12,6 +12,8 @@
 //!   `Consistent` selections, cookie adds the affinity layer; replicas are named by `ReplicaId`;
 //! - [`pool`]: pools, replicas and their live state (health, drain, passive ejection, counters);
 //! - [`health`]: active HTTP health checks with rise/fall thresholds;
+//! - [`front`]: the listener's connection loop below pingora's HTTP layer: connection cap, idle
+//!   and header deadlines, header checks, pipelined requests served in order;
 //! - [`proxy`]: the `ProxyHttp` filters (routing, retries on another replica, 503 when none) and
 //!   the classification of a failed request into the proxy's own answer (`ProxyFault`);
 //! - [`admin`]: `/admin/...` and `/metrics`;
@@ -22,13 +24,15 @@
 
 pub mod admin;
 pub mod config;
+pub mod front;
 pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod strategy;
 
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -59,9 +63,16 @@ pub fn build_server(config: &Config) -> Server {
     let pools = pool::Pools::new(config, &metrics);
 
     let logic = proxy::StatelabProxy::new(pools.clone(), metrics.clone(), config.retry.max_retries);
-    let mut proxy_service =
-        http_proxy_service_with_name(&server.configuration, logic, "statelab proxy");
-    proxy_service.add_tcp(&config.server.listen.to_string());
+    let mut http = HttpProxy::new(logic, server.configuration.clone());
+    http.handle_init_modules();
+    let front = front::FrontDoor::new(http, config.server.client, metrics.clone());
+    let mut proxy_service = Service::new("statelab proxy".to_string(), front);
+    // No pingora read buffer (64 KiB per connection by default): the front door reads each
+    // request header itself, into a buffer it holds only while a request is arriving.
+    proxy_service.add_listener(
+        ListenerConfig::tcp(config.server.listen.to_string())
+            .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+    );
 
     let mut admin_service = Service::new(
         "statelab admin".to_string(),

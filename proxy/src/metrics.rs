@@ -5,7 +5,8 @@
 //! start-up and kept on the replica, so the request path does no label hashing for them.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Who produced a response's status: the `origin` label of `statelab_proxy_requests_total`.
@@ -39,6 +40,8 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     /// 1 when the replica passes its health checks.
     pub replica_healthy: IntGaugeVec,
+    /// Client connections open on the public listener (at most `server.max_client_connections`).
+    pub client_connections: IntGauge,
 }
 
 impl Default for Metrics {
@@ -86,11 +89,17 @@ impl Metrics {
             &["pool", "replica"],
         )
         .expect("static metric definition");
+        let client_connections = IntGauge::new(
+            "statelab_proxy_client_connections",
+            "Client connections open on the public listener.",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upstream_latency.clone()),
             Box::new(retries.clone()),
             Box::new(replica_healthy.clone()),
+            Box::new(client_connections.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -100,6 +109,7 @@ impl Metrics {
             upstream_latency,
             retries,
             replica_healthy,
+            client_connections,
         }
     }
 

@@ -35,6 +35,8 @@ pub struct StatelabProxy {
     max_retries: u32,
     /// The 404 body, naming the configured prefixes; built once.
     not_found: Bytes,
+    /// The 404 body for a replica's internal endpoints.
+    internal: Bytes,
 }
 
 impl StatelabProxy {
@@ -48,11 +50,16 @@ impl StatelabProxy {
             "not_found",
             &format!("no pool serves this path; use {}", prefixes.join(", ")),
         );
+        let internal = json_error(
+            "not_found",
+            "replica metrics and diagnostics are not served through the proxy",
+        );
         Self {
             pools,
             metrics,
             max_retries,
             not_found,
+            internal,
         }
     }
 }
@@ -173,7 +180,51 @@ impl ProxyFault {
     }
 }
 
-fn json_error(error: &str, message: &str) -> Bytes {
+/// Whether a path (after the pool prefix) names a replica's operator endpoint: its Prometheus
+/// `/metrics`, `/debug/...`, or anything below `/health` (the plain `/health` answer, up or down,
+/// stays public: clients and the lab probe a pool through it). These stay on each replica's own
+/// port. The path is normalised first (percent-decoded, empty and dot segments resolved, case
+/// folded), so no other spelling of it reaches a replica.
+pub(crate) fn is_replica_internal(path: &str) -> bool {
+    let mut segments: Vec<String> = Vec::new();
+    for segment in percent_decode(path).split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s.to_ascii_lowercase()),
+        }
+    }
+    match segments.first().map(String::as_str) {
+        Some("metrics" | "debug") => true,
+        Some("health") => segments.len() > 1,
+        _ => false,
+    }
+}
+
+/// `%XX` escapes decoded (invalid ones kept as they are); bytes that are not UTF-8 replaced.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The project's error body: `{"error": ..., "message": ...}`.
+pub(crate) fn json_error(error: &str, message: &str) -> Bytes {
     Bytes::from(serde_json::json!({ "error": error, "message": message }).to_string())
 }
 
@@ -282,6 +333,18 @@ impl ProxyHttp for StatelabProxy {
         };
         let pool = &self.pools.pools[p];
         ctx.pool = Some(p);
+        let rest = session
+            .req_header()
+            .uri
+            .path()
+            .get(pool.prefix.len()..)
+            .unwrap_or("");
+        if is_replica_internal(rest) {
+            ctx.refusal = Some(Refusal::NoRoute);
+            ctx.origin = Origin::Proxy;
+            respond_json(session, 404, self.internal.clone()).await?;
+            return Ok(true);
+        }
         ctx.strategy = pool.strategy();
         let client = Client {
             peer: Self::peer_ip(session, ctx),
@@ -610,6 +673,36 @@ mod tests {
             &ErrorType::HTTPStatus(503),
         );
         assert_eq!((none, none.status()), (ProxyFault::NoReplica, 503));
+    }
+
+    #[test]
+    fn replica_internals_are_recognised_in_any_spelling() {
+        for internal in [
+            "/metrics",
+            "/metrics/",
+            "//metrics",
+            "/./metrics",
+            "/x/../metrics",
+            "/%6detrics",
+            "/%6Detrics",
+            "/METRICS",
+            "/health/details",
+            "/debug/pprof",
+        ] {
+            assert!(is_replica_internal(internal), "{internal}");
+        }
+        for public in [
+            "/health",
+            "/",
+            "",
+            "/me",
+            "/cart/items",
+            "/metricsx",
+            "/%zz",
+            "/%",
+        ] {
+            assert!(!is_replica_internal(public), "{public}");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! (switchable), every response carries `x-replica: <name>`, and it echoes what the proxy sent
 //! (`x-path`, `x-xff`, `x-xfp`, `x-body-len`) so tests can check the rewrite. `/slow` waits before answering,
 //! to have a request in flight on demand; a silent backend passes its health checks and never
-//! answers anything else. Killing it closes the listener and every connection.
+//! answers anything else; a frozen one answers nothing at all. Killing it closes the listener and
+//! every connection.
 //!
 //! It is hand-written HTTP rather than a server framework so that what the proxy
 //! sees is exactly what a test asks for (a silent replica, a connection cut mid-request), and so
@@ -29,6 +30,9 @@ pub struct BackendState {
     pub in_flight: AtomicU64,
     /// When set, non-health requests are read and never answered (the connection stays open).
     pub silent: AtomicBool,
+    /// When set, every request, health checks included, is read and never answered: a process
+    /// stopped with SIGSTOP, whose kernel still accepts connections.
+    pub frozen: AtomicBool,
 }
 
 /// A running backend; dropping it (or `kill`) stops it.
@@ -70,6 +74,12 @@ impl Backend {
     /// Keeps passing health checks but leaves every other request unanswered.
     pub fn set_silent(&self, silent: bool) {
         self.state.silent.store(silent, Ordering::SeqCst);
+    }
+
+    /// Stops answering anything, health checks included, until thawed; requests already waiting
+    /// stay unanswered.
+    pub fn set_frozen(&self, frozen: bool) {
+        self.state.frozen.store(frozen, Ordering::SeqCst);
     }
 
     pub fn hits(&self) -> u64 {
@@ -157,6 +167,11 @@ async fn connection(mut stream: TcpStream, name: String, state: Arc<BackendState
         let target = parts.next().unwrap_or("/");
         let close = header(&head, "connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let path = target.split('?').next().unwrap_or("/");
+        if state.frozen.load(Ordering::SeqCst) {
+            let mut sink = [0u8; 512];
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            return;
+        }
 
         let (status, body): (&str, &[u8]) = if path == "/health" {
             if state.healthy.load(Ordering::SeqCst) {

@@ -1,0 +1,599 @@
+//! What a client connection may cost the proxy, and what the public listener answers to requests
+//! that are idle, slow, pipelined, malformed or aimed at a replica's internals. Raw TCP where a
+//! test needs bytes that an HTTP client library would not send; every wait is bounded.
+
+#[allow(dead_code)] // each test binary uses its own part of the harness
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use statelab_test_support::{eventually, workspace_root};
+use support::{backends, client_from, spawn_proxy, spawn_proxy_with, PoolSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// One response as read off the wire.
+#[derive(Debug)]
+struct Wire {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Wire {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// The first complete response in `bytes`.
+fn parse_one(bytes: &[u8]) -> Option<Wire> {
+    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let len: usize = headers
+        .get("content-length")
+        .map_or(Some(0), |v| v.parse().ok())?;
+    let body = bytes.get(head_end..head_end + len)?;
+    Some(Wire {
+        status,
+        headers,
+        body: String::from_utf8_lossy(body).into_owned(),
+    })
+}
+
+/// A raw client connection that keeps what it read past one response.
+struct Raw {
+    stream: TcpStream,
+    pending: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the proxy");
+        Raw {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("write a request");
+    }
+
+    /// Reads once into `pending`; 0 at end of stream (a reset counts as the end too).
+    async fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 4096];
+        match self.stream.read(&mut chunk).await {
+            Ok(n) => {
+                self.pending.extend_from_slice(&chunk[..n]);
+                n
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// The next complete response, or `None` if the connection ends first; panics after `within`.
+    async fn response(&mut self, within: Duration) -> Option<Wire> {
+        tokio::time::timeout(within, async {
+            let head_end = loop {
+                if let Some(i) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+                if self.fill().await == 0 {
+                    return None;
+                }
+            };
+            let head = String::from_utf8_lossy(&self.pending[..head_end]).into_owned();
+            let mut lines = head.split("\r\n");
+            let status = lines
+                .next()
+                .and_then(|l| l.split(' ').nth(1))
+                .and_then(|s| s.parse().ok())
+                .expect("a status line");
+            let headers: HashMap<String, String> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            let len: usize = headers
+                .get("content-length")
+                .map(|v| v.parse().expect("a numeric content-length"))
+                .unwrap_or(0);
+            while self.pending.len() < head_end + len {
+                if self.fill().await == 0 {
+                    return None;
+                }
+            }
+            let body =
+                String::from_utf8_lossy(&self.pending[head_end..head_end + len]).into_owned();
+            self.pending.drain(..head_end + len);
+            Some(Wire {
+                status,
+                headers,
+                body,
+            })
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no response within {within:?}"))
+    }
+
+    /// Waits for the proxy to close the connection; the time it took.
+    async fn closed_within(&mut self, within: Duration) -> Duration {
+        let t = Instant::now();
+        tokio::time::timeout(within, async {
+            while self.fill().await > 0 {
+                assert!(
+                    self.pending.len() < 64 * 1024,
+                    "the proxy keeps sending: {:?}",
+                    String::from_utf8_lossy(&self.pending)
+                );
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the connection was still open after {within:?}"));
+        t.elapsed()
+    }
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let b = backends("stateless", 1).await;
+    let proxy = spawn_proxy(
+        &[PoolSpec::new("stateless", "round-robin", &b)],
+        "client_keepalive_timeout_ms = 400\nclient_header_timeout_ms = 5000",
+    )
+    .await;
+    let mut c = Raw::connect(proxy.addr).await;
+    for _ in 0..2 {
+        c.send(get("/stateless/health").as_bytes()).await;
+        let r = c.response(Duration::from_secs(5)).await.expect("an answer");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("connection"), Some("keep-alive"));
+    }
+    // Silent after the answer: closed once idle for the timeout, not before.
+    let idle = c.closed_within(Duration::from_secs(5)).await;
+    assert!(idle >= Duration::from_millis(300), "closed after {idle:?}");
+    assert!(c.pending.is_empty(), "an idle close sends nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_or_missing_header_is_cut_off_at_the_header_deadline() {
+    let b = backends("stateless", 1).await;
+    let proxy = spawn_proxy(
+        &[PoolSpec::new("stateless", "round-robin", &b)],
+        "client_keepalive_timeout_ms = 60000\nclient_header_timeout_ms = 600",
+    )
+    .await;
+
+    // One byte every 100 ms: every read is prompt, the header as a whole is not.
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for byte in get("/stateless/me").into_bytes() {
+            if wr.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            // Paces the trickle; nothing waits on it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Keep the write half open until the proxy has answered.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut answer))
+        .await
+        .expect("the proxy closes the connection")
+        .ok();
+    let took = started.elapsed();
+    trickle.abort();
+    assert!(took < Duration::from_secs(3), "cut off after {took:?}");
+    assert!(took >= Duration::from_millis(500), "cut off after {took:?}");
+    let r = parse_one(&answer).expect("a 408 before the close");
+    assert_eq!(r.status, 408, "{r:?}");
+    assert_eq!(r.json()["error"], "request_timeout");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(b[0].hits(), 0, "a partial request is never forwarded");
+
+    // A connection that never sends a byte is closed, silently, after the same deadline.
+    let mut quiet = Raw::connect(proxy.addr).await;
+    let waited = quiet.closed_within(Duration::from_secs(5)).await;
+    assert!(
+        waited >= Duration::from_millis(500),
+        "closed after {waited:?}"
+    );
+    assert!(quiet.pending.is_empty());
+
+    // After a complete request, the idle timeout (here a minute) applies, not the header one.
+    let mut kept = Raw::connect(proxy.addr).await;
+    kept.send(get("/stateless/me").as_bytes()).await;
+    assert_eq!(
+        kept.response(Duration::from_secs(5))
+            .await
+            .expect("an answer")
+            .status,
+        200
+    );
+    let still_open = tokio::time::timeout(Duration::from_millis(1500), kept.fill()).await;
+    assert!(
+        still_open.is_err(),
+        "an idle kept-alive connection was closed early"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let b = backends("stateless", 2).await;
+    let proxy = spawn_proxy(&[PoolSpec::new("stateless", "round-robin", &b)], "").await;
+    let mut c = Raw::connect(proxy.addr).await;
+    let body = "{\"sku\":\"book\"}";
+    let batch = format!(
+        "{}POST /stateless/cart/items HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}{}{}",
+        get("/stateless/a"),
+        body.len(),
+        get("/stateless/b?x=1"),
+        get("/stateless/c"),
+    );
+    c.send(batch.as_bytes()).await;
+    let mut paths = Vec::new();
+    for _ in 0..4 {
+        let r = c
+            .response(Duration::from_secs(5))
+            .await
+            .expect("one answer per pipelined request");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("connection"), Some("keep-alive"), "{r:?}");
+        paths.push((
+            r.header("x-path").unwrap_or("").to_string(),
+            r.header("x-body-len").unwrap_or("").to_string(),
+        ));
+    }
+    let want = [
+        ("/a", "0"),
+        ("/cart/items", "14"),
+        ("/b?x=1", "0"),
+        ("/c", "0"),
+    ];
+    assert_eq!(
+        paths,
+        want.map(|(p, l)| (p.to_string(), l.to_string())),
+        "answers in request order"
+    );
+    // The connection stays usable, also for a request split over two writes.
+    c.send(b"GET /stateless/d HTTP/1.1\r\nHo").await;
+    c.send(b"st: x\r\n\r\n").await;
+    let r = c.response(Duration::from_secs(5)).await.expect("an answer");
+    assert_eq!(r.header("x-path"), Some("/d"));
+}
+
+/// Sends `request` on a fresh connection and returns the one answer before the proxy closes.
+async fn refused(addr: SocketAddr, request: &[u8]) -> Wire {
+    let mut c = Raw::connect(addr).await;
+    c.send(request).await;
+    let r = c
+        .response(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(request)));
+    c.closed_within(Duration::from_secs(5)).await;
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_a_json_error_and_are_never_forwarded() {
+    let b = backends("stateless", 1).await;
+    let proxy = spawn_proxy(
+        &[PoolSpec::new("stateless", "round-robin", &b)],
+        "max_request_header_bytes = 2048",
+    )
+    .await;
+    let cases: [(&[u8], u16, &str); 6] = [
+        (b"GET /stateless/me HTTP/1.1\r\n\r\n", 400, "bad_request"),
+        (
+            b"GET /stateless/me HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            400,
+            "bad_request",
+        ),
+        (b"HELLO\r\n\r\n", 400, "bad_request"),
+        (
+            b"POST /stateless/me HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            400,
+            "bad_request",
+        ),
+        (
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+            405,
+            "method_not_allowed",
+        ),
+        (b"", 431, "request_header_too_large"),
+    ];
+    for (request, status, error) in cases {
+        let big;
+        let request = if request.is_empty() {
+            big = format!(
+                "{}X-Big: {}\r\n\r\n",
+                &get("/stateless/me")[..28],
+                "a".repeat(4000)
+            );
+            big.as_bytes()
+        } else {
+            request
+        };
+        let r = refused(proxy.addr, request).await;
+        let shown = String::from_utf8_lossy(&request[..request.len().min(60)]).into_owned();
+        assert_eq!(r.status, status, "{shown}: {r:?}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "{shown}"
+        );
+        assert_eq!(r.json()["error"], error, "{shown}");
+        assert!(r.json()["message"].is_string(), "{shown}");
+        assert!(r.header("server").is_none(), "{shown}: {r:?}");
+    }
+    // HTTP/1.0 needs no Host.
+    let mut c = Raw::connect(proxy.addr).await;
+    c.send(b"GET /stateless/me HTTP/1.0\r\n\r\n").await;
+    let r = c.response(Duration::from_secs(5)).await.expect("an answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(b[0].hits(), 1, "only the HTTP/1.0 request was forwarded");
+    let (_, metrics) = proxy.admin(Method::GET, "/metrics", None).await;
+    assert!(
+        metrics.contains(
+            "statelab_proxy_requests_total{origin=\"proxy\",pool=\"none\",replica=\"none\",status=\"400\"} 4"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beyond_the_connection_limit_a_client_gets_503_and_a_slot_frees_on_close() {
+    let b = backends("stateless", 1).await;
+    let proxy = spawn_proxy(
+        &[PoolSpec::new("stateless", "round-robin", &b)],
+        "max_client_connections = 2",
+    )
+    .await;
+    // The harness's readiness probes may still hold connections: wait for them to go.
+    let gauge = || async {
+        let (_, m) = proxy.admin(Method::GET, "/metrics", None).await;
+        m.lines()
+            .find_map(|l| l.strip_prefix("statelab_proxy_client_connections "))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let mut first = Raw::connect(proxy.addr).await;
+    first.send(get("/stateless/me").as_bytes()).await;
+    assert_eq!(
+        first
+            .response(Duration::from_secs(5))
+            .await
+            .map(|r| r.status),
+        Some(200)
+    );
+    let mut second = Raw::connect(proxy.addr).await;
+    second.send(get("/stateless/me").as_bytes()).await;
+    let r = second
+        .response(Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    // The readiness probe's connection may have held the second slot a little longer.
+    if r.status == 503 {
+        eventually(
+            "the probe's connection to close",
+            Duration::from_secs(5),
+            || async { (gauge().await == Some(1)).then_some(()) },
+        )
+        .await;
+        second = Raw::connect(proxy.addr).await;
+        second.send(get("/stateless/me").as_bytes()).await;
+        let r = second.response(Duration::from_secs(5)).await;
+        assert_eq!(r.map(|r| r.status), Some(200));
+    }
+    assert_eq!(gauge().await, Some(2));
+
+    let r = refused(proxy.addr, get("/stateless/me").as_bytes()).await;
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.json()["error"], "too_many_connections");
+    assert_eq!(r.header("retry-after"), Some("1"));
+
+    drop(first);
+    eventually("a slot to free", Duration::from_secs(5), || async {
+        let mut c = Raw::connect(proxy.addr).await;
+        c.send(get("/stateless/me").as_bytes()).await;
+        c.response(Duration::from_secs(5))
+            .await
+            .filter(|r| r.status == 200)
+            .map(|_| ())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_internals_are_not_served_on_the_public_listener() {
+    let b = backends("stateful", 1).await;
+    let proxy = spawn_proxy(&[PoolSpec::new("stateful", "cookie", &b)], "").await;
+    let client = client_from(None);
+    for path in [
+        "/stateful/metrics",
+        "/stateful/metrics?format=text",
+        "/stateful//metrics",
+        "/stateful/%6detrics",
+        "/stateful/x/../metrics",
+        "/stateful/health/details",
+        "/stateful/debug/vars",
+    ] {
+        let r = proxy.get(&client, path, None).await;
+        assert_eq!(r.status, 404, "{path}");
+        let body: serde_json::Value = serde_json::from_str(&r.body).expect("a JSON 404");
+        assert_eq!(body["error"], "not_found", "{path}");
+        assert!(body["message"].is_string(), "{path}");
+    }
+    assert_eq!(b[0].hits(), 0, "none of them reached the replica");
+    // The pool's plain health answer and the API stay public.
+    assert_eq!(
+        proxy.get(&client, "/stateful/health", None).await.status,
+        200
+    );
+    assert_eq!(proxy.get(&client, "/stateful/me", None).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_apis_405_names_the_allowed_methods() {
+    let b = backends("stateless", 1).await;
+    let proxy = spawn_proxy(&[PoolSpec::new("stateless", "round-robin", &b)], "").await;
+    let client = reqwest::Client::new();
+    for (method, path, allowed) in [
+        (Method::DELETE, "/admin/status", "GET"),
+        (Method::GET, "/admin/pools/stateless/strategy", "PUT"),
+        (Method::GET, "/admin/replicas/stateless-1/drain", "POST"),
+    ] {
+        let r = client
+            .request(method.clone(), format!("http://{}{path}", proxy.admin))
+            .send()
+            .await
+            .expect("an admin answer");
+        assert_eq!(r.status(), 405, "{method} {path}");
+        let allow = r.headers().get("allow").map(|v| v.to_str().unwrap_or(""));
+        assert!(
+            allow.is_some_and(|a| a.contains(allowed)),
+            "{method} {path}: Allow = {allow:?}"
+        );
+    }
+}
+
+/// A replica that answers every request but its health check with `503` and `Retry-After`, as a
+/// service does when its store is down.
+async fn unavailable_replica() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("its address");
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let health = buf.starts_with(b"GET /health ");
+                    buf.drain(..end + 4);
+                    let answer: &[u8] = if health {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n"
+                    } else {
+                        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nx-replica: down-1\r\n\
+                          content-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicas_own_503_reaches_the_client_and_is_not_retried() {
+    let b = backends("stateless", 1).await;
+    let (down, _task) = unavailable_replica().await;
+    let mut pool = PoolSpec::new("stateless", "round-robin", &b);
+    pool.replicas.push(("down-1", down));
+    let proxy = spawn_proxy(&[pool], "").await;
+    let client = client_from(None);
+    let mut unavailable = 0;
+    for _ in 0..10 {
+        let r = proxy.get(&client, "/stateless/me", None).await;
+        if r.status == 503 {
+            unavailable += 1;
+            assert_eq!(r.replica.as_deref(), Some("down-1"));
+            assert_eq!(r.headers["retry-after"], "1");
+        } else {
+            assert_eq!(r.replica.as_deref(), Some("stateless-1"));
+        }
+    }
+    assert_eq!(unavailable, 5, "round-robin: every other request");
+    assert_eq!(b[0].hits(), 5, "no 503 was retried on the other replica");
+}
+
+/// The lab's `retry.read_timeout_ms`, as committed for the compose lab (checked against the
+/// lab's model by `lab/tests/committed.rs`); the proxy's default when the file leaves it out.
+fn lab_read_timeout_ms() -> i64 {
+    let text = std::fs::read_to_string(workspace_root().join("deploy/proxy.toml"))
+        .expect("read deploy/proxy.toml");
+    let file: toml::Value = text.parse().expect("deploy/proxy.toml parses");
+    file.get("retry")
+        .and_then(|r| r.get("read_timeout_ms"))
+        .and_then(toml::Value::as_integer)
+        .unwrap_or(30_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_labs_timeouts_a_frozen_replica_delays_no_get_beyond_about_two_seconds() {
+    let b = backends("stateless", 3).await;
+    let proxy = spawn_proxy_with(
+        &[PoolSpec::new("stateless", "round-robin", &b)],
+        "",
+        &format!("read_timeout_ms = {}", lab_read_timeout_ms()),
+    )
+    .await;
+
+    // 50 requests a second from independent clients; one replica freezes a second in.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let url = proxy.url("/stateless/me");
+        let at = started + Duration::from_millis(20 * i);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let t = Instant::now();
+            let r = client_from(None).get(url).send().await;
+            (r.map(|r| r.status().as_u16()), t.elapsed())
+        }));
+        if i == 50 {
+            b[1].set_frozen(true);
+        }
+    }
+    let mut longest = Duration::ZERO;
+    let mut failed = Vec::new();
+    for t in tasks {
+        let (status, took) = t.await.expect("a request task");
+        longest = longest.max(took);
+        match status {
+            Ok(200) => {}
+            other => failed.push(format!("{other:?}")),
+        }
+    }
+    println!("longest request with one frozen replica: {longest:?}");
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(
+        longest < Duration::from_millis(2600),
+        "a request took {longest:?} because one replica froze"
+    );
+    assert!(
+        longest >= Duration::from_millis(500),
+        "no request ever waited on the frozen replica ({longest:?})"
+    );
+}
