@@ -33,6 +33,8 @@ pub fn write_request(
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(host);
+    // Lets the proxy's dashboard show when a load run is going.
+    out.extend_from_slice(b"\r\nx-statelab-load: 1");
     if let Some(cookie) = cookie {
         out.extend_from_slice(b"\r\ncookie: ");
         out.extend_from_slice(cookie);
@@ -194,17 +196,20 @@ mod tests {
         );
         assert_eq!(
             out,
-            b"POST /stateful/cart/items HTTP/1.1\r\nhost: h:1\r\ncookie: a=b\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+            b"POST /stateful/cart/items HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\ncookie: a=b\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
         );
         out.clear();
         write_request(&mut out, "POST", "", "/logout", b"h:1", None, None);
         assert_eq!(
             out,
-            b"POST /logout HTTP/1.1\r\nhost: h:1\r\ncontent-length: 0\r\n\r\n"
+            b"POST /logout HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\ncontent-length: 0\r\n\r\n"
         );
         out.clear();
         write_request(&mut out, "GET", "", "/me", b"h:1", None, None);
-        assert_eq!(out, b"GET /me HTTP/1.1\r\nhost: h:1\r\n\r\n");
+        assert_eq!(
+            out,
+            b"GET /me HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\n\r\n"
+        );
     }
 
     const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nx-replica: stateful-2\r\nSet-Cookie: a=1; Path=/\r\nset-cookie: b=2\r\ncontent-length: 5\r\n\r\nhello";

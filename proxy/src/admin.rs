@@ -9,8 +9,10 @@
 //! | POST | `/admin/pools/{pool}/replicas` | `{"name", "addr"}`: add a replica (joins after `rise` checks) |
 //! | DELETE | `/admin/replicas/{name}[?drain=SECONDS]` | remove it, at once or after draining |
 //! | GET  | `/metrics` | Prometheus text |
+//! | GET  | `/admin/dashboard.json[?since=MS&after=SEQ]` | the dashboard's history and events |
+//! | GET  | `/`, `/dashboard.css`, `/dashboard.js` | the dashboard page (no data, no token) |
 //!
-//! With `admin_token` set, every request needs `Authorization: Bearer <token>`.
+//! With `admin_token` set, every request but the page's files needs `Authorization: Bearer <token>`.
 //! Errors are JSON `{"error": ..., "message": ...}`: unknown names 404, bad bodies 400, a name or
 //! address already in use and removing a pool's last replica 409, a wrong method 405 with `Allow`.
 
@@ -23,6 +25,7 @@ use pingora::protocols::http::ServerSession;
 
 use std::time::{Duration, Instant};
 
+use crate::dashboard;
 use crate::metrics::Metrics;
 use crate::pool::{MembershipError, Pools};
 use crate::strategy::Strategy;
@@ -182,6 +185,16 @@ impl AdminApp {
     }
 
     async fn handle(&self, session: &mut ServerSession) -> Result<Response<Vec<u8>>, AdminError> {
+        if session.req_header().method == Method::GET {
+            if let Some((content_type, body)) = dashboard::asset(session.req_header().uri.path()) {
+                let mut resp = respond(StatusCode::OK, content_type, body.as_bytes().to_vec());
+                for (name, value) in dashboard::PAGE_HEADERS {
+                    resp.headers_mut()
+                        .insert(name, http::HeaderValue::from_static(value));
+                }
+                return Ok(resp);
+            }
+        }
         if !self.authorized(session) {
             return Err(AdminError::Unauthorized);
         }
@@ -195,6 +208,12 @@ impl AdminApp {
                 self.metrics.render(),
             )),
             (["admin", "status"], Method::GET) => Ok(json(StatusCode::OK, &self.pools.status())),
+            (["admin", "dashboard.json"], Method::GET) => {
+                let since = dashboard::Since::parse(session.req_header().uri.query())
+                    .map_err(AdminError::BadRequest)?;
+                let body = self.metrics.history.render(&self.pools, &since);
+                Ok(respond(StatusCode::OK, "application/json", body))
+            }
             (["admin", "pools", pool, "strategy"], Method::PUT) => {
                 let pool = self
                     .pools
@@ -257,7 +276,9 @@ impl AdminApp {
                     }),
                 ))
             }
-            (["metrics"] | ["admin", "status"], _) => Err(AdminError::MethodNotAllowed("GET")),
+            (["metrics"] | ["admin", "status"] | ["admin", "dashboard.json"], _) => {
+                Err(AdminError::MethodNotAllowed("GET"))
+            }
             (["admin", "pools", _, "strategy"], _) => Err(AdminError::MethodNotAllowed("PUT")),
             (["admin", "replicas", _, "drain" | "enable"], _) => {
                 Err(AdminError::MethodNotAllowed("POST"))
