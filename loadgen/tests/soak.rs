@@ -958,6 +958,7 @@ async fn run(
     )
     .await;
     Soak {
+        begin,
         good,
         bad: bad_tally,
         trickled,
@@ -980,6 +981,7 @@ async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
 
 /// What the soak saw.
 struct Soak {
+    begin: Instant,
     good: Vec<Good>,
     bad: BTreeMap<Bad, (usize, Vec<String>)>,
     trickled: Vec<Result<Duration, String>>,
@@ -1013,6 +1015,9 @@ impl Soak {
                 failed.len(),
                 in_window
             );
+            for g in failed {
+                s += &format!("    {}\n", self.line(g));
+            }
         }
         for (kind, (n, failures)) in &self.bad {
             requests += n;
@@ -1133,11 +1138,16 @@ impl Soak {
 
     fn line(&self, g: &Good) -> String {
         format!(
-            "{} {} {} on {:?}: {}",
-            g.pool.name(),
+            "{} {} {} ({}, {:.3} s after the soak began): {}",
             g.method,
+            g.pool.name(),
             g.what,
-            g.replica,
+            if self.in_window(g) {
+                "inside a failover window"
+            } else {
+                "outside every failover window"
+            },
+            (g.sent - self.begin).as_secs_f64(),
             g.failure.as_ref().map_or("", |f| f.text.as_str())
         )
     }
