@@ -76,7 +76,7 @@ pub fn build_server(config: &Config) -> Server {
 
     let mut admin_service = Service::new(
         "statelab admin".to_string(),
-        admin::AdminApp::new(pools.clone(), metrics, config.server.admin_token.clone()),
+        admin::AdminApp::new(pools.clone(), metrics, &config.server),
     );
     admin_service.threads = Some(1);
     admin_service.add_tcp(&config.server.admin_listen.to_string());
