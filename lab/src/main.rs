@@ -248,9 +248,10 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
                 .ports()
                 .get("admin")
                 .context("the lab's ports file names no admin port")?;
+            let probe = Probe::new(dir.admin_token());
             match (pool, strategy) {
                 (None, _) => {
-                    let status = Probe::new().admin_status(admin).await.with_context(|| {
+                    let status = probe.admin_status(admin).await.with_context(|| {
                         format!("the proxy's admin API does not answer on port {admin}")
                     })?;
                     for p in status.pools {
@@ -258,7 +259,7 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
                     }
                 }
                 (Some(pool), Some(strategy)) => {
-                    Probe::new().set_strategy(admin, &pool, strategy).await?;
+                    probe.set_strategy(admin, &pool, strategy).await?;
                     say(format!("{pool}: {strategy}"));
                 }
                 (Some(_), None) => {

@@ -182,12 +182,16 @@ impl Config {
     /// Replaces `server.admin_token` with `token` when one is given: how a container gets its
     /// token from the environment (`STATELAB_ADMIN_TOKEN`) instead of from the mounted file, which
     /// is committed. An empty value is refused like an empty `admin_token`: it would look like a
-    /// token and leave the API open.
+    /// token and leave the API open. compose passes an empty value when the user gave none, so
+    /// this is also how `docker compose up` without a token fails.
     pub fn override_admin_token(&mut self, token: Option<String>) -> Result<(), ConfigError> {
         match token {
             None => Ok(()),
             Some(t) if t.trim().is_empty() => Err(ConfigError::Invalid(
-                "STATELAB_ADMIN_TOKEN is set but empty; unset it or give a token".into(),
+                "STATELAB_ADMIN_TOKEN is set but empty; give the admin API a token \
+                 (e.g. export STATELAB_ADMIN_TOKEN=$(openssl rand -hex 32); scripts/lab up --docker \
+                 makes one) or unset it"
+                    .into(),
             )),
             Some(t) => {
                 self.server.admin_token = Some(t);
