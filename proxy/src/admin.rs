@@ -11,7 +11,7 @@
 //! | DELETE | `/admin/replicas/{name}[?drain=SECONDS]` | remove it, at once or after draining |
 //! | GET  | `/metrics` | Prometheus text |
 //!
-//! Every request first passes [`guard`]: a `Host` the listener answers to (`421`), no state change
+//! Every request first passes the guard (`admin/guard.rs`, which explains why): a `Host` the listener answers to (`421`), no state change
 //! from another site (`403`), the bearer token when `admin_token` is set, except for `/admin/ready`
 //! (`401`), and JSON bodies (`415`). Request bodies are JSON.
 //! Errors are JSON `{"error": ..., "message": ...}`: unknown names 404, bad bodies 400, a name or

@@ -16,7 +16,8 @@
 //!   and header deadlines, header checks, pipelined requests served in order;
 //! - [`proxy`]: the `ProxyHttp` filters (routing, retries on another replica, 503 when none) and
 //!   the classification of a failed request into the proxy's own answer (`ProxyFault`);
-//! - [`admin`]: `/admin/...` and `/metrics`;
+//! - [`admin`]: `/admin/...` and `/metrics`, every request first through its guard (the `Host`,
+//!   no state change from another site, the token, JSON bodies);
 //! - [`metrics`]: the Prometheus registry;
 //! - [`build_server`] wires them into a pingora `Server`; `main.rs` only parses flags and runs it.
 
