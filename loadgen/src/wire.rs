@@ -45,6 +45,8 @@ pub fn write_request(
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(host);
+    // Lets the proxy's dashboard show when a load run is going.
+    out.extend_from_slice(b"\r\nx-statelab-load: 1");
     if let Some(cookie) = cookie {
         out.extend_from_slice(b"\r\ncookie: ");
         out.extend_from_slice(cookie);
@@ -213,7 +215,7 @@ mod tests {
         );
         assert_eq!(
             out,
-            b"POST /stateful/cart/items HTTP/1.1\r\nhost: h:1\r\ncookie: a=b\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+            b"POST /stateful/cart/items HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\ncookie: a=b\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
         );
         out.clear();
         write_request(
@@ -227,11 +229,14 @@ mod tests {
         );
         assert_eq!(
             out,
-            b"POST /logout HTTP/1.1\r\nhost: h:1\r\ncontent-length: 0\r\n\r\n"
+            b"POST /logout HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\ncontent-length: 0\r\n\r\n"
         );
         out.clear();
         write_request(&mut out, "GET", "", "/me", b"h:1", Fields::default(), None);
-        assert_eq!(out, b"GET /me HTTP/1.1\r\nhost: h:1\r\n\r\n");
+        assert_eq!(
+            out,
+            b"GET /me HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\n\r\n"
+        );
         out.clear();
         let auth = Fields {
             cookie: None,
@@ -240,7 +245,7 @@ mod tests {
         write_request(&mut out, "GET", "", "/admin/status", b"h:1", auth, None);
         assert_eq!(
             out,
-            b"GET /admin/status HTTP/1.1\r\nhost: h:1\r\nauthorization: Bearer t\r\n\r\n"
+            b"GET /admin/status HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\nauthorization: Bearer t\r\n\r\n"
         );
     }
 

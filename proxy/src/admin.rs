@@ -10,10 +10,13 @@
 //! | POST | `/admin/pools/{pool}/replicas` | `{"name", "addr"}`: add a replica (joins after `rise` checks) |
 //! | DELETE | `/admin/replicas/{name}[?drain=SECONDS]` | remove it, at once or after draining |
 //! | GET  | `/metrics` | Prometheus text |
+//! | GET  | `/admin/dashboard.json[?since=MS&after=SEQ]` | the dashboard's history and events |
+//! | GET  | `/`, `/dashboard.css`, `/dashboard.js` | the dashboard page (no data, no token) |
 //!
-//! Every request first passes the guard (`admin/guard.rs`, which explains why): a `Host` the listener answers to (`421`), no state change
-//! from another site (`403`), the bearer token when `admin_token` is set, except for `/admin/ready`
-//! (`401`), and JSON bodies (`415`). Request bodies are JSON.
+//! Every request first passes the guard (`admin/guard.rs`, which explains why): a `Host` the
+//! listener answers to (`421`), no state change from another site (`403`), the bearer token when
+//! `admin_token` is set, except for `/admin/ready` and the page's files (`401`), and JSON bodies
+//! (`415`). Request bodies are JSON.
 //! Errors are JSON `{"error": ..., "message": ...}`: unknown names 404, bad bodies 400, a name or
 //! address already in use and removing a pool's last replica 409, a wrong method 405 with `Allow`.
 
@@ -27,6 +30,7 @@ use pingora::protocols::http::ServerSession;
 use std::time::{Duration, Instant};
 
 use crate::config::ServerConfig;
+use crate::dashboard;
 use crate::metrics::Metrics;
 use crate::pool::{MembershipError, Pools};
 use crate::strategy::Strategy;
@@ -181,6 +185,16 @@ impl AdminApp {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         self.guard.check(session.req_header(), local)?;
+        if session.req_header().method == Method::GET {
+            if let Some((content_type, body)) = dashboard::asset(session.req_header().uri.path()) {
+                let mut resp = respond(StatusCode::OK, content_type, body.as_bytes().to_vec());
+                for (name, value) in dashboard::PAGE_HEADERS {
+                    resp.headers_mut()
+                        .insert(name, http::HeaderValue::from_static(value));
+                }
+                return Ok(resp);
+            }
+        }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -194,6 +208,12 @@ impl AdminApp {
                 Ok(json(StatusCode::OK, &serde_json::json!({ "ready": true })))
             }
             (["admin", "status"], Method::GET) => Ok(json(StatusCode::OK, &self.pools.status())),
+            (["admin", "dashboard.json"], Method::GET) => {
+                let since = dashboard::Since::parse(session.req_header().uri.query())
+                    .map_err(AdminError::BadRequest)?;
+                let body = self.metrics.history.render(&self.pools, &since);
+                Ok(respond(StatusCode::OK, "application/json", body))
+            }
             (["admin", "pools", pool, "strategy"], Method::PUT) => {
                 let pool = self
                     .pools
@@ -261,7 +281,7 @@ impl AdminApp {
                     }),
                 ))
             }
-            (["metrics"] | ["admin", "status" | "ready"], _) => {
+            (["metrics"] | ["admin", "status" | "ready" | "dashboard.json"], _) => {
                 Err(AdminError::MethodNotAllowed("GET"))
             }
             (["admin", "pools", _, "strategy"], _) => Err(AdminError::MethodNotAllowed("PUT")),

@@ -4,8 +4,14 @@
 //! pools' current members and starts one check task per replica, so a slow replica never delays
 //! the verdict on another, a replica added at runtime is checked from the next tick, and a removed
 //! one is no longer checked. A replica whose previous check is still running skips the tick. The
-//! check is a minimal HTTP/1.1 exchange on a fresh connection: only the status line matters
+//! check is a minimal HTTP/1.1 exchange on a fresh connection: only the status line decides
 //! (200 = pass), which is what the services' `/health` answers with.
+//!
+//! The check asks for the detailed answer (`{path}?detail=1`) and keeps the figures a statelab
+//! service puts in its body (sessions held or stored, token sizes, resident memory) for the
+//! dashboard: they ride on the round trip the check makes anyway, rather than a scrape of each
+//! replica's `/metrics`. A body that is missing, too large or not those figures changes nothing
+//! in the verdict.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +24,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::HealthConfig;
+use crate::dashboard::Reported;
 use crate::pool::{Pools, Replica};
+
+/// Most bytes of a health answer read: a status line, a few headers and a small JSON body.
+const MAX_ANSWER: usize = 4096;
 
 /// The background service that keeps `Replica::healthy` current.
 #[derive(Debug)]
@@ -38,7 +48,7 @@ impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let request: Arc<[u8]> = format!(
             "GET {} HTTP/1.1\r\nHost: statelab-proxy\r\nUser-Agent: statelab-proxy-health\r\nConnection: close\r\n\r\n",
-            self.config.path
+            detailed(&self.config.path)
         )
         .into_bytes()
         .into();
@@ -71,10 +81,21 @@ impl BackgroundService for HealthChecker {
     }
 }
 
+/// The health path with the query that asks for the detailed answer; a configured path with a
+/// query of its own is left as it is (and reports no figures).
+fn detailed(path: &str) -> String {
+    if path.contains('?') {
+        path.to_string()
+    } else {
+        format!("{path}?detail=1")
+    }
+}
+
 /// Applies one check's verdict with rise/fall smoothing.
-fn judge(replica: &Replica, verdict: Result<(), String>, config: &HealthConfig) {
+fn judge(replica: &Replica, verdict: Result<Option<Reported>, String>, config: &HealthConfig) {
+    replica.set_reported(verdict.as_ref().ok().copied().flatten());
     match verdict {
-        Ok(()) => {
+        Ok(_) => {
             let ok_streak = replica.ok_streak.fetch_add(1, Ordering::Relaxed) + 1;
             replica.fail_streak.store(0, Ordering::Relaxed);
             if !replica.is_healthy() && ok_streak >= config.rise {
@@ -100,12 +121,12 @@ fn judge(replica: &Replica, verdict: Result<(), String>, config: &HealthConfig) 
     }
 }
 
-/// One check: connect, send, read the status line.
+/// One check: connect, send, read the status line; on a pass, the figures in the body if any.
 async fn check_once(
     addr: std::net::SocketAddr,
     request: &[u8],
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<Option<Reported>, String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr)
             .await
@@ -114,7 +135,7 @@ async fn check_once(
             .write_all(request)
             .await
             .map_err(|e| format!("write: {e}"))?;
-        let mut buf = [0u8; 64];
+        let mut buf = vec![0u8; MAX_ANSWER];
         let mut len = 0;
         while len < 12 {
             let n = stream
@@ -126,12 +147,37 @@ async fn check_once(
             }
             len += n;
         }
-        status_verdict(&buf[..len])
+        status_verdict(&buf[..len])?;
+        // The verdict is in; the rest of the answer only adds figures, so failing to read it
+        // is no failure.
+        while complete(&buf[..len]).is_none() && len < buf.len() {
+            match stream.read(&mut buf[len..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => len += n,
+            }
+        }
+        Ok(complete(&buf[..len]).and_then(|body| serde_json::from_slice(body).ok()))
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
     }
+}
+
+/// The body of a whole answer (a head with `Content-Length` and that many bytes after it).
+fn complete(answer: &[u8]) -> Option<&[u8]> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head) = response.parse(answer).ok()? else {
+        return None;
+    };
+    let length: usize = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.trim().parse().ok())?;
+    answer.get(head..head.checked_add(length)?)
 }
 
 /// Pass on a `200` status line; otherwise say why, quoting at most three bytes of the code (a
@@ -151,7 +197,18 @@ fn status_verdict(head: &[u8]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::status_verdict;
+    use super::{complete, detailed, status_verdict};
+
+    #[test]
+    fn detailed_answers_are_read_whole_and_only_then() {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n{\"sessions_held\": 3}";
+        assert_eq!(complete(answer), Some(&b"{\"sessions_held\": 3}"[..]));
+        assert_eq!(complete(&answer[..answer.len() - 1]), None);
+        assert_eq!(complete(b"HTTP/1.1 200 OK\r\n\r\nok"), None);
+        assert_eq!(complete(b"HTTP/1.1 200 OK\r\ncontent-"), None);
+        assert_eq!(detailed("/health"), "/health?detail=1");
+        assert_eq!(detailed("/up?x=1"), "/up?x=1");
+    }
 
     #[test]
     fn status_lines_are_judged_without_panicking() {

@@ -18,6 +18,8 @@
 //!   the classification of a failed request into the proxy's own answer (`ProxyFault`);
 //! - [`admin`]: `/admin/...` and `/metrics`, every request first through its guard (the `Host`,
 //!   no state change from another site, the token, JSON bodies);
+//! - [`dashboard`]: the live page at the admin listener's `/`, its once-a-second sampler and the
+//!   history rings it serves as JSON;
 //! - [`metrics`]: the Prometheus registry;
 //! - [`build_server`] wires them into a pingora `Server`; `main.rs` only parses flags and runs it.
 
@@ -25,6 +27,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dashboard;
 pub mod front;
 pub mod health;
 pub mod metrics;
@@ -75,6 +78,10 @@ pub fn build_server(config: &Config) -> Server {
             .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
     );
 
+    let sampler = background_service(
+        "dashboard sampler",
+        dashboard::DashboardSampler::new(pools.clone(), metrics.clone()),
+    );
     let mut admin_service = Service::new(
         "statelab admin".to_string(),
         admin::AdminApp::new(pools.clone(), metrics, &config.server),
@@ -90,5 +97,6 @@ pub fn build_server(config: &Config) -> Server {
     server.add_service(proxy_service);
     server.add_service(admin_service);
     server.add_service(health);
+    server.add_service(sampler);
     server
 }

@@ -19,6 +19,7 @@ use ipnet::IpNet;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{Config, PoolConfig, RetryConfig};
+use crate::dashboard::Reported;
 use crate::metrics::{Metrics, Origin};
 use crate::strategy::{
     strategy_from_u8, strategy_to_u8, Admission, ReplicaId, Route, RouteKey, Routes, Strategy,
@@ -51,6 +52,8 @@ pub struct Replica {
     in_flight: Arc<AtomicI64>,
     pub(crate) total: AtomicU64,
     last_failure: Mutex<Option<Failure>>,
+    /// The figures of its last passing detailed health check; `None` once a check fails.
+    reported: Mutex<Option<Reported>>,
     pub(crate) latency: prometheus::Histogram,
     /// `requests_total{status="200"}` of this replica, resolved once.
     pub(crate) ok_requests: prometheus::IntCounter,
@@ -111,6 +114,7 @@ impl Replica {
             in_flight: Arc::new(AtomicI64::new(0)),
             total: AtomicU64::new(0),
             last_failure: Mutex::new(None),
+            reported: Mutex::new(None),
             latency: metrics.upstream_latency.with_label_values(&[pool, name]),
             ok_requests: metrics.requests.with_label_values(&[
                 pool,
@@ -199,8 +203,18 @@ impl Replica {
         }
     }
 
-    fn last_failure(&self) -> Option<Failure> {
+    pub(crate) fn last_failure(&self) -> Option<Failure> {
         self.last_failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    pub(crate) fn set_reported(&self, figures: Option<Reported>) {
+        if let Ok(mut slot) = self.reported.lock() {
+            *slot = figures;
+        }
+    }
+
+    pub(crate) fn reported(&self) -> Option<Reported> {
+        self.reported.lock().ok().and_then(|f| *f)
     }
 }
 
@@ -294,6 +308,8 @@ pub struct Pool {
     pub trusted_proxies: Vec<IpNet>,
     strategy: AtomicU8,
     members: ArcSwap<Members>,
+    /// Requests that came with `x-statelab-load` (a `statelab-load` run), for the dashboard.
+    load_requests: AtomicU64,
     /// Serialises membership changes, so two admin calls never build from the same snapshot.
     change: Mutex<()>,
 }
@@ -325,6 +341,7 @@ impl Pool {
             trusted_proxies: cfg.trusted_proxies.clone(),
             strategy: AtomicU8::new(strategy_to_u8(cfg.strategy)),
             members: ArcSwap::from_pointee(Members::new(replicas, secret, &cfg.name)),
+            load_requests: AtomicU64::new(0),
             change: Mutex::new(()),
         }
     }
@@ -335,6 +352,15 @@ impl Pool {
 
     pub fn set_strategy(&self, s: Strategy) {
         self.strategy.store(strategy_to_u8(s), Ordering::Relaxed);
+    }
+
+    /// Counts one request from the load generator.
+    pub(crate) fn count_load(&self) {
+        self.load_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn load_requests(&self) -> u64 {
+        self.load_requests.load(Ordering::Relaxed)
     }
 
     /// The current membership; a request holds it to its end.

@@ -27,6 +27,9 @@ use crate::metrics::{Metrics, Origin};
 use crate::pool::{InFlight, Members, Pools};
 use crate::strategy::{Client, ReplicaId, RouteKey, Strategy, Tried};
 
+/// Sent by `statelab-load` on every request, so the dashboard can show when a run is going.
+const LOAD_HEADER: http::HeaderName = http::HeaderName::from_static("x-statelab-load");
+
 /// The proxy service logic; cheap to share between pingora's worker threads.
 #[derive(Debug)]
 pub struct StatelabProxy {
@@ -180,12 +183,13 @@ impl ProxyFault {
     }
 }
 
-/// Whether a path (after the pool prefix) names a replica's operator endpoint: its Prometheus
-/// `/metrics`, `/debug/...`, or anything below `/health` (the plain `/health` answer, up or down,
-/// stays public: clients and the lab probe a pool through it). These stay on each replica's own
-/// port. The path is normalised first (percent-decoded, empty and dot segments resolved, case
-/// folded), so no other spelling of it reaches a replica.
-pub(crate) fn is_replica_internal(path: &str) -> bool {
+/// Whether a path (after the pool prefix) and query name a replica's operator endpoint: its
+/// Prometheus `/metrics`, `/debug/...`, anything below `/health`, or `/health` with a query (its
+/// detailed form, `?detail=1`, reports the replica's figures to the proxy's health checker). The
+/// plain `/health` answer, up or down, stays public: clients and the lab probe a pool through it.
+/// These stay on each replica's own port. The path is normalised first (percent-decoded, empty
+/// and dot segments resolved, case folded), so no other spelling of it reaches a replica.
+pub(crate) fn is_replica_internal(path: &str, query: Option<&str>) -> bool {
     let mut segments: Vec<String> = Vec::new();
     for segment in percent_decode(path).split('/') {
         match segment {
@@ -198,7 +202,7 @@ pub(crate) fn is_replica_internal(path: &str) -> bool {
     }
     match segments.first().map(String::as_str) {
         Some("metrics" | "debug") => true,
-        Some("health") => segments.len() > 1,
+        Some("health") => segments.len() > 1 || query.is_some(),
         _ => false,
     }
 }
@@ -339,11 +343,14 @@ impl ProxyHttp for StatelabProxy {
             .path()
             .get(pool.prefix.len()..)
             .unwrap_or("");
-        if is_replica_internal(rest) {
+        if is_replica_internal(rest, session.req_header().uri.query()) {
             ctx.refusal = Some(Refusal::NoRoute);
             ctx.origin = Origin::Proxy;
             respond_json(session, 404, self.internal.clone()).await?;
             return Ok(true);
+        }
+        if session.req_header().headers.contains_key(&LOAD_HEADER) {
+            pool.count_load();
         }
         ctx.strategy = pool.strategy();
         let client = Client {
@@ -689,8 +696,13 @@ mod tests {
             "/health/details",
             "/debug/pprof",
         ] {
-            assert!(is_replica_internal(internal), "{internal}");
+            assert!(is_replica_internal(internal, None), "{internal}");
         }
+        for query in ["detail=1", "", "x"] {
+            assert!(is_replica_internal("/health", Some(query)), "{query}");
+            assert!(is_replica_internal("//HEALTH", Some(query)), "{query}");
+        }
+        assert!(!is_replica_internal("/me", Some("detail=1")));
         for public in [
             "/health",
             "/",
@@ -701,7 +713,7 @@ mod tests {
             "/%zz",
             "/%",
         ] {
-            assert!(!is_replica_internal(public), "{public}");
+            assert!(!is_replica_internal(public, None), "{public}");
         }
     }
 

@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::session::{
-    now_ms, Applied, Cart, Change, Session, SessionStore, MAX_SKU_LEN, MAX_USERNAME_LEN,
+    now_ms, Applied, Cart, Change, Session, SessionStore, StoreFigures, MAX_SKU_LEN,
+    MAX_USERNAME_LEN,
 };
 
 /// Header naming the replica that answered.
@@ -101,6 +102,19 @@ struct MeBody<'a> {
     requests_in_session: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<&'a str>,
+}
+
+/// `GET /health?detail=1`: the plain answer plus the replica's own figures, read by the proxy's
+/// health checker on every check (the proxy does not pass this form on from public clients).
+#[derive(Serialize)]
+struct HealthDetail<'a> {
+    status: &'static str,
+    kind: &'static str,
+    replica: &'a str,
+    #[serde(flatten)]
+    figures: StoreFigures,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +239,17 @@ impl<S: SessionStore> App<S> {
                     .headers_mut()
                     .append(header::SET_COOKIE, self.clear_cookie.clone());
                 Ok(response)
+            }
+            Route::Health if parts.uri.query() == Some("detail=1") => {
+                let figures = self.store.figures().await?;
+                let body = HealthDetail {
+                    status: "ok",
+                    kind: S::KIND,
+                    replica: &self.settings.replica,
+                    figures,
+                    rss_bytes: crate::metrics::resident_bytes(),
+                };
+                Ok(json_response(StatusCode::OK, &body))
             }
             Route::Health => {
                 self.store.check().await?;

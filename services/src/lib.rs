@@ -25,4 +25,4 @@ pub mod session;
 pub mod store;
 
 pub use api::App;
-pub use session::{SessionStore, StoreError};
+pub use session::{SessionStore, StoreError, StoreFigures};

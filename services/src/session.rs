@@ -139,6 +139,33 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Whether the store can serve right now (for `/health`).
     fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The check of [`Self::check`] plus what the store can tell about its sessions cheaply, for
+    /// the proxy's detailed health check (`GET /health?detail=1`, once a check interval per
+    /// replica). Every figure must cost O(1): no key scan, no walk over the sessions.
+    fn figures(&self) -> impl Future<Output = Result<StoreFigures, StoreError>> + Send {
+        async {
+            self.check().await?;
+            Ok(StoreFigures::default())
+        }
+    }
+}
+
+/// A store's figures for the detailed health answer; each design fills in the ones it has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreFigures {
+    /// Sessions this process holds in memory (stateful).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_held: Option<u64>,
+    /// Keys in the shared store's database (externalized): every replica reports the same one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_sessions: Option<u64>,
+    /// Bytes of the tokens clients presented since start, and how many (stateless): the proxy
+    /// divides the growth of one by the other's for the mean token size of an interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_bytes_total: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_total: Option<u64>,
 }
 
 /// Adds `qty` of `sku`, enforcing the cart limits every design shares.

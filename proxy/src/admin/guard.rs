@@ -16,7 +16,8 @@
 //!    `none`. `same-site` is refused too: another port on localhost is the same site. Otherwise
 //!    `403 cross_site`.
 //! 3. **The bearer token** when `server.admin_token` is set (`401 unauthorized`); `GET
-//!    /admin/ready` needs none and tells nothing but that the proxy runs.
+//!    /admin/ready` (which tells nothing but that the proxy runs) and the dashboard page's files
+//!    (which hold no data; a browser cannot send a token when it opens a page) need none.
 //! 4. **A request a browser must preflight**, on every state change: a body must be
 //!    `Content-Type: application/json` (else `415 unsupported_media_type`), and a `POST` must say
 //!    so even without a body (else `403 cross_site`). `PUT` and `DELETE` are never simple, so a
@@ -112,7 +113,9 @@ impl Guard {
         if changes_state {
             check_same_origin(&req.headers, &authority)?;
         }
-        let public = req.method == Method::GET && req.uri.path() == READY_PATH;
+        let path = req.uri.path();
+        let public = req.method == Method::GET
+            && (path == READY_PATH || crate::dashboard::asset(path).is_some());
         if !public && !self.authorized(req) {
             return Err(Refusal::Unauthorized);
         }
@@ -436,6 +439,12 @@ mod tests {
             r
         };
         assert_eq!(refusal(&g, &ready("GET")), None);
+        let mut page = req("GET", "127.0.0.1", &[]);
+        page.uri = http::Uri::from_static("/");
+        assert_eq!(refusal(&g, &page), None, "the dashboard page holds no data");
+        page.headers
+            .insert("host", http::HeaderValue::from_static("evil.example"));
+        assert_eq!(refusal(&g, &page), Some("misdirected"));
         assert_eq!(refusal(&g, &ready("DELETE")), Some("unauthorized"));
         assert_eq!(
             refusal(&g, &req("GET", "127.0.0.1", &[])),

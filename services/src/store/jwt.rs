@@ -13,6 +13,7 @@
 //! Keys carry an id (`kid`) derived from the secret, so a replica can verify tokens signed with
 //! a previous key during a rotation while signing only with the current one.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::metrics::Metrics;
 use crate::session::{
     hex, now_ms, random_id, Applied, Cart, Change, Issued, Session, SessionStore, StoreError,
+    StoreFigures,
 };
 
 /// Shortest secret accepted: HS256 keys shorter than the hash output weaken it.
@@ -97,6 +99,10 @@ pub struct JwtStore {
     ttl: Duration,
     validation: Validation,
     token_bytes: Histogram,
+    /// Bytes and count of the tokens clients presented (verified or not), for the detailed health
+    /// answer: what the design makes every client carry on every request.
+    presented_bytes: AtomicU64,
+    presented: AtomicU64,
 }
 
 impl JwtStore {
@@ -126,6 +132,8 @@ impl JwtStore {
             ttl,
             validation,
             token_bytes,
+            presented_bytes: AtomicU64::new(0),
+            presented: AtomicU64::new(0),
         })
     }
 
@@ -156,6 +164,9 @@ impl JwtStore {
     /// The session a token carries, if the token is well-formed, signed by a known key with
     /// HS256, unexpired, and addressed to us. Anything else is simply no session.
     fn verify(&self, token: &str) -> Option<Session> {
+        self.presented_bytes
+            .fetch_add(token.len() as u64, Ordering::Relaxed);
+        self.presented.fetch_add(1, Ordering::Relaxed);
         if token.len() > MAX_TOKEN_LEN {
             return None;
         }
@@ -225,6 +236,14 @@ impl SessionStore for JwtStore {
 
     async fn check(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn figures(&self) -> Result<StoreFigures, StoreError> {
+        Ok(StoreFigures {
+            token_bytes_total: Some(self.presented_bytes.load(Ordering::Relaxed)),
+            tokens_total: Some(self.presented.load(Ordering::Relaxed)),
+            ..StoreFigures::default()
+        })
     }
 }
 

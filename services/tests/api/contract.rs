@@ -39,6 +39,7 @@ contract_tests!(
     a_full_cart_is_422,
     concurrent_adds_on_one_session,
     health_and_metrics,
+    detailed_health_reports_what_the_replica_holds,
     bearer_tokens_and_bodies,
     duplicate_cookies_the_first_live_session_wins,
     hypers_own_rejections_are_plain,
@@ -588,6 +589,47 @@ async fn health_and_metrics(kind: Kind) {
         Kind::Externalized => "statelab_store_errors_total 0",
     };
     assert!(text.contains(specific), "missing {specific:?} in {text}");
+}
+
+/// The proxy's health checker asks `/health?detail=1` on every check: the replica's own figures
+/// for the dashboard, each design reporting what it holds.
+async fn detailed_health_reports_what_the_replica_holds(kind: Kind) {
+    let app = spawn_app(kind).await;
+    let (mut a, mut b) = (app.user(), app.user());
+    a.login("alice").await;
+    b.login("bob").await;
+    a.get("/me").await;
+    let detail = app.send(Method::GET, "/health?detail=1", None, None).await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.text);
+    assert_eq!(detail.body["status"], "ok");
+    assert_eq!(detail.body["kind"], kind.name());
+    assert!(
+        detail.body["rss_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{}",
+        detail.text
+    );
+    let n = |field: &str| detail.body[field].as_u64();
+    match kind {
+        Kind::Stateful => assert_eq!(n("sessions_held"), Some(2), "{}", detail.text),
+        Kind::Stateless => {
+            // One token presented (alice's /me), and its bytes.
+            assert_eq!(n("tokens_total"), Some(1), "{}", detail.text);
+            assert!(
+                n("token_bytes_total").is_some_and(|b| b > 100),
+                "{}",
+                detail.text
+            );
+        }
+        // The store's key count: both sessions at least (the test Redis may hold others).
+        Kind::Externalized => assert!(
+            n("store_sessions").is_some_and(|k| k >= 2),
+            "{}",
+            detail.text
+        ),
+    }
+    // The plain form stays plain: no figures.
+    let plain = app.send(Method::GET, "/health", None, None).await;
+    assert!(plain.body.get("rss_bytes").is_none(), "{}", plain.text);
 }
 
 async fn bearer_tokens_and_bodies(kind: Kind) {
