@@ -5,6 +5,11 @@
 //! records its settings in `docker.env`, and brings the compose project up. Later commands find
 //! containers by the project's compose labels; the in-network load generators it starts itself
 //! carry `statelab.loadgen=<project>`, so `down` finds them too.
+//!
+//! In the compose network the admin listener binds `0.0.0.0`, so the proxy always gets a token:
+//! `STATELAB_ADMIN_TOKEN` when `up` is given one, else the one recorded before, else a random one;
+//! `up` records it in the lab directory's `admin-token` and every compose command passes it on
+//! (without one, `deploy/compose.yaml` hands the proxy an empty token, which it refuses).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,7 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use statelab_proxy_api::Strategy;
 
-use crate::labdir::{LabDir, Mode};
+use crate::labdir::{AdminToken, LabDir, Mode};
 use crate::model::{
     check_scale, docker_proxy_config_with, render_proxy_config, Kind, Part, Replica,
     CONTAINER_SERVICE_PORT, MAX_REPLICAS_PER_POOL,
@@ -43,6 +48,8 @@ pub struct Docker {
     admin_port: u16,
     net_prefix: String,
     proxy_config: PathBuf,
+    /// The proxy's admin token, handed to compose as `STATELAB_ADMIN_TOKEN`.
+    admin_token: AdminToken,
     /// The replicas the lab has now (the `members` file; the initial nine until `scale`).
     members: Vec<Replica>,
 }
@@ -174,9 +181,16 @@ impl Docker {
         let env = dir.read_env("docker.env");
         let get = |k: &str| env.get(k).cloned();
         let port = |k: &str, d: u16| get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+        // A lab that `up` started without a token (an older one): a proxy that a compose command
+        // creates again needs one all the same; the running one ignores the header.
+        let admin_token = match dir.admin_token() {
+            Some(t) => t,
+            None => AdminToken::random()?,
+        };
         Ok(Docker {
             compose: compose_cli()?,
-            probe: Probe::new(),
+            probe: Probe::new(Some(admin_token.clone())),
+            admin_token,
             project: get("STATELAB_PROJECT").unwrap_or_else(|| settings.project.clone()),
             image: get("STATELAB_IMAGE").unwrap_or_else(|| settings.image.clone()),
             redis_image: get("STATELAB_REDIS_IMAGE").unwrap_or_else(|| REDIS_IMAGE.into()),
@@ -213,7 +227,8 @@ impl Docker {
             .env("STATELAB_PROXY_PORT", self.proxy_port.to_string())
             .env("STATELAB_ADMIN_PORT", self.admin_port.to_string())
             .env("STATELAB_NET_PREFIX", &self.net_prefix)
-            .env("STATELAB_PROXY_CONFIG", &self.proxy_config);
+            .env("STATELAB_PROXY_CONFIG", &self.proxy_config)
+            .env("STATELAB_ADMIN_TOKEN", self.admin_token.as_str());
         cmd
     }
 
@@ -243,9 +258,16 @@ impl Docker {
         let proxy_config = dir.path("proxy.docker.toml");
         let _ = fs::remove_file(dir.path("members"));
         let redis_image = images(&settings)?;
+        let admin_token = match (settings.admin_token.clone(), dir.admin_token()) {
+            (Some(given), _) => given,
+            (None, Some(recorded)) => recorded,
+            (None, None) => AdminToken::random()?,
+        };
+        dir.write_admin_token(&admin_token)?;
         let lab = Docker {
             compose,
-            probe: Probe::new(),
+            probe: Probe::new(Some(admin_token.clone())),
+            admin_token,
             project: settings.project.clone(),
             image: settings.image.clone(),
             redis_image,
@@ -290,7 +312,7 @@ impl Docker {
         if wait_until(
             &format!("the proxy's admin API on 127.0.0.1:{admin}"),
             lab.settings.up_timeout,
-            || lab.probe.http_ok(admin, "/admin/status"),
+            || lab.probe.proxy_ready(admin),
         )
         .await
         .is_err()
@@ -315,6 +337,10 @@ impl Docker {
             lab.proxy_port
         ));
         say(format!("logs: {} logs -f [NAME]", lab.compose_hint()));
+        say(format!(
+            "the admin API wants its token: curl -H \"Authorization: Bearer $(cat {})\" ...",
+            lab.dir.path("admin-token").display()
+        ));
         Ok(())
     }
 
@@ -602,7 +628,7 @@ impl Docker {
         let limit = self.settings.up_timeout;
         if part == Part::Proxy {
             wait_until("the proxy", limit, || {
-                self.probe.http_ok(self.admin_port, "/admin/status")
+                self.probe.proxy_ready(self.admin_port)
             })
             .await
             .context("the proxy did not become ready")?;

@@ -10,12 +10,46 @@
 //! | `proxy.toml`, `proxy.docker.toml` | the generated proxy configuration |
 //! | `docker.env` | the compose settings `up --docker` used (shell `KEY='value'` lines) |
 //! | `jwt-secret`, `redis/` | the stateless replicas' shared key; native Redis's data |
+//! | `admin-token` | the proxy's admin token, when the lab runs it with one (always in Docker mode) |
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+
+/// The file holding the proxy's admin token.
+const ADMIN_TOKEN: &str = "admin-token";
+
+/// The proxy's admin token: a secret, so its `Debug` form never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: String) -> AdminToken {
+        AdminToken(token)
+    }
+
+    /// A fresh token: 32 random bytes, hex.
+    pub fn random() -> anyhow::Result<AdminToken> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key)
+            .map_err(|e| anyhow::anyhow!("no random bytes for a token: {e}"))?;
+        Ok(AdminToken(key.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
 
 /// How the lab is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +176,39 @@ impl LabDir {
         write_atomic(&self.path(name), &text)
     }
 
+    /// The admin token the running lab's proxy wants, `None` when it wants none.
+    pub fn admin_token(&self) -> Option<AdminToken> {
+        fs::read_to_string(self.path(ADMIN_TOKEN))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .map(AdminToken)
+    }
+
+    /// Records the proxy's admin token, readable by the owner only (it is a secret).
+    pub fn write_admin_token(&self, token: &AdminToken) -> anyhow::Result<()> {
+        let path = self.path(ADMIN_TOKEN);
+        let _ = fs::remove_file(&path);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        f.write_all(format!("{}\n", token.0).as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// The lab runs its proxy without a token.
+    pub fn remove_admin_token(&self) -> anyhow::Result<()> {
+        match fs::remove_file(self.path(ADMIN_TOKEN)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).context("cannot remove the lab's admin-token file")
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn read_env(&self, name: &str) -> BTreeMap<String, String> {
         fs::read_to_string(self.path(name))
             .unwrap_or_default()
@@ -192,6 +259,23 @@ mod tests {
             Some("statelab:latest")
         );
         assert!(lab.write_env("x.env", &[("K", "it's".into())]).is_err());
+        assert_eq!(lab.admin_token(), None);
+        let token = AdminToken::random().expect("a token");
+        assert_eq!(token.as_str().len(), 64);
+        assert!(!format!("{token:?}").contains(token.as_str()));
+        lab.write_admin_token(&token).expect("write the token");
+        assert_eq!(lab.admin_token(), Some(token));
+        let mode = fs::metadata(lab.path(ADMIN_TOKEN))
+            .expect("stat")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        lab.remove_admin_token().expect("remove the token");
+        lab.remove_admin_token()
+            .expect("removing no token is no error");
+        assert_eq!(lab.admin_token(), None);
         lab.clear();
         assert_eq!(lab.mode().expect("read mode"), None);
         assert!(lab.ports().is_empty());

@@ -39,7 +39,10 @@ Environment:
                           0: use the official images; unset: if a base image is missing locally,
                           pull the Redis and runtime images (STATELAB_PROBE_TIMEOUT s each, default
                           20) and go offline if a pull fails or times out
-  STATELAB_SKIP_IMAGE_BUILD  1: in Docker mode, use the statelab image already built";
+  STATELAB_SKIP_IMAGE_BUILD  1: in Docker mode, use the statelab image already built
+  STATELAB_ADMIN_TOKEN    up: the proxy's admin token. Docker mode always has one (this, the one
+                          recorded before, or a random one); native mode only when this is set.
+                          up records it in .lab/admin-token, which later commands read";
 
 /// The user's one handle on the statelab lab: native processes or the compose project.
 #[derive(Debug, Parser)]
@@ -248,9 +251,10 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
                 .ports()
                 .get("admin")
                 .context("the lab's ports file names no admin port")?;
+            let probe = Probe::new(dir.admin_token());
             match (pool, strategy) {
                 (None, _) => {
-                    let status = Probe::new().admin_status(admin).await.with_context(|| {
+                    let status = probe.admin_status(admin).await.with_context(|| {
                         format!("the proxy's admin API does not answer on port {admin}")
                     })?;
                     for p in status.pools {
@@ -258,7 +262,7 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
                     }
                 }
                 (Some(pool), Some(strategy)) => {
-                    Probe::new().set_strategy(admin, &pool, strategy).await?;
+                    probe.set_strategy(admin, &pool, strategy).await?;
                     say(format!("{pool}: {strategy}"));
                 }
                 (Some(_), None) => {

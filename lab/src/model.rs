@@ -20,6 +20,9 @@ pub const CONTAINER_SERVICE_PORT: u16 = 8000;
 /// The proxy's listeners inside its container (published on the host's loopback).
 pub const CONTAINER_PROXY_PORT: u16 = 8080;
 pub const CONTAINER_ADMIN_PORT: u16 = 8081;
+/// The admin API's readiness path: no token, no data; the proxy's compose healthcheck.
+pub const ADMIN_READY_PATH: &str = "/admin/ready";
+
 /// The compose network's default first three octets (`STATELAB_SUBNET` moves it).
 pub const DEFAULT_NET_PREFIX: &str = "10.231.7";
 /// Redis's memory bound, for the native and the container lab alike. With `noeviction`, a full
@@ -332,6 +335,8 @@ pub fn docker_proxy_config_with(net_prefix: &str, members: &[Replica]) -> Config
         server: ServerSection {
             listen: format!("0.0.0.0:{CONTAINER_PROXY_PORT}"),
             admin_listen: format!("0.0.0.0:{CONTAINER_ADMIN_PORT}"),
+            // In-network clients reach the admin API by the compose service name.
+            admin_hosts: vec![Part::Proxy.to_string()],
             threads: 1,
             grace_period_seconds: 5,
             ..ServerSection::default()

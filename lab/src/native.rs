@@ -232,8 +232,8 @@ impl Native {
         };
         Ok(Native {
             settings,
+            probe: Probe::new(dir.admin_token()),
             dir,
-            probe: Probe::new(),
             ports,
             bin_dirs,
         })
@@ -268,15 +268,21 @@ impl Native {
         let ports = choose_ports(&settings).await?;
         dir.write_ports(&ports.lines())?;
         ensure_jwt_secret(&dir.path("jwt-secret"))?;
+        // On loopback the proxy needs no token (its admin guard keeps web pages out); it gets one
+        // when STATELAB_ADMIN_TOKEN asks for it.
+        match &settings.admin_token {
+            Some(token) => dir.write_admin_token(token)?,
+            None => dir.remove_admin_token()?,
+        }
         fs::write(
             dir.path("proxy.toml"),
             render_proxy_config(&native_proxy_config(&ports), "the native lab on loopback")?,
         )?;
         dir.set_mode(Mode::Native)?;
         let lab = Native {
+            probe: Probe::new(settings.admin_token.clone()),
             settings,
             dir,
-            probe: Probe::new(),
             ports,
             bin_dirs,
         };
@@ -367,6 +373,11 @@ impl Native {
             Part::Proxy => {
                 cmd = Command::new(self.bin("statelab-proxy")?);
                 cmd.arg("--config").arg(self.dir.path("proxy.toml"));
+                // The token `up` recorded, never one the caller's environment holds now.
+                match self.dir.admin_token() {
+                    Some(token) => cmd.env("STATELAB_ADMIN_TOKEN", token.as_str()),
+                    None => cmd.env_remove("STATELAB_ADMIN_TOKEN"),
+                };
             }
             Part::Replica(r) => {
                 cmd = Command::new(self.bin(r.kind.name())?);
@@ -436,7 +447,7 @@ impl Native {
     async fn healthy(&self, part: Part) -> bool {
         match part {
             Part::Redis => redis_ping(self.ports.redis).await,
-            Part::Proxy => self.probe.http_ok(self.ports.admin, "/admin/status").await,
+            Part::Proxy => self.probe.proxy_ready(self.ports.admin).await,
             Part::Replica(r) => self.probe.http_ok(self.ports.replica(r), "/health").await,
         }
     }

@@ -1,4 +1,8 @@
-//! Health probes and the proxy's admin status, each bounded in time.
+//! Health probes and the proxy's admin API, each bounded in time.
+//!
+//! Admin requests carry the lab's token when it has one, and are what the proxy's admin guard
+//! wants from a client that is no web page: `Host: 127.0.0.1:PORT`, no `Origin`, JSON bodies and
+//! `Content-Type: application/json` on every change.
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -7,7 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use statelab_proxy_api::{StatusView, Strategy};
 
-use crate::model::Part;
+use crate::labdir::AdminToken;
+use crate::model::{Part, ADMIN_READY_PATH};
 use crate::say;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,27 +24,49 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
 /// An HTTP client for probes (plain HTTP on loopback; no connection reuse, so a restarted part is
-/// seen as it is now).
+/// seen as it is now), with the proxy's admin token when it wants one.
 #[derive(Debug, Clone)]
 pub struct Probe {
     http: reqwest::Client,
+    token: Option<AdminToken>,
 }
 
 impl Default for Probe {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }
 
 impl Probe {
-    pub fn new() -> Probe {
+    pub fn new(token: Option<AdminToken>) -> Probe {
         let http = reqwest::Client::builder()
             .timeout(PROBE_TIMEOUT)
             .pool_max_idle_per_host(0)
             .no_proxy()
             .build()
             .unwrap_or_default();
-        Probe { http }
+        Probe { http, token }
+    }
+
+    /// A request to the admin API on 127.0.0.1:`admin_port`, with the token.
+    fn admin(
+        &self,
+        method: reqwest::Method,
+        admin_port: u16,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .request(method, format!("http://127.0.0.1:{admin_port}{path}"));
+        match &self.token {
+            Some(t) => req.bearer_auth(t.as_str()),
+            None => req,
+        }
+    }
+
+    /// The proxy's admin listener answers `GET /admin/ready` (which needs no token).
+    pub async fn proxy_ready(&self, admin_port: u16) -> bool {
+        self.http_ok(admin_port, ADMIN_READY_PATH).await
     }
 
     /// The status code of `GET url`, or `None` when nothing answers in time.
@@ -57,8 +84,11 @@ impl Probe {
 
     /// The proxy's `GET /admin/status`, or `None` when it does not answer with one.
     pub async fn admin_status(&self, admin_port: u16) -> Option<StatusView> {
-        let url = format!("http://127.0.0.1:{admin_port}/admin/status");
-        let resp = self.http.get(url).send().await.ok()?;
+        let resp = self
+            .admin(reqwest::Method::GET, admin_port, "/admin/status")
+            .send()
+            .await
+            .ok()?;
         if !resp.status().is_success() {
             return None;
         }
@@ -73,11 +103,11 @@ impl Probe {
         pool: &str,
         strategy: Strategy,
     ) -> anyhow::Result<()> {
-        let url = format!("http://127.0.0.1:{admin_port}/admin/pools/{pool}/strategy");
+        let path = format!("/admin/pools/{pool}/strategy");
         let resp = self
-            .http
-            .put(url)
-            .body(strategy.as_str())
+            .admin(reqwest::Method::PUT, admin_port, &path)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "strategy": strategy.as_str() }).to_string())
             .send()
             .await
             .with_context(|| {
@@ -101,11 +131,10 @@ impl Probe {
         name: &str,
         addr: &str,
     ) -> anyhow::Result<()> {
-        let url = format!("http://127.0.0.1:{admin_port}/admin/pools/{pool}/replicas");
+        let path = format!("/admin/pools/{pool}/replicas");
         let body = serde_json::json!({ "name": name, "addr": addr }).to_string();
         let resp = self
-            .http
-            .post(url)
+            .admin(reqwest::Method::POST, admin_port, &path)
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -130,10 +159,9 @@ impl Probe {
         drain: Option<Duration>,
     ) -> anyhow::Result<String> {
         let query = drain.map_or(String::new(), |d| format!("?drain={}", d.as_secs()));
-        let url = format!("http://127.0.0.1:{admin_port}/admin/replicas/{name}{query}");
+        let path = format!("/admin/replicas/{name}{query}");
         let resp = self
-            .http
-            .delete(url)
+            .admin(reqwest::Method::DELETE, admin_port, &path)
             .timeout(drain.unwrap_or_default() + PROBE_TIMEOUT * 5)
             .send()
             .await

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use crate::labdir::AdminToken;
 use crate::model::{net_prefix_of, DEFAULT_NET_PREFIX};
 
 /// How the native lab picks its ports.
@@ -50,6 +51,9 @@ pub struct Settings {
     pub probe_timeout: Duration,
     pub skip_image_build: bool,
     pub image: String,
+    /// `STATELAB_ADMIN_TOKEN`: the proxy's admin token `up` starts it with (Docker mode makes one
+    /// when unset). Later commands read the token `up` recorded in the lab directory.
+    pub admin_token: Option<AdminToken>,
 }
 
 pub const DEFAULT_PROXY_PORT: u16 = 8080;
@@ -127,6 +131,7 @@ impl Settings {
             probe_timeout: seconds_var("STATELAB_PROBE_TIMEOUT", 20)?,
             skip_image_build: var("STATELAB_SKIP_IMAGE_BUILD").as_deref() == Some("1"),
             image: var("STATELAB_IMAGE").unwrap_or_else(|| "statelab:latest".into()),
+            admin_token: var("STATELAB_ADMIN_TOKEN").map(AdminToken::new),
         })
     }
 

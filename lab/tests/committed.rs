@@ -5,8 +5,8 @@
 use serde_yaml_ng::Value;
 use statelab_lab::model::{
     docker_proxy_config, native_proxy_config, trusted_range, Kind, NativePorts, Part, Replica,
-    CONTAINER_ADMIN_PORT, CONTAINER_PROXY_PORT, CONTAINER_SERVICE_PORT, DEFAULT_NET_PREFIX,
-    REDIS_MEMORY_FLAGS,
+    ADMIN_READY_PATH, CONTAINER_ADMIN_PORT, CONTAINER_PROXY_PORT, CONTAINER_SERVICE_PORT,
+    DEFAULT_NET_PREFIX, REDIS_MEMORY_FLAGS,
 };
 use statelab_proxy_api::{ConfigFile, PoolSection};
 use statelab_test_support::workspace_root;
@@ -160,9 +160,14 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
                         "CMD",
                         "statelab-healthcheck",
                         &CONTAINER_ADMIN_PORT.to_string(),
-                        "/admin/status"
+                        ADMIN_READY_PATH
                     ],
-                    "{name}'s healthcheck"
+                    "{name}'s healthcheck (the path that needs no token)"
+                );
+                assert_eq!(
+                    get(svc, &["environment", "STATELAB_ADMIN_TOKEN"]).as_str(),
+                    Some("${STATELAB_ADMIN_TOKEN:-}"),
+                    "the proxy's admin token comes from the environment, with no default"
                 );
                 let ports = strings(get(svc, &["ports"]));
                 let inside: Vec<&str> = ports

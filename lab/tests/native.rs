@@ -34,7 +34,8 @@ impl Lab {
             .env("STATELAB_UP_TIMEOUT", "60")
             .env_remove("STATELAB_PROXY_PORT")
             .env_remove("STATELAB_ADMIN_PORT")
-            .env_remove("STATELAB_REDIS_PORT");
+            .env_remove("STATELAB_REDIS_PORT")
+            .env_remove("STATELAB_ADMIN_TOKEN");
         cmd
     }
 
@@ -119,10 +120,38 @@ fn down_stops(lab: &Lab, parts: &[&str]) {
     assert!(!lab.run(&["mode"]).status.success(), "mode fails once down");
 }
 
+/// The status code of a bare `GET path` on 127.0.0.1:`port` (no token), as curl would send it.
+fn bare_get(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin API");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read the answer");
+    answer
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+/// With a token (`STATELAB_ADMIN_TOKEN` at `up`): every later command's admin requests carry it.
 #[test]
 fn up_kill_start_strategy_and_down_on_free_ports() {
     let lab = Lab::new("cycle");
-    lab.ok(&["up"]);
+    let up = lab
+        .command(&["up"])
+        .env("STATELAB_ADMIN_TOKEN", "native-lab-t0ken")
+        .output()
+        .expect("run statelab-lab up");
+    assert!(
+        up.status.success(),
+        "up failed:\n{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
     assert_eq!(lab.ok(&["mode"]).trim(), "native");
 
     let ports = lab.ok(&["ports"]);
@@ -136,6 +165,17 @@ fn up_kill_start_strategy_and_down_on_free_ports() {
         "redis, nine replicas, proxy, admin:\n{ports}"
     );
     assert!(names.contains(&"externalized-3") && names.contains(&"admin"));
+    let admin: u16 = ports
+        .lines()
+        .find_map(|l| l.strip_prefix("admin "))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("the admin port");
+    assert_eq!(
+        bare_get(admin, "/admin/status"),
+        401,
+        "the proxy wants the token"
+    );
+    assert_eq!(bare_get(admin, "/admin/ready"), 200);
 
     let status = lab.ok(&["status"]);
     assert!(

@@ -78,6 +78,16 @@ impl Target {
     }
 }
 
+/// A header value that is a secret (a bearer token): its `Debug` form never shows it.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// An answer: status, the replica that gave it, the body.
 #[derive(Debug)]
 pub struct Answer {
@@ -109,6 +119,8 @@ pub struct Client {
     conn: Option<Conn>,
     jar: Vec<(String, String)>,
     cookie_header: Option<String>,
+    /// `Authorization` on every request (the admin API's bearer token); none for the services.
+    authorization: Option<Secret>,
     /// The request being written, kept to reuse its allocation.
     out: Vec<u8>,
 }
@@ -122,8 +134,15 @@ impl Client {
             conn: None,
             jar: Vec::new(),
             cookie_header: None,
+            authorization: None,
             out: Vec::with_capacity(512),
         }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request: for the proxy's admin API.
+    pub fn with_bearer(mut self, token: &str) -> Self {
+        self.authorization = Some(Secret(format!("Bearer {token}")));
+        self
     }
 
     /// Forgets every cookie (a new browser profile) and the connection.
@@ -205,7 +224,10 @@ impl Client {
             &self.target.prefix,
             path,
             self.target.host.as_bytes(),
-            self.cookie_header.as_ref().map(String::as_bytes),
+            wire::Fields {
+                cookie: self.cookie_header.as_ref().map(String::as_bytes),
+                authorization: self.authorization.as_ref().map(|s| s.0.as_bytes()),
+            },
             body.as_deref(),
         );
         *sent = Instant::now();

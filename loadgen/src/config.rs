@@ -257,6 +257,11 @@ pub struct RunArgs {
     )]
     pub admin: String,
 
+    /// The admin API's bearer token, when the proxy wants one (the Docker lab's is in
+    /// .lab/admin-token). Better from the environment: a flag shows in the process list.
+    #[arg(long, env = "STATELAB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
+
     /// The routing strategy to record in the report: one of the proxy's (cookie, ip-hash,
     /// round-robin, ...) or direct.
     #[arg(long)]
@@ -386,8 +391,35 @@ pub enum ConfigError {
 pub enum StrategySource {
     /// `--strategy`, or `direct` for a target without a path prefix (a replica, no proxy).
     Known(Routing),
-    /// The proxy's admin API at this base URL, asked just before the run.
-    AskProxy { admin: String },
+    /// The proxy's admin API at this base URL, asked just before the run (with the token).
+    AskProxy {
+        admin: String,
+        token: Option<AdminToken>,
+    },
+}
+
+/// The admin API's bearer token: a secret, so its `Debug` form never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for AdminToken {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(AdminToken(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 /// A `run` command whose flags have been checked against each other: everything
@@ -434,6 +466,8 @@ impl RunPlan {
             None if target.prefix.is_empty() => StrategySource::Known(Routing::Direct),
             None => StrategySource::AskProxy {
                 admin: args.admin.clone(),
+                // An empty STATELAB_ADMIN_TOKEN is no token.
+                token: args.admin_token.clone().filter(|t| !t.as_str().is_empty()),
             },
         };
         // Several source addresses only where they all reach the target: on IPv4 loopback.
@@ -494,7 +528,9 @@ impl RunPlan {
     pub async fn resolve(self) -> RunConfig {
         let asked = match &self.strategy {
             StrategySource::Known(_) => None,
-            StrategySource::AskProxy { admin } => ask_strategy(admin, &self.config.service).await,
+            StrategySource::AskProxy { admin, token } => {
+                ask_strategy(admin, token.as_ref(), &self.config.service).await
+            }
         };
         self.into_config(asked)
     }
@@ -545,9 +581,12 @@ fn fault(args: &RunArgs) -> Result<Option<Fault>, ConfigError> {
 }
 
 /// The pool's strategy from the proxy's `/admin/status`, or `None` if the proxy does not say.
-async fn ask_strategy(admin: &str, pool: &str) -> Option<Routing> {
+async fn ask_strategy(admin: &str, token: Option<&AdminToken>, pool: &str) -> Option<Routing> {
     let target = Target::parse(admin).ok()?;
     let mut client = Client::new(target, None, Duration::from_secs(2));
+    if let Some(token) = token {
+        client = client.with_bearer(token.as_str());
+    }
     let answer = client
         .send(http::Method::GET, "/admin/status", None)
         .await
@@ -589,6 +628,9 @@ mod tests {
         if !given("--admin") {
             args.admin = "http://127.0.0.1:8081".into();
         }
+        if !given("--admin-token") {
+            args.admin_token = None;
+        }
         if !given("--lab") {
             args.lab = "scripts/lab".into();
         }
@@ -609,7 +651,8 @@ mod tests {
         assert_eq!(
             plan.strategy(),
             &StrategySource::AskProxy {
-                admin: "http://127.0.0.1:8081".into()
+                admin: "http://127.0.0.1:8081".into(),
+                token: None,
             }
         );
         let cfg = plan.into_config(None);
@@ -868,5 +911,62 @@ mod tests {
             let json = serde_json::to_string(&w).expect("serialise");
             assert_eq!(json, format!("\"{w}\""));
         }
+    }
+
+    /// An admin API that wants `Bearer t0k`: one answer per connection, the status or a 401.
+    async fn admin_wanting_a_token() -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("its address");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let (status, body) = if head.contains("\r\nauthorization: bearer t0k\r\n") {
+                    let pool = serde_json::json!({
+                        "name": "stateful", "prefix": "/stateful", "strategy": "ip-hash",
+                        "available": true, "replicas": []
+                    });
+                    ("200 OK", serde_json::json!({ "pools": [pool] }).to_string())
+                } else {
+                    (
+                        "401 Unauthorized",
+                        r#"{"error":"unauthorized","message":"no"}"#.into(),
+                    )
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_strategy_lookup_sends_the_admin_token() {
+        let admin = format!("http://{}", admin_wanting_a_token().await);
+        let with = plan(&["--admin", &admin, "--admin-token", "t0k"]);
+        assert!(
+            !format!("{with:?}").contains("t0k"),
+            "the token stays out of Debug"
+        );
+        assert_eq!(
+            with.resolve().await.strategy,
+            Some(Routing::Proxy(Strategy::IpHash))
+        );
+        let without = plan(&["--admin", &admin]);
+        assert_eq!(without.resolve().await.strategy, None);
     }
 }

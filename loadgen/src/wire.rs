@@ -16,6 +16,14 @@ pub const MAX_HEAD: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed;
 
+/// The optional header fields of a request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fields<'a> {
+    pub cookie: Option<&'a [u8]>,
+    /// The admin API's bearer token; the services' requests carry none.
+    pub authorization: Option<&'a [u8]>,
+}
+
 /// Appends a request to `out`. `body` is sent as JSON; a POST without a body says
 /// `Content-Length: 0` so the server need not wait for one.
 pub fn write_request(
@@ -24,9 +32,13 @@ pub fn write_request(
     prefix: &str,
     path: &str,
     host: &[u8],
-    cookie: Option<&[u8]>,
+    fields: Fields<'_>,
     body: Option<&[u8]>,
 ) {
+    let Fields {
+        cookie,
+        authorization,
+    } = fields;
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(prefix.as_bytes());
@@ -38,6 +50,10 @@ pub fn write_request(
     if let Some(cookie) = cookie {
         out.extend_from_slice(b"\r\ncookie: ");
         out.extend_from_slice(cookie);
+    }
+    if let Some(authorization) = authorization {
+        out.extend_from_slice(b"\r\nauthorization: ");
+        out.extend_from_slice(authorization);
     }
     match body {
         Some(body) => {
@@ -191,7 +207,10 @@ mod tests {
             "/stateful",
             "/cart/items",
             b"h:1",
-            Some(b"a=b"),
+            Fields {
+                cookie: Some(b"a=b"),
+                authorization: None,
+            },
             Some(b"{}"),
         );
         assert_eq!(
@@ -199,16 +218,34 @@ mod tests {
             b"POST /stateful/cart/items HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\ncookie: a=b\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
         );
         out.clear();
-        write_request(&mut out, "POST", "", "/logout", b"h:1", None, None);
+        write_request(
+            &mut out,
+            "POST",
+            "",
+            "/logout",
+            b"h:1",
+            Fields::default(),
+            None,
+        );
         assert_eq!(
             out,
             b"POST /logout HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\ncontent-length: 0\r\n\r\n"
         );
         out.clear();
-        write_request(&mut out, "GET", "", "/me", b"h:1", None, None);
+        write_request(&mut out, "GET", "", "/me", b"h:1", Fields::default(), None);
         assert_eq!(
             out,
             b"GET /me HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\n\r\n"
+        );
+        out.clear();
+        let auth = Fields {
+            cookie: None,
+            authorization: Some(b"Bearer t"),
+        };
+        write_request(&mut out, "GET", "", "/admin/status", b"h:1", auth, None);
+        assert_eq!(
+            out,
+            b"GET /admin/status HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\nauthorization: Bearer t\r\n\r\n"
         );
     }
 

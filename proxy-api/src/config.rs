@@ -33,6 +33,11 @@ pub struct ServerSection {
     /// When set, the admin API wants `Authorization: Bearer <token>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_token: Option<String>,
+    /// Further names the admin API answers to in `Host`, besides loopback names and addresses and
+    /// the address a client connected to (e.g. a compose service name). Any other name is refused:
+    /// a DNS-rebinding page can only reach the admin API under a name of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_hosts: Vec<String>,
     pub threads: usize,
     pub grace_period_seconds: u64,
     pub shutdown_timeout_seconds: u64,
@@ -60,6 +65,7 @@ impl Default for ServerSection {
             listen: "127.0.0.1:8080".into(),
             admin_listen: "127.0.0.1:8081".into(),
             admin_token: None,
+            admin_hosts: Vec::new(),
             threads: 1,
             grace_period_seconds: 5,
             shutdown_timeout_seconds: 1,
@@ -81,6 +87,7 @@ impl fmt::Debug for ServerSection {
             .field("listen", &self.listen)
             .field("admin_listen", &self.admin_listen)
             .field("admin_token", &redacted(&self.admin_token))
+            .field("admin_hosts", &self.admin_hosts)
             .field("threads", &self.threads)
             .field("grace_period_seconds", &self.grace_period_seconds)
             .field("shutdown_timeout_seconds", &self.shutdown_timeout_seconds)

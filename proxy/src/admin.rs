@@ -2,8 +2,9 @@
 //!
 //! | method | path | |
 //! |---|---|---|
+//! | GET  | `/admin/ready` | `{"ready": true}`; no token needed, no data (the compose healthcheck) |
 //! | GET  | `/admin/status` | pools, strategies, replica health/drain/ejection, counters |
-//! | PUT  | `/admin/pools/{pool}/strategy` | body `cookie`, `ip-hash` or `round-robin` |
+//! | PUT  | `/admin/pools/{pool}/strategy` | `{"strategy": "ip-hash"}` (or the JSON string): `cookie`, `ip-hash`, `ip-modulo`, `round-robin` |
 //! | POST | `/admin/replicas/{name}/drain` | no new clients; pinned clients stay |
 //! | POST | `/admin/replicas/{name}/enable` | back to taking new clients |
 //! | POST | `/admin/pools/{pool}/replicas` | `{"name", "addr"}`: add a replica (joins after `rise` checks) |
@@ -12,7 +13,10 @@
 //! | GET  | `/admin/dashboard.json[?since=MS&after=SEQ]` | the dashboard's history and events |
 //! | GET  | `/`, `/dashboard.css`, `/dashboard.js` | the dashboard page (no data, no token) |
 //!
-//! With `admin_token` set, every request but the page's files needs `Authorization: Bearer <token>`.
+//! Every request first passes the guard (`admin/guard.rs`, which explains why): a `Host` the
+//! listener answers to (`421`), no state change from another site (`403`), the bearer token when
+//! `admin_token` is set, except for `/admin/ready` and the page's files (`401`), and JSON bodies
+//! (`415`). Request bodies are JSON.
 //! Errors are JSON `{"error": ..., "message": ...}`: unknown names 404, bad bodies 400, a name or
 //! address already in use and removing a pool's last replica 409, a wrong method 405 with `Allow`.
 
@@ -25,10 +29,13 @@ use pingora::protocols::http::ServerSession;
 
 use std::time::{Duration, Instant};
 
+use crate::config::ServerConfig;
 use crate::dashboard;
 use crate::metrics::Metrics;
 use crate::pool::{MembershipError, Pools};
 use crate::strategy::Strategy;
+
+mod guard;
 
 /// Largest admin request body read; strategy names are a few bytes.
 const MAX_BODY: usize = 1024;
@@ -37,24 +44,25 @@ const MAX_BODY: usize = 1024;
 pub struct AdminApp {
     pools: Arc<Pools>,
     metrics: Metrics,
-    token: Option<String>,
+    guard: guard::Guard,
 }
 
 impl std::fmt::Debug for AdminApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminApp")
             .field("pools", &self.pools)
-            .field("token_set", &self.token.is_some())
+            .field("guard", &self.guard)
             .finish_non_exhaustive()
     }
 }
 
 impl AdminApp {
-    pub fn new(pools: Arc<Pools>, metrics: Metrics, token: Option<String>) -> Self {
+    /// `server` gives the token and the names the admin API answers to.
+    pub fn new(pools: Arc<Pools>, metrics: Metrics, server: &ServerConfig) -> Self {
         Self {
             pools,
             metrics,
-            token,
+            guard: guard::Guard::new(server),
         }
     }
 }
@@ -68,8 +76,8 @@ enum AdminError {
     BadRequest(String),
     #[error("method not allowed here; allowed: {0}")]
     MethodNotAllowed(&'static str),
-    #[error("missing or wrong bearer token")]
-    Unauthorized,
+    #[error(transparent)]
+    Refused(#[from] guard::Refusal),
     #[error("{0}")]
     Conflict(String),
 }
@@ -130,7 +138,7 @@ impl AdminError {
             AdminError::MethodNotAllowed(_) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
-            AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AdminError::Refused(r) => r.status(),
             AdminError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
         }
     }
@@ -154,19 +162,6 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Vec<u8>> 
 }
 
 impl AdminApp {
-    fn authorized(&self, session: &ServerSession) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
-    }
-
     async fn read_body(session: &mut ServerSession) -> Result<String, AdminError> {
         let mut body = Vec::new();
         loop {
@@ -185,6 +180,11 @@ impl AdminApp {
     }
 
     async fn handle(&self, session: &mut ServerSession) -> Result<Response<Vec<u8>>, AdminError> {
+        let local = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        self.guard.check(session.req_header(), local)?;
         if session.req_header().method == Method::GET {
             if let Some((content_type, body)) = dashboard::asset(session.req_header().uri.path()) {
                 let mut resp = respond(StatusCode::OK, content_type, body.as_bytes().to_vec());
@@ -195,9 +195,6 @@ impl AdminApp {
                 return Ok(resp);
             }
         }
-        if !self.authorized(session) {
-            return Err(AdminError::Unauthorized);
-        }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -207,6 +204,9 @@ impl AdminApp {
                 "text/plain; version=0.0.4",
                 self.metrics.render(),
             )),
+            (["admin", "ready"], Method::GET) => {
+                Ok(json(StatusCode::OK, &serde_json::json!({ "ready": true })))
+            }
             (["admin", "status"], Method::GET) => Ok(json(StatusCode::OK, &self.pools.status())),
             (["admin", "dashboard.json"], Method::GET) => {
                 let since = dashboard::Since::parse(session.req_header().uri.query())
@@ -220,7 +220,7 @@ impl AdminApp {
                     .pool_by_name(pool)
                     .ok_or_else(|| AdminError::NotFound(format!("no pool named {pool:?}")))?;
                 let body = Self::read_body(session).await?;
-                // Accept a bare name, or a JSON string / {"strategy": ...} for convenience.
+                // The JSON string "cookie", or {"strategy": "cookie"}.
                 let name = match serde_json::from_str::<serde_json::Value>(&body) {
                     Ok(serde_json::Value::String(s)) => s,
                     Ok(serde_json::Value::Object(o)) => o
@@ -228,7 +228,12 @@ impl AdminApp {
                         .and_then(|v| v.as_str())
                         .unwrap_or_default()
                         .to_string(),
-                    _ => body.trim().to_string(),
+                    _ => {
+                        return Err(AdminError::BadRequest(
+                            "the body must be JSON: {\"strategy\": \"ip-hash\"} or \"ip-hash\""
+                                .into(),
+                        ))
+                    }
                 };
                 let strategy: Strategy =
                     name.parse()
@@ -276,7 +281,7 @@ impl AdminApp {
                     }),
                 ))
             }
-            (["metrics"] | ["admin", "status"] | ["admin", "dashboard.json"], _) => {
+            (["metrics"] | ["admin", "status" | "ready" | "dashboard.json"], _) => {
                 Err(AdminError::MethodNotAllowed("GET"))
             }
             (["admin", "pools", _, "strategy"], _) => Err(AdminError::MethodNotAllowed("PUT")),
@@ -288,11 +293,6 @@ impl AdminApp {
             _ => Err(AdminError::NotFound(format!("no admin endpoint at {path}"))),
         }
     }
-}
-
-/// Token comparison whose time does not depend on where the first difference is.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[async_trait]

@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub admin_token: Option<String>,
+    /// Names besides loopback's and the connection's own address that the admin API accepts in
+    /// `Host` (lowercase; see [`crate::admin`]).
+    pub admin_hosts: Vec<String>,
     pub threads: usize,
     pub grace_period: Duration,
     /// How long runtimes get to finish after the grace period before tasks are dropped.
@@ -102,6 +105,7 @@ impl std::fmt::Debug for ServerConfig {
                 "admin_token",
                 &format_args!("{}", redacted(&self.admin_token)),
             )
+            .field("admin_hosts", &self.admin_hosts)
             .field("threads", &self.threads)
             .field("grace_period", &self.grace_period)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -175,6 +179,27 @@ impl Config {
         Ok(())
     }
 
+    /// Replaces `server.admin_token` with `token` when one is given: how a container gets its
+    /// token from the environment (`STATELAB_ADMIN_TOKEN`) instead of from the mounted file, which
+    /// is committed. An empty value is refused like an empty `admin_token`: it would look like a
+    /// token and leave the API open. compose passes an empty value when the user gave none, so
+    /// this is also how `docker compose up` without a token fails.
+    pub fn override_admin_token(&mut self, token: Option<String>) -> Result<(), ConfigError> {
+        match token {
+            None => Ok(()),
+            Some(t) if t.trim().is_empty() => Err(ConfigError::Invalid(
+                "STATELAB_ADMIN_TOKEN is set but empty; give the admin API a token \
+                 (e.g. export STATELAB_ADMIN_TOKEN=$(openssl rand -hex 32); scripts/lab up --docker \
+                 makes one) or unset it"
+                    .into(),
+            )),
+            Some(t) => {
+                self.server.admin_token = Some(t);
+                Ok(())
+            }
+        }
+    }
+
     /// The admin API (which can drain replicas and switch strategies) is reachable from other
     /// hosts with no token; allowed, but worth a warning at start.
     pub fn admin_open_to_network(&self) -> bool {
@@ -203,6 +228,29 @@ fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// One `server.admin_hosts` entry: a DNS name or an IP address, without a port (any port is
+/// accepted: published ports differ from the listener's), lowercased as `Host` is compared.
+fn admin_host(entry: &str) -> Result<String, ConfigError> {
+    let bare = entry.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(bare.to_ascii_lowercase());
+    }
+    let name_ok = !entry.is_empty()
+        && entry.len() <= 253
+        && entry
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && !entry.starts_with(['.', '-'])
+        && !entry.ends_with(['.', '-']);
+    if name_ok {
+        Ok(entry.to_ascii_lowercase())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "server.admin_hosts entry {entry:?} is not a host name or an IP address (no port, no scheme)"
+        )))
+    }
+}
+
 impl Config {
     /// Validates the file's values into the configuration the proxy runs with.
     pub fn from_file(file: ConfigFile) -> Result<Config, ConfigError> {
@@ -216,6 +264,11 @@ impl Config {
                 "server.admin_token must not be empty (omit it to disable auth)".into(),
             );
         }
+        let admin_hosts = s
+            .admin_hosts
+            .iter()
+            .map(|h| admin_host(h))
+            .collect::<Result<Vec<_>, _>>()?;
         let listen = parse_addr("server.listen", &s.listen)?;
         let admin_listen = parse_addr("server.admin_listen", &s.admin_listen)?;
         if listen == admin_listen {
@@ -246,6 +299,7 @@ impl Config {
             listen,
             admin_listen,
             admin_token: s.admin_token,
+            admin_hosts,
             threads: s.threads,
             grace_period: Duration::from_secs(s.grace_period_seconds),
             shutdown_timeout: Duration::from_secs(s.shutdown_timeout_seconds),
@@ -501,6 +555,34 @@ mod tests {
         assert!(!Config::from_toml_str(&guarded)?.admin_open_to_network());
         let v6 = "[server]\nadmin_listen = \"[::1]:9081\"\n";
         assert!(!Config::from_toml_str(v6)?.admin_open_to_network());
+        Ok(())
+    }
+
+    #[test]
+    fn admin_hosts_are_names_or_addresses_without_a_port() -> Result<(), ConfigError> {
+        let c = Config::from_toml_str(
+            "[server]\nadmin_hosts = [\"Proxy\", \"statelab-proxy\", \"10.0.0.2\", \"[::1]\"]",
+        )?;
+        assert_eq!(
+            c.server.admin_hosts,
+            ["proxy", "statelab-proxy", "10.0.0.2", "::1"]
+        );
+        assert!(Config::from_toml_str("")?.server.admin_hosts.is_empty());
+        for bad in ["proxy:8081", "http://proxy", "", "a b", ".proxy"] {
+            let e = err(&format!("[server]\nadmin_hosts = [{bad:?}]"));
+            assert!(e.contains("server.admin_hosts"), "{bad}: {e}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_environments_token_replaces_the_files() -> Result<(), ConfigError> {
+        let mut c = Config::from_toml_str("[server]\nadmin_token = \"from-file\"")?;
+        c.override_admin_token(None)?;
+        assert_eq!(c.server.admin_token.as_deref(), Some("from-file"));
+        c.override_admin_token(Some("from-env".into()))?;
+        assert_eq!(c.server.admin_token.as_deref(), Some("from-env"));
+        assert!(c.override_admin_token(Some(" ".into())).is_err());
         Ok(())
     }
 

@@ -16,7 +16,8 @@
 //!   and header deadlines, header checks, pipelined requests served in order;
 //! - [`proxy`]: the `ProxyHttp` filters (routing, retries on another replica, 503 when none) and
 //!   the classification of a failed request into the proxy's own answer (`ProxyFault`);
-//! - [`admin`]: `/admin/...` and `/metrics`;
+//! - [`admin`]: `/admin/...` and `/metrics`, every request first through its guard (the `Host`,
+//!   no state change from another site, the token, JSON bodies);
 //! - [`dashboard`]: the live page at the admin listener's `/`, its once-a-second sampler and the
 //!   history rings it serves as JSON;
 //! - [`metrics`]: the Prometheus registry;
@@ -83,7 +84,7 @@ pub fn build_server(config: &Config) -> Server {
     );
     let mut admin_service = Service::new(
         "statelab admin".to_string(),
-        admin::AdminApp::new(pools.clone(), metrics, config.server.admin_token.clone()),
+        admin::AdminApp::new(pools.clone(), metrics, &config.server),
     );
     admin_service.threads = Some(1);
     admin_service.add_tcp(&config.server.admin_listen.to_string());

@@ -1,4 +1,5 @@
 //! `statelab-proxy [--config FILE]`: parse flags, load the config (failing fast), run the server.
+//! `STATELAB_ADMIN_TOKEN` in the environment replaces the file's `server.admin_token`.
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,19 @@ struct Args {
     check: bool,
 }
 
+/// `STATELAB_ADMIN_TOKEN`, which replaces `server.admin_token`: compose hands the container its
+/// token this way, so the committed config file holds none. Read from the environment only, never
+/// from a flag, which any local user could see in the process list.
+fn admin_token_from_env() -> anyhow::Result<Option<String>> {
+    match std::env::var("STATELAB_ADMIN_TOKEN") {
+        Ok(token) => Ok(Some(token)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            anyhow::bail!("statelab-proxy cannot start: STATELAB_ADMIN_TOKEN is not UTF-8")
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -34,7 +48,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let config = statelab_proxy::Config::load(args.config.as_deref())
+    let mut config = statelab_proxy::Config::load(args.config.as_deref())
+        .context("statelab-proxy cannot start")?;
+    config
+        .override_admin_token(admin_token_from_env()?)
         .context("statelab-proxy cannot start")?;
     if config.admin_open_to_network() {
         tracing::warn!(

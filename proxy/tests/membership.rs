@@ -199,7 +199,7 @@ async fn growing_three_to_four_moves_a_quarter_on_the_ring_and_most_by_modulo() 
             .admin(
                 Method::PUT,
                 "/admin/pools/stateful/strategy",
-                Some(strategy),
+                Some(&format!("{{\"strategy\": \"{strategy}\"}}")),
             )
             .await;
         assert_eq!(code, 200);

@@ -563,7 +563,7 @@ async fn strategy_switches_at_runtime() {
         .admin(
             Method::PUT,
             "/admin/pools/stateless/strategy",
-            Some("cookie"),
+            Some(r#""cookie""#),
         )
         .await;
     assert_eq!(code, 200, "{body}");
@@ -586,7 +586,7 @@ async fn strategy_switches_at_runtime() {
         .admin(
             Method::PUT,
             "/admin/pools/stateless/strategy",
-            Some("ip-hash"),
+            Some(r#""ip-hash""#),
         )
         .await;
     assert_eq!(code, 200);
@@ -606,7 +606,7 @@ async fn strategy_switches_at_runtime() {
         .admin(
             Method::PUT,
             "/admin/pools/stateless/strategy",
-            Some("round-robin"),
+            Some(r#""round-robin""#),
         )
         .await;
     assert_eq!(code, 200);
@@ -638,13 +638,13 @@ async fn admin_api_rejects_bad_names_bodies_and_tokens() {
         (
             Method::PUT,
             "/admin/pools/nope/strategy",
-            Some("cookie"),
+            Some(r#""cookie""#),
             404,
         ),
         (
             Method::PUT,
             "/admin/pools/stateless/strategy",
-            Some("sticky"),
+            Some(r#""sticky""#),
             400,
         ),
         (

@@ -106,6 +106,8 @@ async fn try_spawn(pools: &[PoolSpec<'_>], extra_server: &str, extra_retry: &str
         .arg("--config")
         .arg(&config_path)
         .env("RUST_LOG", "error")
+        // The token is the config file's alone, whatever the caller's environment says.
+        .env_remove("STATELAB_ADMIN_TOKEN")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -248,9 +250,13 @@ impl Proxy {
         path: &str,
         body: Option<&str>,
     ) -> Option<(u16, String)> {
-        let mut req = client.request(method, format!("http://{}{path}", self.admin));
+        let mut req = client.request(method.clone(), format!("http://{}{path}", self.admin));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
+        }
+        // As curl and the lab send them: no Origin, JSON for every state change.
+        if !matches!(method, reqwest::Method::GET | reqwest::Method::HEAD) {
+            req = req.header("content-type", "application/json");
         }
         if let Some(b) = body {
             req = req.body(b.to_string());
