@@ -9,7 +9,7 @@
 //! In the compose network the admin listener binds `0.0.0.0`, so the proxy always gets a token:
 //! `STATELAB_ADMIN_TOKEN` when `up` is given one, else the one recorded before, else a random one;
 //! `up` records it in the lab directory's `admin-token` and every compose command passes it on
-//! (without one, `deploy/compose.yaml` hands the proxy an empty token, which it refuses).
+//! (without one, the proxy would make its own and only log it).
 
 use std::collections::BTreeMap;
 use std::fs;

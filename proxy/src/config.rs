@@ -181,23 +181,29 @@ impl Config {
 
     /// Replaces `server.admin_token` with `token` when one is given: how a container gets its
     /// token from the environment (`STATELAB_ADMIN_TOKEN`) instead of from the mounted file, which
-    /// is committed. An empty value is refused like an empty `admin_token`: it would look like a
-    /// token and leave the API open. compose passes an empty value when the user gave none, so
-    /// this is also how `docker compose up` without a token fails.
-    pub fn override_admin_token(&mut self, token: Option<String>) -> Result<(), ConfigError> {
-        match token {
-            None => Ok(()),
-            Some(t) if t.trim().is_empty() => Err(ConfigError::Invalid(
-                "STATELAB_ADMIN_TOKEN is set but empty; give the admin API a token \
-                 (e.g. export STATELAB_ADMIN_TOKEN=$(openssl rand -hex 32); scripts/lab up --docker \
-                 makes one) or unset it"
-                    .into(),
-            )),
-            Some(t) => {
-                self.server.admin_token = Some(t);
-                Ok(())
-            }
+    /// is committed. An empty value counts as none: compose passes an empty value when the user
+    /// gave none, and [`Config::ensure_admin_token`] then makes one.
+    pub fn override_admin_token(&mut self, token: Option<String>) {
+        if let Some(t) = token.filter(|t| !t.trim().is_empty()) {
+            self.server.admin_token = Some(t);
         }
+    }
+
+    /// An admin API that listens beyond loopback without a token gets a random one, which the
+    /// caller must show its user (the proxy logs it once at start). Without this, plain
+    /// `docker compose up` would leave the API open to the whole lab network, or, refusing to
+    /// start, not come up at all; a token written into the committed files would be no secret.
+    /// Returns the token made, if one was.
+    pub fn ensure_admin_token(&mut self) -> Result<Option<String>, ConfigError> {
+        if self.server.admin_listen.ip().is_loopback() || self.server.admin_token.is_some() {
+            return Ok(None);
+        }
+        let mut bytes = [0u8; 24];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| ConfigError::Invalid(format!("no randomness for the admin token: {e}")))?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        self.server.admin_token = Some(token.clone());
+        Ok(Some(token))
     }
 
     /// The admin API (which can drain replicas and switch strategies) is reachable from other
@@ -578,11 +584,35 @@ mod tests {
     #[test]
     fn the_environments_token_replaces_the_files() -> Result<(), ConfigError> {
         let mut c = Config::from_toml_str("[server]\nadmin_token = \"from-file\"")?;
-        c.override_admin_token(None)?;
+        c.override_admin_token(None);
         assert_eq!(c.server.admin_token.as_deref(), Some("from-file"));
-        c.override_admin_token(Some("from-env".into()))?;
+        c.override_admin_token(Some(" ".into()));
+        assert_eq!(
+            c.server.admin_token.as_deref(),
+            Some("from-file"),
+            "empty is none"
+        );
+        c.override_admin_token(Some("from-env".into()));
         assert_eq!(c.server.admin_token.as_deref(), Some("from-env"));
-        assert!(c.override_admin_token(Some(" ".into())).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn an_admin_api_beyond_loopback_always_has_a_token() -> Result<(), ConfigError> {
+        let mut local = Config::from_toml_str("")?;
+        assert_eq!(local.ensure_admin_token()?, None, "loopback may stay open");
+        assert!(local.server.admin_token.is_none());
+        let open = "[server]\nadmin_listen = \"0.0.0.0:8081\"";
+        let mut c = Config::from_toml_str(open)?;
+        let made = c.ensure_admin_token()?.expect("a token made");
+        assert_eq!(made.len(), 48);
+        assert_eq!(c.server.admin_token.as_deref(), Some(made.as_str()));
+        assert!(!c.admin_open_to_network());
+        let mut other = Config::from_toml_str(open)?;
+        assert_ne!(other.ensure_admin_token()?, Some(made), "random per start");
+        let mut given = Config::from_toml_str(open)?;
+        given.override_admin_token(Some("chosen".into()));
+        assert_eq!(given.ensure_admin_token()?, None, "a given token is kept");
         Ok(())
     }
 

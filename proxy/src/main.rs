@@ -50,14 +50,16 @@ fn main() -> anyhow::Result<()> {
 
     let mut config = statelab_proxy::Config::load(args.config.as_deref())
         .context("statelab-proxy cannot start")?;
-    config
-        .override_admin_token(admin_token_from_env()?)
-        .context("statelab-proxy cannot start")?;
-    if config.admin_open_to_network() {
+    config.override_admin_token(admin_token_from_env()?);
+    if let Some(token) = config
+        .ensure_admin_token()
+        .context("statelab-proxy cannot start")?
+    {
+        // Shown once, where the user who started the proxy looks (`docker compose logs proxy`).
         tracing::warn!(
             admin = %config.server.admin_listen,
-            "the admin API listens beyond loopback without server.admin_token: anyone who can \
-             reach it can drain replicas and switch strategies; set a token"
+            "the admin API listens beyond loopback and no token was given \
+             (STATELAB_ADMIN_TOKEN): generated one for this run: {token}"
         );
     }
     if args.check {
