@@ -59,6 +59,11 @@ const READ_CHUNK: usize = 4096;
 const LINGER: Duration = Duration::from_millis(500);
 /// Most bytes read and dropped while lingering.
 const LINGER_BYTES: usize = 64 * 1024;
+/// The same for a connection refused over the connection cap: short, because it holds no slot.
+const BUSY_LINGER: Duration = Duration::from_millis(50);
+/// The largest `Content-Length` taken (1 TiB): far beyond any body a replica accepts, far from
+/// overflowing when the header's length is added.
+const MAX_CONTENT_LENGTH: u64 = 1 << 40;
 
 /// The proxy's listener application: bounds each client connection, then lets `app` (pingora's
 /// HTTP proxy) serve its requests one at a time.
@@ -218,7 +223,9 @@ where
     ) -> Option<Stream> {
         let mut conn = ClientConn::new(stream, self.limits.max_header_bytes);
         let Some(_slot) = Slot::take(&self.open, self.limits.max_connections, &self.metrics) else {
-            self.refuse(&mut conn, Refusal::Busy).await;
+            // Refused connections hold no slot, so they must not linger: a flood of them would
+            // otherwise hold descriptors beyond the cap for the refusal's linger time.
+            self.refuse_busy(&mut conn).await;
             return None;
         };
         self.serve(conn, shutdown).await;
@@ -306,6 +313,37 @@ where
                 },
             }
         }
+    }
+
+    /// Answers a connection over the cap with its 503 at once and closes it, without reading
+    /// what the client still sends.
+    async fn refuse_busy(&self, conn: &mut ClientConn) {
+        let refusal = Refusal::Busy;
+        let (status, _) = refusal.status();
+        self.metrics
+            .requests
+            .with_label_values(&["none", "none", &status.to_string(), Origin::Proxy.as_str()])
+            .inc();
+        let answer = refusal.response(&self.limits);
+        let sent = async {
+            conn.io.write_all(&answer).await?;
+            conn.io.flush().await
+        };
+        if tokio::time::timeout(BUSY_LINGER, sent).await.is_err() {
+            return;
+        }
+        Shutdown::shutdown(&mut *conn.io).await;
+        // A moment to take in what the client already sent, so that closing does not reset the
+        // connection before the client reads its 503.
+        let _ = tokio::time::timeout(BUSY_LINGER, async {
+            let mut sink = [0u8; 1024];
+            while let Ok(n) = conn.io.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// Answers a refused request (if there is anyone to answer) and closes the connection.
@@ -464,6 +502,11 @@ fn finish_check(
                 (None, _) => {
                     return Scan::Refused(Refusal::BadRequest("Content-Length is not a number"))
                 }
+                // No body that large can be meant; refused so that the allowance arithmetic
+                // (header length plus body length) stays far from overflowing.
+                (Some(n), _) if n > MAX_CONTENT_LENGTH => {
+                    return Scan::Refused(Refusal::BadRequest("Content-Length is too large"))
+                }
                 (Some(n), Some(prev)) if n != prev => {
                     return Scan::Refused(Refusal::BadRequest(
                         "Content-Length is given twice with different values",
@@ -567,7 +610,7 @@ impl ClientConn {
     /// Lets pingora read this request.
     fn admit(&mut self, head: Head) {
         self.allowance = match head.body {
-            Body::Length(n) => Some(head.len as u64 + n),
+            Body::Length(n) => Some((head.len as u64).saturating_add(n)),
             Body::Unbounded => None,
         };
     }
@@ -850,6 +893,13 @@ mod tests {
         assert!(matches!(
             refused(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Refusal::BadRequest(_)
+        ));
+        // A length that would overflow the header's length added to it.
+        assert!(matches!(
+            refused(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n"
+            ),
+            Refusal::BadRequest(m) if m.contains("too large")
         ));
         assert_eq!(
             refused(b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n"),

@@ -268,16 +268,24 @@ impl<S: SessionStore> App<S> {
         }
     }
 
-    /// Starts a session. The sessions the request presented end: the first is the one the store
-    /// replaces (rotation, no fixation), any others are ended first.
+    /// Starts a session. The sessions the request presented end: the first live one is the one
+    /// the store replaces (rotation, no fixation, and at a session cap the login takes over its
+    /// room), any others once the new one exists. Ending them only then means a login refused (a
+    /// full store) ends nothing: the user keeps the session they had.
     async fn login(&self, username: &str, old: &Credentials<'_>) -> Reply {
         validate_username(username)?;
-        let mut presented = old.iter();
-        let replaces = presented.next();
-        for extra in presented {
+        let mut replaces = None;
+        for credential in old.iter() {
+            if self.store.apply(credential, Change::Touch).await?.is_some() {
+                replaces = Some(credential);
+                break;
+            }
+        }
+        let replaces = replaces.or_else(|| old.iter().next());
+        let issued = self.store.create(username, replaces).await?;
+        for extra in old.iter().filter(|c| Some(*c) != replaces) {
             self.store.destroy(extra).await?;
         }
-        let issued = self.store.create(username, replaces).await?;
         let token = S::CREDENTIAL_IN_BODY.then_some(issued.credential.as_str());
         let body = self.me_json(&issued.session, token);
         let mut response = json_response(StatusCode::OK, &body);

@@ -39,6 +39,29 @@ async fn logins_past_the_cap_are_503_and_held_sessions_keep_working() {
         assert_eq!(cart.status, StatusCode::OK, "{}", cart.text);
         assert_eq!(qty_of(&cart.body, "apple"), 2);
     }
+    // A login presenting a stale cookie before a live one, at the cap: it takes over the live
+    // session's room (the old session ends, the new one starts) instead of needing a free slot.
+    let name = &app.cookie_name;
+    let live = held[2].credential.clone().expect("carol's credential");
+    let relogin = app
+        .http
+        .request(Method::POST, app.url("/login"))
+        .header("cookie", format!("{name}=stale-session; {name}={live}"))
+        .header("content-type", "application/json")
+        .body(r#"{"username":"carol"}"#);
+    let again = app.request(relogin).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    held[2].get("/me").await.assert_error(401, "unauthorized");
+    held[2].credential = again.set_cookie(name).and_then(|line| {
+        line.split(';')
+            .next()?
+            .split_once('=')
+            .map(|(_, v)| v.to_owned())
+    });
+    let cart = held[2].get("/cart").await;
+    assert_eq!(cart.status, StatusCode::OK, "{}", cart.text);
+    assert_eq!(cart.body["total_qty"], 0, "a new session");
+
     // Logging in again replaces the held session in place, so it works at the cap.
     let alice = &mut held[0];
     alice.login("alice").await;
