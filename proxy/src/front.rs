@@ -223,9 +223,7 @@ where
     ) -> Option<Stream> {
         let mut conn = ClientConn::new(stream, self.limits.max_header_bytes);
         let Some(_slot) = Slot::take(&self.open, self.limits.max_connections, &self.metrics) else {
-            // Refused connections hold no slot, so they must not linger: a flood of them would
-            // otherwise hold descriptors beyond the cap for the refusal's linger time.
-            self.refuse_busy(&mut conn).await;
+            self.refuse(&mut conn, Refusal::Busy).await;
             return None;
         };
         self.serve(conn, shutdown).await;
@@ -315,37 +313,6 @@ where
         }
     }
 
-    /// Answers a connection over the cap with its 503 at once and closes it, without reading
-    /// what the client still sends.
-    async fn refuse_busy(&self, conn: &mut ClientConn) {
-        let refusal = Refusal::Busy;
-        let (status, _) = refusal.status();
-        self.metrics
-            .requests
-            .with_label_values(&["none", "none", &status.to_string(), Origin::Proxy.as_str()])
-            .inc();
-        let answer = refusal.response(&self.limits);
-        let sent = async {
-            conn.io.write_all(&answer).await?;
-            conn.io.flush().await
-        };
-        if tokio::time::timeout(BUSY_LINGER, sent).await.is_err() {
-            return;
-        }
-        Shutdown::shutdown(&mut *conn.io).await;
-        // A moment to take in what the client already sent, so that closing does not reset the
-        // connection before the client reads its 503.
-        let _ = tokio::time::timeout(BUSY_LINGER, async {
-            let mut sink = [0u8; 1024];
-            while let Ok(n) = conn.io.read(&mut sink).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-
     /// Answers a refused request (if there is anyone to answer) and closes the connection.
     async fn refuse(&self, conn: &mut ClientConn, refusal: Refusal) {
         if refusal == Refusal::Quiet {
@@ -357,16 +324,23 @@ where
             .with_label_values(&["none", "none", &status.to_string(), Origin::Proxy.as_str()])
             .inc();
         let answer = refusal.response(&self.limits);
+        // A connection over the cap holds no slot, so it lingers only briefly: a flood of them
+        // would otherwise hold descriptors beyond the cap for the whole linger time.
+        let linger = if refusal == Refusal::Busy {
+            BUSY_LINGER
+        } else {
+            LINGER
+        };
         let sent = async {
             conn.io.write_all(&answer).await?;
             conn.io.flush().await
         };
-        if tokio::time::timeout(LINGER, sent).await.is_err() {
+        if tokio::time::timeout(linger, sent).await.is_err() {
             return;
         }
         Shutdown::shutdown(&mut *conn.io).await;
         // Read and drop what the client still sends until it closes, within bounds.
-        let _ = tokio::time::timeout(LINGER, async {
+        let _ = tokio::time::timeout(linger, async {
             let mut sink = [0u8; 1024];
             let mut dropped = 0;
             while dropped < LINGER_BYTES {
