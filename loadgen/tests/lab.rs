@@ -4,67 +4,19 @@
 //! generator's own report: the stateful service loses the killed replica's sessions, the
 //! stateless and externalized ones lose none.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use statelab_loadgen::client::{Client, Target};
 use statelab_loadgen::report::{Comparison, RunReport};
 use statelab_test_support::{
-    eventually_blocking, lab_bin_dir, send_signal, workspace_root, Signal, TempDir,
+    eventually_blocking, send_signal, workspace_root, NativeLab, Signal, TempDir,
 };
-
-/// A native lab in its own directory on free ports; taken down when dropped.
-struct Lab {
-    dir: PathBuf,
-    bins: PathBuf,
-}
-
-impl Lab {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(workspace_root().join("scripts/lab"));
-        cmd.args(args)
-            .env("STATELAB_LAB_DIR", &self.dir)
-            .env("STATELAB_PORTS", "free")
-            .env("STATELAB_BIN_DIR", &self.bins)
-            .env_remove("STATELAB_PROXY_PORT")
-            .env_remove("STATELAB_ADMIN_PORT")
-            .env_remove("STATELAB_REDIS_PORT");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = self.command(args).output().expect("run scripts/lab");
-        assert!(
-            out.status.success(),
-            "scripts/lab {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn port(&self, name: &str) -> u16 {
-        let out = self.run(&["ports"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| {
-                let (n, p) = l.split_once(' ')?;
-                (n == name).then(|| p.trim().parse().ok()).flatten()
-            })
-            .unwrap_or_else(|| panic!("scripts/lab ports names no {name}"))
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.command(&["down", "-v"]).output();
-    }
-}
 
 /// Runs `statelab-load run` against `service` through the lab's proxy with `args`, writing into
 /// `out`; returns its report and everything it printed.
-fn run_load(lab: &Lab, service: &str, out: &Path, args: &[&str]) -> (RunReport, String) {
+fn run_load(lab: &NativeLab, service: &str, out: &Path, args: &[&str]) -> (RunReport, String) {
     let proxy = lab.port("proxy");
     let admin = lab.port("admin");
     let lab_cmd = workspace_root().join("scripts/lab");
@@ -76,7 +28,7 @@ fn run_load(lab: &Lab, service: &str, out: &Path, args: &[&str]) -> (RunReport, 
         .args(["--lab", lab_cmd.to_str().expect("utf-8 path")])
         .arg("--out")
         .arg(out)
-        .env("STATELAB_LAB_DIR", &lab.dir)
+        .env("STATELAB_LAB_DIR", lab.dir())
         .output()
         .expect("run statelab-load");
     let text = format!(
@@ -90,7 +42,7 @@ fn run_load(lab: &Lab, service: &str, out: &Path, args: &[&str]) -> (RunReport, 
     (report, text)
 }
 
-fn load(lab: &Lab, service: &str, out: &Path, extra: &[&str]) -> RunReport {
+fn load(lab: &NativeLab, service: &str, out: &Path, extra: &[&str]) -> RunReport {
     let kill = format!("{service}-2@3");
     let mut args = vec![
         "--memory",
@@ -173,7 +125,7 @@ fn served(admin: u16, pool: &str) -> u64 {
 }
 
 /// Ctrl-C ends a run early; the report is still written, covers what ran and says so.
-fn interrupted_run(lab: &Lab, out: &Path) {
+fn interrupted_run(lab: &NativeLab, out: &Path) {
     let (proxy, admin) = (lab.port("proxy"), lab.port("admin"));
     let before = served(admin, "stateless");
     let mut child = Command::new(env!("CARGO_BIN_EXE_statelab-load"))
@@ -218,11 +170,7 @@ fn interrupted_run(lab: &Lab, out: &Path) {
 #[test]
 fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
     let tmp = TempDir::new("loadgen-test");
-    let lab = Lab {
-        dir: tmp.join("lab"),
-        bins: lab_bin_dir(),
-    };
-    lab.run(&["up"]);
+    let lab = NativeLab::up("loadgen-lab");
 
     let stateful = load(
         &lab,
@@ -352,12 +300,8 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
 #[test]
 fn growing_an_ip_hash_stateful_pool_loses_the_sessions_it_moves() {
     let tmp = TempDir::new("loadgen-scale");
-    let lab = Lab {
-        dir: tmp.join("lab"),
-        bins: lab_bin_dir(),
-    };
-    lab.run(&["up"]);
-    lab.run(&["strategy", "stateful", "ip-hash"]);
+    let lab = NativeLab::up("loadgen-lab");
+    lab.ok(&["strategy", "stateful", "ip-hash"]);
     // Sessions of about 4 s from 250 source addresses; the pool grows 3 -> 4 at 3 s.
     let (r, text) = run_load(
         &lab,
@@ -397,7 +341,7 @@ fn growing_an_ip_hash_stateful_pool_loses_the_sessions_it_moves() {
     );
     assert!(r.session_losses >= c.moved_lost, "{text}");
     // The lab knows the new member, and shrinks back.
-    let status = String::from_utf8_lossy(&lab.run(&["status"]).stdout).into_owned();
+    let status = lab.ok(&["status"]);
     assert!(status.contains("stateful-4"), "{status}");
-    lab.run(&["scale", "stateful", "3", "--now"]);
+    lab.ok(&["scale", "stateful", "3", "--now"]);
 }

@@ -28,8 +28,6 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,7 +36,7 @@ use http::{Method, StatusCode};
 use statelab_loadgen::client::{Answer, Client, ErrorKind, Target};
 use statelab_loadgen::wire::{self, BodyEnd};
 use statelab_proxy_api::config::ConfigFile;
-use statelab_test_support::{eventually, lab_bin_dir, workspace_root, TempDir};
+use statelab_test_support::{eventually, NativeLab};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
@@ -83,99 +81,37 @@ const BODY_LIMIT: usize = 16 * 1024;
 const PEAK_GROWTH_LIMIT_KB: u64 = 10 * 1024;
 const AFTER_GROWTH_LIMIT_KB: u64 = 5 * 1024;
 
-/// A native lab in its own directory on free ports; taken down when dropped, before its
-/// directory goes.
-struct Lab {
-    dir: PathBuf,
-    bins: PathBuf,
-    _tmp: TempDir,
+/// `scripts/lab ARGS...` from async code, insisting on success.
+async fn lab_ok_async(lab: &NativeLab, args: &[&str]) {
+    let out = tokio::process::Command::from(lab.command(args))
+        .output()
+        .await
+        .expect("run scripts/lab");
+    assert!(
+        out.status.success(),
+        "scripts/lab {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
-impl Lab {
-    fn up() -> Lab {
-        let tmp = TempDir::new("soak");
-        let lab = Lab {
-            dir: tmp.join("lab"),
-            bins: lab_bin_dir(),
-            _tmp: tmp,
-        };
-        lab.ok(&["up"]);
-        lab
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(workspace_root().join("scripts/lab"));
-        cmd.args(args)
-            .env("STATELAB_LAB_DIR", &self.dir)
-            .env("STATELAB_PORTS", "free")
-            .env("STATELAB_BIN_DIR", &self.bins)
-            .env("STATELAB_UP_TIMEOUT", "60")
-            .env_remove("STATELAB_PROXY_PORT")
-            .env_remove("STATELAB_ADMIN_PORT")
-            .env_remove("STATELAB_REDIS_PORT");
-        cmd
-    }
-
-    /// Runs and insists on success; returns standard output.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.command(args).output().expect("run scripts/lab");
-        assert!(
-            out.status.success(),
-            "scripts/lab {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// [`Lab::ok`] from async code.
-    async fn ok_async(&self, args: &[&str]) {
-        let out = tokio::process::Command::from(self.command(args))
-            .output()
-            .await
-            .expect("run scripts/lab");
-        assert!(
-            out.status.success(),
-            "scripts/lab {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn port(&self, name: &str) -> u16 {
-        self.ok(&["ports"])
-            .lines()
-            .find_map(|l| {
-                let (n, p) = l.split_once(' ')?;
-                (n == name).then(|| p.trim().parse().ok()).flatten()
-            })
-            .unwrap_or_else(|| panic!("scripts/lab ports names no {name}"))
-    }
-
-    /// The PID the lab recorded for a part (`pids/NAME.pid`: `PID START_TIME`).
-    fn pid(&self, part: &str) -> u32 {
-        let path = self.dir.join("pids").join(format!("{part}.pid"));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        text.split_whitespace()
-            .next()
-            .and_then(|pid| pid.parse().ok())
-            .unwrap_or_else(|| panic!("{} holds no PID: {text:?}", path.display()))
-    }
-
-    /// The configuration the lab gave its proxy.
-    fn proxy_config(&self) -> ConfigFile {
-        let path = self.dir.join("proxy.toml");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        toml::from_str(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
-    }
+/// The PID the lab recorded for a part (`pids/NAME.pid`: `PID START_TIME`).
+fn lab_pid(lab: &NativeLab, part: &str) -> u32 {
+    let path = lab.dir().join("pids").join(format!("{part}.pid"));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.split_whitespace()
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("{} holds no PID: {text:?}", path.display()))
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.command(&["down", "-v"]).output();
-    }
+/// The configuration the lab gave its proxy.
+fn lab_proxy_config(lab: &NativeLab) -> ConfigFile {
+    let path = lab.dir().join("proxy.toml");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    toml::from_str(&text).unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()))
 }
 
 /// A field of `/proc/PID/status` in kB (`VmRSS`, `VmHWM`).
@@ -880,16 +816,16 @@ struct Fault {
 }
 
 /// Kills and starts the replicas of [`FAULTS`] at their times, through `scripts/lab`.
-async fn faults(lab: Arc<Lab>, begin: Instant, window: Duration) -> Vec<Fault> {
+async fn faults(lab: Arc<NativeLab>, begin: Instant, window: Duration) -> Vec<Fault> {
     let mut done = Vec::new();
     for (replica, kill_at, start_at) in FAULTS {
         tokio::time::sleep_until((begin + kill_at).into()).await;
         let killed = Instant::now();
-        lab.ok_async(&["kill", replica]).await;
+        lab_ok_async(&lab, &["kill", replica]).await;
         let window_end = Instant::now() + window;
         tokio::time::sleep_until((begin + start_at).into()).await;
         // `start` returns once the proxy routes to the replica again.
-        lab.ok_async(&["start", replica]).await;
+        lab_ok_async(&lab, &["start", replica]).await;
         done.push(Fault {
             replica,
             killed,
@@ -903,11 +839,11 @@ async fn faults(lab: Arc<Lab>, begin: Instant, window: Duration) -> Vec<Fault> {
 #[test]
 fn a_thirty_second_soak_with_replica_faults_keeps_every_promise() {
     let up_started = Instant::now();
-    let lab = Arc::new(Lab::up());
+    let lab = Arc::new(NativeLab::up("soak"));
     let up_time = up_started.elapsed();
     let proxy = SocketAddr::from(([127, 0, 0, 1], lab.port("proxy")));
     let admin = SocketAddr::from(([127, 0, 0, 1], lab.port("admin")));
-    let config = lab.proxy_config();
+    let config = lab_proxy_config(&lab);
     let window = Duration::from_millis(
         u64::from(config.health.fall) * config.health.interval_ms + config.retry.connect_timeout_ms,
     );
@@ -917,7 +853,7 @@ fn a_thirty_second_soak_with_replica_faults_keeps_every_promise() {
         keepalive > SOAK_LIMIT,
         "idle connections must outlive the soak: keep-alive timeout {keepalive:?}"
     );
-    let proxy_pid = lab.pid("proxy");
+    let proxy_pid = lab_pid(&lab, "proxy");
     let rss_before = proc_status_kb(proxy_pid, "VmRSS");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -950,7 +886,7 @@ fn a_thirty_second_soak_with_replica_faults_keeps_every_promise() {
 /// The soak itself: every client at once, the faults on their schedule, then every connection
 /// closed.
 async fn run(
-    lab: Arc<Lab>,
+    lab: Arc<NativeLab>,
     proxy: SocketAddr,
     admin: SocketAddr,
     window: Duration,

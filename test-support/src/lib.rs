@@ -12,6 +12,7 @@
 //! - [`Backend`]: a tiny HTTP/1.1 upstream for the proxy's tests and its benchmark.
 //! - [`TempDir`], [`lab_bin_dir`], [`workspace_root`]: private directories and the binaries of the
 //!   build profile the tests run in.
+//! - [`NativeLab`]: a native lab brought up and taken down through `scripts/lab`, on free ports.
 //! - [`free_port`], [`send_signal`]: the process-level odds and ends.
 //!
 //! It is a dev-dependency only (and of `proxy/examples/bench_backend.rs`); nothing that ships
@@ -20,12 +21,14 @@
 
 pub mod backend;
 mod dirs;
+mod native_lab;
 mod process;
 mod redis_server;
 mod wait;
 
 pub use backend::Backend;
 pub use dirs::{lab_bin_dir, profile_bin_dir, workspace_root, TempDir};
+pub use native_lab::NativeLab;
 pub use process::{free_port, send_signal, Signal};
 pub use redis_server::RedisServer;
 pub use wait::{eventually, eventually_blocking};
