@@ -207,17 +207,7 @@ async fn a_full_redis_refuses_new_logins_and_keeps_every_session() {
     let _: () = redis_cmd(&app, &["CONFIG", "SET", "maxmemory", "1"]).await;
 
     let mut bob = app.user();
-    let refused = bob
-        .send(Method::POST, "/login", Some(r#"{"username":"bob"}"#))
-        .await;
-    refused.assert_error(503, "store_full");
-    assert_eq!(refused.header("retry-after"), Some("30"));
-    assert_eq!(refused.header("x-replica"), Some(app.replica.as_str()));
-    assert_eq!(
-        refused.set_cookie(&app.cookie_name),
-        None,
-        "no session handed out"
-    );
+    let refused = bob.login_refused("bob", "store_full").await;
     for internal in ["OOM", "maxmemory"] {
         assert!(
             !refused.text.contains(internal),

@@ -307,6 +307,22 @@ impl User<'_> {
         reply
     }
 
+    /// Logs in expecting a refusal for want of room: `503 code` with `Retry-After: 30`, named by
+    /// the replica, and no session handed out.
+    pub async fn login_refused(&mut self, username: &str, code: &str) -> Reply {
+        let body = serde_json::json!({ "username": username }).to_string();
+        let refused = self.send(Method::POST, "/login", Some(&body)).await;
+        refused.assert_error(503, code);
+        assert_eq!(refused.header("retry-after"), Some("30"));
+        assert_eq!(refused.header("x-replica"), Some(self.app.replica.as_str()));
+        assert_eq!(
+            refused.set_cookie(&self.app.cookie_name),
+            None,
+            "no session handed out"
+        );
+        refused
+    }
+
     pub async fn get(&mut self, path: &str) -> Reply {
         self.send(Method::GET, path, None).await
     }

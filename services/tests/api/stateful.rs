@@ -21,17 +21,7 @@ async fn logins_past_the_cap_are_503_and_held_sessions_keep_working() {
     }
 
     let mut dave = app.user();
-    let refused = dave
-        .send(Method::POST, "/login", Some(r#"{"username":"dave"}"#))
-        .await;
-    refused.assert_error(503, "session_capacity");
-    assert_eq!(refused.header("retry-after"), Some("30"));
-    assert_eq!(refused.header("x-replica"), Some(app.replica.as_str()));
-    assert_eq!(
-        refused.set_cookie(&app.cookie_name),
-        None,
-        "no session handed out"
-    );
+    dave.login_refused("dave", "session_capacity").await;
     dave.get("/me").await.assert_error(401, "unauthorized");
 
     for u in &mut held {
