@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -20,12 +21,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use statelab_proxy_api::Strategy;
 
-use crate::labdir::{AdminToken, LabDir, Mode};
+use crate::labdir::{AdminToken, LabDir, Mode, StoreChoice};
 use crate::model::{
-    check_scale, docker_proxy_config_with, render_proxy_config, Kind, Part, Replica,
-    CONTAINER_SERVICE_PORT, MAX_REPLICAS_PER_POOL,
+    check_scale, docker_proxy_config_with, render_proxy_config, Kind, Part, Replica, Store,
+    StoreNode, Target, CONTAINER_SERVICE_PORT, MAX_REPLICAS_PER_POOL, SENTINEL_MASTER_NAME,
 };
 use crate::probe::{port_open, wait_until, Probe};
+use crate::redis_nodes;
 use crate::say;
 use crate::settings::{PortPlan, Registry, Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
 
@@ -52,6 +54,8 @@ pub struct Docker {
     admin_token: AdminToken,
     /// The replicas the lab has now (the `members` file; the initial nine until `scale`).
     members: Vec<Replica>,
+    /// The Redis topology `up` chose.
+    store: StoreChoice,
 }
 
 /// The `members` file: one replica name a line.
@@ -201,6 +205,7 @@ impl Docker {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| dir.path("proxy.docker.toml")),
             members: read_members(&dir),
+            store: dir.store()?,
             settings,
             dir,
         })
@@ -221,8 +226,13 @@ impl Docker {
             .arg("-p")
             .arg(&self.project)
             .arg("-f")
-            .arg(self.settings.root.join("deploy/compose.yaml"))
-            .env("STATELAB_IMAGE", &self.image)
+            .arg(self.settings.root.join("deploy/compose.yaml"));
+        if self.store.store == Store::Sentinel {
+            cmd.arg("-f")
+                .arg(self.settings.root.join("deploy/compose.sentinel.yaml"));
+        }
+        cmd.env("STATELAB_IMAGE", &self.image)
+            .env("STATELAB_REDIS_WAIT", self.store.wait.to_string())
             .env("STATELAB_REDIS_IMAGE", &self.redis_image)
             .env("STATELAB_PROXY_PORT", self.proxy_port.to_string())
             .env("STATELAB_ADMIN_PORT", self.admin_port.to_string())
@@ -234,15 +244,78 @@ impl Docker {
 
     /// The shell form of [`Self::compose`], for messages.
     fn compose_hint(&self) -> String {
+        let sentinel = if self.store.store == Store::Sentinel {
+            " -f deploy/compose.sentinel.yaml"
+        } else {
+            ""
+        };
         format!(
-            "{} -p {} -f deploy/compose.yaml",
+            "{} -p {} -f deploy/compose.yaml{sentinel}",
             self.compose.join(" "),
             self.project
         )
     }
 
+    /// A Redis node's address in the lab network, which the host reaches directly.
+    fn node_addr(&self, n: StoreNode) -> Option<SocketAddr> {
+        format!(
+            "{}.{}:{}",
+            self.net_prefix,
+            n.container_octet(),
+            n.container_port()
+        )
+        .parse()
+        .ok()
+    }
+
+    /// The data node that is primary now: the single Redis, or the one Sentinel names.
+    async fn primary(&self) -> Option<StoreNode> {
+        match self.store.store {
+            Store::Single => Some(StoreNode::Redis),
+            Store::Sentinel => {
+                let sentinels: Vec<SocketAddr> = Store::Sentinel
+                    .nodes()
+                    .into_iter()
+                    .filter(|n| n.is_sentinel())
+                    .filter_map(|n| self.node_addr(n))
+                    .collect();
+                let addr = redis_nodes::sentinel_primary(&sentinels).await?;
+                Store::Sentinel
+                    .nodes()
+                    .into_iter()
+                    .find(|n| !n.is_sentinel() && self.node_addr(*n) == Some(addr))
+            }
+        }
+    }
+
+    /// `primaries`: the data node that is primary now, when its container runs.
+    pub async fn primaries(&self) -> Vec<String> {
+        let Some(n) = self.primary().await else {
+            return Vec::new();
+        };
+        let running = self.cid(Part::Store(n)).is_some_and(|cid| {
+            stdout_of(docker().args(["inspect", "-f", "{{.State.Running}}", &cid])).trim() == "true"
+        });
+        if running {
+            vec![n.to_string()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    async fn resolve(&self, target: Target) -> anyhow::Result<Part> {
+        match target {
+            Target::Part(p) => Ok(p),
+            Target::RedisPrimary => self
+                .primary()
+                .await
+                .map(Part::Store)
+                .context("no Sentinel names a primary now; scripts/lab status shows each node"),
+        }
+    }
+
     /// Brings the compose project up; returns once the proxy sees every replica healthy.
-    pub async fn up(settings: Settings, dir: LabDir) -> anyhow::Result<()> {
+    pub async fn up(settings: Settings, dir: LabDir, store: StoreChoice) -> anyhow::Result<()> {
         if settings.ports == PortPlan::Free {
             bail!("STATELAB_PORTS=free is for the native lab; in Docker mode set STATELAB_PROXY_PORT/STATELAB_ADMIN_PORT");
         }
@@ -255,6 +328,7 @@ impl Docker {
             }
         }
         dir.create()?;
+        dir.write_store(store)?;
         let proxy_config = dir.path("proxy.docker.toml");
         let _ = fs::remove_file(dir.path("members"));
         let redis_image = images(&settings)?;
@@ -276,6 +350,7 @@ impl Docker {
             net_prefix: settings.net_prefix.clone(),
             proxy_config,
             members: Replica::initial().collect(),
+            store,
             settings,
             dir,
         };
@@ -304,9 +379,47 @@ impl Docker {
             lab.project, lab.redis_image, lab.image, lab.net_prefix
         ));
         // up -d returns once every service the proxy depends on is healthy and the proxy started.
-        let started = run_visible(lab.compose().args(["up", "-d", "--no-build"]));
-        if started.is_err() {
+        // With Sentinel, the parts are named and --no-deps leaves out the single `redis` the base
+        // file's externalized replicas depend on; the waits below stand in for that ordering.
+        let mut up = lab.compose();
+        up.args(["up", "-d", "--no-build"]);
+        if store.store != Store::Single {
+            up.arg("--no-deps")
+                .args(Part::initial(store.store).iter().map(Part::to_string));
+        }
+        if run_visible(&mut up).is_err() {
             return lab.up_failed("compose up failed").await;
+        }
+        if store.store == Store::Sentinel {
+            for n in store.store.nodes() {
+                let Some(addr) = lab.node_addr(n) else {
+                    continue;
+                };
+                let ready = match n {
+                    StoreNode::Data(1) | StoreNode::Redis => continue,
+                    StoreNode::Data(_) => {
+                        wait_until(
+                            &format!("{n} to hold a copy of redis-1"),
+                            lab.settings.up_timeout,
+                            || redis_nodes::replica_synced(addr),
+                        )
+                        .await
+                    }
+                    StoreNode::Sentinel(_) => {
+                        wait_until(
+                            &format!(
+                                "{n} to see the primary, both replicas and both other sentinels"
+                            ),
+                            lab.settings.up_timeout,
+                            || redis_nodes::sentinel_ready(addr),
+                        )
+                        .await
+                    }
+                };
+                if ready.is_err() {
+                    return lab.up_failed(&format!("{n} is not ready")).await;
+                }
+            }
         }
         let admin = lab.admin_port;
         if wait_until(
@@ -348,7 +461,7 @@ impl Docker {
     async fn up_failed(&self, why: &str) -> anyhow::Result<()> {
         say(why);
         let mut missing = Vec::new();
-        for part in Part::with(self.members.iter().copied()) {
+        for part in Part::with(self.store.store, self.members.iter().copied()) {
             match self.cid(part) {
                 None => missing.push(part.to_string()),
                 Some(cid) => {
@@ -368,7 +481,7 @@ impl Docker {
                 }
             }
         }
-        if missing.len() == self.members.len() + 2 {
+        if missing.len() == self.members.len() + 1 + self.store.store.nodes().len() {
             say("no container was created");
         } else if !missing.is_empty() {
             say(format!("no container for: {}", missing.join(" ")));
@@ -514,6 +627,21 @@ impl Docker {
             }
             Kind::Externalized => {
                 cmd.args(["-e", "STATELAB_REDIS_URL=redis://redis:6379"]);
+                if self.store.store == Store::Sentinel {
+                    let sentinels: Vec<String> = Store::Sentinel
+                        .nodes()
+                        .into_iter()
+                        .filter(|n| n.is_sentinel())
+                        .filter_map(|n| self.node_addr(n))
+                        .map(|a| a.to_string())
+                        .collect();
+                    cmd.arg("-e")
+                        .arg(format!("STATELAB_REDIS_SENTINEL={}", sentinels.join(",")))
+                        .arg("-e")
+                        .arg(format!("STATELAB_REDIS_MASTER_NAME={SENTINEL_MASTER_NAME}"))
+                        .arg("-e")
+                        .arg(format!("STATELAB_REDIS_WAIT={}", self.store.wait));
+                }
             }
         }
         cmd.arg(&self.image).arg(r.kind.name());
@@ -565,8 +693,11 @@ impl Docker {
     /// The `status` table; false when a part is down.
     pub async fn status(&self) -> bool {
         let mut all_up = true;
-        println!("{:<16} {:<14} {:<8} HEALTH", "PART", "CONTAINER", "STATE");
-        for part in Part::with(self.members.iter().copied()) {
+        println!(
+            "{:<16} {:<14} {:<8} {:<10} ROLE",
+            "PART", "CONTAINER", "STATE", "HEALTH"
+        );
+        for part in Part::with(self.store.store, self.members.iter().copied()) {
             let (cid, state, health) = match self.cid(part) {
                 Some(cid) => {
                     let (s, h) = self.container_health(&cid);
@@ -574,19 +705,39 @@ impl Docker {
                 }
                 None => ("-".into(), "missing".into(), "-".into()),
             };
+            let role = match part {
+                Part::Store(n) if state == "running" => match self.node_addr(n) {
+                    Some(addr) => redis_nodes::role(addr)
+                        .await
+                        .map_or_else(|| "?".to_string(), redis_nodes::role_word),
+                    None => "?".to_string(),
+                },
+                _ => "-".to_string(),
+            };
             let state = if state == "running" {
                 "up".to_string()
             } else {
                 all_up = false;
                 format!("down({state})")
             };
-            println!("{:<16} {cid:<14} {state:<8} {health}", part.to_string());
+            println!(
+                "{:<16} {cid:<14} {state:<8} {health:<10} {role}",
+                part.to_string()
+            );
         }
         print!("{}", self.probe.admin_summary(self.admin_port).await);
         all_up
     }
 
     fn cid_or_err(&self, part: Part) -> anyhow::Result<String> {
+        if let Part::Store(n) = part {
+            if !self.store.store.nodes().contains(&n) {
+                bail!(
+                    "{part} is not a node of this lab's Redis ({}); scripts/lab status lists them",
+                    self.store.store.name()
+                );
+            }
+        }
         if let Part::Replica(r) = part {
             if !self.members.contains(&r) {
                 bail!(
@@ -599,7 +750,8 @@ impl Docker {
             .with_context(|| format!("no container for {part} in project {}", self.project))
     }
 
-    pub fn kill(&self, part: Part) -> anyhow::Result<()> {
+    pub async fn kill(&self, target: Target) -> anyhow::Result<()> {
+        let part = self.resolve(target).await?;
         let cid = self.cid_or_err(part)?;
         let out = run(docker().args(["kill", &cid]))?;
         if !out.status.success() {
@@ -615,7 +767,13 @@ impl Docker {
         Ok(())
     }
 
-    pub async fn start(&self, part: Part) -> anyhow::Result<()> {
+    /// Starts a stopped part. A Redis data node comes back with its own command line, as the
+    /// primary it was or the replica it was; Sentinel converts a returning old primary into a
+    /// replica of the new one within about a second.
+    pub async fn start(&self, target: Target) -> anyhow::Result<()> {
+        let Target::Part(part) = target else {
+            bail!("redis-primary names the primary now, which is running; start a node by its name (scripts/lab status lists them)");
+        };
         let cid = self.cid_or_err(part)?;
         let out = run(docker().args(["start", &cid]))?;
         if !out.status.success() {

@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+use crate::model::Store;
+
 /// The file holding the proxy's admin token.
 const ADMIN_TOKEN: &str = "admin-token";
 
@@ -65,6 +67,14 @@ impl Mode {
             Mode::Docker => "docker",
         }
     }
+}
+
+/// The Redis topology of a lab, and the replicas the externalized services wait for on each
+/// write (`--redis-wait`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreChoice {
+    pub store: Store,
+    pub wait: u32,
 }
 
 /// The lab directory's paths and its small files.
@@ -128,9 +138,33 @@ impl LabDir {
         write_atomic(&self.path("mode"), &format!("{}\n", mode.as_str()))
     }
 
-    /// Forgets the running lab: mode, ports and binaries (logs and data stay).
+    /// Records the Redis topology `up` chose and the services' `--redis-wait`.
+    pub fn write_store(&self, store: StoreChoice) -> anyhow::Result<()> {
+        write_atomic(
+            &self.path("store"),
+            &format!("{} {}\n", store.store.name(), store.wait),
+        )
+    }
+
+    /// The Redis topology `up` recorded; the single Redis when nothing is recorded.
+    pub fn store(&self) -> anyhow::Result<StoreChoice> {
+        let text = match fs::read_to_string(self.path("store")) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StoreChoice::default()),
+            other => other.context("cannot read the lab's store file")?,
+        };
+        let mut words = text.split_whitespace();
+        let store = words
+            .next()
+            .unwrap_or("single")
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        let wait = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+        Ok(StoreChoice { store, wait })
+    }
+
+    /// Forgets the running lab: mode, ports, binaries and store (logs and data stay).
     pub fn clear(&self) {
-        for f in ["mode", "ports", "bin_dirs"] {
+        for f in ["mode", "ports", "bin_dirs", "store"] {
             let _ = fs::remove_file(self.path(f));
         }
     }

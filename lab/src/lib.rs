@@ -4,7 +4,7 @@
 //! verb the user types (`up`, `status`, `kill`, `start`, `down`, `logs`, `ports`, `mem`,
 //! `iphash-demo`) is implemented here.
 //!
-//! - [`model`]: the parts (Redis, `stateful-1..3`, `stateless-1..3`, `externalized-1..3`, the
+//! - [`model`]: the parts (the Redis nodes of the chosen topology, `stateful-1..3`, `stateless-1..3`, `externalized-1..3`, the
 //!   proxy), their names, pools, strategies, fixed native ports and container addresses, and the
 //!   proxy configuration of each mode, built from the proxy's own file format
 //!   ([`statelab_proxy_api::ConfigFile`]). `deploy/proxy.toml` and `deploy/compose.yaml` are
@@ -13,6 +13,7 @@
 //! - [`labdir`]: the lab directory (`.lab/` by default): the mode, the ports, PIDs, logs and the
 //!   generated configuration, which every command after `up` reads.
 //! - [`probe`]: health probes (HTTP, Redis `PING`) and the proxy's admin status.
+//! - [`redis_nodes`]: what the lab asks Redis and Sentinel: roles, the primary, readiness.
 //! - [`native`]: the native lab: ports, processes in their own process group, PID records that a
 //!   reused PID cannot fool, bounded health waits.
 //! - [`docker`]: the container lab through the docker and compose CLIs.
@@ -23,6 +24,7 @@ pub mod labdir;
 pub mod model;
 pub mod native;
 pub mod probe;
+pub mod redis_nodes;
 pub mod settings;
 
 /// A message for the user on standard error, in the lab's voice.

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use statelab_lab::docker::Docker;
-use statelab_lab::labdir::{LabDir, Mode};
-use statelab_lab::model::{Kind, Part};
+use statelab_lab::labdir::{LabDir, Mode, StoreChoice};
+use statelab_lab::model::{Kind, Part, Store, Target};
 use statelab_lab::native::Native;
 use statelab_lab::probe::Probe;
 use statelab_lab::say;
@@ -59,15 +59,28 @@ enum Verb {
         /// The compose project instead of native processes.
         #[arg(long)]
         docker: bool,
+        /// The Redis behind the externalized pool: one Redis (`redis`), or three data nodes
+        /// (`redis-1` primary at start, `redis-2`, `redis-3`) watched by three Sentinels
+        /// (`sentinel-1..3`) that fail over by themselves.
+        #[arg(long, value_enum, default_value = "single")]
+        redis: Store,
+        /// Replicas that must hold each session write before the externalized services
+        /// acknowledge it (their `--redis-wait`); 0 acknowledges once the primary has it.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=2))]
+        redis_wait: u32,
     },
     /// Each part up/down and healthy or not, then the proxy's admin status (exit 1: a part is down).
     Status,
-    /// SIGKILL one part: stateful-1..3, stateless-1..3, externalized-1..3, redis or proxy
-    /// (docker kill in Docker mode).
-    Kill { name: Part },
+    /// SIGKILL one part: stateful-K, stateless-K, externalized-K, proxy, a Redis node (redis;
+    /// redis-1..3 and sentinel-1..3 with --redis sentinel), or redis-primary, whichever Redis node
+    /// is primary now (docker kill in Docker mode).
+    Kill { name: Target },
     /// Start a killed part again and wait until it is healthy and, for a replica, until the proxy
-    /// routes to it again.
-    Start { name: Part },
+    /// routes to it again. A Redis data node comes back as a replica of the primary now.
+    Start { name: Target },
+    /// The Redis nodes that are primary now, one name a line (exit 1 when none is known, as
+    /// during a failover).
+    Primaries,
     /// Stop everything the lab started.
     Down {
         /// Also delete Redis's data.
@@ -132,18 +145,29 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_env(&repository_root())?;
     let dir = LabDir::new(settings.lab_dir.clone());
     match verb {
-        Verb::Up { docker } => {
+        Verb::Up {
+            docker,
+            redis,
+            redis_wait,
+        } => {
             if let Some(mode) = dir.mode()? {
                 bail!(
                     "the lab is already up in {} mode; scripts/lab down first",
                     mode.as_str()
                 );
             }
+            if redis == Store::Single && redis_wait > 0 {
+                bail!("--redis-wait needs replicas: use it with --redis sentinel");
+            }
+            let store = StoreChoice {
+                store: redis,
+                wait: redis_wait,
+            };
             let up = async {
                 if docker {
-                    Docker::up(settings.clone(), dir.clone()).await
+                    Docker::up(settings.clone(), dir.clone(), store).await
                 } else {
-                    Native::up(settings.clone(), dir.clone()).await
+                    Native::up(settings.clone(), dir.clone(), store).await
                 }
             };
             tokio::select! {
@@ -169,7 +193,7 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
         Verb::Kill { name } => {
             match running(&dir)? {
                 Mode::Native => Native::load(settings, dir)?.kill(name).await?,
-                Mode::Docker => Docker::load(settings, dir)?.kill(name)?,
+                Mode::Docker => Docker::load(settings, dir)?.kill(name).await?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -179,6 +203,21 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
                 Mode::Docker => Docker::load(settings, dir)?.start(name).await?,
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Verb::Primaries => {
+            let names = match running(&dir)? {
+                Mode::Native => Native::load(settings, dir)?.primaries().await,
+                Mode::Docker => Docker::load(settings, dir)?.primaries().await,
+            };
+            for n in &names {
+                println!("{n}");
+            }
+            Ok(if names.is_empty() {
+                say("no Redis node is known to be primary now");
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Verb::Down { volumes } => {
             if dir.mode()?.is_none() {
@@ -285,15 +324,18 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
 async fn take_down(settings: Settings, dir: LabDir, volumes: bool) -> anyhow::Result<()> {
     match dir.mode()? {
         Some(Mode::Native) => {
-            let redis_data = dir.path("redis");
+            let store = dir.store().unwrap_or_default().store;
             match Native::load(settings, dir.clone()) {
                 Ok(lab) => lab.down().await,
                 // Interrupted before the ports were written: nothing was started.
                 Err(_) => dir.clear(),
             }
             if volumes {
-                let _ = std::fs::remove_dir_all(&redis_data);
-                say(format!("deleted {}", redis_data.display()));
+                for n in store.nodes() {
+                    let data = dir.path(&n.to_string());
+                    let _ = std::fs::remove_dir_all(&data);
+                    say(format!("deleted {}", data.display()));
+                }
             }
         }
         Some(Mode::Docker) => Docker::load(settings, dir)?.down(volumes)?,

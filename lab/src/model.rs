@@ -33,6 +33,115 @@ pub const DEFAULT_NET_PREFIX: &str = "10.231.7";
 pub const REDIS_MEMORY_FLAGS: [&str; 4] =
     ["--maxmemory", "256mb", "--maxmemory-policy", "noeviction"];
 
+/// The Redis the externalized pool uses, chosen at `up` (`--redis`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum Store {
+    /// One Redis, `redis`: the single point of failure, restarted only by the user.
+    #[default]
+    Single,
+    /// `redis-1` (primary at start), `redis-2` and `redis-3` (replicas), and `sentinel-1..3`,
+    /// which promote a replica when the primary fails.
+    Sentinel,
+}
+
+impl Store {
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Single => "single",
+            Store::Sentinel => "sentinel",
+        }
+    }
+
+    /// The Redis processes of this topology, in start order: data nodes, then Sentinels.
+    pub fn nodes(self) -> Vec<StoreNode> {
+        match self {
+            Store::Single => vec![StoreNode::Redis],
+            Store::Sentinel => (1..=SENTINEL_NODES)
+                .map(StoreNode::Data)
+                .chain((1..=SENTINEL_NODES).map(StoreNode::Sentinel))
+                .collect(),
+        }
+    }
+}
+
+impl FromStr for Store {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "single" => Ok(Store::Single),
+            "sentinel" => Ok(Store::Sentinel),
+            _ => Err(format!("unknown Redis topology '{s}' (single or sentinel)")),
+        }
+    }
+}
+
+/// Data nodes and Sentinels of the Sentinel topology: three of each, so that a quorum of two
+/// Sentinels survives the loss of one, and a replica remains after a failover.
+pub const SENTINEL_NODES: u8 = 3;
+/// The name the Sentinels monitor the primary under (the services' `--redis-master-name`).
+pub const SENTINEL_MASTER_NAME: &str = "statelab";
+/// Sentinels that must agree the primary is down before a failover.
+pub const SENTINEL_QUORUM: u8 = 2;
+/// How long the primary must be silent before a Sentinel calls it down. Production's default is
+/// 30 s; a lab wants a failover it can watch within a run.
+pub const SENTINEL_DOWN_AFTER_MS: u64 = 1000;
+/// Sentinel's `failover-timeout`, which paces retries of a failover that stalled and the
+/// reconfiguration of the replicas. Production's default is 3 minutes.
+pub const SENTINEL_FAILOVER_TIMEOUT_MS: u64 = 5000;
+/// The Sentinel topology's data nodes copy the primary at once: Redis 7 otherwise waits 5 s
+/// (`repl-diskless-sync-delay`) to batch replicas, a window in which a failover would find no
+/// copy at all.
+pub const REPLICATION_FLAGS: [&str; 2] = ["--repl-diskless-sync-delay", "0"];
+/// The port Redis and Sentinel listen on inside their containers.
+pub const CONTAINER_REDIS_PORT: u16 = 6379;
+pub const CONTAINER_SENTINEL_PORT: u16 = 26379;
+
+/// One Redis process of the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StoreNode {
+    /// The single Redis, `redis`.
+    Redis,
+    /// `redis-k`: a data node of the Sentinel topology.
+    Data(u8),
+    /// `sentinel-k`.
+    Sentinel(u8),
+}
+
+impl StoreNode {
+    /// The last octet of the node's container address: `redis` .5, `redis-k` .5+k,
+    /// `sentinel-k` .40+k.
+    pub fn container_octet(self) -> u16 {
+        match self {
+            StoreNode::Redis => 5,
+            StoreNode::Data(k) => 5 + u16::from(k),
+            StoreNode::Sentinel(k) => 40 + u16::from(k),
+        }
+    }
+
+    pub fn is_sentinel(self) -> bool {
+        matches!(self, StoreNode::Sentinel(_))
+    }
+
+    /// The port the node listens on inside its container.
+    pub fn container_port(self) -> u16 {
+        if self.is_sentinel() {
+            CONTAINER_SENTINEL_PORT
+        } else {
+            CONTAINER_REDIS_PORT
+        }
+    }
+}
+
+impl fmt::Display for StoreNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreNode::Redis => f.write_str("redis"),
+            StoreNode::Data(k) => write!(f, "redis-{k}"),
+            StoreNode::Sentinel(k) => write!(f, "sentinel-{k}"),
+        }
+    }
+}
+
 /// The three session designs; each is one pool of replicas and one binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -111,32 +220,39 @@ impl fmt::Display for Replica {
     }
 }
 
-/// A part of the lab a user can name: `redis`, a replica, or `proxy`.
+/// A part of the lab a user can name: a Redis node, a replica, or `proxy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Part {
-    Redis,
+    Store(StoreNode),
     Replica(Replica),
     Proxy,
 }
 
 impl Part {
-    /// The parts of a lab with these replicas, in start order: Redis, the replicas, the proxy.
-    pub fn with(replicas: impl IntoIterator<Item = Replica>) -> Vec<Part> {
-        std::iter::once(Part::Redis)
+    /// The single Redis.
+    pub const REDIS: Part = Part::Store(StoreNode::Redis);
+
+    /// The parts of a lab with this store and these replicas, in start order: the Redis nodes,
+    /// the replicas, the proxy.
+    pub fn with(store: Store, replicas: impl IntoIterator<Item = Replica>) -> Vec<Part> {
+        store
+            .nodes()
+            .into_iter()
+            .map(Part::Store)
             .chain(replicas.into_iter().map(Part::Replica))
             .chain(std::iter::once(Part::Proxy))
             .collect()
     }
 
     /// The parts the lab comes up with.
-    pub fn initial() -> Vec<Part> {
-        Part::with(Replica::initial())
+    pub fn initial(store: Store) -> Vec<Part> {
+        Part::with(store, Replica::initial())
     }
 
     /// The last octet of the part's container address.
     pub fn container_octet(self) -> u16 {
         match self {
-            Part::Redis => 5,
+            Part::Store(n) => n.container_octet(),
             Part::Proxy => 2,
             Part::Replica(r) => r.container_octet(),
         }
@@ -146,17 +262,34 @@ impl Part {
 impl fmt::Display for Part {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Part::Redis => f.write_str("redis"),
+            Part::Store(n) => n.fmt(f),
             Part::Proxy => f.write_str("proxy"),
             Part::Replica(r) => r.fmt(f),
         }
     }
 }
 
+/// What `kill` and `start` take: a part, or `redis-primary`, whichever Redis node is primary now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Part(Part),
+    RedisPrimary,
+}
+
+impl FromStr for Target {
+    type Err = UnknownPart;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "redis-primary" {
+            return Ok(Target::RedisPrimary);
+        }
+        s.parse().map(Target::Part)
+    }
+}
+
 /// The text names no part the lab can have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown part '{0}'; one of: redis, proxy, stateful-K, stateless-K, externalized-K (K 1-{MAX_REPLICAS_PER_POOL})"
+    "unknown part '{0}'; one of: redis, redis-1..3, sentinel-1..3, redis-primary, proxy, stateful-K, stateless-K, externalized-K (K 1-{MAX_REPLICAS_PER_POOL})"
 )]
 pub struct UnknownPart(pub String);
 
@@ -174,12 +307,23 @@ impl FromStr for Part {
     type Err = UnknownPart;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "redis" => return Ok(Part::Redis),
+            "redis" => return Ok(Part::REDIS),
             "proxy" => return Ok(Part::Proxy),
             _ => {}
         }
         let unknown = || UnknownPart(s.to_string());
         let (kind, index) = s.rsplit_once('-').ok_or_else(unknown)?;
+        let node = |k: &str| {
+            k.parse::<u8>()
+                .ok()
+                .filter(|k| (1..=SENTINEL_NODES).contains(k))
+                .ok_or_else(unknown)
+        };
+        match kind {
+            "redis" => return Ok(Part::Store(StoreNode::Data(node(index)?))),
+            "sentinel" => return Ok(Part::Store(StoreNode::Sentinel(node(index)?))),
+            _ => {}
+        }
         let kind: Kind = kind.parse().map_err(|_| unknown())?;
         let index: u8 = index
             .parse()
@@ -203,7 +347,8 @@ pub fn check_scale(n: u8) -> anyhow::Result<()> {
 /// Where the native lab's parts listen on loopback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NativePorts {
-    pub redis: u16,
+    /// Every Redis node of the lab's topology.
+    pub store: BTreeMap<StoreNode, u16>,
     pub proxy: u16,
     pub admin: u16,
     pub replicas: BTreeMap<Replica, u16>,
@@ -222,9 +367,16 @@ impl NativePorts {
         self.replicas.keys().copied()
     }
 
-    /// The `NAME PORT` lines of `scripts/lab ports`: redis, the replicas, proxy, admin.
+    /// The port of a Redis node; 0 when the lab has no such node.
+    pub fn node(&self, n: StoreNode) -> u16 {
+        self.store.get(&n).copied().unwrap_or(0)
+    }
+
+    /// The `NAME PORT` lines of `scripts/lab ports`: the Redis nodes, the replicas, proxy, admin.
     pub fn lines(&self) -> Vec<(String, u16)> {
-        std::iter::once(("redis".to_string(), self.redis))
+        self.store
+            .iter()
+            .map(|(n, p)| (n.to_string(), *p))
             .chain(self.replicas.iter().map(|(r, p)| (r.to_string(), *p)))
             .chain([
                 ("proxy".to_string(), self.proxy),
@@ -233,11 +385,21 @@ impl NativePorts {
             .collect()
     }
 
-    /// Reads the `NAME PORT` lines back; `None` when Redis, the proxy or the admin port is
-    /// missing. Every replica line is a member.
+    /// Reads the `NAME PORT` lines back; `None` when no Redis node, the proxy or the admin port
+    /// is missing. Every replica line is a member.
     pub fn from_lines(lines: &BTreeMap<String, u16>) -> Option<NativePorts> {
+        let store: BTreeMap<StoreNode, u16> = lines
+            .iter()
+            .filter_map(|(name, port)| match name.parse() {
+                Ok(Part::Store(n)) => Some((n, *port)),
+                _ => None,
+            })
+            .collect();
+        if store.is_empty() {
+            return None;
+        }
         Some(NativePorts {
-            redis: *lines.get("redis")?,
+            store,
             proxy: *lines.get("proxy")?,
             admin: *lines.get("admin")?,
             replicas: lines
@@ -396,7 +558,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_unknown_names_are_refused() {
-        let parts = Part::initial();
+        let parts = Part::initial(Store::Single);
         assert_eq!(parts.len(), 11);
         for p in &parts {
             assert_eq!(p.to_string().parse::<Part>(), Ok(*p));
@@ -411,11 +573,41 @@ mod tests {
             "stateful-04",
             "sessions-1",
             "stateful",
+            "redis-4",
+            "sentinel-0",
             "",
         ] {
             let err = bad.parse::<Part>().expect_err("not a part");
             assert!(err.to_string().contains("stateful-K"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_sentinel_topology_names_its_nodes_and_the_primary_alias() {
+        let parts = Part::initial(Store::Sentinel);
+        let names: Vec<String> = parts.iter().take(6).map(Part::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "redis-1",
+                "redis-2",
+                "redis-3",
+                "sentinel-1",
+                "sentinel-2",
+                "sentinel-3"
+            ]
+        );
+        for p in &parts {
+            assert_eq!(p.to_string().parse::<Part>(), Ok(*p));
+        }
+        assert_eq!("redis-primary".parse(), Ok(Target::RedisPrimary));
+        assert_eq!("redis".parse(), Ok(Target::Part(Part::REDIS)));
+        let octets: Vec<u16> = Store::Sentinel
+            .nodes()
+            .iter()
+            .map(|n| n.container_octet())
+            .collect();
+        assert_eq!(octets, [6, 7, 8, 41, 42, 43]);
     }
 
     #[test]
@@ -447,7 +639,7 @@ mod tests {
     #[test]
     fn native_ports_survive_their_lines() {
         let ports = NativePorts {
-            redis: 16379,
+            store: Store::Sentinel.nodes().into_iter().zip(16379..).collect(),
             proxy: 8080,
             admin: 8081,
             replicas: Replica::initial()

@@ -19,12 +19,14 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
-use crate::labdir::{LabDir, Mode};
+use crate::labdir::{LabDir, Mode, StoreChoice};
 use crate::model::{
-    check_scale, native_proxy_config, render_proxy_config, Kind, NativePorts, Part, Replica,
-    MAX_REPLICAS_PER_POOL, REDIS_MEMORY_FLAGS,
+    check_scale, native_proxy_config, render_proxy_config, Kind, NativePorts, Part, Replica, Store,
+    StoreNode, Target, MAX_REPLICAS_PER_POOL, REDIS_MEMORY_FLAGS, REPLICATION_FLAGS,
+    SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS, SENTINEL_MASTER_NAME, SENTINEL_QUORUM,
 };
 use crate::probe::{port_open, redis_ping, wait_until, Probe};
+use crate::redis_nodes;
 use crate::say;
 use crate::settings::{PortPlan, Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
 
@@ -39,6 +41,7 @@ const FREE_PORT_LOW: u16 = 10000;
 #[derive(Debug)]
 pub struct Native {
     settings: Settings,
+    store: StoreChoice,
     dir: LabDir,
     probe: Probe,
     ports: NativePorts,
@@ -135,8 +138,17 @@ async fn pinned_or_free(pinned: Option<u16>, taken: &mut Vec<u16>) -> anyhow::Re
     Ok(port)
 }
 
+/// The first port from `from` up that nothing listens on and `taken` lacks.
+async fn first_free_from(from: u16, taken: &[u16]) -> u16 {
+    let mut p = from;
+    while taken.contains(&p) || port_open(p).await {
+        p += 1;
+    }
+    p
+}
+
 /// Chooses every port `up` needs, per the port plan and the pinned variables.
-async fn choose_ports(s: &Settings) -> anyhow::Result<NativePorts> {
+async fn choose_ports(s: &Settings, store: Store) -> anyhow::Result<NativePorts> {
     let in_use = |port: u16, what: String| async move {
         if port_open(port).await {
             bail!("port {port} (for {what}) is already in use; see: ss -ltnp 'sport = :{port}'")
@@ -150,18 +162,21 @@ async fn choose_ports(s: &Settings) -> anyhow::Result<NativePorts> {
                 in_use(r.fixed_port(), r.to_string()).await?;
                 replicas.insert(r, r.fixed_port());
             }
-            let redis = match s.redis_port {
-                Some(p) => p,
-                None => {
-                    let mut p = 16379;
-                    while port_open(p).await {
-                        p += 1;
-                    }
-                    p
-                }
-            };
+            // Redis nodes from 16379 up, Sentinels from 26379 up; STATELAB_REDIS_PORT pins the
+            // single Redis or the first data node.
+            let mut nodes = BTreeMap::new();
+            let mut taken = Vec::new();
+            for n in store.nodes() {
+                let port = match (n, s.redis_port) {
+                    (StoreNode::Redis | StoreNode::Data(1), Some(p)) => p,
+                    (StoreNode::Sentinel(_), _) => first_free_from(26379, &taken).await,
+                    _ => first_free_from(16379, &taken).await,
+                };
+                taken.push(port);
+                nodes.insert(n, port);
+            }
             NativePorts {
-                redis,
+                store: nodes,
                 proxy: s.proxy_port.unwrap_or(DEFAULT_PROXY_PORT),
                 admin: s.admin_port.unwrap_or(DEFAULT_ADMIN_PORT),
                 replicas,
@@ -177,10 +192,20 @@ async fn choose_ports(s: &Settings) -> anyhow::Result<NativePorts> {
             for r in Replica::initial() {
                 replicas.insert(r, pinned_or_free(None, &mut taken).await?);
             }
+            let proxy = pinned_or_free(s.proxy_port, &mut taken).await?;
+            let admin = pinned_or_free(s.admin_port, &mut taken).await?;
+            let mut nodes = BTreeMap::new();
+            for n in store.nodes() {
+                let pinned = match n {
+                    StoreNode::Redis | StoreNode::Data(1) => s.redis_port,
+                    _ => None,
+                };
+                nodes.insert(n, pinned_or_free(pinned, &mut taken).await?);
+            }
             NativePorts {
-                proxy: pinned_or_free(s.proxy_port, &mut taken).await?,
-                admin: pinned_or_free(s.admin_port, &mut taken).await?,
-                redis: pinned_or_free(s.redis_port, &mut taken).await?,
+                proxy,
+                admin,
+                store: nodes,
                 replicas,
             }
         }
@@ -190,8 +215,10 @@ async fn choose_ports(s: &Settings) -> anyhow::Result<NativePorts> {
             bail!("port {port} ({what}) is in use; set STATELAB_PROXY_PORT/STATELAB_ADMIN_PORT");
         }
     }
-    if s.redis_port.is_some() && port_open(ports.redis).await {
-        bail!("STATELAB_REDIS_PORT {} is already in use", ports.redis);
+    if let Some(p) = s.redis_port {
+        if port_open(p).await {
+            bail!("STATELAB_REDIS_PORT {p} is already in use");
+        }
     }
     Ok(ports)
 }
@@ -232,6 +259,7 @@ impl Native {
         };
         Ok(Native {
             settings,
+            store: dir.store()?,
             probe: Probe::new(dir.admin_token()),
             dir,
             ports,
@@ -245,7 +273,7 @@ impl Native {
 
     /// Brings the lab up: ports, configuration, Redis, the replicas, the proxy; returns once the
     /// proxy sees every replica healthy. A failure stops whatever was started.
-    pub async fn up(settings: Settings, dir: LabDir) -> anyhow::Result<()> {
+    pub async fn up(settings: Settings, dir: LabDir, store: StoreChoice) -> anyhow::Result<()> {
         redis_server()?;
         let bin_dirs = if settings.bin_dirs.is_empty() {
             vec![settings.cargo_release_dir()]
@@ -259,14 +287,20 @@ impl Native {
             }
         }
         dir.create()?;
-        fs::create_dir_all(dir.path("redis"))?;
         let bin_dirs: Vec<PathBuf> = bin_dirs
             .iter()
             .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
             .collect();
         dir.write_bin_dirs(&bin_dirs)?;
-        let ports = choose_ports(&settings).await?;
+        let ports = choose_ports(&settings, store.store).await?;
         dir.write_ports(&ports.lines())?;
+        dir.write_store(store)?;
+        for n in store.store.nodes() {
+            fs::create_dir_all(node_dir(&dir, n))?;
+            if let StoreNode::Sentinel(_) = n {
+                write_sentinel_config(&dir, &ports, n)?;
+            }
+        }
         ensure_jwt_secret(&dir.path("jwt-secret"))?;
         // On loopback the proxy needs no token (its admin guard keeps web pages out); it gets one
         // when STATELAB_ADMIN_TOKEN asks for it.
@@ -282,6 +316,7 @@ impl Native {
         let lab = Native {
             probe: Probe::new(settings.admin_token.clone()),
             settings,
+            store,
             dir,
             ports,
             bin_dirs,
@@ -301,15 +336,7 @@ impl Native {
 
     async fn start_all(&self) -> anyhow::Result<()> {
         say(format!("logs in {}/", self.dir.logs().display()));
-        let mut redis = self.launch(Part::Redis)?;
-        self.wait_healthy(Part::Redis, &mut redis)
-            .await
-            .context("redis did not start")?;
-        say(format!(
-            "redis up on 127.0.0.1:{} (data in {})",
-            self.ports.redis,
-            self.dir.path("redis").display()
-        ));
+        self.start_store().await?;
         let mut children = Vec::new();
         for r in self.ports.members() {
             children.push((Part::Replica(r), self.launch(Part::Replica(r))?));
@@ -345,6 +372,106 @@ impl Native {
         Ok(())
     }
 
+    /// Starts the Redis nodes: the data nodes, then the Sentinels, waiting until each Sentinel
+    /// knows the primary, its replicas and the other Sentinels, so that a kill right after `up`
+    /// is already failed over.
+    async fn start_store(&self) -> anyhow::Result<()> {
+        let nodes = self.store.store.nodes();
+        for group in [false, true] {
+            let mut children = Vec::new();
+            for n in nodes.iter().filter(|n| n.is_sentinel() == group) {
+                children.push((Part::Store(*n), self.launch(Part::Store(*n))?));
+            }
+            for (part, child) in &mut children {
+                self.wait_healthy(*part, child)
+                    .await
+                    .with_context(|| format!("{part} did not start"))?;
+            }
+        }
+        if self.store.store == Store::Sentinel {
+            for n in nodes
+                .iter()
+                .filter(|n| **n != StoreNode::Data(1) && !n.is_sentinel())
+            {
+                let addr = self.node_addr(*n);
+                wait_until(
+                    &format!("{n} to hold a copy of redis-1"),
+                    self.settings.up_timeout,
+                    || redis_nodes::replica_synced(addr),
+                )
+                .await?;
+            }
+            for n in nodes.iter().filter(|n| n.is_sentinel()) {
+                let addr = self.node_addr(*n);
+                wait_until(
+                    &format!("{n} to see the primary, both replicas and both other sentinels"),
+                    self.settings.up_timeout,
+                    || redis_nodes::sentinel_ready(addr),
+                )
+                .await?;
+            }
+        }
+        let list: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("{n} :{}", self.ports.node(*n)))
+            .collect();
+        say(format!(
+            "redis ({}) up: {} (data in {})",
+            self.store.store.name(),
+            list.join(", "),
+            self.dir.path("redis*").display()
+        ));
+        Ok(())
+    }
+
+    fn node_addr(&self, n: StoreNode) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.ports.node(n)))
+    }
+
+    fn sentinels(&self) -> Vec<std::net::SocketAddr> {
+        self.ports
+            .store
+            .keys()
+            .filter(|n| n.is_sentinel())
+            .map(|n| self.node_addr(*n))
+            .collect()
+    }
+
+    /// The data node that is primary now: the single Redis, or the one Sentinel names.
+    pub async fn primary(&self) -> Option<StoreNode> {
+        match self.store.store {
+            Store::Single => Some(StoreNode::Redis),
+            Store::Sentinel => {
+                let addr = redis_nodes::sentinel_primary(&self.sentinels()).await?;
+                self.ports
+                    .store
+                    .iter()
+                    .find(|(n, p)| !n.is_sentinel() && **p == addr.port())
+                    .map(|(n, _)| *n)
+            }
+        }
+    }
+
+    /// `primaries`: the data node that is primary now, when it is running.
+    pub async fn primaries(&self) -> Vec<String> {
+        match self.primary().await {
+            Some(n) if self.running(Part::Store(n)).is_some() => vec![n.to_string()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The part a kill or start names, with `redis-primary` resolved now.
+    async fn resolve(&self, target: Target) -> anyhow::Result<Part> {
+        match target {
+            Target::Part(p) => Ok(p),
+            Target::RedisPrimary => self
+                .primary()
+                .await
+                .map(Part::Store)
+                .context("no Sentinel names a primary now; scripts/lab status shows each node"),
+        }
+    }
+
     fn bin(&self, name: &str) -> anyhow::Result<PathBuf> {
         find_bin(&self.bin_dirs, name).with_context(|| {
             let dirs: Vec<String> = self
@@ -356,19 +483,32 @@ impl Native {
         })
     }
 
-    /// The command line of a part.
-    fn command(&self, part: Part) -> anyhow::Result<Command> {
+    /// The command line of a part; a data node starts as a replica of `replica_of`.
+    fn command(&self, part: Part, replica_of: Option<StoreNode>) -> anyhow::Result<Command> {
         let mut cmd;
         match part {
-            Part::Redis => {
+            Part::Store(n) if n.is_sentinel() => {
+                cmd = Command::new(redis_server()?);
+                cmd.arg(node_dir(&self.dir, n).join("sentinel.conf"))
+                    .arg("--sentinel");
+            }
+            Part::Store(n) => {
                 cmd = Command::new(redis_server()?);
                 cmd.arg("--port")
-                    .arg(self.ports.redis.to_string())
+                    .arg(self.ports.node(n).to_string())
                     .args(["--bind", "127.0.0.1", "--dir"])
-                    .arg(self.dir.path("redis"))
+                    .arg(node_dir(&self.dir, n))
                     .args(["--appendonly", "yes", "--appendfsync", "everysec"])
                     .args(REDIS_MEMORY_FLAGS)
                     .args(["--save", "", "--daemonize", "no"]);
+                if let StoreNode::Data(_) = n {
+                    cmd.args(REPLICATION_FLAGS);
+                }
+                if let Some(primary) = replica_of {
+                    cmd.arg("--replicaof")
+                        .arg("127.0.0.1")
+                        .arg(self.ports.node(primary).to_string());
+                }
             }
             Part::Proxy => {
                 cmd = Command::new(self.bin("statelab-proxy")?);
@@ -392,8 +532,30 @@ impl Native {
                             .arg(self.dir.path("jwt-secret"));
                     }
                     Kind::Externalized => {
-                        cmd.arg("--redis-url")
-                            .arg(format!("redis://127.0.0.1:{}", self.ports.redis));
+                        // Only the flags below choose the Redis: none from the caller's shell.
+                        for var in [
+                            "STATELAB_REDIS_URL",
+                            "STATELAB_REDIS_SENTINEL",
+                            "STATELAB_REDIS_CLUSTER",
+                            "STATELAB_REDIS_WAIT",
+                        ] {
+                            cmd.env_remove(var);
+                        }
+                        match self.store.store {
+                            Store::Single => cmd.arg("--redis-url").arg(format!(
+                                "redis://127.0.0.1:{}",
+                                self.ports.node(StoreNode::Redis)
+                            )),
+                            Store::Sentinel => {
+                                let list: Vec<String> =
+                                    self.sentinels().iter().map(ToString::to_string).collect();
+                                cmd.arg("--redis-sentinel")
+                                    .arg(list.join(","))
+                                    .arg("--redis-master-name")
+                                    .arg(SENTINEL_MASTER_NAME)
+                            }
+                        };
+                        cmd.arg("--redis-wait").arg(self.store.wait.to_string());
                     }
                 }
             }
@@ -401,10 +563,19 @@ impl Native {
         Ok(cmd)
     }
 
-    /// Starts a part in its own process group with its output in its log, and records it.
+    /// Starts a part in its own process group with its output in its log, and records it. The
+    /// Sentinel topology's data nodes other than `redis-1` start as its replicas.
     fn launch(&self, part: Part) -> anyhow::Result<Child> {
+        let replica_of = match part {
+            Part::Store(StoreNode::Data(k)) if k > 1 => Some(StoreNode::Data(1)),
+            _ => None,
+        };
+        self.launch_as(part, replica_of)
+    }
+
+    fn launch_as(&self, part: Part, replica_of: Option<StoreNode>) -> anyhow::Result<Child> {
         let name = part.to_string();
-        let mut cmd = self.command(part)?;
+        let mut cmd = self.command(part, replica_of)?;
         let log_path = self.dir.log(&name);
         let mut log = fs::OpenOptions::new()
             .create(true)
@@ -446,7 +617,7 @@ impl Native {
 
     async fn healthy(&self, part: Part) -> bool {
         match part {
-            Part::Redis => redis_ping(self.ports.redis).await,
+            Part::Store(n) => redis_ping(self.ports.node(n)).await,
             Part::Proxy => self.probe.proxy_ready(self.ports.admin).await,
             Part::Replica(r) => self.probe.http_ok(self.ports.replica(r), "/health").await,
         }
@@ -486,8 +657,19 @@ impl Native {
     /// The `status` table; false when a part is down.
     pub async fn status(&self) -> bool {
         let mut all_up = true;
-        println!("{:<16} {:<8} {:<6} HEALTH", "PART", "PID", "STATE");
-        for part in Part::with(self.ports.members()) {
+        println!(
+            "{:<16} {:<8} {:<6} {:<10} ROLE",
+            "PART", "PID", "STATE", "HEALTH"
+        );
+        for part in Part::with(self.store.store, self.ports.members()) {
+            let role = match part {
+                Part::Store(n) if self.running(part).is_some() => {
+                    redis_nodes::role(self.node_addr(n))
+                        .await
+                        .map_or_else(|| "?".to_string(), redis_nodes::role_word)
+                }
+                _ => "-".to_string(),
+            };
             let (pid, state, health) = match self.running(part) {
                 Some(id) => {
                     let h = if self.healthy(part).await {
@@ -502,16 +684,23 @@ impl Native {
                     ("-".to_string(), "down", "-")
                 }
             };
-            println!("{:<16} {pid:<8} {state:<6} {health}", part.to_string());
+            println!(
+                "{:<16} {pid:<8} {state:<6} {health:<10} {role}",
+                part.to_string()
+            );
         }
         print!("{}", self.probe.admin_summary(self.ports.admin).await);
         all_up
     }
 
-    /// SIGKILL, and wait until the process is gone.
-    /// A replica must be a member now; Redis and the proxy always are.
+    /// A replica must be a member now, a Redis node one of the lab's topology; the proxy always
+    /// is one.
     fn member(&self, part: Part) -> anyhow::Result<()> {
         match part {
+            Part::Store(n) if !self.ports.store.contains_key(&n) => bail!(
+                "{part} is not a node of this lab's Redis ({}); scripts/lab status lists them",
+                self.store.store.name()
+            ),
             Part::Replica(r) if !self.ports.replicas.contains_key(&r) => bail!(
                 "{part} is not a member of the lab now (scripts/lab status lists them; scripts/lab scale {} N adds some)",
                 r.kind
@@ -520,7 +709,9 @@ impl Native {
         }
     }
 
-    pub async fn kill(&self, part: Part) -> anyhow::Result<()> {
+    /// SIGKILL, and wait until the process is gone.
+    pub async fn kill(&self, target: Target) -> anyhow::Result<()> {
+        let part = self.resolve(target).await?;
         self.member(part)?;
         let id = self
             .running(part)
@@ -536,18 +727,41 @@ impl Native {
         Ok(())
     }
 
-    /// Starts a part that is down and waits until it is healthy.
-    pub async fn start(&self, part: Part) -> anyhow::Result<()> {
+    /// Starts a part that is down and waits until it is healthy. A data node of the Sentinel
+    /// topology comes back as a replica of the primary Sentinel names now (Sentinel would convert
+    /// it anyway, but not before it had served as a second, stale primary).
+    pub async fn start(&self, target: Target) -> anyhow::Result<()> {
+        let Target::Part(part) = target else {
+            bail!("redis-primary names the primary now, which is running; start a node by its name (scripts/lab status lists them)");
+        };
         self.member(part)?;
         if let Some(id) = self.running(part) {
             bail!("{part} is already running (pid {})", id.pid);
         }
-        let mut child = self.launch(part)?;
+        let replica_of = match part {
+            Part::Store(n @ StoreNode::Data(_)) => self.primary().await.filter(|p| *p != n),
+            _ => None,
+        };
+        let mut child = self.launch_as(part, replica_of)?;
         self.wait_healthy(part, &mut child)
             .await
             .with_context(|| format!("{part} did not become healthy"))?;
+        if let (Some(p), Part::Store(n)) = (replica_of, part) {
+            let addr = self.node_addr(n);
+            wait_until(
+                &format!("{part} to hold a copy of {p}"),
+                self.settings.up_timeout,
+                || redis_nodes::replica_synced(addr),
+            )
+            .await?;
+        }
         let pid = self.running(part).map_or(0, |id| id.pid);
-        say(format!("started {part} (pid {pid}), healthy"));
+        match replica_of {
+            Some(p) => say(format!(
+                "started {part} (pid {pid}) as a replica of {p}, healthy"
+            )),
+            None => say(format!("started {part} (pid {pid}), healthy")),
+        }
         self.probe
             .wait_routed(self.ports.admin, part, self.settings.up_timeout)
             .await
@@ -655,10 +869,13 @@ impl Native {
 
     /// Stops every part (SIGTERM, then SIGKILL after the grace) and forgets the running lab.
     pub async fn down(&self) {
-        // The proxy first, Redis last, so nothing logs a flood of errors about what went before.
+        // The proxy first, Redis last (its Sentinels before its data nodes), so nothing logs a
+        // flood of errors about what went before, and no Sentinel fails over during the stop.
+        let mut nodes = self.store.store.nodes();
+        nodes.sort_by_key(|n| !n.is_sentinel());
         let order = std::iter::once(Part::Proxy)
             .chain(self.ports.members().map(Part::Replica))
-            .chain(std::iter::once(Part::Redis));
+            .chain(nodes.into_iter().map(Part::Store));
         let mut stopping = Vec::new();
         for part in order {
             if let Some(id) = self.running(part) {
@@ -710,6 +927,28 @@ impl Native {
     pub fn log_path(&self, part: Part) -> PathBuf {
         self.dir.log(&part.to_string())
     }
+}
+
+/// Where a Redis node keeps its data (and a Sentinel its configuration, which it rewrites).
+fn node_dir(dir: &LabDir, n: StoreNode) -> PathBuf {
+    dir.path(&n.to_string())
+}
+
+/// A Sentinel's configuration file, which it must be able to rewrite: it records there what it
+/// learns (replicas, other Sentinels, the primary after a failover).
+fn write_sentinel_config(dir: &LabDir, ports: &NativePorts, n: StoreNode) -> anyhow::Result<()> {
+    let text = format!(
+        "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+         sentinel monitor {SENTINEL_MASTER_NAME} 127.0.0.1 {primary} {SENTINEL_QUORUM}\n\
+         sentinel down-after-milliseconds {SENTINEL_MASTER_NAME} {SENTINEL_DOWN_AFTER_MS}\n\
+         sentinel failover-timeout {SENTINEL_MASTER_NAME} {SENTINEL_FAILOVER_TIMEOUT_MS}\n\
+         sentinel parallel-syncs {SENTINEL_MASTER_NAME} 1\n",
+        port = ports.node(n),
+        dir = node_dir(dir, n).display(),
+        primary = ports.node(StoreNode::Data(1)),
+    );
+    fs::write(node_dir(dir, n).join("sentinel.conf"), text)?;
+    Ok(())
 }
 
 #[cfg(test)]

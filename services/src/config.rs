@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::store::{JwtKey, MemoryConfig, RedisConfig};
+use crate::store::{JwtKey, MemoryConfig, RedisConfig, Topology, WaitConfig};
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -82,16 +82,28 @@ impl MemoryArgs {
     }
 }
 
-/// How the externalized service reaches Redis.
+/// How the externalized service reaches Redis: `--redis-sentinel` (the primary Sentinel names),
+/// else `--redis-cluster`, else `--redis-url` (one Redis, the default). The first one set wins and
+/// an empty value counts as unset, so that a compose file can layer a topology over the default
+/// one through the environment.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RedisArgs {
-    /// Redis URL.
-    #[arg(
-        long,
-        env = "STATELAB_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
-    pub redis_url: String,
+    /// Redis URL of a single Redis (default redis://127.0.0.1:6379).
+    #[arg(long, env = "STATELAB_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Sentinels to ask for the primary, as host:port,host:port,...; the service follows each
+    /// failover Sentinel makes.
+    #[arg(long, env = "STATELAB_REDIS_SENTINEL", value_name = "HOST:PORT,...")]
+    pub redis_sentinel: Option<String>,
+
+    /// The name Sentinel monitors the primary under.
+    #[arg(long, env = "STATELAB_REDIS_MASTER_NAME", default_value = "statelab")]
+    pub redis_master_name: String,
+
+    /// Seed nodes of a Redis Cluster, as host:port,host:port,...
+    #[arg(long, env = "STATELAB_REDIS_CLUSTER", value_name = "HOST:PORT,...")]
+    pub redis_cluster: Option<String>,
 
     /// Prefix for every key this service writes, so several labs can share one Redis.
     #[arg(long, env = "STATELAB_REDIS_PREFIX", default_value = "statelab:")]
@@ -101,16 +113,94 @@ pub struct RedisArgs {
     #[arg(long, env = "STATELAB_REDIS_TIMEOUT_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub redis_timeout_ms: u64,
+
+    /// Replicas that must hold each session write before it is acknowledged (Redis `WAIT`);
+    /// 0, the default, acknowledges a write once the primary has it. A write fewer replicas
+    /// acknowledged in time is answered 503. Not with --redis-cluster.
+    #[arg(long, env = "STATELAB_REDIS_WAIT", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub redis_wait: u32,
+
+    /// `WAIT`'s timeout in milliseconds. It must stay below --redis-timeout-ms, so that a short
+    /// acknowledgement is reported as such rather than as a timeout; the lab's proxy gives a
+    /// replica 2000 ms.
+    #[arg(long, env = "STATELAB_REDIS_WAIT_TIMEOUT_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub redis_wait_timeout_ms: u64,
+
+    /// Connections this replica keeps for waiting writes: `WAIT` holds its connection until the
+    /// replicas answer, so each waiting write has one to itself, and at most this many wait at
+    /// once; the rest queue for one within --redis-timeout-ms.
+    #[arg(long, env = "STATELAB_REDIS_WAIT_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub redis_wait_connections: u64,
+}
+
+/// The default single Redis.
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// `host:port,host:port` → each `host:port`, checked.
+fn node_list(flag: &str, text: &str) -> anyhow::Result<Vec<String>> {
+    let nodes: Vec<String> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if nodes.is_empty() {
+        bail!("{flag}: give at least one host:port");
+    }
+    for node in &nodes {
+        let ok = node.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !ok {
+            bail!("{flag}: '{node}' is not host:port");
+        }
+    }
+    Ok(nodes)
 }
 
 impl RedisArgs {
-    pub fn config(&self, ttl: Duration) -> RedisConfig {
-        RedisConfig {
-            url: self.redis_url.clone(),
+    /// The store's configuration; fails on a node list that is not `host:port,...`, or a wait
+    /// timeout that would not fit in a call's.
+    pub fn config(&self, ttl: Duration) -> anyhow::Result<RedisConfig> {
+        let set = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
+        let topology = match (set(&self.redis_sentinel), set(&self.redis_cluster)) {
+            (Some(sentinels), _) => Topology::Sentinel {
+                sentinels: node_list("--redis-sentinel", &sentinels)?,
+                master: self.redis_master_name.clone(),
+            },
+            (None, Some(nodes)) => Topology::Cluster {
+                nodes: node_list("--redis-cluster", &nodes)?,
+            },
+            (None, None) => Topology::Single {
+                url: set(&self.redis_url).unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned()),
+            },
+        };
+        let wait = (self.redis_wait > 0)
+            .then(|| -> anyhow::Result<WaitConfig> {
+                if self.redis_wait_timeout_ms >= self.redis_timeout_ms {
+                    bail!(
+                        "--redis-wait-timeout-ms ({}) must be below --redis-timeout-ms ({})",
+                        self.redis_wait_timeout_ms,
+                        self.redis_timeout_ms
+                    );
+                }
+                Ok(WaitConfig {
+                    replicas: self.redis_wait,
+                    timeout: Duration::from_millis(self.redis_wait_timeout_ms),
+                    connections: usize::try_from(self.redis_wait_connections).unwrap_or(256),
+                })
+            })
+            .transpose()?;
+        Ok(RedisConfig {
+            topology,
+            wait,
             key_prefix: self.redis_prefix.clone(),
             ttl,
             timeout: Duration::from_millis(self.redis_timeout_ms),
-        }
+        })
     }
 }
 

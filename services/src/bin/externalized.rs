@@ -18,6 +18,6 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = cli.redis.config(cli.common.session_ttl());
+    let config = cli.redis.config(cli.common.session_ttl())?;
     launch(cli.common, move |metrics| RedisStore::new(&config, metrics))
 }

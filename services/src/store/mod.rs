@@ -12,4 +12,5 @@ mod redis;
 
 pub use self::jwt::{JwtKey, JwtStore};
 pub use self::memory::{MemoryConfig, MemoryStore};
+pub use self::redis::link::{Topology, WaitConfig};
 pub use self::redis::{RedisConfig, RedisStore};

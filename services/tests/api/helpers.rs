@@ -11,7 +11,7 @@ use serde_json::Value;
 use statelab_services::api::{App, Settings};
 use statelab_services::metrics::Metrics;
 use statelab_services::store::{
-    JwtKey, JwtStore, MemoryConfig, MemoryStore, RedisConfig, RedisStore,
+    JwtKey, JwtStore, MemoryConfig, MemoryStore, RedisConfig, RedisStore, Topology,
 };
 use statelab_services::SessionStore;
 use statelab_test_support::RedisServer;
@@ -131,7 +131,8 @@ pub async fn spawn_app_with(kind: Kind, options: Options) -> TestApp {
                 RedisServer::unstarted()
             };
             let config = RedisConfig {
-                url: server.url(),
+                topology: Topology::Single { url: server.url() },
+                wait: None,
                 key_prefix: redis_prefix.clone(),
                 ttl: options.session_ttl,
                 timeout: options.redis_timeout,

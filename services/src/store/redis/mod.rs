@@ -1,19 +1,21 @@
 //! Sessions in Redis: the externalized design.
 //!
 //! A session is one hash, `{prefix}session:{id}`, with fields `u` (user), `c` (created, ms),
-//! `r` (requests) and one `i:{sku}` field per cart line. Every change runs as one Lua script,
-//! so it is atomic in Redis however many replicas race on a session, and one round trip.
-//! Every touch re-arms the key's TTL (sliding expiry).
+//! `r` (requests) and one `i:{sku}` field per cart line. Every change runs as one Lua script on
+//! that one key, so it is atomic in Redis however many replicas race on a session, one round
+//! trip, and in one hash slot, as Redis Cluster requires. Every touch re-arms the key's TTL
+//! (sliding expiry).
 //!
-//! Redis is this design's dependency, so its failure is handled deliberately: the connection
-//! is lazy and self-healing (`ConnectionManager`), every call is bounded by a timeout, and a
-//! failure is a 503 to the client — never a hang — until Redis answers again.
+//! Redis is this design's dependency, so its failure is handled deliberately: the store connects
+//! lazily and heals itself ([`link`]: one Redis, the primary Sentinel names, or a Cluster), every
+//! call is bounded by a timeout, and a failure is a 503 to the client — never a hang — until a
+//! writable primary answers again.
 //!
 //! Redis is meant to run with `maxmemory` and `maxmemory-policy noeviction` (the lab does): once
 //! full it answers `OOM` to commands that could grow it, and that is [`StoreError::Full`], a 503
-//! `store_full`. A login is one `MULTI` whose first command is refused, so Redis discards it
-//! whole: no half-written session, and the session it replaces is not deleted either. A change to
-//! a held session still runs, because its script starts with a `PEXPIRE`, which Redis allows when
+//! `store_full`. A login's script is refused at its first write, so nothing of the new session is
+//! written, and the session it replaces is deleted only after the new one exists. A change to a
+//! held session still runs, because its script starts with a `PEXPIRE`, which Redis allows when
 //! full, and Redis lets a script that has written once finish; what that can add is bounded by
 //! the cart limits. An evicting policy would instead make room by deleting live sessions.
 
@@ -21,8 +23,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
+use redis::Script;
+
+pub mod link;
+
+use self::link::{Link, Topology, WaitConfig, WriteError};
 
 use crate::metrics::Metrics;
 use crate::session::{
@@ -61,10 +66,20 @@ table.insert(all, 1, 'ok')
 return table.concat(all, '\n')
 ";
 
+/// Creates a session. KEYS[1] the new session; ARGV: ttl ms, user, created ms, requests. A script rather
+/// than a `MULTI`, so that a login is one atomic step on one key.
+const CREATE_LUA: &str = r"
+redis.call('HSET', KEYS[1], 'u', ARGV[2], 'c', ARGV[3], 'r', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+";
+
 /// How to reach Redis and how long to wait for it.
 #[derive(Clone, Debug)]
 pub struct RedisConfig {
-    pub url: String,
+    pub topology: Topology,
+    /// `--redis-wait`: replicas that must hold each session write before it is acknowledged.
+    pub wait: Option<WaitConfig>,
     pub key_prefix: String,
     pub ttl: Duration,
     /// Upper bound on any one Redis call, so a dead Redis costs a request this much at most.
@@ -74,11 +89,12 @@ pub struct RedisConfig {
 /// The Redis session store. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    link: Arc<Link>,
     prefix: String,
     ttl_ms: u64,
     timeout: Duration,
     apply: Script,
+    create: Script,
     errors: IntCounter,
     /// When a refused write was last logged. Under a flood of logins every one is refused;
     /// a line each would bury the log, so refusals are logged at most every [`FULL_LOG_EVERY`].
@@ -91,6 +107,7 @@ const FULL_LOG_EVERY: Duration = Duration::from_secs(10);
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
+            .field("link", &self.link)
             .field("prefix", &self.prefix)
             .field("ttl_ms", &self.ttl_ms)
             .finish_non_exhaustive()
@@ -99,28 +116,24 @@ impl std::fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// Builds the store without connecting: a replica starts even while Redis is down, answers
-    /// 503 meanwhile, and recovers by itself when Redis comes up. Fails only on a bad URL.
+    /// 503 meanwhile, and recovers by itself when Redis comes up. Fails only on a bad address,
+    /// or on `--redis-wait` with a cluster.
     pub fn new(config: &RedisConfig, metrics: &Metrics) -> anyhow::Result<Self> {
-        let client = Client::open(config.url.as_str())?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let link = Link::new(config.topology.clone(), config.timeout, config.wait)?;
         let errors = IntCounter::new(
             "statelab_store_errors_total",
             "Redis calls that failed or timed out",
         )?;
         metrics.registry().register(Box::new(errors.clone()))?;
         Ok(RedisStore {
-            conn,
+            link: Arc::new(link),
             prefix: config.key_prefix.clone(),
             ttl_ms: u64::try_from(config.ttl.as_millis())
                 .unwrap_or(u64::MAX)
                 .max(1),
             timeout: config.timeout,
             apply: Script::new(APPLY_LUA),
+            create: Script::new(CREATE_LUA),
             errors,
             full_logged: Arc::new(Mutex::new(None)),
         })
@@ -137,16 +150,20 @@ impl RedisStore {
     async fn call<T>(
         &self,
         what: &str,
-        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+        fut: impl std::future::Future<Output = Result<T, WriteError>>,
     ) -> Result<T, StoreError> {
         let outcome = match tokio::time::timeout(self.timeout, fut).await {
             Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) if is_oom(&e) => {
+            Ok(Err(WriteError::Redis(e))) if is_oom(&e) => {
                 self.errors.inc();
                 self.log_full(what, &e);
                 return Err(StoreError::Full(format!("{what}: {e}")));
             }
-            Ok(Err(e)) => format!("{what}: {e}"),
+            Ok(Err(WriteError::Redis(e))) => format!("{what}: {e}"),
+            Ok(Err(WriteError::WaitShort(w))) => format!(
+                "{what}: written on the primary, but {} of {} replica(s) acknowledged it within {:?}",
+                w.acked, w.wanted, w.timeout
+            ),
             Err(_) => format!("{what}: no answer within {:?}", self.timeout),
         };
         self.errors.inc();
@@ -215,25 +232,27 @@ impl SessionStore for RedisStore {
             .key(&credential)
             .ok_or_else(|| StoreError::Unavailable("bad id".into()))?;
         let session = Session::new(username);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    ("u", session.username.clone()),
-                    ("c", session.created_ms.to_string()),
-                    ("r", session.requests.to_string()),
-                ],
-            )
-            .ignore()
-            .pexpire(&key, i64::try_from(self.ttl_ms).unwrap_or(i64::MAX))
-            .ignore();
+        let mut invocation = self.create.key(&key);
+        invocation
+            .arg(self.ttl_ms)
+            .arg(&session.username)
+            .arg(session.created_ms)
+            .arg(session.requests);
+        let invocation = &invocation;
+        self.call(
+            "create",
+            self.link
+                .write(|mut conn| async move { invocation.invoke_async::<()>(&mut conn).await }),
+        )
+        .await?;
+        // The old session goes only once the new one exists, and on its own: the two ids hash
+        // to different Cluster slots, so one transaction could not hold both. Should this fail,
+        // the old session lingers until its TTL; the user already holds the new one.
         if let Some(old) = replaces.and_then(|c| self.key(c)) {
-            pipe.del(old).ignore();
+            if let Err(e) = self.delete("replace", &old).await {
+                tracing::warn!(error = %e, "the replaced session could not be deleted; it expires by its TTL");
+            }
         }
-        let mut conn = self.conn.clone();
-        self.call("create", pipe.query_async::<()>(&mut conn))
-            .await?;
         Ok(Issued {
             credential,
             session,
@@ -262,9 +281,13 @@ impl SessionStore for RedisStore {
             .arg(MAX_CART_LINES)
             .arg(MAX_LINE_QTY)
             .arg(FIXED_FIELDS);
-        let mut conn = self.conn.clone();
+        let invocation = &invocation;
         let reply: Option<String> = self
-            .call("apply", invocation.invoke_async(&mut conn))
+            .call(
+                "apply",
+                self.link
+                    .write(|mut conn| async move { invocation.invoke_async(&mut conn).await }),
+            )
             .await?;
         let Some(reply) = reply else {
             return Ok(None);
@@ -296,35 +319,70 @@ impl SessionStore for RedisStore {
     }
 
     async fn destroy(&self, credential: &str) -> Result<(), StoreError> {
-        if let Some(key) = self.key(credential) {
-            let mut conn = self.conn.clone();
-            let mut cmd = redis::cmd("DEL");
-            cmd.arg(&key);
-            self.call("destroy", cmd.query_async::<()>(&mut conn))
-                .await?;
+        match self.key(credential) {
+            Some(key) => self.delete("destroy", &key).await,
+            None => Ok(()),
         }
-        Ok(())
     }
 
+    /// `ROLE` on the primary (or `CLUSTER INFO`), not `PING`: a demoted primary still answers a
+    /// `PING`, and a replica that can only answer 503 must not look healthy to the proxy.
     async fn check(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("PING");
-        self.call("ping", cmd.query_async::<()>(&mut conn)).await
+        let checked = tokio::time::timeout(self.timeout, self.link.check()).await;
+        match checked {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => {
+                self.errors.inc();
+                Err(StoreError::Unavailable(format!("check: {why}")))
+            }
+            Err(_) => {
+                self.errors.inc();
+                Err(StoreError::Unavailable(format!(
+                    "check: no answer within {:?}",
+                    self.timeout
+                )))
+            }
+        }
     }
 
-    /// `DBSIZE` instead of `PING`: one O(1) command that both checks Redis and counts its keys.
-    /// The lab's Redis holds nothing but sessions (one key each), so that is the sessions stored;
-    /// a Redis shared with other data would count that data too.
+    /// `DBSIZE` after the check: one O(1) command that counts the keys (summed over a cluster's
+    /// primaries). The lab's Redis holds nothing but sessions (one key each), so that is the
+    /// sessions stored; a Redis shared with other data would count that data too.
     async fn figures(&self) -> Result<StoreFigures, StoreError> {
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("DBSIZE");
+        self.check().await?;
         let keys = self
-            .call("dbsize", cmd.query_async::<u64>(&mut conn))
+            .call(
+                "dbsize",
+                self.link.read(|mut conn| async move {
+                    redis::cmd("DBSIZE").query_async::<u64>(&mut conn).await
+                }),
+            )
             .await?;
         Ok(StoreFigures {
             store_sessions: Some(keys),
             ..StoreFigures::default()
         })
+    }
+}
+
+impl RedisStore {
+    /// Deletes one session key: a write like any other, so with `--redis-wait` it waits too.
+    async fn delete(&self, what: &str, key: &str) -> Result<(), StoreError> {
+        self.call(
+            what,
+            self.link.write(|mut conn| async move {
+                redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<()>(&mut conn)
+                    .await
+            }),
+        )
+        .await
+    }
+
+    /// The topology the store was started with: `single`, `sentinel` or `cluster`.
+    pub fn topology(&self) -> &'static str {
+        self.link.topology().name()
     }
 }
 
