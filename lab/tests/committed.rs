@@ -5,8 +5,10 @@
 use serde_yaml_ng::Value;
 use statelab_lab::model::{
     docker_proxy_config, native_proxy_config, trusted_range, Kind, NativePorts, Part, Replica,
-    ADMIN_READY_PATH, CONTAINER_ADMIN_PORT, CONTAINER_PROXY_PORT, CONTAINER_SERVICE_PORT,
-    DEFAULT_NET_PREFIX, REDIS_MEMORY_FLAGS,
+    Store, StoreNode, ADMIN_READY_PATH, CONTAINER_ADMIN_PORT, CONTAINER_PROXY_PORT,
+    CONTAINER_SENTINEL_PORT, CONTAINER_SERVICE_PORT, DEFAULT_NET_PREFIX, REDIS_MEMORY_FLAGS,
+    REPLICATION_FLAGS, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS, SENTINEL_MASTER_NAME,
+    SENTINEL_QUORUM,
 };
 use statelab_proxy_api::{ConfigFile, PoolSection};
 use statelab_test_support::workspace_root;
@@ -18,7 +20,7 @@ fn read(rel: &str) -> String {
 
 fn fixed_ports() -> NativePorts {
     NativePorts {
-        redis: 16379,
+        store: [(StoreNode::Redis, 16379)].into_iter().collect(),
         proxy: 8080,
         admin: 8081,
         replicas: Replica::initial().map(|r| (r, r.fixed_port())).collect(),
@@ -78,8 +80,11 @@ fn the_proxys_defaults_are_the_native_lab_on_fixed_ports() {
 
 /// compose.yaml with its `<<` merge keys applied.
 fn compose() -> Value {
-    let mut v: Value =
-        serde_yaml_ng::from_str(&read("deploy/compose.yaml")).expect("deploy/compose.yaml parses");
+    compose_file("deploy/compose.yaml")
+}
+
+fn compose_file(rel: &str) -> Value {
+    let mut v: Value = serde_yaml_ng::from_str(&read(rel)).expect("the compose file parses");
     // A merged mapping can itself merge another (`x-externalized` merges `x-replica`): one pass
     // per level of nesting.
     for _ in 0..4 {
@@ -127,14 +132,17 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
         .map(|k| k.as_str().expect("service names are text").to_string())
         .collect();
     names.sort();
-    let mut want: Vec<String> = Part::initial().iter().map(Part::to_string).collect();
+    let mut want: Vec<String> = Part::initial(Store::Single)
+        .iter()
+        .map(Part::to_string)
+        .collect();
     want.sort();
     assert_eq!(
         names, want,
         "compose services differ from the model's parts"
     );
 
-    for part in Part::initial() {
+    for part in Part::initial(Store::Single) {
         let name = part.to_string();
         let svc = get(&doc, &["services", &name]);
         assert_eq!(
@@ -144,7 +152,7 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
         );
         let check = strings(get(svc, &["healthcheck", "test"]));
         match part {
-            Part::Redis => {
+            Part::REDIS | Part::Store(_) => {
                 assert_eq!(check, ["CMD", "redis-cli", "ping"], "{name}");
                 let command = strings(get(svc, &["command"]));
                 assert!(
@@ -237,6 +245,87 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
 
 /// The source-mode image build copies every workspace member: cargo resolves the whole workspace
 /// even to build two packages, so a member missing from the Dockerfile breaks the build.
+#[test]
+fn deploy_compose_sentinel_yaml_has_the_models_nodes_and_settings() {
+    let doc = compose_file("deploy/compose.sentinel.yaml");
+    let services = get(&doc, &["services"])
+        .as_mapping()
+        .expect("services is a mapping");
+    let mut names: Vec<String> = services
+        .keys()
+        .map(|k| k.as_str().expect("service names are text").to_string())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = Store::Sentinel
+        .nodes()
+        .iter()
+        .map(ToString::to_string)
+        .chain((1..=3).map(|k| format!("externalized-{k}")))
+        .collect();
+    want.sort();
+    assert_eq!(names, want, "the Sentinel file's services");
+
+    let sentinels: Vec<String> = Store::Sentinel
+        .nodes()
+        .into_iter()
+        .filter(|n| n.is_sentinel())
+        .map(|n| format!("{}:{CONTAINER_SENTINEL_PORT}", address(n.container_octet())))
+        .collect();
+    for n in Store::Sentinel.nodes() {
+        let name = n.to_string();
+        let svc = get(&doc, &["services", &name]);
+        let own = address(n.container_octet());
+        assert_eq!(
+            get(svc, &["networks", "lab", "ipv4_address"]).as_str(),
+            Some(own.as_str()),
+            "{name}'s address"
+        );
+        let command = strings(get(svc, &["command"])).join(" ");
+        if n.is_sentinel() {
+            for line in [
+                format!("sentinel announce-ip {own}"),
+                format!(
+                    "sentinel monitor {SENTINEL_MASTER_NAME} {} 6379 {SENTINEL_QUORUM}",
+                    address(StoreNode::Data(1).container_octet())
+                ),
+                format!("sentinel down-after-milliseconds {SENTINEL_MASTER_NAME} {SENTINEL_DOWN_AFTER_MS}"),
+                format!("sentinel failover-timeout {SENTINEL_MASTER_NAME} {SENTINEL_FAILOVER_TIMEOUT_MS}"),
+            ] {
+                assert!(command.contains(&line), "{name}'s configuration lacks '{line}'");
+            }
+        } else {
+            let words = strings(get(svc, &["command"]));
+            assert!(words.windows(4).any(|w| w == REDIS_MEMORY_FLAGS), "{name}");
+            assert!(words.windows(2).any(|w| w == REPLICATION_FLAGS), "{name}");
+            assert!(
+                command.contains(&format!("--replica-announce-ip {own}")),
+                "{name}"
+            );
+            let replica = command.contains("--replicaof");
+            assert_eq!(
+                replica,
+                n != StoreNode::Data(1),
+                "{name}: only redis-1 starts as primary"
+            );
+        }
+    }
+    for k in 1..=3 {
+        let env = get(
+            &doc,
+            &["services", &format!("externalized-{k}"), "environment"],
+        );
+        assert_eq!(
+            get(env, &["STATELAB_REDIS_SENTINEL"]).as_str(),
+            Some(sentinels.join(",").as_str()),
+            "externalized-{k} asks every Sentinel"
+        );
+        assert_eq!(
+            get(env, &["STATELAB_REDIS_MASTER_NAME"]).as_str(),
+            Some(SENTINEL_MASTER_NAME)
+        );
+    }
+}
+
 #[test]
 fn the_dockerfile_copies_every_workspace_member() {
     let manifest: toml::Value = toml::from_str(&read("Cargo.toml")).expect("Cargo.toml parses");
