@@ -2,19 +2,31 @@
 //! kill NAME`, `scripts/lab start NAME`, `scripts/lab scale POOL N`), so a run kills a replica or
 //! resizes a pool exactly as a user would — natively or in containers, whichever mode the lab is
 //! in; and the record of each step ([`Event`]).
+//!
+//! A kill of a Redis node (a name starting with `redis`, such as the lab's alias `redis-primary`)
+//! is watched: the lab's primaries are asked for (`LAB primaries`) just before the kill and then
+//! every [`PRIMARY_POLL`] until one appears that was not among them, or the run ends; what the
+//! kill's output names as killed (`killed NAME ...`) is kept in the kill's event.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
+use tokio::sync::oneshot;
 
 use crate::stats::{Epochs, Recorder};
 
 /// How long a lab command may take before the run gives up on it.
 const LAB_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a question to the lab (`LAB primaries`) may take: one that hangs through a failover
+/// must neither hold up the kill it precedes nor stall the polling after it.
+const LAB_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the primaries are asked for after a Redis kill: the new primary's time is known to
+/// within this (plus the lab's own time to answer).
+pub const PRIMARY_POLL: Duration = Duration::from_millis(250);
 
 /// The lab's command-line handle: a program and the words before the subcommand.
 #[derive(Debug, Clone)]
@@ -36,23 +48,24 @@ impl Lab {
         })
     }
 
-    /// Runs `LAB WORDS...` to its end, within [`LAB_COMMAND_TIMEOUT`].
-    async fn output(&self, words: &[&str]) -> Result<std::process::Output, String> {
+    /// Runs `LAB WORDS...` to its end, within `limit`.
+    async fn output(
+        &self,
+        words: &[&str],
+        limit: Duration,
+    ) -> Result<std::process::Output, String> {
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.args).args(words).kill_on_drop(true);
-        match tokio::time::timeout(LAB_COMMAND_TIMEOUT, cmd.output()).await {
+        match tokio::time::timeout(limit, cmd.output()).await {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(e)) => Err(format!("cannot run {}: {e}", self.program)),
-            Err(_) => Err(format!(
-                "no answer within {} s",
-                LAB_COMMAND_TIMEOUT.as_secs()
-            )),
+            Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
         }
     }
 
     /// Runs `LAB WORDS...`; returns whether it succeeded and its last output line.
     async fn call(&self, words: &[&str]) -> (bool, String) {
-        let output = match self.output(words).await {
+        let output = match self.output(words, LAB_COMMAND_TIMEOUT).await {
             Ok(output) => output,
             Err(why) => return (false, why),
         };
@@ -71,11 +84,111 @@ impl Lab {
     /// Resident memory of each running replica of `service`, from `LAB mem` (`NAME BYTES` lines).
     /// Empty when the lab cannot say.
     pub async fn memory(&self, service: &str) -> BTreeMap<String, u64> {
-        match self.output(&["mem"]).await {
+        match self.output(&["mem"], LAB_COMMAND_TIMEOUT).await {
             Ok(output) if output.status.success() => {
                 parse_memory(&String::from_utf8_lossy(&output.stdout), service)
             }
             _ => BTreeMap::new(),
+        }
+    }
+
+    /// The Redis nodes that are primary now, from `LAB primaries` (a name a line); `None` when
+    /// the lab cannot tell (a failing status, as during a failover, or no name at all).
+    pub async fn primaries(&self) -> Option<BTreeSet<String>> {
+        match self.output(&["primaries"], LAB_QUERY_TIMEOUT).await {
+            Ok(output) if output.status.success() => {
+                Some(parse_primaries(&String::from_utf8_lossy(&output.stdout)))
+                    .filter(|names| !names.is_empty())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The names of `LAB primaries`' output: the first word of each non-empty line.
+pub fn parse_primaries(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The node a kill's last output line names: the word after `killed` (`killed redis-1 (pid 42,
+/// SIGKILL)` natively, `killed redis-1` in Docker mode). The lab resolves an alias such as
+/// `redis-primary` to a node, and this is how the run learns which.
+pub fn parse_killed(line: &str) -> Option<&str> {
+    let mut words = line.split_whitespace();
+    words.by_ref().find(|w| *w == "killed")?;
+    let name = words
+        .next()?
+        .trim_end_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    valid.then_some(name)
+}
+
+/// Whether a kill of `name` is a Redis node's, whose aftermath is a new primary to watch for.
+pub fn watches_primaries(name: &str) -> bool {
+    name.starts_with("redis")
+}
+
+/// The decision of each poll after a Redis kill: the first (by name) of the primaries `now` that
+/// was not among those `before` the kill, or `None` while there is none. Every primary that
+/// survived the kill is in both, so only a promotion answers.
+pub fn new_primary<'a>(before: &BTreeSet<String>, now: &'a BTreeSet<String>) -> Option<&'a str> {
+    now.iter()
+        .find(|name| !before.contains(*name))
+        .map(String::as_str)
+}
+
+/// The node that became primary after a Redis kill, and when the generator first saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewPrimary {
+    pub name: String,
+    /// Seconds since the run's start at which `LAB primaries` answered with it; the promotion
+    /// came at most one poll ([`PRIMARY_POLL`], plus the lab's time to answer) earlier.
+    pub at_s: f64,
+}
+
+/// What the lab said about its Redis primaries around a kill.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrimaryWatch {
+    /// The primaries just before the kill; `None` when the lab could not tell.
+    pub before: Option<BTreeSet<String>>,
+    /// The first primary not among `before`; `None` when none appeared within the run.
+    pub new_primary: Option<NewPrimary>,
+}
+
+/// After a Redis kill that `before` preceded, asks for the primaries every [`PRIMARY_POLL`] until
+/// a new one appears, the run ends at `end` or `stop` turns true. Runs beside the load: each
+/// question is a child process, bounded by [`LAB_QUERY_TIMEOUT`] and dropped (killed) at the end.
+async fn watch_primaries(
+    lab: &Lab,
+    before: &BTreeSet<String>,
+    start: Instant,
+    end: Instant,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<NewPrimary> {
+    let mut tick = tokio::time::interval(PRIMARY_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ended = tokio::time::sleep_until(end.into());
+    tokio::pin!(ended);
+    loop {
+        let now = tokio::select! {
+            _ = &mut ended => return None,
+            _ = stop.wait_for(|s| *s) => return None,
+            now = async {
+                tick.tick().await;
+                lab.primaries().await
+            } => now,
+        };
+        if let Some(name) = now.as_ref().and_then(|now| new_primary(before, now)) {
+            return Some(NewPrimary {
+                name: name.to_owned(),
+                at_s: start.elapsed().as_secs_f64(),
+            });
         }
     }
 }
@@ -226,14 +339,17 @@ pub const NOT_CARRIED_OUT: &str = "not carried out: the run was interrupted firs
 /// event, so a report never silently lacks a planned step.
 ///
 /// With `epochs`, each step that runs begins a new scale epoch and ends it when its command
-/// returns, so the sessions can tell what the step moved.
+/// returns, so the sessions can tell what the step moved. With `primaries`, the kill step asks
+/// for the lab's primaries just before it and, once the kill has succeeded, sends what the lab
+/// said.
 async fn run_steps(
     steps: Vec<Step>,
-    lab: Lab,
+    lab: &Lab,
     start: Instant,
     events: Arc<Mutex<Vec<Event>>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     epochs: Option<&Epochs>,
+    mut primaries: Option<oneshot::Sender<Option<BTreeSet<String>>>>,
 ) {
     for step in steps {
         let due = tokio::time::sleep_until((start + step.at).into());
@@ -251,11 +367,19 @@ async fn run_steps(
                 detail: NOT_CARRIED_OUT.into(),
             }
         } else {
+            let watch = primaries.take_if(|_| step.what == FaultStep::Kill);
+            let before = match &watch {
+                Some(_) => lab.primaries().await,
+                None => None,
+            };
             let begun = Instant::now();
             let epoch = epochs.map(Epochs::begin);
             let mut words = vec![step.what.lab_verb()];
             words.extend(step.args.iter().map(String::as_str));
             let (ok, detail) = lab.call(&words).await;
+            if let Some(watch) = watch.filter(|_| ok) {
+                let _ = watch.send(before);
+            }
             if let (Some(epochs), Some(epoch)) = (epochs, epoch) {
                 epochs.end(epoch);
             }
@@ -284,7 +408,16 @@ pub async fn run_scales(
 ) {
     steps.sort_by_key(|s| s.at);
     let steps = steps.iter().map(ScaleStep::step).collect();
-    run_steps(steps, lab, start, events, stop, Some(recorder.epochs())).await;
+    run_steps(
+        steps,
+        &lab,
+        start,
+        events,
+        stop,
+        Some(recorder.epochs()),
+        None,
+    )
+    .await;
 }
 
 impl fmt::Display for FaultStep {
@@ -345,14 +478,17 @@ impl Fault {
         })
     }
 
-    /// Kills, then restarts if asked, each when due (see [`run_steps`]).
+    /// Kills, then restarts if asked, each when due (see [`run_steps`]). A Redis node's kill is
+    /// watched until a new primary appears or the run ends at `end`; what the lab said is
+    /// returned (`None` for another kill, or one not carried out).
     pub async fn run(
         self,
         lab: Lab,
         start: Instant,
+        end: Instant,
         events: Arc<Mutex<Vec<Event>>>,
         stop: tokio::sync::watch::Receiver<bool>,
-    ) {
+    ) -> Option<PrimaryWatch> {
         let step = |what, at| Step {
             what,
             at,
@@ -363,7 +499,33 @@ impl Fault {
         if let Some(at) = self.restart_at {
             steps.push(step(FaultStep::Restart, at));
         }
-        run_steps(steps, lab, start, events, stop, None).await;
+        if !watches_primaries(&self.replica) {
+            run_steps(steps, &lab, start, events, stop, None, None).await;
+            return None;
+        }
+        let (before_tx, before_rx) = oneshot::channel();
+        let watch = async {
+            // No answer: the kill did not happen.
+            let before = before_rx.await.ok()?;
+            let new_primary = match &before {
+                Some(before) => watch_primaries(&lab, before, start, end, stop.clone()).await,
+                None => None,
+            };
+            Some(PrimaryWatch {
+                before,
+                new_primary,
+            })
+        };
+        let steps = run_steps(
+            steps,
+            &lab,
+            start,
+            events,
+            stop.clone(),
+            None,
+            Some(before_tx),
+        );
+        tokio::join!(steps, watch).1
     }
 }
 
@@ -441,6 +603,151 @@ mod tests {
         let m = parse_memory(text, "stateful");
         assert_eq!(m.len(), 2);
         assert_eq!(m["stateful-2"], 2000);
+    }
+
+    #[test]
+    fn the_killed_node_is_the_word_after_killed() {
+        for (line, node) in [
+            ("killed redis-1 (pid 4242, SIGKILL)", Some("redis-1")),
+            ("killed redis-cluster-4", Some("redis-cluster-4")),
+            ("lab: killed stateful-2, done", Some("stateful-2")),
+            ("  killed   redis-2  ", Some("redis-2")),
+            ("killed", None),
+            ("killed (pid 3)", None),
+            ("no such replica: redis-primary", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_killed(line), node, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn primaries_are_one_name_a_line() {
+        let names = parse_primaries("redis-cluster-1\n\n  redis-cluster-3 \nredis-cluster-5\n");
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["redis-cluster-1", "redis-cluster-3", "redis-cluster-5"]
+        );
+        assert!(parse_primaries("").is_empty());
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_new_primary_is_one_that_was_not_primary_before_the_kill() {
+        let sentinel = set(&["redis-1"]);
+        // Still the old primary (not yet noticed), or no primary at all: keep polling.
+        assert_eq!(new_primary(&sentinel, &set(&["redis-1"])), None);
+        assert_eq!(new_primary(&sentinel, &set(&[])), None);
+        assert_eq!(new_primary(&sentinel, &set(&["redis-3"])), Some("redis-3"));
+        // Cluster: the surviving primaries are no news; the promoted replica is.
+        let cluster = set(&["redis-cluster-1", "redis-cluster-2", "redis-cluster-3"]);
+        let mid = set(&["redis-cluster-2", "redis-cluster-3"]);
+        assert_eq!(new_primary(&cluster, &mid), None);
+        let after = set(&["redis-cluster-2", "redis-cluster-3", "redis-cluster-4"]);
+        assert_eq!(new_primary(&cluster, &after), Some("redis-cluster-4"));
+        // The killed node back as primary (restarted before a failover) is not new either.
+        assert_eq!(new_primary(&cluster, &cluster), None);
+        assert!(watches_primaries("redis-primary") && watches_primaries("redis-2"));
+        assert!(!watches_primaries("stateful-2") && !watches_primaries("externalized-1"));
+    }
+
+    /// A lab that logs each call and answers `primaries` from the numbered files `answer-N`
+    /// (N: how many times it was asked; a missing file fails, as the lab does when it cannot
+    /// tell), and `kill` as the native lab does.
+    fn fake_lab(dir: &statelab_test_support::TempDir, answers: &[Option<&str>]) -> Lab {
+        for (n, answer) in answers.iter().enumerate() {
+            if let Some(text) = answer {
+                std::fs::write(dir.join(format!("answer-{}", n + 1)), text).expect("write");
+            }
+        }
+        let script = r#"d=$(dirname "$0"); echo "$*" >> "$d/calls"
+case "$1" in
+  primaries) echo >> "$d/asked"; n=$(wc -l < "$d/asked")
+    [ -e "$d/answer-$n" ] || exit 1; cat "$d/answer-$n" ;;
+  kill) echo "stopping"; echo "killed redis-1 (pid 4242, SIGKILL)" ;;
+esac"#;
+        std::fs::write(dir.join("lab"), script).expect("write");
+        Lab::parse(&format!("sh {}", dir.join("lab").display())).expect("valid test input")
+    }
+
+    fn calls(dir: &statelab_test_support::TempDir) -> Vec<String> {
+        std::fs::read_to_string(dir.join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    async fn kill_now(lab: Lab, replica: &str, end: Duration) -> (Option<PrimaryWatch>, Event) {
+        let fault = Fault::parse(&format!("{replica}@0")).expect("valid test input");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let start = Instant::now();
+        let watch = fault
+            .run(lab, start, start + end, events.clone(), stopped)
+            .await;
+        let event = events.lock().expect("not poisoned")[0].clone();
+        (watch, event)
+    }
+
+    #[tokio::test]
+    async fn a_redis_kill_is_watched_until_a_new_primary_appears() {
+        let dir = statelab_test_support::TempDir::new("fault-watch");
+        let before = "redis-cluster-1\nredis-cluster-2\nredis-cluster-3\n";
+        let lab = fake_lab(
+            &dir,
+            &[
+                Some(before),
+                None,
+                Some("redis-cluster-2\nredis-cluster-3\n"),
+                Some("redis-cluster-2\nredis-cluster-3\nredis-cluster-5\n"),
+            ],
+        );
+        let (watch, event) = kill_now(lab, "redis-primary", Duration::from_secs(30)).await;
+        let watch = watch.expect("a Redis kill is watched");
+        assert_eq!(watch.before, Some(parse_primaries(before)));
+        let new = watch.new_primary.expect("a new primary");
+        assert_eq!(new.name, "redis-cluster-5");
+        assert!(new.at_s >= event.at_s, "{new:?} {event:?}");
+        assert!(event.ok && parse_killed(&event.detail) == Some("redis-1"));
+        // Asked once before the kill, then polled until the answer named a new primary.
+        assert_eq!(
+            calls(&dir),
+            [
+                "primaries",
+                "kill redis-primary",
+                "primaries",
+                "primaries",
+                "primaries"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_watch_ends_with_the_run_and_other_kills_are_not_watched() {
+        let dir = statelab_test_support::TempDir::new("fault-watch-end");
+        let same = Some("redis-1\n");
+        let lab = fake_lab(&dir, &[same, same, same, same, same, same, same, same]);
+        let (watch, _) = kill_now(lab, "redis-primary", Duration::from_millis(600)).await;
+        let watch = watch.expect("a Redis kill is watched");
+        assert_eq!(watch.before, Some(set(&["redis-1"])));
+        assert_eq!(watch.new_primary, None);
+
+        // No list before the kill (the lab could not tell): nothing to compare with, no polls.
+        let dir = statelab_test_support::TempDir::new("fault-watch-none");
+        let lab = fake_lab(&dir, &[]);
+        let (watch, _) = kill_now(lab, "redis-2", Duration::from_secs(30)).await;
+        assert_eq!(watch, Some(PrimaryWatch::default()));
+        assert_eq!(calls(&dir), ["primaries", "kill redis-2"]);
+
+        let dir = statelab_test_support::TempDir::new("fault-watch-other");
+        let lab = fake_lab(&dir, &[same]);
+        let (watch, event) = kill_now(lab, "stateful-2", Duration::from_secs(30)).await;
+        assert!(watch.is_none() && event.ok);
+        assert_eq!(calls(&dir), ["kill stateful-2"]);
     }
 
     #[test]

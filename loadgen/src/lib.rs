@@ -7,12 +7,15 @@
 //!   timeout / I/O / 4xx / 5xx ([`client::ErrorKind`]).
 //! - [`stats`]: recording ([`stats::record`]: intended-start latency, service time, per-second
 //!   tallies, per replica) and the pure figures built on it ([`stats::analysis`]: percentiles,
-//!   the per-second series, the pre-kill band and recovery).
+//!   the per-second series, the pre-kill band and recovery, the failure window after a kill and
+//!   the 2xx latency on either side of it).
 //! - [`workflow`]: the shop session (login → cart adds → cart → checkout → logout) and the
-//!   session-loss checks (401 after login; a cart that differs from what the user put in).
+//!   session-loss checks (401 after login; a cart that differs from what the user put in), and
+//!   the acknowledged writes (adds and logins answered 200) a later answer shows lost.
 //! - [`fault`]: the scheduled kill and restart and the scale steps, through `scripts/lab`, as a
 //!   user would do them; each scale step begins a scale epoch, so the sessions can tell what it
-//!   moved ([`stats::moves`]).
+//!   moved ([`stats::moves`]); a Redis node's kill is followed by polling the lab for the new
+//!   primary.
 //! - [`config`]: the `run` command's flags checked against each other into a [`config::RunConfig`]
 //!   (or a [`config::ConfigError`]), and the names a run records (model, workflow, strategy).
 //! - [`scaling`]: what each scale event did (first request of a new replica, shares before and

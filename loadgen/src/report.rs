@@ -11,10 +11,13 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Model, ModelKind, Routing, RunConfig, Work, WorkflowKind};
-use crate::fault::Fault;
-pub use crate::fault::{Event, FaultStep};
+use crate::fault::{parse_killed, Fault, PrimaryWatch};
+pub use crate::fault::{Event, FaultStep, NewPrimary};
 use crate::scaling::ScaleReport;
-use crate::stats::{self, percentile_ms, ErrorCounts, Measured, Recovery, SecondStats};
+use crate::stats::{
+    self, percentile_ms, Acknowledged, ErrorCounts, FailureWindow, Measured, OkLatency, Recovery,
+    SecondStats,
+};
 
 /// The percentiles of the report's table.
 const PERCENTILES: [f64; 8] = [50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99, 100.0];
@@ -54,6 +57,19 @@ pub struct RunReport {
     pub session_losses: u64,
     pub losses_unauthorized: u64,
     pub losses_cart_mismatch: u64,
+    /// Cart adds answered 200: writes the server confirmed. `null` in a record from before they
+    /// were counted (as are the two below).
+    #[serde(default)]
+    pub acknowledged_adds: Option<u64>,
+    /// Of those, adds that a later cart (a later add's answer, `GET /cart`, the checkout) no
+    /// longer showed: confirmed writes the design lost, which a session count alone does not
+    /// tell apart from sessions merely cut off.
+    #[serde(default)]
+    pub acknowledged_adds_lost: Option<u64>,
+    /// Logins answered 200 whose session was later answered 401 (the sessions of
+    /// `losses_unauthorized`, counted as the confirmed write they lost).
+    #[serde(default)]
+    pub acknowledged_logins_lost: Option<u64>,
     pub sessions_started: u64,
     pub sessions_completed: u64,
     /// Open model: arrivals that started more than `late_threshold_ms` after their time.
@@ -120,6 +136,42 @@ pub struct Failover {
     /// Pre-kill band and the time back inside it; `null` when fewer than two whole seconds
     /// preceded the kill.
     pub recovery: Option<Recovery>,
+    /// The node the kill's output named (`killed NAME`): the lab resolves an alias such as
+    /// `redis-primary` to a node, and `replica` keeps the name asked for. `null` when the output
+    /// named none.
+    #[serde(default)]
+    pub killed_node: Option<String>,
+    /// The Redis primaries just before the kill (`LAB primaries`); `null` for a kill of no Redis
+    /// node, or when the lab could not tell.
+    #[serde(default)]
+    pub primaries_before_kill: Option<Vec<String>>,
+    /// The first primary not among `primaries_before_kill`, and when it was first seen; `null`
+    /// when none appeared within the run (or there was no such list to compare with).
+    #[serde(default)]
+    pub new_primary: Option<NewPrimary>,
+    /// The failed requests from the kill on, to the millisecond; `null` in a record from before
+    /// it was measured.
+    #[serde(default)]
+    pub failure_window: Option<FailureWindow>,
+    /// Cart adds answered 200 from the kill's second on, and the losses found from then on of
+    /// acknowledged adds and logins (see the run's fields of the same names); `null` in a record
+    /// from before they were counted.
+    #[serde(default)]
+    pub acknowledged_adds: Option<u64>,
+    #[serde(default)]
+    pub acknowledged_adds_lost: Option<u64>,
+    #[serde(default)]
+    pub acknowledged_logins_lost: Option<u64>,
+    /// Latency of the 2xx answers completed in the whole seconds before the kill's second (the
+    /// per-second histograms merged, so the boundary is at second resolution); `null` when there
+    /// were none.
+    #[serde(default)]
+    pub ok_latency_before_kill: Option<OkLatency>,
+    /// Latency of the 2xx answers completed from the second after the last failure's (or, with
+    /// no failure after the kill, after the kill's second) to the end of the run: the service
+    /// once the failover was over, at the same second resolution; `null` when there were none.
+    #[serde(default)]
+    pub ok_latency_after_failures: Option<OkLatency>,
 }
 
 /// `report.json` of `scripts/compare` and `statelab-load report`.
@@ -154,6 +206,8 @@ pub struct RunOutcome {
     pub sessions: SessionCounts,
     pub memory_bytes: BTreeMap<String, u64>,
     pub events: Vec<Event>,
+    /// What the lab said about its Redis primaries around a Redis kill.
+    pub primaries: Option<PrimaryWatch>,
 }
 
 impl RunReport {
@@ -167,6 +221,7 @@ impl RunReport {
             sessions,
             memory_bytes,
             events,
+            primaries,
         } = outcome;
         let requests: u64 = measured.series.iter().map(|s| s.requests).sum();
         let ok: u64 = measured.series.iter().map(|s| s.ok).sum();
@@ -185,7 +240,8 @@ impl RunReport {
         let failover = cfg
             .fault
             .as_ref()
-            .and_then(|fault| failover(fault, &events, &measured));
+            .and_then(|fault| failover(fault, &events, &measured, primaries.as_ref()));
+        let acknowledged = acknowledged(&measured, 0);
         let percentiles = PERCENTILES
             .into_iter()
             .map(|p| PercentileRow {
@@ -227,6 +283,9 @@ impl RunReport {
             session_losses: measured.loss_unauthorized + measured.loss_cart,
             losses_unauthorized: measured.loss_unauthorized,
             losses_cart_mismatch: measured.loss_cart,
+            acknowledged_adds: Some(acknowledged.adds),
+            acknowledged_adds_lost: Some(acknowledged.adds_lost),
+            acknowledged_logins_lost: Some(acknowledged.logins_lost),
             sessions_started: sessions.started,
             sessions_completed: sessions.completed,
             starts_late: sessions.starts_late,
@@ -253,8 +312,23 @@ impl RunReport {
     }
 }
 
-/// Failover figures from the kill event (its actual time) and the per-second record.
-fn failover(fault: &Fault, events: &[Event], m: &Measured) -> Option<Failover> {
+/// The acknowledged writes and their losses counted from second `from` on.
+fn acknowledged(m: &Measured, from: usize) -> Acknowledged {
+    let mut sum = Acknowledged::default();
+    for s in m.detail.iter().skip(from) {
+        sum.merge(&s.acknowledged);
+    }
+    sum
+}
+
+/// Failover figures from the kill event (its actual time), the per-second record and what the
+/// lab said about its primaries.
+fn failover(
+    fault: &Fault,
+    events: &[Event],
+    m: &Measured,
+    primaries: Option<&PrimaryWatch>,
+) -> Option<Failover> {
     // Without a kill that happened there is no failover to describe.
     let kill = events.iter().find(|e| e.what == FaultStep::Kill && e.ok)?;
     let restart_at_s = events
@@ -276,6 +350,14 @@ fn failover(fault: &Fault, events: &[Event], m: &Measured) -> Option<Failover> {
         .last_seen
         .get(&fault.replica)
         .map_or(0.0, |seen| (seen - kill.at_s).max(0.0));
+    let window = stats::failure_window(&m.moments, kill.at_s);
+    // The seconds after the failures: from the one after the last failure's, or after the
+    // kill's when nothing failed.
+    let after_from = window
+        .last_failed_s
+        .map_or(kill_second, |s| s.floor() as usize)
+        + 1;
+    let acknowledged = acknowledged(m, kill_second);
     Some(Failover {
         replica: fault.replica.clone(),
         kill_at_s: kill.at_s,
@@ -285,6 +367,17 @@ fn failover(fault: &Fault, events: &[Event], m: &Measured) -> Option<Failover> {
         failed_during_failover,
         sessions_lost_after_kill: after_kill.iter().map(|s| s.session_losses).sum(),
         recovery,
+        killed_node: parse_killed(&kill.detail).map(str::to_owned),
+        primaries_before_kill: primaries
+            .and_then(|p| p.before.as_ref())
+            .map(|names| names.iter().cloned().collect()),
+        new_primary: primaries.and_then(|p| p.new_primary.clone()),
+        failure_window: Some(window),
+        acknowledged_adds: Some(acknowledged.adds),
+        acknowledged_adds_lost: Some(acknowledged.adds_lost),
+        acknowledged_logins_lost: Some(acknowledged.logins_lost),
+        ok_latency_before_kill: stats::ok_latency(&m.detail, 0, kill_second),
+        ok_latency_after_failures: stats::ok_latency(&m.detail, after_from, m.detail.len()),
     })
 }
 
@@ -359,6 +452,13 @@ pub fn summary(r: &RunReport) -> String {
         r.losses_unauthorized,
         r.losses_cart_mismatch
     );
+    if let Some(text) = acknowledged_text(
+        r.acknowledged_adds,
+        r.acknowledged_adds_lost,
+        r.acknowledged_logins_lost,
+    ) {
+        let _ = writeln!(out, "  acknowledged writes: {text}");
+    }
     if r.model == ModelKind::Open {
         let _ = writeln!(
             out,
@@ -442,8 +542,97 @@ pub fn summary(r: &RunReport) -> String {
                 );
             }
         }
+        failover_summary(&mut out, f);
     }
     out
+}
+
+/// "12 cart adds answered 200, 2 lost; 1 login answered 200, lost (401)"; `None` for a record
+/// from before these were counted.
+fn acknowledged_text(adds: Option<u64>, lost: Option<u64>, logins: Option<u64>) -> Option<String> {
+    let (adds, lost, logins) = (adds?, lost?, logins?);
+    Some(format!(
+        "{adds} cart adds answered 200, {lost} of them lost later; {logins} logins answered 200, lost later (401)"
+    ))
+}
+
+fn opt_at(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |s| format!("{s:.3} s"))
+}
+
+/// The failover lines a Redis kill and the failure window add to the summary.
+fn failover_summary(out: &mut String, f: &Failover) {
+    if f.killed_node.is_some() || f.primaries_before_kill.is_some() {
+        let _ = writeln!(
+            out,
+            "  killed node: {}; primaries before the kill: {}; new primary: {}",
+            f.killed_node.as_deref().unwrap_or("-"),
+            f.primaries_before_kill
+                .as_ref()
+                .map_or_else(|| "unknown".into(), |p| p.join(", ")),
+            new_primary_text(f),
+        );
+    }
+    if let Some(w) = &f.failure_window {
+        let _ = writeln!(
+            out,
+            "  failure window: first failure {}, first success after it {}, last failure {}; {} failed from the kill on",
+            opt_at(w.first_failed_s),
+            opt_at(w.first_ok_after_s),
+            opt_at(w.last_failed_s),
+            w.failed
+        );
+    }
+    if let Some(text) = acknowledged_text(
+        f.acknowledged_adds,
+        f.acknowledged_adds_lost,
+        f.acknowledged_logins_lost,
+    ) {
+        let _ = writeln!(out, "  from the kill's second on: {text}");
+    }
+    if f.ok_latency_before_kill.is_some() || f.ok_latency_after_failures.is_some() {
+        let _ = writeln!(
+            out,
+            "  2xx latency before the kill {}; after the failures {}",
+            ok_latency_text(f.ok_latency_before_kill.as_ref()),
+            ok_latency_text(f.ok_latency_after_failures.as_ref())
+        );
+    }
+}
+
+/// "redis-2 at 13.42 s (3.40 s after the kill)", "none within the run", or "-" when not watched.
+pub fn new_primary_text(f: &Failover) -> String {
+    match (&f.new_primary, &f.primaries_before_kill) {
+        (Some(p), _) => format!(
+            "{} at {:.2} s ({:.2} s after the kill)",
+            p.name,
+            p.at_s,
+            p.at_s - f.kill_at_s
+        ),
+        (None, Some(_)) => "none within the run".into(),
+        (None, None) => "-".into(),
+    }
+}
+
+/// The same, short, for a table: "redis-2 +3.4 s", "none" or "-".
+fn new_primary_cell(f: &Failover) -> String {
+    match (&f.new_primary, &f.primaries_before_kill) {
+        (Some(p), _) => format!("{} +{:.1} s", p.name, p.at_s - f.kill_at_s),
+        (None, Some(_)) => "none".into(),
+        (None, None) => "-".into(),
+    }
+}
+
+fn ok_latency_text(l: Option<&OkLatency>) -> String {
+    l.map_or_else(
+        || "-".into(),
+        |l| {
+            format!(
+                "({}-{} s, {} ok) p50 {:.2} ms p99 {:.2} ms",
+                l.from_s, l.to_s, l.ok_requests, l.p50_ms, l.p99_ms
+            )
+        },
+    )
 }
 
 /// The terminal comparison table of several runs.
@@ -451,26 +640,34 @@ pub fn comparison_table(runs: &[RunReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<26} {:<16} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>10} {:>9} {:>9}  spread",
+        "{:<26} {:<16} {:>8} {:>7} {:>7} {:>10} {:>8} {:>8} {:>8} {:>10} {:>9} {:>18} {:>9}  spread",
         "run",
         "killed",
         "requests",
         "failed",
         "lost",
+        "acked lost",
         "p50 ms",
         "p99 ms",
         "ok/s",
         "recovered",
         "last hit",
+        "new primary",
         "mem MiB"
     );
     for r in runs {
-        let (recovered, last_hit) = match &r.failover {
+        let (recovered, last_hit, new_primary) = match &r.failover {
             Some(f) => (
                 opt_s(f.recovery.as_ref().and_then(|x| x.recovered_after_s)),
                 format!("{:.2} s", f.last_answer_after_kill_s),
+                new_primary_cell(f),
             ),
-            None => ("-".into(), "-".into()),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        // Adds and logins the server confirmed, then lost.
+        let acked_lost = match (r.acknowledged_adds_lost, r.acknowledged_logins_lost) {
+            (Some(adds), Some(logins)) => (adds + logins).to_string(),
+            _ => "-".into(),
         };
         let mem = if r.memory_bytes.is_empty() {
             "-".into()
@@ -483,17 +680,19 @@ pub fn comparison_table(runs: &[RunReport]) -> String {
         let killed = r.killed.as_deref().unwrap_or("-");
         let _ = writeln!(
             out,
-            "{:<26} {:<16} {:>8} {:>7} {:>7} {:>8.2} {:>8.2} {:>8.0} {:>10} {:>9} {:>9}  {}",
+            "{:<26} {:<16} {:>8} {:>7} {:>7} {:>10} {:>8.2} {:>8.2} {:>8.0} {:>10} {:>9} {:>18} {:>9}  {}",
             r.label,
             killed,
             r.requests,
             r.failed_requests,
             r.session_losses,
+            acked_lost,
             r.p50_ms,
             r.p99_ms,
             r.throughput_rps,
             recovered,
             last_hit,
+            new_primary,
             mem,
             spread(&r.per_replica)
         );
@@ -607,6 +806,32 @@ pub(crate) mod fixture {
                 recovered_after_s: Some(1.8),
                 recovered_at_second: Some(7),
             }),
+            killed_node: Some("r-2".into()),
+            primaries_before_kill: None,
+            new_primary: None,
+            failure_window: Some(FailureWindow {
+                first_failed_s: Some(5.21),
+                first_ok_after_s: Some(5.25),
+                last_failed_s: Some(6.9),
+                failed: 60,
+            }),
+            acknowledged_adds: Some(300),
+            acknowledged_adds_lost: Some(1),
+            acknowledged_logins_lost: Some(2),
+            ok_latency_before_kill: Some(OkLatency {
+                from_s: 0,
+                to_s: 5,
+                ok_requests: 500,
+                p50_ms: 1.3,
+                p99_ms: 4.0,
+            }),
+            ok_latency_after_failures: Some(OkLatency {
+                from_s: 7,
+                to_s: 12,
+                ok_requests: 500,
+                p50_ms: 1.4,
+                p99_ms: 4.1,
+            }),
         });
         RunReport {
             service: "stateful".into(),
@@ -634,6 +859,9 @@ pub(crate) mod fixture {
             session_losses: 2,
             losses_unauthorized: 2,
             losses_cart_mismatch: 0,
+            acknowledged_adds: Some(700),
+            acknowledged_adds_lost: Some(1),
+            acknowledged_logins_lost: Some(2),
             sessions_started: 240,
             sessions_completed: 230,
             starts_late: 0,
@@ -697,7 +925,7 @@ mod tests {
 
     /// `run.json` as written before the record was typed: readers (scripts/compare,
     /// scripts/e2e-docker, docs/load.md) rely on these names and values.
-    const RUN_FIELDS: [&str; 44] = [
+    const RUN_FIELDS: [&str; 47] = [
         "service",
         "strategy",
         "label",
@@ -720,6 +948,9 @@ mod tests {
         "session_losses",
         "losses_unauthorized",
         "losses_cart_mismatch",
+        "acknowledged_adds",
+        "acknowledged_adds_lost",
+        "acknowledged_logins_lost",
         "sessions_started",
         "sessions_completed",
         "starts_late",
@@ -768,7 +999,29 @@ mod tests {
                 "failed_during_failover",
                 "sessions_lost_after_kill",
                 "recovery",
+                "killed_node",
+                "primaries_before_kill",
+                "new_primary",
+                "failure_window",
+                "acknowledged_adds",
+                "acknowledged_adds_lost",
+                "acknowledged_logins_lost",
+                "ok_latency_before_kill",
+                "ok_latency_after_failures",
             ])
+        );
+        assert_eq!(
+            keys(&v["failover"]["failure_window"]),
+            sorted(&[
+                "first_failed_s",
+                "first_ok_after_s",
+                "last_failed_s",
+                "failed"
+            ])
+        );
+        assert_eq!(
+            keys(&v["failover"]["ok_latency_before_kill"]),
+            sorted(&["from_s", "to_s", "ok_requests", "p50_ms", "p99_ms"])
         );
         assert_eq!(
             keys(&v["failover"]["recovery"]),
@@ -878,10 +1131,35 @@ mod tests {
         );
         assert!(report.events[1].what == "restart");
         let old: Value = serde_json::from_str(OLD_RUN_JSON).expect("JSON");
-        // Written back the same, plus the scale events it had none of.
+        // Written back the same, plus the scale events it had none of, and the figures it did
+        // not measure as null.
         assert!(report.scaling.is_empty());
+        assert_eq!(report.acknowledged_adds_lost, None);
+        let failover = report.failover.as_ref().expect("a failover");
+        assert_eq!(
+            (&failover.killed_node, &failover.failure_window),
+            (&None, &None)
+        );
         let mut expected = old.clone();
         expected["scaling"] = Value::Array(Vec::new());
+        for field in [
+            "acknowledged_adds",
+            "acknowledged_adds_lost",
+            "acknowledged_logins_lost",
+        ] {
+            expected[field] = Value::Null;
+            expected["failover"][field] = Value::Null;
+        }
+        for field in [
+            "killed_node",
+            "primaries_before_kill",
+            "new_primary",
+            "failure_window",
+            "ok_latency_before_kill",
+            "ok_latency_after_failures",
+        ] {
+            expected["failover"][field] = Value::Null;
+        }
         assert_eq!(serde_json::to_value(&report).expect("serialise"), expected);
 
         let mut bad: Value = old;
@@ -963,6 +1241,7 @@ mod tests {
             },
             memory_bytes: BTreeMap::new(),
             events,
+            primaries: None,
         };
         let fault = crate::fault::Fault::parse("stateful-2@2.5").expect("valid test input");
         let r = RunReport::build(&config(Some(fault.clone())), outcome);
@@ -1003,9 +1282,164 @@ mod tests {
                 sessions: SessionCounts::default(),
                 memory_bytes: BTreeMap::new(),
                 events: outcome_events,
+                primaries: None,
             },
         );
         assert!(r.failover.is_none() && r.interrupted);
         assert_eq!((r.duration_s, r.requests, r.throughput_rps), (1.0, 0, 0.0));
+    }
+
+    #[test]
+    fn build_gives_a_redis_kill_its_nodes_failure_window_and_latency_either_side() {
+        use std::collections::BTreeSet;
+        use std::time::{Duration, Instant};
+
+        use crate::client::ErrorKind;
+        use crate::stats::{LossKind, Recorder, Sample};
+
+        let t0 = Instant::now();
+        let rec = Recorder::new(t0, Duration::from_secs(8));
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // 2xx answers of 2 ms before the kill at 3.0 s, failures from 3.2 s to 4.5 s, one
+        // success inside them at 3.6 s, then 2xx answers of 8 ms.
+        let mut answers: Vec<(u64, u64, Option<ErrorKind>)> =
+            (0..30).map(|i| (i * 100 + 5, 2, None)).collect();
+        answers.extend([3_200, 3_300, 4_000, 4_500].map(|ms| (ms, 2, Some(ErrorKind::Io))));
+        answers.push((3_600, 8, None));
+        answers.extend((50..80).map(|i| (i * 100 + 5, 8, None)));
+        for (user, (done, latency, error)) in answers.into_iter().enumerate() {
+            rec.record(
+                user as u64,
+                &Sample {
+                    intended: at(done - latency),
+                    sent: at(done - latency),
+                    done: at(done),
+                    error,
+                    replica: Some(b"externalized-1"),
+                },
+            );
+        }
+        for ms in [1_000, 2_000, 3_500, 5_000] {
+            rec.record_acknowledged_add(1, at(ms));
+        }
+        rec.record_acknowledged_adds_lost(1, at(1_500), 1);
+        rec.record_loss(1, at(1_500), LossKind::CartMismatch);
+        rec.record_acknowledged_adds_lost(2, at(5_500), 2);
+        rec.record_loss(2, at(5_500), LossKind::CartMismatch);
+        rec.record_loss(3, at(5_600), LossKind::Unauthorized);
+        let before: BTreeSet<String> = ["redis-1".to_string()].into();
+        let outcome = RunOutcome {
+            started_unix_ms: 0,
+            interrupted: false,
+            measured: rec.finish(8, true),
+            sessions: SessionCounts::default(),
+            memory_bytes: BTreeMap::new(),
+            events: vec![Event {
+                at_s: 3.0,
+                what: FaultStep::Kill,
+                replica: "redis-primary".into(),
+                took_s: 0.05,
+                ok: true,
+                detail: "killed redis-1 (pid 4242, SIGKILL)".into(),
+            }],
+            primaries: Some(PrimaryWatch {
+                before: Some(before),
+                new_primary: Some(NewPrimary {
+                    name: "redis-3".into(),
+                    at_s: 4.25,
+                }),
+            }),
+        };
+        let fault = Fault::parse("redis-primary@3").expect("valid test input");
+        let r = RunReport::build(&config(Some(fault)), outcome);
+        assert_eq!(
+            (
+                r.acknowledged_adds,
+                r.acknowledged_adds_lost,
+                r.acknowledged_logins_lost
+            ),
+            (Some(4), Some(3), Some(1))
+        );
+        assert_eq!(r.killed.as_deref(), Some("redis-primary"));
+        let f = r.failover.expect("a kill happened");
+        assert_eq!(f.replica, "redis-primary");
+        assert_eq!(f.killed_node.as_deref(), Some("redis-1"));
+        assert_eq!(f.primaries_before_kill, Some(vec!["redis-1".to_string()]));
+        assert_eq!(
+            f.new_primary.as_ref().map(|p| p.name.as_str()),
+            Some("redis-3")
+        );
+        assert_eq!(
+            f.failure_window,
+            Some(FailureWindow {
+                first_failed_s: Some(3.2),
+                first_ok_after_s: Some(3.6),
+                last_failed_s: Some(4.5),
+                failed: 4,
+            })
+        );
+        // Only the losses found from the kill's second on.
+        assert_eq!(
+            (
+                f.acknowledged_adds,
+                f.acknowledged_adds_lost,
+                f.acknowledged_logins_lost
+            ),
+            (Some(2), Some(2), Some(1))
+        );
+        // Before: the whole seconds before the kill's; after: from the second after the last
+        // failure's (4.5 s) on, so the success at 3.6 s is in neither.
+        let before = f
+            .ok_latency_before_kill
+            .clone()
+            .expect("2xx before the kill");
+        assert_eq!((before.from_s, before.to_s, before.ok_requests), (0, 3, 30));
+        assert!((before.p99_ms - 2.0).abs() < 0.02, "{before:?}");
+        let after = f
+            .ok_latency_after_failures
+            .clone()
+            .expect("2xx after the failures");
+        assert_eq!((after.from_s, after.to_s, after.ok_requests), (5, 8, 30));
+        assert!((after.p50_ms - 8.0).abs() < 0.08, "{after:?}");
+        let text = summary(&r_with(f));
+        assert!(text.contains("killed node: redis-1; primaries before the kill: redis-1; new primary: redis-3 at 4.25 s (1.25 s after the kill)"), "{text}");
+        assert!(text.contains("first failure 3.200 s, first success after it 3.600 s, last failure 4.500 s; 4 failed"), "{text}");
+    }
+
+    #[test]
+    fn the_comparison_table_has_acknowledged_losses_and_the_new_primary() {
+        let mut redis = fixture::run("externalized/round-robin", true);
+        let f = redis.failover.as_mut().expect("the fixture has a kill");
+        f.primaries_before_kill = Some(vec!["redis-1".into()]);
+        f.new_primary = Some(NewPrimary {
+            name: "redis-3".into(),
+            at_s: 8.6,
+        });
+        let mut none = redis.clone();
+        if let Some(f) = none.failover.as_mut() {
+            f.new_primary = None;
+        }
+        let mut old: RunReport = serde_json::from_str(OLD_RUN_JSON).expect("an old run.json");
+        old.label = "old".into();
+        let table = comparison_table(&[redis, none, old]);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        // Acknowledged writes lost: 1 add + 2 logins; the new primary 3.4 s after the kill.
+        assert_eq!(rows[1][5], "3", "{table}");
+        assert!(
+            rows[1].windows(3).any(|w| w == ["redis-3", "+3.4", "s"]),
+            "{table}"
+        );
+        assert!(rows[2].contains(&"none"), "{table}");
+        // A record from before these were counted shows them as not measured.
+        assert_eq!(rows[3][5], "-", "{table}");
+    }
+
+    fn r_with(failover: Failover) -> RunReport {
+        let mut r = fixture::run("externalized/round-robin", true);
+        r.failover = Some(failover);
+        r
     }
 }

@@ -91,7 +91,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         ))
     });
     let fault_task = cfg.fault.clone().map(|fault| {
-        tokio::spawn(fault.run(cfg.lab.clone(), start, events.clone(), fault_stopped))
+        tokio::spawn(fault.run(
+            cfg.lab.clone(),
+            start,
+            deadline,
+            events.clone(),
+            fault_stopped,
+        ))
     });
 
     let interrupted = tokio::select! {
@@ -103,7 +109,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         eprintln!();
     }
     let _ = stop_fault.send(interrupted);
-    for task in [fault_task, scale_task].into_iter().flatten() {
+    let primaries = match fault_task {
+        Some(task) => task.await.ok().flatten(),
+        None => None,
+    };
+    if let Some(task) = scale_task {
         let _ = task.await;
     }
     let elapsed = if interrupted {
@@ -128,6 +138,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         sessions: counters.snapshot(),
         memory_bytes,
         events,
+        primaries,
     };
     Ok(RunReport::build(&cfg, outcome))
 }

@@ -291,6 +291,8 @@ mod tests {
             loss_cart: 0,
             steps_late: 0,
             max_step_lag_ms: 0.0,
+            detail: Vec::new(),
+            moments: Default::default(),
         }
     }
 

@@ -9,6 +9,11 @@
 //! A request that failed without an answer (or with a 5xx) may or may not have been applied — the
 //! replica may have died after the write. The expected cart therefore keeps, per SKU, the least and
 //! the most the server may hold; an answer inside that range is no loss and pins the range again.
+//!
+//! Beside the lost session, the writes the server confirmed and then lost are counted: each add
+//! answered 200 that a later cart no longer shows ([`ExpectedCart::acknowledged_adds_lost`]), and
+//! each login answered 200 whose session is later answered 401. A failover that loses nothing the
+//! server confirmed differs from one that does, whatever the number of sessions lost.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -38,15 +43,31 @@ struct CartLine {
 /// What the server may hold for this user's cart: per SKU, at least `min` and at most `max`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ExpectedCart {
-    lines: Vec<(String, u64, u64)>,
+    lines: Vec<Line>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Line {
+    sku: String,
+    min: u64,
+    max: u64,
+    /// The quantities of this SKU's adds answered 200, oldest first, over the whole session:
+    /// what [`ExpectedCart::acknowledged_adds_lost`] counts against. Their sum never exceeds
+    /// `min`.
+    acknowledged: Vec<u64>,
 }
 
 impl ExpectedCart {
-    fn line(&mut self, sku: &str) -> &mut (String, u64, u64) {
-        match self.lines.iter().position(|(s, _, _)| s == sku) {
+    fn line(&mut self, sku: &str) -> &mut Line {
+        match self.lines.iter().position(|l| l.sku == sku) {
             Some(i) => &mut self.lines[i],
             None => {
-                self.lines.push((sku.to_owned(), 0, 0));
+                self.lines.push(Line {
+                    sku: sku.to_owned(),
+                    min: 0,
+                    max: 0,
+                    acknowledged: Vec::new(),
+                });
                 self.lines.last_mut().unwrap_or_else(|| unreachable!())
             }
         }
@@ -55,18 +76,19 @@ impl ExpectedCart {
     /// An add the server confirmed.
     pub fn added(&mut self, sku: &str, qty: u64) {
         let line = self.line(sku);
-        line.1 += qty;
-        line.2 += qty;
+        line.min += qty;
+        line.max += qty;
+        line.acknowledged.push(qty);
     }
 
     /// An add whose outcome is unknown (no answer, or a 5xx).
     pub fn maybe_added(&mut self, sku: &str, qty: u64) {
-        self.line(sku).2 += qty;
+        self.line(sku).max += qty;
     }
 
     /// Whether the server may rightly hold an empty cart.
     pub fn may_be_empty(&self) -> bool {
-        self.lines.iter().all(|(_, min, _)| *min == 0)
+        self.lines.iter().all(|l| l.min == 0)
     }
 
     pub fn clear(&mut self) {
@@ -74,27 +96,71 @@ impl ExpectedCart {
     }
 
     /// Checks an observed cart against the expectation. On a match the expectation becomes
-    /// exactly what was observed; on a mismatch it is left as it was.
+    /// exactly what was observed (each SKU keeping its acknowledged adds); on a mismatch it is
+    /// left as it was.
     pub fn matches(&mut self, observed: &[(String, u64)]) -> bool {
         let within = observed.iter().all(|(sku, qty)| {
             self.lines
                 .iter()
-                .any(|(s, min, max)| s == sku && (*min..=*max).contains(qty))
+                .any(|l| &l.sku == sku && (l.min..=l.max).contains(qty))
         });
         let nothing_missing = self
             .lines
             .iter()
-            .filter(|(_, min, _)| *min > 0)
-            .all(|(s, _, _)| observed.iter().any(|(sku, _)| sku == s));
+            .filter(|l| l.min > 0)
+            .all(|l| observed.iter().any(|(sku, _)| sku == &l.sku));
         if within && nothing_missing {
+            let mut old = std::mem::take(&mut self.lines);
             self.lines = observed
                 .iter()
-                .map(|(sku, qty)| (sku.clone(), *qty, *qty))
+                .map(|(sku, qty)| Line {
+                    sku: sku.clone(),
+                    min: *qty,
+                    max: *qty,
+                    acknowledged: old
+                        .iter_mut()
+                        .find(|l| &l.sku == sku)
+                        .map(|l| std::mem::take(&mut l.acknowledged))
+                        .unwrap_or_default(),
+                })
                 .collect();
             true
         } else {
             false
         }
+    }
+
+    /// How many adds answered 200 the observed cart no longer shows. Per SKU held below its
+    /// least, the quantity held is taken to cover the acknowledged adds oldest first (a server
+    /// that lost writes lost the latest ones: a replica or primary that was behind); every add
+    /// it does not wholly cover is lost. Adds of unknown outcome that landed only raise what is
+    /// held, so the count never overstates.
+    ///
+    /// E.g. adds of 1, 2 and 3 acknowledged and 3 held: the adds of 1 and 2 are covered, the add
+    /// of 3 is lost (1). With 2 held, the add of 2 is only partly covered: 2 lost.
+    pub fn acknowledged_adds_lost(&self, observed: &[(String, u64)]) -> u64 {
+        self.lines
+            .iter()
+            .map(|l| {
+                let held = observed
+                    .iter()
+                    .find(|(sku, _)| sku == &l.sku)
+                    .map_or(0, |(_, qty)| *qty);
+                if held >= l.min {
+                    return 0;
+                }
+                let mut sum = 0;
+                let covered = l
+                    .acknowledged
+                    .iter()
+                    .take_while(|qty| {
+                        sum += **qty;
+                        sum <= held
+                    })
+                    .count();
+                (l.acknowledged.len() - covered) as u64
+            })
+            .sum()
     }
 }
 
@@ -271,11 +337,22 @@ impl User {
         answer
     }
 
+    /// A session lost by a cart that no longer shows what the user put in; counts the
+    /// acknowledged adds it lacks.
+    fn lost_cart(&self, expected: &ExpectedCart, observed: &[(String, u64)]) -> SessionEnd {
+        let adds = expected.acknowledged_adds_lost(observed);
+        if adds > 0 {
+            self.recorder
+                .record_acknowledged_adds_lost(self.id, Instant::now(), adds);
+        }
+        self.lost(LossKind::CartMismatch)
+    }
+
     /// Checks a 200 answer that carries the cart against what this user put in.
     fn check_cart(&self, expected: &mut ExpectedCart, answer: &Answer) -> Result<(), SessionEnd> {
         match parse_cart(&answer.body) {
             Some(cart) if expected.matches(&cart) => Ok(()),
-            Some(_) => Err(self.lost(LossKind::CartMismatch)),
+            Some(cart) => Err(self.lost_cart(expected, &cart)),
             None => Err(SessionEnd::Failed),
         }
     }
@@ -323,6 +400,8 @@ impl User {
             };
             match answer {
                 Ok(a) if a.status == StatusCode::OK => {
+                    self.recorder
+                        .record_acknowledged_add(self.id, Instant::now());
                     // The answer holds the whole cart: this add and everything before it.
                     expected.added(sku, qty);
                     if let Err(end) = self.check_cart(&mut expected, &a) {
@@ -378,7 +457,7 @@ impl User {
             }
             // 409 empty_cart: everything this user added is gone.
             Ok(a) if a.status == StatusCode::CONFLICT && !expected.may_be_empty() => {
-                return self.lost(LossKind::CartMismatch)
+                return self.lost_cart(&expected, &[])
             }
             _ => {}
         }
@@ -459,6 +538,46 @@ mod tests {
         );
         // Once seen, the cart is exact again.
         assert!(!e.matches(&cart(&[("apple", 2), ("pear", 3)])));
+    }
+
+    #[test]
+    fn acknowledged_adds_lost_are_the_latest_ones_the_cart_does_not_cover() {
+        let mut e = ExpectedCart::default();
+        for qty in [1, 2, 3] {
+            e.added("apple", qty);
+        }
+        for (held, lost) in [(6, 0), (5, 1), (3, 1), (2, 2), (1, 2), (0, 3)] {
+            let observed = cart(&[("apple", held)]);
+            assert_eq!(e.acknowledged_adds_lost(&observed), lost, "{held} held");
+        }
+        // A line missing altogether is nothing held.
+        assert_eq!(e.acknowledged_adds_lost(&[]), 3);
+        // More than acknowledged (an add of unknown outcome landed) loses nothing, though it
+        // is still a mismatch when it is more than may be held.
+        assert_eq!(e.acknowledged_adds_lost(&cart(&[("apple", 9)])), 0);
+    }
+
+    #[test]
+    fn acknowledged_adds_lost_count_per_sku_and_survive_a_pinned_cart() {
+        let mut e = ExpectedCart::default();
+        e.added("apple", 2);
+        e.maybe_added("pear", 1);
+        e.added("pear", 3);
+        // Seen with the uncertain pear add landed: pinned at 4 pears, both adds still known.
+        assert!(e.matches(&cart(&[("apple", 2), ("pear", 4)])));
+        e.added("apple", 1);
+        // The server fell back to an older cart: the second apple add is gone; a pear is gone
+        // too, but the 3 held still cover the acknowledged add of 3 (the missing one is taken to
+        // be the uncertain add's), so one add is lost.
+        let observed = cart(&[("apple", 2), ("pear", 3)]);
+        assert_eq!(e.acknowledged_adds_lost(&observed), 1);
+        // Both carts emptied: every acknowledged add is lost.
+        assert_eq!(e.acknowledged_adds_lost(&[]), 3);
+        // A cart within the range loses nothing.
+        assert_eq!(
+            e.acknowledged_adds_lost(&cart(&[("apple", 3), ("pear", 4)])),
+            0
+        );
     }
 
     #[test]

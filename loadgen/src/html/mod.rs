@@ -3,7 +3,9 @@
 //!
 //! Layout: a header that says how to read the figures; with several runs, a comparison table;
 //! with scale events, a scaling table; then one section per run with its parameters, key figures,
-//! errors, fault events, the failover account, one account per scale event (shares before and
+//! errors, fault events, the failover account (with a Redis kill, the node killed and the new
+//! primary; the failure window; the acknowledged writes lost; the 2xx latency on either side),
+//! one account per scale event (shares before and
 //! after), four charts over time (throughput, latency, failures, requests per replica; a fifth,
 //! each replica's share, when the pool was scaled) and the percentile and per-replica tables. Every string that comes from the data is escaped.
 //!
@@ -14,9 +16,9 @@ use std::collections::BTreeSet;
 use std::fmt::{Display, Write as _};
 
 use crate::config::{ModelKind, Routing, WorkflowKind};
-use crate::report::{spread, Failover, RunReport};
+use crate::report::{new_primary_text, spread, Failover, RunReport};
 use crate::scaling::{ScaleReport, EVEN_SECONDS, EVEN_TOLERANCE};
-use crate::stats::SecondStats;
+use crate::stats::{OkLatency, SecondStats};
 
 /// `write!` into a `String` cannot fail; this drops the `Result` in one place. Defined before
 /// `mod svg` so the chart drawing uses it too.
@@ -64,6 +66,8 @@ pub fn render(title: &str, runs: &[RunReport]) -> String {
          cannot hide its wait (coordinated-omission corrected); service time is measured from the actual \
          send. A request failed when it got no answer or a non-2xx one. A <i>session loss</i> is \
          a 401 after a successful login, or a cart that differs from what the user put in. \
+         An <i>acknowledged write lost</i> is a cart add answered 200 that a later cart no longer \
+         shows, or a login answered 200 whose session is later answered 401. \
          <i>Recovery</i> is the first of 3 consecutive seconds back inside the pre-kill band of \
          throughput (2xx/s), p99 latency and failures per second. Charts show one point per whole second, drawn at the \
          middle of that second; a gap in a latency line is a second with no latency sample (only \
@@ -167,8 +171,9 @@ fn recovered(f: Option<&Failover>) -> (String, bool) {
 
 fn comparison(o: &mut String, runs: &[RunReport]) {
     o.push_str("<h2>Comparison</h2><div class=\"scroll\">");
-    let head = "<run|<killed|requests|failed|session losses|p50 ms|p99 ms|ok/s|<spread across \
-                replicas|last answer after kill|failed in failover|recovered after|MiB per replica";
+    let head = "<run|<killed|requests|failed|session losses|acknowledged writes lost|p50 ms|p99 \
+                ms|ok/s|<spread across replicas|last answer after kill|failed in failover|\
+                recovered after|<new primary|MiB per replica";
     let rows = runs.iter().enumerate().map(|(i, r)| {
         let f = r.failover.as_ref();
         let (rec, never) = recovered(f);
@@ -190,6 +195,10 @@ fn comparison(o: &mut String, runs: &[RunReport]) {
             cell(r.requests, ""),
             cell(r.failed_requests, ""),
             cell(r.session_losses, bad_if(r.session_losses > 0)),
+            match (r.acknowledged_adds_lost, r.acknowledged_logins_lost) {
+                (Some(adds), Some(logins)) => cell(adds + logins, bad_if(adds + logins > 0)),
+                _ => cell("-", ""),
+            },
             cell(num(r.p50_ms, 2), ""),
             cell(num(r.p99_ms, 2), ""),
             cell(num(r.throughput_rps, 0), ""),
@@ -200,6 +209,7 @@ fn comparison(o: &mut String, runs: &[RunReport]) {
             ),
             cell(opt(f.map(|f| f.failed_during_failover)), ""),
             cell(rec, bad_if(never)),
+            cell(opt(f.map(new_primary_text)), "l"),
             cell(mem, ""),
         ]
     });
@@ -207,8 +217,10 @@ fn comparison(o: &mut String, runs: &[RunReport]) {
     o.push_str(
         "</div><p class=\"note\"><i>Last answer after kill</i>: seconds from the kill to the last \
          answer the killed replica gave. <i>Failed in failover</i>: failed requests from the \
-         kill's second until the recovery (or the end of the run). <i>MiB per replica</i>: mean \
-         resident memory after the run.</p>\n",
+         kill's second until the recovery (or the end of the run). <i>Acknowledged writes \
+         lost</i>: cart adds and logins answered 200, then lost. <i>New primary</i>: after a \
+         Redis kill, the first node the lab named primary that was not before it, when first \
+         seen. <i>MiB per replica</i>: mean resident memory after the run.</p>\n",
     );
 }
 
@@ -262,6 +274,20 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
     let text =
         format!("{lost} session losses ({by_401} by 401 after login, {by_cart} by a wrong cart)");
     li(o, lost > 0, text);
+    if let (Some(adds), Some(adds_lost), Some(logins_lost)) = (
+        r.acknowledged_adds,
+        r.acknowledged_adds_lost,
+        r.acknowledged_logins_lost,
+    ) {
+        li(
+            o,
+            adds_lost + logins_lost > 0,
+            format!(
+                "acknowledged writes lost: {adds_lost} of {adds} cart adds answered 200, \
+                 {logins_lost} logins answered 200"
+            ),
+        );
+    }
     let (started, completed) = (r.sessions_started, r.sessions_completed);
     li(
         o,
@@ -540,6 +566,8 @@ fn failover_text(o: &mut String, f: Option<&Failover>) {
         "{failed} requests failed from the kill's second until the recovery (or the end of the \
          run), and {lost} sessions were lost from the kill on. "
     );
+    redis_text(o, f);
+    window_text(o, f);
     let Some(rec) = &f.recovery else {
         o.push_str("No pre-kill band (fewer than two whole seconds before the kill): recovery is not measured.");
         return;
@@ -554,6 +582,80 @@ fn failover_text(o: &mut String, f: Option<&Failover>) {
     match rec.recovered_after_s {
         Some(s) => w!(o, "Back inside the band {} s after the kill.", num(s, 1)),
         None => o.push_str("<span class=\"bad\">Never back inside the band within the run.</span>"),
+    }
+}
+
+/// The node the lab resolved the kill to, and the primaries before and after a Redis kill.
+fn redis_text(o: &mut String, f: &Failover) {
+    if let Some(node) = f.killed_node.as_ref().filter(|n| **n != f.replica) {
+        w!(o, "The lab killed <b>{}</b>. ", escape(node));
+    }
+    let Some(before) = &f.primaries_before_kill else {
+        return;
+    };
+    w!(
+        o,
+        "Primaries just before the kill: {}. ",
+        escape(&before.join(", "))
+    );
+    match &f.new_primary {
+        Some(_) => w!(o, "New primary: <b>{}</b>. ", escape(&new_primary_text(f))),
+        None => o.push_str("<span class=\"bad\">No new primary appeared within the run.</span> "),
+    }
+}
+
+/// The failure window, the acknowledged writes lost from the kill on, and the 2xx latency on
+/// either side.
+fn window_text(o: &mut String, f: &Failover) {
+    if let Some(w) = &f.failure_window {
+        let at = |v: Option<f64>| v.map_or_else(|| "-".into(), |s| format!("{} s", num(s, 3)));
+        match w.first_failed_s {
+            None => o.push_str("No request failed after the kill. "),
+            Some(_) => w!(
+                o,
+                "Failure window: the first request failed at {}, the first success after it \
+                 came at {}, the last failure at {}; {} requests failed from the kill on. ",
+                at(w.first_failed_s),
+                at(w.first_ok_after_s),
+                at(w.last_failed_s),
+                w.failed
+            ),
+        }
+    }
+    if let (Some(adds), Some(adds_lost), Some(logins_lost)) = (
+        f.acknowledged_adds,
+        f.acknowledged_adds_lost,
+        f.acknowledged_logins_lost,
+    ) {
+        w!(
+            o,
+            "From the kill's second on, <span class=\"{}\">{adds_lost} of {adds} acknowledged \
+             cart adds and {logins_lost} acknowledged logins were lost</span>. ",
+            bad_if(adds_lost + logins_lost > 0)
+        );
+    }
+    let span = |l: Option<&OkLatency>| {
+        l.map_or_else(
+            || "none".into(),
+            |l| {
+                format!(
+                    "p50 {} ms, p99 {} ms ({} ok answers, {}–{} s)",
+                    num(l.p50_ms, 2),
+                    num(l.p99_ms, 2),
+                    l.ok_requests,
+                    l.from_s,
+                    l.to_s
+                )
+            },
+        )
+    };
+    if f.ok_latency_before_kill.is_some() || f.ok_latency_after_failures.is_some() {
+        w!(
+            o,
+            "Latency of the 2xx answers before the kill: {}; after the failures: {}. ",
+            span(f.ok_latency_before_kill.as_ref()),
+            span(f.ok_latency_after_failures.as_ref())
+        );
     }
 }
 
@@ -599,6 +701,13 @@ fn charts(o: &mut String, r: &RunReport) {
                 at,
                 label: "restart".into(),
                 color: "#555555",
+            });
+        }
+        if let Some(p) = &f.new_primary {
+            markers.push(Marker {
+                at: p.at_s,
+                label: format!("primary {}", p.name),
+                color: "#0072B2",
             });
         }
         if let Some(s) = rec.and_then(|x| x.recovered_after_s) {
@@ -756,6 +865,50 @@ mod tests {
         // Without scale events, no scaling table.
         let plain = render("plain", &[run("a", false), run("b", false)]);
         assert!(!plain.contains("<h2>Scaling</h2>"));
+    }
+
+    #[test]
+    fn a_redis_kill_shows_its_nodes_window_acknowledged_losses_and_latency() {
+        use crate::report::NewPrimary;
+        let mut r = run("externalized/round-robin", true);
+        let f = r.failover.as_mut().expect("the fixture has a kill");
+        f.replica = "redis-primary".into();
+        f.killed_node = Some("redis-1".into());
+        f.primaries_before_kill = Some(vec!["redis-1".into()]);
+        f.new_primary = Some(NewPrimary {
+            name: "redis-3".into(),
+            at_s: 6.45,
+        });
+        let html = render("redis", &[r.clone(), run("other", false)]);
+        assert!(html.contains("The lab killed <b>redis-1</b>."));
+        assert!(html.contains("Primaries just before the kill: redis-1."));
+        assert!(html.contains("New primary: <b>redis-3 at 6.45 s (1.25 s after the kill)</b>"));
+        assert!(
+            html.contains(">primary redis-3<"),
+            "the new primary marks the charts"
+        );
+        assert!(html.contains(
+            "the first request failed at 5.210 s, the first success after it came at 5.250 s, \
+             the last failure at 6.900 s; 60 requests failed from the kill on"
+        ));
+        assert!(
+            html.contains("1 of 300 acknowledged cart adds and 2 acknowledged logins were lost")
+        );
+        assert!(html.contains("before the kill: p50 1.30 ms, p99 4.00 ms (500 ok answers, 0–5 s)"));
+        assert!(
+            html.contains("acknowledged writes lost: 1 of 700 cart adds answered 200, 2 logins")
+        );
+        // The comparison: acknowledged writes lost (adds and logins), the new primary.
+        assert!(html.contains("<td class=\"bad\">3</td>"));
+        assert!(html.contains("<td class=\"l\">redis-3 at 6.45 s (1.25 s after the kill)</td>"));
+        // The failures per second are charted.
+        assert!(html.contains("failed per second"));
+
+        // Watched, but no new primary within the run.
+        let f = r.failover.as_mut().expect("the fixture has a kill");
+        f.new_primary = None;
+        let html = render("redis", &[r]);
+        assert!(html.contains("No new primary appeared within the run."));
     }
 
     #[test]

@@ -16,7 +16,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 pub use analysis::{
-    percentile_ms, recovery, Measured, Recovery, SecondStats, BAND_SLACK, P99_SLACK, STABLE_SECONDS,
+    failure_window, ok_latency, percentile_ms, recovery, Acknowledged, FailureWindow, Measured,
+    Moments, OkLatency, Recovery, SecondDetail, SecondStats, BAND_SLACK, P99_SLACK, STABLE_SECONDS,
 };
 pub use moves::{Epochs, MoveCounts, SessionTrack};
 pub use record::{LossKind, Progress, Recorder, Sample, LATE_THRESHOLD};

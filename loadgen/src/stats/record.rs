@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::analysis::{percentile_ms, Measured, SecondStats};
+use super::analysis::{percentile_ms, Acknowledged, Measured, Moments, SecondDetail, SecondStats};
 use super::moves::Epochs;
 use super::{new_histogram, ErrorCounts, MAX_LATENCY_US};
 use crate::client::ErrorKind;
@@ -83,7 +83,14 @@ struct Tally<R> {
     losses: u64,
     /// Of `losses`, those found by a wrong cart (the rest were 401s).
     loss_cart: u64,
-    latency: Histogram<u64>,
+    /// Cart adds answered 200, and those a later answer no longer showed.
+    acknowledged_adds: u64,
+    acknowledged_adds_lost: u64,
+    /// Latency of the 2xx answers; the timeline's p50/p99 add `latency_failed` to it.
+    latency_ok: Histogram<u64>,
+    /// Latency of the other answers and timeouts: made on the second's first, as most seconds
+    /// have none and a histogram is kilobytes.
+    latency_failed: Option<Histogram<u64>>,
     per_replica: R,
 }
 
@@ -100,10 +107,33 @@ impl<R: Default> Tally<R> {
             errors: ErrorCounts::default(),
             losses: 0,
             loss_cart: 0,
+            acknowledged_adds: 0,
+            acknowledged_adds_lost: 0,
             // Two significant digits are enough for a per-second p99 and keep each second small.
-            latency: new_histogram(2),
+            latency_ok: new_histogram(2),
+            latency_failed: None,
             per_replica: R::default(),
         }
+    }
+
+    fn record_latency(&mut self, ok: bool, micros: u64) {
+        let h = if ok {
+            &mut self.latency_ok
+        } else {
+            self.latency_failed.get_or_insert_with(|| new_histogram(2))
+        };
+        // In range by construction (micros clamps), so recording cannot fail.
+        let _ = h.record(micros);
+    }
+
+    /// Every answer's latency: the 2xx ones and the others.
+    fn latency(&self) -> Histogram<u64> {
+        let mut all = self.latency_ok.clone();
+        if let Some(failed) = &self.latency_failed {
+            // Same bounds, so adding cannot fail.
+            let _ = all.add(failed);
+        }
+        all
     }
 }
 
@@ -115,8 +145,14 @@ impl MergedSecond {
         self.errors.merge(&s.errors);
         self.losses += s.losses;
         self.loss_cart += s.loss_cart;
-        // Both histograms have the same bounds, so adding cannot fail.
-        let _ = self.latency.add(&s.latency);
+        self.acknowledged_adds += s.acknowledged_adds;
+        self.acknowledged_adds_lost += s.acknowledged_adds_lost;
+        // All histograms have the same bounds, so adding cannot fail.
+        let _ = self.latency_ok.add(&s.latency_ok);
+        if let Some(failed) = &s.latency_failed {
+            let mine = self.latency_failed.get_or_insert_with(|| new_histogram(2));
+            let _ = mine.add(failed);
+        }
         for (name, n) in names.iter().zip(&s.per_replica) {
             if *n > 0 {
                 *self.per_replica.entry(name.clone()).or_insert(0) += n;
@@ -124,18 +160,28 @@ impl MergedSecond {
         }
     }
 
-    fn into_stats(self, t: u64) -> SecondStats {
-        SecondStats {
+    fn into_stats(self, t: u64) -> (SecondStats, SecondDetail) {
+        let latency = self.latency();
+        let stats = SecondStats {
             t,
             requests: self.requests,
             ok: self.ok,
             failed: self.errors.total(),
             errors: self.errors,
             session_losses: self.losses,
-            p50_ms: percentile_ms(&self.latency, 50.0),
-            p99_ms: percentile_ms(&self.latency, 99.0),
+            p50_ms: percentile_ms(&latency, 50.0),
+            p99_ms: percentile_ms(&latency, 99.0),
             per_replica: self.per_replica,
-        }
+        };
+        let detail = SecondDetail {
+            ok_latency: self.latency_ok,
+            acknowledged: Acknowledged {
+                adds: self.acknowledged_adds,
+                adds_lost: self.acknowledged_adds_lost,
+                logins_lost: self.losses - self.loss_cart,
+            },
+        };
+        (stats, detail)
     }
 }
 
@@ -149,6 +195,7 @@ struct Shard {
     last_seen: Vec<Duration>,
     /// First answer from each replica (same index as `names`), as time since the start.
     first_seen: Vec<Duration>,
+    moments: Moments,
 }
 
 impl Shard {
@@ -160,6 +207,7 @@ impl Shard {
             names: Vec::new(),
             last_seen: Vec::new(),
             first_seen: Vec::new(),
+            moments: Moments::default(),
         }
     }
 
@@ -256,6 +304,11 @@ impl Recorder {
             let _ = shard.latency.record(latency);
             let _ = shard.service.record(micros(sample.service_time()));
         }
+        let ms = u32::try_from(since_start.as_millis()).unwrap_or(u32::MAX);
+        match sample.error {
+            None => shard.moments.ok(ms),
+            Some(_) => shard.moments.failed(ms),
+        }
         let s = shard.second(second);
         s.requests += 1;
         match sample.error {
@@ -263,7 +316,7 @@ impl Recorder {
             Some(kind) => s.errors.add(kind),
         }
         if sample.has_latency() {
-            let _ = s.latency.record(latency);
+            s.record_latency(sample.error.is_none(), latency);
         }
         if let Some(i) = replica {
             if s.per_replica.len() <= i {
@@ -280,6 +333,19 @@ impl Recorder {
         if lag > LATE_THRESHOLD {
             self.steps_late.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Records that user `user`'s cart add was answered 200 at `at`.
+    pub fn record_acknowledged_add(&self, user: u64, at: Instant) {
+        let second = self.second_of(at);
+        self.shard(user).second(second).acknowledged_adds += 1;
+    }
+
+    /// Records that a cart user `user` read at `at` no longer showed `adds` of its acknowledged
+    /// adds.
+    pub fn record_acknowledged_adds_lost(&self, user: u64, at: Instant, adds: u64) {
+        let second = self.second_of(at);
+        self.shard(user).second(second).acknowledged_adds_lost += adds;
     }
 
     /// Records that user `user` found its session lost at `at`.
@@ -307,7 +373,10 @@ impl Recorder {
                 p.losses += s.losses;
                 if i + 1 == current {
                     p.last_second_ok += s.ok;
-                    let _ = last.add(&s.latency);
+                    let _ = last.add(&s.latency_ok);
+                    if let Some(failed) = &s.latency_failed {
+                        let _ = last.add(failed);
+                    }
                 }
             }
         }
@@ -328,11 +397,13 @@ impl Recorder {
         let mut series: Vec<MergedSecond> = (0..seconds).map(|_| Tally::new()).collect();
         let mut last_seen: BTreeMap<String, f64> = BTreeMap::new();
         let mut first_seen: BTreeMap<String, f64> = BTreeMap::new();
+        let mut moments = Moments::default();
         let seconds = seconds.max(1);
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             let _ = latency.add(&shard.latency);
             let _ = service.add(&shard.service);
+            moments.merge(&shard.moments);
             let names: Vec<String> = shard
                 .names
                 .iter()
@@ -358,11 +429,12 @@ impl Recorder {
         }
         let loss_cart = series.iter().map(|s| s.loss_cart).sum();
         let loss_unauthorized = series.iter().map(|s| s.losses - s.loss_cart).sum();
-        let series = series
+        let (series, detail) = series
             .into_iter()
             .enumerate()
             .map(|(t, acc)| acc.into_stats(t as u64))
-            .collect();
+            .unzip();
+        moments.finish((!keep_tail).then(|| (seconds * 1000) as u32));
         Measured {
             latency,
             service,
@@ -374,6 +446,8 @@ impl Recorder {
             loss_cart,
             steps_late: self.steps_late.load(Ordering::Relaxed),
             max_step_lag_ms: self.max_step_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            detail,
+            moments,
         }
     }
 }
@@ -391,6 +465,7 @@ pub struct Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::Acknowledged;
 
     fn sample(intended: Instant, sent_ms: u64, done_ms: u64) -> Sample<'static> {
         Sample {
@@ -461,6 +536,41 @@ mod tests {
         assert_eq!(m.latency.len(), 4);
         assert!((m.last_seen["r-1"] - 1.51).abs() < 0.001);
         assert!((m.first_seen["r-1"] - 0.01).abs() < 0.001);
+    }
+
+    #[test]
+    fn ok_latency_moments_and_acknowledged_writes_are_kept_per_second() {
+        let t0 = Instant::now();
+        let rec = Recorder::new(t0, Duration::from_secs(3));
+        rec.record(1, &sample(t0, 0, 10));
+        let mut slow_5xx = sample(t0 + Duration::from_millis(200), 0, 500);
+        slow_5xx.error = Some(ErrorKind::Status5xx);
+        rec.record(2, &slow_5xx);
+        rec.record(3, &sample(t0 + Duration::from_millis(1_000), 0, 20));
+        rec.record_acknowledged_add(1, t0 + Duration::from_millis(1_100));
+        rec.record_acknowledged_add(2, t0 + Duration::from_millis(1_200));
+        rec.record_acknowledged_adds_lost(2, t0 + Duration::from_millis(2_100), 2);
+        rec.record_loss(2, t0 + Duration::from_millis(2_100), LossKind::CartMismatch);
+        rec.record_loss(3, t0 + Duration::from_millis(2_200), LossKind::Unauthorized);
+        let m = rec.finish(3, true);
+        // The timeline's latency has both answers of second 0; the 2xx latency only the 2xx.
+        assert!((m.series[0].p99_ms - 500.0).abs() < 5.0);
+        assert_eq!(m.detail[0].ok_latency.len(), 1);
+        assert!((percentile_ms(&m.detail[0].ok_latency, 99.0) - 10.0).abs() < 0.1);
+        assert_eq!(m.detail[1].acknowledged.adds, 2);
+        assert_eq!(
+            m.detail[2].acknowledged,
+            Acknowledged {
+                adds: 0,
+                adds_lost: 2,
+                logins_lost: 1
+            }
+        );
+        let w = super::super::failure_window(&m.moments, 0.0);
+        assert_eq!(
+            (w.first_failed_s, w.first_ok_after_s),
+            (Some(0.7), Some(1.02))
+        );
     }
 
     #[test]
