@@ -170,3 +170,87 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A real Redis Sentinel (`redis-server CONF --sentinel`) on a port of its own, monitoring one
+/// primary under a name; killed on drop. Its configuration lives in a temporary directory,
+/// since a Sentinel rewrites the file as it learns.
+#[derive(Debug)]
+pub struct SentinelServer {
+    pub port: u16,
+    child: Child,
+    _dir: crate::TempDir,
+}
+
+impl SentinelServer {
+    /// Starts a Sentinel that monitors `127.0.0.1:primary_port` as `name`, with a quorum of one
+    /// and the given `down-after-milliseconds`.
+    ///
+    /// # Panics
+    /// When the Sentinel cannot be run or does not answer within ten seconds.
+    pub async fn start(name: &str, primary_port: u16, down_after_ms: u64) -> Self {
+        let dir = crate::TempDir::new("sentinel");
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {name} 127.0.0.1 {primary_port} 1\n\
+                 sentinel down-after-milliseconds {name} {down_after_ms}\n\
+                 sentinel failover-timeout {name} 2000\n",
+                dir.path().display()
+            ),
+        )
+        .expect("writing the Sentinel's configuration");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running redis-server --sentinel");
+        let sentinel = SentinelServer {
+            port,
+            child,
+            _dir: dir,
+        };
+        crate::eventually("the Sentinel to answer", START_TIMEOUT, || async {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+            let mut c = client.get_multiplexed_async_connection().await.ok()?;
+            redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+        })
+        .await;
+        sentinel
+    }
+
+    /// Points the Sentinel at another primary, as an operator would after a manual switchover.
+    pub async fn monitor(&self, name: &str, primary_port: u16) {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", self.port))
+            .expect("a redis:// URL");
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connecting to the Sentinel");
+        let _: redis::RedisResult<()> = redis::cmd("SENTINEL")
+            .arg("REMOVE")
+            .arg(name)
+            .query_async(&mut c)
+            .await;
+        redis::cmd("SENTINEL")
+            .arg("MONITOR")
+            .arg(name)
+            .arg("127.0.0.1")
+            .arg(primary_port)
+            .arg(1)
+            .query_async::<()>(&mut c)
+            .await
+            .expect("SENTINEL MONITOR");
+    }
+}
+
+impl Drop for SentinelServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

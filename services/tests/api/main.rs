@@ -12,5 +12,6 @@ mod binaries;
 mod contract;
 mod externalized;
 mod helpers;
+mod sentinel;
 mod stateful;
 mod stateless;

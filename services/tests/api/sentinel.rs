@@ -1,0 +1,131 @@
+//! The Redis store behind Sentinel: it follows the primary Sentinel names, finding it again when
+//! the node it holds turns into a replica (`READONLY`) or goes away (a closed connection), and its
+//! health says "no writable primary" while it holds a demoted node.
+
+use std::time::Duration;
+
+use statelab_services::metrics::Metrics;
+use statelab_services::session::Change;
+use statelab_services::store::{RedisConfig, RedisStore, Topology};
+use statelab_services::SessionStore;
+use statelab_test_support::{eventually, RedisServer, SentinelServer};
+
+const NAME: &str = "statelab-test";
+
+async fn command(server: &RedisServer, args: &[&str]) {
+    let mut c = server.connection().await;
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async::<()>(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+}
+
+/// Makes `replica` copy `primary` and waits until it holds `key`.
+async fn replicated(replica: &RedisServer, primary: &RedisServer, key: &str) {
+    let port = primary.port.to_string();
+    command(replica, &["REPLICAOF", "127.0.0.1", &port]).await;
+    eventually(
+        "the replica to hold the session",
+        Duration::from_secs(10),
+        || async {
+            let mut c = replica.connection().await;
+            let n: u32 = redis::cmd("EXISTS")
+                .arg(key)
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_follows_the_primary_on_readonly_and_on_a_closed_connection() {
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    // Sentinel's own failure detection stays out of the way (a minute): this test moves the
+    // primary by hand, as an operator's switchover would.
+    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
+    let config = RedisConfig {
+        topology: Topology::Sentinel {
+            sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
+            master: NAME.into(),
+        },
+        wait: None,
+        key_prefix: "t:".into(),
+        ttl: Duration::from_secs(600),
+        timeout: Duration::from_millis(1000),
+    };
+    let metrics = Metrics::new("externalized", "test").expect("metrics");
+    let store = RedisStore::new(&config, &metrics).expect("store");
+    store.check().await.expect("A is the primary");
+    let issued = store.create("ann", None).await.expect("login on A");
+    let key = store.key(&issued.credential).expect("a key");
+    replicated(&b, &a, &key).await;
+
+    // Switch over: B is the primary, A copies it, and Sentinel names B. The store's connection
+    // to A stays open, so its next write is answered READONLY.
+    command(&b, &["REPLICAOF", "NO", "ONE"]).await;
+    let b_port = b.port.to_string();
+    command(&a, &["REPLICAOF", "127.0.0.1", &b_port]).await;
+    sentinel.monitor(NAME, b.port).await;
+    let add = Change::AddItem {
+        sku: "apple",
+        qty: 2,
+    };
+    let applied = store
+        .apply(&issued.credential, add)
+        .await
+        .expect("READONLY from A sends the write to B, within the same call")
+        .expect("the session is on B");
+    assert_eq!(applied.session.cart.get("apple"), Some(&2));
+    store.check().await.expect("B is the primary now");
+
+    // B dies; A is promoted and named. The first call after the loss fails (its connection was
+    // closed under it: a write is never retried blind), and a later one finds A by itself.
+    replicated(&a, &b, &key).await;
+    b.kill();
+    command(&a, &["REPLICAOF", "NO", "ONE"]).await;
+    sentinel.monitor(NAME, a.port).await;
+    let cart = eventually("the store to find A", Duration::from_secs(10), || async {
+        store
+            .apply(&issued.credential, Change::Touch)
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(cart.session.cart.get("apple"), Some(&2), "the add survived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_while_the_node_held_is_a_replica() {
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
+    let config = RedisConfig {
+        topology: Topology::Sentinel {
+            sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
+            master: NAME.into(),
+        },
+        wait: None,
+        key_prefix: "t:".into(),
+        ttl: Duration::from_secs(600),
+        timeout: Duration::from_millis(1000),
+    };
+    let metrics = Metrics::new("externalized", "test").expect("metrics");
+    let store = RedisStore::new(&config, &metrics).expect("store");
+    store.check().await.expect("A is the primary");
+    // A is demoted while Sentinel still names it: PING would pass, the check must not.
+    let b_port = b.port.to_string();
+    command(&a, &["REPLICAOF", "127.0.0.1", &b_port]).await;
+    let err = store
+        .check()
+        .await
+        .expect_err("a replica is not a writable primary");
+    assert!(err.to_string().contains("primary"), "{err}");
+}
