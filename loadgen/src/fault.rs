@@ -351,7 +351,13 @@ async fn run_steps(
     epochs: Option<&Epochs>,
     mut primaries: Option<oneshot::Sender<Option<BTreeSet<String>>>>,
 ) {
-    for step in steps {
+    // The node a kill actually stopped: `redis-primary` names another node once it has failed
+    // over, so the restart starts the one that was killed.
+    let mut killed: Option<String> = None;
+    for mut step in steps {
+        if let (FaultStep::Restart, Some(node)) = (step.what, &killed) {
+            step.args = vec![node.clone()];
+        }
         let due = tokio::time::sleep_until((start + step.at).into());
         let stopped = tokio::select! {
             _ = due => false,
@@ -377,6 +383,9 @@ async fn run_steps(
             let mut words = vec![step.what.lab_verb()];
             words.extend(step.args.iter().map(String::as_str));
             let (ok, detail) = lab.call(&words).await;
+            if ok && step.what == FaultStep::Kill {
+                killed = parse_killed(&detail).map(str::to_owned);
+            }
             if let Some(watch) = watch.filter(|_| ok) {
                 let _ = watch.send(before);
             }

@@ -22,13 +22,23 @@ impl NativeLab {
     /// # Panics
     /// When the lab does not come up.
     pub fn up(tag: &str) -> NativeLab {
+        NativeLab::up_with(tag, &[])
+    }
+
+    /// `scripts/lab up ARGS...` (e.g. `--redis sentinel`), as [`NativeLab::up`].
+    ///
+    /// # Panics
+    /// When the lab does not come up.
+    pub fn up_with(tag: &str, args: &[&str]) -> NativeLab {
         let tmp = TempDir::new(tag);
         let lab = NativeLab {
             dir: tmp.join("lab"),
             bins: lab_bin_dir(),
             _tmp: tmp,
         };
-        lab.ok(&["up"]);
+        let mut words = vec!["up"];
+        words.extend(args);
+        lab.ok(&words);
         lab
     }
 
