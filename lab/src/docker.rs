@@ -227,9 +227,8 @@ impl Docker {
             .arg(&self.project)
             .arg("-f")
             .arg(self.settings.root.join("deploy/compose.yaml"));
-        if self.store.store == Store::Sentinel {
-            cmd.arg("-f")
-                .arg(self.settings.root.join("deploy/compose.sentinel.yaml"));
+        if let Some(file) = self.store_file() {
+            cmd.arg("-f").arg(self.settings.root.join(file));
         }
         cmd.env("STATELAB_IMAGE", &self.image)
             .env("STATELAB_REDIS_WAIT", self.store.wait.to_string())
@@ -244,16 +243,40 @@ impl Docker {
 
     /// The shell form of [`Self::compose`], for messages.
     fn compose_hint(&self) -> String {
-        let sentinel = if self.store.store == Store::Sentinel {
-            " -f deploy/compose.sentinel.yaml"
-        } else {
-            ""
-        };
+        let extra = self
+            .store_file()
+            .map(|f| format!(" -f {f}"))
+            .unwrap_or_default();
         format!(
-            "{} -p {} -f deploy/compose.yaml{sentinel}",
+            "{} -p {} -f deploy/compose.yaml{extra}",
             self.compose.join(" "),
             self.project
         )
+    }
+
+    /// The compose file that adds the store topology's nodes to the base file.
+    fn store_file(&self) -> Option<&'static str> {
+        match self.store.store {
+            Store::Single => None,
+            Store::Sentinel => Some("deploy/compose.sentinel.yaml"),
+            Store::Cluster => Some("deploy/compose.cluster.yaml"),
+        }
+    }
+
+    /// The running cluster nodes and their addresses.
+    fn cluster_nodes(&self) -> Vec<(StoreNode, SocketAddr)> {
+        Store::Cluster
+            .nodes()
+            .into_iter()
+            .filter(|n| self.running_node(*n))
+            .filter_map(|n| Some((n, self.node_addr(n)?)))
+            .collect()
+    }
+
+    fn running_node(&self, n: StoreNode) -> bool {
+        self.cid(Part::Store(n)).is_some_and(|cid| {
+            stdout_of(docker().args(["inspect", "-f", "{{.State.Running}}", &cid])).trim() == "true"
+        })
     }
 
     /// A Redis node's address in the lab network, which the host reaches directly.
@@ -272,6 +295,7 @@ impl Docker {
     async fn primary(&self) -> Option<StoreNode> {
         match self.store.store {
             Store::Single => Some(StoreNode::Redis),
+            Store::Cluster => redis_nodes::fullest_primary(&self.cluster_nodes()).await,
             Store::Sentinel => {
                 let sentinels: Vec<SocketAddr> = Store::Sentinel
                     .nodes()
@@ -301,6 +325,32 @@ impl Docker {
         } else {
             Vec::new()
         }
+    }
+
+    /// `redis-cli --cluster create` inside `redis-cluster-1`'s container, over the six nodes'
+    /// lab addresses; then waits until the cluster is ok and every replica holds its copy.
+    async fn create_cluster(&self) -> anyhow::Result<()> {
+        let first = Part::Store(StoreNode::Cluster(1));
+        let cid = self
+            .cid(first)
+            .with_context(|| format!("no container for {first}"))?;
+        let addrs: Vec<SocketAddr> = Store::Cluster
+            .nodes()
+            .into_iter()
+            .filter_map(|n| self.node_addr(n))
+            .collect();
+        let out = run(docker()
+            .args(["exec", &cid, "redis-cli", "--cluster", "create"])
+            .args(addrs.iter().map(ToString::to_string))
+            .args(["--cluster-replicas", "1", "--cluster-yes"]))?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        redis_nodes::wait_cluster_ready(&addrs, self.settings.up_timeout).await
     }
 
     async fn resolve(&self, target: Target) -> anyhow::Result<Part> {
@@ -390,13 +440,18 @@ impl Docker {
         if run_visible(&mut up).is_err() {
             return lab.up_failed("compose up failed").await;
         }
+        if store.store == Store::Cluster {
+            if let Err(e) = lab.create_cluster().await {
+                return lab.up_failed(&format!("{e:#}")).await;
+            }
+        }
         if store.store == Store::Sentinel {
             for n in store.store.nodes() {
                 let Some(addr) = lab.node_addr(n) else {
                     continue;
                 };
                 let ready = match n {
-                    StoreNode::Data(1) | StoreNode::Redis => continue,
+                    StoreNode::Data(1) | StoreNode::Redis | StoreNode::Cluster(_) => continue,
                     StoreNode::Data(_) => {
                         wait_until(
                             &format!("{n} to hold a copy of redis-1"),
@@ -627,6 +682,16 @@ impl Docker {
             }
             Kind::Externalized => {
                 cmd.args(["-e", "STATELAB_REDIS_URL=redis://redis:6379"]);
+                if self.store.store == Store::Cluster {
+                    let nodes: Vec<String> = Store::Cluster
+                        .nodes()
+                        .into_iter()
+                        .filter_map(|n| self.node_addr(n))
+                        .map(|a| a.to_string())
+                        .collect();
+                    cmd.arg("-e")
+                        .arg(format!("STATELAB_REDIS_CLUSTER={}", nodes.join(",")));
+                }
                 if self.store.store == Store::Sentinel {
                     let sentinels: Vec<String> = Store::Sentinel
                         .nodes()
@@ -767,12 +832,16 @@ impl Docker {
         Ok(())
     }
 
-    /// Starts a stopped part. A Redis data node comes back with its own command line, as the
-    /// primary it was or the replica it was; Sentinel converts a returning old primary into a
-    /// replica of the new one within about a second.
+    /// Starts a stopped part. A Redis data node of the Sentinel topology is made a replica of the
+    /// primary Sentinel names now as soon as it answers: its command line would bring an old
+    /// primary back as a second, stale primary, which Sentinel converts only after some seconds.
     pub async fn start(&self, target: Target) -> anyhow::Result<()> {
         let Target::Part(part) = target else {
             bail!("redis-primary names the primary now, which is running; start a node by its name (scripts/lab status lists them)");
+        };
+        let replica_of = match part {
+            Part::Store(n @ StoreNode::Data(_)) => self.primary().await.filter(|p| *p != n),
+            _ => None,
         };
         let cid = self.cid_or_err(part)?;
         let out = run(docker().args(["start", &cid]))?;
@@ -796,6 +865,21 @@ impl Docker {
             })
             .await
             .with_context(|| format!("{part} did not become healthy; see: docker logs {short}"))?;
+        }
+        if let (Some(p), Part::Store(n)) = (replica_of, part) {
+            if let (Some(addr), Some(primary)) = (self.node_addr(n), self.node_addr(p)) {
+                if !redis_nodes::replicate(addr, primary).await {
+                    bail!("{part} did not accept REPLICAOF {primary}");
+                }
+                wait_until(&format!("{part} to hold a copy of {p}"), limit, || {
+                    redis_nodes::replica_synced(addr)
+                })
+                .await?;
+                say(format!(
+                    "started {part} (container {short}) as a replica of {p}, healthy"
+                ));
+                return Ok(());
+            }
         }
         say(format!("started {part} (container {short}), healthy"));
         self.probe.wait_routed(self.admin_port, part, limit).await

@@ -42,6 +42,9 @@ pub enum Store {
     /// `redis-1` (primary at start), `redis-2` and `redis-3` (replicas), and `sentinel-1..3`,
     /// which promote a replica when the primary fails.
     Sentinel,
+    /// A Redis Cluster of `redis-cluster-1..6`: three primaries, each with one replica, the
+    /// sessions sharded over them by key.
+    Cluster,
 }
 
 impl Store {
@@ -49,6 +52,7 @@ impl Store {
         match self {
             Store::Single => "single",
             Store::Sentinel => "sentinel",
+            Store::Cluster => "cluster",
         }
     }
 
@@ -60,6 +64,7 @@ impl Store {
                 .map(StoreNode::Data)
                 .chain((1..=SENTINEL_NODES).map(StoreNode::Sentinel))
                 .collect(),
+            Store::Cluster => (1..=CLUSTER_NODES).map(StoreNode::Cluster).collect(),
         }
     }
 }
@@ -70,7 +75,10 @@ impl FromStr for Store {
         match s {
             "single" => Ok(Store::Single),
             "sentinel" => Ok(Store::Sentinel),
-            _ => Err(format!("unknown Redis topology '{s}' (single or sentinel)")),
+            "cluster" => Ok(Store::Cluster),
+            _ => Err(format!(
+                "unknown Redis topology '{s}' (single, sentinel or cluster)"
+            )),
         }
     }
 }
@@ -88,6 +96,13 @@ pub const SENTINEL_DOWN_AFTER_MS: u64 = 1000;
 /// Sentinel's `failover-timeout`, which paces retries of a failover that stalled and the
 /// reconfiguration of the replicas. Production's default is 3 minutes.
 pub const SENTINEL_FAILOVER_TIMEOUT_MS: u64 = 5000;
+/// Nodes of the Cluster topology: three primaries and a replica for each, as
+/// `redis-cli --cluster create --cluster-replicas 1` pairs them.
+pub const CLUSTER_NODES: u8 = 6;
+/// How long a cluster node must be unreachable before the others fail it over. Production's
+/// default is 15 s.
+pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 2000;
+
 /// The Sentinel topology's data nodes copy the primary at once: Redis 7 otherwise waits 5 s
 /// (`repl-diskless-sync-delay`) to batch replicas, a window in which a failover would find no
 /// copy at all.
@@ -105,16 +120,19 @@ pub enum StoreNode {
     Data(u8),
     /// `sentinel-k`.
     Sentinel(u8),
+    /// `redis-cluster-k`: a node of the Cluster topology.
+    Cluster(u8),
 }
 
 impl StoreNode {
     /// The last octet of the node's container address: `redis` .5, `redis-k` .5+k,
-    /// `sentinel-k` .40+k.
+    /// `sentinel-k` .40+k, `redis-cluster-k` .50+k.
     pub fn container_octet(self) -> u16 {
         match self {
             StoreNode::Redis => 5,
             StoreNode::Data(k) => 5 + u16::from(k),
             StoreNode::Sentinel(k) => 40 + u16::from(k),
+            StoreNode::Cluster(k) => 50 + u16::from(k),
         }
     }
 
@@ -138,6 +156,7 @@ impl fmt::Display for StoreNode {
             StoreNode::Redis => f.write_str("redis"),
             StoreNode::Data(k) => write!(f, "redis-{k}"),
             StoreNode::Sentinel(k) => write!(f, "sentinel-{k}"),
+            StoreNode::Cluster(k) => write!(f, "redis-cluster-{k}"),
         }
     }
 }
@@ -289,7 +308,7 @@ impl FromStr for Target {
 /// The text names no part the lab can have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown part '{0}'; one of: redis, redis-1..3, sentinel-1..3, redis-primary, proxy, stateful-K, stateless-K, externalized-K (K 1-{MAX_REPLICAS_PER_POOL})"
+    "unknown part '{0}'; one of: redis, redis-1..3, sentinel-1..3, redis-cluster-1..6, redis-primary, proxy, stateful-K, stateless-K, externalized-K (K 1-{MAX_REPLICAS_PER_POOL})"
 )]
 pub struct UnknownPart(pub String);
 
@@ -313,15 +332,23 @@ impl FromStr for Part {
         }
         let unknown = || UnknownPart(s.to_string());
         let (kind, index) = s.rsplit_once('-').ok_or_else(unknown)?;
-        let node = |k: &str| {
+        let node = |k: &str, most: u8| {
             k.parse::<u8>()
                 .ok()
-                .filter(|k| (1..=SENTINEL_NODES).contains(k))
+                .filter(|k| (1..=most).contains(k) && !index.starts_with('0'))
                 .ok_or_else(unknown)
         };
         match kind {
-            "redis" => return Ok(Part::Store(StoreNode::Data(node(index)?))),
-            "sentinel" => return Ok(Part::Store(StoreNode::Sentinel(node(index)?))),
+            "redis" => return Ok(Part::Store(StoreNode::Data(node(index, SENTINEL_NODES)?))),
+            "sentinel" => {
+                return Ok(Part::Store(StoreNode::Sentinel(node(
+                    index,
+                    SENTINEL_NODES,
+                )?)))
+            }
+            "redis-cluster" => {
+                return Ok(Part::Store(StoreNode::Cluster(node(index, CLUSTER_NODES)?)))
+            }
             _ => {}
         }
         let kind: Kind = kind.parse().map_err(|_| unknown())?;
@@ -344,11 +371,17 @@ pub fn check_scale(n: u8) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The ports file names a cluster node's bus port `NODE-bus`.
+const BUS_SUFFIX: &str = "-bus";
+
 /// Where the native lab's parts listen on loopback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NativePorts {
     /// Every Redis node of the lab's topology.
     pub store: BTreeMap<StoreNode, u16>,
+    /// Each cluster node's bus port (`cluster-port`), chosen like the others so that it never
+    /// falls in the ephemeral range, as Redis's default (the port + 10000) would.
+    pub buses: BTreeMap<StoreNode, u16>,
     pub proxy: u16,
     pub admin: u16,
     pub replicas: BTreeMap<Replica, u16>,
@@ -377,6 +410,11 @@ impl NativePorts {
         self.store
             .iter()
             .map(|(n, p)| (n.to_string(), *p))
+            .chain(
+                self.buses
+                    .iter()
+                    .map(|(n, p)| (format!("{n}{BUS_SUFFIX}"), *p)),
+            )
             .chain(self.replicas.iter().map(|(r, p)| (r.to_string(), *p)))
             .chain([
                 ("proxy".to_string(), self.proxy),
@@ -398,8 +436,18 @@ impl NativePorts {
         if store.is_empty() {
             return None;
         }
+        let buses = lines
+            .iter()
+            .filter_map(
+                |(name, port)| match name.strip_suffix(BUS_SUFFIX)?.parse() {
+                    Ok(Part::Store(n)) => Some((n, *port)),
+                    _ => None,
+                },
+            )
+            .collect();
         Some(NativePorts {
             store,
+            buses,
             proxy: *lines.get("proxy")?,
             admin: *lines.get("admin")?,
             replicas: lines
@@ -608,6 +656,14 @@ mod tests {
             .map(|n| n.container_octet())
             .collect();
         assert_eq!(octets, [6, 7, 8, 41, 42, 43]);
+        let cluster = Part::initial(Store::Cluster);
+        assert_eq!(cluster[0].to_string(), "redis-cluster-1");
+        assert_eq!(cluster[5].to_string(), "redis-cluster-6");
+        for p in &cluster {
+            assert_eq!(p.to_string().parse::<Part>(), Ok(*p));
+        }
+        assert!("redis-cluster-7".parse::<Part>().is_err());
+        assert!("redis-cluster-01".parse::<Part>().is_err());
     }
 
     #[test]

@@ -22,8 +22,9 @@ use tokio::time::Instant;
 use crate::labdir::{LabDir, Mode, StoreChoice};
 use crate::model::{
     check_scale, native_proxy_config, render_proxy_config, Kind, NativePorts, Part, Replica, Store,
-    StoreNode, Target, MAX_REPLICAS_PER_POOL, REDIS_MEMORY_FLAGS, REPLICATION_FLAGS,
-    SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS, SENTINEL_MASTER_NAME, SENTINEL_QUORUM,
+    StoreNode, Target, CLUSTER_NODE_TIMEOUT_MS, MAX_REPLICAS_PER_POOL, REDIS_MEMORY_FLAGS,
+    REPLICATION_FLAGS, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS, SENTINEL_MASTER_NAME,
+    SENTINEL_QUORUM,
 };
 use crate::probe::{port_open, redis_ping, wait_until, Probe};
 use crate::redis_nodes;
@@ -88,14 +89,24 @@ pub fn find_bin(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
     dirs.iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// `redis-server` on the PATH.
-fn redis_server() -> anyhow::Result<PathBuf> {
+/// A program on the PATH.
+fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|d| d.join("redis-server"))
+        .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// `redis-server` on the PATH.
+fn redis_server() -> anyhow::Result<PathBuf> {
+    on_path("redis-server")
         .context("redis-server is not on the PATH: apt-get install -y redis-server")
+}
+
+/// `redis-cli` on the PATH (Debian's redis-tools, which redis-server depends on).
+fn redis_cli() -> anyhow::Result<PathBuf> {
+    on_path("redis-cli").context("redis-cli is not on the PATH: apt-get install -y redis-tools")
 }
 
 /// The first port of the kernel's ephemeral range; free ports stay below it, where no outgoing
@@ -162,9 +173,10 @@ async fn choose_ports(s: &Settings, store: Store) -> anyhow::Result<NativePorts>
                 in_use(r.fixed_port(), r.to_string()).await?;
                 replicas.insert(r, r.fixed_port());
             }
-            // Redis nodes from 16379 up, Sentinels from 26379 up; STATELAB_REDIS_PORT pins the
-            // single Redis or the first data node.
+            // Redis nodes from 16379 up, Sentinels from 26379 up, cluster buses from 17379 up;
+            // STATELAB_REDIS_PORT pins the single Redis or the first data node.
             let mut nodes = BTreeMap::new();
+            let mut buses = BTreeMap::new();
             let mut taken = Vec::new();
             for n in store.nodes() {
                 let port = match (n, s.redis_port) {
@@ -174,9 +186,15 @@ async fn choose_ports(s: &Settings, store: Store) -> anyhow::Result<NativePorts>
                 };
                 taken.push(port);
                 nodes.insert(n, port);
+                if let StoreNode::Cluster(_) = n {
+                    let bus = first_free_from(17379, &taken).await;
+                    taken.push(bus);
+                    buses.insert(n, bus);
+                }
             }
             NativePorts {
                 store: nodes,
+                buses,
                 proxy: s.proxy_port.unwrap_or(DEFAULT_PROXY_PORT),
                 admin: s.admin_port.unwrap_or(DEFAULT_ADMIN_PORT),
                 replicas,
@@ -195,17 +213,22 @@ async fn choose_ports(s: &Settings, store: Store) -> anyhow::Result<NativePorts>
             let proxy = pinned_or_free(s.proxy_port, &mut taken).await?;
             let admin = pinned_or_free(s.admin_port, &mut taken).await?;
             let mut nodes = BTreeMap::new();
+            let mut buses = BTreeMap::new();
             for n in store.nodes() {
                 let pinned = match n {
                     StoreNode::Redis | StoreNode::Data(1) => s.redis_port,
                     _ => None,
                 };
                 nodes.insert(n, pinned_or_free(pinned, &mut taken).await?);
+                if let StoreNode::Cluster(_) = n {
+                    buses.insert(n, pinned_or_free(None, &mut taken).await?);
+                }
             }
             NativePorts {
                 proxy,
                 admin,
                 store: nodes,
+                buses,
                 replicas,
             }
         }
@@ -296,6 +319,11 @@ impl Native {
         dir.write_ports(&ports.lines())?;
         dir.write_store(store)?;
         for n in store.store.nodes() {
+            if let StoreNode::Cluster(_) = n {
+                // A cluster is created anew at each `up`: its nodes' records (nodes.conf) name the
+                // ports of the lab before, which a new `up` may not give them again.
+                let _ = fs::remove_dir_all(node_dir(&dir, n));
+            }
             fs::create_dir_all(node_dir(&dir, n))?;
             if let StoreNode::Sentinel(_) = n {
                 write_sentinel_config(&dir, &ports, n)?;
@@ -388,6 +416,9 @@ impl Native {
                     .with_context(|| format!("{part} did not start"))?;
             }
         }
+        if self.store.store == Store::Cluster {
+            self.create_cluster(&nodes).await?;
+        }
         if self.store.store == Store::Sentinel {
             for n in nodes
                 .iter()
@@ -424,6 +455,28 @@ impl Native {
         Ok(())
     }
 
+    /// `redis-cli --cluster create` over the six nodes (three primaries, a replica each), then
+    /// waits until every node says the cluster is ok and every replica holds its copy.
+    async fn create_cluster(&self, nodes: &[StoreNode]) -> anyhow::Result<()> {
+        let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| self.node_addr(*n)).collect();
+        let log = self.dir.log("redis-cluster-create");
+        let out = fs::File::create(&log)?;
+        let status = Command::new(redis_cli()?)
+            .arg("--cluster")
+            .arg("create")
+            .args(addrs.iter().map(ToString::to_string))
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .status()
+            .context("cannot run redis-cli --cluster create")?;
+        if !status.success() {
+            bail!("redis-cli --cluster create failed; see {}", log.display());
+        }
+        redis_nodes::wait_cluster_ready(&addrs, self.settings.up_timeout).await
+    }
+
     fn node_addr(&self, n: StoreNode) -> std::net::SocketAddr {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.ports.node(n)))
     }
@@ -437,10 +490,21 @@ impl Native {
             .collect()
     }
 
-    /// The data node that is primary now: the single Redis, or the one Sentinel names.
+    /// The data node that is primary now: the single Redis, the one Sentinel names, or the
+    /// cluster primary holding the most sessions.
     pub async fn primary(&self) -> Option<StoreNode> {
         match self.store.store {
             Store::Single => Some(StoreNode::Redis),
+            Store::Cluster => {
+                let nodes: Vec<(StoreNode, std::net::SocketAddr)> = self
+                    .ports
+                    .store
+                    .keys()
+                    .filter(|n| self.running(Part::Store(**n)).is_some())
+                    .map(|n| (*n, self.node_addr(*n)))
+                    .collect();
+                redis_nodes::fullest_primary(&nodes).await
+            }
             Store::Sentinel => {
                 let addr = redis_nodes::sentinel_primary(&self.sentinels()).await?;
                 self.ports
@@ -452,8 +516,19 @@ impl Native {
         }
     }
 
-    /// `primaries`: the data node that is primary now, when it is running.
+    /// `primaries`: the data nodes that are primary now and running.
     pub async fn primaries(&self) -> Vec<String> {
+        if self.store.store == Store::Cluster {
+            let mut names = Vec::new();
+            for n in self.ports.store.keys() {
+                if self.running(Part::Store(*n)).is_some()
+                    && redis_nodes::role(self.node_addr(*n)).await.as_deref() == Some("master")
+                {
+                    names.push(n.to_string());
+                }
+            }
+            return names;
+        }
         match self.primary().await {
             Some(n) if self.running(Part::Store(n)).is_some() => vec![n.to_string()],
             _ => Vec::new(),
@@ -501,8 +576,20 @@ impl Native {
                     .args(["--appendonly", "yes", "--appendfsync", "everysec"])
                     .args(REDIS_MEMORY_FLAGS)
                     .args(["--save", "", "--daemonize", "no"]);
-                if let StoreNode::Data(_) = n {
-                    cmd.args(REPLICATION_FLAGS);
+                match n {
+                    StoreNode::Data(_) => {
+                        cmd.args(REPLICATION_FLAGS);
+                    }
+                    StoreNode::Cluster(_) => {
+                        cmd.args(REPLICATION_FLAGS)
+                            .args(["--cluster-enabled", "yes"])
+                            .args(["--cluster-config-file", "nodes.conf"])
+                            .arg("--cluster-node-timeout")
+                            .arg(CLUSTER_NODE_TIMEOUT_MS.to_string())
+                            .arg("--cluster-port")
+                            .arg(self.ports.buses.get(&n).copied().unwrap_or(0).to_string());
+                    }
+                    _ => {}
                 }
                 if let Some(primary) = replica_of {
                     cmd.arg("--replicaof")
@@ -553,6 +640,15 @@ impl Native {
                                     .arg(list.join(","))
                                     .arg("--redis-master-name")
                                     .arg(SENTINEL_MASTER_NAME)
+                            }
+                            Store::Cluster => {
+                                let list: Vec<String> = self
+                                    .ports
+                                    .store
+                                    .keys()
+                                    .map(|n| self.node_addr(*n).to_string())
+                                    .collect();
+                                cmd.arg("--redis-cluster").arg(list.join(","))
                             }
                         };
                         cmd.arg("--redis-wait").arg(self.store.wait.to_string());
@@ -742,6 +838,8 @@ impl Native {
             Part::Store(n @ StoreNode::Data(_)) => self.primary().await.filter(|p| *p != n),
             _ => None,
         };
+        // A cluster node rejoins by its own record (nodes.conf), as a replica of the node that
+        // took its place.
         let mut child = self.launch_as(part, replica_of)?;
         self.wait_healthy(part, &mut child)
             .await

@@ -87,6 +87,68 @@ pub async fn replica_synced(addr: SocketAddr) -> bool {
         .is_some_and(|info| info.lines().any(|l| l.trim() == "master_link_status:up"))
 }
 
+/// Makes the node at `addr` a replica of `primary` (`REPLICAOF`); true once it said OK.
+pub async fn replicate(addr: SocketAddr, primary: SocketAddr) -> bool {
+    let mut cmd = redis::cmd("REPLICAOF");
+    cmd.arg(primary.ip().to_string()).arg(primary.port());
+    ask::<String>(addr, &cmd).await.is_some()
+}
+
+/// Keys the node at `addr` holds (`DBSIZE`).
+pub async fn dbsize(addr: SocketAddr) -> Option<u64> {
+    ask(addr, &redis::cmd("DBSIZE")).await
+}
+
+/// The node reports `cluster_state:ok`: every slot is served.
+pub async fn cluster_ok(addr: SocketAddr) -> bool {
+    let mut cmd = redis::cmd("CLUSTER");
+    cmd.arg("INFO");
+    ask::<String>(addr, &cmd)
+        .await
+        .is_some_and(|info| info.lines().any(|l| l.trim() == "cluster_state:ok"))
+}
+
+/// Waits until every node of a new cluster says it is ok and every replica holds its copy.
+pub async fn wait_cluster_ready(nodes: &[SocketAddr], limit: Duration) -> anyhow::Result<()> {
+    crate::probe::wait_until(
+        "every cluster node to report cluster_state:ok",
+        limit,
+        || async {
+            for n in nodes {
+                if !cluster_ok(*n).await {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await?;
+    crate::probe::wait_until("every cluster replica to hold its copy", limit, || async {
+        for n in nodes {
+            if role(*n).await.as_deref() != Some("master") && !replica_synced(*n).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}
+
+/// Of these nodes, the primary holding the most keys: the one whose loss costs the most.
+pub async fn fullest_primary<N: Copy>(nodes: &[(N, SocketAddr)]) -> Option<N> {
+    let mut best: Option<(N, u64)> = None;
+    for (n, addr) in nodes {
+        if role(*addr).await.as_deref() != Some("master") {
+            continue;
+        }
+        let keys = dbsize(*addr).await.unwrap_or(0);
+        if best.is_none_or(|(_, k)| keys > k) {
+            best = Some((*n, keys));
+        }
+    }
+    best.map(|(n, _)| n)
+}
+
 /// `ROLE`'s word as the status table shows it.
 pub fn role_word(role: String) -> String {
     match role.as_str() {
