@@ -5,10 +5,10 @@
 use serde_yaml_ng::Value;
 use statelab_lab::model::{
     docker_proxy_config, native_proxy_config, trusted_range, Kind, NativePorts, Part, Replica,
-    Store, StoreNode, ADMIN_READY_PATH, CONTAINER_ADMIN_PORT, CONTAINER_PROXY_PORT,
-    CONTAINER_SENTINEL_PORT, CONTAINER_SERVICE_PORT, DEFAULT_NET_PREFIX, REDIS_MEMORY_FLAGS,
-    REPLICATION_FLAGS, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS, SENTINEL_MASTER_NAME,
-    SENTINEL_QUORUM,
+    Store, StoreNode, ADMIN_READY_PATH, CLUSTER_NODE_TIMEOUT_MS, CONTAINER_ADMIN_PORT,
+    CONTAINER_PROXY_PORT, CONTAINER_SENTINEL_PORT, CONTAINER_SERVICE_PORT, DEFAULT_NET_PREFIX,
+    REDIS_MEMORY_FLAGS, REPLICATION_FLAGS, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS,
+    SENTINEL_MASTER_NAME, SENTINEL_QUORUM,
 };
 use statelab_proxy_api::{ConfigFile, PoolSection};
 use statelab_test_support::workspace_root;
@@ -21,6 +21,7 @@ fn read(rel: &str) -> String {
 fn fixed_ports() -> NativePorts {
     NativePorts {
         store: [(StoreNode::Redis, 16379)].into_iter().collect(),
+        buses: Default::default(),
         proxy: 8080,
         admin: 8081,
         replicas: Replica::initial().map(|r| (r, r.fixed_port())).collect(),
@@ -322,6 +323,64 @@ fn deploy_compose_sentinel_yaml_has_the_models_nodes_and_settings() {
         assert_eq!(
             get(env, &["STATELAB_REDIS_MASTER_NAME"]).as_str(),
             Some(SENTINEL_MASTER_NAME)
+        );
+    }
+}
+
+#[test]
+fn deploy_compose_cluster_yaml_has_the_models_nodes_and_settings() {
+    let doc = compose_file("deploy/compose.cluster.yaml");
+    let services = get(&doc, &["services"])
+        .as_mapping()
+        .expect("services is a mapping");
+    let mut names: Vec<String> = services
+        .keys()
+        .map(|k| k.as_str().expect("service names are text").to_string())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = Store::Cluster
+        .nodes()
+        .iter()
+        .map(ToString::to_string)
+        .chain((1..=3).map(|k| format!("externalized-{k}")))
+        .collect();
+    want.sort();
+    assert_eq!(names, want, "the Cluster file's services");
+    let seeds: Vec<String> = Store::Cluster
+        .nodes()
+        .into_iter()
+        .map(|n| format!("{}:6379", address(n.container_octet())))
+        .collect();
+    for n in Store::Cluster.nodes() {
+        let name = n.to_string();
+        let svc = get(&doc, &["services", &name]);
+        let own = address(n.container_octet());
+        assert_eq!(
+            get(svc, &["networks", "lab", "ipv4_address"]).as_str(),
+            Some(own.as_str()),
+            "{name}'s address"
+        );
+        let words = strings(get(svc, &["command"]));
+        let command = words.join(" ");
+        assert!(words.windows(4).any(|w| w == REDIS_MEMORY_FLAGS), "{name}");
+        assert!(words.windows(2).any(|w| w == REPLICATION_FLAGS), "{name}");
+        for want in [
+            "--cluster-enabled yes".to_string(),
+            format!("--cluster-node-timeout {CLUSTER_NODE_TIMEOUT_MS}"),
+            format!("--cluster-announce-ip {own}"),
+        ] {
+            assert!(command.contains(&want), "{name} lacks '{want}'");
+        }
+    }
+    for k in 1..=3 {
+        let env = get(
+            &doc,
+            &["services", &format!("externalized-{k}"), "environment"],
+        );
+        assert_eq!(
+            get(env, &["STATELAB_REDIS_CLUSTER"]).as_str(),
+            Some(seeds.join(",").as_str()),
+            "externalized-{k} knows every node"
         );
     }
 }
