@@ -312,15 +312,21 @@ impl Docker {
         }
     }
 
-    /// `primaries`: the data node that is primary now, when its container runs.
+    /// `primaries`: the data nodes that are primary now and whose containers run.
     pub async fn primaries(&self) -> Vec<String> {
+        if self.store.store == Store::Cluster {
+            let mut names = Vec::new();
+            for (n, addr) in self.cluster_nodes() {
+                if redis_nodes::role(addr).await.as_deref() == Some("master") {
+                    names.push(n.to_string());
+                }
+            }
+            return names;
+        }
         let Some(n) = self.primary().await else {
             return Vec::new();
         };
-        let running = self.cid(Part::Store(n)).is_some_and(|cid| {
-            stdout_of(docker().args(["inspect", "-f", "{{.State.Running}}", &cid])).trim() == "true"
-        });
-        if running {
+        if self.running_node(n) {
             vec![n.to_string()]
         } else {
             Vec::new()
@@ -428,17 +434,36 @@ impl Docker {
             "compose project '{}' up (redis image {}, lab image {}, network {}.0/24)",
             lab.project, lab.redis_image, lab.image, lab.net_prefix
         ));
-        // up -d returns once every service the proxy depends on is healthy and the proxy started.
-        // With Sentinel, the parts are named and --no-deps leaves out the single `redis` the base
-        // file's externalized replicas depend on; the waits below stand in for that ordering.
-        let mut up = lab.compose();
-        up.args(["up", "-d", "--no-build"]);
+        // With another topology than the single Redis, the store comes first and is made ready
+        // (the cluster created, the Sentinels able to fail over), then the replicas and the
+        // proxy: named, with --no-deps leaving out the single `redis` the base file's
+        // externalized replicas depend on.
         if store.store != Store::Single {
-            up.arg("--no-deps")
-                .args(Part::initial(store.store).iter().map(Part::to_string));
-        }
-        if run_visible(&mut up).is_err() {
-            return lab.up_failed("compose up failed").await;
+            let nodes: Vec<String> = store
+                .store
+                .nodes()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let mut up = lab.compose();
+            up.args(["up", "-d", "--no-build", "--no-deps"])
+                .args(&nodes);
+            if run_visible(&mut up).is_err() {
+                return lab.up_failed("compose up of the Redis nodes failed").await;
+            }
+            for n in store.store.nodes() {
+                let Some(addr) = lab.node_addr(n) else {
+                    continue;
+                };
+                let answered =
+                    wait_until(&format!("{n} to answer"), lab.settings.up_timeout, || {
+                        redis_nodes::answers(addr)
+                    })
+                    .await;
+                if answered.is_err() {
+                    return lab.up_failed(&format!("{n} does not answer")).await;
+                }
+            }
         }
         if store.store == Store::Cluster {
             if let Err(e) = lab.create_cluster().await {
@@ -475,6 +500,20 @@ impl Docker {
                     return lab.up_failed(&format!("{n} is not ready")).await;
                 }
             }
+        }
+        // up -d returns once every service the proxy depends on is healthy and the proxy started.
+        let mut up = lab.compose();
+        up.args(["up", "-d", "--no-build"]);
+        if store.store != Store::Single {
+            up.arg("--no-deps").args(
+                Part::initial(store.store)
+                    .iter()
+                    .filter(|p| !matches!(p, Part::Store(_)))
+                    .map(Part::to_string),
+            );
+        }
+        if run_visible(&mut up).is_err() {
+            return lab.up_failed("compose up failed").await;
         }
         let admin = lab.admin_port;
         if wait_until(

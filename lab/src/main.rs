@@ -156,8 +156,12 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
                     mode.as_str()
                 );
             }
-            if redis == Store::Single && redis_wait > 0 {
-                bail!("--redis-wait needs replicas: use it with --redis sentinel");
+            if redis_wait > 0 && redis != Store::Sentinel {
+                bail!(
+                    "--redis-wait goes with --redis sentinel: a single Redis has no replica to \
+                     wait for, and WAIT must follow the write on the node's own connection, which \
+                     the cluster client does not expose"
+                );
             }
             let store = StoreChoice {
                 store: redis,

@@ -29,6 +29,11 @@ async fn ask<T: FromRedisValue>(addr: SocketAddr, cmd: &redis::Cmd) -> Option<T>
     tokio::time::timeout(ASK_TIMEOUT * 2, query).await.ok()?
 }
 
+/// The node at `addr` answers `PING`.
+pub async fn answers(addr: SocketAddr) -> bool {
+    ask::<String>(addr, &redis::cmd("PING")).await.is_some()
+}
+
 /// A node's role as `ROLE` names it: `master`, `slave` or `sentinel`.
 pub async fn role(addr: SocketAddr) -> Option<String> {
     let reply: redis::Value = ask(addr, &redis::cmd("ROLE")).await?;

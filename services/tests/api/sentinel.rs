@@ -129,3 +129,49 @@ async fn health_fails_while_the_node_held_is_a_replica() {
         .expect_err("a replica is not a writable primary");
     assert!(err.to_string().contains("primary"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_primary_is_left_for_the_one_sentinel_names_next() {
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
+    let config = RedisConfig {
+        topology: Topology::Sentinel {
+            sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
+            master: NAME.into(),
+        },
+        wait: None,
+        key_prefix: "t:".into(),
+        ttl: Duration::from_secs(600),
+        timeout: Duration::from_millis(300),
+    };
+    let metrics = Metrics::new("externalized", "test").expect("metrics");
+    let store = RedisStore::new(&config, &metrics).expect("store");
+    let issued = store.create("ann", None).await.expect("login on A");
+    let key = store.key(&issued.credential).expect("a key");
+    replicated(&b, &a, &key).await;
+
+    // A freezes (SIGSTOP): its connection stays open and silent. B is promoted and named.
+    a.pause();
+    command(&b, &["REPLICAOF", "NO", "ONE"]).await;
+    sentinel.monitor(NAME, b.port).await;
+    let first = store.apply(&issued.credential, Change::Touch).await;
+    assert!(
+        first.is_err(),
+        "the call on the frozen primary is bounded and fails"
+    );
+    let applied = eventually(
+        "the store to leave A for B",
+        Duration::from_secs(10),
+        || async {
+            store
+                .apply(&issued.credential, Change::Touch)
+                .await
+                .ok()
+                .flatten()
+        },
+    )
+    .await;
+    assert_eq!(applied.session.username, "ann");
+    a.resume();
+}

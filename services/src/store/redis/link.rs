@@ -317,6 +317,17 @@ impl Link {
         }
     }
 
+    /// A call found no answer within its bound: the primary may be frozen or cut off, and
+    /// Sentinel may already have promoted another. The connection is dropped, so the next call
+    /// looks the primary up again instead of waiting on the silent one.
+    pub fn timed_out(&self) {
+        if let Inner::Primary(p) = &self.inner {
+            if let Some(current) = p.current() {
+                p.forget(&current, "no answer within the call's bound");
+            }
+        }
+    }
+
     /// Whether a writable primary answers: `ROLE` says `master` (a demoted node still answers
     /// `PING`), or for a cluster, `CLUSTER INFO` says every slot is served.
     pub async fn check(&self) -> Result<(), String> {

@@ -164,7 +164,10 @@ impl RedisStore {
                 "{what}: written on the primary, but {} of {} replica(s) acknowledged it within {:?}",
                 w.acked, w.wanted, w.timeout
             ),
-            Err(_) => format!("{what}: no answer within {:?}", self.timeout),
+            Err(_) => {
+                self.link.timed_out();
+                format!("{what}: no answer within {:?}", self.timeout)
+            }
         };
         self.errors.inc();
         Err(StoreError::Unavailable(outcome))
@@ -337,6 +340,7 @@ impl SessionStore for RedisStore {
             }
             Err(_) => {
                 self.errors.inc();
+                self.link.timed_out();
                 Err(StoreError::Unavailable(format!(
                     "check: no answer within {:?}",
                     self.timeout
