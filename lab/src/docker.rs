@@ -359,17 +359,6 @@ impl Docker {
         redis_nodes::wait_cluster_ready(&addrs, self.settings.up_timeout).await
     }
 
-    async fn resolve(&self, target: Target) -> anyhow::Result<Part> {
-        match target {
-            Target::Part(p) => Ok(p),
-            Target::RedisPrimary => self
-                .primary()
-                .await
-                .map(Part::Store)
-                .context("no Sentinel names a primary now; scripts/lab status shows each node"),
-        }
-    }
-
     /// Brings the compose project up; returns once the proxy sees every replica healthy.
     pub async fn up(settings: Settings, dir: LabDir, store: StoreChoice) -> anyhow::Result<()> {
         if settings.ports == PortPlan::Free {
@@ -855,7 +844,7 @@ impl Docker {
     }
 
     pub async fn kill(&self, target: Target) -> anyhow::Result<()> {
-        let part = self.resolve(target).await?;
+        let part = target.resolve(|| self.primary()).await?;
         let cid = self.cid_or_err(part)?;
         let out = run(docker().args(["kill", &cid]))?;
         if !out.status.success() {

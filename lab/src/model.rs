@@ -295,6 +295,23 @@ pub enum Target {
     RedisPrimary,
 }
 
+impl Target {
+    /// The part this names, `redis-primary` resolved through `primary` (asked only then).
+    pub async fn resolve<F>(self, primary: impl FnOnce() -> F) -> anyhow::Result<Part>
+    where
+        F: std::future::Future<Output = Option<StoreNode>>,
+    {
+        match self {
+            Target::Part(p) => Ok(p),
+            Target::RedisPrimary => primary().await.map(Part::Store).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no Redis node is known to be primary now; scripts/lab status shows each node's role"
+                )
+            }),
+        }
+    }
+}
+
 impl FromStr for Target {
     type Err = UnknownPart;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -695,7 +712,13 @@ mod tests {
     #[test]
     fn native_ports_survive_their_lines() {
         let ports = NativePorts {
-            store: Store::Sentinel.nodes().into_iter().zip(16379..).collect(),
+            store: Store::Sentinel
+                .nodes()
+                .into_iter()
+                .chain(Store::Cluster.nodes())
+                .zip(16379..)
+                .collect(),
+            buses: Store::Cluster.nodes().into_iter().zip(17379..).collect(),
             proxy: 8080,
             admin: 8081,
             replicas: Replica::initial()

@@ -535,18 +535,6 @@ impl Native {
         }
     }
 
-    /// The part a kill or start names, with `redis-primary` resolved now.
-    async fn resolve(&self, target: Target) -> anyhow::Result<Part> {
-        match target {
-            Target::Part(p) => Ok(p),
-            Target::RedisPrimary => self
-                .primary()
-                .await
-                .map(Part::Store)
-                .context("no Sentinel names a primary now; scripts/lab status shows each node"),
-        }
-    }
-
     fn bin(&self, name: &str) -> anyhow::Result<PathBuf> {
         find_bin(&self.bin_dirs, name).with_context(|| {
             let dirs: Vec<String> = self
@@ -807,7 +795,7 @@ impl Native {
 
     /// SIGKILL, and wait until the process is gone.
     pub async fn kill(&self, target: Target) -> anyhow::Result<()> {
-        let part = self.resolve(target).await?;
+        let part = target.resolve(|| self.primary()).await?;
         self.member(part)?;
         let id = self
             .running(part)

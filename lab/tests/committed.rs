@@ -246,10 +246,10 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
 
 /// The source-mode image build copies every workspace member: cargo resolves the whole workspace
 /// even to build two packages, so a member missing from the Dockerfile breaks the build.
-#[test]
-fn deploy_compose_sentinel_yaml_has_the_models_nodes_and_settings() {
-    let doc = compose_file("deploy/compose.sentinel.yaml");
-    let services = get(&doc, &["services"])
+/// A topology's compose file adds exactly its nodes and sets the three externalized replicas'
+/// store, nothing else.
+fn assert_adds_store_nodes(doc: &Value, store: Store) {
+    let services = get(doc, &["services"])
         .as_mapping()
         .expect("services is a mapping");
     let mut names: Vec<String> = services
@@ -257,14 +257,20 @@ fn deploy_compose_sentinel_yaml_has_the_models_nodes_and_settings() {
         .map(|k| k.as_str().expect("service names are text").to_string())
         .collect();
     names.sort();
-    let mut want: Vec<String> = Store::Sentinel
+    let mut want: Vec<String> = store
         .nodes()
         .iter()
         .map(ToString::to_string)
         .chain((1..=3).map(|k| format!("externalized-{k}")))
         .collect();
     want.sort();
-    assert_eq!(names, want, "the Sentinel file's services");
+    assert_eq!(names, want, "the {} file's services", store.name());
+}
+
+#[test]
+fn deploy_compose_sentinel_yaml_has_the_models_nodes_and_settings() {
+    let doc = compose_file("deploy/compose.sentinel.yaml");
+    assert_adds_store_nodes(&doc, Store::Sentinel);
 
     let sentinels: Vec<String> = Store::Sentinel
         .nodes()
@@ -330,22 +336,7 @@ fn deploy_compose_sentinel_yaml_has_the_models_nodes_and_settings() {
 #[test]
 fn deploy_compose_cluster_yaml_has_the_models_nodes_and_settings() {
     let doc = compose_file("deploy/compose.cluster.yaml");
-    let services = get(&doc, &["services"])
-        .as_mapping()
-        .expect("services is a mapping");
-    let mut names: Vec<String> = services
-        .keys()
-        .map(|k| k.as_str().expect("service names are text").to_string())
-        .collect();
-    names.sort();
-    let mut want: Vec<String> = Store::Cluster
-        .nodes()
-        .iter()
-        .map(ToString::to_string)
-        .chain((1..=3).map(|k| format!("externalized-{k}")))
-        .collect();
-    want.sort();
-    assert_eq!(names, want, "the Cluster file's services");
+    assert_adds_store_nodes(&doc, Store::Cluster);
     let seeds: Vec<String> = Store::Cluster
         .nodes()
         .into_iter()

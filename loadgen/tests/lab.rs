@@ -8,39 +8,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+mod support;
+
+use support::run_load;
+
 use statelab_loadgen::client::{Client, Target};
 use statelab_loadgen::report::{Comparison, RunReport};
-use statelab_test_support::{
-    eventually_blocking, send_signal, workspace_root, NativeLab, Signal, TempDir,
-};
-
-/// Runs `statelab-load run` against `service` through the lab's proxy with `args`, writing into
-/// `out`; returns its report and everything it printed.
-fn run_load(lab: &NativeLab, service: &str, out: &Path, args: &[&str]) -> (RunReport, String) {
-    let proxy = lab.port("proxy");
-    let admin = lab.port("admin");
-    let lab_cmd = workspace_root().join("scripts/lab");
-    let output = Command::new(env!("CARGO_BIN_EXE_statelab-load"))
-        .args(["run", "--service", service, "--quiet"])
-        .args(["--target", &format!("http://127.0.0.1:{proxy}/{service}")])
-        .args(["--admin", &format!("http://127.0.0.1:{admin}")])
-        .args(args)
-        .args(["--lab", lab_cmd.to_str().expect("utf-8 path")])
-        .arg("--out")
-        .arg(out)
-        .env("STATELAB_LAB_DIR", lab.dir())
-        .output()
-        .expect("run statelab-load");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "statelab-load failed:\n{text}");
-    let json = std::fs::read_to_string(out.join("run.json")).expect("run.json written");
-    let report: RunReport = serde_json::from_str(&json).expect("run.json parses");
-    (report, text)
-}
+use statelab_test_support::{eventually_blocking, send_signal, NativeLab, Signal, TempDir};
 
 fn load(lab: &NativeLab, service: &str, out: &Path, extra: &[&str]) -> RunReport {
     let kill = format!("{service}-2@3");

@@ -4,10 +4,11 @@
 //! must fail over by itself within a bound, every failure in the window must be an answered 5xx
 //! (never a hang or a broken connection), and with `WAIT 1` no acknowledged write may be lost.
 
-use std::process::Command;
+mod support;
 
 use statelab_loadgen::report::RunReport;
-use statelab_test_support::{workspace_root, NativeLab, TempDir};
+use statelab_test_support::{NativeLab, TempDir};
+use support::run_load;
 
 /// The documented bound on a failover in the lab: Sentinel's `down-after-milliseconds` (1 s) or
 /// the cluster's `cluster-node-timeout` (2 s), the vote and the promotion (about a second more),
@@ -19,17 +20,11 @@ const FAILOVER_BOUND_S: f64 = 10.0;
 /// 4 s and the killed node started again at 12 s; returns the report and the generator's output.
 fn kill_primary_under_load(lab: &NativeLab) -> (RunReport, String) {
     let tmp = TempDir::new("loadgen-store-out");
-    let out = tmp.join("run");
-    let proxy = lab.port("proxy");
-    let admin = lab.port("admin");
-    let output = Command::new(env!("CARGO_BIN_EXE_statelab-load"))
-        .args(["run", "--service", "externalized", "--quiet"])
-        .args([
-            "--target",
-            &format!("http://127.0.0.1:{proxy}/externalized"),
-        ])
-        .args(["--admin", &format!("http://127.0.0.1:{admin}")])
-        .args([
+    run_load(
+        lab,
+        "externalized",
+        &tmp.join("run"),
+        &[
             "--duration",
             "16",
             "--rate",
@@ -38,24 +33,12 @@ fn kill_primary_under_load(lab: &NativeLab) -> (RunReport, String) {
             "200",
             "--adds",
             "3",
-        ])
-        .args(["--kill", "redis-primary@4", "--restart", "@12"])
-        .arg("--lab")
-        .arg(workspace_root().join("scripts/lab"))
-        .arg("--out")
-        .arg(&out)
-        .env("STATELAB_LAB_DIR", lab.dir())
-        .output()
-        .expect("run statelab-load");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "statelab-load failed:\n{text}");
-    let json = std::fs::read_to_string(out.join("run.json")).expect("run.json written");
-    let report: RunReport = serde_json::from_str(&json).expect("run.json parses");
-    (report, text)
+            "--kill",
+            "redis-primary@4",
+            "--restart",
+            "@12",
+        ],
+    )
 }
 
 /// What every topology with failover must show: the kill and the restart ran, one of

@@ -43,13 +43,8 @@ async fn replicated(replica: &RedisServer, primary: &RedisServer, key: &str) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_store_follows_the_primary_on_readonly_and_on_a_closed_connection() {
-    let a = RedisServer::start().await;
-    let b = RedisServer::start().await;
-    // Sentinel's own failure detection stays out of the way (a minute): this test moves the
-    // primary by hand, as an operator's switchover would.
-    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
+/// A Redis store that asks `sentinel` for the primary, with calls bounded by `timeout`.
+fn store_via(sentinel: &SentinelServer, timeout: Duration) -> RedisStore {
     let config = RedisConfig {
         topology: Topology::Sentinel {
             sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
@@ -58,10 +53,20 @@ async fn the_store_follows_the_primary_on_readonly_and_on_a_closed_connection() 
         wait: None,
         key_prefix: "t:".into(),
         ttl: Duration::from_secs(600),
-        timeout: Duration::from_millis(1000),
+        timeout,
     };
     let metrics = Metrics::new("externalized", "test").expect("metrics");
-    let store = RedisStore::new(&config, &metrics).expect("store");
+    RedisStore::new(&config, &metrics).expect("store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_follows_the_primary_on_readonly_and_on_a_closed_connection() {
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    // Sentinel's own failure detection stays out of the way (a minute): this test moves the
+    // primary by hand, as an operator's switchover would.
+    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
+    let store = store_via(&sentinel, Duration::from_millis(1000));
     store.check().await.expect("A is the primary");
     let issued = store.create("ann", None).await.expect("login on A");
     let key = store.key(&issued.credential).expect("a key");
@@ -107,18 +112,7 @@ async fn health_fails_while_the_node_held_is_a_replica() {
     let a = RedisServer::start().await;
     let b = RedisServer::start().await;
     let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
-    let config = RedisConfig {
-        topology: Topology::Sentinel {
-            sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
-            master: NAME.into(),
-        },
-        wait: None,
-        key_prefix: "t:".into(),
-        ttl: Duration::from_secs(600),
-        timeout: Duration::from_millis(1000),
-    };
-    let metrics = Metrics::new("externalized", "test").expect("metrics");
-    let store = RedisStore::new(&config, &metrics).expect("store");
+    let store = store_via(&sentinel, Duration::from_millis(1000));
     store.check().await.expect("A is the primary");
     // A is demoted while Sentinel still names it: PING would pass, the check must not.
     let b_port = b.port.to_string();
@@ -135,18 +129,7 @@ async fn a_frozen_primary_is_left_for_the_one_sentinel_names_next() {
     let a = RedisServer::start().await;
     let b = RedisServer::start().await;
     let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
-    let config = RedisConfig {
-        topology: Topology::Sentinel {
-            sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
-            master: NAME.into(),
-        },
-        wait: None,
-        key_prefix: "t:".into(),
-        ttl: Duration::from_secs(600),
-        timeout: Duration::from_millis(300),
-    };
-    let metrics = Metrics::new("externalized", "test").expect("metrics");
-    let store = RedisStore::new(&config, &metrics).expect("store");
+    let store = store_via(&sentinel, Duration::from_millis(300));
     let issued = store.create("ann", None).await.expect("login on A");
     let key = store.key(&issued.credential).expect("a key");
     replicated(&b, &a, &key).await;

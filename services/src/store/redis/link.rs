@@ -221,22 +221,13 @@ impl Link {
         match &self.inner {
             Inner::Cluster(c) => op(c.conn().await?).await,
             Inner::Primary(p) => {
-                let mut demoted_once = false;
+                let mut retried = false;
                 loop {
                     let primary = p.primary().await?;
                     match op(Conn::Node(primary.shared.clone())).await {
                         Ok(v) => return Ok(v),
-                        Err(e) => match classify(&e) {
-                            Failure::Demoted if !demoted_once => {
-                                p.forget(&primary, "it answers READONLY: it is a replica now");
-                                demoted_once = true;
-                            }
-                            Failure::Demoted | Failure::Lost => {
-                                p.forget(&primary, &e.to_string());
-                                return Err(e);
-                            }
-                            Failure::Answer => return Err(e),
-                        },
+                        Err(e) if p.failed(&primary, &e, retried) => retried = true,
+                        Err(e) => return Err(e),
                     }
                 }
             }
@@ -263,7 +254,7 @@ impl Link {
         let (Some(wait), Inner::Primary(p)) = (self.wait, &self.inner) else {
             return self.run(op).await.map_err(WriteError::Redis);
         };
-        let mut demoted_once = false;
+        let mut retried = false;
         loop {
             let primary = p.primary().await.map_err(WriteError::Redis)?;
             let pool = primary.waiting.get_or_init(|| WaitPool::new(wait));
@@ -271,9 +262,7 @@ impl Link {
             let mut lease = match lease {
                 Ok(lease) => lease,
                 Err(e) => {
-                    if classify(&e) != Failure::Answer {
-                        p.forget(&primary, &e.to_string());
-                    }
+                    p.failed(&primary, &e, true);
                     return Err(WriteError::Redis(e));
                 }
             };
@@ -299,20 +288,16 @@ impl Link {
                     }
                     return Ok(value);
                 }
-                Err(e) => match classify(&e) {
-                    Failure::Demoted if !demoted_once => {
-                        p.forget(&primary, "it answers READONLY: it is a replica now");
-                        demoted_once = true;
-                    }
-                    Failure::Demoted | Failure::Lost => {
-                        p.forget(&primary, &e.to_string());
-                        return Err(WriteError::Redis(e));
-                    }
-                    Failure::Answer => {
+                Err(e) => {
+                    if classify(&e) == Failure::Answer {
                         lease.keep();
-                        return Err(WriteError::Redis(e));
                     }
-                },
+                    if p.failed(&primary, &e, retried) {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(WriteError::Redis(e));
+                }
             }
         }
     }
@@ -344,9 +329,7 @@ impl Link {
                         Err(format!("redis at {} is not a primary now", primary.address))
                     }
                     Err(e) => {
-                        if classify(&e) != Failure::Answer {
-                            p.forget(&primary, &e.to_string());
-                        }
+                        p.failed(&primary, &e, true);
                         Err(e.to_string())
                     }
                 }
@@ -478,6 +461,23 @@ impl PrimaryLink {
             shared,
             waiting: std::sync::OnceLock::new(),
         })
+    }
+
+    /// What a call's failure on `primary` means: the primary is dropped when the error says it is
+    /// gone or demoted, and the answer is whether the call may run once more. Only a `READONLY`
+    /// refusal allows that (nothing was written), and only once (`retried`).
+    fn failed(&self, primary: &Arc<Primary>, e: &RedisError, retried: bool) -> bool {
+        match classify(e) {
+            Failure::Demoted => {
+                self.forget(primary, "it answers READONLY: it is a replica now");
+                !retried
+            }
+            Failure::Lost => {
+                self.forget(primary, &e.to_string());
+                false
+            }
+            Failure::Answer => false,
+        }
     }
 
     /// Drops `primary` if it is still the current one, so the next call finds the primary again.
