@@ -158,3 +158,43 @@ async fn a_frozen_primary_is_left_for_the_one_sentinel_names_next() {
     assert_eq!(applied.session.username, "ann");
     a.resume();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_slower_than_a_call_still_finds_the_primary() {
+    // The first "Sentinel" accepts connections and never answers: asking it costs the client's
+    // response timeout, longer than a call here may wait. The lookup must finish anyway.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_addr = silent.local_addr().expect("address");
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let a = RedisServer::start().await;
+    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
+    let config = RedisConfig {
+        topology: Topology::Sentinel {
+            sentinels: vec![
+                silent_addr.to_string(),
+                format!("127.0.0.1:{}", sentinel.port),
+            ],
+            master: NAME.into(),
+        },
+        wait: None,
+        key_prefix: "t:".into(),
+        ttl: Duration::from_secs(600),
+        timeout: Duration::from_millis(200),
+    };
+    let metrics = Metrics::new("externalized", "test").expect("metrics");
+    let store = RedisStore::new(&config, &metrics).expect("store");
+    eventually(
+        "a login through the slow lookup",
+        Duration::from_secs(15),
+        || async { store.create("ann", None).await.ok() },
+    )
+    .await;
+    holder.abort();
+}

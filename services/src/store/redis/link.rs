@@ -138,7 +138,7 @@ pub struct Link {
 }
 
 enum Inner {
-    Primary(PrimaryLink),
+    Primary(Arc<PrimaryLink>),
     Cluster(ClusterLink),
 }
 
@@ -163,19 +163,19 @@ impl Link {
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
         let inner = match &topology {
-            Topology::Single { url } => Inner::Primary(PrimaryLink::new(
+            Topology::Single { url } => Inner::Primary(Arc::new(PrimaryLink::new(
                 Resolver::Fixed(Client::open(url.as_str())?),
                 connection,
-            )),
+            ))),
             Topology::Sentinel { sentinels, master } => {
                 let urls: Vec<String> = sentinels.iter().map(|s| format!("redis://{s}")).collect();
-                Inner::Primary(PrimaryLink::new(
+                Inner::Primary(Arc::new(PrimaryLink::new(
                     Resolver::Sentinel {
                         sentinel: tokio::sync::Mutex::new(Sentinel::build(urls)?),
                         master: master.clone(),
                     },
                     connection,
-                ))
+                )))
             }
             Topology::Cluster { nodes } => {
                 if wait.is_some() {
@@ -387,13 +387,33 @@ struct Primary {
 }
 
 /// One primary at a time, found again after it fails.
+///
+/// The lookup runs as a task of its own, which the calls waiting for it do not bound: a lookup
+/// may outlast a call's timeout (a Sentinel whose container is gone costs a connect timeout
+/// before the next one is asked), and it must still finish, so that a later call finds the
+/// primary instead of starting the same lookup over. It is bounded by [`LOOKUP_LIMIT`] instead.
 struct PrimaryLink {
     resolver: Resolver,
     connection: AsyncConnectionConfig,
-    current: Mutex<Option<Arc<Primary>>>,
-    /// Held while finding the primary, so that concurrent calls wait for one lookup instead of
-    /// each making their own.
-    resolving: tokio::sync::Mutex<Option<Instant>>,
+    state: Mutex<LinkState>,
+    /// Woken when a lookup ends.
+    looked_up: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct LinkState {
+    current: Option<Arc<Primary>>,
+    /// A lookup is running.
+    looking: bool,
+    /// When the last lookup failed, and why.
+    failed: Option<(Instant, String)>,
+}
+
+/// Longest a lookup of the primary may take before it counts as failed.
+const LOOKUP_LIMIT: Duration = Duration::from_secs(5);
+
+fn no_primary(why: &str) -> RedisError {
+    RedisError::from((ErrorKind::Io, "no redis primary now", why.to_owned()))
 }
 
 impl PrimaryLink {
@@ -401,48 +421,73 @@ impl PrimaryLink {
         PrimaryLink {
             resolver,
             connection,
-            current: Mutex::new(None),
-            resolving: tokio::sync::Mutex::new(None),
+            state: Mutex::new(LinkState::default()),
+            looked_up: tokio::sync::Notify::new(),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn current(&self) -> Option<Arc<Primary>> {
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.state().current.clone()
     }
 
-    /// The primary, found first if none is known. Callers bound this with their own timeout;
-    /// dropping the future mid-lookup leaves nothing half-done.
-    async fn primary(&self) -> RedisResult<Arc<Primary>> {
-        if let Some(p) = self.current() {
-            return Ok(p);
-        }
-        let mut last_failure = self.resolving.lock().await;
-        if let Some(p) = self.current() {
-            return Ok(p);
-        }
-        if last_failure.is_some_and(|at| at.elapsed() < RESOLVE_BACKOFF) {
-            return Err(RedisError::from((
-                ErrorKind::Io,
-                "no redis primary now",
-                "the last attempt to find one failed less than 100 ms ago".to_string(),
-            )));
-        }
-        match self.resolve().await {
-            Ok(p) => {
-                *last_failure = None;
-                let p = Arc::new(p);
-                tracing::info!(primary = %p.address, "redis primary connected");
-                *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(p.clone());
-                Ok(p)
+    /// The primary, looked up first if none is known: the caller waits for the lookup (one at a
+    /// time, whoever asks) within its own timeout. After a failed lookup, calls fail at once for
+    /// [`RESOLVE_BACKOFF`].
+    async fn primary(self: &Arc<Self>) -> RedisResult<Arc<Primary>> {
+        let ended = self.looked_up.notified();
+        tokio::pin!(ended);
+        // Registered before the state is read, so that a lookup ending in between still wakes us.
+        ended.as_mut().enable();
+        {
+            let mut state = self.state();
+            if let Some(p) = &state.current {
+                return Ok(p.clone());
             }
-            Err(e) => {
-                *last_failure = Some(Instant::now());
-                Err(e)
+            if !state.looking {
+                if let Some((at, why)) = &state.failed {
+                    if at.elapsed() < RESOLVE_BACKOFF {
+                        return Err(no_primary(why));
+                    }
+                }
+                state.looking = true;
+                tokio::spawn(Arc::clone(self).look_up());
             }
         }
+        ended.await;
+        let state = self.state();
+        match (&state.current, &state.failed) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some((_, why))) => Err(no_primary(why)),
+            (None, None) => Err(no_primary("the primary was dropped again")),
+        }
+    }
+
+    /// One lookup, to its end or [`LOOKUP_LIMIT`]; wakes every call waiting for it.
+    async fn look_up(self: Arc<Self>) {
+        let outcome = tokio::time::timeout(LOOKUP_LIMIT, self.resolve()).await;
+        {
+            let mut state = self.state();
+            state.looking = false;
+            match outcome {
+                Ok(Ok(p)) => {
+                    tracing::info!(primary = %p.address, "redis primary connected");
+                    state.current = Some(Arc::new(p));
+                    state.failed = None;
+                }
+                Ok(Err(e)) => state.failed = Some((Instant::now(), e.to_string())),
+                Err(_) => {
+                    state.failed = Some((
+                        Instant::now(),
+                        format!("looking the primary up took over {LOOKUP_LIMIT:?}"),
+                    ));
+                }
+            }
+        }
+        self.looked_up.notify_waiters();
     }
 
     async fn resolve(&self) -> RedisResult<Primary> {
@@ -482,9 +527,13 @@ impl PrimaryLink {
 
     /// Drops `primary` if it is still the current one, so the next call finds the primary again.
     fn forget(&self, primary: &Arc<Primary>, why: &str) {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, primary)) {
-            *current = None;
+        let mut state = self.state();
+        if state
+            .current
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, primary))
+        {
+            state.current = None;
             tracing::warn!(primary = %primary.address, why, "redis primary dropped; looking it up again on the next call");
         }
     }
