@@ -862,13 +862,20 @@ impl Docker {
 
     /// Starts a stopped part. A Redis data node of the Sentinel topology is made a replica of the
     /// primary Sentinel names now as soon as it answers: its command line would bring an old
-    /// primary back as a second, stale primary, which Sentinel converts only after some seconds.
+    /// primary back as a second, stale primary, which Sentinel converts only after some seconds;
+    /// with no primary named, it is not started at all.
     pub async fn start(&self, target: Target) -> anyhow::Result<()> {
         let Target::Part(part) = target else {
             bail!("redis-primary names the primary now, which is running; start a node by its name (scripts/lab status lists them)");
         };
         let replica_of = match part {
-            Part::Store(n @ StoreNode::Data(_)) => self.primary().await.filter(|p| *p != n),
+            Part::Store(n @ StoreNode::Data(_)) => match self.primary().await {
+                Some(p) => Some(p).filter(|p| *p != n),
+                None => bail!(
+                    "no Sentinel names a primary now, so {part} would come back as a second one; \
+                     start a Sentinel first (scripts/lab status shows each node)"
+                ),
+            },
             _ => None,
         };
         let cid = self.cid_or_err(part)?;
@@ -881,6 +888,25 @@ impl Docker {
         }
         let short = &cid[..cid.len().min(12)];
         let limit = self.settings.up_timeout;
+        // A returning data node is made a replica the moment it answers, before its health check
+        // comes round: until then it is a second, stale primary.
+        let addrs = match (replica_of, part) {
+            (Some(p), Part::Store(n)) => self.node_addr(n).zip(self.node_addr(p)),
+            _ => None,
+        };
+        if let (Some(p), Some((addr, primary))) = (replica_of, addrs) {
+            wait_until(&format!("{part} to answer"), limit, || {
+                redis_nodes::answers(addr)
+            })
+            .await?;
+            if !redis_nodes::replicate(addr, primary).await {
+                bail!("{part} did not accept REPLICAOF {primary}");
+            }
+            wait_until(&format!("{part} to hold a copy of {p}"), limit, || {
+                redis_nodes::replica_synced(addr)
+            })
+            .await?;
+        }
         if part == Part::Proxy {
             wait_until("the proxy", limit, || {
                 self.probe.proxy_ready(self.admin_port)
@@ -894,20 +920,11 @@ impl Docker {
             .await
             .with_context(|| format!("{part} did not become healthy; see: docker logs {short}"))?;
         }
-        if let (Some(p), Part::Store(n)) = (replica_of, part) {
-            if let (Some(addr), Some(primary)) = (self.node_addr(n), self.node_addr(p)) {
-                if !redis_nodes::replicate(addr, primary).await {
-                    bail!("{part} did not accept REPLICAOF {primary}");
-                }
-                wait_until(&format!("{part} to hold a copy of {p}"), limit, || {
-                    redis_nodes::replica_synced(addr)
-                })
-                .await?;
-                say(format!(
-                    "started {part} (container {short}) as a replica of {p}, healthy"
-                ));
-                return Ok(());
-            }
+        if let Some(p) = replica_of {
+            say(format!(
+                "started {part} (container {short}) as a replica of {p}, healthy"
+            ));
+            return Ok(());
         }
         say(format!("started {part} (container {short}), healthy"));
         self.probe.wait_routed(self.admin_port, part, limit).await

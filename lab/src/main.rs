@@ -328,17 +328,21 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
 async fn take_down(settings: Settings, dir: LabDir, volumes: bool) -> anyhow::Result<()> {
     match dir.mode()? {
         Some(Mode::Native) => {
-            let store = dir.store().unwrap_or_default().store;
             match Native::load(settings, dir.clone()) {
                 Ok(lab) => lab.down().await,
                 // Interrupted before the ports were written: nothing was started.
                 Err(_) => dir.clear(),
             }
             if volumes {
-                for n in store.nodes() {
+                // Every topology's nodes: data an earlier lab of another topology left too.
+                let nodes = [Store::Single, Store::Sentinel, Store::Cluster]
+                    .into_iter()
+                    .flat_map(Store::nodes);
+                for n in nodes {
                     let data = dir.path(&n.to_string());
-                    let _ = std::fs::remove_dir_all(&data);
-                    say(format!("deleted {}", data.display()));
+                    if std::fs::remove_dir_all(&data).is_ok() {
+                        say(format!("deleted {}", data.display()));
+                    }
                 }
             }
         }

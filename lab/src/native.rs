@@ -319,9 +319,11 @@ impl Native {
         dir.write_ports(&ports.lines())?;
         dir.write_store(store)?;
         for n in store.store.nodes() {
-            if let StoreNode::Cluster(_) = n {
-                // A cluster is created anew at each `up`: its nodes' records (nodes.conf) name the
-                // ports of the lab before, which a new `up` may not give them again.
+            if let StoreNode::Cluster(_) | StoreNode::Data(_) | StoreNode::Sentinel(_) = n {
+                // Sentinel and Cluster start empty at each `up`. A cluster's records (nodes.conf)
+                // name the ports of the lab before, which a new `up` may not give again; and the
+                // Sentinel topology always starts `redis-1` as the primary, whose data may be
+                // older than a promoted replica's.
                 let _ = fs::remove_dir_all(node_dir(&dir, n));
             }
             fs::create_dir_all(node_dir(&dir, n))?;
@@ -461,7 +463,8 @@ impl Native {
         let addrs: Vec<std::net::SocketAddr> = nodes.iter().map(|n| self.node_addr(*n)).collect();
         let log = self.dir.log("redis-cluster-create");
         let out = fs::File::create(&log)?;
-        let status = Command::new(redis_cli()?)
+        let mut create = tokio::process::Command::new(redis_cli()?);
+        create
             .arg("--cluster")
             .arg("create")
             .args(addrs.iter().map(ToString::to_string))
@@ -469,7 +472,16 @@ impl Native {
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
-            .status()
+            .kill_on_drop(true);
+        let status = tokio::time::timeout(self.settings.up_timeout, create.status())
+            .await
+            .with_context(|| {
+                format!(
+                    "redis-cli --cluster create did not finish in {} s; see {}",
+                    self.settings.up_timeout.as_secs(),
+                    log.display()
+                )
+            })?
             .context("cannot run redis-cli --cluster create")?;
         if !status.success() {
             bail!("redis-cli --cluster create failed; see {}", log.display());
@@ -823,7 +835,13 @@ impl Native {
             bail!("{part} is already running (pid {})", id.pid);
         }
         let replica_of = match part {
-            Part::Store(n @ StoreNode::Data(_)) => self.primary().await.filter(|p| *p != n),
+            Part::Store(n @ StoreNode::Data(_)) => match self.primary().await {
+                Some(p) => Some(p).filter(|p| *p != n),
+                None => bail!(
+                    "no Sentinel names a primary now, so {part} would come back as a second one; \
+                     start a Sentinel first (scripts/lab status shows each node)"
+                ),
+            },
             _ => None,
         };
         // A cluster node rejoins by its own record (nodes.conf), as a replica of the node that

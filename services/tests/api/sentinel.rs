@@ -198,3 +198,43 @@ async fn a_lookup_slower_than_a_call_still_finds_the_primary() {
     .await;
     holder.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_sentinel_no_longer_names_is_left_after_a_health_check() {
+    // Two primaries at once, as after two Sentinels promoted two replicas in a row: A, which the
+    // store holds, and B, which Sentinel names now. A answers every write; only Sentinel knows.
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
+    let store = store_via(&sentinel, Duration::from_millis(1000));
+    store
+        .check()
+        .await
+        .expect("A is the primary Sentinel names");
+    sentinel.monitor(NAME, b.port).await;
+    let key = eventually(
+        "a new session to land on B",
+        Duration::from_secs(10),
+        || async {
+            // The proxy's health checks come every 250 ms; here the test makes them.
+            let _ = store.check().await;
+            let issued = store.create("bob", None).await.ok()?;
+            let key = store.key(&issued.credential)?;
+            let mut on_b = b.connection().await;
+            let n: u32 = redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async(&mut on_b)
+                .await
+                .ok()?;
+            (n == 1).then_some(key)
+        },
+    )
+    .await;
+    let mut on_a = a.connection().await;
+    let n: u32 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut on_a)
+        .await
+        .expect("EXISTS on A");
+    assert_eq!(n, 0, "the session went to B only");
+}

@@ -135,11 +135,13 @@ pub struct Link {
     topology: Topology,
     inner: Inner,
     wait: Option<WaitConfig>,
+    /// Every call's bound, lookup, queueing and `WAIT` included.
+    timeout: Duration,
 }
 
 enum Inner {
     Primary(Arc<PrimaryLink>),
-    Cluster(ClusterLink),
+    Cluster(Box<ClusterLink>),
 }
 
 impl std::fmt::Debug for Link {
@@ -193,16 +195,17 @@ impl Link {
                     .min_retry_wait(20)
                     .max_retry_wait(200)
                     .build()?;
-                Inner::Cluster(ClusterLink {
+                Inner::Cluster(Box::new(ClusterLink {
                     client,
                     conn: tokio::sync::Mutex::new(None),
-                })
+                }))
             }
         };
         Ok(Link {
             topology,
             inner,
             wait,
+            timeout,
         })
     }
 
@@ -210,21 +213,36 @@ impl Link {
         &self.topology
     }
 
+    /// Whether keys of different hash slots may be written in one command: not in a cluster.
+    pub fn spans_slots(&self) -> bool {
+        !matches!(self.inner, Inner::Cluster(_))
+    }
+
     /// Runs a read, or a write that needs no replica's acknowledgement, on the shared
-    /// connection. A call the primary refused as a replica (`READONLY`) is run once more on the
-    /// primary found anew.
+    /// connection, within the link's timeout. A call the primary refused as a replica
+    /// (`READONLY`) is run once more on the primary found anew.
     pub async fn run<T, F, Fut>(&self, op: F) -> RedisResult<T>
     where
         F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = RedisResult<T>>,
     {
+        let deadline = Instant::now() + self.timeout;
         match &self.inner {
-            Inner::Cluster(c) => op(c.conn().await?).await,
+            Inner::Cluster(c) => {
+                let conn = bounded(deadline, "the cluster", c.conn()).await?;
+                bounded(deadline, "the cluster", op(conn)).await
+            }
             Inner::Primary(p) => {
                 let mut retried = false;
                 loop {
-                    let primary = p.primary().await?;
-                    match op(Conn::Node(primary.shared.clone())).await {
+                    let primary = bounded(deadline, "the primary's lookup", p.primary()).await?;
+                    let answer = tokio::time::timeout_at(
+                        deadline.into(),
+                        op(Conn::Node(primary.shared.clone())),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err(silent(&primary, p)));
+                    match answer {
                         Ok(v) => return Ok(v),
                         Err(e) if p.failed(&primary, &e, retried) => retried = true,
                         Err(e) => return Err(e),
@@ -243,9 +261,10 @@ impl Link {
         self.run(op).await.map_err(WriteError::Redis)
     }
 
-    /// Runs a session write and, with `--redis-wait N`, waits until N replicas hold it. A write
-    /// that fewer replicas acknowledged within the wait's timeout is an error, [`WaitShort`]:
-    /// it is on the primary and may or may not survive a failover.
+    /// Runs a session write and, with `--redis-wait N`, waits until N replicas hold it, all
+    /// within the link's timeout. A write that fewer replicas acknowledged within the wait's
+    /// timeout is an error, [`WaitShort`]: it is on the primary and may or may not survive a
+    /// failover.
     pub async fn write<T, F, Fut>(&self, op: F) -> Result<T, WriteError>
     where
         F: Fn(Conn) -> Fut,
@@ -254,11 +273,21 @@ impl Link {
         let (Some(wait), Inner::Primary(p)) = (self.wait, &self.inner) else {
             return self.run(op).await.map_err(WriteError::Redis);
         };
+        let deadline = Instant::now() + self.timeout;
         let mut retried = false;
         loop {
-            let primary = p.primary().await.map_err(WriteError::Redis)?;
+            let primary = bounded(deadline, "the primary's lookup", p.primary())
+                .await
+                .map_err(WriteError::Redis)?;
             let pool = primary.waiting.get_or_init(|| WaitPool::new(wait));
-            let lease = pool.lease(&primary.client, &p.connection).await;
+            // Waiting for a free connection says nothing about the primary: a timeout here is
+            // the service being busy, not a reason to look the primary up again.
+            let lease = bounded(
+                deadline,
+                "a free connection for a waiting write",
+                pool.lease(&primary.client, &p.connection),
+            )
+            .await;
             let mut lease = match lease {
                 Ok(lease) => lease,
                 Err(e) => {
@@ -266,7 +295,7 @@ impl Link {
                     return Err(WriteError::Redis(e));
                 }
             };
-            let result = async {
+            let result = tokio::time::timeout_at(deadline.into(), async {
                 let value = op(Conn::Node(lease.conn.clone())).await?;
                 let acked: u32 = redis::cmd("WAIT")
                     .arg(wait.replicas)
@@ -274,8 +303,9 @@ impl Link {
                     .query_async(&mut lease.conn)
                     .await?;
                 Ok::<_, RedisError>((value, acked))
-            }
-            .await;
+            })
+            .await
+            .unwrap_or_else(|_| Err(silent(&primary, p)));
             match result {
                 Ok((value, acked)) => {
                     lease.keep();
@@ -302,28 +332,38 @@ impl Link {
         }
     }
 
-    /// A call found no answer within its bound: the primary may be frozen or cut off, and
-    /// Sentinel may already have promoted another. The connection is dropped, so the next call
-    /// looks the primary up again instead of waiting on the silent one.
-    pub fn timed_out(&self) {
-        if let Inner::Primary(p) = &self.inner {
-            if let Some(current) = p.current() {
-                p.forget(&current, "no answer within the call's bound");
-            }
-        }
-    }
-
     /// Whether a writable primary answers: `ROLE` says `master` (a demoted node still answers
-    /// `PING`), or for a cluster, `CLUSTER INFO` says every slot is served.
+    /// `PING`) and, at most every second, Sentinel still names it; or for a cluster,
+    /// `CLUSTER INFO` says every slot is served.
     pub async fn check(&self) -> Result<(), String> {
+        let deadline = Instant::now() + self.timeout;
         match &self.inner {
             Inner::Primary(p) => {
-                let primary = p.primary().await.map_err(|e| e.to_string())?;
+                let primary = bounded(deadline, "the primary's lookup", p.primary())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let mut conn = primary.shared.clone();
-                let role: RedisResult<redis::Role> =
-                    redis::cmd("ROLE").query_async(&mut conn).await;
+                let role: RedisResult<redis::Role> = tokio::time::timeout_at(
+                    deadline.into(),
+                    redis::cmd("ROLE").query_async(&mut conn),
+                )
+                .await
+                .unwrap_or_else(|_| Err(silent(&primary, p)));
                 match role {
-                    Ok(redis::Role::Primary { .. }) => Ok(()),
+                    Ok(redis::Role::Primary { .. }) => {
+                        let named =
+                            tokio::time::timeout_at(deadline.into(), p.still_named(&primary));
+                        match named.await {
+                            Ok(Some(other)) => {
+                                p.forget(&primary, &format!("Sentinel names {other} now"));
+                                Err(format!(
+                                    "redis at {} is a primary Sentinel no longer names ({other} is)",
+                                    primary.address
+                                ))
+                            }
+                            _ => Ok(()),
+                        }
+                    }
                     Ok(_) => {
                         p.forget(&primary, "ROLE says it is not a primary");
                         Err(format!("redis at {} is not a primary now", primary.address))
@@ -335,12 +375,16 @@ impl Link {
                 }
             }
             Inner::Cluster(c) => {
-                let mut conn = c.conn().await.map_err(|e| e.to_string())?;
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query_async(&mut conn)
+                let mut conn = bounded(deadline, "the cluster", c.conn())
                     .await
                     .map_err(|e| e.to_string())?;
+                let info: String = bounded(
+                    deadline,
+                    "the cluster",
+                    redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 if info.lines().any(|l| l.trim() == "cluster_state:ok") {
                     Ok(())
                 } else {
@@ -349,6 +393,36 @@ impl Link {
             }
         }
     }
+}
+
+/// `fut` unless `deadline` comes first, which is then an error naming `what` was waited on.
+async fn bounded<T>(
+    deadline: Instant,
+    what: &str,
+    fut: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    tokio::time::timeout_at(deadline.into(), fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(RedisError::from((
+                ErrorKind::Io,
+                "no answer in time",
+                format!("waiting for {what}"),
+            )))
+        })
+}
+
+/// The primary `primary` did not answer within the call's bound: it may be frozen or cut off,
+/// and Sentinel may already have promoted another. This connection is dropped (and only this
+/// one: another call may have found a newer primary meanwhile), so the next call looks the
+/// primary up again instead of waiting on the silent one.
+fn silent(primary: &Arc<Primary>, link: &PrimaryLink) -> RedisError {
+    link.forget(primary, "no answer within the call's bound");
+    RedisError::from((
+        ErrorKind::Io,
+        "no answer in time",
+        format!("from the primary at {}", primary.address),
+    ))
 }
 
 /// A write that fewer replicas than `--redis-wait` acknowledged in time.
@@ -407,7 +481,12 @@ struct LinkState {
     looking: bool,
     /// When the last lookup failed, and why.
     failed: Option<(Instant, String)>,
+    /// When Sentinel was last asked whether it still names the current primary.
+    verified: Option<Instant>,
 }
+
+/// How often the health check asks Sentinel whether it still names the primary held.
+const VERIFY_EVERY: Duration = Duration::from_secs(1);
 
 /// Longest a lookup of the primary may take before it counts as failed.
 const LOOKUP_LIMIT: Duration = Duration::from_secs(5);
@@ -428,10 +507,6 @@ impl PrimaryLink {
 
     fn state(&self) -> std::sync::MutexGuard<'_, LinkState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn current(&self) -> Option<Arc<Primary>> {
-        self.state().current.clone()
     }
 
     /// The primary, looked up first if none is known: the caller waits for the lookup (one at a
@@ -466,28 +541,40 @@ impl PrimaryLink {
         }
     }
 
-    /// One lookup, to its end or [`LOOKUP_LIMIT`]; wakes every call waiting for it.
+    /// One lookup, to its end or [`LOOKUP_LIMIT`]; wakes every call waiting for it, also should
+    /// the lookup panic (a lookup left marked as running would hold every later call).
     async fn look_up(self: Arc<Self>) {
-        let outcome = tokio::time::timeout(LOOKUP_LIMIT, self.resolve()).await;
+        let mut ending = LookupEnd {
+            link: Arc::clone(&self),
+            outcome: Err("the lookup of the primary stopped without an answer".into()),
+        };
+        ending.outcome = match tokio::time::timeout(LOOKUP_LIMIT, self.resolve()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("looking the primary up took over {LOOKUP_LIMIT:?}")),
+        };
+    }
+
+    /// Whether Sentinel still names `primary`: `Some(address)` of the node it names instead, else
+    /// `None` (also when no Sentinel could tell, or a lookup is running, or it was asked less
+    /// than [`VERIFY_EVERY`] ago). Two Sentinels can promote two replicas in a row, and the node
+    /// the first promoted stays a primary, without replicas, until Sentinel converts it some
+    /// seconds later; the service must not keep writing there in the meantime.
+    async fn still_named(&self, primary: &Arc<Primary>) -> Option<String> {
+        let Resolver::Sentinel { sentinel, master } = &self.resolver else {
+            return None;
+        };
         {
             let mut state = self.state();
-            state.looking = false;
-            match outcome {
-                Ok(Ok(p)) => {
-                    tracing::info!(primary = %p.address, "redis primary connected");
-                    state.current = Some(Arc::new(p));
-                    state.failed = None;
-                }
-                Ok(Err(e)) => state.failed = Some((Instant::now(), e.to_string())),
-                Err(_) => {
-                    state.failed = Some((
-                        Instant::now(),
-                        format!("looking the primary up took over {LOOKUP_LIMIT:?}"),
-                    ));
-                }
+            if state.verified.is_some_and(|at| at.elapsed() < VERIFY_EVERY) {
+                return None;
             }
+            state.verified = Some(Instant::now());
         }
-        self.looked_up.notify_waiters();
+        let mut sentinel = sentinel.try_lock().ok()?;
+        let named = sentinel.async_master_for(master, None).await.ok()?;
+        let address = named.get_connection_info().addr().to_string();
+        (address != primary.address).then_some(address)
     }
 
     async fn resolve(&self) -> RedisResult<Primary> {
@@ -536,6 +623,32 @@ impl PrimaryLink {
             state.current = None;
             tracing::warn!(primary = %primary.address, why, "redis primary dropped; looking it up again on the next call");
         }
+    }
+}
+
+/// Records a lookup's outcome and wakes the calls waiting for it when the lookup ends, however it
+/// ends.
+struct LookupEnd {
+    link: Arc<PrimaryLink>,
+    outcome: Result<Primary, String>,
+}
+
+impl Drop for LookupEnd {
+    fn drop(&mut self) {
+        let outcome = std::mem::replace(&mut self.outcome, Err(String::new()));
+        {
+            let mut state = self.link.state();
+            state.looking = false;
+            match outcome {
+                Ok(p) => {
+                    tracing::info!(primary = %p.address, "redis primary connected");
+                    state.current = Some(Arc::new(p));
+                    state.failed = None;
+                }
+                Err(why) => state.failed = Some((Instant::now(), why)),
+            }
+        }
+        self.link.looked_up.notify_waiters();
     }
 }
 
