@@ -257,12 +257,16 @@ impl SessionStore for RedisStore {
                 .write(|mut conn| async move { invocation.invoke_async::<()>(&mut conn).await }),
         )
         .await?;
-        // In a cluster the old session goes once the new one exists, on its own. Should that
-        // fail, it lingers until its TTL; the user already holds the new one.
-        if let (Some(old), None) = (&old, together) {
-            if let Err(e) = self.delete("replace", old).await {
-                tracing::warn!(error = %e, "the replaced session could not be deleted; it expires by its TTL");
-            }
+        // In a cluster the old session goes once the new one exists, on its own and in the
+        // background, so that the login answers within one call's bound. Should the delete fail,
+        // the old session lingers until its TTL; the user already holds the new one.
+        if let (Some(old), false) = (old.clone(), self.link.spans_slots()) {
+            let store = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.delete("replace", &old).await {
+                    tracing::warn!(error = %e, "the replaced session could not be deleted; it expires by its TTL");
+                }
+            });
         }
         Ok(Issued {
             credential,
