@@ -30,5 +30,5 @@ pub use backend::Backend;
 pub use dirs::{lab_bin_dir, profile_bin_dir, workspace_root, TempDir};
 pub use native_lab::NativeLab;
 pub use process::{free_port, send_signal, Signal};
-pub use redis_server::{RedisServer, SentinelServer};
+pub use redis_server::{RedisCluster, RedisServer, SentinelServer};
 pub use wait::{eventually, eventually_blocking};

@@ -254,3 +254,124 @@ impl Drop for SentinelServer {
         let _ = self.child.wait();
     }
 }
+
+/// A real Redis Cluster of three primaries (no replicas) on free ports, created with
+/// `redis-cli --cluster create`; every node killed on drop. Each node's bus port (`cluster-port`)
+/// is a free port too, so none falls in the ephemeral range as the port + 10000 could.
+#[derive(Debug)]
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    _dir: crate::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts three nodes and creates the cluster; returns once every node reports
+    /// `cluster_state:ok`.
+    ///
+    /// # Panics
+    /// When a node does not start or the cluster does not form within ten seconds each.
+    pub async fn start() -> Self {
+        let dir = crate::TempDir::new("cluster");
+        let mut cluster = RedisCluster {
+            ports: Vec::new(),
+            children: Vec::new(),
+            _dir: dir,
+        };
+        for k in 0..3 {
+            let port = free_port();
+            let bus = free_port();
+            let node_dir = cluster._dir.path().join(format!("node-{k}"));
+            std::fs::create_dir_all(&node_dir).expect("a node's directory");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus.to_string(),
+                ])
+                .args(["--save", "", "--appendonly", "no", "--dir"])
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("running redis-server --cluster-enabled yes");
+            cluster.children.push(child);
+            cluster.ports.push(port);
+        }
+        for port in cluster.ports.clone() {
+            crate::eventually("a cluster node to answer", START_TIMEOUT, || async move {
+                let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+                let mut c = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+            })
+            .await;
+        }
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("running redis-cli --cluster create");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        for port in cluster.ports.clone() {
+            crate::eventually("the cluster to be ok", START_TIMEOUT, || async move {
+                let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+                let mut c = client.get_multiplexed_async_connection().await.ok()?;
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query_async(&mut c)
+                    .await
+                    .ok()?;
+                info.lines()
+                    .any(|l| l.trim() == "cluster_state:ok")
+                    .then_some(())
+            })
+            .await;
+        }
+        cluster
+    }
+
+    /// The nodes as `host:port`, as `--redis-cluster` takes them.
+    pub fn nodes(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// Keys held by each node (`DBSIZE`).
+    ///
+    /// # Panics
+    /// When a node does not answer.
+    pub async fn keys_per_node(&self) -> Vec<u64> {
+        let mut counts = Vec::new();
+        for port in &self.ports {
+            let client =
+                redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("a redis:// URL");
+            let mut c = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connecting to a cluster node");
+            counts.push(
+                redis::cmd("DBSIZE")
+                    .query_async(&mut c)
+                    .await
+                    .expect("DBSIZE"),
+            );
+        }
+        counts
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

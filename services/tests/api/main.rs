@@ -9,6 +9,7 @@
 //! a real `redis-server` on a free port of its own) and drives it over real HTTP.
 
 mod binaries;
+mod cluster;
 mod contract;
 mod externalized;
 mod helpers;

@@ -1,0 +1,91 @@
+//! The Redis store against a real Redis Cluster: sessions spread over the primaries by key, every
+//! operation in one slot (a login that replaces a session included, whose two ids hash to two
+//! slots), the figures summed over the primaries, and health from `CLUSTER INFO`.
+
+use std::time::Duration;
+
+use statelab_services::metrics::Metrics;
+use statelab_services::session::Change;
+use statelab_services::store::{RedisConfig, RedisStore, Topology};
+use statelab_services::SessionStore;
+use statelab_test_support::{eventually, RedisCluster};
+
+fn store_on(cluster: &RedisCluster) -> RedisStore {
+    let config = RedisConfig {
+        topology: Topology::Cluster {
+            nodes: cluster.nodes(),
+        },
+        wait: None,
+        key_prefix: "t:".into(),
+        ttl: Duration::from_secs(600),
+        timeout: Duration::from_millis(1000),
+    };
+    let metrics = Metrics::new("externalized", "test").expect("metrics");
+    RedisStore::new(&config, &metrics).expect("store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_the_primaries_and_every_operation_stays_in_one_slot() {
+    let cluster = RedisCluster::start().await;
+    let store = store_on(&cluster);
+    store.check().await.expect("the cluster is ok");
+
+    let mut credentials = Vec::new();
+    for k in 0..30 {
+        let issued = store
+            .create(&format!("user-{k}"), None)
+            .await
+            .expect("login");
+        let add = Change::AddItem {
+            sku: "apple",
+            qty: 2,
+        };
+        let applied = store
+            .apply(&issued.credential, add)
+            .await
+            .expect("add")
+            .expect("the session exists");
+        assert_eq!(applied.session.cart.get("apple"), Some(&2));
+        credentials.push(issued.credential);
+    }
+    let per_node = cluster.keys_per_node().await;
+    assert_eq!(per_node.iter().sum::<u64>(), 30, "{per_node:?}");
+    assert!(
+        per_node.iter().all(|n| *n > 0),
+        "30 random ids land on every primary: {per_node:?}"
+    );
+    let figures = store.figures().await.expect("figures");
+    assert_eq!(
+        figures.store_sessions,
+        Some(30),
+        "DBSIZE summed over the primaries"
+    );
+
+    // A login replacing a session: two ids, two slots. The new one answers, the old one goes.
+    let old = credentials.remove(0);
+    let renewed = store.create("user-0", Some(&old)).await.expect("re-login");
+    assert!(store
+        .apply(&renewed.credential, Change::Touch)
+        .await
+        .expect("touch")
+        .is_some());
+    eventually(
+        "the replaced session to be gone",
+        Duration::from_secs(5),
+        || async {
+            store
+                .apply(&old, Change::Touch)
+                .await
+                .ok()
+                .and_then(|s| s.is_none().then_some(()))
+        },
+    )
+    .await;
+
+    store.destroy(&renewed.credential).await.expect("logout");
+    assert!(store
+        .apply(&renewed.credential, Change::Touch)
+        .await
+        .expect("touch")
+        .is_none());
+}
