@@ -23,8 +23,8 @@ use statelab_proxy_api::Strategy;
 
 use crate::labdir::{AdminToken, LabDir, Mode, StoreChoice};
 use crate::model::{
-    check_scale, docker_proxy_config_with, render_proxy_config, Kind, Part, Replica, Store,
-    StoreNode, Target, CONTAINER_SERVICE_PORT, MAX_REPLICAS_PER_POOL, SENTINEL_MASTER_NAME,
+    check_scale, docker_proxy_config_with, render_proxy_config, start_plan, Kind, Part, Replica,
+    Store, StoreNode, Target, CONTAINER_SERVICE_PORT, MAX_REPLICAS_PER_POOL, SENTINEL_MASTER_NAME,
 };
 use crate::probe::{port_open, wait_until, Probe};
 use crate::redis_nodes;
@@ -865,19 +865,7 @@ impl Docker {
     /// primary back as a second, stale primary, which Sentinel converts only after some seconds;
     /// with no primary named, it is not started at all.
     pub async fn start(&self, target: Target) -> anyhow::Result<()> {
-        let Target::Part(part) = target else {
-            bail!("redis-primary names the primary now, which is running; start a node by its name (scripts/lab status lists them)");
-        };
-        let replica_of = match part {
-            Part::Store(n @ StoreNode::Data(_)) => match self.primary().await {
-                Some(p) => Some(p).filter(|p| *p != n),
-                None => bail!(
-                    "no Sentinel names a primary now, so {part} would come back as a second one; \
-                     start a Sentinel first (scripts/lab status shows each node)"
-                ),
-            },
-            _ => None,
-        };
+        let (part, replica_of) = start_plan(target, || self.primary()).await?;
         let cid = self.cid_or_err(part)?;
         let out = run(docker().args(["start", &cid]))?;
         if !out.status.success() {

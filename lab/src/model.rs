@@ -312,6 +312,33 @@ impl Target {
     }
 }
 
+/// What `start` takes up: the part, and for a Sentinel data node the primary it comes back as a
+/// replica of (asked of `primary` only then). `redis-primary` is refused: it names a node that is
+/// running. So is a data node while no Sentinel names a primary: it would come back as a second.
+pub async fn start_plan<F>(
+    target: Target,
+    primary: impl FnOnce() -> F,
+) -> anyhow::Result<(Part, Option<StoreNode>)>
+where
+    F: std::future::Future<Output = Option<StoreNode>>,
+{
+    let Target::Part(part) = target else {
+        anyhow::bail!(
+            "redis-primary names the primary now, which is running; start a node by its name (scripts/lab status lists them)"
+        );
+    };
+    let Part::Store(n @ StoreNode::Data(_)) = part else {
+        return Ok((part, None));
+    };
+    match primary().await {
+        Some(p) => Ok((part, Some(p).filter(|p| *p != n))),
+        None => anyhow::bail!(
+            "no Sentinel names a primary now, so {part} would come back as a second one; start a \
+             Sentinel first (scripts/lab status shows each node)"
+        ),
+    }
+}
+
 impl FromStr for Target {
     type Err = UnknownPart;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -21,10 +21,10 @@ use tokio::time::Instant;
 
 use crate::labdir::{LabDir, Mode, StoreChoice};
 use crate::model::{
-    check_scale, native_proxy_config, render_proxy_config, Kind, NativePorts, Part, Replica, Store,
-    StoreNode, Target, CLUSTER_NODE_TIMEOUT_MS, MAX_REPLICAS_PER_POOL, REDIS_MEMORY_FLAGS,
-    REPLICATION_FLAGS, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS, SENTINEL_MASTER_NAME,
-    SENTINEL_QUORUM,
+    check_scale, native_proxy_config, render_proxy_config, start_plan, Kind, NativePorts, Part,
+    Replica, Store, StoreNode, Target, CLUSTER_NODE_TIMEOUT_MS, MAX_REPLICAS_PER_POOL,
+    REDIS_MEMORY_FLAGS, REPLICATION_FLAGS, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS,
+    SENTINEL_MASTER_NAME, SENTINEL_QUORUM,
 };
 use crate::probe::{port_open, redis_ping, wait_until, Probe};
 use crate::redis_nodes;
@@ -827,23 +827,7 @@ impl Native {
     /// topology comes back as a replica of the primary Sentinel names now (Sentinel would convert
     /// it anyway, but not before it had served as a second, stale primary).
     pub async fn start(&self, target: Target) -> anyhow::Result<()> {
-        let Target::Part(part) = target else {
-            bail!("redis-primary names the primary now, which is running; start a node by its name (scripts/lab status lists them)");
-        };
-        self.member(part)?;
-        if let Some(id) = self.running(part) {
-            bail!("{part} is already running (pid {})", id.pid);
-        }
-        let replica_of = match part {
-            Part::Store(n @ StoreNode::Data(_)) => match self.primary().await {
-                Some(p) => Some(p).filter(|p| *p != n),
-                None => bail!(
-                    "no Sentinel names a primary now, so {part} would come back as a second one; \
-                     start a Sentinel first (scripts/lab status shows each node)"
-                ),
-            },
-            _ => None,
-        };
+        let (part, replica_of) = start_plan(target, || self.primary()).await?;
         // A cluster node rejoins by its own record (nodes.conf), as a replica of the node that
         // took its place.
         let mut child = self.launch_as(part, replica_of)?;

@@ -43,6 +43,17 @@ async fn replicated(replica: &RedisServer, primary: &RedisServer, key: &str) {
     .await;
 }
 
+/// Two Redis servers, A and B, a Sentinel naming A, and a store that asks the Sentinel with calls
+/// bounded by `timeout`. Sentinel's own failure detection stays out of the way (a minute): the
+/// tests move the primary by hand, as an operator's switchover would.
+async fn switchover(timeout: Duration) -> (RedisServer, RedisServer, SentinelServer, RedisStore) {
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
+    let store = store_via(&sentinel, timeout);
+    (a, b, sentinel, store)
+}
+
 /// A Redis store that asks `sentinel` for the primary, with calls bounded by `timeout`.
 fn store_via(sentinel: &SentinelServer, timeout: Duration) -> RedisStore {
     let config = RedisConfig {
@@ -61,12 +72,7 @@ fn store_via(sentinel: &SentinelServer, timeout: Duration) -> RedisStore {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_follows_the_primary_on_readonly_and_on_a_closed_connection() {
-    let a = RedisServer::start().await;
-    let b = RedisServer::start().await;
-    // Sentinel's own failure detection stays out of the way (a minute): this test moves the
-    // primary by hand, as an operator's switchover would.
-    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
-    let store = store_via(&sentinel, Duration::from_millis(1000));
+    let (a, b, sentinel, store) = switchover(Duration::from_millis(1000)).await;
     store.check().await.expect("A is the primary");
     let issued = store.create("ann", None).await.expect("login on A");
     let key = store.key(&issued.credential).expect("a key");
@@ -109,10 +115,7 @@ async fn the_store_follows_the_primary_on_readonly_and_on_a_closed_connection() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_fails_while_the_node_held_is_a_replica() {
-    let a = RedisServer::start().await;
-    let b = RedisServer::start().await;
-    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
-    let store = store_via(&sentinel, Duration::from_millis(1000));
+    let (a, b, _sentinel, store) = switchover(Duration::from_millis(1000)).await;
     store.check().await.expect("A is the primary");
     // A is demoted while Sentinel still names it: PING would pass, the check must not.
     let b_port = b.port.to_string();
@@ -126,10 +129,7 @@ async fn health_fails_while_the_node_held_is_a_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_primary_is_left_for_the_one_sentinel_names_next() {
-    let a = RedisServer::start().await;
-    let b = RedisServer::start().await;
-    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
-    let store = store_via(&sentinel, Duration::from_millis(300));
+    let (a, b, sentinel, store) = switchover(Duration::from_millis(300)).await;
     let issued = store.create("ann", None).await.expect("login on A");
     let key = store.key(&issued.credential).expect("a key");
     replicated(&b, &a, &key).await;
@@ -203,10 +203,7 @@ async fn a_lookup_slower_than_a_call_still_finds_the_primary() {
 async fn a_primary_sentinel_no_longer_names_is_left_after_a_health_check() {
     // Two primaries at once, as after two Sentinels promoted two replicas in a row: A, which the
     // store holds, and B, which Sentinel names now. A answers every write; only Sentinel knows.
-    let a = RedisServer::start().await;
-    let b = RedisServer::start().await;
-    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
-    let store = store_via(&sentinel, Duration::from_millis(1000));
+    let (a, b, sentinel, store) = switchover(Duration::from_millis(1000)).await;
     store
         .check()
         .await
