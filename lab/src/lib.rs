@@ -12,8 +12,8 @@
 //! - [`settings`]: the `STATELAB_*` environment, parsed once into typed values.
 //! - [`labdir`]: the lab directory (`.lab/` by default): the mode, the ports, PIDs, logs and the
 //!   generated configuration, which every command after `up` reads.
-//! - [`probe`]: health probes (HTTP, Redis `PING`) and the proxy's admin status.
-//! - [`redis_nodes`]: what the lab asks Redis and Sentinel: roles, the primary, readiness.
+//! - [`probe`]: health probes (HTTP) and the proxy's admin status.
+//! - [`redis_nodes`]: what the lab asks Redis and Sentinel: `PING`, roles, the primary, readiness.
 //! - [`native`]: the native lab: ports, processes in their own process group, PID records that a
 //!   reused PID cannot fool, bounded health waits.
 //! - [`docker`]: the container lab through the docker and compose CLIs.

@@ -26,7 +26,7 @@ use crate::model::{
     REDIS_MEMORY_FLAGS, REPLICATION_FLAGS, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS,
     SENTINEL_MASTER_NAME, SENTINEL_QUORUM,
 };
-use crate::probe::{port_open, redis_ping, wait_until, Probe};
+use crate::probe::{port_open, wait_until, Probe};
 use crate::redis_nodes;
 use crate::say;
 use crate::settings::{PortPlan, Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
@@ -713,7 +713,7 @@ impl Native {
 
     async fn healthy(&self, part: Part) -> bool {
         match part {
-            Part::Store(n) => redis_ping(self.ports.node(n)).await,
+            Part::Store(n) => redis_nodes::answers(self.node_addr(n)).await,
             Part::Proxy => self.probe.proxy_ready(self.ports.admin).await,
             Part::Replica(r) => self.probe.http_ok(self.ports.replica(r), "/health").await,
         }

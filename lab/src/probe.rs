@@ -14,7 +14,6 @@ use statelab_proxy_api::{StatusView, Strategy};
 use crate::labdir::AdminToken;
 use crate::model::{Part, ADMIN_READY_PATH};
 use crate::say;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
@@ -257,18 +256,6 @@ pub async fn port_open(port: u16) -> bool {
         timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await,
         Ok(Ok(_))
     )
-}
-
-/// Redis on 127.0.0.1:PORT answers `PING` with `+PONG`.
-pub async fn redis_ping(port: u16) -> bool {
-    let ping = async {
-        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.ok()?;
-        s.write_all(b"PING\r\n").await.ok()?;
-        let mut buf = [0u8; 7];
-        s.read_exact(&mut buf).await.ok()?;
-        Some(&buf == b"+PONG\r\n")
-    };
-    matches!(timeout(PROBE_TIMEOUT, ping).await, Ok(Some(true)))
 }
 
 /// Polls `check` until it holds or `limit` passes; the error names what was awaited.

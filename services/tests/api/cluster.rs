@@ -4,24 +4,20 @@
 
 use std::time::Duration;
 
-use statelab_services::metrics::Metrics;
 use statelab_services::session::Change;
-use statelab_services::store::{RedisConfig, RedisStore, Topology};
+use statelab_services::store::{RedisStore, Topology};
 use statelab_services::SessionStore;
 use statelab_test_support::{eventually, RedisCluster};
 
+use crate::helpers::redis_store;
+
 fn store_on(cluster: &RedisCluster) -> RedisStore {
-    let config = RedisConfig {
-        topology: Topology::Cluster {
+    redis_store(
+        Topology::Cluster {
             nodes: cluster.nodes(),
         },
-        wait: None,
-        key_prefix: "t:".into(),
-        ttl: Duration::from_secs(600),
-        timeout: Duration::from_millis(1000),
-    };
-    let metrics = Metrics::new("externalized", "test").expect("metrics");
-    RedisStore::new(&config, &metrics).expect("store")
+        Duration::from_millis(1000),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

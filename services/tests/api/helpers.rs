@@ -340,6 +340,20 @@ impl User<'_> {
 
 /// Quantity of `sku` in a cart body (`{"items": [{"sku", "qty"}], ...}`), 0 if it has no such
 /// line. A body that is not a cart, or a line without a count, fails the test.
+/// A Redis store on `topology` with calls bounded by `timeout`, for the tests that drive the
+/// store directly (Sentinel, Cluster) rather than through a service.
+pub fn redis_store(topology: Topology, timeout: Duration) -> RedisStore {
+    let config = RedisConfig {
+        topology,
+        wait: None,
+        key_prefix: "t:".into(),
+        ttl: Duration::from_secs(600),
+        timeout,
+    };
+    let metrics = Metrics::new("externalized", "test").expect("metrics");
+    RedisStore::new(&config, &metrics).expect("store")
+}
+
 pub fn qty_of(cart: &Value, sku: &str) -> u64 {
     let items = cart["items"]
         .as_array()

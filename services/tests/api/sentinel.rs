@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use statelab_services::metrics::Metrics;
-use statelab_services::session::Change;
-use statelab_services::store::{RedisConfig, RedisStore, Topology};
+use statelab_services::session::{Applied, Change};
+use statelab_services::store::{RedisStore, Topology};
 use statelab_services::SessionStore;
 use statelab_test_support::{eventually, RedisServer, SentinelServer};
+
+use crate::helpers::redis_store;
 
 const NAME: &str = "statelab-test";
 
@@ -56,18 +57,21 @@ async fn switchover(timeout: Duration) -> (RedisServer, RedisServer, SentinelSer
 
 /// A Redis store that asks `sentinel` for the primary, with calls bounded by `timeout`.
 fn store_via(sentinel: &SentinelServer, timeout: Duration) -> RedisStore {
-    let config = RedisConfig {
-        topology: Topology::Sentinel {
+    redis_store(
+        Topology::Sentinel {
             sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
             master: NAME.into(),
         },
-        wait: None,
-        key_prefix: "t:".into(),
-        ttl: Duration::from_secs(600),
         timeout,
-    };
-    let metrics = Metrics::new("externalized", "test").expect("metrics");
-    RedisStore::new(&config, &metrics).expect("store")
+    )
+}
+
+/// The session `credential` names, once a touch through `store` finds it.
+async fn touched(store: &RedisStore, credential: &str, what: &str) -> Applied {
+    eventually(what, Duration::from_secs(10), || async {
+        store.apply(credential, Change::Touch).await.ok().flatten()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,14 +106,7 @@ async fn the_store_follows_the_primary_on_readonly_and_on_a_closed_connection() 
     b.kill();
     command(&a, &["REPLICAOF", "NO", "ONE"]).await;
     sentinel.monitor(NAME, a.port).await;
-    let cart = eventually("the store to find A", Duration::from_secs(10), || async {
-        store
-            .apply(&issued.credential, Change::Touch)
-            .await
-            .ok()
-            .flatten()
-    })
-    .await;
+    let cart = touched(&store, &issued.credential, "the store to find A").await;
     assert_eq!(cart.session.cart.get("apple"), Some(&2), "the add survived");
 }
 
@@ -143,18 +140,7 @@ async fn a_frozen_primary_is_left_for_the_one_sentinel_names_next() {
         first.is_err(),
         "the call on the frozen primary is bounded and fails"
     );
-    let applied = eventually(
-        "the store to leave A for B",
-        Duration::from_secs(10),
-        || async {
-            store
-                .apply(&issued.credential, Change::Touch)
-                .await
-                .ok()
-                .flatten()
-        },
-    )
-    .await;
+    let applied = touched(&store, &issued.credential, "the store to leave A for B").await;
     assert_eq!(applied.session.username, "ann");
     a.resume();
 }
@@ -175,21 +161,16 @@ async fn a_lookup_slower_than_a_call_still_finds_the_primary() {
     });
     let a = RedisServer::start().await;
     let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
-    let config = RedisConfig {
-        topology: Topology::Sentinel {
+    let store = redis_store(
+        Topology::Sentinel {
             sentinels: vec![
                 silent_addr.to_string(),
                 format!("127.0.0.1:{}", sentinel.port),
             ],
             master: NAME.into(),
         },
-        wait: None,
-        key_prefix: "t:".into(),
-        ttl: Duration::from_secs(600),
-        timeout: Duration::from_millis(200),
-    };
-    let metrics = Metrics::new("externalized", "test").expect("metrics");
-    let store = RedisStore::new(&config, &metrics).expect("store");
+        Duration::from_millis(200),
+    );
     eventually(
         "a login through the slow lookup",
         Duration::from_secs(15),
