@@ -3,6 +3,8 @@
 #
 #   ensure CMD:DEBIAN_PACKAGE ...
 #
+# A CMD of the form py/MODULE is a Python module: present when `python3 -c "import MODULE"` works.
+#
 # Missing commands are installed with apt-get when running as root on a Debian-like system;
 # otherwise the script stops and names exactly what to install.
 
@@ -13,7 +15,11 @@ ensure() {
   for spec in "$@"; do
     cmd=${spec%%:*}
     pkg=${spec#*:}
-    command -v "$cmd" >/dev/null 2>&1 || { missing+=("$cmd"); pkgs+=("$pkg"); }
+    if [[ $cmd == py/* ]]; then
+      python3 -c "import ${cmd#py/}" >/dev/null 2>&1 || { missing+=("$cmd"); pkgs+=("$pkg"); }
+    else
+      command -v "$cmd" >/dev/null 2>&1 || { missing+=("$cmd"); pkgs+=("$pkg"); }
+    fi
   done
   ((${#missing[@]} == 0)) && return 0
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then

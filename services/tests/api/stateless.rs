@@ -123,3 +123,63 @@ async fn every_change_reissues_the_token() {
         "the old token still says what it said"
     );
 }
+
+/// Runs PyJWT (a JWT library written elsewhere) with `args`: `sign KID CLAIMS` prints a token it
+/// signed with the test secret, `verify TOKEN` prints the claims of a token it accepted with the
+/// same checks the service runs.
+fn pyjwt(args: &[&str]) -> String {
+    const SCRIPT: &str = r#"
+import json, sys, jwt
+secret = sys.argv[1].encode()
+if sys.argv[2] == "sign":
+    print(jwt.encode(json.loads(sys.argv[4]), secret, algorithm="HS256", headers={"kid": sys.argv[3]}))
+else:
+    print(json.dumps(jwt.decode(sys.argv[3], secret, algorithms=["HS256"], audience="statelab-services",
+        issuer="statelab", options={"require": ["exp", "iat", "iss", "aud", "sub"]})))
+"#;
+    let secret = std::str::from_utf8(TEST_SECRET).expect("an ASCII test secret");
+    let out = std::process::Command::new("python3")
+        .args(["-c", SCRIPT, secret])
+        .args(args)
+        .output()
+        .expect("python3 runs (scripts/test installs it with PyJWT, Debian's python3-jwt)");
+    assert!(
+        out.status.success(),
+        "PyJWT {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn tokens_interoperate_with_pyjwt() {
+    let app = spawn_app(Kind::Stateless).await;
+    let token = token_for(&app).await;
+
+    // Ours verifies there, with every check on.
+    let claims: Value = serde_json::from_str(&pyjwt(&["verify", &token])).expect("claims");
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["cart"]["apple"], 1);
+
+    // And a token PyJWT signed with the shared secret is a session here.
+    let kid = decode_header(&token).expect("header").kid.expect("kid");
+    let iat = claims["iat"].as_u64().expect("iat");
+    let theirs = json!({
+        "iss": "statelab", "aud": "statelab-services", "sub": "bob", "iat": iat,
+        "exp": iat + 600, "jti": "pyjwt-1", "ctm": iat * 1000, "req": 3, "cart": {"pear": 2},
+    });
+    let theirs = pyjwt(&["sign", &kid, &theirs.to_string()]);
+    let r = app.send(Method::GET, "/cart", None, Some(&theirs)).await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.text);
+    assert_eq!(
+        r.body["items"],
+        json!([{"sku": "pear", "qty": 2}]),
+        "{}",
+        r.text
+    );
+    let r = app.send(Method::GET, "/me", None, Some(&theirs)).await;
+    assert_eq!(r.body["username"], "bob", "{}", r.text);
+}
