@@ -29,8 +29,8 @@ Environment:
   STATELAB_PROXY_PORT, STATELAB_ADMIN_PORT   host ports (default 8080, 8081)
   STATELAB_REDIS_PORT     native Redis port (default: first free port from 16379)
   STATELAB_BIN_DIR        where the binaries are (':'-separated search list); when set, cargo is
-                          not run. Default: cargo build --release --locked, then
-                          ${CARGO_TARGET_DIR:-target}/release
+                          not run. Default: cargo build --profile lab --locked, then
+                          ${CARGO_TARGET_DIR:-target}/lab
   STATELAB_UP_TIMEOUT     seconds to wait for health (default 90)
   STATELAB_PROJECT        compose project name (default statelab)
   STATELAB_SUBNET         the compose network, a /24 (default 10.231.7.0/24); the proxy's config

@@ -299,7 +299,7 @@ impl Native {
     pub async fn up(settings: Settings, dir: LabDir, store: StoreChoice) -> anyhow::Result<()> {
         redis_server()?;
         let bin_dirs = if settings.bin_dirs.is_empty() {
-            vec![settings.cargo_release_dir()]
+            vec![settings.cargo_lab_dir()]
         } else {
             settings.bin_dirs.clone()
         };

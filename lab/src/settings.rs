@@ -135,11 +135,11 @@ impl Settings {
         })
     }
 
-    /// Cargo's release folder, where `up` builds when `STATELAB_BIN_DIR` is unset.
-    pub fn cargo_release_dir(&self) -> PathBuf {
+    /// Cargo's folder for the `lab` profile, where `up` builds when `STATELAB_BIN_DIR` is unset.
+    pub fn cargo_lab_dir(&self) -> PathBuf {
         match var("CARGO_TARGET_DIR") {
-            Some(d) => self.root.join(d).join("release"),
-            None => self.root.join("target/release"),
+            Some(d) => self.root.join(d).join("lab"),
+            None => self.root.join("target/lab"),
         }
     }
 }

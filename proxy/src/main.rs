@@ -10,6 +10,7 @@ use clap::Parser;
 
 /// The proxy allocates and frees many small buffers per request (pingora headers, pooled
 /// connection handles); mimalloc measured faster than glibc malloc here (see the README).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
