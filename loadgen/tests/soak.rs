@@ -20,7 +20,8 @@
 //!   connections left idle through the whole soak still serve at its end. A bad request the
 //!   proxy forwards is excused the same `502` inside a failover window as a good one.
 //! - **Memory**: the proxy's peak resident size (`VmHWM`) and its size once every client
-//!   connection has closed stay within the bounds in `docs/limits.md`.
+//!   connection has closed (given 10 s to settle: the allocator returns freed pages lazily)
+//!   stay within the bounds in `docs/limits.md`.
 //!
 //! The summary goes to standard error directly, past the test harness's capture of `print!`,
 //! so that CI logs show the figures of a passing run too.
@@ -80,6 +81,24 @@ const BODY_LIMIT: usize = 16 * 1024;
 /// about 4 MB and 2 MB. Before the front door, the idle connections alone took about 17 MB.
 const PEAK_GROWTH_LIMIT_KB: u64 = 10 * 1024;
 const AFTER_GROWTH_LIMIT_KB: u64 = 5 * 1024;
+
+/// How long the proxy's resident size may take to come back within its bound once the last
+/// connection has closed: mimalloc hands freed pages back to the system after a delay, on the
+/// allocator's next activity (the health checks and the dashboard's sampler keep some going).
+const SETTLE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The proxy's resident size once it is at most `bound_kb`, or its last reading when
+/// [`SETTLE_LIMIT`] has passed without that (the caller's assertion then fails with it).
+fn settled_rss_kb(pid: u32, bound_kb: u64) -> u64 {
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    loop {
+        let rss = proc_status_kb(pid, "VmRSS");
+        if rss <= bound_kb || Instant::now() >= deadline {
+            return rss;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
 
 /// `scripts/lab ARGS...` from async code, insisting on success.
 async fn lab_ok_async(lab: &NativeLab, args: &[&str]) {
@@ -876,7 +895,7 @@ fn a_thirty_second_soak_with_replica_faults_keeps_every_promise() {
         .await
     });
     let soak = soak.unwrap_or_else(|_| panic!("the soak did not end within {SOAK_LIMIT:?}"));
-    let rss_after = proc_status_kb(proxy_pid, "VmRSS");
+    let rss_after = settled_rss_kb(proxy_pid, rss_before + AFTER_GROWTH_LIMIT_KB);
     let summary = soak.summary(rss_before, rss_after, up_time, window);
     // Past the harness's capture: CI logs show the figures of a passing run too.
     let _ = writeln!(std::io::stderr(), "{summary}");
