@@ -13,10 +13,9 @@
 //! Keys carry an id (`kid`) derived from the secret, so a replica can verify tokens signed with
 //! a previous key during a rotation while signing only with the current one.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-
-use std::borrow::Cow;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -40,7 +39,6 @@ const ISSUER: &str = "statelab";
 const AUDIENCE: &str = "statelab-services";
 /// The only algorithm the service signs with or accepts.
 const ALGORITHM: Algorithm = Algorithm::HS256;
-const ALGORITHM_NAME: &str = "HS256";
 /// Clock skew tolerated between the replica that signed a token and the one that reads it.
 const LEEWAY_SECS: u64 = 5;
 
@@ -86,23 +84,6 @@ impl JwtKey {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Claims {
-    iss: String,
-    aud: String,
-    sub: String,
-    iat: u64,
-    exp: u64,
-    /// Unique per token, so a new login always yields a new token even within one second.
-    jti: String,
-    /// Session creation time, ms since the epoch.
-    ctm: u64,
-    /// Requests in the session.
-    req: u64,
-    #[serde(default)]
-    cart: Cart,
-}
-
 /// The JWT session store. Holds keys and settings only — never a session.
 #[derive(Debug)]
 pub struct JwtStore {
@@ -145,15 +126,16 @@ impl JwtStore {
     fn sign(&self, session: &Session) -> Result<String, StoreError> {
         let iat = now_ms() / 1000;
         let claims = Claims {
-            iss: ISSUER.to_owned(),
-            aud: AUDIENCE.to_owned(),
-            sub: session.username.clone(),
+            iss: Cow::Borrowed(ISSUER),
+            aud: Audience::One(Cow::Borrowed(AUDIENCE)),
+            sub: Cow::Borrowed(&session.username),
             iat,
             exp: iat + self.ttl.as_secs().max(1),
-            jti: random_id()?,
+            nbf: None,
+            jti: Cow::Owned(random_id()?),
             ctm: session.created_ms,
             req: session.requests,
-            cart: session.cart.clone(),
+            cart: Cow::Borrowed(&session.cart),
         };
         let mut header = Header::new(ALGORITHM);
         header.kid = Some(self.current.id.clone());
@@ -172,10 +154,10 @@ impl JwtStore {
     /// Each part of the token is decoded once: the header to pick the key its `kid` names (one
     /// HMAC, with no trial of other keys), the tag checked by that key's prepared HMAC state
     /// (RustCrypto's `hmac`, constant-time comparison), then the payload straight into
-    /// [`TokenClaims`], borrowing what the session does not keep. `jsonwebtoken::decode` would
+    /// [`Claims`], borrowing what the session does not keep. `jsonwebtoken::decode` would
     /// decode the header twice and the claims twice (once for its checks, once for the caller)
-    /// and key a new HMAC each time: 2.3-2.6 µs per token against 1.1 µs here, measured in
-    /// docs/benchmarks.md. The claim checks it would run are the ones in [`TokenClaims::check`].
+    /// and key a new HMAC each time: 2.3-2.6 µs per token against 1.1-1.2 µs here, measured in
+    /// docs/benchmarks.md. The claim checks it would run are the ones in [`Claims::check`].
     fn verify(&self, token: &str) -> Option<Session> {
         self.presented_bytes
             .fetch_add(token.len() as u64, Ordering::Relaxed);
@@ -188,7 +170,7 @@ impl JwtStore {
         let mut buf = [0u8; MAX_TOKEN_LEN / 4 * 3];
         let len = URL_SAFE_NO_PAD.decode_slice(header, &mut buf).ok()?;
         let header: TokenHeader<'_> = serde_json::from_slice(&buf[..len]).ok()?;
-        if header.alg != ALGORITHM_NAME {
+        if header.alg.parse::<Algorithm>().ok() != Some(ALGORITHM) {
             return None;
         }
         let key = std::iter::once(&self.current)
@@ -200,13 +182,13 @@ impl JwtStore {
         mac.update(message.as_bytes());
         mac.verify_slice(&tag[..len]).ok()?;
         let len = URL_SAFE_NO_PAD.decode_slice(payload, &mut buf).ok()?;
-        let claims: TokenClaims<'_> = serde_json::from_slice(&buf[..len]).ok()?;
+        let claims: Claims<'_> = serde_json::from_slice(&buf[..len]).ok()?;
         claims.check(now_ms() / 1000)?;
         Some(Session {
             username: claims.sub.into_owned(),
             created_ms: claims.ctm,
             requests: claims.req,
-            cart: claims.cart,
+            cart: claims.cart.into_owned(),
         })
     }
 }
@@ -221,11 +203,12 @@ struct TokenHeader<'a> {
     kid: Cow<'a, str>,
 }
 
-/// The claims of a presented token, as read: the strings the session does not keep are
-/// borrowed from the decoded payload. Every field without a default is required, so a token
-/// missing `exp`, `iat`, `iss`, `aud` or `sub` is no session.
-#[derive(Debug, Deserialize)]
-struct TokenClaims<'a> {
+/// The claims of a token, as signed and as read. Read, the strings the session does not keep
+/// are borrowed from the decoded payload; signed, they are borrowed from the session. Every
+/// field without a default is required, so a token missing `iss`, `aud`, `sub`, `iat`, `exp` or
+/// `jti` is no session.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims<'a> {
     #[serde(borrow)]
     iss: Cow<'a, str>,
     #[serde(borrow)]
@@ -234,15 +217,21 @@ struct TokenClaims<'a> {
     sub: Cow<'a, str>,
     iat: u64,
     exp: u64,
-    #[serde(default)]
+    /// Never signed by the service; honoured when a token from elsewhere carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     nbf: Option<u64>,
+    /// Unique per token, so a new login always yields a new token even within one second.
+    #[serde(borrow)]
+    jti: Cow<'a, str>,
+    /// Session creation time, ms since the epoch.
     ctm: u64,
+    /// Requests in the session.
     req: u64,
     #[serde(default)]
-    cart: Cart,
+    cart: Cow<'a, Cart>,
 }
 
-impl TokenClaims<'_> {
+impl Claims<'_> {
     /// The registered claims a verified token must satisfy at `now` (seconds since the epoch):
     /// our issuer; our audience among its audiences; not expired, not issued in the future and
     /// not used before `nbf`, each within [`LEEWAY_SECS`] of clock skew between replicas.
@@ -257,7 +246,7 @@ impl TokenClaims<'_> {
 }
 
 /// `aud` as RFC 7519 allows it: one string, or an array of strings.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 enum Audience<'a> {
     One(#[serde(borrow)] Cow<'a, str>),
@@ -385,14 +374,15 @@ mod tests {
         let past = now_ms() / 1000 - 3600;
         let claims = Claims {
             iss: ISSUER.into(),
-            aud: AUDIENCE.into(),
+            aud: Audience::One(AUDIENCE.into()),
             sub: "alice".into(),
             iat: past,
             exp: past + 60,
+            nbf: None,
             jti: "x".into(),
             ctm: past * 1000,
             req: 1,
-            cart: Cart::new(),
+            cart: Cow::Owned(Cart::new()),
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(key(1).id().to_owned());
