@@ -1,35 +1,103 @@
 # shellcheck shell=bash
-# Sourced by statelab's scripts: makes sure the commands a script needs are present.
+# Sourced by statelab's scripts: makes sure what a script needs is present, and checks again after
+# installing it.
 #
-#   ensure CMD:DEBIAN_PACKAGE ...
+#   ensure SPEC ...           everything named must be there: installed, or the script stops
+#   ensure_optional SPEC ...  the same, but returns 1 (after saying what is missing) instead of
+#                             stopping, so the caller can skip what needs it and say so
 #
-# A CMD of the form py/MODULE is a Python module: present when `python3 -c "import MODULE"` works.
+# A SPEC is CMD:DEBIAN_PACKAGE (present when CMD is on PATH, /usr/sbin and /sbin included) or
+# py/MODULE:DEBIAN_PACKAGE (present when some interpreter imports MODULE; see python_with).
 #
-# Missing commands are installed with apt-get when running as root on a Debian-like system;
-# otherwise the script stops and names exactly what to install.
+# What is missing is installed with apt-get when running as root on a Debian-like system; every
+# SPEC is then checked again, and one still missing stops the script with a message that names it
+# (for a module, the interpreters tried). Without root or apt-get the script stops and names exactly
+# what to install.
 
-ensure() {
-  # debootstrap and friends live in /usr/sbin, which a non-login root shell may not have.
-  [[ :$PATH: == *:/usr/sbin:* ]] || PATH=$PATH:/usr/sbin:/sbin
-  local missing=() pkgs=() spec cmd pkg
-  for spec in "$@"; do
-    cmd=${spec%%:*}
-    pkg=${spec#*:}
-    if [[ $cmd == py/* ]]; then
-      python3 -c "import ${cmd#py/}" >/dev/null 2>&1 || { missing+=("$cmd"); pkgs+=("$pkg"); }
-    else
-      command -v "$cmd" >/dev/null 2>&1 || { missing+=("$cmd"); pkgs+=("$pkg"); }
+# python_with MODULE: set STATELAB_PYTHON to the first interpreter that imports MODULE and return 0,
+# or return 1. The candidates, in order: STATELAB_PYTHON when set; else `python3` on PATH, then
+# Debian's own /usr/bin/python3, which is where Debian's python3-* packages install (PATH's python3
+# may be another interpreter, such as pyenv's, that cannot see them).
+python_with() {
+  local py
+  for py in $(python_candidates); do
+    if "$py" -c "import $1" >/dev/null 2>&1; then
+      STATELAB_PYTHON=$(command -v "$py")
+      export STATELAB_PYTHON
+      return 0
     fi
   done
-  ((${#missing[@]} == 0)) && return 0
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo ">> installing ${pkgs[*]} (needed for: ${missing[*]})" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null \
-      || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null; }
+  return 1
+}
+
+python_candidates() {
+  if [[ -n ${STATELAB_PYTHON:-} ]]; then
+    printf '%s\n' "$STATELAB_PYTHON"
   else
-    echo "error: missing ${missing[*]}; install with: sudo apt-get install -y ${pkgs[*]}" >&2
-    exit 1
+    printf '%s\n' python3 /usr/bin/python3
   fi
+}
+
+# prereq_present SPEC: 0 when SPEC's command or module is there.
+prereq_present() {
+  local what=${1%%:*}
+  if [[ $what == py/* ]]; then
+    python_with "${what#py/}"
+  else
+    command -v "$what" >/dev/null 2>&1
+  fi
+}
+
+# prereq_describe SPEC: one line saying what is missing, for an error message.
+prereq_describe() {
+  local what=${1%%:*} pkg=${1#*:} py where tried=()
+  if [[ $what == py/* ]]; then
+    for py in $(python_candidates); do
+      where=$(command -v "$py" 2>/dev/null) || where="$py (not found)"
+      tried+=("$where")
+    done
+    printf 'Python module %s (Debian package %s) is not importable from: %s; install it for one of them, or set STATELAB_PYTHON to an interpreter that has it' \
+      "${what#py/}" "$pkg" "${tried[*]}"
+  else
+    printf 'command %s (Debian package %s) is not on PATH' "$what" "$pkg"
+  fi
+}
+
+# prereqs_install SPEC...: install the Debian packages of the SPECs that are missing, then check
+# them all again. Returns 0 when all are present, else prints what is missing and returns 1.
+prereqs_install() {
+  # debootstrap and friends live in /usr/sbin, which a non-login root shell may not have.
+  [[ :$PATH: == *:/usr/sbin:* ]] || PATH=$PATH:/usr/sbin:/sbin
+  local missing=() pkgs=() spec
+  for spec in "$@"; do
+    prereq_present "$spec" || { missing+=("$spec"); pkgs+=("${spec#*:}"); }
+  done
+  ((${#missing[@]} == 0)) && return 0
+  if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    for spec in "${missing[@]}"; do echo "error: $(prereq_describe "$spec")" >&2; done
+    echo "error: install with: sudo apt-get install -y ${pkgs[*]}" >&2
+    return 1
+  fi
+  echo ">> installing ${pkgs[*]} (needed for: ${missing[*]%%:*})" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null; } \
+    || echo "error: apt-get install ${pkgs[*]} failed" >&2
+  local still=0
+  for spec in "${missing[@]}"; do
+    if ! prereq_present "$spec"; then
+      echo "error: after installing: $(prereq_describe "$spec")" >&2
+      still=1
+    fi
+  done
+  return "$still"
+}
+
+ensure() {
+  prereqs_install "$@" || exit 1
+}
+
+ensure_optional() {
+  prereqs_install "$@"
 }
 
 # bin_dir_find NAME: print the first STATELAB_BIN_DIR folder's NAME that is executable; fail if

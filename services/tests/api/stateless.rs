@@ -124,6 +124,34 @@ async fn every_change_reissues_the_token() {
     );
 }
 
+/// The Python interpreter that imports PyJWT: `STATELAB_PYTHON` when set (`scripts/test` sets it to
+/// the one its prerequisite step checked), else `python3` on `PATH`, else Debian's own
+/// `/usr/bin/python3`, where Debian's `python3-jwt` installs. Fails naming each one tried when none
+/// imports it.
+fn python_with_pyjwt() -> String {
+    let candidates = match std::env::var("STATELAB_PYTHON") {
+        Ok(python) => vec![python],
+        Err(_) => vec!["python3".to_owned(), "/usr/bin/python3".to_owned()],
+    };
+    let imports = |python: &String| {
+        std::process::Command::new(python)
+            .args(["-c", "import jwt"])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    candidates
+        .iter()
+        .find(|p| imports(p))
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+            "PyJWT (module jwt) is not importable from any of {candidates:?}: run scripts/test, \
+             which installs it, or `apt-get install -y python3-jwt`, or set STATELAB_PYTHON to an \
+             interpreter that has it"
+        )
+        })
+}
+
 /// Runs PyJWT (a JWT library written elsewhere) with `args`: `sign KID CLAIMS` prints a token it
 /// signed with the test secret, `verify TOKEN` prints the claims of a token it accepted with the
 /// same checks the service runs.
@@ -138,11 +166,11 @@ else:
         issuer="statelab", options={"require": ["exp", "iat", "iss", "aud", "sub"]})))
 "#;
     let secret = std::str::from_utf8(TEST_SECRET).expect("an ASCII test secret");
-    let out = std::process::Command::new("python3")
+    let out = std::process::Command::new(python_with_pyjwt())
         .args(["-c", SCRIPT, secret])
         .args(args)
         .output()
-        .expect("python3 runs (scripts/test installs it with PyJWT, Debian's python3-jwt)");
+        .expect("the interpreter that imported jwt runs");
     assert!(
         out.status.success(),
         "PyJWT {args:?}: {}",
