@@ -57,6 +57,15 @@ pub struct ServerSection {
     /// Client connections open at once; one more is answered `503` and closed, so a flood of
     /// connections meets a known ceiling instead of the process's file-descriptor limit.
     pub max_client_connections: usize,
+    /// A request body of at most `max_buffered_body_bytes` is read whole before a replica is
+    /// chosen, within this long of the header's end; else the client gets `408` and no replica
+    /// ever sees the request.
+    pub client_body_timeout_ms: u64,
+    /// Largest request body read whole before a replica is chosen (its chunked framing included);
+    /// a larger one is streamed to the replica as it arrives.
+    pub max_buffered_body_bytes: usize,
+    /// Connections open at once on the admin listener, which has the client limits above too.
+    pub max_admin_connections: usize,
 }
 
 impl Default for ServerSection {
@@ -75,6 +84,9 @@ impl Default for ServerSection {
             client_header_timeout_ms: 10_000,
             max_request_header_bytes: 32 * 1024,
             max_client_connections: 10_000,
+            client_body_timeout_ms: 10_000,
+            max_buffered_body_bytes: 64 * 1024,
+            max_admin_connections: 64,
         }
     }
 }
@@ -100,6 +112,9 @@ impl fmt::Debug for ServerSection {
             .field("client_header_timeout_ms", &self.client_header_timeout_ms)
             .field("max_request_header_bytes", &self.max_request_header_bytes)
             .field("max_client_connections", &self.max_client_connections)
+            .field("client_body_timeout_ms", &self.client_body_timeout_ms)
+            .field("max_buffered_body_bytes", &self.max_buffered_body_bytes)
+            .field("max_admin_connections", &self.max_admin_connections)
             .finish()
     }
 }

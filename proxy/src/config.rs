@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub upstream_keepalive: usize,
     /// What a client connection may cost: see [`ClientLimits`].
     pub client: ClientLimits,
+    /// The admin listener's connection cap; its other bounds are `client`'s.
+    pub max_admin_connections: usize,
 }
 
 /// The bounds on client connections, enforced below pingora's HTTP layer by
@@ -86,6 +88,10 @@ pub struct ClientLimits {
     pub max_header_bytes: usize,
     /// Client connections open at once.
     pub max_connections: usize,
+    /// Time for a buffered request body to arrive whole, from the end of its header.
+    pub body_timeout: Duration,
+    /// Largest request body read whole before a replica is chosen; larger ones are streamed.
+    pub max_buffered_body: usize,
 }
 
 impl ClientLimits {
@@ -93,6 +99,17 @@ impl ClientLimits {
     pub const MAX_HEADER_BYTES_CEILING: usize = 1024 * 1024 - 1;
     /// The smallest header limit that still fits ordinary requests with a few cookies.
     pub const MAX_HEADER_BYTES_FLOOR: usize = 1024;
+    /// The largest body the front door buffers per connection: 16 MiB, the services' own
+    /// largest body limit.
+    pub const MAX_BUFFERED_BODY_CEILING: usize = 16 * 1024 * 1024;
+
+    /// The same bounds with another connection cap (the admin listener's).
+    pub fn with_max_connections(self, max_connections: usize) -> Self {
+        Self {
+            max_connections,
+            ..self
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -115,6 +132,7 @@ impl std::fmt::Debug for ServerConfig {
             )
             .field("upstream_keepalive", &self.upstream_keepalive)
             .field("client", &self.client)
+            .field("max_admin_connections", &self.max_admin_connections)
             .finish()
     }
 }
@@ -234,6 +252,32 @@ fn parse_addr(field: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// A replica's address, checked and in canonical form: an IPv4-mapped IPv6 address becomes its
+/// IPv4 address, so one socket has one spelling. Refused, with the reason: port 0, the unspecified
+/// address (`0.0.0.0`, `::`), broadcast and multicast addresses, none of which is one server that
+/// the proxy could connect to.
+pub fn replica_addr(value: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = value
+        .parse()
+        .map_err(|_| format!("address {value:?} is not IP:port, e.g. \"127.0.0.1:18004\""))?;
+    let ip = addr.ip().to_canonical();
+    let why = if addr.port() == 0 {
+        Some("port 0 is no port a replica listens on")
+    } else if ip.is_unspecified() {
+        Some("an unspecified address names no one host")
+    } else if ip.is_multicast() {
+        Some("a multicast address names no one host")
+    } else if matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast()) {
+        Some("the broadcast address names no one host")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(format!("address {value:?}: {why}")),
+        None => Ok(SocketAddr::new(ip, addr.port())),
+    }
+}
+
 /// One `server.admin_hosts` entry: a DNS name or an IP address, without a port (any port is
 /// accepted: published ports differ from the listener's), lowercased as `Host` is compared.
 fn admin_host(entry: &str) -> Result<String, ConfigError> {
@@ -282,11 +326,22 @@ impl Config {
                 "server.listen and server.admin_listen are both {listen}; they need different addresses"
             ));
         }
-        if s.client_keepalive_timeout_ms == 0 || s.client_header_timeout_ms == 0 {
+        if s.client_keepalive_timeout_ms == 0
+            || s.client_header_timeout_ms == 0
+            || s.client_body_timeout_ms == 0
+        {
             return invalid(
-                "server.client_keepalive_timeout_ms and server.client_header_timeout_ms must be positive"
+                "server.client_keepalive_timeout_ms, server.client_header_timeout_ms and \
+                 server.client_body_timeout_ms must be positive"
                     .into(),
             );
+        }
+        if s.max_buffered_body_bytes > ClientLimits::MAX_BUFFERED_BODY_CEILING {
+            return invalid(format!(
+                "server.max_buffered_body_bytes = {} exceeds {}",
+                s.max_buffered_body_bytes,
+                ClientLimits::MAX_BUFFERED_BODY_CEILING
+            ));
         }
         let header_range =
             ClientLimits::MAX_HEADER_BYTES_FLOOR..=ClientLimits::MAX_HEADER_BYTES_CEILING;
@@ -298,8 +353,11 @@ impl Config {
                 header_range.end()
             ));
         }
-        if s.max_client_connections == 0 {
-            return invalid("server.max_client_connections must be at least 1".into());
+        if s.max_client_connections == 0 || s.max_admin_connections == 0 {
+            return invalid(
+                "server.max_client_connections and server.max_admin_connections must be at least 1"
+                    .into(),
+            );
         }
         let server = ServerConfig {
             listen,
@@ -316,7 +374,10 @@ impl Config {
                 header_timeout: Duration::from_millis(s.client_header_timeout_ms),
                 max_header_bytes: s.max_request_header_bytes,
                 max_connections: s.max_client_connections,
+                body_timeout: Duration::from_millis(s.client_body_timeout_ms),
+                max_buffered_body: s.max_buffered_body_bytes,
             },
+            max_admin_connections: s.max_admin_connections,
         };
 
         let h = file.health;
@@ -419,7 +480,9 @@ impl Config {
             let mut replicas = Vec::with_capacity(p.replicas.len());
             let mut addrs = HashSet::new();
             for (name, addr) in p.replicas {
-                let addr = parse_addr(&format!("pool {:?} replica {name:?}", p.name), &addr)?;
+                let addr = replica_addr(&addr).map_err(|why| {
+                    ConfigError::Invalid(format!("pool {:?} replica {name:?}: {why}", p.name))
+                })?;
                 if !replica_names.insert(name.clone()) {
                     return invalid(format!("replica name {name:?} is used twice"));
                 }
@@ -661,6 +724,39 @@ mod tests {
         assert!(err("[server]\nclient_header_timeout_ms = 0").contains("client_header_timeout_ms"));
         assert!(err("[server]\nmax_request_header_bytes = 10").contains("max_request_header_bytes"));
         assert!(err("[server]\nmax_client_connections = 0").contains("max_client_connections"));
+        assert!(err("[server]\nmax_admin_connections = 0").contains("max_admin_connections"));
+        assert!(err("[server]\nclient_body_timeout_ms = 0").contains("client_body_timeout_ms"));
+        assert!(err("[server]\nmax_buffered_body_bytes = 999999999").contains("max_buffered_body"));
         assert!(err("this is not toml").contains("invalid config file"));
+        assert!(
+            err("[[pool]]\nname = \"a\"\n[pool.replicas]\na-1 = \"0.0.0.0:1\"\n")
+                .contains("unspecified")
+        );
+    }
+
+    #[test]
+    fn replica_addresses_are_one_server_in_canonical_form() {
+        assert_eq!(
+            replica_addr("[::ffff:127.0.0.1]:18011"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 18011)))
+        );
+        assert_eq!(
+            replica_addr("[::1]:80"),
+            Ok(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 80)))
+        );
+        for bad in [
+            "127.0.0.1:0",
+            "0.0.0.0:80",
+            "[::]:80",
+            "[::ffff:0.0.0.0]:80",
+            "255.255.255.255:80",
+            "224.0.0.1:80",
+            "[ff02::1]:80",
+            "[::ffff:224.0.0.1]:80",
+            "localhost:80",
+            "127.0.0.1",
+        ] {
+            assert!(replica_addr(bad).is_err(), "{bad}");
+        }
     }
 }

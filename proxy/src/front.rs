@@ -15,14 +15,22 @@
 //! 3. check the header: what cannot be parsed, an HTTP/1.1 request without exactly one `Host`,
 //!    a `Content-Length` that is not one number, or `CONNECT` is answered here, in the project's
 //!    JSON error shape, and the connection closed;
-//! 4. hand pingora a session over a [`ClientConn`], which lets it read exactly this request
+//! 4. read the request's body whole, `Content-Length` or chunked, when it is at most
+//!    `max_buffered_body_bytes`: it must arrive within `client_body_timeout_ms` of the header's
+//!    end, else `408`. No replica is chosen before the body is in, so a client that stops sending
+//!    costs only its own connection (a chunk line that does not end in CRLF is `400`). A larger
+//!    body is streamed to the replica as it arrives;
+//! 5. hand pingora a session over a [`ClientConn`], which lets it read exactly this request
 //!    (header, then a `Content-Length` body) and keeps whatever follows, the next pipelined
 //!    request, for step 2: pipelined requests are served in order, one at a time;
-//! 5. when pingora hands the connection back for reuse, go to 2.
+//! 6. when pingora hands the connection back for reuse, go to 2.
 //!
 //! A request whose body is chunked, or that asks to upgrade the connection, is handed over without
 //! a limit: pingora reads its end itself, and a request pipelined behind it ends the connection
 //! after the first answer (pingora's own behaviour).
+//!
+//! The admin listener has a front door too, with the same bounds and its own connection cap; its
+//! refusals are not counted in the proxy's request metrics.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -35,6 +43,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::{Buf, Bytes, BytesMut};
 use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::http::RequestHeader;
+use pingora::protocols::http::authority::validate_request_authority;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
@@ -61,6 +71,8 @@ const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 64 * 1024;
 /// The same for a connection refused over the connection cap: short, because it holds no slot.
 const BUSY_LINGER: Duration = Duration::from_millis(50);
+/// The longest chunk-size line (size and extensions) taken.
+const MAX_CHUNK_LINE: usize = 4096;
 /// The largest `Content-Length` taken (1 TiB): far beyond any body a replica accepts, far from
 /// overflowing when the header's length is added.
 const MAX_CONTENT_LENGTH: u64 = 1 << 40;
@@ -70,7 +82,8 @@ const MAX_CONTENT_LENGTH: u64 = 1 << 40;
 pub struct FrontDoor<A> {
     app: Arc<A>,
     limits: ClientLimits,
-    metrics: Metrics,
+    /// Where refusals and open connections are counted; `None` for the admin listener.
+    metrics: Option<Metrics>,
     open: AtomicUsize,
 }
 
@@ -84,11 +97,22 @@ impl<A> std::fmt::Debug for FrontDoor<A> {
 }
 
 impl<A> FrontDoor<A> {
+    /// The public listener's front door, counting its refusals and connections in `metrics`.
     pub fn new(app: A, limits: ClientLimits, metrics: Metrics) -> Self {
         Self {
             app: Arc::new(app),
             limits,
-            metrics,
+            metrics: Some(metrics),
+            open: AtomicUsize::new(0),
+        }
+    }
+
+    /// A front door that counts nothing (the admin listener's).
+    pub fn uncounted(app: A, limits: ClientLimits) -> Self {
+        Self {
+            app: Arc::new(app),
+            limits,
+            metrics: None,
             open: AtomicUsize::new(0),
         }
     }
@@ -97,16 +121,18 @@ impl<A> FrontDoor<A> {
 /// One of the `max_client_connections` slots, given back on drop.
 struct Slot<'a> {
     open: &'a AtomicUsize,
-    metrics: &'a Metrics,
+    metrics: Option<&'a Metrics>,
 }
 
 impl<'a> Slot<'a> {
-    fn take(open: &'a AtomicUsize, max: usize, metrics: &'a Metrics) -> Option<Self> {
+    fn take(open: &'a AtomicUsize, max: usize, metrics: Option<&'a Metrics>) -> Option<Self> {
         if open.fetch_add(1, Ordering::AcqRel) >= max {
             open.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        metrics.client_connections.inc();
+        if let Some(m) = metrics {
+            m.client_connections.inc();
+        }
         Some(Slot { open, metrics })
     }
 }
@@ -114,7 +140,9 @@ impl<'a> Slot<'a> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.client_connections.dec();
+        if let Some(m) = self.metrics {
+            m.client_connections.dec();
+        }
     }
 }
 
@@ -126,6 +154,8 @@ pub(crate) enum Refusal {
     /// All connection slots are taken.
     Busy,
     HeaderTimeout,
+    /// A body to be buffered did not arrive whole in time.
+    BodyTimeout,
     HeaderTooLarge,
     BadRequest(&'static str),
     Connect,
@@ -136,7 +166,7 @@ impl Refusal {
         match self {
             Refusal::Quiet => (0, ""),
             Refusal::Busy => (503, "Service Unavailable"),
-            Refusal::HeaderTimeout => (408, "Request Timeout"),
+            Refusal::HeaderTimeout | Refusal::BodyTimeout => (408, "Request Timeout"),
             Refusal::HeaderTooLarge => (431, "Request Header Fields Too Large"),
             Refusal::BadRequest(_) => (400, "Bad Request"),
             Refusal::Connect => (405, "Method Not Allowed"),
@@ -158,6 +188,13 @@ impl Refusal {
                 &format!(
                     "the request header did not arrive within {} ms",
                     limits.header_timeout.as_millis()
+                ),
+            ),
+            Refusal::BodyTimeout => json_error(
+                "request_timeout",
+                &format!(
+                    "the request body did not arrive within {} ms",
+                    limits.body_timeout.as_millis()
                 ),
             ),
             Refusal::HeaderTooLarge => json_error(
@@ -199,8 +236,23 @@ impl Refusal {
 enum Body {
     /// `Content-Length` bytes (0: no body).
     Length(u64),
-    /// Chunked, or an upgrade: pingora finds the end itself.
-    Unbounded,
+    /// Chunked: pingora finds the end itself.
+    Chunked,
+    /// An upgrade: what follows the header is the new protocol's, never buffered.
+    Upgrade,
+}
+
+/// How much of a request body the front door holds.
+#[derive(Debug, PartialEq, Eq)]
+enum BodyScan {
+    /// All of it.
+    Complete,
+    /// Not all yet.
+    Partial,
+    /// More than is buffered (or an upgrade): it is streamed.
+    Streamed,
+    /// The chunked framing is broken.
+    Invalid(&'static str),
 }
 
 /// What the front door learnt from a complete request header.
@@ -222,7 +274,11 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut conn = ClientConn::new(stream, self.limits.max_header_bytes);
-        let Some(_slot) = Slot::take(&self.open, self.limits.max_connections, &self.metrics) else {
+        let Some(_slot) = Slot::take(
+            &self.open,
+            self.limits.max_connections,
+            self.metrics.as_ref(),
+        ) else {
             self.refuse(&mut conn, Refusal::Busy).await;
             return None;
         };
@@ -249,6 +305,10 @@ where
                     return;
                 }
             };
+            if let Err(refusal) = self.buffer_body(&mut conn, head).await {
+                self.refuse(&mut conn, refusal).await;
+                return;
+            }
             conn.admit(head);
             let mut session = ServerSession::new_http1(Box::new(conn));
             if *shutdown.borrow() {
@@ -313,16 +373,37 @@ where
         }
     }
 
+    /// Reads the body of the request whose header `conn` holds, when it is to be buffered, within
+    /// `body_timeout` of now.
+    async fn buffer_body(&self, conn: &mut ClientConn, head: Head) -> Result<(), Refusal> {
+        let deadline = Instant::now() + self.limits.body_timeout;
+        loop {
+            let received = conn.buf.get(head.len..).unwrap_or_default();
+            match scan_body(head.body, received, self.limits.max_buffered_body) {
+                BodyScan::Complete | BodyScan::Streamed => return Ok(()),
+                BodyScan::Invalid(why) => return Err(Refusal::BadRequest(why)),
+                BodyScan::Partial if conn.eof => return Err(Refusal::Quiet),
+                BodyScan::Partial => match timeout_at(deadline, conn.fill()).await {
+                    Err(_elapsed) => return Err(Refusal::BodyTimeout),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return Err(Refusal::Quiet),
+                },
+            }
+        }
+    }
+
     /// Answers a refused request (if there is anyone to answer) and closes the connection.
     async fn refuse(&self, conn: &mut ClientConn, refusal: Refusal) {
         if refusal == Refusal::Quiet {
             return;
         }
         let (status, _) = refusal.status();
-        self.metrics
-            .requests
-            .with_label_values(&["none", "none", &status.to_string(), Origin::Proxy.as_str()])
-            .inc();
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .requests
+                .with_label_values(&["none", "none", &status.to_string(), Origin::Proxy.as_str()])
+                .inc();
+        }
         let answer = refusal.response(&self.limits);
         // A connection over the cap holds no slot, so it lingers only briefly: a flood of them
         // would otherwise hold descriptors beyond the cap for the whole linger time.
@@ -456,6 +537,16 @@ fn finish_check(
             "an HTTP/1.1 request needs exactly one Host header",
         ));
     }
+    if named("host").any(|h| h.value.contains(&b'@')) {
+        return Scan::Refused(Refusal::BadRequest(
+            "the Host header must be host[:port], without userinfo",
+        ));
+    }
+    if authority_refused(req) {
+        return Scan::Refused(Refusal::BadRequest(
+            "the request target's authority is ambiguous or differs from Host",
+        ));
+    }
     let chunked = named("transfer-encoding").next().is_some();
     if chunked && !http11 {
         return Scan::Refused(Refusal::BadRequest(
@@ -490,12 +581,115 @@ fn finish_check(
             }
         }
     }
-    let body = if chunked || upgrade {
-        Body::Unbounded
+    let body = if upgrade {
+        Body::Upgrade
+    } else if chunked {
+        Body::Chunked
     } else {
         Body::Length(length.unwrap_or(0))
     };
     Scan::Complete(Head { len, body })
+}
+
+/// Whether pingora would refuse the request for its authority: an absolute-form target with
+/// userinfo, or whose authority differs from `Host`, or that is ambiguous. pingora answers those
+/// with an empty `400` of its own; running its own check here lets the front door answer in JSON.
+/// An origin-form target (`/...`), nearly every request, has no authority and is not checked.
+fn authority_refused(req: &httparse::Request<'_, '_>) -> bool {
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return false;
+    };
+    if target.starts_with('/') {
+        return false;
+    }
+    let Ok(mut header) = RequestHeader::build_no_case(method, target.as_bytes(), Some(2)) else {
+        return true;
+    };
+    for host in req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+    {
+        let Ok(value) = http::HeaderValue::from_bytes(host.value) else {
+            return true;
+        };
+        if header.append_header(http::header::HOST, value).is_err() {
+            return true;
+        }
+    }
+    validate_request_authority(&header).is_err()
+}
+
+/// How much of a `body` of kind `kind` the bytes `received` after its header hold, buffering at
+/// most `max` bytes of it.
+fn scan_body(kind: Body, received: &[u8], max: usize) -> BodyScan {
+    match kind {
+        Body::Upgrade => BodyScan::Streamed,
+        Body::Length(n) if n > max as u64 => BodyScan::Streamed,
+        Body::Length(n) if received.len() as u64 >= n => BodyScan::Complete,
+        Body::Length(_) => BodyScan::Partial,
+        Body::Chunked => scan_chunked(received, max),
+    }
+}
+
+/// Follows chunked framing (RFC 9112 7.1) through `received`: every chunk-size line, chunk end and
+/// trailer line must end in CRLF.
+fn scan_chunked(received: &[u8], max: usize) -> BodyScan {
+    const BAD_SIZE: &str = "a chunk-size line is malformed or does not end in CRLF";
+    let mut at = 0usize;
+    loop {
+        if at > max {
+            return BodyScan::Streamed;
+        }
+        let rest = &received[at..];
+        let (line, size) = match httparse::parse_chunk_size(rest) {
+            Ok(httparse::Status::Complete(found)) => found,
+            Ok(httparse::Status::Partial) if rest.len() > MAX_CHUNK_LINE => {
+                return BodyScan::Invalid(BAD_SIZE)
+            }
+            Ok(httparse::Status::Partial) => return BodyScan::Partial,
+            Err(_) => return BodyScan::Invalid(BAD_SIZE),
+        };
+        at += line;
+        if size == 0 {
+            return scan_trailers(&received[at..], max.saturating_sub(at));
+        }
+        if size > (max - at.min(max)) as u64 {
+            return BodyScan::Streamed;
+        }
+        // Bounded by `max` just above, so it fits a usize.
+        let end = at + size as usize;
+        match received.get(end..end + 2) {
+            None => return BodyScan::Partial,
+            Some(b"\r\n") => at = end + 2,
+            Some(_) => return BodyScan::Invalid("a chunk's data does not end in CRLF"),
+        }
+    }
+}
+
+/// The trailer section after the last chunk: field lines, then an empty line, each ending in CRLF.
+fn scan_trailers(received: &[u8], max: usize) -> BodyScan {
+    let mut at = 0;
+    loop {
+        let rest = &received[at..];
+        let Some(lf) = rest.iter().position(|b| *b == b'\n') else {
+            return if rest.len() > max {
+                BodyScan::Streamed
+            } else {
+                BodyScan::Partial
+            };
+        };
+        if lf == 0 || rest[lf - 1] != b'\r' {
+            return BodyScan::Invalid("a chunked body's trailer line does not end in CRLF");
+        }
+        if lf == 1 {
+            return BodyScan::Complete;
+        }
+        at += lf + 1;
+        if at > max {
+            return BodyScan::Streamed;
+        }
+    }
 }
 
 /// The header with the bytes pingora would escape in the request target percent-encoded, or
@@ -585,7 +779,7 @@ impl ClientConn {
     fn admit(&mut self, head: Head) {
         self.allowance = match head.body {
             Body::Length(n) => Some((head.len as u64).saturating_add(n)),
-            Body::Unbounded => None,
+            Body::Chunked | Body::Upgrade => None,
         };
     }
 
@@ -816,7 +1010,7 @@ mod tests {
         let post = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
         assert_eq!(complete(post).body, Body::Length(5));
         let chunked = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(complete(chunked).body, Body::Unbounded);
+        assert_eq!(complete(chunked).body, Body::Chunked);
         assert_eq!(complete(b"GET / HTTP/1.1\nHost: x\n\n").len, 24);
         // Blank lines before a request are skipped, as httparse does.
         let lead = b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -868,6 +1062,23 @@ mod tests {
             refused(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Refusal::BadRequest(_)
         ));
+        assert!(matches!(
+            refused(b"GET / HTTP/1.1\r\nHost: user:pw@x\r\n\r\n"),
+            Refusal::BadRequest(m) if m.contains("userinfo")
+        ));
+        for target in ["http://other/a", "http://u@x/a", "http:/\\x/a"] {
+            let head = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert!(
+                matches!(
+                    refused(head.as_bytes()),
+                    Refusal::BadRequest(m) if m.contains("authority")
+                ),
+                "{target}"
+            );
+        }
+        // The same authority in both places is an absolute-form request like any other.
+        complete(b"GET http://x/a HTTP/1.1\r\nHost: x\r\n\r\n");
+        complete(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
         // A length that would overflow the header's length added to it.
         assert!(matches!(
             refused(
@@ -895,6 +1106,45 @@ mod tests {
     }
 
     #[test]
+    fn bodies_are_held_whole_up_to_the_limit_and_streamed_beyond() {
+        use BodyScan::*;
+        assert_eq!(scan_body(Body::Length(0), b"", 16), Complete);
+        assert_eq!(scan_body(Body::Length(5), b"hell", 16), Partial);
+        assert_eq!(scan_body(Body::Length(5), b"hello", 16), Complete);
+        assert_eq!(scan_body(Body::Length(17), b"", 16), Streamed);
+        assert_eq!(scan_body(Body::Upgrade, b"", 16), Streamed);
+        let whole = b"5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nx-t: 1\r\n\r\n";
+        assert_eq!(scan_body(Body::Chunked, whole, 1024), Complete);
+        for cut in 0..whole.len() {
+            assert_eq!(
+                scan_body(Body::Chunked, &whole[..cut], 1024),
+                Partial,
+                "{:?}",
+                String::from_utf8_lossy(&whole[..cut])
+            );
+        }
+        assert_eq!(scan_body(Body::Chunked, b"0\r\n\r\n", 16), Complete);
+        // Larger than the limit, in one chunk or over several.
+        assert_eq!(scan_body(Body::Chunked, b"20\r\n", 16), Streamed);
+        let many = b"4\r\nabcd\r\n".repeat(8);
+        assert_eq!(scan_body(Body::Chunked, &many, 16), Streamed);
+        for bad in [
+            &b"5\nhello\n0\n\n"[..],
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"zz\r\n",
+            b"0\r\nx-t: 1\n\r\n",
+            b"0\r\n\n",
+        ] {
+            assert!(
+                matches!(scan_body(Body::Chunked, bad, 1024), Invalid(_)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
     fn targets_pingora_would_escape_are_accepted() {
         let raw = b"GET /a b|\"c\" HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(complete(raw).len, raw.len());
@@ -911,10 +1161,13 @@ mod tests {
             header_timeout: Duration::from_secs(1),
             max_header_bytes: 1024,
             max_connections: 1,
+            body_timeout: Duration::from_secs(1),
+            max_buffered_body: 1024,
         };
         for r in [
             Refusal::Busy,
             Refusal::HeaderTimeout,
+            Refusal::BodyTimeout,
             Refusal::HeaderTooLarge,
             Refusal::BadRequest("x"),
             Refusal::Connect,

@@ -12,8 +12,9 @@
 //!   `Consistent` selections, cookie adds the affinity layer; replicas are named by `ReplicaId`;
 //! - [`pool`]: pools, replicas and their live state (health, drain, passive ejection, counters);
 //! - [`health`]: active HTTP health checks with rise/fall thresholds;
-//! - [`front`]: the listener's connection loop below pingora's HTTP layer: connection cap, idle
-//!   and header deadlines, header checks, pipelined requests served in order;
+//! - [`front`]: each listener's connection loop below pingora's HTTP layer: connection cap, idle,
+//!   header and body deadlines, header checks, small bodies read whole before a replica is
+//!   chosen, pipelined requests served in order;
 //! - [`proxy`]: the `ProxyHttp` filters (routing, retries on another replica, 503 when none) and
 //!   the classification of a failed request into the proxy's own answer (`ProxyFault`);
 //! - [`admin`]: `/admin/...` and `/metrics`, every request first through its guard (the `Host`,
@@ -82,12 +83,21 @@ pub fn build_server(config: &Config) -> Server {
         "dashboard sampler",
         dashboard::DashboardSampler::new(pools.clone(), metrics.clone()),
     );
-    let mut admin_service = Service::new(
-        "statelab admin".to_string(),
+    // The admin listener has the public listener's client bounds, with a connection cap of its
+    // own; its refusals are not requests of any pool, so they are not counted.
+    let admin_front = front::FrontDoor::uncounted(
         admin::AdminApp::new(pools.clone(), metrics, &config.server),
+        config
+            .server
+            .client
+            .with_max_connections(config.server.max_admin_connections),
     );
+    let mut admin_service = Service::new("statelab admin".to_string(), admin_front);
     admin_service.threads = Some(1);
-    admin_service.add_tcp(&config.server.admin_listen.to_string());
+    admin_service.add_listener(
+        ListenerConfig::tcp(config.server.admin_listen.to_string())
+            .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
+    );
 
     let health = background_service(
         "health checks",

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{Config, PoolConfig, RetryConfig};
+use crate::config::{replica_addr, Config, PoolConfig, RetryConfig};
 use crate::dashboard::Reported;
 use crate::metrics::{Metrics, Origin};
 use crate::strategy::{
@@ -38,6 +38,8 @@ pub struct Replica {
     /// Added at runtime and not yet past `rise` passing checks: takes no traffic.
     joining: AtomicBool,
     draining: AtomicBool,
+    /// An admin call is removing it: it no longer counts towards the pool's last replica.
+    removing: AtomicBool,
     /// When this replica was last chosen for a request (ms since [`Pools::epoch`]), for drains
     /// that wait until it is idle.
     last_chosen_ms: AtomicU64,
@@ -106,6 +108,7 @@ impl Replica {
             healthy: AtomicBool::new(healthy),
             joining: AtomicBool::new(!healthy),
             draining: AtomicBool::new(false),
+            removing: AtomicBool::new(false),
             last_chosen_ms: AtomicU64::new(0),
             ok_streak: AtomicU32::new(0),
             fail_streak: AtomicU32::new(0),
@@ -480,11 +483,7 @@ impl Pools {
                 "replica name {name:?} must be 1-63 lowercase letters, digits or dashes"
             )));
         }
-        let addr: SocketAddr = addr.parse().map_err(|_| {
-            MembershipError::Invalid(format!(
-                "address {addr:?} is not IP:port, e.g. \"127.0.0.1:18004\""
-            ))
-        })?;
+        let addr = replica_addr(addr).map_err(MembershipError::Invalid)?;
         let pool = self
             .pool_by_name(pool_name)
             .ok_or_else(|| MembershipError::NoPool(pool_name.to_string()))?;
@@ -530,7 +529,9 @@ impl Pools {
     /// Removes a replica from its pool. With `drain`, it first takes no new clients while its
     /// pinned ones stay, and goes once it has been idle for [`Self::DRAIN_IDLE`] or when `drain`
     /// runs out. Requests already on their way finish: they hold the membership they started
-    /// with. The last replica of a pool is never removed.
+    /// with. The last replica of a pool is never removed: a replica that another call is removing
+    /// no longer counts, so of removals running at once the one that would empty the pool is
+    /// refused before it changes anything.
     pub async fn remove_replica(
         &self,
         name: &str,
@@ -539,9 +540,24 @@ impl Pools {
         let (pool, replica) = self
             .replica_by_name(name)
             .ok_or_else(|| MembershipError::NoReplica(name.to_string()))?;
-        if pool.members().replicas.len() <= 1 {
-            return Err(last_replica(name, &pool.name));
-        }
+        let removal = {
+            let _guard = pool.change.lock().unwrap_or_else(|e| e.into_inner());
+            if replica.removing.load(Ordering::Relaxed) {
+                return Err(MembershipError::Conflict(format!(
+                    "{name:?} is already being removed"
+                )));
+            }
+            let staying = pool
+                .members()
+                .replicas
+                .iter()
+                .filter(|r| !r.removing.load(Ordering::Relaxed))
+                .count();
+            if staying <= 1 {
+                return Err(last_replica(name, &pool.name));
+            }
+            Removing::start(&replica)
+        };
         let mut how = Removal::Immediate;
         if let Some(limit) = drain {
             replica.draining.store(true, Ordering::Relaxed);
@@ -577,6 +593,7 @@ impl Pools {
         }
         pool.members
             .store(Arc::new(Members::new(replicas, &self.secret, &pool.name)));
+        removal.done();
         self.metrics.forget_replica(&pool.name, name);
         tracing::info!(pool = %pool.name, replica = %name, how = how.as_str(), "replica removed");
         Ok(how)
@@ -615,6 +632,41 @@ impl Pools {
                     }
                 })
                 .collect(),
+        }
+    }
+}
+
+/// A removal under way: the replica is marked `removing` while it lasts. Dropped before
+/// [`Removing::done`] (the call failed or was abandoned), it puts the replica back as it was:
+/// not removing, and draining only if it was before.
+struct Removing<'a> {
+    replica: &'a Replica,
+    was_draining: bool,
+    done: bool,
+}
+
+impl<'a> Removing<'a> {
+    fn start(replica: &'a Replica) -> Self {
+        replica.removing.store(true, Ordering::Relaxed);
+        Removing {
+            replica,
+            was_draining: replica.is_draining(),
+            done: false,
+        }
+    }
+
+    fn done(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Removing<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.replica
+                .draining
+                .store(self.was_draining, Ordering::Relaxed);
+            self.replica.removing.store(false, Ordering::Relaxed);
         }
     }
 }

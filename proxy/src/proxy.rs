@@ -1,10 +1,15 @@
 //! The request path: pingora's `ProxyHttp` filters for statelab.
 //!
 //! Per request: route by prefix (404 JSON if none) → pick a replica by the pool's strategy (503
-//! JSON if none can take it) → strip the prefix and set `X-Forwarded-*` → on a failed connect,
-//! a broken fresh connection or a replica silent past `read_timeout_ms`, eject that replica for
-//! `eject_ms` and, when the request can be replayed, retry on another → on the response, pin the
-//! client with an affinity cookie when the pool is sticky → count it.
+//! JSON if none can take it) → strip the prefix and set `X-Forwarded-*` (and `Host`, when an
+//! HTTP/1.0 client sent none) → on a failed connect, a broken fresh connection or a replica silent
+//! past `read_timeout_ms`, eject that replica for `eject_ms` and, when the request can be
+//! replayed, retry on another → on the response, pin the client with an affinity cookie when the
+//! pool is sticky → count it.
+//!
+//! A timeout while the client's own body is still incomplete (a streamed body, larger than the
+//! front door buffers, that stopped arriving) is the client's fault: the replica is not ejected,
+//! the request is not retried, and the client gets `408`.
 //!
 //! Nothing here panics on a missing replica or a malformed request: every failure becomes a JSON
 //! error response through [`StatelabProxy::fail_to_proxy`].
@@ -74,6 +79,8 @@ impl StatelabProxy {
 pub(crate) enum Refusal {
     NoRoute,
     NoReplica,
+    /// The client's streamed body stopped arriving: its fault, not the replica's.
+    ClientStalled,
 }
 
 /// State carried through one request's filters.
@@ -111,6 +118,8 @@ pub(crate) enum ProxyFault {
     Unreachable,
     /// A replica took the request and did not answer within `read_timeout_ms`.
     Timeout,
+    /// The client stopped sending its (streamed) body.
+    ClientTimeout,
     /// A replica failed mid-request.
     BadGateway,
     /// The client's request could not be read.
@@ -128,8 +137,10 @@ impl ProxyFault {
         source: &ErrorSource,
         etype: &ErrorType,
     ) -> ProxyFault {
-        if refusal == Some(Refusal::NoReplica) {
-            return ProxyFault::NoReplica;
+        match refusal {
+            Some(Refusal::NoReplica) => return ProxyFault::NoReplica,
+            Some(Refusal::ClientStalled) => return ProxyFault::ClientTimeout,
+            _ => {}
         }
         match source {
             ErrorSource::Upstream if is_connect_error(etype) => ProxyFault::Unreachable,
@@ -150,6 +161,7 @@ impl ProxyFault {
         match self {
             ProxyFault::NoReplica | ProxyFault::Unreachable => 503,
             ProxyFault::Timeout => 504,
+            ProxyFault::ClientTimeout => 408,
             ProxyFault::BadGateway => 502,
             ProxyFault::BadRequest => 400,
             ProxyFault::ClientGone => 0,
@@ -171,6 +183,10 @@ impl ProxyFault {
             ProxyFault::Timeout => json_error(
                 "gateway_timeout",
                 &format!("a replica of pool {pool} did not answer in time"),
+            ),
+            ProxyFault::ClientTimeout => json_error(
+                "request_timeout",
+                "the request body stopped arriving before it was complete",
             ),
             ProxyFault::BadGateway => json_error(
                 "bad_gateway",
@@ -257,6 +273,35 @@ async fn respond_json(session: &mut Session, status: u16, body: Bytes) -> Result
         .write_response_header(Box::new(header), false)
         .await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// Replaces `Content-Length: 16, 16` (or the same length on several lines) with one value, as RFC
+/// 9110 8.6 allows; a single value is left as it is.
+fn normalise_content_length(request: &mut RequestHeader) -> Result<()> {
+    let mut lines = request.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    let (Some(first), None) = (lines.next(), lines.next()) else {
+        if request.headers.contains_key(http::header::CONTENT_LENGTH) {
+            return set_single_length(request);
+        }
+        return Ok(());
+    };
+    if first.as_bytes().contains(&b',') {
+        return set_single_length(request);
+    }
+    Ok(())
+}
+
+fn set_single_length(request: &mut RequestHeader) -> Result<()> {
+    let first = request
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "Content-Length"))?;
+    request.insert_header(http::header::CONTENT_LENGTH, first)?;
+    Ok(())
 }
 
 /// The replica accepted the connection but did not take or answer the request within
@@ -433,6 +478,22 @@ impl ProxyHttp for StatelabProxy {
         .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "rewriting the path", e))?;
         upstream_request.set_uri(uri);
 
+        // An HTTP/1.0 client may omit Host; the replica gets an HTTP/1.1 request, which needs one:
+        // the replica's own address, as nginx sends by default.
+        if !upstream_request.headers.contains_key(http::header::HOST) {
+            let replica = ctx
+                .replica
+                .and_then(|r| ctx.members.as_ref().and_then(|m| m.replica(r)));
+            if let Some(replica) = replica {
+                let host = HeaderValue::from_str(&replica.addr.to_string()).map_err(|e| {
+                    Error::because(ErrorType::InvalidHTTPHeader, "the replica's address", e)
+                })?;
+                upstream_request.insert_header(http::header::HOST, host)?;
+            }
+        }
+        // A list of identical lengths (the front door refuses differing ones) goes on as one.
+        normalise_content_length(upstream_request)?;
+
         let peer = Self::peer_ip(session, ctx);
         if let Some(ip) = peer {
             // Every incoming line, in order, then this hop; sent as one line. Built on the stack
@@ -524,6 +585,15 @@ impl ProxyHttp for StatelabProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        // A replica waiting for a body the client stopped sending is not at fault.
+        if is_timeout(e.etype()) && !session.as_mut().is_body_done() {
+            ctx.refusal = Some(Refusal::ClientStalled);
+            if let Some(r) = ctx.replica {
+                ctx.tried.insert(r);
+            }
+            e.set_retry(false);
+            return e;
+        }
         // Only an upstream fault is worth another replica; a client that went away is not.
         let upstream_fault = *e.esource() == ErrorSource::Upstream;
         // A pooled connection may have been closed by an idle replica: no blame. A fresh

@@ -1,13 +1,17 @@
 //! The admin API against browsers: cross-site state changes, DNS rebinding (a foreign `Host`),
-//! and the token, through the real proxy binary on ephemeral loopback ports. Requests are written
+//! and the token, and the admin listener's connection bounds, through the real proxy binary on
+//! ephemeral loopback ports. Requests are written
 //! by hand, so that each header is exactly what a browser or curl would send.
 
 #[allow(dead_code)] // each test binary uses its own part of the harness
 mod support;
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use statelab_test_support::eventually;
+use support::raw::{Raw, Wire};
 use support::{backends, spawn_proxy, PoolSpec, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -279,4 +283,102 @@ async fn readiness_needs_no_token_and_shows_nothing() {
     )
     .await;
     assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_has_the_front_doors_bounds() {
+    let (proxy, _b) = stateless_proxy(
+        "client_keepalive_timeout_ms = 400\nclient_header_timeout_ms = 600\nmax_admin_connections = 3",
+    )
+    .await;
+    let port = proxy.admin.port();
+    let status = format!("GET /admin/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+
+    // Idle keep-alive connections are closed after the idle timeout, and not before.
+    let mut idle = Raw::connect(proxy.admin).await;
+    idle.send(status.as_bytes()).await;
+    let r = idle
+        .response(Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    assert_eq!(r.status, 200);
+    let after = idle.closed_within(Duration::from_secs(5)).await;
+    assert!(
+        after >= Duration::from_millis(300),
+        "closed after {after:?}"
+    );
+
+    // A header trickled a byte at a time is cut off at the header deadline with a JSON 408.
+    let mut slow = Raw::connect(proxy.admin).await;
+    let started = Instant::now();
+    let r = loop {
+        slow.send(b"G").await;
+        let answer = tokio::time::timeout(
+            Duration::from_millis(200),
+            slow.response(Duration::from_secs(5)),
+        )
+        .await;
+        if let Ok(answer) = answer {
+            break answer.expect("an answer before the close");
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never cut off");
+    };
+    assert_eq!(r.status, 408, "{r:?}");
+    assert_eq!(r.json()["error"], "request_timeout");
+
+    // Past the connection cap, a JSON 503; a slot frees when a connection closes.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(Raw::connect(proxy.admin).await);
+    }
+    let over = refused_on(proxy.admin, status.as_bytes()).await;
+    assert_eq!(over.status, 503, "{over:?}");
+    assert_eq!(over.json()["error"], "too_many_connections");
+    drop(held);
+    eventually(
+        "a slot after the held connections closed",
+        Duration::from_secs(5),
+        || async {
+            let mut c = Raw::connect(proxy.admin).await;
+            c.send(status.as_bytes()).await;
+            (c.response(Duration::from_secs(5)).await?.status == 200).then_some(())
+        },
+    )
+    .await;
+
+    // Malformed or misdirected heads each get a JSON answer.
+    for (head, want) in [
+        (
+            format!("GET /admin/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example\r\n\r\n"),
+            400,
+        ),
+        (
+            format!("GET /admin/status HTTP/1.1\r\nHost: user@127.0.0.1:{port}\r\n\r\n"),
+            400,
+        ),
+        (
+            format!("GET http://evil.example/admin/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"),
+            400,
+        ),
+        (
+            "GET http://evil.example/admin/status HTTP/1.1\r\nHost: evil.example\r\n\r\n"
+                .to_string(),
+            421,
+        ),
+    ] {
+        let r = refused_on(proxy.admin, head.as_bytes()).await;
+        assert_eq!(r.status, want, "{head:?}: {r:?}");
+        assert!(r.json()["error"].is_string() && r.json()["message"].is_string());
+    }
+}
+
+/// Sends `request` on a fresh connection; the one answer, read until the proxy closes.
+async fn refused_on(addr: SocketAddr, request: &[u8]) -> Wire {
+    let mut c = Raw::connect(addr).await;
+    c.send(request).await;
+    let r = c
+        .response(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(request)));
+    r
 }

@@ -5,150 +5,15 @@
 #[allow(dead_code)] // each test binary uses its own part of the harness
 mod support;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use statelab_test_support::{eventually, workspace_root};
+use support::raw::{parse_one, Raw, Wire};
 use support::{backends, client_from, spawn_proxy, spawn_proxy_with, PoolSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// One response as read off the wire.
-#[derive(Debug)]
-struct Wire {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-impl Wire {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-}
-
-/// The first complete response in `bytes`.
-fn parse_one(bytes: &[u8]) -> Option<Wire> {
-    let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let len: usize = headers
-        .get("content-length")
-        .map_or(Some(0), |v| v.parse().ok())?;
-    let body = bytes.get(head_end..head_end + len)?;
-    Some(Wire {
-        status,
-        headers,
-        body: String::from_utf8_lossy(body).into_owned(),
-    })
-}
-
-/// A raw client connection that keeps what it read past one response.
-struct Raw {
-    stream: TcpStream,
-    pending: Vec<u8>,
-}
-
-impl Raw {
-    async fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(addr)
-            .await
-            .expect("connect to the proxy");
-        Raw {
-            stream,
-            pending: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write a request");
-    }
-
-    /// Reads once into `pending`; 0 at end of stream (a reset counts as the end too).
-    async fn fill(&mut self) -> usize {
-        let mut chunk = [0u8; 4096];
-        match self.stream.read(&mut chunk).await {
-            Ok(n) => {
-                self.pending.extend_from_slice(&chunk[..n]);
-                n
-            }
-            Err(_) => 0,
-        }
-    }
-
-    /// The next complete response, or `None` if the connection ends first; panics after `within`.
-    async fn response(&mut self, within: Duration) -> Option<Wire> {
-        tokio::time::timeout(within, async {
-            let head_end = loop {
-                if let Some(i) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-                if self.fill().await == 0 {
-                    return None;
-                }
-            };
-            let head = String::from_utf8_lossy(&self.pending[..head_end]).into_owned();
-            let mut lines = head.split("\r\n");
-            let status = lines
-                .next()
-                .and_then(|l| l.split(' ').nth(1))
-                .and_then(|s| s.parse().ok())
-                .expect("a status line");
-            let headers: HashMap<String, String> = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                .collect();
-            let len: usize = headers
-                .get("content-length")
-                .map(|v| v.parse().expect("a numeric content-length"))
-                .unwrap_or(0);
-            while self.pending.len() < head_end + len {
-                if self.fill().await == 0 {
-                    return None;
-                }
-            }
-            let body =
-                String::from_utf8_lossy(&self.pending[head_end..head_end + len]).into_owned();
-            self.pending.drain(..head_end + len);
-            Some(Wire {
-                status,
-                headers,
-                body,
-            })
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no response within {within:?}"))
-    }
-
-    /// Waits for the proxy to close the connection; the time it took.
-    async fn closed_within(&mut self, within: Duration) -> Duration {
-        let t = Instant::now();
-        tokio::time::timeout(within, async {
-            while self.fill().await > 0 {
-                assert!(
-                    self.pending.len() < 64 * 1024,
-                    "the proxy keeps sending: {:?}",
-                    String::from_utf8_lossy(&self.pending)
-                );
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("the connection was still open after {within:?}"));
-        t.elapsed()
-    }
-}
 
 fn get(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -596,4 +461,142 @@ async fn with_the_labs_timeouts_a_frozen_replica_delays_no_get_beyond_about_two_
         longest >= Duration::from_millis(500),
         "no request ever waited on the frozen replica ({longest:?})"
     );
+}
+
+/// The admin status entry of replica `name` in `proxy`'s status.
+async fn replica_is_up(proxy: &support::Proxy, name: &str) -> bool {
+    let r = proxy.replica(name).await;
+    r["state"] == "up" && r["ejected"] == false && r["last_failure"].is_null()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_cost_the_client_and_never_a_replica() {
+    let b = backends("stateless", 3).await;
+    let proxy = spawn_proxy_with(
+        &[PoolSpec::new("stateless", "round-robin", &b)],
+        "client_body_timeout_ms = 1500",
+        "read_timeout_ms = 300",
+    )
+    .await;
+    // More stalled bodies than the pool has replicas: a Content-Length body, a chunked one cut
+    // inside a chunk, and one cut inside a chunk-size line.
+    let stalls: [&[u8]; 4] = [
+        b"POST /stateless/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        b"POST /stateless/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+        b"POST /stateless/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+        b"POST /stateless/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5",
+    ];
+    let mut stalled = Vec::new();
+    for request in stalls {
+        let mut c = Raw::connect(proxy.addr).await;
+        c.send(request).await;
+        stalled.push(c);
+    }
+    // A chunk line that ends in LF alone is refused at once: the proxy would wait for a CRLF.
+    let lf_only = refused(
+        proxy.addr,
+        b"POST /stateless/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
+    )
+    .await;
+    assert_eq!(lf_only.status, 400, "{lf_only:?}");
+    assert_eq!(lf_only.json()["error"], "bad_request");
+
+    // While the bodies are stalled, far past the replicas' read timeout, every client that sends
+    // its request whole is served.
+    let client = client_from(None);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(900) {
+        let r = proxy.get(&client, "/stateless/me", None).await;
+        assert_eq!(r.status, 200, "a whole request while bodies stall: {r:?}");
+    }
+    // Each stalled client gets its own 408 at the body deadline, and nothing else happened: no
+    // replica saw a stalled request, none was ejected or blamed.
+    for (i, c) in stalled.iter_mut().enumerate() {
+        let r = c
+            .response(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("stalled body {i}: closed without an answer"));
+        assert_eq!(r.status, 408, "stalled body {i}: {r:?}");
+        assert_eq!(r.json()["error"], "request_timeout");
+        assert!(r.json()["message"]
+            .as_str()
+            .expect("a message")
+            .contains("1500 ms"));
+        c.closed_within(Duration::from_secs(5)).await;
+    }
+    for name in ["stateless-1", "stateless-2", "stateless-3"] {
+        assert!(
+            replica_is_up(&proxy, name).await,
+            "{name}: {}",
+            proxy.replica(name).await
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_that_stops_is_the_clients_timeout_not_the_replicas() {
+    let b = backends("stateless", 2).await;
+    let proxy = spawn_proxy_with(
+        &[PoolSpec::new("stateless", "round-robin", &b)],
+        "max_buffered_body_bytes = 1024",
+        "read_timeout_ms = 300",
+    )
+    .await;
+    // Larger than the proxy buffers: the replica gets the head and the first bytes, then waits.
+    let mut c = Raw::connect(proxy.addr).await;
+    c.send(
+        b"POST /stateless/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0123456789",
+    )
+    .await;
+    let r = c.response(Duration::from_secs(5)).await.expect("an answer");
+    assert_eq!(r.status, 408, "{r:?}");
+    assert_eq!(r.json()["error"], "request_timeout");
+    c.closed_within(Duration::from_secs(5)).await;
+    // Not retried on the other replica, and neither is ejected or blamed.
+    for name in ["stateless-1", "stateless-2"] {
+        assert!(
+            replica_is_up(&proxy, name).await,
+            "{name}: {}",
+            proxy.replica(name).await
+        );
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", proxy.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("statelab_proxy_retries_total") && !l.ends_with(" 0")),
+        "a retry was counted:\n{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_request_without_host_and_a_length_list_are_forwarded_well_formed() {
+    let b = backends("stateless", 1).await;
+    let proxy = spawn_proxy(&[PoolSpec::new("stateless", "round-robin", &b)], "").await;
+    // HTTP/1.0 may omit Host; the replica gets an HTTP/1.1 request, with its own address as Host.
+    let mut c = Raw::connect(proxy.addr).await;
+    c.send(b"GET /stateless/health HTTP/1.0\r\n\r\n").await;
+    let r = c.response(Duration::from_secs(5)).await.expect("an answer");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-host"), Some(b[0].addr.to_string().as_str()));
+
+    // A list of identical lengths reaches the replica as one value (the backend answers 400 to a
+    // Content-Length it cannot parse as one number).
+    for head in [
+        "Content-Length: 3, 3",
+        "Content-Length: 3,3",
+        "Content-Length: 3\r\nContent-Length: 3",
+    ] {
+        let mut c = Raw::connect(proxy.addr).await;
+        c.send(format!("POST /stateless/cart HTTP/1.1\r\nHost: x\r\n{head}\r\n\r\nabc").as_bytes())
+            .await;
+        let r = c.response(Duration::from_secs(5)).await.expect("an answer");
+        assert_eq!(r.status, 200, "{head}: {r:?}");
+        assert_eq!(r.header("x-body-len"), Some("3"), "{head}");
+    }
 }

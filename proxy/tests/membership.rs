@@ -72,6 +72,30 @@ async fn add_and_remove_answer_with_the_right_status() {
             "{text}"
         );
     }
+    // Addresses no one server listens on are refused; one socket spelt another way is the same
+    // address, so a duplicate.
+    let port = b[0].addr.port();
+    for (addr, want) in [
+        ("127.0.0.1:0".to_string(), 400),
+        (format!("0.0.0.0:{port}"), 400),
+        (format!("[::]:{port}"), 400),
+        ("255.255.255.255:18011".to_string(), 400),
+        ("224.0.0.1:18011".to_string(), 400),
+        ("[ff02::1]:18011".to_string(), 400),
+        (format!("[::ffff:127.0.0.1]:{port}"), 409),
+    ] {
+        let body = format!(r#"{{"name":"stateless-9","addr":"{addr}"}}"#);
+        let (code, text) = add(body).await;
+        assert_eq!(code, want, "{addr}: {text}");
+    }
+    assert!(
+        proxy.status().await["pools"][0]["replicas"]
+            .as_array()
+            .expect("replicas")
+            .iter()
+            .all(|r| r["name"] != "stateless-9"),
+        "a refused address was added"
+    );
     let (code, _) = proxy
         .admin(
             Method::POST,
@@ -341,5 +365,50 @@ async fn no_request_fails_while_members_change_under_load() {
     );
     for r in &extra {
         assert!(r.hits() > 0, "{} took traffic", r.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removals_at_once_never_empty_a_pool_and_a_refused_one_changes_nothing() {
+    let b = backends("stateless", 3).await;
+    let proxy = spawn_proxy(&[PoolSpec::new("stateless", "round-robin", &b)], "").await;
+    // Three drained removals at once: two may go, the third would empty the pool.
+    let remove = |name: &'static str| {
+        let proxy = &proxy;
+        async move {
+            let (code, text) = proxy
+                .admin(
+                    Method::DELETE,
+                    &format!("/admin/replicas/{name}?drain=1"),
+                    None,
+                )
+                .await;
+            (name, code, text)
+        }
+    };
+    let (r1, r2, r3) = tokio::join!(
+        remove("stateless-1"),
+        remove("stateless-2"),
+        remove("stateless-3")
+    );
+    let results = [r1, r2, r3];
+    let refused: Vec<_> = results.iter().filter(|(_, code, _)| *code == 409).collect();
+    let removed: Vec<_> = results.iter().filter(|(_, code, _)| *code == 200).collect();
+    assert_eq!(
+        (refused.len(), removed.len()),
+        (1, 2),
+        "one refused, two removed: {results:?}"
+    );
+    let (kept, _, text) = refused[0];
+    assert!(text.contains("last replica"), "{text}");
+    // The refused one is as it was: up, not draining, and serving.
+    let view = proxy.replica(kept).await;
+    assert_eq!(view["state"], "up", "{view}");
+    assert_eq!(view["draining"], false, "{view}");
+    let client = client_from(None);
+    for _ in 0..5 {
+        let r = proxy.get(&client, "/stateless/me", None).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.replica.as_deref(), Some(*kept));
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `statelab-proxy` binary in front of real (tiny) backends, all on
 //! ephemeral loopback ports. Every wait is a bounded poll; every request loop is bounded.
 
+#[allow(dead_code)] // each test binary uses its own part of the harness
 mod support;
 
 use std::collections::{HashMap, HashSet};

@@ -2,6 +2,8 @@
 //! typed helpers for clients and the admin API, and bounded polling instead of sleeps. The
 //! backend, the polling and the ports come from `statelab-test-support`.
 
+pub mod raw;
+
 use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
