@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use statelab_test_support::eventually;
-use support::raw::{Raw, Wire};
+use support::raw::{one_answer, Raw};
 use support::{backends, spawn_proxy, PoolSpec, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -331,7 +331,7 @@ async fn the_admin_listener_has_the_front_doors_bounds() {
     for _ in 0..3 {
         held.push(Raw::connect(proxy.admin).await);
     }
-    let over = refused_on(proxy.admin, status.as_bytes()).await;
+    let over = one_answer(proxy.admin, status.as_bytes()).await.0;
     assert_eq!(over.status, 503, "{over:?}");
     assert_eq!(over.json()["error"], "too_many_connections");
     drop(held);
@@ -366,19 +366,8 @@ async fn the_admin_listener_has_the_front_doors_bounds() {
             421,
         ),
     ] {
-        let r = refused_on(proxy.admin, head.as_bytes()).await;
+        let (r, _) = one_answer(proxy.admin, head.as_bytes()).await;
         assert_eq!(r.status, want, "{head:?}: {r:?}");
         assert!(r.json()["error"].is_string() && r.json()["message"].is_string());
     }
-}
-
-/// Sends `request` on a fresh connection; the one answer, read until the proxy closes.
-async fn refused_on(addr: SocketAddr, request: &[u8]) -> Wire {
-    let mut c = Raw::connect(addr).await;
-    c.send(request).await;
-    let r = c
-        .response(Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(request)));
-    r
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use statelab_test_support::{eventually, workspace_root};
-use support::raw::{parse_one, Raw, Wire};
+use support::raw::{one_answer, parse_one, Raw, Wire};
 use support::{backends, client_from, spawn_proxy, spawn_proxy_with, PoolSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -152,12 +152,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 /// Sends `request` on a fresh connection and returns the one answer before the proxy closes.
 async fn refused(addr: SocketAddr, request: &[u8]) -> Wire {
-    let mut c = Raw::connect(addr).await;
-    c.send(request).await;
-    let r = c
-        .response(Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(request)));
+    let (r, mut c) = one_answer(addr, request).await;
     c.closed_within(Duration::from_secs(5)).await;
     r
 }

@@ -29,6 +29,11 @@ impl Wire {
 
 /// The first complete response in `bytes`.
 pub fn parse_one(bytes: &[u8]) -> Option<Wire> {
+    parse_with_len(bytes).map(|(wire, _)| wire)
+}
+
+/// The first complete response in `bytes` and how many bytes it took.
+fn parse_with_len(bytes: &[u8]) -> Option<(Wire, usize)> {
     let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
@@ -41,11 +46,23 @@ pub fn parse_one(bytes: &[u8]) -> Option<Wire> {
         .get("content-length")
         .map_or(Some(0), |v| v.parse().ok())?;
     let body = bytes.get(head_end..head_end + len)?;
-    Some(Wire {
+    let wire = Wire {
         status,
         headers,
         body: String::from_utf8_lossy(body).into_owned(),
-    })
+    };
+    Some((wire, head_end + len))
+}
+
+/// Sends `request` on a fresh connection; its first answer, and the connection.
+pub async fn one_answer(addr: SocketAddr, request: &[u8]) -> (Wire, Raw) {
+    let mut c = Raw::connect(addr).await;
+    c.send(request).await;
+    let r = c
+        .response(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(request)));
+    (r, c)
 }
 
 /// A raw client connection that keeps what it read past one response.
@@ -84,42 +101,15 @@ impl Raw {
     /// The next complete response, or `None` if the connection ends first; panics after `within`.
     pub async fn response(&mut self, within: Duration) -> Option<Wire> {
         tokio::time::timeout(within, async {
-            let head_end = loop {
-                if let Some(i) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
+            loop {
+                if let Some((wire, len)) = parse_with_len(&self.pending) {
+                    self.pending.drain(..len);
+                    return Some(wire);
                 }
-                if self.fill().await == 0 {
-                    return None;
-                }
-            };
-            let head = String::from_utf8_lossy(&self.pending[..head_end]).into_owned();
-            let mut lines = head.split("\r\n");
-            let status = lines
-                .next()
-                .and_then(|l| l.split(' ').nth(1))
-                .and_then(|s| s.parse().ok())
-                .expect("a status line");
-            let headers: HashMap<String, String> = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                .collect();
-            let len: usize = headers
-                .get("content-length")
-                .map(|v| v.parse().expect("a numeric content-length"))
-                .unwrap_or(0);
-            while self.pending.len() < head_end + len {
                 if self.fill().await == 0 {
                     return None;
                 }
             }
-            let body =
-                String::from_utf8_lossy(&self.pending[head_end..head_end + len]).into_owned();
-            self.pending.drain(..head_end + len);
-            Some(Wire {
-                status,
-                headers,
-                body,
-            })
         })
         .await
         .unwrap_or_else(|_| panic!("no response within {within:?}"))
