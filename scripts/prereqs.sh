@@ -54,7 +54,7 @@ prereq_describe() {
   if [[ $what == py/* ]]; then
     for py in $(python_candidates); do
       where=$(command -v "$py" 2>/dev/null) || where="$py (not found)"
-      tried+=("$where")
+      [[ " ${tried[*]} " == *" $where "* ]] || tried+=("$where")
     done
     printf 'Python module %s (Debian package %s) is not importable from: %s; install it for one of them, or set STATELAB_PYTHON to an interpreter that has it' \
       "${what#py/}" "$pkg" "${tried[*]}"
