@@ -116,3 +116,23 @@ ensure_cargo() {
   echo "error: cargo is missing; install Rust with: curl --proto '=https' -sSf https://sh.rustup.rs | sh" >&2
   exit 1
 }
+
+# ensure_lint_tools: cargo's fmt and clippy subcommands, added with rustup when it is there; the
+# script stops naming the components otherwise.
+ensure_lint_tools() {
+  local missing=() tool
+  for tool in fmt clippy; do
+    cargo "$tool" --version >/dev/null 2>&1 || missing+=("$tool")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  if command -v rustup >/dev/null 2>&1; then
+    echo ">> rustup component add rustfmt clippy (needed for: cargo ${missing[*]})" >&2
+    rustup component add rustfmt clippy >&2 || true
+  fi
+  for tool in "${missing[@]}"; do
+    cargo "$tool" --version >/dev/null 2>&1 || {
+      echo "error: cargo $tool is missing; install with: rustup component add rustfmt clippy" >&2
+      exit 1
+    }
+  done
+}

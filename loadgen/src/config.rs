@@ -9,7 +9,6 @@
 use std::fmt;
 use std::io::IsTerminal;
 use std::net::{IpAddr, Ipv4Addr};
-use std::ops::Deref;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -101,15 +100,6 @@ impl Routing {
 impl fmt::Display for Routing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// The name as text, so code that reads the strategy as a string (`report.strategy.as_deref()`,
-/// as the lab tests do) keeps working now that the field is typed.
-impl Deref for Routing {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
     }
 }
 
@@ -244,7 +234,7 @@ pub struct RunArgs {
     pub service: Service,
 
     /// Base URL, http://IP:PORT[/PREFIX]. Default: the lab's proxy,
-    /// http://127.0.0.1:8080/<service>. A replica directly: e.g. http://127.0.0.1:18001.
+    /// `http://127.0.0.1:8080/<service>`. A replica directly: e.g. `http://127.0.0.1:18001`.
     #[arg(long, env = "STATELAB_LOAD_TARGET")]
     pub target: Option<String>,
 
@@ -886,7 +876,7 @@ mod tests {
             assert_eq!(json, format!("\"{text}\""));
             let back: Routing = serde_json::from_str(&json).expect("parse");
             assert_eq!(back, routing);
-            assert_eq!(&*routing, text);
+            assert_eq!(routing.as_str(), text);
         }
         let err = "sticky".parse::<Routing>().expect_err("not a strategy");
         let text = err.to_string();

@@ -435,14 +435,6 @@ impl fmt::Display for FaultStep {
     }
 }
 
-/// Readers of a report compare the step with its JSON name (`e.what == "restart"`, as the lab
-/// tests do); this keeps that working now that the field is typed.
-impl PartialEq<&str> for FaultStep {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 /// One step of the fault as it happened; `run.json`'s `events[]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -487,7 +479,7 @@ impl Fault {
         })
     }
 
-    /// Kills, then restarts if asked, each when due (see [`run_steps`]). A Redis node's kill is
+    /// Kills, then restarts if asked, each when due (see `run_steps`). A Redis node's kill is
     /// watched until a new primary appears or the run ends at `end`; what the lab said is
     /// returned (`None` for another kill, or one not carried out).
     pub async fn run(
@@ -768,7 +760,7 @@ esac"#;
         ] {
             let json = serde_json::to_string(&step).expect("serialise");
             assert_eq!(json, format!("\"{name}\""));
-            assert!(step == name);
+            assert_eq!(step.as_str(), name);
             assert_eq!(step.lab_verb(), verb);
         }
     }

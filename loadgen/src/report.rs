@@ -1124,12 +1124,12 @@ mod tests {
     fn an_old_run_json_reads_into_the_typed_record_and_writes_back_the_same() {
         let report: RunReport = serde_json::from_str(OLD_RUN_JSON).expect("an old run.json");
         assert_eq!(report.strategy, Some(Routing::Proxy(Strategy::IpHash)));
-        assert_eq!(report.strategy.as_deref(), Some("ip-hash"));
+        assert_eq!(report.strategy.map(Routing::as_str), Some("ip-hash"));
         assert_eq!(
             (report.workflow, report.model),
             (WorkflowKind::Raw, ModelKind::Closed)
         );
-        assert!(report.events[1].what == "restart");
+        assert_eq!(report.events[1].what, FaultStep::Restart);
         let old: Value = serde_json::from_str(OLD_RUN_JSON).expect("JSON");
         // Written back the same, plus the scale events it had none of, and the figures it did
         // not measure as null.

@@ -13,7 +13,8 @@ mod support;
 use support::run_load;
 
 use statelab_loadgen::client::{Client, Target};
-use statelab_loadgen::report::{Comparison, RunReport};
+use statelab_loadgen::config::Routing;
+use statelab_loadgen::report::{Comparison, FaultStep, RunReport};
 use statelab_test_support::{eventually_blocking, send_signal, NativeLab, Signal, TempDir};
 
 fn load(lab: &NativeLab, service: &str, out: &Path, extra: &[&str]) -> RunReport {
@@ -50,7 +51,11 @@ fn load(lab: &NativeLab, service: &str, out: &Path, extra: &[&str]) -> RunReport
     assert!(failover.last_answer_after_kill_s < 1.0, "{text}");
     // Memory of every live replica: the killed one only if it was started again, and one more
     // for each replica a --scale added.
-    let added = report.events.iter().filter(|e| e.what == "scale").count();
+    let added = report
+        .events
+        .iter()
+        .filter(|e| e.what == FaultStep::Scale)
+        .count();
     let live = if extra.contains(&"--restart") { 3 } else { 2 } + added;
     assert_eq!(
         report.memory_bytes.len(),
@@ -58,7 +63,7 @@ fn load(lab: &NativeLab, service: &str, out: &Path, extra: &[&str]) -> RunReport
         "every live replica's memory:\n{text}"
     );
     assert_eq!(
-        report.strategy.as_deref(),
+        report.strategy.map(Routing::as_str),
         Some(if service == "stateful" {
             "cookie"
         } else {
@@ -163,7 +168,7 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
     let restart = stateful
         .events
         .iter()
-        .find(|e| e.what == "restart")
+        .find(|e| e.what == FaultStep::Restart)
         .unwrap_or_else(|| {
             panic!(
                 "no restart event:\n{}",
@@ -203,7 +208,7 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
             let scaled = r
                 .events
                 .iter()
-                .find(|e| e.what == "scale")
+                .find(|e| e.what == FaultStep::Scale)
                 .expect("a scale event");
             assert!(scaled.ok && scaled.replica == "stateless=4", "{scaled:?}");
             assert!(

@@ -9,7 +9,7 @@
 //!   that present one; new clients are placed by round-robin and pinned where they land.
 //!
 //! [`Routes`] holds one of each per pool. Strategies never decide health: they offer replicas in
-//! their own order through one selection walk ([`walk`]) and ask the caller's `accept` closure, so
+//! their own order through one selection walk (`walk`) and ask the caller's `accept` closure, so
 //! a down, ejected or draining replica is skipped without rebuilding anything. Replicas are named
 //! by [`ReplicaId`]; a request's tried replicas are a [`Tried`] set, which caps a pool at
 //! [`MAX_REPLICAS_PER_POOL`].
@@ -151,7 +151,7 @@ pub trait Route: Send + Sync + fmt::Debug {
     fn key(&self, req: &RequestHeader, client: Client<'_>) -> RouteKey;
 
     /// The first replica, in this strategy's order for `key`, that `accept` takes. Every replica
-    /// is offered at most once, and every one is offered before `None` (see [`walk`]).
+    /// is offered at most once, and every one is offered before `None` (see `walk`).
     fn pick(
         &self,
         key: &RouteKey,

@@ -1,7 +1,7 @@
 //! The HTTP API, identical for all three services.
 //!
 //! [`App::handle`] routes a request, validates its input, hands the store one
-//! [`Change`](crate::session::Change), and renders the result. Every response — errors included —
+//! [`crate::session::Change`], and renders the result. Every response — errors included —
 //! carries `x-replica`, and every error is `{"error": code, "message": text}`.
 //!
 //! The credential travels as a cookie (HttpOnly, SameSite=Lax) named after the design

@@ -18,7 +18,7 @@
 //!
 //! These are hyper 1's defaults (`http1::Builder::max_headers`, `max_buf_size`; the target bound
 //! is fixed). hyper writes the answer from its parser and offers no hook to shape it, and raising
-//! its limits to check them in [`App`](crate::App) instead would only move the point where the
+//! its limits to check them in [`crate::App`] instead would only move the point where the
 //! plain answer starts. They are kept: no client of this API comes near them.
 
 use std::future::Future;

@@ -10,7 +10,7 @@
 //! each replica's share, when the pool was scaled) and the percentile and per-replica tables. Every string that comes from the data is escaped.
 //!
 //! This module is the page: what it says and which charts it shows, from which figures. The
-//! drawing of the charts is [`svg`]'s.
+//! drawing of the charts is `svg`'s.
 
 use std::collections::BTreeSet;
 use std::fmt::{Display, Write as _};

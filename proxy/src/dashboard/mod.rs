@@ -2,11 +2,11 @@
 //! `/dashboard.js`) and the per-second history it draws (`GET /admin/dashboard.json`).
 //!
 //! The request path does nothing for the dashboard but one header lookup (to count
-//! `x-statelab-load` traffic). Once a second the [`Sampler`] reads what the proxy counts anyway
+//! `x-statelab-load` traffic). Once a second the `Sampler` reads what the proxy counts anyway
 //! (the `requests_total` counters by status and origin, each replica's latency histogram, the
 //! in-flight guards, the retry counters) and what the health checker last brought back from each
-//! replica's `/health?detail=1`, turns the growth since the previous tick into one [`Sample`] per
-//! replica and one [`PoolSample`] per pool, and compares states, drain flags, failures,
+//! replica's `/health?detail=1`, turns the growth since the previous tick into one `Sample` per
+//! replica and one `PoolSample` per pool, and compares states, drain flags, failures,
 //! strategies and members with the previous tick to write the event timeline. The page polls
 //! the JSON; the history is here, so a new tab shows the last minutes at once and two tabs agree.
 //!
@@ -727,7 +727,7 @@ fn state_event(
     })
 }
 
-/// The background service that runs the [`Sampler`] every [`SAMPLE_INTERVAL`].
+/// The background service that runs the `Sampler` every [`SAMPLE_INTERVAL`].
 #[derive(Debug)]
 pub struct DashboardSampler {
     pools: Arc<Pools>,

@@ -61,7 +61,7 @@ impl std::fmt::Debug for JwtKey {
 }
 
 impl JwtKey {
-    /// A key from a secret of at least [`MIN_SECRET_LEN`] bytes. The id is a short hash of the
+    /// A key from a secret of at least `MIN_SECRET_LEN` bytes. The id is a short hash of the
     /// secret: stable across replicas that share the secret, and revealing nothing of it.
     pub fn from_secret(secret: &[u8]) -> Result<Self, String> {
         if secret.len() < MIN_SECRET_LEN {

@@ -38,7 +38,7 @@ use crate::session::{
 /// Fields every session hash has besides its cart lines.
 const FIXED_FIELDS: usize = 3;
 
-/// Applies one change. KEYS[1] the session; ARGV: ttl ms, op (touch|add|checkout), sku, qty,
+/// Applies one change. `KEYS[1]` the session; ARGV: ttl ms, op (touch|add|checkout), sku, qty,
 /// max lines, max qty per line, fields a hash has besides its lines. Returns nil for no session,
 /// `full` when the cart limit would be broken, else `ok`, then field and value after field and
 /// value of the hash as it was before a checkout emptied it, all joined by newlines. One string
@@ -66,7 +66,7 @@ table.insert(all, 1, 'ok')
 return table.concat(all, '\n')
 ";
 
-/// Creates a session and, given KEYS[2], deletes the session it replaces: one atomic step. ARGV:
+/// Creates a session and, given `KEYS[2]`, deletes the session it replaces: one atomic step. ARGV:
 /// ttl ms, user, created ms, requests. A cluster cannot take both keys in one command (two ids,
 /// two hash slots: `CROSSSLOT`), so there the replaced session is deleted on its own afterwards.
 const CREATE_LUA: &str = r"
