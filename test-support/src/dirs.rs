@@ -3,6 +3,7 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::SystemTime;
 
 /// The workspace's root directory (where `scripts/` and `deploy/` are).
 pub fn workspace_root() -> PathBuf {
@@ -82,26 +83,81 @@ const LAB_BINARIES: [(&str, &str); 5] = [
     ("statelab-lab", "statelab-lab"),
 ];
 
+/// What the lab's binaries are built from, relative to the workspace root: their packages' sources,
+/// manifests and embedded assets, the workspace manifest and the lock file.
+const LAB_SOURCES: [&str; 11] = [
+    "Cargo.toml",
+    "Cargo.lock",
+    "services/Cargo.toml",
+    "services/src",
+    "proxy/Cargo.toml",
+    "proxy/src",
+    "proxy/assets",
+    "proxy-api/Cargo.toml",
+    "proxy-api/src",
+    "lab/Cargo.toml",
+    "lab/src",
+];
+
+/// The newest modification time of a file under `path` (itself, if it is a file).
+fn newest_under(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|entry| newest_under(&entry.path()))
+        .max()
+}
+
+/// The newest modification time among [`LAB_SOURCES`].
+fn newest_lab_source(root: &Path) -> Option<SystemTime> {
+    LAB_SOURCES
+        .iter()
+        .filter_map(|rel| newest_under(&root.join(rel)))
+        .max()
+}
+
+/// The first of the lab's binaries in `dir` that is missing or older than `sources`, with why.
+fn stale_lab_binary(dir: &Path, sources: Option<SystemTime>) -> Option<String> {
+    LAB_BINARIES.iter().find_map(|(_, bin)| {
+        let built = std::fs::metadata(dir.join(bin)).and_then(|m| m.modified());
+        match (built, sources) {
+            (Err(_), _) => Some(format!("{bin} is missing")),
+            (Ok(built), Some(sources)) if built < sources => {
+                Some(format!("{bin} is older than its sources"))
+            }
+            _ => None,
+        }
+    })
+}
+
 /// [`profile_bin_dir`], holding every binary a native lab runs (the three services, the proxy,
-/// `statelab-lab`). `cargo test --workspace` builds them all; a test run for one package alone
-/// (`cargo test -p statelab-loadgen`) does not, so they are built here first, in the same profile
-/// and target directory.
+/// `statelab-lab`), none older than its sources. `cargo test --workspace` builds them all; a test
+/// run for one package alone (`cargo test -p statelab-loadgen`) does not, so a test would
+/// otherwise run whatever binaries an earlier build left, from sources since edited. When one is
+/// missing or older than the newest of the lab's sources, `cargo build` brings them up to date
+/// first, in the same profile and target directory (cargo itself decides what to rebuild).
 ///
 /// # Panics
-/// When they are missing and `cargo build` fails.
+/// When `cargo build` fails or leaves a binary missing.
 pub fn lab_bin_dir() -> PathBuf {
     let dir = profile_bin_dir();
-    if LAB_BINARIES.iter().all(|(_, bin)| dir.join(bin).exists()) {
+    let root = workspace_root();
+    let Some(why) = stale_lab_binary(&dir, newest_lab_source(&root)) else {
         return dir;
-    }
+    };
     let profile = match dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev",
         Some(name) => name,
         None => panic!("no profile name in {}", dir.display()),
     };
+    eprintln!("{why}: cargo build --bins --profile {profile} for the lab's binaries");
     let target_dir = dir.parent().expect("target/<profile>/ has a parent");
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(workspace_root())
+    cmd.current_dir(&root)
         .args(["build", "--bins", "--profile", profile])
         .arg("--target-dir")
         .arg(target_dir);
@@ -111,13 +167,13 @@ pub fn lab_bin_dir() -> PathBuf {
         cmd.args(["-p", package]);
     }
     let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build of the lab's binaries failed");
-    for (package, bin) in LAB_BINARIES {
-        assert!(
-            dir.join(bin).exists(),
-            "cargo build -p {package} did not put {bin} in {}",
-            dir.display()
-        );
+    assert!(
+        status.success(),
+        "cargo build of the lab's binaries failed, and the tests will not run binaries built from \
+         other sources"
+    );
+    if let Some(why) = stale_lab_binary(&dir, None) {
+        panic!("after cargo build, {why} in {}", dir.display());
     }
     dir
 }
@@ -127,6 +183,29 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn a_binary_older_than_the_sources_or_missing_is_stale() {
+        use std::time::Duration;
+        let dir = TempDir::new("support-bins");
+        let built = SystemTime::now() - Duration::from_secs(60);
+        for (_, bin) in LAB_BINARIES {
+            let file = std::fs::File::create(dir.join(bin)).expect("create");
+            file.set_modified(built).expect("set mtime");
+        }
+        assert_eq!(stale_lab_binary(dir.path(), None), None);
+        assert_eq!(
+            stale_lab_binary(dir.path(), Some(built - Duration::from_secs(1))),
+            None
+        );
+        let why = stale_lab_binary(dir.path(), Some(SystemTime::now())).expect("stale");
+        assert!(why.contains("older than its sources"), "{why}");
+        std::fs::remove_file(dir.join("statelab-proxy")).expect("remove");
+        let why = stale_lab_binary(dir.path(), None).expect("missing");
+        assert_eq!(why, "statelab-proxy is missing");
+        // The workspace's own sources are found.
+        assert!(newest_lab_source(&workspace_root()).is_some());
+    }
 
     #[test]
     fn a_temp_dir_is_private_distinct_and_removed_on_drop() {
