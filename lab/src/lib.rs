@@ -1,8 +1,8 @@
 //! The statelab lab: one typed model of its parts and a supervisor for both ways of running it.
 //!
 //! `scripts/lab` is a thin entry that finds or builds the `statelab-lab` binary and runs it; every
-//! verb the user types (`up`, `status`, `kill`, `start`, `down`, `logs`, `ports`, `mem`,
-//! `iphash-demo`) is implemented here.
+//! verb the user types is implemented here (`scripts/lab --help` lists them; docs/lab.md and the
+//! header of `scripts/lab` describe each, and a test holds both lists to the verbs).
 //!
 //! - [`model`]: the parts (the Redis nodes of the chosen topology, `stateful-1..3`, `stateless-1..3`, `externalized-1..3`, the
 //!   proxy), their names, pools, strategies, fixed native ports and container addresses, and the

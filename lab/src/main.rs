@@ -372,3 +372,57 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// docs/lab.md's command table and the header of `scripts/lab` describe every verb, and name
+    /// none that is gone.
+    #[test]
+    fn the_docs_and_the_script_header_list_every_verb() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("lab/ sits in the workspace root");
+        let read = |rel: &str| {
+            std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+        };
+        let docs = read("docs/lab.md");
+        let script = read("scripts/lab");
+        let verbs: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        assert!(verbs.len() > 10, "{verbs:?}");
+        for verb in &verbs {
+            assert!(
+                docs.contains(&format!("| `scripts/lab {verb}")),
+                "docs/lab.md's command table has no row for `scripts/lab {verb}`"
+            );
+            assert!(
+                script.contains(&format!("#   scripts/lab {verb}")),
+                "the header of scripts/lab does not describe `{verb}`"
+            );
+        }
+        let named = |text: &str, prefix: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(prefix))
+                .filter_map(|rest| rest.split([' ', '`']).next().map(str::to_owned))
+                .collect()
+        };
+        for name in named(&docs, "| `scripts/lab ") {
+            assert!(
+                verbs.contains(&name),
+                "docs/lab.md describes a verb `{name}` the lab has not"
+            );
+        }
+        for name in named(&script, "#   scripts/lab ") {
+            assert!(
+                verbs.contains(&name),
+                "scripts/lab describes a verb `{name}` the lab has not"
+            );
+        }
+    }
+}

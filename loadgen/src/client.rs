@@ -5,9 +5,9 @@
 //! on it; the generator must know whether a failure was the connect (nothing sent) or the
 //! exchange (maybe applied), which session-loss detection depends on. For that shape a general
 //! client's machinery (dispatch channels, a body stream, header maps) was most of the
-//! generator's own cost per request (see `scripts/bench-loadgen` in the README), so the
-//! exchange is written here directly on the socket, with `httparse` reading the answers
-//! ([`crate::wire`]).
+//! generator's own cost per request (`scripts/bench-loadgen`; docs/benchmarks.md, "Load
+//! generator"), so the exchange is written here directly on the socket, with `httparse` reading
+//! the answers ([`crate::wire`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

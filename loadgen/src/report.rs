@@ -2,7 +2,7 @@
 //!
 //! Every figure here was measured in the run it describes; a figure that could not be measured
 //! (no kill, no pre-kill band, memory not sampled) is absent (`null`), never a default.
-//! The JSON field names are a format other tools read: README.md documents them.
+//! The JSON field names are a format other tools read: docs/load.md documents them ("Report format").
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -9,7 +9,8 @@ use anyhow::Context;
 use clap::Parser;
 
 /// The proxy allocates and frees many small buffers per request (pingora headers, pooled
-/// connection handles); mimalloc measured faster than glibc malloc here (see the README).
+/// connection handles); mimalloc measured faster than glibc malloc here (docs/benchmarks.md,
+/// "What each lever bought").
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
