@@ -71,6 +71,8 @@ const LINGER: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 64 * 1024;
 /// The same for a connection refused over the connection cap: short, because it holds no slot.
 const BUSY_LINGER: Duration = Duration::from_millis(50);
+/// The interim answer to `Expect: 100-continue`.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// The longest chunk-size line (size and extensions) taken.
 const MAX_CHUNK_LINE: usize = 4096;
 /// The largest `Content-Length` taken (1 TiB): far beyond any body a replica accepts, far from
@@ -261,6 +263,8 @@ struct Head {
     /// Bytes of the header as received.
     len: usize,
     body: Body,
+    /// `Expect: 100-continue`: the client may wait for a `100 Continue` before it sends the body.
+    expect_continue: bool,
 }
 
 #[async_trait]
@@ -305,10 +309,13 @@ where
                     return;
                 }
             };
-            if let Err(refusal) = self.buffer_body(&mut conn, head).await {
-                self.refuse(&mut conn, refusal).await;
-                return;
-            }
+            let head = match self.buffer_body(&mut conn, head).await {
+                Ok(head) => head,
+                Err(refusal) => {
+                    self.refuse(&mut conn, refusal).await;
+                    return;
+                }
+            };
             conn.admit(head);
             let mut session = ServerSession::new_http1(Box::new(conn));
             if *shutdown.borrow() {
@@ -374,20 +381,47 @@ where
     }
 
     /// Reads the body of the request whose header `conn` holds, when it is to be buffered, within
-    /// `body_timeout` of now.
-    async fn buffer_body(&self, conn: &mut ClientConn, head: Head) -> Result<(), Refusal> {
+    /// `body_timeout` of now; the header as it goes on.
+    ///
+    /// A client that sent `Expect: 100-continue` gets the `100 Continue` from here, before its body
+    /// is read, as nginx does when it buffers; the `Expect` line is then taken out of a buffered
+    /// request, so that the replica, which gets the body whole, sends no second `100`. A streamed
+    /// request keeps it: the replica answers it through pingora.
+    async fn buffer_body(&self, conn: &mut ClientConn, mut head: Head) -> Result<Head, Refusal> {
         let deadline = Instant::now() + self.limits.body_timeout;
+        let mut continued = false;
         loop {
             let received = conn.buf.get(head.len..).unwrap_or_default();
             match scan_body(head.body, received, self.limits.max_buffered_body) {
-                BodyScan::Complete | BodyScan::Streamed => return Ok(()),
+                BodyScan::Streamed => return Ok(head),
+                BodyScan::Complete => {
+                    if head.expect_continue {
+                        head.len = strip_expect(&mut conn.buf, head.len);
+                        head.expect_continue = false;
+                    }
+                    return Ok(head);
+                }
                 BodyScan::Invalid(why) => return Err(Refusal::BadRequest(why)),
                 BodyScan::Partial if conn.eof => return Err(Refusal::Quiet),
-                BodyScan::Partial => match timeout_at(deadline, conn.fill()).await {
-                    Err(_elapsed) => return Err(Refusal::BodyTimeout),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) => return Err(Refusal::Quiet),
-                },
+                BodyScan::Partial => {
+                    if head.expect_continue && !continued {
+                        continued = true;
+                        let sent = async {
+                            conn.io.write_all(CONTINUE).await?;
+                            conn.io.flush().await
+                        };
+                        match timeout_at(deadline, sent).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return Err(Refusal::Quiet),
+                            Err(_elapsed) => return Err(Refusal::BodyTimeout),
+                        }
+                    }
+                    match timeout_at(deadline, conn.fill()).await {
+                        Err(_elapsed) => return Err(Refusal::BodyTimeout),
+                        Ok(Ok(_)) => {}
+                        Ok(Err(_)) => return Err(Refusal::Quiet),
+                    }
+                }
             }
         }
     }
@@ -588,7 +622,14 @@ fn finish_check(
     } else {
         Body::Length(length.unwrap_or(0))
     };
-    Scan::Complete(Head { len, body })
+    let expect_continue = named("expect").any(|h| {
+        std::str::from_utf8(h.value).is_ok_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+    });
+    Scan::Complete(Head {
+        len,
+        body,
+        expect_continue,
+    })
 }
 
 /// Whether pingora would refuse the request for its authority: an absolute-form target with
@@ -618,6 +659,25 @@ fn authority_refused(req: &httparse::Request<'_, '_>) -> bool {
         }
     }
     validate_request_authority(&header).is_err()
+}
+
+/// Takes the `Expect` field lines out of the header that fills the first `len` bytes of `buf`;
+/// the header's new length. A request line cannot start with `expect:` (a method is followed by a
+/// space), so every line that does is a field line.
+fn strip_expect(buf: &mut BytesMut, len: usize) -> usize {
+    let mut kept = BytesMut::with_capacity(buf.len());
+    for line in buf[..len].split_inclusive(|b| *b == b'\n') {
+        let expect = line
+            .get(..7)
+            .is_some_and(|name| name.eq_ignore_ascii_case(b"expect:"));
+        if !expect {
+            kept.extend_from_slice(line);
+        }
+    }
+    let new_len = kept.len();
+    kept.extend_from_slice(&buf[len..]);
+    *buf = kept;
+    new_len
 }
 
 /// How much of a `body` of kind `kind` the bytes `received` after its header hold, buffering at
@@ -1001,7 +1061,8 @@ mod tests {
             complete(get),
             Head {
                 len: get.len(),
-                body: Body::Length(0)
+                body: Body::Length(0),
+                expect_continue: false,
             }
         );
         let mut two = get.to_vec();
@@ -1142,6 +1203,22 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn expect_lines_are_taken_out_of_a_buffered_header() {
+        let header =
+            b"POST /a HTTP/1.1\r\nHost: x\r\nEXPECT: 100-continue\r\nContent-Length: 2\r\n\r\n";
+        assert!(complete(header).expect_continue);
+        let mut buf = BytesMut::from(&header[..]);
+        buf.extend_from_slice(b"hiGET / HTTP/1.1\r\n");
+        let len = strip_expect(&mut buf, header.len());
+        assert_eq!(
+            &buf[..len],
+            &b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n"[..]
+        );
+        assert_eq!(&buf[len..], &b"hiGET / HTTP/1.1\r\n"[..]);
+        assert!(!complete(b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: other\r\n\r\n").expect_continue);
     }
 
     #[test]

@@ -595,3 +595,29 @@ async fn an_http10_request_without_host_and_a_length_list_are_forwarded_well_for
         assert_eq!(r.header("x-body-len"), Some("3"), "{head}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_expects_100_continue_gets_it_before_its_body_is_read() {
+    let b = backends("stateless", 1).await;
+    let proxy = spawn_proxy(&[PoolSpec::new("stateless", "round-robin", &b)], "").await;
+    let mut c = Raw::connect(proxy.addr).await;
+    c.send(
+        b"POST /stateless/cart HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .await;
+    // The client waits for the interim answer before it sends its body, as curl does.
+    let interim = c.response(Duration::from_secs(5)).await.expect("an answer");
+    assert_eq!(interim.status, 100, "{interim:?}");
+    c.send(b"hello").await;
+    let r = c
+        .response(Duration::from_secs(5))
+        .await
+        .expect("the answer");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-body-len"), Some("5"));
+    assert_eq!(
+        r.header("x-expect"),
+        None,
+        "the replica got the body whole, and no Expect to answer"
+    );
+}

@@ -2,7 +2,7 @@
 //!
 //! It answers like a statelab service as far as the proxy cares: `GET /health` is 200 or 503
 //! (switchable), every response carries `x-replica: <name>`, and it echoes what the proxy sent
-//! (`x-path`, `x-xff`, `x-xfp`, `x-host`, `x-body-len`) so tests can check the rewrite. `/slow` waits before answering,
+//! (`x-path`, `x-xff`, `x-xfp`, `x-host`, `x-expect`, `x-body-len`) so tests can check the rewrite. `/slow` waits before answering,
 //! to have a request in flight on demand; a silent backend passes its health checks and never
 //! answers anything else; a frozen one answers nothing at all. Killing it closes the listener and
 //! every connection.
@@ -208,6 +208,7 @@ async fn connection(mut stream: TcpStream, name: String, state: Arc<BackendState
             ("x-forwarded-for", "x-xff"),
             ("x-forwarded-proto", "x-xfp"),
             ("host", "x-host"),
+            ("expect", "x-expect"),
         ] {
             if let Some(v) = header(&head, from) {
                 out.extend_from_slice(b"\r\n");
