@@ -272,9 +272,11 @@ pub fn replica_addr(value: &str) -> Result<SocketAddr, String> {
     } else {
         None
     };
-    match why {
-        Some(why) => Err(format!("address {value:?}: {why}")),
-        None => Ok(SocketAddr::new(ip, addr.port())),
+    match (why, addr) {
+        (Some(why), _) => Err(format!("address {value:?}: {why}")),
+        // An IPv6 address keeps its scope id (a link-local address needs it) and flow info.
+        (None, SocketAddr::V6(_)) if ip.is_ipv6() => Ok(addr),
+        (None, _) => Ok(SocketAddr::new(ip, addr.port())),
     }
 }
 
@@ -740,6 +742,8 @@ mod tests {
             replica_addr("[::ffff:127.0.0.1]:18011"),
             Ok(SocketAddr::from(([127, 0, 0, 1], 18011)))
         );
+        let scoped = replica_addr("[fe80::1%2]:80").expect("a link-local address");
+        assert!(matches!(scoped, SocketAddr::V6(v6) if v6.scope_id() == 2));
         assert_eq!(
             replica_addr("[::1]:80"),
             Ok(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 80)))

@@ -585,8 +585,10 @@ impl ProxyHttp for StatelabProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        // A replica waiting for a body the client stopped sending is not at fault.
-        if is_timeout(e.etype()) && !session.as_mut().is_body_done() {
+        // A replica silent while the client's body is incomplete is waiting for that body: the
+        // client stopped sending, and the replica is not at fault. (A write that timed out is the
+        // replica not reading, and stays its fault.)
+        if *e.etype() == ErrorType::ReadTimedout && !session.as_mut().is_body_done() {
             ctx.refusal = Some(Refusal::ClientStalled);
             if let Some(r) = ctx.replica {
                 ctx.tried.insert(r);

@@ -621,3 +621,65 @@ async fn a_client_that_expects_100_continue_gets_it_before_its_body_is_read() {
         "the replica got the body whole, and no Expect to answer"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_pipelined_behind_a_buffered_chunked_body_is_answered() {
+    let b = backends("stateless", 1).await;
+    let proxy = spawn_proxy(&[PoolSpec::new("stateless", "round-robin", &b)], "").await;
+    let mut c = Raw::connect(proxy.addr).await;
+    c.send(
+        b"POST /stateless/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\nGET /stateless/b HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    let first = c.response(Duration::from_secs(5)).await.expect("an answer");
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(first.header("x-path"), Some("/a"));
+    let second = c
+        .response(Duration::from_secs(5))
+        .await
+        .expect("the pipelined request's answer");
+    assert_eq!(second.status, 200, "{second:?}");
+    assert_eq!(second.header("x-path"), Some("/b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_still_sending_at_the_body_deadline_is_streamed() {
+    let b = backends("stateless", 1).await;
+    let proxy = spawn_proxy(
+        &[PoolSpec::new("stateless", "round-robin", &b)],
+        "client_body_timeout_ms = 600",
+    )
+    .await;
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    wr.write_all(b"POST /stateless/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n")
+        .await
+        .expect("send the header");
+    // One byte every 250 ms: the body takes 2 s, past the 600 ms deadline, and never pauses.
+    let upload = tokio::spawn(async move {
+        for byte in b"12345678" {
+            // Paces the upload; nothing waits on it.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            wr.write_all(&[*byte]).await.expect("send a byte");
+        }
+        wr
+    });
+    let mut answer = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut chunk = [0u8; 1024];
+            let n = rd.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&chunk[..n]);
+            if let Some(r) = parse_one(&answer) {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("an answer within 10 s");
+    let _wr = upload.await.expect("the upload");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-body-len"), Some("8"));
+}

@@ -144,7 +144,18 @@ async fn connection(mut stream: TcpStream, name: String, state: Arc<BackendState
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         // No Content-Length is no body; one that does not parse is the proxy's bug, answered
         // with a 400 the test sees rather than read as 0 and left to desynchronise the stream.
+        let chunked = header(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked"));
         let body_len: usize = match header(&head, "content-length").map(str::parse) {
+            // A chunked body ends at its last chunk; the tests send no trailers.
+            None if chunked => loop {
+                if let Some(end) = find(&buf[head_end..], b"0\r\n\r\n") {
+                    break end + 5;
+                }
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            },
             None => 0,
             Some(Ok(n)) => n,
             Some(Err(_)) => {

@@ -74,30 +74,35 @@ pub fn profile_bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The lab's executables: (package, binary).
-const LAB_BINARIES: [(&str, &str); 5] = [
-    ("statelab-services", "stateful"),
-    ("statelab-services", "stateless"),
-    ("statelab-services", "externalized"),
-    ("statelab-proxy", "statelab-proxy"),
-    ("statelab-lab", "statelab-lab"),
+/// The lab's executables: (package, binary, what it is built from). What it is built from is
+/// relative to the workspace root: its package's sources, manifest and embedded assets and those
+/// of the workspace packages it depends on; every binary also depends on the workspace manifest
+/// and the lock file ([`WORKSPACE_SOURCES`]).
+const LAB_BINARIES: [(&str, &str, &[&str]); 5] = [
+    ("statelab-services", "stateful", SERVICES),
+    ("statelab-services", "stateless", SERVICES),
+    ("statelab-services", "externalized", SERVICES),
+    ("statelab-proxy", "statelab-proxy", PROXY),
+    ("statelab-lab", "statelab-lab", LAB),
 ];
-
-/// What the lab's binaries are built from, relative to the workspace root: their packages' sources,
-/// manifests and embedded assets, the workspace manifest and the lock file.
-const LAB_SOURCES: [&str; 11] = [
-    "Cargo.toml",
-    "Cargo.lock",
-    "services/Cargo.toml",
-    "services/src",
+const SERVICES: &[&str] = &["services/Cargo.toml", "services/src"];
+const PROXY: &[&str] = &[
     "proxy/Cargo.toml",
     "proxy/src",
     "proxy/assets",
     "proxy-api/Cargo.toml",
     "proxy-api/src",
+];
+const LAB: &[&str] = &[
     "lab/Cargo.toml",
     "lab/src",
+    "proxy/Cargo.toml",
+    "proxy/src",
+    "proxy/assets",
+    "proxy-api/Cargo.toml",
+    "proxy-api/src",
 ];
+const WORKSPACE_SOURCES: &[&str] = &["Cargo.toml", "Cargo.lock"];
 
 /// The newest modification time of a file under `path` (itself, if it is a file).
 fn newest_under(path: &Path) -> Option<SystemTime> {
@@ -112,21 +117,24 @@ fn newest_under(path: &Path) -> Option<SystemTime> {
         .max()
 }
 
-/// The newest modification time among [`LAB_SOURCES`].
-fn newest_lab_source(root: &Path) -> Option<SystemTime> {
-    LAB_SOURCES
+/// The newest modification time among `sources` and [`WORKSPACE_SOURCES`] below `root`.
+fn newest_source(root: &Path, sources: &[&str]) -> Option<SystemTime> {
+    sources
         .iter()
+        .chain(WORKSPACE_SOURCES)
         .filter_map(|rel| newest_under(&root.join(rel)))
         .max()
 }
 
-/// The first of the lab's binaries in `dir` that is missing or older than `sources`, with why.
-fn stale_lab_binary(dir: &Path, sources: Option<SystemTime>) -> Option<String> {
-    LAB_BINARIES.iter().find_map(|(_, bin)| {
+/// The first of the lab's binaries in `dir` that is missing or, with `root`, older than its
+/// sources below `root`; with why.
+fn stale_lab_binary(dir: &Path, root: Option<&Path>) -> Option<String> {
+    LAB_BINARIES.iter().find_map(|(_, bin, sources)| {
         let built = std::fs::metadata(dir.join(bin)).and_then(|m| m.modified());
-        match (built, sources) {
+        let newest = root.and_then(|root| newest_source(root, sources));
+        match (built, newest) {
             (Err(_), _) => Some(format!("{bin} is missing")),
-            (Ok(built), Some(sources)) if built < sources => {
+            (Ok(built), Some(newest)) if built < newest => {
                 Some(format!("{bin} is older than its sources"))
             }
             _ => None,
@@ -144,9 +152,16 @@ fn stale_lab_binary(dir: &Path, sources: Option<SystemTime>) -> Option<String> {
 /// # Panics
 /// When `cargo build` fails or leaves a binary missing.
 pub fn lab_bin_dir() -> PathBuf {
+    // Checked once per test process: after a successful build cargo is the judge, and a binary
+    // whose package did not change keeps its older time.
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(up_to_date_lab_bin_dir).clone()
+}
+
+fn up_to_date_lab_bin_dir() -> PathBuf {
     let dir = profile_bin_dir();
     let root = workspace_root();
-    let Some(why) = stale_lab_binary(&dir, newest_lab_source(&root)) else {
+    let Some(why) = stale_lab_binary(&dir, Some(&root)) else {
         return dir;
     };
     let profile = match dir.file_name().and_then(|n| n.to_str()) {
@@ -161,7 +176,7 @@ pub fn lab_bin_dir() -> PathBuf {
         .args(["build", "--bins", "--profile", profile])
         .arg("--target-dir")
         .arg(target_dir);
-    let mut packages: Vec<&str> = LAB_BINARIES.iter().map(|(package, _)| *package).collect();
+    let mut packages: Vec<&str> = LAB_BINARIES.iter().map(|(package, ..)| *package).collect();
     packages.dedup();
     for package in packages {
         cmd.args(["-p", package]);
@@ -185,26 +200,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_binary_older_than_the_sources_or_missing_is_stale() {
+    fn a_binary_older_than_its_own_sources_or_missing_is_stale() {
         use std::time::Duration;
+        let root = TempDir::new("support-sources");
         let dir = TempDir::new("support-bins");
-        let built = SystemTime::now() - Duration::from_secs(60);
-        for (_, bin) in LAB_BINARIES {
-            let file = std::fs::File::create(dir.join(bin)).expect("create");
-            file.set_modified(built).expect("set mtime");
+        let now = SystemTime::now();
+        let touch = |path: PathBuf, at: SystemTime| {
+            std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+            let file = std::fs::File::create(&path).expect("create");
+            file.set_modified(at).expect("set mtime");
+        };
+        let built = now - Duration::from_secs(60);
+        for (_, bin, _) in LAB_BINARIES {
+            touch(dir.join(bin), built);
         }
-        assert_eq!(stale_lab_binary(dir.path(), None), None);
-        assert_eq!(
-            stale_lab_binary(dir.path(), Some(built - Duration::from_secs(1))),
-            None
+        touch(root.join("Cargo.lock"), built - Duration::from_secs(60));
+        touch(
+            root.join("services/src/lib.rs"),
+            built - Duration::from_secs(1),
         );
-        let why = stale_lab_binary(dir.path(), Some(SystemTime::now())).expect("stale");
-        assert!(why.contains("older than its sources"), "{why}");
-        std::fs::remove_file(dir.join("statelab-proxy")).expect("remove");
-        let why = stale_lab_binary(dir.path(), None).expect("missing");
-        assert_eq!(why, "statelab-proxy is missing");
-        // The workspace's own sources are found.
-        assert!(newest_lab_source(&workspace_root()).is_some());
+        assert_eq!(stale_lab_binary(dir.path(), Some(root.path())), None);
+        // A proxy source edited after the build: the proxy and the lab are stale, not the services.
+        touch(root.join("proxy/src/lib.rs"), now);
+        let why = stale_lab_binary(dir.path(), Some(root.path())).expect("stale");
+        assert_eq!(why, "statelab-proxy is older than its sources");
+        touch(dir.join("statelab-proxy"), now + Duration::from_secs(1));
+        let why = stale_lab_binary(dir.path(), Some(root.path())).expect("stale");
+        assert_eq!(why, "statelab-lab is older than its sources");
+        touch(dir.join("statelab-lab"), now + Duration::from_secs(1));
+        assert_eq!(stale_lab_binary(dir.path(), Some(root.path())), None);
+        std::fs::remove_file(dir.join("stateful")).expect("remove");
+        assert_eq!(
+            stale_lab_binary(dir.path(), None).as_deref(),
+            Some("stateful is missing")
+        );
     }
 
     #[test]

@@ -65,9 +65,11 @@ impl ClientConn {
 
     /// Lets pingora read this request.
     pub(super) fn admit(&mut self, head: Head) {
-        self.allowance = match head.body {
-            Body::Length(n) => Some((head.len as u64).saturating_add(n)),
-            Body::Chunked | Body::Upgrade => None,
+        self.allowance = match (head.body, head.framed) {
+            (Body::Length(n), _) | (Body::Chunked, Some(n)) => {
+                Some((head.len as u64).saturating_add(n))
+            }
+            (Body::Chunked, None) | (Body::Upgrade, _) => None,
         };
     }
 

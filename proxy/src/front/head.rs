@@ -33,6 +33,8 @@ pub(super) struct Head {
     pub(super) body: Body,
     /// `Expect: 100-continue`: the client may wait for a `100 Continue` before it sends the body.
     pub(super) expect_continue: bool,
+    /// A chunked body read whole: its length after the header, framing included.
+    pub(super) framed: Option<u64>,
 }
 
 /// The state of the header being read.
@@ -153,6 +155,15 @@ fn finish_check(
             "Transfer-Encoding is not allowed in an HTTP/1.0 request",
         ));
     }
+    // The body's length is known only when chunked is the last coding (RFC 9112 6.3), which is
+    // also what pingora takes.
+    let last_coding = named("transfer-encoding")
+        .next_back()
+        .and_then(|h| h.value.rsplit(|b| *b == b',').next())
+        .map(<[u8]>::trim_ascii);
+    if chunked && !last_coding.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
+        return Scan::Refused(Refusal::BadRequest("Transfer-Encoding must end in chunked"));
+    }
     let upgrade = named("upgrade").next().is_some();
     let mut length: Option<u64> = None;
     for h in named("content-length") {
@@ -188,13 +199,15 @@ fn finish_check(
     } else {
         Body::Length(length.unwrap_or(0))
     };
-    let expect_continue = named("expect").any(|h| {
-        std::str::from_utf8(h.value).is_ok_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
-    });
+    // An interim answer goes to HTTP/1.1 clients only (RFC 9110 15.2), and never before an upgrade.
+    let expect_continue = http11
+        && !upgrade
+        && named("expect").any(|h| h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
     Scan::Complete(Head {
         len,
         body,
         expect_continue,
+        framed: None,
     })
 }
 
@@ -318,6 +331,7 @@ mod tests {
                 len: get.len(),
                 body: Body::Length(0),
                 expect_continue: false,
+                framed: None,
             }
         );
         let mut two = get.to_vec();
@@ -378,6 +392,16 @@ mod tests {
             refused(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Refusal::BadRequest(_)
         ));
+        for coding in ["identity", "gzip", "chunked, gzip"] {
+            let head = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {coding}\r\n\r\n");
+            assert!(
+                matches!(refused(head.as_bytes()), Refusal::BadRequest(m) if m.contains("chunked")),
+                "{coding}"
+            );
+        }
+        let gzip_chunked =
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
+        assert_eq!(complete(gzip_chunked).body, Body::Chunked);
         assert!(matches!(
             refused(b"GET / HTTP/1.1\r\nHost: user:pw@x\r\n\r\n"),
             Refusal::BadRequest(m) if m.contains("userinfo")
@@ -435,6 +459,10 @@ mod tests {
         );
         assert_eq!(&buf[len..], &b"hiGET / HTTP/1.1\r\n"[..]);
         assert!(!complete(b"POST /a HTTP/1.1\r\nHost: x\r\nExpect: other\r\n\r\n").expect_continue);
+        assert!(
+            !complete(b"POST /a HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue,
+            "no interim answer to HTTP/1.0"
+        );
     }
 
     #[test]

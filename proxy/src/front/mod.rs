@@ -17,17 +17,18 @@
 //!    JSON error shape, and the connection closed;
 //! 4. read the request's body whole, `Content-Length` or chunked, when it is at most
 //!    `max_buffered_body_bytes`: it must arrive within `client_body_timeout_ms` of the header's
-//!    end, else `408`. No replica is chosen before the body is in, so a client that stops sending
-//!    costs only its own connection (a chunk line that does not end in CRLF is `400`). A larger
-//!    body is streamed to the replica as it arrives;
+//!    end, else `408` (or, for a client still sending, it is streamed). No replica is chosen
+//!    before the body is in, so a client that stops sending costs only its own connection (a
+//!    chunk line that does not end in CRLF is `400`). `Expect: 100-continue` is answered here. A
+//!    larger body is streamed to the replica as it arrives;
 //! 5. hand pingora a session over a [`ClientConn`], which lets it read exactly this request
-//!    (header, then a `Content-Length` body) and keeps whatever follows, the next pipelined
+//!    (header, then a body whose length is known) and keeps whatever follows, the next pipelined
 //!    request, for step 2: pipelined requests are served in order, one at a time;
 //! 6. when pingora hands the connection back for reuse, go to 2.
 //!
-//! A request whose body is chunked, or that asks to upgrade the connection, is handed over without
-//! a limit: pingora reads its end itself, and a request pipelined behind it ends the connection
-//! after the first answer (pingora's own behaviour).
+//! A request whose chunked body is streamed, or that asks to upgrade the connection, is handed over
+//! without a limit: pingora reads its end itself, and a request pipelined behind it ends the
+//! connection after the first answer (pingora's own behaviour).
 //!
 //! The admin listener has a front door too, with the same bounds and its own connection cap; its
 //! refusals are not counted in the proxy's request metrics.
@@ -52,7 +53,7 @@ use tokio::time::{timeout_at, Instant};
 use crate::config::ClientLimits;
 use crate::metrics::{Metrics, Origin};
 use crate::proxy::json_error;
-use body::{scan_body, BodyScan};
+use body::{scan_body, BodyScan, Progress};
 pub use conn::ClientConn;
 use head::{scan_head, strip_expect, Head, Scan, MAX_HEADERS};
 
@@ -65,6 +66,9 @@ const LINGER_BYTES: usize = 64 * 1024;
 const BUSY_LINGER: Duration = Duration::from_millis(50);
 /// The interim answer to `Expect: 100-continue`.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// A body still incomplete when `client_body_timeout_ms` runs out is streamed, rather than
+/// refused, when its client sent a byte this recently: a slow upload, not a stalled one.
+const STILL_SENDING: Duration = Duration::from_secs(1);
 /// The proxy's listener application: bounds each client connection, then lets `app` (pingora's
 /// HTTP proxy) serve its requests one at a time.
 pub struct FrontDoor<A> {
@@ -335,45 +339,55 @@ where
     /// Reads the body of the request whose header `conn` holds, when it is to be buffered, within
     /// `body_timeout` of now; the header as it goes on.
     ///
-    /// A client that sent `Expect: 100-continue` gets the `100 Continue` from here, before its body
-    /// is read, as nginx does when it buffers; the `Expect` line is then taken out of a buffered
-    /// request, so that the replica, which gets the body whole, sends no second `100`. A streamed
-    /// request keeps it: the replica answers it through pingora.
+    /// When the time runs out with the body incomplete, a client that is still sending (bytes in
+    /// a read within the last [`STILL_SENDING`]) is a slow upload, and its request is streamed;
+    /// one that stopped gets `408`.
+    ///
+    /// A client that sent `Expect: 100-continue` gets the `100 Continue` from here, before the
+    /// rest of its body is read, as nginx does, and the `Expect` line is taken out of the request:
+    /// the replica has nothing left to confirm, and one that never answered `Expect` would
+    /// otherwise leave a waiting client to look like a stalled one.
     async fn buffer_body(&self, conn: &mut ClientConn, mut head: Head) -> Result<Head, Refusal> {
         let deadline = Instant::now() + self.limits.body_timeout;
-        let mut continued = false;
+        let mut progress = Progress::default();
+        // When the last read while waiting brought bytes; `None` until one does.
+        let mut last_byte: Option<Instant> = None;
         loop {
             let received = conn.buf.get(head.len..).unwrap_or_default();
-            match scan_body(head.body, received, self.limits.max_buffered_body) {
-                BodyScan::Streamed => return Ok(head),
-                BodyScan::Complete => {
-                    if head.expect_continue {
-                        head.len = strip_expect(&mut conn.buf, head.len);
-                        head.expect_continue = false;
-                    }
-                    return Ok(head);
+            let scan = scan_body(
+                head.body,
+                received,
+                self.limits.max_buffered_body,
+                &mut progress,
+            );
+            let done = match scan {
+                BodyScan::Complete(framed) => {
+                    head.framed = Some(framed);
+                    true
                 }
+                BodyScan::Streamed => true,
                 BodyScan::Invalid(why) => return Err(Refusal::BadRequest(why)),
                 BodyScan::Partial if conn.eof => return Err(Refusal::Quiet),
-                BodyScan::Partial => {
-                    if head.expect_continue && !continued {
-                        continued = true;
-                        let sent = async {
-                            conn.io.write_all(CONTINUE).await?;
-                            conn.io.flush().await
-                        };
-                        match timeout_at(deadline, sent).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => return Err(Refusal::Quiet),
-                            Err(_elapsed) => return Err(Refusal::BodyTimeout),
-                        }
-                    }
-                    match timeout_at(deadline, conn.fill()).await {
-                        Err(_elapsed) => return Err(Refusal::BodyTimeout),
-                        Ok(Ok(_)) => {}
-                        Ok(Err(_)) => return Err(Refusal::Quiet),
-                    }
+                BodyScan::Partial => false,
+            };
+            if head.expect_continue {
+                if !matches!(scan, BodyScan::Complete(_)) {
+                    send_continue(conn, deadline).await?;
                 }
+                head.len = strip_expect(&mut conn.buf, head.len);
+                head.expect_continue = false;
+            }
+            if done {
+                return Ok(head);
+            }
+            match timeout_at(deadline, conn.fill()).await {
+                Err(_elapsed) if last_byte.is_some_and(|t| t.elapsed() < STILL_SENDING) => {
+                    return Ok(head)
+                }
+                Err(_elapsed) => return Err(Refusal::BodyTimeout),
+                Ok(Ok(0)) => {}
+                Ok(Ok(_)) => last_byte = Some(Instant::now()),
+                Ok(Err(_)) => return Err(Refusal::Quiet),
             }
         }
     }
@@ -418,6 +432,19 @@ where
             }
         })
         .await;
+    }
+}
+
+/// Writes the interim `100 Continue`, by `deadline`.
+async fn send_continue(conn: &mut ClientConn, deadline: Instant) -> Result<(), Refusal> {
+    let sent = async {
+        conn.io.write_all(CONTINUE).await?;
+        conn.io.flush().await
+    };
+    match timeout_at(deadline, sent).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Refusal::Quiet),
+        Err(_elapsed) => Err(Refusal::BodyTimeout),
     }
 }
 
