@@ -85,7 +85,7 @@ impl Default for ServerSection {
             max_request_header_bytes: 32 * 1024,
             max_client_connections: 10_000,
             client_body_timeout_ms: 10_000,
-            max_buffered_body_bytes: 16 * 1024,
+            max_buffered_body_bytes: 64 * 1024,
             max_admin_connections: 64,
         }
     }
