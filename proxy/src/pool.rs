@@ -38,7 +38,7 @@ pub struct Replica {
     /// Added at runtime and not yet past `rise` passing checks: takes no traffic.
     joining: AtomicBool,
     draining: AtomicBool,
-    /// An admin call is removing it: it no longer counts towards the pool's last replica.
+    /// An admin call is removing it: it does not count towards the pool's last replica.
     removing: AtomicBool,
     /// When this replica was last chosen for a request (ms since [`Pools::epoch`]), for drains
     /// that wait until it is idle.
@@ -530,7 +530,7 @@ impl Pools {
     /// pinned ones stay, and goes once it has been idle for [`Self::DRAIN_IDLE`] or when `drain`
     /// runs out. Requests already on their way finish: they hold the membership they started
     /// with. The last replica of a pool is never removed: a replica that another call is removing
-    /// no longer counts, so of removals running at once the one that would empty the pool is
+    /// does not count, so of removals running at once the one that would empty the pool is
     /// refused before it changes anything.
     pub async fn remove_replica(
         &self,

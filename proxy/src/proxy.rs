@@ -80,7 +80,7 @@ pub(crate) enum Refusal {
     NoRoute,
     NoReplica,
     /// The client's streamed body stopped arriving: its fault, not the replica's.
-    ClientStalled,
+    ClientTimeout,
 }
 
 /// State carried through one request's filters.
@@ -139,7 +139,7 @@ impl ProxyFault {
     ) -> ProxyFault {
         match refusal {
             Some(Refusal::NoReplica) => return ProxyFault::NoReplica,
-            Some(Refusal::ClientStalled) => return ProxyFault::ClientTimeout,
+            Some(Refusal::ClientTimeout) => return ProxyFault::ClientTimeout,
             _ => {}
         }
         match source {
@@ -279,28 +279,19 @@ async fn respond_json(session: &mut Session, status: u16, body: Bytes) -> Result
 /// 9110 8.6 allows; a single value is left as it is.
 fn normalise_content_length(request: &mut RequestHeader) -> Result<()> {
     let mut lines = request.headers.get_all(http::header::CONTENT_LENGTH).iter();
-    let (Some(first), None) = (lines.next(), lines.next()) else {
-        if request.headers.contains_key(http::header::CONTENT_LENGTH) {
-            return set_single_length(request);
-        }
+    let Some(first) = lines.next() else {
         return Ok(());
     };
-    if first.as_bytes().contains(&b',') {
-        return set_single_length(request);
+    if lines.next().is_none() && !first.as_bytes().contains(&b',') {
+        return Ok(());
     }
-    Ok(())
-}
-
-fn set_single_length(request: &mut RequestHeader) -> Result<()> {
-    let first = request
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
+    let length = first
+        .to_str()
+        .ok()
         .and_then(|v| v.split(',').next())
-        .map(str::trim)
-        .and_then(|v| v.parse::<u64>().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
         .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "Content-Length"))?;
-    request.insert_header(http::header::CONTENT_LENGTH, first)?;
+    request.insert_header(http::header::CONTENT_LENGTH, length)?;
     Ok(())
 }
 
@@ -589,7 +580,7 @@ impl ProxyHttp for StatelabProxy {
         // client stopped sending, and the replica is not at fault. (A write that timed out is the
         // replica not reading, and stays its fault.)
         if *e.etype() == ErrorType::ReadTimedout && !session.as_mut().is_body_done() {
-            ctx.refusal = Some(Refusal::ClientStalled);
+            ctx.refusal = Some(Refusal::ClientTimeout);
             if let Some(r) = ctx.replica {
                 ctx.tried.insert(r);
             }

@@ -26,7 +26,7 @@ const READ_CHUNK: usize = 4096;
 /// pingora may read the admitted request only (`allowance`); once it has, further bytes are
 /// kept for the front door (the next pipelined request) and pingora's reads wait, except that the
 /// client closing the connection still reaches it as end of stream, so a request whose client left
-/// is abandoned as before.
+/// is abandoned.
 pub struct ClientConn {
     pub(super) io: Stream,
     /// Read from the client, not yet given to pingora: the current request's header and what came
