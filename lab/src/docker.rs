@@ -4,7 +4,7 @@
 //! packages (`deploy/offline-images`), writes the proxy's configuration for the chosen network,
 //! records its settings in `docker.env`, and brings the compose project up. Later commands find
 //! containers by the project's compose labels; the in-network load generators it starts itself
-//! carry `statelab.loadgen=<project>`, so `down` finds them too.
+//! carry `statelab.client=<project>`, so `down` finds them too.
 //!
 //! In the compose network the admin listener binds `0.0.0.0`, so the proxy always gets a token:
 //! `STATELAB_ADMIN_TOKEN` when `up` is given one, else the one recorded before, else a random one;
@@ -19,11 +19,11 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use statelab_proxy_api::Strategy;
+use statelab_formats::Strategy;
 
 use crate::labdir::{AdminToken, LabDir, Mode, StoreChoice};
 use crate::model::{
-    check_scale, docker_proxy_config_with, render_proxy_config, start_plan, Kind, Part, Replica,
+    check_scale, docker_proxy_config_with, render_proxy_config, start_plan, Design, Part, Replica,
     Store, StoreNode, Target, CONTAINER_SERVICE_PORT, MAX_REPLICAS_PER_POOL, SENTINEL_MASTER_NAME,
 };
 use crate::probe::{port_open, wait_until, Probe};
@@ -606,7 +606,7 @@ impl Docker {
     /// and `down` treat them like the rest.
     pub async fn scale(
         &mut self,
-        kind: Kind,
+        design: Design,
         n: u8,
         drain: Option<Duration>,
     ) -> anyhow::Result<()> {
@@ -617,12 +617,12 @@ impl Docker {
                 self.project
             )
         })?;
-        let mut count = self.members.iter().filter(|r| r.kind == kind).count();
+        let mut count = self.members.iter().filter(|r| r.design == design).count();
         while count < usize::from(n) {
             let index = (1..=MAX_REPLICAS_PER_POOL)
-                .find(|i| !self.members.contains(&Replica { kind, index: *i }))
+                .find(|i| !self.members.contains(&Replica { design, index: *i }))
                 .context("no free replica number")?;
-            let r = Replica { kind, index };
+            let r = Replica { design, index };
             let address = format!("{}.{}", self.net_prefix, r.container_octet());
             self.run_replica(&network, r, &address)?;
             self.members.push(r);
@@ -643,7 +643,7 @@ impl Docker {
             self.probe
                 .add_replica(
                     self.admin_port,
-                    kind.name(),
+                    design.as_str(),
                     &r.to_string(),
                     &format!("{address}:{CONTAINER_SERVICE_PORT}"),
                 )
@@ -655,7 +655,13 @@ impl Docker {
             count += 1;
         }
         while count > usize::from(n) {
-            let Some(r) = self.members.iter().rev().find(|r| r.kind == kind).copied() else {
+            let Some(r) = self
+                .members
+                .iter()
+                .rev()
+                .find(|r| r.design == design)
+                .copied()
+            else {
                 break;
             };
             let how = self
@@ -670,7 +676,7 @@ impl Docker {
             say(format!("{r} removed ({how}) and its container deleted"));
             count -= 1;
         }
-        say(format!("{kind}: {n} replica(s)"));
+        say(format!("{design}: {n} replica(s)"));
         Ok(())
     }
 
@@ -702,13 +708,13 @@ impl Docker {
             .args(["--health-start-period", "20s", "--stop-timeout", "10"])
             .arg("-e")
             .arg(format!("STATELAB_REPLICA={name}"));
-        match r.kind {
-            Kind::Stateful => {}
-            Kind::Stateless => {
+        match r.design {
+            Design::Stateful => {}
+            Design::Stateless => {
                 cmd.arg("--env-file")
                     .arg(self.settings.root.join("deploy/lab.env"));
             }
-            Kind::Externalized => {
+            Design::Externalized => {
                 cmd.args(["-e", "STATELAB_REDIS_URL=redis://redis:6379"]);
                 if self.store.store == Store::Cluster {
                     let nodes: Vec<String> = Store::Cluster
@@ -737,7 +743,7 @@ impl Docker {
                 }
             }
         }
-        cmd.arg(&self.image).arg(r.kind.name());
+        cmd.arg(&self.image).arg(r.design.as_str());
         let out = run(&mut cmd)?;
         if !out.status.success() {
             bail!(
@@ -835,7 +841,7 @@ impl Docker {
             if !self.members.contains(&r) {
                 bail!(
                     "{part} is not a member of the lab now (scripts/lab status lists them; scripts/lab scale {} N adds some)",
-                    r.kind
+                    r.design
                 );
             }
         }
@@ -924,7 +930,7 @@ impl Docker {
             "ps",
             "-aq",
             "--filter",
-            &format!("label=statelab.loadgen={}", self.project),
+            &format!("label=statelab.client={}", self.project),
         ])) + &stdout_of(docker().args([
             "ps",
             "-aq",
@@ -1018,18 +1024,18 @@ impl Docker {
         .map(str::to_string)
     }
 
-    /// `statelab-loadgen` in a throwaway container on the lab network at `address` (inside the
+    /// `statelab-client` in a throwaway container on the lab network at `address` (inside the
     /// range whose `X-Forwarded-For` the proxy trusts): one request per client, the replicas that
     /// answered, one a line.
-    fn loadgen(&self, network: &str, address: &str, clients: &[String]) -> Vec<String> {
+    fn client(&self, network: &str, address: &str, clients: &[String]) -> Vec<String> {
         let out = stdout_of(
             Command::new("timeout")
                 .arg("60")
                 .arg("docker")
                 .args(["run", "--rm", "--network", network, "--ip", address])
-                .args(["--label", &format!("statelab.loadgen={}", self.project)])
+                .args(["--label", &format!("statelab.client={}", self.project)])
                 .arg(&self.image)
-                .arg("statelab-loadgen")
+                .arg("statelab-client")
                 .args(clients),
         );
         out.lines().map(str::to_string).collect()
@@ -1098,14 +1104,14 @@ impl Docker {
         let mut seen = Vec::new();
         for i in 1..=6 {
             let address = format!("{}.{}", self.net_prefix, 200 + i);
-            seen.extend(self.loadgen(network, &address, &["-".to_string()]));
+            seen.extend(self.client(network, &address, &["-".to_string()]));
         }
         println!("   {}", tally(&seen));
         println!("4. Workaround B, a trusted in-network load generator naming 12 clients in X-Forwarded-For:");
-        let first = self.loadgen(network, &format!("{}.250", self.net_prefix), &clients);
+        let first = self.client(network, &format!("{}.250", self.net_prefix), &clients);
         println!("   {}", tally(&first));
         println!("   ...and the same 12 clients sent again from another load generator land where they did:");
-        let second = self.loadgen(network, &format!("{}.251", self.net_prefix), &clients);
+        let second = self.client(network, &format!("{}.251", self.net_prefix), &clients);
         if !first.is_empty() && first == second {
             println!("   same replicas, client by client");
         } else {

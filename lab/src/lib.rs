@@ -7,7 +7,7 @@
 //! - [`model`]: the parts (the Redis nodes of the chosen topology, `stateful-1..3`, `stateless-1..3`, `externalized-1..3`, the
 //!   proxy), their names, pools, strategies, fixed native ports and container addresses, and the
 //!   proxy configuration of each mode, built from the proxy's own file format
-//!   ([`statelab_proxy_api::ConfigFile`]). `deploy/proxy.toml` and `deploy/compose.yaml` are
+//!   ([`statelab_formats::ConfigFile`]). `deploy/proxy.toml` and `deploy/compose.yaml` are
 //!   committed for users who run compose by hand; a test holds them to this model.
 //! - [`settings`]: the `STATELAB_*` environment, parsed once into typed values.
 //! - [`labdir`]: the lab directory (`.lab/` by default): the mode, the ports, PIDs, logs and the

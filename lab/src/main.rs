@@ -6,14 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use statelab_formats::Strategy;
 use statelab_lab::docker::Docker;
 use statelab_lab::labdir::{LabDir, Mode, StoreChoice};
-use statelab_lab::model::{Kind, Part, Store, Target};
+use statelab_lab::model::{Design, Part, Store, Target};
 use statelab_lab::native::Native;
 use statelab_lab::probe::Probe;
 use statelab_lab::say;
 use statelab_lab::settings::Settings;
-use statelab_proxy_api::Strategy;
 
 const AFTER_HELP: &str = "\
 Either way the proxy answers on 127.0.0.1:8080 and its admin API on 127.0.0.1:8081 by default.
@@ -101,7 +101,7 @@ enum Verb {
     /// pinned clients stay until idle, at most --drain seconds) unless --now.
     Scale {
         /// stateful, stateless or externalized.
-        pool: Kind,
+        pool: Design,
         /// The number of replicas the pool should have.
         n: u8,
         /// Remove at once, without draining.

@@ -5,15 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use statelab_proxy_api::Strategy;
-use statelab_proxy_api::{ConfigFile, HealthSection, PoolSection, RetrySection, ServerSection};
-
-/// Replicas per pool when the lab comes up.
-pub const REPLICAS_PER_POOL: u8 = 3;
-/// The most replicas a pool can be scaled to: the fixed native ports (`stateful-k` on 18000+k,
-/// `stateless-k` on 18010+k) and the container addresses (`.1k`, `.2k`, `.3k`) leave room for
-/// k = 1..9.
-pub const MAX_REPLICAS_PER_POOL: u8 = 9;
+pub use statelab_formats::lab::{MAX_REPLICAS_PER_POOL, REPLICAS_PER_POOL};
+pub use statelab_formats::Design;
+use statelab_formats::{lab, ConfigFile, HealthSection, PoolSection, RetrySection, ServerSection};
 
 /// The port every replica listens on inside its container.
 pub const CONTAINER_SERVICE_PORT: u16 = 8000;
@@ -161,81 +155,36 @@ impl fmt::Display for StoreNode {
     }
 }
 
-/// The three session designs; each is one pool of replicas and one binary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    Stateful,
-    Stateless,
-    Externalized,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Stateful, Kind::Stateless, Kind::Externalized];
-
-    /// The pool's name, its path prefix without the slash, and the binary's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Stateful => "stateful",
-            Kind::Stateless => "stateless",
-            Kind::Externalized => "externalized",
-        }
-    }
-
-    /// The strategy the pool starts with: stickiness where the session lives in the replica.
-    pub fn default_strategy(self) -> Strategy {
-        match self {
-            Kind::Stateful => Strategy::Cookie,
-            Kind::Stateless | Kind::Externalized => Strategy::RoundRobin,
-        }
-    }
-
-    /// Tens digit of the pool's fixed ports (18001.., 18011.., 18021..) and container addresses
-    /// (.11.., .21.., .31..).
-    fn slot(self) -> u16 {
-        match self {
-            Kind::Stateful => 0,
-            Kind::Stateless => 1,
-            Kind::Externalized => 2,
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
 /// One replica: `<pool>-<k>`, k from 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Replica {
-    pub kind: Kind,
+    pub design: Design,
     pub index: u8,
 }
 
 impl Replica {
     /// The replicas the lab comes up with, pool by pool.
     pub fn initial() -> impl Iterator<Item = Replica> {
-        Kind::ALL
+        Design::ALL
             .into_iter()
-            .flat_map(|kind| (1..=REPLICAS_PER_POOL).map(move |index| Replica { kind, index }))
+            .flat_map(|design| (1..=REPLICAS_PER_POOL).map(move |index| Replica { design, index }))
     }
 
     /// The fixed native port: stateful-k 18000+k, stateless-k 18010+k, externalized-k 18020+k.
     pub fn fixed_port(self) -> u16 {
-        18000 + 10 * self.kind.slot() + u16::from(self.index)
+        lab::fixed_port(self.design, self.index)
     }
 
     /// The last octet of the replica's container address: stateful-k .1k, stateless-k .2k,
     /// externalized-k .3k.
     pub fn container_octet(self) -> u16 {
-        10 * (self.kind.slot() + 1) + u16::from(self.index)
+        lab::container_octet(self.design, self.index)
     }
 }
 
 impl fmt::Display for Replica {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.kind, self.index)
+        write!(f, "{}-{}", self.design, self.index)
     }
 }
 
@@ -356,16 +305,6 @@ impl FromStr for Target {
 )]
 pub struct UnknownPart(pub String);
 
-impl FromStr for Kind {
-    type Err = UnknownPart;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| UnknownPart(s.to_string()))
-    }
-}
-
 impl FromStr for Part {
     type Err = UnknownPart;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -395,13 +334,13 @@ impl FromStr for Part {
             }
             _ => {}
         }
-        let kind: Kind = kind.parse().map_err(|_| unknown())?;
+        let design: Design = kind.parse().map_err(|_| unknown())?;
         let index: u8 = index
             .parse()
             .ok()
             .filter(|i| (1..=MAX_REPLICAS_PER_POOL).contains(i) && !index.starts_with('0'))
             .ok_or_else(unknown)?;
-        Ok(Part::Replica(Replica { kind, index }))
+        Ok(Part::Replica(Replica { design, index }))
     }
 }
 
@@ -538,16 +477,16 @@ fn pools(
     trusted: &[String],
     addr: impl Fn(Replica) -> String,
 ) -> Vec<PoolSection> {
-    Kind::ALL
+    Design::ALL
         .into_iter()
-        .map(|kind| PoolSection {
-            name: kind.name().into(),
-            prefix: Some(format!("/{kind}")),
-            strategy: Some(kind.default_strategy().as_str().into()),
+        .map(|design| PoolSection {
+            name: design.as_str().into(),
+            prefix: Some(format!("/{design}")),
+            strategy: Some(design.default_strategy()),
             trusted_proxies: trusted.to_vec(),
             replicas: members
                 .iter()
-                .filter(|r| r.kind == kind)
+                .filter(|r| r.design == design)
                 .map(|r| (r.to_string(), addr(*r)))
                 .collect(),
         })

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::labdir::{LabDir, Mode, StoreChoice};
 use crate::model::{
-    check_scale, native_proxy_config, render_proxy_config, start_plan, Kind, NativePorts, Part,
+    check_scale, native_proxy_config, render_proxy_config, start_plan, Design, NativePorts, Part,
     Replica, Store, StoreNode, Target, CLUSTER_NODE_TIMEOUT_MS, MAX_REPLICAS_PER_POOL,
     REDIS_MEMORY_FLAGS, REPLICATION_FLAGS, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS,
     SENTINEL_MASTER_NAME, SENTINEL_QUORUM,
@@ -607,18 +607,18 @@ impl Native {
                 };
             }
             Part::Replica(r) => {
-                cmd = Command::new(self.bin(r.kind.name())?);
+                cmd = Command::new(self.bin(r.design.as_str())?);
                 cmd.arg("--listen")
                     .arg(format!("127.0.0.1:{}", self.ports.replica(r)))
                     .arg("--replica")
                     .arg(r.to_string());
-                match r.kind {
-                    Kind::Stateful => {}
-                    Kind::Stateless => {
+                match r.design {
+                    Design::Stateful => {}
+                    Design::Stateless => {
                         cmd.arg("--jwt-secret-file")
                             .arg(self.dir.path("jwt-secret"));
                     }
-                    Kind::Externalized => {
+                    Design::Externalized => {
                         // Only the flags below choose the Redis: none from the caller's shell.
                         for var in [
                             "STATELAB_REDIS_URL",
@@ -799,7 +799,7 @@ impl Native {
             ),
             Part::Replica(r) if !self.ports.replicas.contains_key(&r) => bail!(
                 "{part} is not a member of the lab now (scripts/lab status lists them; scripts/lab scale {} N adds some)",
-                r.kind
+                r.design
             ),
             _ => Ok(()),
         }
@@ -876,17 +876,21 @@ impl Native {
     /// once), then stopped.
     pub async fn scale(
         &mut self,
-        kind: Kind,
+        design: Design,
         n: u8,
         drain: Option<Duration>,
     ) -> anyhow::Result<()> {
         check_scale(n)?;
-        let mut members: Vec<Replica> = self.ports.members().filter(|r| r.kind == kind).collect();
+        let mut members: Vec<Replica> = self
+            .ports
+            .members()
+            .filter(|r| r.design == design)
+            .collect();
         while members.len() < usize::from(n) {
             let index = (1..=MAX_REPLICAS_PER_POOL)
                 .find(|i| !members.iter().any(|r| r.index == *i))
                 .context("no free replica number")?;
-            let r = Replica { kind, index };
+            let r = Replica { design, index };
             let port = match self.settings.ports {
                 PortPlan::Fixed => {
                     let port = r.fixed_port();
@@ -913,7 +917,7 @@ impl Native {
             self.probe
                 .add_replica(
                     self.ports.admin,
-                    kind.name(),
+                    design.as_str(),
                     &r.to_string(),
                     &format!("127.0.0.1:{port}"),
                 )
@@ -936,7 +940,7 @@ impl Native {
             self.write_members()?;
             say(format!("{r} removed ({how}) and stopped"));
         }
-        say(format!("{kind}: {n} replica(s)"));
+        say(format!("{design}: {n} replica(s)"));
         Ok(())
     }
 

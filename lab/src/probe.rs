@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
-use statelab_proxy_api::{StatusView, Strategy};
+use statelab_formats::{StatusView, Strategy};
 
 use crate::labdir::AdminToken;
 use crate::model::{Part, ADMIN_READY_PATH};

@@ -3,14 +3,14 @@
 //! healthchecks and Redis's memory bound. When one drifts, this fails and names the difference.
 
 use serde_yaml_ng::Value;
+use statelab_formats::{ConfigFile, PoolSection, Strategy};
 use statelab_lab::model::{
-    docker_proxy_config, native_proxy_config, trusted_range, Kind, NativePorts, Part, Replica,
+    docker_proxy_config, native_proxy_config, trusted_range, Design, NativePorts, Part, Replica,
     Store, StoreNode, ADMIN_READY_PATH, CLUSTER_NODE_TIMEOUT_MS, CONTAINER_ADMIN_PORT,
     CONTAINER_PROXY_PORT, CONTAINER_SENTINEL_PORT, CONTAINER_SERVICE_PORT, DEFAULT_NET_PREFIX,
     REDIS_MEMORY_FLAGS, REPLICATION_FLAGS, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS,
     SENTINEL_MASTER_NAME, SENTINEL_QUORUM,
 };
-use statelab_proxy_api::{ConfigFile, PoolSection};
 use statelab_test_support::workspace_root;
 
 fn read(rel: &str) -> String {
@@ -29,11 +29,11 @@ fn fixed_ports() -> NativePorts {
 }
 
 /// A pool as the proxy routes it: name, effective prefix, strategy, replicas.
-fn routing(p: &PoolSection) -> (String, String, String, Vec<(String, String)>) {
+fn routing(p: &PoolSection) -> (String, String, Strategy, Vec<(String, String)>) {
     (
         p.name.clone(),
         p.prefix.clone().unwrap_or_else(|| format!("/{}", p.name)),
-        p.strategy.clone().unwrap_or_else(|| "round-robin".into()),
+        p.strategy.unwrap_or(Strategy::RoundRobin),
         p.replicas
             .iter()
             .map(|(n, a)| (n.clone(), a.clone()))
@@ -213,12 +213,16 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
                     ],
                     "{name}'s healthcheck"
                 );
-                assert_eq!(strings(get(svc, &["command"])), [r.kind.name()], "{name}");
+                assert_eq!(
+                    strings(get(svc, &["command"])),
+                    [r.design.as_str()],
+                    "{name}"
+                );
                 assert_eq!(
                     get(svc, &["environment", "STATELAB_REPLICA"]).as_str(),
                     Some(name.as_str())
                 );
-                if r.kind == Kind::Externalized {
+                if r.design == Design::Externalized {
                     assert_eq!(
                         get(svc, &["environment", "STATELAB_REDIS_URL"]).as_str(),
                         Some("redis://redis:6379"),

@@ -30,7 +30,7 @@ use pingora::protocols::http::ServerSession;
 use std::time::{Duration, Instant};
 
 use crate::config::ServerConfig;
-use crate::dashboard;
+use crate::dashboard::{self, History};
 use crate::metrics::Metrics;
 use crate::pool::{MembershipError, Pools};
 use crate::strategy::Strategy;
@@ -44,6 +44,7 @@ const MAX_BODY: usize = 1024;
 pub struct AdminApp {
     pools: Arc<Pools>,
     metrics: Metrics,
+    history: Arc<History>,
     guard: guard::Guard,
 }
 
@@ -57,11 +58,18 @@ impl std::fmt::Debug for AdminApp {
 }
 
 impl AdminApp {
-    /// `server` gives the token and the names the admin API answers to.
-    pub fn new(pools: Arc<Pools>, metrics: Metrics, server: &ServerConfig) -> Self {
+    /// Serves `pools`, `metrics` and the dashboard's `history`; `server` gives the token and the
+    /// names the admin API answers to.
+    pub fn new(
+        pools: Arc<Pools>,
+        metrics: Metrics,
+        history: Arc<History>,
+        server: &ServerConfig,
+    ) -> Self {
         Self {
             pools,
             metrics,
+            history,
             guard: guard::Guard::new(server),
         }
     }
@@ -211,7 +219,7 @@ impl AdminApp {
             (["admin", "dashboard.json"], Method::GET) => {
                 let since = dashboard::Since::parse(session.req_header().uri.query())
                     .map_err(AdminError::BadRequest)?;
-                let body = self.metrics.history.render(&self.pools, &since);
+                let body = self.history.render(&self.pools, &since);
                 Ok(respond(StatusCode::OK, "application/json", body))
             }
             (["admin", "pools", pool, "strategy"], Method::PUT) => {

@@ -1,6 +1,6 @@
 //! The proxy's configuration: a TOML file parsed once at start-up into typed values.
 //!
-//! The file's shape ([`ConfigFile`]) lives in `statelab-proxy-api`, shared with the lab that
+//! The file's shape ([`ConfigFile`]) lives in `statelab-formats`, shared with the lab that
 //! generates it; this module turns it into the validated [`Config`] the proxy runs with.
 //!
 //! Every field has a default, so an absent file (or an empty one) gives the lab's standard layout:
@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use statelab_proxy_api::config::default_pools;
-use statelab_proxy_api::ConfigFile;
+use statelab_formats::config::default_pools;
+use statelab_formats::ConfigFile;
 
 use crate::strategy::{Strategy, MAX_REPLICAS_PER_POOL};
 
@@ -447,15 +447,7 @@ impl Config {
             if !prefixes.insert(prefix.clone()) {
                 return invalid(format!("prefix {prefix:?} is used by two pools"));
             }
-            let strategy = match p.strategy.as_deref() {
-                None => Strategy::RoundRobin,
-                Some(s) => s.parse().map_err(|_| {
-                    ConfigError::Invalid(format!(
-                        "pool {:?}: strategy {s:?} is not one of cookie, ip-hash, ip-modulo, round-robin",
-                        p.name
-                    ))
-                })?,
-            };
+            let strategy = p.strategy.unwrap_or(Strategy::RoundRobin);
             let trusted_proxies = p
                 .trusted_proxies
                 .iter()

@@ -24,8 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::HealthConfig;
-use crate::dashboard::Reported;
 use crate::pool::{Pools, Replica};
+use statelab_formats::Reported;
 
 /// Most bytes of a health answer read: a status line, a few headers and a small JSON body.
 const MAX_ANSWER: usize = 4096;

@@ -36,6 +36,8 @@ pub mod pool;
 pub mod proxy;
 pub mod strategy;
 
+use std::sync::Arc;
+
 use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
@@ -79,14 +81,16 @@ pub fn build_server(config: &Config) -> Server {
             .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
     );
 
+    // The dashboard's per-second history: written by the sampler, read by the admin API.
+    let history = Arc::new(dashboard::History::new());
     let sampler = background_service(
         "dashboard sampler",
-        dashboard::DashboardSampler::new(pools.clone(), metrics.clone()),
+        dashboard::DashboardSampler::new(pools.clone(), metrics.clone(), history.clone()),
     );
     // The admin listener has the public listener's client bounds, with a connection cap of its
     // own; its refusals are not requests of any pool, so they are not counted.
     let admin_front = front::FrontDoor::uncounted(
-        admin::AdminApp::new(pools.clone(), metrics, &config.server),
+        admin::AdminApp::new(pools.clone(), metrics, history, &config.server),
         config
             .server
             .client

@@ -4,14 +4,10 @@
 //! Per-replica series (latency histogram, health gauge, the 200 counter) are resolved once at
 //! start-up and kept on the replica, so the request path does no label hashing for them.
 
-use std::sync::Arc;
-
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-
-use crate::dashboard::History;
 
 /// Who produced a response's status: the `origin` label of `statelab_proxy_requests_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +29,6 @@ impl Origin {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// The dashboard's per-second history, sampled from these families once a second.
-    pub history: Arc<History>,
     /// Requests answered, by pool, replica (`none` when no replica was chosen), status and origin:
     /// `replica` when the status is the replica's own answer, `proxy` when the proxy answered
     /// itself (its 404 for an unknown path, 503 with no replica, 502/504 after a failed attempt),
@@ -111,7 +105,6 @@ impl Metrics {
         }
         Metrics {
             registry,
-            history: Arc::new(History::new()),
             requests,
             upstream_latency,
             retries,

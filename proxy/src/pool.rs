@@ -19,13 +19,13 @@ use ipnet::IpNet;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{replica_addr, Config, PoolConfig, RetryConfig};
-use crate::dashboard::Reported;
 use crate::metrics::{Metrics, Origin};
 use crate::strategy::{
     strategy_from_u8, strategy_to_u8, Admission, ReplicaId, Route, RouteKey, Routes, Strategy,
     Tried, MAX_REPLICAS_PER_POOL,
 };
-pub use statelab_proxy_api::{Failure, PoolView, ReplicaState, ReplicaView, StatusView};
+use statelab_formats::Reported;
+pub use statelab_formats::{Failure, PoolView, ReplicaState, ReplicaView, StatusView};
 
 /// One upstream server and what the proxy knows about it.
 #[derive(Debug)]
@@ -398,7 +398,7 @@ impl Pools {
     /// A draining replica counts as idle once it has had no request for this long.
     pub const DRAIN_IDLE: Duration = Duration::from_secs(2);
     /// The longest drain an admin call may ask for.
-    pub const MAX_DRAIN: Duration = Duration::from_secs(600);
+    pub const MAX_DRAIN: Duration = Duration::from_secs(statelab_formats::status::MAX_DRAIN_SECS);
 
     pub fn new(config: &Config, metrics: &Metrics) -> Arc<Self> {
         let secret: Vec<u8> = match &config.server.affinity_secret {

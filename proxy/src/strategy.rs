@@ -26,7 +26,7 @@ use pingora::lb::selection::{BackendIter, BackendSelection, Consistent};
 use pingora::lb::Backend;
 use sha2::{Digest, Sha256};
 
-pub use statelab_proxy_api::{Strategy, UnknownStrategy};
+pub use statelab_formats::{Strategy, UnknownStrategy};
 
 /// Compact form of a [`Strategy`] for storing in an atomic.
 pub(crate) fn strategy_to_u8(s: Strategy) -> u8 {
@@ -63,9 +63,11 @@ impl ReplicaId {
     }
 }
 
-/// The most replicas one pool may have: [`Tried`] is one 64-bit word, a bit per replica, so a
-/// request's retry bookkeeping costs no allocation. The configuration refuses larger pools.
-pub const MAX_REPLICAS_PER_POOL: usize = 64;
+/// The most replicas one pool may have; the configuration and the admin API refuse more.
+pub use statelab_formats::config::MAX_REPLICAS_PER_POOL;
+// [`Tried`] is one 64-bit word, a bit per replica, so that a request's retry bookkeeping costs no
+// allocation.
+const _: () = assert!(MAX_REPLICAS_PER_POOL <= u64::BITS as usize);
 
 /// The replicas one request has tried already and must not be sent to again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

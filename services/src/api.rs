@@ -18,12 +18,12 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use statelab_formats::{HealthDetail, Reported};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::session::{
-    now_ms, Applied, Cart, Change, Session, SessionStore, StoreFigures, MAX_SKU_LEN,
-    MAX_USERNAME_LEN,
+    now_ms, Applied, Cart, Change, Session, SessionStore, MAX_SKU_LEN, MAX_USERNAME_LEN,
 };
 
 /// Header naming the replica that answered.
@@ -104,19 +104,6 @@ struct MeBody<'a> {
     token: Option<&'a str>,
 }
 
-/// `GET /health?detail=1`: the plain answer plus the replica's own figures, read by the proxy's
-/// health checker on every check (the proxy does not pass this form on from public clients).
-#[derive(Serialize)]
-struct HealthDetail<'a> {
-    status: &'static str,
-    kind: &'static str,
-    replica: &'a str,
-    #[serde(flatten)]
-    figures: StoreFigures,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rss_bytes: Option<u64>,
-}
-
 #[derive(Deserialize)]
 struct LoginBody {
     username: String,
@@ -130,7 +117,7 @@ struct AddItemBody {
 
 impl<S: SessionStore> App<S> {
     pub fn new(store: S, settings: Settings, metrics: Metrics) -> anyhow::Result<Self> {
-        let cookie_name = format!("statelab_{}", S::KIND);
+        let cookie_name = format!("statelab_{}", S::DESIGN);
         let clear_cookie = HeaderValue::from_str(&format!(
             "{cookie_name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"
         ))?;
@@ -241,20 +228,23 @@ impl<S: SessionStore> App<S> {
                 Ok(response)
             }
             Route::Health if parts.uri.query() == Some("detail=1") => {
-                let figures = self.store.figures().await?;
+                // The proxy's health checker reads this on every check (it does not pass this
+                // form on from public clients).
                 let body = HealthDetail {
-                    status: "ok",
-                    kind: S::KIND,
-                    replica: &self.settings.replica,
-                    figures,
-                    rss_bytes: crate::metrics::resident_bytes(),
+                    status: "ok".into(),
+                    design: S::DESIGN,
+                    replica: self.settings.replica.clone(),
+                    reported: Reported {
+                        store: self.store.figures().await?,
+                        rss_bytes: crate::metrics::resident_bytes(),
+                    },
                 };
                 Ok(json_response(StatusCode::OK, &body))
             }
             Route::Health => {
                 self.store.check().await?;
                 let body =
-                    json!({"status": "ok", "kind": S::KIND, "replica": self.settings.replica});
+                    json!({"status": "ok", "kind": S::DESIGN, "replica": self.settings.replica});
                 Ok(json_response(StatusCode::OK, &body))
             }
             Route::Metrics => {

@@ -24,8 +24,11 @@ where
         .build()
         .context("starting the Tokio runtime")?;
     runtime.block_on(async move {
-        let replica = common.replica.clone().unwrap_or_else(|| S::KIND.to_owned());
-        let metrics = Metrics::new(S::KIND, &replica).context("registering metrics")?;
+        let replica = common
+            .replica
+            .clone()
+            .unwrap_or_else(|| S::DESIGN.as_str().to_owned());
+        let metrics = Metrics::new(S::DESIGN.as_str(), &replica).context("registering metrics")?;
         let store = make_store(&metrics)?;
         let settings = Settings {
             replica: replica.clone(),
@@ -38,7 +41,7 @@ where
             .with_context(|| format!("binding {}", common.listen))?;
         let local = listener.local_addr().context("reading the bound address")?;
         let shutdown = shutdown_signal()?;
-        tracing::info!(kind = S::KIND, %replica, listen = %local, "serving");
+        tracing::info!(design = %S::DESIGN, %replica, listen = %local, "serving");
         let grace = Duration::from_secs(common.shutdown_grace);
         crate::server::run(listener, app, shutdown, grace).await;
         tracing::info!("stopped");

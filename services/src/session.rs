@@ -11,6 +11,8 @@ use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use statelab_formats::Design;
+pub use statelab_formats::StoreFigures;
 
 /// Items in a cart: SKU to quantity. Ordered so responses and tokens are deterministic.
 pub type Cart = BTreeMap<String, u32>;
@@ -113,8 +115,8 @@ pub enum StoreError {
 /// signed token itself for the JWT store. An unknown, expired or forged credential is `Ok(None)`,
 /// not an error: it is the client's problem (401), not the store's (503).
 pub trait SessionStore: Send + Sync + 'static {
-    /// Short name of the design, used in metrics and `/health`.
-    const KIND: &'static str;
+    /// The design, named in metrics and `/health`.
+    const DESIGN: Design;
     /// Whether the credential may be shown to the client in a response body. True only for the
     /// JWT, which clients that cannot keep cookies must carry as a bearer token.
     const CREDENTIAL_IN_BODY: bool;
@@ -149,23 +151,6 @@ pub trait SessionStore: Send + Sync + 'static {
             Ok(StoreFigures::default())
         }
     }
-}
-
-/// A store's figures for the detailed health answer; each design fills in the ones it has.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoreFigures {
-    /// Sessions this process holds in memory (stateful).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sessions_held: Option<u64>,
-    /// Keys in the shared store's database (externalized): every replica reports the same one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub store_sessions: Option<u64>,
-    /// Bytes of the tokens clients presented since start, and how many (stateless): the proxy
-    /// divides the growth of one by the other's for the mean token size of an interval.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token_bytes_total: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tokens_total: Option<u64>,
 }
 
 /// Adds `qty` of `sku`, enforcing the cart limits every design shares.

@@ -85,13 +85,18 @@ const LAB_BINARIES: [(&str, &str, &[&str]); 5] = [
     ("statelab-proxy", "statelab-proxy", PROXY),
     ("statelab-lab", "statelab-lab", LAB),
 ];
-const SERVICES: &[&str] = &["services/Cargo.toml", "services/src"];
+const SERVICES: &[&str] = &[
+    "services/Cargo.toml",
+    "services/src",
+    "formats/Cargo.toml",
+    "formats/src",
+];
 const PROXY: &[&str] = &[
     "proxy/Cargo.toml",
     "proxy/src",
     "proxy/assets",
-    "proxy-api/Cargo.toml",
-    "proxy-api/src",
+    "formats/Cargo.toml",
+    "formats/src",
 ];
 const LAB: &[&str] = &[
     "lab/Cargo.toml",
@@ -99,8 +104,8 @@ const LAB: &[&str] = &[
     "proxy/Cargo.toml",
     "proxy/src",
     "proxy/assets",
-    "proxy-api/Cargo.toml",
-    "proxy-api/src",
+    "formats/Cargo.toml",
+    "formats/src",
 ];
 const WORKSPACE_SOURCES: &[&str] = &["Cargo.toml", "Cargo.lock"];
 
@@ -144,7 +149,7 @@ fn stale_lab_binary(dir: &Path, root: Option<&Path>) -> Option<String> {
 
 /// [`profile_bin_dir`], holding every binary a native lab runs (the three services, the proxy,
 /// `statelab-lab`), none older than its sources. `cargo test --workspace` builds them all; a test
-/// run for one package alone (`cargo test -p statelab-loadgen`) does not, so a test would
+/// run for one package alone (`cargo test -p statelab-load`) does not, so a test would
 /// otherwise run whatever binaries an earlier build left, from sources since edited. When one is
 /// missing or older than the newest of the lab's sources, `cargo build` brings them up to date
 /// first, in the same profile and target directory (cargo itself decides what to rebuild).

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use prometheus::core::{Collector, Metric as _};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::metrics::{Metrics, Origin};
 use crate::pool::{Failure, Pools, Replica, ReplicaState};
@@ -77,21 +77,6 @@ pub fn class_of(status: &str, origin: &str) -> usize {
             _ => 7,
         }
     }
-}
-
-/// What a replica reports on a detailed health check (`GET /health?detail=1`); each design fills
-/// in its own figures, and a replica that is not a statelab service (or an older one) none.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub struct Reported {
-    /// Sessions held in the replica's memory (stateful).
-    pub sessions_held: Option<u64>,
-    /// Keys in the shared Redis (externalized).
-    pub store_sessions: Option<u64>,
-    /// Token bytes and tokens presented since the replica started (stateless).
-    pub token_bytes_total: Option<u64>,
-    pub tokens_total: Option<u64>,
-    /// The replica's resident memory.
-    pub rss_bytes: Option<u64>,
 }
 
 /// One second of one replica.
@@ -483,8 +468,10 @@ impl Sampler {
                 let (p50_ms, p99_ms, latency, latency_count) = Self::latency(r, seen.as_ref());
                 let reported = r.reported();
                 let tokens = (
-                    reported.and_then(|f| f.token_bytes_total).unwrap_or(0),
-                    reported.and_then(|f| f.tokens_total).unwrap_or(0),
+                    reported
+                        .and_then(|f| f.store.token_bytes_total)
+                        .unwrap_or(0),
+                    reported.and_then(|f| f.store.tokens_total).unwrap_or(0),
                 );
                 let before = seen.as_ref().map_or((0, 0), |s| s.tokens);
                 let token_bytes = if tokens.1 > before.1 && tokens.0 >= before.0 {
@@ -558,8 +545,8 @@ impl Sampler {
                         p50_ms,
                         p99_ms,
                         in_flight: u32::try_from(r.in_flight()).unwrap_or(u32::MAX),
-                        sessions_held: reported.and_then(|f| f.sessions_held),
-                        store_sessions: reported.and_then(|f| f.store_sessions),
+                        sessions_held: reported.and_then(|f| f.store.sessions_held),
+                        store_sessions: reported.and_then(|f| f.store.store_sessions),
                         token_bytes,
                         rss_bytes: reported.and_then(|f| f.rss_bytes),
                     },
@@ -732,11 +719,17 @@ fn state_event(
 pub struct DashboardSampler {
     pools: Arc<Pools>,
     metrics: Metrics,
+    history: Arc<History>,
 }
 
 impl DashboardSampler {
-    pub fn new(pools: Arc<Pools>, metrics: Metrics) -> Self {
-        Self { pools, metrics }
+    /// Samples `pools` and `metrics` into `history` once a second.
+    pub fn new(pools: Arc<Pools>, metrics: Metrics, history: Arc<History>) -> Self {
+        Self {
+            pools,
+            metrics,
+            history,
+        }
     }
 }
 
@@ -744,12 +737,11 @@ impl DashboardSampler {
 impl BackgroundService for DashboardSampler {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut sampler = Sampler::new(Arc::clone(&self.pools), self.metrics.clone());
-        let history = Arc::clone(&self.metrics.history);
         let mut ticker = tokio::time::interval(SAMPLE_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticker.tick() => sampler.tick(&history),
+                _ = ticker.tick() => sampler.tick(&self.history),
                 _ = shutdown.changed() => return,
             }
         }

@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::metrics::Metrics;
+use statelab_formats::Design;
+
 use crate::session::{
     hex, now_ms, random_id, Applied, Cart, Change, Issued, Session, SessionStore, StoreError,
     StoreFigures,
@@ -263,7 +265,7 @@ impl Audience<'_> {
 }
 
 impl SessionStore for JwtStore {
-    const KIND: &'static str = "stateless";
+    const DESIGN: Design = Design::Stateless;
     const CREDENTIAL_IN_BODY: bool = true;
 
     async fn create(&self, username: &str, _replaces: Option<&str>) -> Result<Issued, StoreError> {

@@ -21,6 +21,8 @@ use prometheus::IntGauge;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use statelab_formats::Design;
+
 use crate::session::{
     random_id, Applied, Change, Issued, Session, SessionStore, StoreError, StoreFigures,
 };
@@ -233,7 +235,7 @@ fn parse_id(credential: &str) -> Option<Id> {
 }
 
 impl SessionStore for MemoryStore {
-    const KIND: &'static str = "stateful";
+    const DESIGN: Design = Design::Stateful;
     const CREDENTIAL_IN_BODY: bool = false;
 
     async fn create(&self, username: &str, replaces: Option<&str>) -> Result<Issued, StoreError> {

@@ -6,22 +6,22 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{qty_of, spawn_app, spawn_app_with, Kind, Options, TestApp};
+use crate::helpers::{counts_reads, qty_of, spawn_app, spawn_app_with, Design, Options, TestApp};
 
 /// Instantiates every contract test for every design.
 macro_rules! contract_tests {
     ($($test:ident),* $(,)?) => {
         mod stateful {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $test() { super::$test(super::Kind::Stateful).await } )*
+               async fn $test() { super::$test(super::Design::Stateful).await } )*
         }
         mod stateless {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $test() { super::$test(super::Kind::Stateless).await } )*
+               async fn $test() { super::$test(super::Design::Stateless).await } )*
         }
         mod externalized {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $test() { super::$test(super::Kind::Externalized).await } )*
+               async fn $test() { super::$test(super::Design::Externalized).await } )*
         }
     };
 }
@@ -45,8 +45,8 @@ contract_tests!(
     hypers_own_rejections_are_plain,
 );
 
-async fn whole_workflow(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn whole_workflow(design: Design) {
+    let app = spawn_app(design).await;
     let mut alice = app.user();
 
     let login = alice.login("alice").await;
@@ -60,7 +60,7 @@ async fn whole_workflow(kind: Kind) {
     // lifetime; the JWT's cookie lives exactly as long as the token.
     assert_eq!(
         cookie.contains("Max-Age="),
-        kind == Kind::Stateless,
+        design == Design::Stateless,
         "{cookie}"
     );
 
@@ -68,7 +68,7 @@ async fn whole_workflow(kind: Kind) {
     assert_eq!(me.status, StatusCode::OK, "{}", me.text);
     assert_eq!(me.body["username"], "alice");
     assert_eq!(me.body["replica"], app.replica);
-    let counted = |all: u64, changes: u64| if kind.counts_reads() { all } else { changes };
+    let counted = |all: u64, changes: u64| if counts_reads(design) { all } else { changes };
     assert_eq!(me.body["requests_in_session"], counted(2, 1));
     assert!(me.body["session_age_ms"].as_u64().is_some());
 
@@ -110,8 +110,8 @@ async fn whole_workflow(kind: Kind) {
     alice.get("/me").await.assert_error(401, "unauthorized");
 }
 
-async fn every_response_names_the_replica(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn every_response_names_the_replica(design: Design) {
+    let app = spawn_app(design).await;
     let mut u = app.user();
     let replies = vec![
         u.login("a").await,
@@ -135,8 +135,8 @@ async fn every_response_names_the_replica(kind: Kind) {
     }
 }
 
-async fn no_session_is_401(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn no_session_is_401(design: Design) {
+    let app = spawn_app(design).await;
     for (method, path, body) in [
         (Method::GET, "/me", None),
         (Method::GET, "/cart", None),
@@ -164,8 +164,8 @@ async fn no_session_is_401(kind: Kind) {
     }
 }
 
-async fn login_rotates_the_session(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn login_rotates_the_session(design: Design) {
+    let app = spawn_app(design).await;
     let mut u = app.user();
     u.login("alice").await;
     u.add("apple", 1).await;
@@ -185,7 +185,7 @@ async fn login_rotates_the_session(kind: Kind) {
     );
 
     let old = app.send(Method::GET, "/me", None, Some(&first)).await;
-    if kind.can_revoke() {
+    if design.can_revoke() {
         old.assert_error(401, "unauthorized");
     } else {
         // The JWT design cannot forget a token: the pre-login one works until it expires.
@@ -193,8 +193,8 @@ async fn login_rotates_the_session(kind: Kind) {
     }
 }
 
-async fn logout_ends_the_session_where_the_design_can(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn logout_ends_the_session_where_the_design_can(design: Design) {
+    let app = spawn_app(design).await;
     let mut u = app.user();
     u.login("alice").await;
     u.add("apple", 2).await;
@@ -203,7 +203,7 @@ async fn logout_ends_the_session_where_the_design_can(kind: Kind) {
 
     // Someone who kept a copy of the credential (a stolen cookie, a copied token):
     let replay = app.send(Method::GET, "/cart", None, Some(&kept)).await;
-    if kind.can_revoke() {
+    if design.can_revoke() {
         replay.assert_error(401, "unauthorized");
     } else {
         // Stateless: logout only clears the cookie. The token itself stays valid until `exp`.
@@ -217,8 +217,8 @@ async fn logout_ends_the_session_where_the_design_can(kind: Kind) {
     );
 }
 
-async fn malformed_and_invalid_input_is_400_and_loses_nothing(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn malformed_and_invalid_input_is_400_and_loses_nothing(design: Design) {
+    let app = spawn_app(design).await;
     let mut u = app.user();
     for body in [
         "{",
@@ -286,8 +286,8 @@ async fn malformed_and_invalid_input_is_400_and_loses_nothing(kind: Kind) {
     );
 }
 
-async fn json_bodies_need_a_json_content_type(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn json_bodies_need_a_json_content_type(design: Design) {
+    let app = spawn_app(design).await;
     let post = |path: &str, body: &str, content_type: Option<&str>| {
         let req = app.http.post(app.url(path)).body(body.to_owned());
         match content_type {
@@ -350,12 +350,12 @@ async fn json_bodies_need_a_json_content_type(kind: Kind) {
     assert_eq!(u.post("/logout").await.status, StatusCode::NO_CONTENT);
 }
 
-async fn oversized_bodies_are_413(kind: Kind) {
+async fn oversized_bodies_are_413(design: Design) {
     let options = Options {
         body_limit: 256,
         ..Options::default()
     };
-    let app = spawn_app_with(kind, options).await;
+    let app = spawn_app_with(design, options).await;
     let mut u = app.user();
     u.login("alice").await;
     let padding = " ".repeat(300);
@@ -425,8 +425,8 @@ fn split_response(response: &str) -> (&str, Vec<String>, &str) {
     (status, names, body)
 }
 
-async fn hypers_own_rejections_are_plain(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn hypers_own_rejections_are_plain(design: Design) {
+    let app = spawn_app(design).await;
     let get = |target: &str, extra_headers: usize| {
         let mut head = format!("GET {target} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n");
         for i in 0..extra_headers {
@@ -475,8 +475,8 @@ async fn hypers_own_rejections_are_plain(kind: Kind) {
     }
 }
 
-async fn unknown_routes_and_methods(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn unknown_routes_and_methods(design: Design) {
+    let app = spawn_app(design).await;
     app.send(Method::GET, "/nope", None, None)
         .await
         .assert_error(404, "not_found");
@@ -491,8 +491,8 @@ async fn unknown_routes_and_methods(kind: Kind) {
     assert_eq!(r.header("allow"), Some("GET"));
 }
 
-async fn a_full_cart_is_422(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn a_full_cart_is_422(design: Design) {
+    let app = spawn_app(design).await;
     let mut u = app.user();
     u.login("alice").await;
     for i in 0..statelab_services::session::MAX_CART_LINES {
@@ -510,8 +510,8 @@ async fn a_full_cart_is_422(kind: Kind) {
     assert_eq!(qty_of(&cart.body, "one-too-many"), 0);
 }
 
-async fn concurrent_adds_on_one_session(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn concurrent_adds_on_one_session(design: Design) {
+    let app = spawn_app(design).await;
     let mut u = app.user();
     u.login("alice").await;
     let credential = u.credential.clone().expect("credential");
@@ -538,7 +538,7 @@ async fn concurrent_adds_on_one_session(kind: Kind) {
     while let Some(qty) = tasks.join_next().await {
         seen.push(qty.expect("task"));
     }
-    if kind.can_revoke() {
+    if design.can_revoke() {
         // Server-side state serialises the adds: every one counts, each reply saw a distinct total.
         let final_cart = app
             .send(Method::GET, "/cart", None, Some(&credential))
@@ -553,12 +553,12 @@ async fn concurrent_adds_on_one_session(kind: Kind) {
     }
 }
 
-async fn health_and_metrics(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn health_and_metrics(design: Design) {
+    let app = spawn_app(design).await;
     let health = app.send(Method::GET, "/health", None, None).await;
     assert_eq!(health.status, StatusCode::OK, "{}", health.text);
     assert_eq!(health.body["status"], "ok");
-    assert_eq!(health.body["kind"], kind.name());
+    assert_eq!(health.body["kind"], design.as_str());
 
     let mut u = app.user();
     u.login("alice").await;
@@ -583,18 +583,18 @@ async fn health_and_metrics(kind: Kind) {
         "{text}"
     );
     assert!(text.contains("process_resident_memory_bytes"), "{text}");
-    let specific = match kind {
-        Kind::Stateful => "statelab_sessions_live 1",
-        Kind::Stateless => "statelab_token_bytes_count 1",
-        Kind::Externalized => "statelab_store_errors_total 0",
+    let specific = match design {
+        Design::Stateful => "statelab_sessions_live 1",
+        Design::Stateless => "statelab_token_bytes_count 1",
+        Design::Externalized => "statelab_store_errors_total 0",
     };
     assert!(text.contains(specific), "missing {specific:?} in {text}");
 }
 
 /// The proxy's health checker asks `/health?detail=1` on every check: the replica's own figures
 /// for the dashboard, each design reporting what it holds.
-async fn detailed_health_reports_what_the_replica_holds(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn detailed_health_reports_what_the_replica_holds(design: Design) {
+    let app = spawn_app(design).await;
     let (mut a, mut b) = (app.user(), app.user());
     a.login("alice").await;
     b.login("bob").await;
@@ -602,16 +602,16 @@ async fn detailed_health_reports_what_the_replica_holds(kind: Kind) {
     let detail = app.send(Method::GET, "/health?detail=1", None, None).await;
     assert_eq!(detail.status, StatusCode::OK, "{}", detail.text);
     assert_eq!(detail.body["status"], "ok");
-    assert_eq!(detail.body["kind"], kind.name());
+    assert_eq!(detail.body["kind"], design.as_str());
     assert!(
         detail.body["rss_bytes"].as_u64().is_some_and(|b| b > 0),
         "{}",
         detail.text
     );
     let n = |field: &str| detail.body[field].as_u64();
-    match kind {
-        Kind::Stateful => assert_eq!(n("sessions_held"), Some(2), "{}", detail.text),
-        Kind::Stateless => {
+    match design {
+        Design::Stateful => assert_eq!(n("sessions_held"), Some(2), "{}", detail.text),
+        Design::Stateless => {
             // One token presented (alice's /me), and its bytes.
             assert_eq!(n("tokens_total"), Some(1), "{}", detail.text);
             assert!(
@@ -621,7 +621,7 @@ async fn detailed_health_reports_what_the_replica_holds(kind: Kind) {
             );
         }
         // The store's key count: both sessions at least (the test Redis may hold others).
-        Kind::Externalized => assert!(
+        Design::Externalized => assert!(
             n("store_sessions").is_some_and(|k| k >= 2),
             "{}",
             detail.text
@@ -632,11 +632,11 @@ async fn detailed_health_reports_what_the_replica_holds(kind: Kind) {
     assert!(plain.body.get("rss_bytes").is_none(), "{}", plain.text);
 }
 
-async fn bearer_tokens_and_bodies(kind: Kind) {
-    let app: TestApp = spawn_app(kind).await;
+async fn bearer_tokens_and_bodies(design: Design) {
+    let app: TestApp = spawn_app(design).await;
     let login = app.user().login("alice").await;
     let token = login.body.get("token").and_then(|t| t.as_str());
-    if kind == Kind::Stateless {
+    if design == Design::Stateless {
         let token = token.expect("the JWT design returns its token for bearer clients");
         let me = app
             .http
@@ -694,8 +694,8 @@ async fn bearer_tokens_and_bodies(kind: Kind) {
     }
 }
 
-async fn duplicate_cookies_the_first_live_session_wins(kind: Kind) {
-    let app = spawn_app(kind).await;
+async fn duplicate_cookies_the_first_live_session_wins(design: Design) {
+    let app = spawn_app(design).await;
     let name = &app.cookie_name;
     let mut alice = app.user();
     alice.login("alice").await;
@@ -747,7 +747,7 @@ async fn duplicate_cookies_the_first_live_session_wins(kind: Kind) {
     .await
     .assert_error(401, "unauthorized");
 
-    if kind.can_revoke() {
+    if design.can_revoke() {
         // A logged-out session's cookie left beside the live one does not hide it either.
         let mut carol = app.user();
         carol.login("carol").await;

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 
 use statelab_test_support::eventually;
 
-use crate::helpers::{qty_of, spawn_app, spawn_app_with, Kind, Options, TestApp};
+use crate::helpers::{qty_of, spawn_app, spawn_app_with, Design, Options, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_hashes_under_the_prefix_with_a_sliding_ttl() {
@@ -15,7 +15,7 @@ async fn sessions_are_hashes_under_the_prefix_with_a_sliding_ttl() {
         session_ttl: Duration::from_secs(120),
         ..Options::default()
     };
-    let app = spawn_app_with(Kind::Externalized, options).await;
+    let app = spawn_app_with(Design::Externalized, options).await;
     let mut u = app.user();
     u.login("alice").await;
     u.add("apple", 3).await;
@@ -64,7 +64,7 @@ async fn sessions_are_hashes_under_the_prefix_with_a_sliding_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_a_prompt_503_and_recovery_is_automatic() {
-    let app = spawn_app(Kind::Externalized).await;
+    let app = spawn_app(Design::Externalized).await;
     let mut u = app.user();
     u.login("alice").await;
     assert_eq!(qty_of(&u.add("apple", 1).await.body, "apple"), 1);
@@ -120,7 +120,7 @@ async fn redis_down_is_a_prompt_503_and_recovery_is_automatic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_stops_answering_is_a_503_not_a_hang() {
     // Redis accepts the connection but never replies (SIGSTOP): only the timeout saves us.
-    let app = spawn_app(Kind::Externalized).await;
+    let app = spawn_app(Design::Externalized).await;
     let redis = app.redis.as_ref().expect("redis");
     let mut u = app.user();
     u.login("alice").await;
@@ -163,7 +163,7 @@ async fn a_replica_started_before_redis_serves_once_redis_is_up() {
         redis_up: false,
         ..Options::default()
     };
-    let app = spawn_app_with(Kind::Externalized, options).await;
+    let app = spawn_app_with(Design::Externalized, options).await;
     app.send(Method::GET, "/health", None, None)
         .await
         .assert_error(503, "store_unavailable");
@@ -196,7 +196,7 @@ async fn redis_cmd<T: redis::FromRedisValue>(app: &TestApp, args: &[&str]) -> T 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_redis_refuses_new_logins_and_keeps_every_session() {
-    let app = spawn_app(Kind::Externalized).await;
+    let app = spawn_app(Design::Externalized).await;
     let mut alice = app.user();
     alice.login("alice").await;
     alice.add("apple", 2).await;

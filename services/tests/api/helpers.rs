@@ -8,6 +8,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, CONTENT_TYPE, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+pub use statelab_formats::Design;
 use statelab_services::api::{App, Settings};
 use statelab_services::metrics::Metrics;
 use statelab_services::store::{
@@ -20,33 +21,10 @@ use tokio::sync::oneshot;
 /// The secret the stateless service under test signs with.
 pub const TEST_SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
-/// Which design a test runs against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Stateful,
-    Stateless,
-    Externalized,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Stateful => "stateful",
-            Kind::Stateless => "stateless",
-            Kind::Externalized => "externalized",
-        }
-    }
-
-    /// Whether the server can forget a session (logout, re-login); the JWT design cannot.
-    pub fn can_revoke(self) -> bool {
-        self != Kind::Stateless
-    }
-
-    /// Whether reads count in `requests_in_session`. The JWT design records only requests that
-    /// issue a new token: counting a read would mean a new token on every read.
-    pub fn counts_reads(self) -> bool {
-        self != Kind::Stateless
-    }
+/// Whether reads count in `requests_in_session`. The JWT design records only requests that
+/// issue a new token: counting a read would mean a new token on every read.
+pub fn counts_reads(design: Design) -> bool {
+    design != Design::Stateless
 }
 
 /// Knobs a test may turn.
@@ -85,13 +63,13 @@ pub struct TestApp {
     _stop: oneshot::Sender<()>,
 }
 
-pub async fn spawn_app(kind: Kind) -> TestApp {
-    spawn_app_with(kind, Options::default()).await
+pub async fn spawn_app(design: Design) -> TestApp {
+    spawn_app_with(design, Options::default()).await
 }
 
-pub async fn spawn_app_with(kind: Kind, options: Options) -> TestApp {
-    let replica = format!("{}-test", kind.name());
-    let metrics = Metrics::new(kind.name(), &replica).expect("metrics");
+pub async fn spawn_app_with(design: Design, options: Options) -> TestApp {
+    let replica = format!("{}-test", design.as_str());
+    let metrics = Metrics::new(design.as_str(), &replica).expect("metrics");
     let settings = Settings {
         replica: replica.clone(),
         body_limit: options.body_limit,
@@ -110,8 +88,8 @@ pub async fn spawn_app_with(kind: Kind, options: Options) -> TestApp {
     static APPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = APPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let redis_prefix = format!("test{}-{n}:", std::process::id());
-    let cookie_name = match kind {
-        Kind::Stateful => {
+    let cookie_name = match design {
+        Design::Stateful => {
             let config = MemoryConfig {
                 ttl: options.session_ttl,
                 max_sessions: options.max_sessions,
@@ -119,12 +97,12 @@ pub async fn spawn_app_with(kind: Kind, options: Options) -> TestApp {
             let store = MemoryStore::new(config, &metrics).expect("store");
             serve(listener, store, settings, metrics, shutdown, grace)
         }
-        Kind::Stateless => {
+        Design::Stateless => {
             let key = JwtKey::from_secret(TEST_SECRET).expect("key");
             let store = JwtStore::new(key, vec![], options.session_ttl, &metrics).expect("store");
             serve(listener, store, settings, metrics, shutdown, grace)
         }
-        Kind::Externalized => {
+        Design::Externalized => {
             let server = if options.redis_up {
                 RedisServer::start().await
             } else {

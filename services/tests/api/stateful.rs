@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::{qty_of, spawn_app_with, Kind, Options};
+use crate::helpers::{qty_of, spawn_app_with, Design, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_past_the_cap_are_503_and_held_sessions_keep_working() {
@@ -11,7 +11,7 @@ async fn logins_past_the_cap_are_503_and_held_sessions_keep_working() {
         max_sessions: 3,
         ..Options::default()
     };
-    let app = spawn_app_with(Kind::Stateful, options).await;
+    let app = spawn_app_with(Design::Stateful, options).await;
     let mut held = Vec::new();
     for name in ["alice", "bob", "carol"] {
         let mut u = app.user();

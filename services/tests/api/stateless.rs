@@ -1,4 +1,4 @@
-//! What only the JWT design does: every kind of bad token is simply no session.
+//! What only the JWT design does: every design of bad token is simply no session.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -6,7 +6,7 @@ use jsonwebtoken::{decode_header, encode, Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, Kind, TestApp, TEST_SECRET};
+use crate::helpers::{spawn_app, Design, TestApp, TEST_SECRET};
 
 async fn token_for(app: &TestApp) -> String {
     let mut u = app.user();
@@ -22,7 +22,7 @@ fn claims_of(token: &str) -> Value {
 
 #[tokio::test]
 async fn the_token_carries_the_session() {
-    let app = spawn_app(Kind::Stateless).await;
+    let app = spawn_app(Design::Stateless).await;
     let token = token_for(&app).await;
     let header = decode_header(&token).expect("header");
     assert_eq!(header.alg, Algorithm::HS256);
@@ -40,7 +40,7 @@ async fn the_token_carries_the_session() {
 
 #[tokio::test]
 async fn forged_tokens_are_401() {
-    let app = spawn_app(Kind::Stateless).await;
+    let app = spawn_app(Design::Stateless).await;
     let token = token_for(&app).await;
     let parts: Vec<&str> = token.split('.').collect();
     let kid = decode_header(&token).expect("header").kid.expect("kid");
@@ -109,7 +109,7 @@ async fn forged_tokens_are_401() {
 
 #[tokio::test]
 async fn every_change_reissues_the_token() {
-    let app = spawn_app(Kind::Stateless).await;
+    let app = spawn_app(Design::Stateless).await;
     let mut u = app.user();
     u.login("alice").await;
     let t1 = u.credential.clone().expect("token");
@@ -184,7 +184,7 @@ else:
 
 #[tokio::test]
 async fn tokens_interoperate_with_pyjwt() {
-    let app = spawn_app(Kind::Stateless).await;
+    let app = spawn_app(Design::Stateless).await;
     let token = token_for(&app).await;
 
     // Ours verifies there, with every check on.

@@ -30,6 +30,8 @@ pub mod link;
 use self::link::{Link, Topology, WaitConfig, WriteError};
 
 use crate::metrics::Metrics;
+use statelab_formats::Design;
+
 use crate::session::{
     random_id, Applied, Cart, Change, Issued, Session, SessionStore, StoreError, StoreFigures,
     MAX_CART_LINES, MAX_LINE_QTY,
@@ -230,7 +232,7 @@ fn parse_session(text: &str) -> Option<Session> {
 }
 
 impl SessionStore for RedisStore {
-    const KIND: &'static str = "externalized";
+    const DESIGN: Design = Design::Externalized;
     const CREDENTIAL_IN_BODY: bool = false;
 
     async fn create(&self, username: &str, replaces: Option<&str>) -> Result<Issued, StoreError> {

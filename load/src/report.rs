@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use statelab_formats::Design;
 
 use crate::config::{Model, ModelKind, Routing, RunConfig, Work, WorkflowKind};
 use crate::fault::{parse_killed, Fault, PrimaryWatch};
@@ -25,8 +26,8 @@ const PERCENTILES: [f64; 8] = [50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99, 100.0]
 /// One run of the generator against one service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
-    /// `stateful`, `stateless` or `externalized`.
-    pub service: String,
+    /// The design under load: `stateful`, `stateless` or `externalized`.
+    pub service: Design,
     /// The proxy's strategy for the pool during the run (`cookie`, `ip-hash`, `round-robin`), or
     /// `direct` when the generator talked to a replica itself; `null` when not known.
     pub strategy: Option<Routing>,
@@ -261,7 +262,7 @@ impl RunReport {
         let latency = |p| percentile_ms(&measured.latency, p);
         let scaling = crate::scaling::build(&events, &measured);
         RunReport {
-            service: cfg.service.clone(),
+            service: cfg.service,
             strategy: cfg.strategy,
             label: cfg.label.clone(),
             target: cfg.target_url.clone(),
@@ -755,7 +756,7 @@ pub fn scaling_table(runs: &[RunReport]) -> String {
 /// Reports to test against: the same run shape the HTML tests draw and the JSON tests write.
 #[cfg(test)]
 pub(crate) mod fixture {
-    use statelab_proxy_api::Strategy;
+    use statelab_formats::Strategy;
 
     use super::*;
 
@@ -834,7 +835,7 @@ pub(crate) mod fixture {
             }),
         });
         RunReport {
-            service: "stateful".into(),
+            service: Design::Stateful,
             strategy: Some(Routing::Proxy(Strategy::Cookie)),
             label: label.into(),
             target: "http://127.0.0.1:8080".into(),
@@ -902,7 +903,7 @@ pub(crate) mod fixture {
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
-    use statelab_proxy_api::Strategy;
+    use statelab_formats::Strategy;
 
     use super::*;
 
@@ -1169,7 +1170,7 @@ mod tests {
 
     fn config(fault: Option<Fault>) -> RunConfig {
         RunConfig {
-            service: "stateful".into(),
+            service: Design::Stateful,
             strategy: Some(Routing::Proxy(Strategy::Cookie)),
             label: "stateful/cookie".into(),
             target_url: "http://127.0.0.1:8080/stateful".into(),

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::Strategy;
 
+/// The longest drain a removal may ask for (`DELETE /admin/replicas/{name}?drain=SECONDS`).
+pub const MAX_DRAIN_SECS: u64 = 600;
+
 /// The whole answer of `GET /admin/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusView {

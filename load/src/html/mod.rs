@@ -232,7 +232,7 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
     );
     o.push_str("<h3>Parameters</h3><dl>");
     let params = [
-        ("service", r.service.clone()),
+        ("service", r.service.to_string()),
         (
             "strategy",
             r.strategy.map_or("unknown", Routing::as_str).into(),

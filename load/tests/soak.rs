@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, StatusCode};
-use statelab_loadgen::client::{Answer, Client, ErrorKind, Target};
-use statelab_loadgen::wire::{self, BodyEnd};
-use statelab_proxy_api::config::ConfigFile;
+use statelab_formats::config::ConfigFile;
+use statelab_load::client::{Answer, Client, ErrorKind, Target};
+use statelab_load::wire::{self, BodyEnd};
 use statelab_test_support::{eventually, NativeLab};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

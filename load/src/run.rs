@@ -126,7 +126,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let measured = recorder.finish(seconds, !interrupted);
 
     let memory_bytes = if cfg.sample_memory {
-        cfg.lab.memory(&cfg.service).await
+        cfg.lab.memory(cfg.service.as_str()).await
     } else {
         Default::default()
     };
@@ -269,7 +269,7 @@ async fn wait_all(
 
 /// The runtime for a run: `threads` worker threads (default: one per core). One thread is a
 /// current-thread runtime, without the multi-thread scheduler's cross-thread bookkeeping (the
-/// generator on one core, as scripts/bench-loadgen runs it).
+/// generator on one core, as scripts/bench-load runs it).
 pub fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),

@@ -6,7 +6,7 @@
 
 mod support;
 
-use statelab_loadgen::report::RunReport;
+use statelab_load::report::RunReport;
 use statelab_test_support::{NativeLab, TempDir};
 use support::run_load;
 
@@ -19,7 +19,7 @@ const FAILOVER_BOUND_S: f64 = 10.0;
 /// Runs the externalized workload through `lab`'s proxy for 16 s with the Redis primary killed at
 /// 4 s and the killed node started again at 12 s; returns the report and the generator's output.
 fn kill_primary_under_load(lab: &NativeLab) -> (RunReport, String) {
-    let tmp = TempDir::new("loadgen-store-out");
+    let tmp = TempDir::new("load-store-out");
     run_load(
         lab,
         "externalized",
@@ -89,7 +89,7 @@ fn status_line(lab: &NativeLab, node: &str) -> String {
 #[test]
 fn sentinel_fails_over_by_itself_and_wait_1_loses_no_acknowledged_write() {
     let lab = NativeLab::up_with(
-        "loadgen-sentinel",
+        "load-sentinel",
         &["--redis", "sentinel", "--redis-wait", "1"],
     );
     let primaries = lab.ok(&["primaries"]);
@@ -116,7 +116,7 @@ fn sentinel_fails_over_by_itself_and_wait_1_loses_no_acknowledged_write() {
 
 #[test]
 fn cluster_fails_over_by_itself_and_reports_what_async_replication_lost() {
-    let lab = NativeLab::up_with("loadgen-cluster", &["--redis", "cluster"]);
+    let lab = NativeLab::up_with("load-cluster", &["--redis", "cluster"]);
     let before = lab.ok(&["primaries"]);
     assert_eq!(
         before.lines().count(),

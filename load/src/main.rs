@@ -5,10 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use statelab_loadgen::config::{RunArgs, RunPlan};
-use statelab_loadgen::html;
-use statelab_loadgen::report::{self, Comparison, RunReport};
-use statelab_loadgen::run;
+use statelab_load::config::{RunArgs, RunPlan};
+use statelab_load::html;
+use statelab_load::report::{self, Comparison, RunReport};
+use statelab_load::run;
 
 /// statelab's load generator: virtual shoppers with their own cookies against one service,
 /// an optional replica kill mid-run, and a report of what happened (terminal, JSON, HTML).

@@ -5,7 +5,7 @@
 //! on it; the generator must know whether a failure was the connect (nothing sent) or the
 //! exchange (maybe applied), which session-loss detection depends on. For that shape a general
 //! client's machinery (dispatch channels, a body stream, header maps) was most of the
-//! generator's own cost per request (`scripts/bench-loadgen`; docs/benchmarks.md, "Load
+//! generator's own cost per request (`scripts/bench-load`; docs/benchmarks.md, "Load
 //! generator"), so the exchange is written here directly on the socket, with `httparse` reading
 //! the answers ([`crate::wire`]).
 

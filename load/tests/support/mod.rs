@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use statelab_loadgen::report::RunReport;
+use statelab_load::report::RunReport;
 use statelab_test_support::{workspace_root, NativeLab};
 
 /// Runs `statelab-load run` against `service` through the lab's proxy with `args`, writing into

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
-use statelab_proxy_api::{StatusView, Strategy};
+use statelab_formats::{Design, StatusView, Strategy};
 
 use crate::client::{Client, Target};
 use crate::fault::{parse_seconds, Fault, Lab, ScaleStep};
@@ -189,7 +189,8 @@ impl Work {
 /// [`crate::report::RunReport::build`] describes.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    pub service: String,
+    /// The design under load.
+    pub service: Design,
     pub strategy: Option<Routing>,
     pub label: String,
     pub target_url: String,
@@ -207,31 +208,13 @@ pub struct RunConfig {
     pub progress: bool,
 }
 
-/// The service under load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Service {
-    Stateful,
-    Stateless,
-    Externalized,
-}
-
-impl Service {
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Stateful => "stateful",
-            Service::Stateless => "stateless",
-            Service::Externalized => "externalized",
-        }
-    }
-}
-
 /// The `run` command's flags as given. Their `///` lines are the `--help` text; the checks that
 /// involve several flags are [`RunPlan::from_args`]'s.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// The service under load; sets the default target and names the run.
-    #[arg(long, value_enum)]
-    pub service: Service,
+    #[arg(long)]
+    pub service: Design,
 
     /// Base URL, http://IP:PORT[/PREFIX]. Default: the lab's proxy,
     /// `http://127.0.0.1:8080/<service>`. A replica directly: e.g. `http://127.0.0.1:18001`.
@@ -427,7 +410,7 @@ impl RunPlan {
     /// Checks the flags in the order a user reads them and refuses the first that cannot work,
     /// before any load is sent or any replica killed.
     pub fn from_args(args: &RunArgs) -> Result<RunPlan, ConfigError> {
-        let service = args.service.name();
+        let service = args.service;
         let target_url = args
             .target
             .clone()
@@ -487,7 +470,7 @@ impl RunPlan {
         };
         Ok(RunPlan {
             config: RunConfig {
-                service: service.to_owned(),
+                service,
                 strategy: None,
                 label: String::new(),
                 target_url,
@@ -519,7 +502,7 @@ impl RunPlan {
         let asked = match &self.strategy {
             StrategySource::Known(_) => None,
             StrategySource::AskProxy { admin, token } => {
-                ask_strategy(admin, token.as_ref(), &self.config.service).await
+                ask_strategy(admin, token.as_ref(), self.config.service.as_str()).await
             }
         };
         self.into_config(asked)
@@ -532,10 +515,10 @@ impl RunPlan {
             StrategySource::Known(routing) => Some(routing),
             StrategySource::AskProxy { .. } => asked,
         };
-        let service = &self.config.service;
+        let service = self.config.service;
         let label = self.label.unwrap_or_else(|| match strategy {
             Some(s) => format!("{service}/{s}"),
-            None => service.clone(),
+            None => service.to_string(),
         });
         RunConfig {
             strategy,
@@ -646,7 +629,7 @@ mod tests {
             }
         );
         let cfg = plan.into_config(None);
-        assert_eq!(cfg.service, "stateful");
+        assert_eq!(cfg.service, Design::Stateful);
         assert_eq!(cfg.label, "stateful");
         assert_eq!(cfg.target.prefix, "/stateful");
         assert_eq!(cfg.duration, Duration::from_secs(30));
@@ -665,7 +648,7 @@ mod tests {
     fn the_default_target_is_the_services_path_on_the_proxy() {
         let mut args = parse(&[]);
         args.target = None;
-        args.service = Service::Externalized;
+        args.service = Design::Externalized;
         let cfg = RunPlan::from_args(&args).expect("valid").into_config(None);
         assert_eq!(cfg.target_url, "http://127.0.0.1:8080/externalized");
     }

@@ -10,6 +10,12 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::{lab, Design, Strategy};
+
+/// The most replicas the proxy takes in one pool, from its file or its admin API. (The lab
+/// scales a pool to at most [`lab::MAX_REPLICAS_PER_POOL`].)
+pub const MAX_REPLICAS_PER_POOL: usize = 64;
+
 /// The whole file. `pool` is absent for the default pools.
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -184,10 +190,9 @@ pub struct PoolSection {
     /// `/<name>` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    /// A [`crate::Strategy`] name; round-robin when absent. Text, so that the proxy can name the
-    /// pool in its refusal of an unknown one.
+    /// Round-robin when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub strategy: Option<String>,
+    pub strategy: Option<Strategy>,
     /// Peers whose `X-Forwarded-For` names the client (CIDR blocks).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -203,30 +208,27 @@ impl ConfigFile {
     }
 }
 
-/// The lab's standard pools on loopback: `stateful` (cookie) on 18001-18003, `stateless` and
-/// `externalized` (round-robin) on 18011-18013 and 18021-18023.
+/// The lab's standard pools on loopback: one per [`Design`], with its default strategy and
+/// [`lab::REPLICAS_PER_POOL`] replicas on their fixed ports (18001-18003, 18011-18013,
+/// 18021-18023).
 pub fn default_pools() -> Vec<PoolSection> {
-    [
-        ("stateful", "cookie", 18001),
-        ("stateless", "round-robin", 18011),
-        ("externalized", "round-robin", 18021),
-    ]
-    .into_iter()
-    .map(|(name, strategy, base)| PoolSection {
-        name: name.into(),
-        prefix: None,
-        strategy: Some(strategy.into()),
-        trusted_proxies: Vec::new(),
-        replicas: (0..3)
-            .map(|i| {
-                (
-                    format!("{name}-{}", i + 1),
-                    format!("127.0.0.1:{}", base + i),
-                )
-            })
-            .collect(),
-    })
-    .collect()
+    Design::ALL
+        .into_iter()
+        .map(|design| PoolSection {
+            name: design.as_str().into(),
+            prefix: None,
+            strategy: Some(design.default_strategy()),
+            trusted_proxies: Vec::new(),
+            replicas: (1..=lab::REPLICAS_PER_POOL)
+                .map(|k| {
+                    (
+                        format!("{design}-{k}"),
+                        format!("127.0.0.1:{}", lab::fixed_port(design, k)),
+                    )
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

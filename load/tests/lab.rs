@@ -12,9 +12,9 @@ mod support;
 
 use support::run_load;
 
-use statelab_loadgen::client::{Client, Target};
-use statelab_loadgen::config::Routing;
-use statelab_loadgen::report::{Comparison, FaultStep, RunReport};
+use statelab_load::client::{Client, Target};
+use statelab_load::config::Routing;
+use statelab_load::report::{Comparison, FaultStep, RunReport};
 use statelab_test_support::{eventually_blocking, send_signal, NativeLab, Signal, TempDir};
 
 fn load(lab: &NativeLab, service: &str, out: &Path, extra: &[&str]) -> RunReport {
@@ -148,8 +148,8 @@ fn interrupted_run(lab: &NativeLab, out: &Path) {
 
 #[test]
 fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
-    let tmp = TempDir::new("loadgen-test");
-    let lab = NativeLab::up("loadgen-lab");
+    let tmp = TempDir::new("load-test");
+    let lab = NativeLab::up("load-lab");
 
     let stateful = load(
         &lab,
@@ -160,7 +160,7 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
     assert!(
         stateful.session_losses > 0 && stateful.losses_unauthorized > 0,
         "killing a stateful replica must lose the sessions it held:\n{}",
-        statelab_loadgen::report::summary(&stateful)
+        statelab_load::report::summary(&stateful)
     );
     let failover = stateful.failover.as_ref().expect("failover");
     assert!(failover.sessions_lost_after_kill == stateful.session_losses);
@@ -172,7 +172,7 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
         .unwrap_or_else(|| {
             panic!(
                 "no restart event:\n{}",
-                statelab_loadgen::report::summary(&stateful)
+                statelab_load::report::summary(&stateful)
             )
         });
     assert!(
@@ -202,7 +202,7 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
             r.session_losses,
             0,
             "{service} must lose no session when a replica dies:\n{}",
-            statelab_loadgen::report::summary(&r)
+            statelab_load::report::summary(&r)
         );
         if service == "stateless" {
             let scaled = r
@@ -266,7 +266,7 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
         }
     }
     let parsed: Comparison = serde_json::from_str(&json).expect("typed report.json");
-    assert_eq!(parsed.runs[0].service, "stateful");
+    assert_eq!(parsed.runs[0].service, statelab_formats::Design::Stateful);
     assert!(tmp.join("compare/report.html").exists());
 
     interrupted_run(&lab, &tmp.join("interrupted"));
@@ -278,8 +278,8 @@ fn a_killed_replica_costs_sessions_only_where_they_live_in_it() {
 
 #[test]
 fn growing_an_ip_hash_stateful_pool_loses_the_sessions_it_moves() {
-    let tmp = TempDir::new("loadgen-scale");
-    let lab = NativeLab::up("loadgen-lab");
+    let tmp = TempDir::new("load-scale");
+    let lab = NativeLab::up("load-lab");
     lab.ok(&["strategy", "stateful", "ip-hash"]);
     // Sessions of about 4 s from 250 source addresses; the pool grows 3 -> 4 at 3 s.
     let (r, text) = run_load(

@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use statelab_formats::lab::MAX_REPLICAS_PER_POOL;
+use statelab_formats::status::MAX_DRAIN_SECS;
+use statelab_formats::Design;
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
@@ -262,7 +265,7 @@ pub enum Removal {
 /// `:now` or `:drain=S` for how a shrink removes replicas).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScaleStep {
-    pub pool: String,
+    pub pool: Design,
     pub replicas: u8,
     pub at: Duration,
     pub removal: Removal,
@@ -283,25 +286,27 @@ impl ScaleStep {
                 let secs = option
                     .strip_prefix("drain=")
                     .and_then(|s| s.parse::<u64>().ok())
-                    .filter(|s| *s <= 600)
+                    .filter(|s| *s <= MAX_DRAIN_SECS)
                     .ok_or_else(|| {
                         format!(
-                            "--scale '{spec}': after ':' comes 'now' or 'drain=S' (S in 0..=600)"
+                            "--scale '{spec}': after ':' comes 'now' or 'drain=S' (S in 0..={MAX_DRAIN_SECS})"
                         )
                     })?;
                 (at, Removal::Drain(secs))
             }
         };
-        if pool.is_empty() || !pool.bytes().all(|b| b.is_ascii_lowercase()) {
-            return Err(format!("--scale '{spec}': '{pool}' is not a pool name"));
-        }
+        let pool: Design = pool.parse().map_err(|e| format!("--scale '{spec}': {e}"))?;
         let replicas: u8 = n
             .parse()
             .ok()
-            .filter(|n| (1..=9).contains(n))
-            .ok_or_else(|| format!("--scale '{spec}': a pool has 1 to 9 replicas in the lab"))?;
+            .filter(|n| (1..=MAX_REPLICAS_PER_POOL).contains(n))
+            .ok_or_else(|| {
+                format!(
+                    "--scale '{spec}': a pool has 1 to {MAX_REPLICAS_PER_POOL} replicas in the lab"
+                )
+            })?;
         Ok(ScaleStep {
-            pool: pool.to_owned(),
+            pool,
             replicas,
             at: parse_seconds(at).map_err(|e| format!("--scale '{spec}': {e}"))?,
             removal,
@@ -309,7 +314,7 @@ impl ScaleStep {
     }
 
     fn step(&self) -> Step {
-        let mut args = vec![self.pool.clone(), self.replicas.to_string()];
+        let mut args = vec![self.pool.to_string(), self.replicas.to_string()];
         let mut subject = format!("{}={}", self.pool, self.replicas);
         match self.removal {
             Removal::Default => {}
@@ -569,7 +574,7 @@ mod tests {
         assert_eq!(
             s,
             ScaleStep {
-                pool: "stateless".into(),
+                pool: Design::Stateless,
                 replicas: 4,
                 at: Duration::from_millis(7500),
                 removal: Removal::Default,

@@ -1,0 +1,28 @@
+//! The formats that cross a process boundary in statelab, in a crate of their own so that whatever
+//! writes or reads them (the services, the proxy, the lab supervisor, the load generator, the
+//! tests) shares one typed definition without pulling in pingora, Redis or hyper.
+//!
+//! - [`design`]: the three session designs' names ([`Design`]).
+//! - [`strategy`]: the routing strategies' names ([`Strategy`]).
+//! - [`config`]: the proxy's TOML configuration file as written on disk ([`ConfigFile`]): every
+//!   field with the default the proxy applies. The proxy validates it into its own runtime
+//!   configuration; the lab generates it for the native and the Docker lab.
+//! - [`status`]: the answer of the proxy's `GET /admin/status` ([`StatusView`]), serialised by the
+//!   proxy and deserialised by its clients.
+//! - [`health`]: a service's `GET /health?detail=1` ([`HealthDetail`]), written by the services
+//!   and read by the proxy's health checker.
+//! - [`lab`]: the lab's layout and limits.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod design;
+pub mod health;
+pub mod lab;
+pub mod status;
+pub mod strategy;
+
+pub use config::{ConfigFile, HealthSection, PoolSection, RetrySection, ServerSection};
+pub use design::{Design, UnknownDesign};
+pub use health::{HealthDetail, Reported, StoreFigures};
+pub use status::{Failure, PoolView, ReplicaState, ReplicaView, StatusView};
+pub use strategy::{Strategy, UnknownStrategy};
