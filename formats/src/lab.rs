@@ -1,7 +1,13 @@
 //! The lab's layout and limits, shared by the lab supervisor that applies them, the proxy's
-//! default configuration and the load generator that checks its flags against them.
+//! default configuration and the load generator that checks its flags against them; and the
+//! machine-readable answers of the lab's verbs (`scripts/lab VERB --json`), which the load
+//! generator reads instead of the sentences the lab prints for people.
 
-use crate::Design;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Design, StatusView};
 
 /// Replicas per pool when the lab comes up.
 pub const REPLICAS_PER_POOL: u8 = 3;
@@ -31,4 +37,132 @@ pub fn fixed_port(design: Design, index: u8) -> u16 {
 /// externalized-k .3k.
 pub fn container_octet(design: Design, index: u8) -> u16 {
     10 * (slot(design) + 1) + u16::from(index)
+}
+
+/// `scripts/lab kill --json NAME`: the part killed, with the name an alias (`redis-primary`)
+/// resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Killed {
+    pub killed: String,
+    /// The process killed (native lab).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The container killed (Docker lab), its short id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+/// `scripts/lab start --json NAME`: the part started, healthy and, for a replica, routed to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Started {
+    pub started: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The primary a Redis data node came back as a replica of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<String>,
+}
+
+/// `scripts/lab primaries --json`: the Redis nodes that are primary now (empty during a failover,
+/// when the command also exits 1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Primaries {
+    pub primaries: Vec<String>,
+}
+
+/// `scripts/lab mem --json`: each running replica's resident memory in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    pub replicas: BTreeMap<String, u64>,
+}
+
+/// `scripts/lab scale --json POOL N`: the pool's replicas once the scale is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scaled {
+    pub pool: Design,
+    pub replicas: Vec<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// `scripts/lab status --json`: each part of the lab, and the proxy's own view of its pools. The
+/// command exits 1 when a part is down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabStatus {
+    /// `native` or `docker`.
+    pub mode: String,
+    pub parts: Vec<PartStatus>,
+    /// The proxy's admin port on the host.
+    pub admin_port: u16,
+    /// The proxy's `GET /admin/status`; `None` when its admin API does not answer.
+    pub proxy: Option<StatusView>,
+}
+
+impl LabStatus {
+    /// Every part runs.
+    pub fn all_up(&self) -> bool {
+        self.parts.iter().all(|p| p.up)
+    }
+
+    pub fn part(&self, name: &str) -> Option<&PartStatus> {
+        self.parts.iter().find(|p| p.name == name)
+    }
+}
+
+/// One part of the lab in [`LabStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartStatus {
+    pub name: String,
+    /// Its process or container runs.
+    pub up: bool,
+    /// Why a part is down where the platform says (Docker: the container's state, `exited`,
+    /// `missing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<String>,
+    /// Its own health check: `healthy`, `unhealthy` or `starting`; `None` when it is down or has
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// A Redis node's role (`primary`, `replica`, `sentinel`); `None` for other parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layout_leaves_room_for_every_replica() {
+        let mut ports = std::collections::BTreeSet::new();
+        for d in Design::ALL {
+            for k in 1..=MAX_REPLICAS_PER_POOL {
+                assert!(ports.insert(fixed_port(d, k)), "{d}-{k}");
+                assert!(container_octet(d, k) < 250, "{d}-{k}");
+            }
+        }
+        assert_eq!(fixed_port(Design::Stateless, 1), 18011);
+        assert_eq!(container_octet(Design::Externalized, 2), 32);
+    }
+
+    #[test]
+    fn answers_leave_out_what_a_mode_has_not() {
+        let killed = Killed {
+            killed: "redis-2".into(),
+            pid: Some(42),
+            container: None,
+        };
+        let json = serde_json::to_string(&killed).expect("serialise");
+        assert_eq!(json, r#"{"killed":"redis-2","pid":42}"#);
+        assert_eq!(
+            serde_json::from_str::<Killed>(&json).expect("parse"),
+            killed
+        );
+    }
 }

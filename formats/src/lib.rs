@@ -11,7 +11,8 @@
 //!   proxy and deserialised by its clients.
 //! - [`health`]: a service's `GET /health?detail=1` ([`HealthDetail`]), written by the services
 //!   and read by the proxy's health checker.
-//! - [`lab`]: the lab's layout and limits.
+//! - [`lab`]: the lab's layout and limits, and its verbs' `--json` answers.
+//! - [`AdminToken`]: the proxy's admin bearer token, which no `Debug` output shows.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -20,9 +21,11 @@ pub mod health;
 pub mod lab;
 pub mod status;
 pub mod strategy;
+mod token;
 
 pub use config::{ConfigFile, HealthSection, PoolSection, RetrySection, ServerSection};
 pub use design::{Design, UnknownDesign};
 pub use health::{HealthDetail, Reported, StoreFigures};
 pub use status::{Failure, PoolView, ReplicaState, ReplicaView, StatusView};
 pub use strategy::{Strategy, UnknownStrategy};
+pub use token::AdminToken;

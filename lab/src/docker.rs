@@ -21,12 +21,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use statelab_formats::Strategy;
 
-use crate::labdir::{AdminToken, LabDir, Mode, StoreChoice};
+use statelab_formats::lab::{Killed, LabStatus, PartStatus, Scaled, Started};
+
+use crate::labdir::{random_admin_token, AdminToken, LabDir, Mode, StoreChoice};
 use crate::model::{
     check_scale, docker_proxy_config_with, render_proxy_config, start_plan, Design, Part, Replica,
     Store, StoreNode, Target, CONTAINER_SERVICE_PORT, MAX_REPLICAS_PER_POOL, SENTINEL_MASTER_NAME,
 };
-use crate::probe::{port_open, wait_until, Probe};
+use crate::probe::{admin_summary, port_open, wait_until, Probe};
 use crate::redis_nodes;
 use crate::say;
 use crate::settings::{PortPlan, Registry, Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
@@ -189,7 +191,7 @@ impl Docker {
         // creates again needs one all the same; the running one ignores the header.
         let admin_token = match dir.admin_token() {
             Some(t) => t,
-            None => AdminToken::random()?,
+            None => random_admin_token()?,
         };
         Ok(Docker {
             compose: compose_cli()?,
@@ -380,7 +382,7 @@ impl Docker {
         let admin_token = match (settings.admin_token.clone(), dir.admin_token()) {
             (Some(given), _) => given,
             (None, Some(recorded)) => recorded,
-            (None, None) => AdminToken::random()?,
+            (None, None) => random_admin_token()?,
         };
         dir.write_admin_token(&admin_token)?;
         let lab = Docker {
@@ -569,7 +571,13 @@ impl Docker {
         } else if !missing.is_empty() {
             say(format!("no container for: {}", missing.join(" ")));
         }
-        eprint!("{}", self.probe.admin_summary(self.admin_port).await);
+        eprint!(
+            "{}",
+            admin_summary(
+                self.admin_port,
+                self.probe.admin_status(self.admin_port).await.as_ref()
+            )
+        );
         say(format!(
             "taking project '{}' down again (its Redis volume is kept)",
             self.project
@@ -609,8 +617,9 @@ impl Docker {
         design: Design,
         n: u8,
         drain: Option<Duration>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Scaled> {
         check_scale(n)?;
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
         let network = self.lab_network().with_context(|| {
             format!(
                 "no lab network for project {}; is the Docker lab up?",
@@ -652,6 +661,7 @@ impl Docker {
                 .wait_routed(self.admin_port, part, self.settings.up_timeout)
                 .await?;
             say(format!("{r} added at {address}"));
+            added.push(r.to_string());
             count += 1;
         }
         while count > usize::from(n) {
@@ -674,10 +684,21 @@ impl Docker {
             self.members.retain(|m| *m != r);
             self.write_members()?;
             say(format!("{r} removed ({how}) and its container deleted"));
+            removed.push(r.to_string());
             count -= 1;
         }
         say(format!("{design}: {n} replica(s)"));
-        Ok(())
+        Ok(Scaled {
+            pool: design,
+            replicas: self
+                .members
+                .iter()
+                .filter(|r| r.design == design)
+                .map(Replica::to_string)
+                .collect(),
+            added,
+            removed,
+        })
     }
 
     /// One more replica container, configured as compose configures the first three.
@@ -789,43 +810,41 @@ impl Docker {
         }
     }
 
-    /// The `status` table; false when a part is down.
-    pub async fn status(&self) -> bool {
-        let mut all_up = true;
-        println!(
-            "{:<16} {:<14} {:<8} {:<10} ROLE",
-            "PART", "CONTAINER", "STATE", "HEALTH"
-        );
+    /// Each part, up or down and healthy or not, and the proxy's own view.
+    pub async fn status(&self) -> LabStatus {
+        let mut parts = Vec::new();
         for part in Part::with(self.store.store, self.members.iter().copied()) {
             let (cid, state, health) = match self.cid(part) {
                 Some(cid) => {
                     let (s, h) = self.container_health(&cid);
-                    (cid.chars().take(12).collect::<String>(), s, h)
+                    (Some(cid.chars().take(12).collect::<String>()), s, h)
                 }
-                None => ("-".into(), "missing".into(), "-".into()),
+                None => (None, "missing".to_string(), "-".to_string()),
             };
+            let up = state == "running";
             let role = match part {
-                Part::Store(n) if state == "running" => match self.node_addr(n) {
-                    Some(addr) => redis_nodes::role(addr)
-                        .await
-                        .map_or_else(|| "?".to_string(), redis_nodes::role_word),
-                    None => "?".to_string(),
+                Part::Store(n) if up => match self.node_addr(n) {
+                    Some(addr) => redis_nodes::role(addr).await.map(redis_nodes::role_word),
+                    None => None,
                 },
-                _ => "-".to_string(),
+                _ => None,
             };
-            let state = if state == "running" {
-                "up".to_string()
-            } else {
-                all_up = false;
-                format!("down({state})")
-            };
-            println!(
-                "{:<16} {cid:<14} {state:<8} {health:<10} {role}",
-                part.to_string()
-            );
+            parts.push(PartStatus {
+                name: part.to_string(),
+                up,
+                down: (!up).then_some(state),
+                health: (up && health != "-").then_some(health),
+                role,
+                pid: None,
+                container: cid,
+            });
         }
-        print!("{}", self.probe.admin_summary(self.admin_port).await);
-        all_up
+        LabStatus {
+            mode: Mode::Docker.as_str().to_string(),
+            parts,
+            admin_port: self.admin_port,
+            proxy: self.probe.admin_status(self.admin_port).await,
+        }
     }
 
     fn cid_or_err(&self, part: Part) -> anyhow::Result<String> {
@@ -849,7 +868,7 @@ impl Docker {
             .with_context(|| format!("no container for {part} in project {}", self.project))
     }
 
-    pub async fn kill(&self, target: Target) -> anyhow::Result<()> {
+    pub async fn kill(&self, target: Target) -> anyhow::Result<Killed> {
         let part = target.resolve(|| self.primary()).await?;
         let cid = self.cid_or_err(part)?;
         let out = run(docker().args(["kill", &cid]))?;
@@ -859,18 +878,22 @@ impl Docker {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+        let short = &cid[..cid.len().min(12)];
         say(format!(
-            "killed {part} (docker kill {}; its restart policy is now off: scripts/lab start {part})",
-            &cid[..cid.len().min(12)]
+            "killed {part} (docker kill {short}; its restart policy is now off: scripts/lab start {part})"
         ));
-        Ok(())
+        Ok(Killed {
+            killed: part.to_string(),
+            pid: None,
+            container: Some(short.to_string()),
+        })
     }
 
     /// Starts a stopped part. A Redis data node of the Sentinel topology is made a replica of the
     /// primary Sentinel names now as soon as it answers: its command line would bring an old
     /// primary back as a second, stale primary, which Sentinel converts only after some seconds;
     /// with no primary named, it is not started at all.
-    pub async fn start(&self, target: Target) -> anyhow::Result<()> {
+    pub async fn start(&self, target: Target) -> anyhow::Result<Started> {
         let (part, replica_of) = start_plan(target, || self.primary()).await?;
         let cid = self.cid_or_err(part)?;
         let out = run(docker().args(["start", &cid]))?;
@@ -914,14 +937,21 @@ impl Docker {
             .await
             .with_context(|| format!("{part} did not become healthy; see: docker logs {short}"))?;
         }
+        let started = Started {
+            started: part.to_string(),
+            pid: None,
+            container: Some(short.to_string()),
+            replica_of: replica_of.map(|p| p.to_string()),
+        };
         if let Some(p) = replica_of {
             say(format!(
                 "started {part} (container {short}) as a replica of {p}, healthy"
             ));
-            return Ok(());
+            return Ok(started);
         }
         say(format!("started {part} (container {short}), healthy"));
-        self.probe.wait_routed(self.admin_port, part, limit).await
+        self.probe.wait_routed(self.admin_port, part, limit).await?;
+        Ok(started)
     }
 
     /// The project down (and its Redis volume with `volumes`), with any load generator it ran.

@@ -25,32 +25,15 @@ use crate::model::Store;
 /// The file holding the proxy's admin token.
 const ADMIN_TOKEN: &str = "admin-token";
 
-/// The proxy's admin token: a secret, so its `Debug` form never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(String);
+pub use statelab_formats::AdminToken;
 
-impl AdminToken {
-    pub fn new(token: String) -> AdminToken {
-        AdminToken(token)
-    }
-
-    /// A fresh token: 32 random bytes, hex.
-    pub fn random() -> anyhow::Result<AdminToken> {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key)
-            .map_err(|e| anyhow::anyhow!("no random bytes for a token: {e}"))?;
-        Ok(AdminToken(key.iter().map(|b| format!("{b:02x}")).collect()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
+/// A fresh admin token: 32 random bytes, hex.
+pub fn random_admin_token() -> anyhow::Result<AdminToken> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random bytes for a token: {e}"))?;
+    Ok(AdminToken::new(
+        key.iter().map(|b| format!("{b:02x}")).collect(),
+    ))
 }
 
 /// How the lab is running.
@@ -216,7 +199,7 @@ impl LabDir {
             .ok()
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
-            .map(AdminToken)
+            .map(AdminToken::new)
     }
 
     /// Records the proxy's admin token, readable by the owner only (it is a secret).
@@ -229,7 +212,7 @@ impl LabDir {
             .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        f.write_all(format!("{}\n", token.0).as_bytes())
+        f.write_all(format!("{}\n", token.as_str()).as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))
     }
 
@@ -294,7 +277,7 @@ mod tests {
         );
         assert!(lab.write_env("x.env", &[("K", "it's".into())]).is_err());
         assert_eq!(lab.admin_token(), None);
-        let token = AdminToken::random().expect("a token");
+        let token = random_admin_token().expect("a token");
         assert_eq!(token.as_str().len(), 64);
         assert!(!format!("{token:?}").contains(token.as_str()));
         lab.write_admin_token(&token).expect("write the token");

@@ -6,12 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use statelab_formats::lab::{LabStatus, Memory, Primaries};
 use statelab_formats::Strategy;
 use statelab_lab::docker::Docker;
 use statelab_lab::labdir::{LabDir, Mode, StoreChoice};
 use statelab_lab::model::{Design, Part, Store, Target};
 use statelab_lab::native::Native;
-use statelab_lab::probe::Probe;
+use statelab_lab::probe::{admin_summary, Probe};
 use statelab_lab::say;
 use statelab_lab::settings::Settings;
 
@@ -48,6 +49,11 @@ Environment:
 #[derive(Debug, Parser)]
 #[command(name = "scripts/lab", after_help = AFTER_HELP, arg_required_else_help = true)]
 struct Cli {
+    /// Answer kill, start, primaries, mem, status and scale with one JSON object on standard
+    /// output (their types are in statelab-formats, `statelab_formats::lab`) instead of lines
+    /// for people; messages still go to standard error.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     verb: Verb,
 }
@@ -141,7 +147,7 @@ fn running(dir: &LabDir) -> anyhow::Result<Mode> {
     })
 }
 
-async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
+async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
     let settings = Settings::from_env(&repository_root())?;
     let dir = LabDir::new(settings.lab_dir.clone());
     match verb {
@@ -184,27 +190,38 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
             }
         }
         Verb::Status => {
-            let ok = match running(&dir)? {
+            let status = match running(&dir)? {
                 Mode::Native => Native::load(settings, dir)?.status().await,
                 Mode::Docker => Docker::load(settings, dir)?.status().await,
             };
-            Ok(if ok {
+            if json {
+                print_json(&status)?;
+            } else {
+                print!("{}", status_table(&status));
+            }
+            Ok(if status.all_up() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             })
         }
         Verb::Kill { name } => {
-            match running(&dir)? {
+            let killed = match running(&dir)? {
                 Mode::Native => Native::load(settings, dir)?.kill(name).await?,
                 Mode::Docker => Docker::load(settings, dir)?.kill(name).await?,
+            };
+            if json {
+                print_json(&killed)?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Verb::Start { name } => {
-            match running(&dir)? {
+            let started = match running(&dir)? {
                 Mode::Native => Native::load(settings, dir)?.start(name).await?,
                 Mode::Docker => Docker::load(settings, dir)?.start(name).await?,
+            };
+            if json {
+                print_json(&started)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -213,8 +230,14 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
                 Mode::Native => Native::load(settings, dir)?.primaries().await,
                 Mode::Docker => Docker::load(settings, dir)?.primaries().await,
             };
-            for n in &names {
-                println!("{n}");
+            if json {
+                print_json(&Primaries {
+                    primaries: names.clone(),
+                })?;
+            } else {
+                for n in &names {
+                    println!("{n}");
+                }
             }
             Ok(if names.is_empty() {
                 say("no Redis node is known to be primary now");
@@ -266,8 +289,14 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
                 Mode::Native => Native::load(settings, dir)?.mem(),
                 Mode::Docker => Docker::load(settings, dir)?.mem()?,
             };
-            for (name, bytes) in lines {
-                println!("{name} {bytes}");
+            if json {
+                print_json(&Memory {
+                    replicas: lines.into_iter().collect(),
+                })?;
+            } else {
+                for (name, bytes) in lines {
+                    println!("{name} {bytes}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -278,9 +307,12 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
             drain,
         } => {
             let drain = (!now).then(|| std::time::Duration::from_secs(drain));
-            match running(&dir)? {
+            let scaled = match running(&dir)? {
                 Mode::Native => Native::load(settings, dir)?.scale(pool, n, drain).await?,
                 Mode::Docker => Docker::load(settings, dir)?.scale(pool, n, drain).await?,
+            };
+            if json {
+                print_json(&scaled)?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -324,6 +356,45 @@ async fn run(verb: Verb) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// One JSON object on standard output, a line of its own.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// The `status` table for people: a line a part, then a line a pool of the proxy's view.
+fn status_table(status: &LabStatus) -> String {
+    let id = if status.mode == "docker" {
+        "CONTAINER"
+    } else {
+        "PID"
+    };
+    let mut out = format!(
+        "{:<16} {id:<14} {:<8} {:<10} ROLE\n",
+        "PART", "STATE", "HEALTH"
+    );
+    for p in &status.parts {
+        let id = match (&p.container, p.pid) {
+            (Some(c), _) => c.clone(),
+            (None, Some(pid)) => pid.to_string(),
+            (None, None) => "-".into(),
+        };
+        let state = match (p.up, &p.down) {
+            (true, _) => "up".to_string(),
+            (false, Some(why)) => format!("down({why})"),
+            (false, None) => "down".to_string(),
+        };
+        let health = p.health.as_deref().unwrap_or("-");
+        let role = p.role.as_deref().unwrap_or("-");
+        out.push_str(&format!(
+            "{:<16} {id:<14} {state:<8} {health:<10} {role}\n",
+            p.name
+        ));
+    }
+    out.push_str(&admin_summary(status.admin_port, status.proxy.as_ref()));
+    out
+}
+
 /// Stops whichever lab the directory records; `volumes` also deletes Redis's data.
 async fn take_down(settings: Settings, dir: LabDir, volumes: bool) -> anyhow::Result<()> {
     match dir.mode()? {
@@ -364,7 +435,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.verb)) {
+    match runtime.block_on(run(cli.verb, cli.json)) {
         Ok(code) => code,
         Err(e) => {
             say(format!("error: {e:#}"));

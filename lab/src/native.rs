@@ -19,6 +19,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
+use statelab_formats::lab::{Killed, LabStatus, PartStatus, Scaled, Started};
+
 use crate::labdir::{LabDir, Mode, StoreChoice};
 use crate::model::{
     check_scale, native_proxy_config, render_proxy_config, start_plan, Design, NativePorts, Part,
@@ -26,7 +28,7 @@ use crate::model::{
     REDIS_MEMORY_FLAGS, REPLICATION_FLAGS, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS,
     SENTINEL_MASTER_NAME, SENTINEL_QUORUM,
 };
-use crate::probe::{port_open, wait_until, Probe};
+use crate::probe::{admin_summary, port_open, wait_until, Probe};
 use crate::redis_nodes;
 use crate::say;
 use crate::settings::{PortPlan, Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
@@ -396,7 +398,13 @@ impl Native {
         )
         .await;
         if let Err(e) = waited {
-            eprint!("{}", self.probe.admin_summary(self.ports.admin).await);
+            eprint!(
+                "{}",
+                admin_summary(
+                    self.ports.admin,
+                    self.probe.admin_status(self.ports.admin).await.as_ref()
+                )
+            );
             return Err(e.context("the proxy does not see every replica healthy"));
         }
         Ok(())
@@ -750,43 +758,40 @@ impl Native {
         }
     }
 
-    /// The `status` table; false when a part is down.
-    pub async fn status(&self) -> bool {
-        let mut all_up = true;
-        println!(
-            "{:<16} {:<8} {:<6} {:<10} ROLE",
-            "PART", "PID", "STATE", "HEALTH"
-        );
+    /// Each part, up or down and healthy or not, and the proxy's own view.
+    pub async fn status(&self) -> LabStatus {
+        let mut parts = Vec::new();
         for part in Part::with(self.store.store, self.ports.members()) {
             let role = match part {
                 Part::Store(n) if self.running(part).is_some() => {
                     redis_nodes::role(self.node_addr(n))
                         .await
-                        .map_or_else(|| "?".to_string(), redis_nodes::role_word)
+                        .map(redis_nodes::role_word)
                 }
-                _ => "-".to_string(),
+                _ => None,
             };
-            let (pid, state, health) = match self.running(part) {
-                Some(id) => {
-                    let h = if self.healthy(part).await {
-                        "healthy"
-                    } else {
-                        "unhealthy"
-                    };
-                    (id.pid.to_string(), "up", h)
-                }
-                None => {
-                    all_up = false;
-                    ("-".to_string(), "down", "-")
-                }
+            let running = self.running(part);
+            let health = match running {
+                Some(_) if self.healthy(part).await => Some("healthy".to_string()),
+                Some(_) => Some("unhealthy".to_string()),
+                None => None,
             };
-            println!(
-                "{:<16} {pid:<8} {state:<6} {health:<10} {role}",
-                part.to_string()
-            );
+            parts.push(PartStatus {
+                name: part.to_string(),
+                up: running.is_some(),
+                down: None,
+                health,
+                role,
+                pid: running.and_then(|id| u32::try_from(id.pid).ok()),
+                container: None,
+            });
         }
-        print!("{}", self.probe.admin_summary(self.ports.admin).await);
-        all_up
+        LabStatus {
+            mode: Mode::Native.as_str().to_string(),
+            parts,
+            admin_port: self.ports.admin,
+            proxy: self.probe.admin_status(self.ports.admin).await,
+        }
     }
 
     /// A replica must be a member now, a Redis node one of the lab's topology; the proxy always
@@ -806,7 +811,7 @@ impl Native {
     }
 
     /// SIGKILL, and wait until the process is gone.
-    pub async fn kill(&self, target: Target) -> anyhow::Result<()> {
+    pub async fn kill(&self, target: Target) -> anyhow::Result<Killed> {
         let part = target.resolve(|| self.primary()).await?;
         self.member(part)?;
         let id = self
@@ -820,13 +825,17 @@ impl Native {
         )
         .await?;
         say(format!("killed {part} (pid {}, SIGKILL)", id.pid));
-        Ok(())
+        Ok(Killed {
+            killed: part.to_string(),
+            pid: u32::try_from(id.pid).ok(),
+            container: None,
+        })
     }
 
     /// Starts a part that is down and waits until it is healthy. A data node of the Sentinel
     /// topology comes back as a replica of the primary Sentinel names now (Sentinel would convert
     /// it anyway, but not before it had served as a second, stale primary).
-    pub async fn start(&self, target: Target) -> anyhow::Result<()> {
+    pub async fn start(&self, target: Target) -> anyhow::Result<Started> {
         let (part, replica_of) = start_plan(target, || self.primary()).await?;
         // A cluster node rejoins by its own record (nodes.conf), as a replica of the node that
         // took its place.
@@ -852,7 +861,13 @@ impl Native {
         }
         self.probe
             .wait_routed(self.ports.admin, part, self.settings.up_timeout)
-            .await
+            .await?;
+        Ok(Started {
+            started: part.to_string(),
+            pid: u32::try_from(pid).ok(),
+            container: None,
+            replica_of: replica_of.map(|p| p.to_string()),
+        })
     }
 
     /// Writes the members back: the ports file, and the proxy's configuration, so that a
@@ -879,8 +894,9 @@ impl Native {
         design: Design,
         n: u8,
         drain: Option<Duration>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Scaled> {
         check_scale(n)?;
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
         let mut members: Vec<Replica> = self
             .ports
             .members()
@@ -926,6 +942,7 @@ impl Native {
                 .wait_routed(self.ports.admin, part, self.settings.up_timeout)
                 .await?;
             say(format!("{r} added on 127.0.0.1:{port}"));
+            added.push(r.to_string());
             members.push(r);
         }
         members.sort();
@@ -939,9 +956,15 @@ impl Native {
             self.ports.replicas.remove(&r);
             self.write_members()?;
             say(format!("{r} removed ({how}) and stopped"));
+            removed.push(r.to_string());
         }
         say(format!("{design}: {n} replica(s)"));
-        Ok(())
+        Ok(Scaled {
+            pool: design,
+            replicas: members.iter().map(Replica::to_string).collect(),
+            added,
+            removed,
+        })
     }
 
     /// SIGTERM one part and wait for it (SIGKILL after the grace); forget its PID.

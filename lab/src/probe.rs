@@ -214,39 +214,6 @@ impl Probe {
         say(format!("the proxy routes to {r} again"));
         Ok(())
     }
-
-    /// The proxy's view, one line a pool, as `status` prints it.
-    pub async fn admin_summary(&self, admin_port: u16) -> String {
-        let mut out = format!("\nproxy admin (http://127.0.0.1:{admin_port}/admin/status):\n");
-        match self.admin_status(admin_port).await {
-            None => out.push_str("  (not answering)\n"),
-            Some(status) => {
-                for p in &status.pools {
-                    let marks: Vec<String> = p
-                        .replicas
-                        .iter()
-                        .map(|r| {
-                            let mut state = if r.healthy { "up" } else { "DOWN" }.to_string();
-                            if r.draining {
-                                state.push_str(",draining");
-                            }
-                            if r.ejected {
-                                state.push_str(",ejected");
-                            }
-                            format!("{} {state} ({} req)", r.name, r.total_requests)
-                        })
-                        .collect();
-                    out.push_str(&format!(
-                        "  {:<13} {:<12} {}\n",
-                        p.name,
-                        p.strategy.as_str(),
-                        marks.join("  ")
-                    ));
-                }
-            }
-        }
-        out
-    }
 }
 
 /// Something accepts connections on 127.0.0.1:PORT.
@@ -256,6 +223,39 @@ pub async fn port_open(port: u16) -> bool {
         timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await,
         Ok(Ok(_))
     )
+}
+
+/// The proxy's view, one line a pool, as `status` prints it.
+pub fn admin_summary(admin_port: u16, status: Option<&StatusView>) -> String {
+    let mut out = format!("\nproxy admin (http://127.0.0.1:{admin_port}/admin/status):\n");
+    match status {
+        None => out.push_str("  (not answering)\n"),
+        Some(status) => {
+            for p in &status.pools {
+                let marks: Vec<String> = p
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        let mut state = if r.healthy { "up" } else { "DOWN" }.to_string();
+                        if r.draining {
+                            state.push_str(",draining");
+                        }
+                        if r.ejected {
+                            state.push_str(",ejected");
+                        }
+                        format!("{} {state} ({} req)", r.name, r.total_requests)
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "  {:<13} {:<12} {}\n",
+                    p.name,
+                    p.strategy.as_str(),
+                    marks.join("  ")
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Polls `check` until it holds or `limit` passes; the error names what was awaited.

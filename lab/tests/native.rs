@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use statelab_formats::lab::{Killed, LabStatus, Memory, Scaled, Started};
+use statelab_formats::Design;
 use statelab_test_support::{eventually_blocking, lab_bin_dir, send_signal, Signal, TempDir};
 
 /// A lab in its own directory on free ports; taken down when dropped, before its directory goes.
@@ -85,6 +87,11 @@ impl Drop for Lab {
 }
 
 /// The process exists and is not a zombie.
+/// One of the lab's `--json` answers.
+fn json<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not the answer expected ({e}): {text}"))
+}
+
 fn running(pid: u32) -> bool {
     let path = format!("/proc/{pid}/stat");
     let stat = match std::fs::read_to_string(&path) {
@@ -184,9 +191,21 @@ fn up_kill_start_strategy_and_down_on_free_ports() {
     );
     assert!(status.contains("stateful      cookie"), "{status}");
 
+    let typed: LabStatus = json(&lab.ok(&["status", "--json"]));
+    assert!(typed.all_up() && typed.mode == "native", "{typed:?}");
+    let part = typed.part("stateful-2").expect("stateful-2 in status");
+    assert_eq!(part.health.as_deref(), Some("healthy"), "{part:?}");
+    assert_eq!(part.pid, lab.pid("stateful-2"));
+    let proxy = typed.proxy.expect("the proxy's view, with the token");
+    assert!(proxy.replica("stateful-2").is_some_and(|r| r.serving()));
+
     // kill: gone at once, and status says so (exit 1).
     let victim = lab.pid("stateful-2").expect("a recorded pid");
-    lab.ok(&["kill", "stateful-2"]);
+    let killed: Killed = json(&lab.ok(&["kill", "--json", "stateful-2"]));
+    assert_eq!(
+        (killed.killed.as_str(), killed.pid),
+        ("stateful-2", Some(victim))
+    );
     assert!(!running(victim), "stateful-2 (pid {victim}) still runs");
     let out = lab.run(&["status"]);
     assert_eq!(
@@ -195,11 +214,17 @@ fn up_kill_start_strategy_and_down_on_free_ports() {
         "status exits 1 with a part down"
     );
     assert!(status_line(&String::from_utf8_lossy(&out.stdout), "stateful-2").contains("down"));
+    let out = lab.run(&["--json", "status"]);
+    assert_eq!(out.status.code(), Some(1), "and with --json too");
+    let typed: LabStatus = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(!typed.part("stateful-2").expect("listed").up, "{typed:?}");
     let again = lab.run(&["kill", "stateful-2"]);
     assert!(!again.status.success(), "killing a dead part is an error");
 
     // start: returns once the proxy routes to it again.
-    lab.ok(&["start", "stateful-2"]);
+    let started: Started = json(&lab.ok(&["start", "--json", "stateful-2"]));
+    assert_eq!(started.started, "stateful-2");
+    assert_eq!(started.pid, lab.pid("stateful-2"));
     let status = lab.ok(&["status"]);
     assert!(
         status.contains("stateful-2 up ("),
@@ -216,6 +241,9 @@ fn up_kill_start_strategy_and_down_on_free_ports() {
     // mem: a figure for each running replica.
     let mem = lab.ok(&["mem"]);
     assert_eq!(mem.lines().count(), 9, "{mem}");
+    let typed: Memory = json(&lab.ok(&["mem", "--json"]));
+    assert_eq!(typed.replicas.len(), 9, "{typed:?}");
+    assert!(typed.replicas.values().all(|b| *b > 1_000_000), "{typed:?}");
 
     // down: every recorded process gone, the lab no longer up.
     down_stops(&lab, &["redis", "stateful-1", "stateless-3", "proxy"]);
@@ -307,7 +335,11 @@ fn scale_grows_and_shrinks_a_pool_under_load() {
             .collect()
     };
 
-    lab.ok(&["scale", "stateless", "5"]);
+    let scaled: Scaled = json(&lab.ok(&["scale", "--json", "stateless", "5"]));
+    assert_eq!(scaled.pool, Design::Stateless);
+    assert_eq!(scaled.added, ["stateless-4", "stateless-5"]);
+    assert!(scaled.removed.is_empty());
+    assert_eq!(scaled.replicas, members(&lab));
     assert_eq!(
         members(&lab),
         [
@@ -330,7 +362,8 @@ fn scale_grows_and_shrinks_a_pool_under_load() {
 
     // Shrink: drained (idle: round-robin pins no one), then at once.
     lab.ok(&["scale", "stateless", "3", "--drain", "10"]);
-    lab.ok(&["scale", "stateless", "2", "--now"]);
+    let scaled: Scaled = json(&lab.ok(&["scale", "stateless", "2", "--now", "--json"]));
+    assert_eq!(scaled.removed, ["stateless-3"]);
     assert_eq!(members(&lab), ["stateless-1", "stateless-2"]);
     assert!(!running(added), "a removed replica's process is stopped");
     let status = lab.ok(&["status"]);

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
+pub use statelab_formats::AdminToken;
 use statelab_formats::{Design, StatusView, Strategy};
 
 use crate::client::{Client, Target};
@@ -369,30 +370,6 @@ pub enum StrategySource {
         admin: String,
         token: Option<AdminToken>,
     },
-}
-
-/// The admin API's bearer token: a secret, so its `Debug` form never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(String);
-
-impl AdminToken {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for AdminToken {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(AdminToken(s.to_owned()))
-    }
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
 }
 
 /// A `run` command whose flags have been checked against each other: everything

@@ -5,8 +5,10 @@
 //!
 //! A kill of a Redis node (a name starting with `redis`, such as the lab's alias `redis-primary`)
 //! is watched: the lab's primaries are asked for (`LAB primaries`) just before the kill and then
-//! every [`PRIMARY_POLL`] until one appears that was not among them, or the run ends; what the
-//! kill's output names as killed (`killed NAME ...`) is kept in the kill's event.
+//! every [`PRIMARY_POLL`] until one appears that was not among them, or the run ends; the part the
+//! kill's answer names (`LAB --json kill`, `statelab_formats::lab::Killed`) is kept in the kill's
+//! event. Every lab command is run with `--json` and read as its typed answer, never as the
+//! sentences the lab prints for people.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -14,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use statelab_formats::lab::MAX_REPLICAS_PER_POOL;
+use statelab_formats::lab::{Killed, Memory, Primaries, MAX_REPLICAS_PER_POOL};
 use statelab_formats::status::MAX_DRAIN_SECS;
 use statelab_formats::Design;
 use tokio::process::Command;
@@ -66,41 +68,60 @@ impl Lab {
         }
     }
 
-    /// Runs `LAB WORDS...`; returns whether it succeeded and its last output line.
-    async fn call(&self, words: &[&str]) -> (bool, String) {
-        let output = match self.output(words, LAB_COMMAND_TIMEOUT).await {
+    /// Runs `LAB --json WORDS...`: whether it succeeded, its last message for people (standard
+    /// error) and its answer (standard output, one JSON object of `statelab_formats::lab`).
+    async fn call(&self, words: &[&str]) -> Called {
+        let mut json = vec!["--json"];
+        json.extend_from_slice(words);
+        let output = match self.output(&json, LAB_COMMAND_TIMEOUT).await {
             Ok(output) => output,
-            Err(why) => return (false, why),
+            Err(why) => {
+                return Called {
+                    ok: false,
+                    detail: why,
+                    answer: String::new(),
+                }
+            }
         };
-        let text = String::from_utf8_lossy(&output.stderr).into_owned()
-            + &String::from_utf8_lossy(&output.stdout);
-        let last = text
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let detail = stderr
             .lines()
             .rev()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("")
             .trim()
             .to_owned();
-        (output.status.success(), last)
+        Called {
+            ok: output.status.success(),
+            detail,
+            answer: String::from_utf8_lossy(&output.stdout).into_owned(),
+        }
     }
 
-    /// Resident memory of each running replica of `service`, from `LAB mem` (`NAME BYTES` lines).
-    /// Empty when the lab cannot say.
-    pub async fn memory(&self, service: &str) -> BTreeMap<String, u64> {
-        match self.output(&["mem"], LAB_COMMAND_TIMEOUT).await {
+    /// Resident memory of each running replica of `service`, from `LAB mem --json`. Empty when
+    /// the lab cannot say.
+    pub async fn memory(&self, service: Design) -> BTreeMap<String, u64> {
+        match self.output(&["--json", "mem"], LAB_COMMAND_TIMEOUT).await {
             Ok(output) if output.status.success() => {
-                parse_memory(&String::from_utf8_lossy(&output.stdout), service)
+                serde_json::from_slice::<Memory>(&output.stdout)
+                    .map(|m| of_design(m, service))
+                    .unwrap_or_default()
             }
             _ => BTreeMap::new(),
         }
     }
 
-    /// The Redis nodes that are primary now, from `LAB primaries` (a name a line); `None` when
-    /// the lab cannot tell (a failing status, as during a failover, or no name at all).
+    /// The Redis nodes that are primary now, from `LAB primaries --json`; `None` when the lab
+    /// cannot tell (a failing status, as during a failover, or no name at all).
     pub async fn primaries(&self) -> Option<BTreeSet<String>> {
-        match self.output(&["primaries"], LAB_QUERY_TIMEOUT).await {
+        match self
+            .output(&["--json", "primaries"], LAB_QUERY_TIMEOUT)
+            .await
+        {
             Ok(output) if output.status.success() => {
-                Some(parse_primaries(&String::from_utf8_lossy(&output.stdout)))
+                serde_json::from_slice::<Primaries>(&output.stdout)
+                    .ok()
+                    .map(|p| p.primaries.into_iter().collect::<BTreeSet<_>>())
                     .filter(|names| !names.is_empty())
             }
             _ => None,
@@ -108,28 +129,14 @@ impl Lab {
     }
 }
 
-/// The names of `LAB primaries`' output: the first word of each non-empty line.
-pub fn parse_primaries(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// The node a kill's last output line names: the word after `killed` (`killed redis-1 (pid 42,
-/// SIGKILL)` natively, `killed redis-1` in Docker mode). The lab resolves an alias such as
-/// `redis-primary` to a node, and this is how the run learns which.
-pub fn parse_killed(line: &str) -> Option<&str> {
-    let mut words = line.split_whitespace();
-    words.by_ref().find(|w| *w == "killed")?;
-    let name = words
-        .next()?
-        .trim_end_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    valid.then_some(name)
+/// What a lab command did.
+#[derive(Debug)]
+struct Called {
+    ok: bool,
+    /// Its last message for people.
+    detail: String,
+    /// Its JSON answer.
+    answer: String,
 }
 
 /// Whether a kill of `name` is a Redis node's, whose aftermath is a new primary to watch for.
@@ -196,16 +203,15 @@ async fn watch_primaries(
     }
 }
 
-/// Keeps the `NAME BYTES` lines of `service`'s replicas (`service-N`).
-pub fn parse_memory(text: &str, service: &str) -> BTreeMap<String, u64> {
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let name = words.next()?;
-            let bytes = words.next()?.parse().ok()?;
-            let n = name.strip_prefix(service)?.strip_prefix('-')?;
-            n.parse::<u32>().ok()?;
-            Some((name.to_owned(), bytes))
+/// The replicas of `design` (`design-N`) in the lab's memory answer.
+fn of_design(memory: Memory, design: Design) -> BTreeMap<String, u64> {
+    memory
+        .replicas
+        .into_iter()
+        .filter(|(name, _)| {
+            name.strip_prefix(design.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|n| n.parse::<u32>().is_ok())
         })
         .collect()
 }
@@ -252,7 +258,7 @@ struct Step {
 
 /// How a shrinking scale step removes replicas: the lab's `--drain SECONDS` or `--now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Removal {
+pub enum Shrink {
     /// The lab's default drain.
     Default,
     /// Drain for at most this many seconds (`:drain=S`).
@@ -268,7 +274,7 @@ pub struct ScaleStep {
     pub pool: Design,
     pub replicas: u8,
     pub at: Duration,
-    pub removal: Removal,
+    pub removal: Shrink,
 }
 
 impl ScaleStep {
@@ -280,8 +286,8 @@ impl ScaleStep {
         let (pool, rest) = spec.split_once('=').ok_or_else(bad)?;
         let (n, rest) = rest.split_once('@').ok_or_else(bad)?;
         let (at, removal) = match rest.split_once(':') {
-            None => (rest, Removal::Default),
-            Some((at, "now")) => (at, Removal::Now),
+            None => (rest, Shrink::Default),
+            Some((at, "now")) => (at, Shrink::Now),
             Some((at, option)) => {
                 let secs = option
                     .strip_prefix("drain=")
@@ -292,7 +298,7 @@ impl ScaleStep {
                             "--scale '{spec}': after ':' comes 'now' or 'drain=S' (S in 0..={MAX_DRAIN_SECS})"
                         )
                     })?;
-                (at, Removal::Drain(secs))
+                (at, Shrink::Drain(secs))
             }
         };
         let pool: Design = pool.parse().map_err(|e| format!("--scale '{spec}': {e}"))?;
@@ -317,12 +323,12 @@ impl ScaleStep {
         let mut args = vec![self.pool.to_string(), self.replicas.to_string()];
         let mut subject = format!("{}={}", self.pool, self.replicas);
         match self.removal {
-            Removal::Default => {}
-            Removal::Drain(s) => {
+            Shrink::Default => {}
+            Shrink::Drain(s) => {
                 args.extend(["--drain".to_owned(), s.to_string()]);
                 subject.push_str(&format!(" drain={s}"));
             }
-            Removal::Now => {
+            Shrink::Now => {
                 args.push("--now".to_owned());
                 subject.push_str(" now");
             }
@@ -376,6 +382,7 @@ async fn run_steps(
                 took_s: 0.0,
                 ok: false,
                 detail: NOT_CARRIED_OUT.into(),
+                killed: None,
             }
         } else {
             let watch = primaries.take_if(|_| step.what == FaultStep::Kill);
@@ -387,9 +394,11 @@ async fn run_steps(
             let epoch = epochs.map(Epochs::begin);
             let mut words = vec![step.what.lab_verb()];
             words.extend(step.args.iter().map(String::as_str));
-            let (ok, detail) = lab.call(&words).await;
+            let Called { ok, detail, answer } = lab.call(&words).await;
             if ok && step.what == FaultStep::Kill {
-                killed = parse_killed(&detail).map(str::to_owned);
+                killed = serde_json::from_str::<Killed>(&answer)
+                    .ok()
+                    .map(|k| k.killed);
             }
             if let Some(watch) = watch.filter(|_| ok) {
                 let _ = watch.send(before);
@@ -404,6 +413,7 @@ async fn run_steps(
                 took_s: begun.elapsed().as_secs_f64(),
                 ok,
                 detail,
+                killed: killed.clone().filter(|_| step.what == FaultStep::Kill),
             }
         };
         events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
@@ -450,8 +460,12 @@ pub struct Event {
     /// replica is healthy).
     pub took_s: f64,
     pub ok: bool,
-    /// The lab command's last output line (why it failed, if it did).
+    /// The lab command's last message for people (why it failed, if it did).
     pub detail: String,
+    /// The part a kill stopped, as the lab's answer names it (an alias such as `redis-primary`
+    /// resolved); kept within the run, not written to its report.
+    #[serde(skip)]
+    pub killed: Option<String>,
 }
 
 /// Kill `replica` at `kill_at` after the start; start it again at `restart_at` if given.
@@ -577,14 +591,14 @@ mod tests {
                 pool: Design::Stateless,
                 replicas: 4,
                 at: Duration::from_millis(7500),
-                removal: Removal::Default,
+                removal: Shrink::Default,
             }
         );
         let now = ScaleStep::parse("stateful=3@12:now").expect("valid test input");
-        assert_eq!(now.removal, Removal::Now);
+        assert_eq!(now.removal, Shrink::Now);
         assert_eq!(now.step().args, ["stateful", "3", "--now"]);
         let drain = ScaleStep::parse("stateful=3@12:drain=15").expect("valid test input");
-        assert_eq!(drain.removal, Removal::Drain(15));
+        assert_eq!(drain.removal, Shrink::Drain(15));
         assert_eq!(drain.step().args, ["stateful", "3", "--drain", "15"]);
         assert_eq!(drain.step().subject, "stateful=3 drain=15");
         for bad in [
@@ -604,37 +618,23 @@ mod tests {
     }
 
     #[test]
-    fn memory_lines_of_one_service_only() {
-        let text = "stateful-1 1000\nstateful-2 2000\nstateless-1 5\nstatefulx-1 9\nbad\nredis 7\n";
-        let m = parse_memory(text, "stateful");
+    fn memory_of_one_design_only() {
+        let memory = Memory {
+            replicas: [
+                ("stateful-1", 1000),
+                ("stateful-2", 2000),
+                ("stateless-1", 5),
+                ("statefulx-1", 9),
+                ("stateful-", 3),
+                ("redis", 7),
+            ]
+            .into_iter()
+            .map(|(n, b)| (n.to_string(), b))
+            .collect(),
+        };
+        let m = of_design(memory, Design::Stateful);
         assert_eq!(m.len(), 2);
         assert_eq!(m["stateful-2"], 2000);
-    }
-
-    #[test]
-    fn the_killed_node_is_the_word_after_killed() {
-        for (line, node) in [
-            ("killed redis-1 (pid 4242, SIGKILL)", Some("redis-1")),
-            ("killed redis-cluster-4", Some("redis-cluster-4")),
-            ("lab: killed stateful-2, done", Some("stateful-2")),
-            ("  killed   redis-2  ", Some("redis-2")),
-            ("killed", None),
-            ("killed (pid 3)", None),
-            ("no such replica: redis-primary", None),
-            ("", None),
-        ] {
-            assert_eq!(parse_killed(line), node, "{line:?}");
-        }
-    }
-
-    #[test]
-    fn primaries_are_one_name_a_line() {
-        let names = parse_primaries("redis-cluster-1\n\n  redis-cluster-3 \nredis-cluster-5\n");
-        assert_eq!(
-            names.into_iter().collect::<Vec<_>>(),
-            ["redis-cluster-1", "redis-cluster-3", "redis-cluster-5"]
-        );
-        assert!(parse_primaries("").is_empty());
     }
 
     fn set(names: &[&str]) -> BTreeSet<String> {
@@ -666,14 +666,19 @@ mod tests {
     fn fake_lab(dir: &statelab_test_support::TempDir, answers: &[Option<&str>]) -> Lab {
         for (n, answer) in answers.iter().enumerate() {
             if let Some(text) = answer {
-                std::fs::write(dir.join(format!("answer-{}", n + 1)), text).expect("write");
+                let primaries = Primaries {
+                    primaries: text.split_whitespace().map(str::to_owned).collect(),
+                };
+                let json = serde_json::to_string(&primaries).expect("serialise");
+                std::fs::write(dir.join(format!("answer-{}", n + 1)), json).expect("write");
             }
         }
-        let script = r#"d=$(dirname "$0"); echo "$*" >> "$d/calls"
+        let script = r#"d=$(dirname "$0"); [ "$1" = --json ] || exit 2; shift; echo "$*" >> "$d/calls"
 case "$1" in
   primaries) echo >> "$d/asked"; n=$(wc -l < "$d/asked")
     [ -e "$d/answer-$n" ] || exit 1; cat "$d/answer-$n" ;;
-  kill) echo "stopping"; echo "killed redis-1 (pid 4242, SIGKILL)" ;;
+  kill) echo "lab: stopping" >&2; echo "lab: killed redis-1 (pid 4242, SIGKILL)" >&2
+    echo '{"killed":"redis-1","pid":4242}' ;;
 esac"#;
         std::fs::write(dir.join("lab"), script).expect("write");
         Lab::parse(&format!("sh {}", dir.join("lab").display())).expect("valid test input")
@@ -714,11 +719,16 @@ esac"#;
         );
         let (watch, event) = kill_now(lab, "redis-primary", Duration::from_secs(30)).await;
         let watch = watch.expect("a Redis kill is watched");
-        assert_eq!(watch.before, Some(parse_primaries(before)));
+        assert_eq!(
+            watch.before,
+            Some(set(&before.split_whitespace().collect::<Vec<_>>()))
+        );
         let new = watch.new_primary.expect("a new primary");
         assert_eq!(new.name, "redis-cluster-5");
         assert!(new.at_s >= event.at_s, "{new:?} {event:?}");
-        assert!(event.ok && parse_killed(&event.detail) == Some("redis-1"));
+        assert!(event.ok, "{event:?}");
+        assert_eq!(event.killed.as_deref(), Some("redis-1"));
+        assert_eq!(event.detail, "lab: killed redis-1 (pid 4242, SIGKILL)");
         // Asked once before the kill, then polled until the answer named a new primary.
         assert_eq!(
             calls(&dir),

@@ -126,7 +126,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let measured = recorder.finish(seconds, !interrupted);
 
     let memory_bytes = if cfg.sample_memory {
-        cfg.lab.memory(cfg.service.as_str()).await
+        cfg.lab.memory(cfg.service).await
     } else {
         Default::default()
     };

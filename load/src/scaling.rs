@@ -304,6 +304,7 @@ mod tests {
             took_s: 1.2,
             ok: true,
             detail: String::new(),
+            killed: None,
         }
     }
 

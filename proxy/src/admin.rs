@@ -85,7 +85,7 @@ enum AdminError {
     #[error("method not allowed here; allowed: {0}")]
     MethodNotAllowed(&'static str),
     #[error(transparent)]
-    Refused(#[from] guard::Refusal),
+    Refused(#[from] guard::AdminRefusal),
     #[error("{0}")]
     Conflict(String),
 }

@@ -285,7 +285,7 @@ pub enum MembershipError {
 
 /// How a removal ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Removal {
+pub enum RemovalEnd {
     /// Removed at once (no drain asked).
     Immediate,
     /// Drained until it had no request for [`Pools::DRAIN_IDLE`].
@@ -294,12 +294,12 @@ pub enum Removal {
     Limit,
 }
 
-impl Removal {
+impl RemovalEnd {
     pub fn as_str(self) -> &'static str {
         match self {
-            Removal::Immediate => "immediate",
-            Removal::Idle => "idle",
-            Removal::Limit => "limit",
+            RemovalEnd::Immediate => "immediate",
+            RemovalEnd::Idle => "idle",
+            RemovalEnd::Limit => "limit",
         }
     }
 }
@@ -536,7 +536,7 @@ impl Pools {
         &self,
         name: &str,
         drain: Option<Duration>,
-    ) -> Result<Removal, MembershipError> {
+    ) -> Result<RemovalEnd, MembershipError> {
         let (pool, replica) = self
             .replica_by_name(name)
             .ok_or_else(|| MembershipError::NoReplica(name.to_string()))?;
@@ -558,7 +558,7 @@ impl Pools {
             }
             Removing::start(&replica)
         };
-        let mut how = Removal::Immediate;
+        let mut how = RemovalEnd::Immediate;
         if let Some(limit) = drain {
             replica.draining.store(true, Ordering::Relaxed);
             tracing::info!(pool = %pool.name, replica = %name, limit_s = limit.as_secs(), "draining before removal");
@@ -568,10 +568,10 @@ impl Pools {
                     .now_ms()
                     .saturating_sub(replica.last_chosen_ms.load(Ordering::Relaxed));
                 if replica.in_flight() == 0 && idle_for >= Self::DRAIN_IDLE.as_millis() as u64 {
-                    break Removal::Idle;
+                    break RemovalEnd::Idle;
                 }
                 if Instant::now() >= deadline {
-                    break Removal::Limit;
+                    break RemovalEnd::Limit;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };
@@ -814,7 +814,7 @@ mod tests {
         let before = p.pools[2].members();
         assert_eq!(
             p.remove_replica("externalized-2", None).await,
-            Ok(Removal::Immediate)
+            Ok(RemovalEnd::Immediate)
         );
         // A request that loaded the membership before still sees its replica.
         assert_eq!(before.replicas.len(), 3);
@@ -826,7 +826,7 @@ mod tests {
         );
         assert_eq!(
             p.remove_replica("externalized-1", None).await,
-            Ok(Removal::Immediate)
+            Ok(RemovalEnd::Immediate)
         );
         assert!(matches!(
             p.remove_replica("externalized-3", None).await,
@@ -836,6 +836,6 @@ mod tests {
         let drained = p
             .remove_replica("stateless-1", Some(Duration::from_secs(30)))
             .await;
-        assert_eq!(drained, Ok(Removal::Idle));
+        assert_eq!(drained, Ok(RemovalEnd::Idle));
     }
 }

@@ -76,7 +76,7 @@ impl StatelabProxy {
 
 /// Why the proxy answered a request itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub(crate) enum ProxyRefusal {
     NoRoute,
     NoReplica,
     /// The client's streamed body stopped arriving: its fault, not the replica's.
@@ -102,7 +102,7 @@ pub struct RequestCtx {
     tried: Tried,
     attempts: u32,
     started: Option<Instant>,
-    refusal: Option<Refusal>,
+    refusal: Option<ProxyRefusal>,
     /// Whether the status sent is a replica's or the proxy's own.
     origin: Origin,
     /// The downstream peer's address, looked up at most once per request.
@@ -133,13 +133,13 @@ pub(crate) enum ProxyFault {
 impl ProxyFault {
     /// Classifies a failed request by who failed (`source`) and how (`etype`).
     pub(crate) fn classify(
-        refusal: Option<Refusal>,
+        refusal: Option<ProxyRefusal>,
         source: &ErrorSource,
         etype: &ErrorType,
     ) -> ProxyFault {
         match refusal {
-            Some(Refusal::NoReplica) => return ProxyFault::NoReplica,
-            Some(Refusal::ClientTimeout) => return ProxyFault::ClientTimeout,
+            Some(ProxyRefusal::NoReplica) => return ProxyFault::NoReplica,
+            Some(ProxyRefusal::ClientTimeout) => return ProxyFault::ClientTimeout,
             _ => {}
         }
         match source {
@@ -382,7 +382,7 @@ impl ProxyHttp for StatelabProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let Some(p) = self.pools.route(session.req_header().uri.path()) else {
-            ctx.refusal = Some(Refusal::NoRoute);
+            ctx.refusal = Some(ProxyRefusal::NoRoute);
             ctx.origin = Origin::Proxy;
             respond_json(session, 404, self.not_found.clone()).await?;
             return Ok(true);
@@ -396,7 +396,7 @@ impl ProxyHttp for StatelabProxy {
             .get(pool.prefix.len()..)
             .unwrap_or("");
         if is_replica_internal(rest, session.req_header().uri.query()) {
-            ctx.refusal = Some(Refusal::NoRoute);
+            ctx.refusal = Some(ProxyRefusal::NoRoute);
             ctx.origin = Origin::Proxy;
             respond_json(session, 404, self.internal.clone()).await?;
             return Ok(true);
@@ -431,7 +431,7 @@ impl ProxyHttp for StatelabProxy {
         let now = self.pools.now_ms();
         let chosen = members.choose(ctx.strategy, &ctx.key, ctx.tried, now);
         let Some(replica) = chosen.and_then(|r| members.replica(r)) else {
-            ctx.refusal = Some(Refusal::NoReplica);
+            ctx.refusal = Some(ProxyRefusal::NoReplica);
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 "no replica available",
@@ -580,7 +580,7 @@ impl ProxyHttp for StatelabProxy {
         // client stopped sending, and the replica is not at fault. (A write that timed out is the
         // replica not reading, and stays its fault.)
         if *e.etype() == ErrorType::ReadTimedout && !session.as_mut().is_body_done() {
-            ctx.refusal = Some(Refusal::ClientTimeout);
+            ctx.refusal = Some(ProxyRefusal::ClientTimeout);
             if let Some(r) = ctx.replica {
                 ctx.tried.insert(r);
             }
@@ -766,7 +766,7 @@ mod tests {
         }
         // No replica to try wins over whatever error pingora carries with it.
         let none = ProxyFault::classify(
-            Some(Refusal::NoReplica),
+            Some(ProxyRefusal::NoReplica),
             &Upstream,
             &ErrorType::HTTPStatus(503),
         );

@@ -57,7 +57,7 @@ impl std::fmt::Debug for Guard {
 
 /// Why a request was refused before it reached a route.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum Refusal {
+pub(super) enum AdminRefusal {
     #[error("{0}")]
     Misdirected(String),
     #[error("{0}")]
@@ -68,13 +68,13 @@ pub(super) enum Refusal {
     UnsupportedMediaType(String),
 }
 
-impl Refusal {
+impl AdminRefusal {
     pub(super) fn status(&self) -> (StatusCode, &'static str) {
         match self {
-            Refusal::Misdirected(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected"),
-            Refusal::CrossSite(_) => (StatusCode::FORBIDDEN, "cross_site"),
-            Refusal::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Refusal::UnsupportedMediaType(_) => {
+            AdminRefusal::Misdirected(_) => (StatusCode::MISDIRECTED_REQUEST, "misdirected"),
+            AdminRefusal::CrossSite(_) => (StatusCode::FORBIDDEN, "cross_site"),
+            AdminRefusal::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            AdminRefusal::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
         }
@@ -107,7 +107,7 @@ impl Guard {
         &self,
         req: &http::request::Parts,
         local: Option<IpAddr>,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), AdminRefusal> {
         let authority = self.check_host(req, local)?;
         let changes_state = !matches!(req.method, Method::GET | Method::HEAD);
         if changes_state {
@@ -117,7 +117,7 @@ impl Guard {
         let public = req.method == Method::GET
             && (path == READY_PATH || crate::dashboard::asset(path).is_some());
         if !public && !self.authorized(req) {
-            return Err(Refusal::Unauthorized);
+            return Err(AdminRefusal::Unauthorized);
         }
         if changes_state {
             check_preflighted(&req.method, &req.headers)?;
@@ -130,18 +130,19 @@ impl Guard {
         &self,
         req: &http::request::Parts,
         local: Option<IpAddr>,
-    ) -> Result<String, Refusal> {
+    ) -> Result<String, AdminRefusal> {
         let mut hosts = req.headers.get_all(header::HOST).iter();
-        let host = match (hosts.next(), hosts.next()) {
-            (Some(h), None) => h.to_str().unwrap_or_default().to_string(),
-            (None, _) => {
-                return Err(Refusal::Misdirected(
+        let host =
+            match (hosts.next(), hosts.next()) {
+                (Some(h), None) => h.to_str().unwrap_or_default().to_string(),
+                (None, _) => return Err(AdminRefusal::Misdirected(
                     "a Host header is required (the admin API checks which name it was called by)"
                         .into(),
-                ))
-            }
-            (Some(_), Some(_)) => return Err(Refusal::Misdirected("more than one Host".into())),
-        };
+                )),
+                (Some(_), Some(_)) => {
+                    return Err(AdminRefusal::Misdirected("more than one Host".into()))
+                }
+            };
         let mut named = vec![host.as_str()];
         if let Some(a) = req.uri.authority() {
             named.push(a.as_str());
@@ -150,7 +151,7 @@ impl Guard {
             let known =
                 split_authority(authority).is_some_and(|(name, _)| self.host_allowed(&name, local));
             if !known {
-                return Err(Refusal::Misdirected(format!(
+                return Err(AdminRefusal::Misdirected(format!(
                     "the admin API does not answer to the name {authority:?}; use 127.0.0.1, \
                      localhost, or a name listed in server.admin_hosts"
                 )));
@@ -184,11 +185,11 @@ impl Guard {
 }
 
 /// A state change must come from the listener's own origin, or from no page at all.
-fn check_same_origin(headers: &HeaderMap, host: &str) -> Result<(), Refusal> {
+fn check_same_origin(headers: &HeaderMap, host: &str) -> Result<(), AdminRefusal> {
     for origin in headers.get_all(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("null");
         if !same_origin(origin, host) {
-            return Err(Refusal::CrossSite(format!(
+            return Err(AdminRefusal::CrossSite(format!(
                 "a state change from the page at {origin:?} is refused: only the admin \
                  listener's own origin (http://{host}) or a client that is no web page may change \
                  the proxy"
@@ -198,7 +199,7 @@ fn check_same_origin(headers: &HeaderMap, host: &str) -> Result<(), Refusal> {
     for site in headers.get_all("sec-fetch-site") {
         let site = site.to_str().unwrap_or_default();
         if !matches!(site, "same-origin" | "none") {
-            return Err(Refusal::CrossSite(format!(
+            return Err(AdminRefusal::CrossSite(format!(
                 "a state change with Sec-Fetch-Site: {site} is refused; only same-origin or none"
             )));
         }
@@ -224,7 +225,7 @@ fn same_origin(origin: &str, host: &str) -> bool {
 }
 
 /// A state change must be one no page can send without a CORS preflight.
-fn check_preflighted(method: &Method, headers: &HeaderMap) -> Result<(), Refusal> {
+fn check_preflighted(method: &Method, headers: &HeaderMap) -> Result<(), AdminRefusal> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -239,12 +240,12 @@ fn check_preflighted(method: &Method, headers: &HeaderMap) -> Result<(), Refusal
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() != "0");
     if has_body {
-        return Err(Refusal::UnsupportedMediaType(
+        return Err(AdminRefusal::UnsupportedMediaType(
             "an admin request body must be JSON, sent with Content-Type: application/json".into(),
         ));
     }
     if *method == Method::POST {
-        return Err(Refusal::CrossSite(
+        return Err(AdminRefusal::CrossSite(
             "a POST to the admin API must carry Content-Type: application/json, even without a \
              body: a web page cannot send that to another site without asking first"
                 .into(),

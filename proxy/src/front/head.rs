@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::authority::validate_request_authority;
 
-use super::Refusal;
+use super::DoorRefusal;
 
 /// Header fields a request may carry (pingora's own limit).
 pub(super) const MAX_HEADERS: usize = 256;
@@ -42,7 +42,7 @@ pub(super) struct Head {
 pub(super) enum Scan {
     Partial,
     Complete(Head),
-    Refused(Refusal),
+    Refused(DoorRefusal),
 }
 
 /// Looks for the end of the request header in `buf` (from `next` on: where the previous look
@@ -50,7 +50,7 @@ pub(super) enum Scan {
 pub(super) fn scan_head(buf: &[u8], next: &mut usize, max: usize) -> Scan {
     let too_large = |len: usize| {
         if len > max {
-            Scan::Refused(Refusal::HeaderTooLarge)
+            Scan::Refused(DoorRefusal::HeaderTooLarge)
         } else {
             Scan::Partial
         }
@@ -78,7 +78,7 @@ pub(super) fn scan_head(buf: &[u8], next: &mut usize, max: usize) -> Scan {
             continue;
         };
         if blank_end > max {
-            return Scan::Refused(Refusal::HeaderTooLarge);
+            return Scan::Refused(DoorRefusal::HeaderTooLarge);
         }
         match check_head(&buf[..blank_end]) {
             // httparse skips blank lines before a request: this was one of them.
@@ -101,7 +101,7 @@ fn check_head(header: &[u8]) -> Scan {
     // pingora percent-encodes a few illegal bytes in the request target and parses again; accept
     // what it would.
     let Some(fixed) = escape_target(header) else {
-        return Scan::Refused(Refusal::BadRequest("the request line is malformed"));
+        return Scan::Refused(DoorRefusal::BadRequest("the request line is malformed"));
     };
     let mut fields = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -117,16 +117,16 @@ fn finish_check(
     let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n - grown,
         Ok(httparse::Status::Partial) => return Scan::Partial,
-        Err(httparse::Error::TooManyHeaders) => return Scan::Refused(Refusal::HeaderTooLarge),
+        Err(httparse::Error::TooManyHeaders) => return Scan::Refused(DoorRefusal::HeaderTooLarge),
         Err(_) => {
-            return Scan::Refused(Refusal::BadRequest(
+            return Scan::Refused(DoorRefusal::BadRequest(
                 "the request header could not be parsed",
             ))
         }
     };
     let http11 = req.version == Some(1);
     if req.method == Some("CONNECT") {
-        return Scan::Refused(Refusal::Connect);
+        return Scan::Refused(DoorRefusal::Connect);
     }
     let named = |name: &'static str| {
         req.headers
@@ -135,23 +135,23 @@ fn finish_check(
     };
     let hosts = named("host").count();
     if hosts > 1 || (http11 && hosts == 0) {
-        return Scan::Refused(Refusal::BadRequest(
+        return Scan::Refused(DoorRefusal::BadRequest(
             "an HTTP/1.1 request needs exactly one Host header",
         ));
     }
     if named("host").any(|h| h.value.contains(&b'@')) {
-        return Scan::Refused(Refusal::BadRequest(
+        return Scan::Refused(DoorRefusal::BadRequest(
             "the Host header must be host[:port], without userinfo",
         ));
     }
     if authority_refused(req) {
-        return Scan::Refused(Refusal::BadRequest(
+        return Scan::Refused(DoorRefusal::BadRequest(
             "the request target's authority is ambiguous or differs from Host",
         ));
     }
     let chunked = named("transfer-encoding").next().is_some();
     if chunked && !http11 {
-        return Scan::Refused(Refusal::BadRequest(
+        return Scan::Refused(DoorRefusal::BadRequest(
             "Transfer-Encoding is not allowed in an HTTP/1.0 request",
         ));
     }
@@ -162,7 +162,9 @@ fn finish_check(
         .and_then(|h| h.value.rsplit(|b| *b == b',').next())
         .map(<[u8]>::trim_ascii);
     if chunked && !last_coding.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")) {
-        return Scan::Refused(Refusal::BadRequest("Transfer-Encoding must end in chunked"));
+        return Scan::Refused(DoorRefusal::BadRequest(
+            "Transfer-Encoding must end in chunked",
+        ));
     }
     let upgrade = named("upgrade").next().is_some();
     let mut length: Option<u64> = None;
@@ -176,15 +178,15 @@ fn finish_check(
                 .and_then(|s| s.parse::<u64>().ok());
             match (n, length) {
                 (None, _) => {
-                    return Scan::Refused(Refusal::BadRequest("Content-Length is not a number"))
+                    return Scan::Refused(DoorRefusal::BadRequest("Content-Length is not a number"))
                 }
                 // No body that large can be meant; refused so that the allowance arithmetic
                 // (header length plus body length) stays far from overflowing.
                 (Some(n), _) if n > MAX_CONTENT_LENGTH => {
-                    return Scan::Refused(Refusal::BadRequest("Content-Length is too large"))
+                    return Scan::Refused(DoorRefusal::BadRequest("Content-Length is too large"))
                 }
                 (Some(n), Some(prev)) if n != prev => {
-                    return Scan::Refused(Refusal::BadRequest(
+                    return Scan::Refused(DoorRefusal::BadRequest(
                         "Content-Length is given twice with different values",
                     ))
                 }
@@ -315,7 +317,7 @@ mod tests {
         }
     }
 
-    fn refused(text: &[u8]) -> Refusal {
+    fn refused(text: &[u8]) -> DoorRefusal {
         match scan(text) {
             Scan::Refused(r) => r,
             other => panic!("{:?}: {other:?}", String::from_utf8_lossy(text)),
@@ -371,31 +373,34 @@ mod tests {
     fn malformed_headers_are_refused_with_a_reason() {
         assert!(matches!(
             refused(b"GET / HTTP/1.1\r\n\r\n"),
-            Refusal::BadRequest(m) if m.contains("Host")
+            DoorRefusal::BadRequest(m) if m.contains("Host")
         ));
         assert!(matches!(
             refused(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
-            Refusal::BadRequest(_)
+            DoorRefusal::BadRequest(_)
         ));
-        assert!(matches!(refused(b"HELLO\r\n\r\n"), Refusal::BadRequest(_)));
+        assert!(matches!(
+            refused(b"HELLO\r\n\r\n"),
+            DoorRefusal::BadRequest(_)
+        ));
         assert!(matches!(
             refused(
                 b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
             ),
-            Refusal::BadRequest(_)
+            DoorRefusal::BadRequest(_)
         ));
         assert!(matches!(
             refused(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"),
-            Refusal::BadRequest(_)
+            DoorRefusal::BadRequest(_)
         ));
         assert!(matches!(
             refused(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Refusal::BadRequest(_)
+            DoorRefusal::BadRequest(_)
         ));
         for coding in ["identity", "gzip", "chunked, gzip"] {
             let head = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {coding}\r\n\r\n");
             assert!(
-                matches!(refused(head.as_bytes()), Refusal::BadRequest(m) if m.contains("chunked")),
+                matches!(refused(head.as_bytes()), DoorRefusal::BadRequest(m) if m.contains("chunked")),
                 "{coding}"
             );
         }
@@ -404,14 +409,14 @@ mod tests {
         assert_eq!(complete(gzip_chunked).body, Body::Chunked);
         assert!(matches!(
             refused(b"GET / HTTP/1.1\r\nHost: user:pw@x\r\n\r\n"),
-            Refusal::BadRequest(m) if m.contains("userinfo")
+            DoorRefusal::BadRequest(m) if m.contains("userinfo")
         ));
         for target in ["http://other/a", "http://u@x/a", "http:/\\x/a"] {
             let head = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
             assert!(
                 matches!(
                     refused(head.as_bytes()),
-                    Refusal::BadRequest(m) if m.contains("authority")
+                    DoorRefusal::BadRequest(m) if m.contains("authority")
                 ),
                 "{target}"
             );
@@ -424,11 +429,11 @@ mod tests {
             refused(
                 b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n"
             ),
-            Refusal::BadRequest(m) if m.contains("too large")
+            DoorRefusal::BadRequest(m) if m.contains("too large")
         ));
         assert_eq!(
             refused(b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n"),
-            Refusal::Connect
+            DoorRefusal::Connect
         );
         let long = format!(
             "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
@@ -436,11 +441,11 @@ mod tests {
         );
         assert_eq!(
             scan_head(long.as_bytes(), &mut 0, 1024),
-            Scan::Refused(Refusal::HeaderTooLarge)
+            Scan::Refused(DoorRefusal::HeaderTooLarge)
         );
         assert_eq!(
             scan_head(&[b'a'; 2000], &mut 0, 1024),
-            Scan::Refused(Refusal::HeaderTooLarge),
+            Scan::Refused(DoorRefusal::HeaderTooLarge),
             "no blank line within the limit"
         );
     }

@@ -140,7 +140,7 @@ impl Drop for Slot<'_> {
 
 /// Why the front door ends a connection without handing a request to pingora.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub(crate) enum DoorRefusal {
     /// Nothing to answer: the client closed, stayed idle too long, or the proxy is stopping.
     Quiet,
     /// All connection slots are taken.
@@ -153,51 +153,51 @@ pub(crate) enum Refusal {
     Connect,
 }
 
-impl Refusal {
+impl DoorRefusal {
     fn status(&self) -> (u16, &'static str) {
         match self {
-            Refusal::Quiet => (0, ""),
-            Refusal::Busy => (503, "Service Unavailable"),
-            Refusal::HeaderTimeout | Refusal::BodyTimeout => (408, "Request Timeout"),
-            Refusal::HeaderTooLarge => (431, "Request Header Fields Too Large"),
-            Refusal::BadRequest(_) => (400, "Bad Request"),
-            Refusal::Connect => (405, "Method Not Allowed"),
+            DoorRefusal::Quiet => (0, ""),
+            DoorRefusal::Busy => (503, "Service Unavailable"),
+            DoorRefusal::HeaderTimeout | DoorRefusal::BodyTimeout => (408, "Request Timeout"),
+            DoorRefusal::HeaderTooLarge => (431, "Request Header Fields Too Large"),
+            DoorRefusal::BadRequest(_) => (400, "Bad Request"),
+            DoorRefusal::Connect => (405, "Method Not Allowed"),
         }
     }
 
     fn body(&self, limits: &ClientLimits) -> Bytes {
         match self {
-            Refusal::Quiet => Bytes::new(),
-            Refusal::Busy => json_error(
+            DoorRefusal::Quiet => Bytes::new(),
+            DoorRefusal::Busy => json_error(
                 "too_many_connections",
                 &format!(
                     "the proxy holds its limit of {} client connections; retry later",
                     limits.max_connections
                 ),
             ),
-            Refusal::HeaderTimeout => json_error(
+            DoorRefusal::HeaderTimeout => json_error(
                 "request_timeout",
                 &format!(
                     "the request header did not arrive within {} ms",
                     limits.header_timeout.as_millis()
                 ),
             ),
-            Refusal::BodyTimeout => json_error(
+            DoorRefusal::BodyTimeout => json_error(
                 "request_timeout",
                 &format!(
                     "the request body did not arrive within {} ms",
                     limits.body_timeout.as_millis()
                 ),
             ),
-            Refusal::HeaderTooLarge => json_error(
+            DoorRefusal::HeaderTooLarge => json_error(
                 "request_header_too_large",
                 &format!(
                     "the request header exceeds {} bytes or {MAX_HEADERS} fields",
                     limits.max_header_bytes
                 ),
             ),
-            Refusal::BadRequest(why) => json_error("bad_request", why),
-            Refusal::Connect => json_error("method_not_allowed", "CONNECT is not proxied"),
+            DoorRefusal::BadRequest(why) => json_error("bad_request", why),
+            DoorRefusal::Connect => json_error("method_not_allowed", "CONNECT is not proxied"),
         }
     }
 
@@ -210,10 +210,10 @@ impl Refusal {
              content-length: {}\r\nconnection: close\r\n",
             body.len()
         );
-        if matches!(self, Refusal::Busy) {
+        if matches!(self, DoorRefusal::Busy) {
             out.push_str("retry-after: 1\r\n");
         }
-        if matches!(self, Refusal::Connect) {
+        if matches!(self, DoorRefusal::Connect) {
             out.push_str("allow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS\r\n");
         }
         out.push_str("\r\n");
@@ -239,7 +239,7 @@ where
             self.limits.max_connections,
             self.metrics.as_ref(),
         ) else {
-            self.refuse(&mut conn, Refusal::Busy).await;
+            self.refuse(&mut conn, DoorRefusal::Busy).await;
             return None;
         };
         self.serve(conn, shutdown).await;
@@ -300,7 +300,7 @@ where
         conn: &mut ClientConn,
         first: bool,
         shutdown: &ShutdownWatch,
-    ) -> Result<Head, Refusal> {
+    ) -> Result<Head, DoorRefusal> {
         let start = Instant::now();
         let mut deadline = start + self.limits.header_timeout;
         if conn.buf.is_empty() {
@@ -315,7 +315,7 @@ where
                 _ = stopping.wait_for(|stop| *stop) => false,
             };
             if !arrived {
-                return Err(Refusal::Quiet);
+                return Err(DoorRefusal::Quiet);
             }
             if !first {
                 deadline = Instant::now() + self.limits.header_timeout;
@@ -326,11 +326,11 @@ where
             match scan_head(&conn.buf, &mut scanned, self.limits.max_header_bytes) {
                 Scan::Complete(head) => return Ok(head),
                 Scan::Refused(refusal) => return Err(refusal),
-                Scan::Partial if conn.eof => return Err(Refusal::Quiet),
+                Scan::Partial if conn.eof => return Err(DoorRefusal::Quiet),
                 Scan::Partial => match timeout_at(deadline, conn.fill()).await {
-                    Err(_elapsed) => return Err(Refusal::HeaderTimeout),
+                    Err(_elapsed) => return Err(DoorRefusal::HeaderTimeout),
                     Ok(Ok(_)) => {}
-                    Ok(Err(_)) => return Err(Refusal::Quiet),
+                    Ok(Err(_)) => return Err(DoorRefusal::Quiet),
                 },
             }
         }
@@ -347,7 +347,11 @@ where
     /// rest of its body is read, as nginx does, and the `Expect` line is taken out of the request:
     /// the replica has nothing left to confirm, and one that never answered `Expect` would
     /// otherwise leave a waiting client to look like a stalled one.
-    async fn buffer_body(&self, conn: &mut ClientConn, mut head: Head) -> Result<Head, Refusal> {
+    async fn buffer_body(
+        &self,
+        conn: &mut ClientConn,
+        mut head: Head,
+    ) -> Result<Head, DoorRefusal> {
         let deadline = Instant::now() + self.limits.body_timeout;
         let mut progress = Progress::default();
         // When the last read while waiting brought bytes; `None` until one does.
@@ -366,8 +370,8 @@ where
                     true
                 }
                 BodyScan::Streamed => true,
-                BodyScan::Invalid(why) => return Err(Refusal::BadRequest(why)),
-                BodyScan::Partial if conn.eof => return Err(Refusal::Quiet),
+                BodyScan::Invalid(why) => return Err(DoorRefusal::BadRequest(why)),
+                BodyScan::Partial if conn.eof => return Err(DoorRefusal::Quiet),
                 BodyScan::Partial => false,
             };
             if head.expect_continue {
@@ -384,17 +388,17 @@ where
                 Err(_elapsed) if last_byte.is_some_and(|t| t.elapsed() < STILL_SENDING) => {
                     return Ok(head)
                 }
-                Err(_elapsed) => return Err(Refusal::BodyTimeout),
+                Err(_elapsed) => return Err(DoorRefusal::BodyTimeout),
                 Ok(Ok(0)) => {}
                 Ok(Ok(_)) => last_byte = Some(Instant::now()),
-                Ok(Err(_)) => return Err(Refusal::Quiet),
+                Ok(Err(_)) => return Err(DoorRefusal::Quiet),
             }
         }
     }
 
     /// Answers a refused request (if there is anyone to answer) and closes the connection.
-    async fn refuse(&self, conn: &mut ClientConn, refusal: Refusal) {
-        if refusal == Refusal::Quiet {
+    async fn refuse(&self, conn: &mut ClientConn, refusal: DoorRefusal) {
+        if refusal == DoorRefusal::Quiet {
             return;
         }
         let (status, _) = refusal.status();
@@ -407,7 +411,7 @@ where
         let answer = refusal.response(&self.limits);
         // A connection over the cap holds no slot, so it lingers only briefly: a flood of them
         // would otherwise hold descriptors beyond the cap for the whole linger time.
-        let linger = if refusal == Refusal::Busy {
+        let linger = if refusal == DoorRefusal::Busy {
             BUSY_LINGER
         } else {
             LINGER
@@ -436,15 +440,15 @@ where
 }
 
 /// Writes the interim `100 Continue`, by `deadline`.
-async fn send_continue(conn: &mut ClientConn, deadline: Instant) -> Result<(), Refusal> {
+async fn send_continue(conn: &mut ClientConn, deadline: Instant) -> Result<(), DoorRefusal> {
     let sent = async {
         conn.io.write_all(CONTINUE).await?;
         conn.io.flush().await
     };
     match timeout_at(deadline, sent).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Refusal::Quiet),
-        Err(_elapsed) => Err(Refusal::BodyTimeout),
+        Ok(Err(_)) => Err(DoorRefusal::Quiet),
+        Err(_elapsed) => Err(DoorRefusal::BodyTimeout),
     }
 }
 
@@ -463,12 +467,12 @@ mod tests {
             max_buffered_body: 1024,
         };
         for r in [
-            Refusal::Busy,
-            Refusal::HeaderTimeout,
-            Refusal::BodyTimeout,
-            Refusal::HeaderTooLarge,
-            Refusal::BadRequest("x"),
-            Refusal::Connect,
+            DoorRefusal::Busy,
+            DoorRefusal::HeaderTimeout,
+            DoorRefusal::BodyTimeout,
+            DoorRefusal::HeaderTooLarge,
+            DoorRefusal::BadRequest("x"),
+            DoorRefusal::Connect,
         ] {
             let answer = String::from_utf8(r.response(&limits)).expect("text");
             let (head, body) = answer.split_once("\r\n\r\n").expect("a blank line");

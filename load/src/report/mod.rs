@@ -1,0 +1,464 @@
+//! The run's record as data: what `run.json` and `report.json` hold.
+//!
+//! Every figure here was measured in the run it describes; a figure that could not be measured
+//! (no kill, no pre-kill band, memory not sampled) is absent (`null`), never a default.
+//! The JSON field names are a format other tools read: docs/load.md documents them ("Report format").
+//!
+//! [`RunReport::build`] makes the record from a run's measurements (`build.rs`); [`summary`],
+//! [`comparison_table`] and [`scaling_table`] render it for the terminal (`text.rs`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use statelab_formats::Design;
+
+use crate::config::{ModelKind, Routing, WorkflowKind};
+use crate::fault::PrimaryWatch;
+pub use crate::fault::{Event, FaultStep, NewPrimary};
+use crate::scaling::ScaleReport;
+use crate::stats::{ErrorCounts, FailureWindow, Measured, OkLatency, Recovery, SecondStats};
+
+mod build;
+#[cfg(test)]
+pub(crate) mod fixture;
+mod text;
+
+pub use self::text::{comparison_table, new_primary_text, scaling_table, spread, summary};
+
+/// One run of the generator against one service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The design under load: `stateful`, `stateless` or `externalized`.
+    pub service: Design,
+    /// The proxy's strategy for the pool during the run (`cookie`, `ip-hash`, `round-robin`), or
+    /// `direct` when the generator talked to a replica itself; `null` when not known.
+    pub strategy: Option<Routing>,
+    /// A short name for the run, e.g. `stateful/cookie`.
+    pub label: String,
+    pub target: String,
+    /// `shop` (login, cart adds, cart, checkout, logout) or `raw` (GET one path).
+    pub workflow: WorkflowKind,
+    /// `open` (sessions arrive at `rate` per second) or `closed` (`users` loop).
+    pub model: ModelKind,
+    pub rate: Option<f64>,
+    pub users: Option<u64>,
+    pub adds: Option<u32>,
+    pub think_ms: Option<u64>,
+    /// Distinct client source addresses used.
+    pub sources: u64,
+    pub duration_s: f64,
+    pub started_unix_ms: u64,
+    /// Stopped early by Ctrl-C: the figures cover the part that ran.
+    pub interrupted: bool,
+    /// The replica killed mid-run, if any.
+    pub killed: Option<String>,
+    pub requests: u64,
+    pub ok_requests: u64,
+    pub failed_requests: u64,
+    pub errors: ErrorCounts,
+    /// Sessions found lost: a 401 after a successful login, or a cart that differed.
+    pub session_losses: u64,
+    pub losses_unauthorized: u64,
+    pub losses_cart_mismatch: u64,
+    /// Cart adds answered 200: writes the server confirmed. `null` in a record from before they
+    /// were counted (as are the two below).
+    #[serde(default)]
+    pub acknowledged_adds: Option<u64>,
+    /// Of those, adds that a later cart (a later add's answer, `GET /cart`, the checkout) no
+    /// longer showed: confirmed writes the design lost, which a session count alone does not
+    /// tell apart from sessions merely cut off.
+    #[serde(default)]
+    pub acknowledged_adds_lost: Option<u64>,
+    /// Logins answered 200 whose session was later answered 401 (the sessions of
+    /// `losses_unauthorized`, counted as the confirmed write they lost).
+    #[serde(default)]
+    pub acknowledged_logins_lost: Option<u64>,
+    pub sessions_started: u64,
+    pub sessions_completed: u64,
+    /// Open model: arrivals that started more than `late_threshold_ms` after their time.
+    pub starts_late: u64,
+    /// Open model: arrivals not started because `max_sessions` were already running.
+    pub starts_dropped: u64,
+    pub max_start_lag_ms: f64,
+    /// Requests after think time sent more than `late_threshold_ms` after the think time ended:
+    /// the generator itself was behind (their latency starts when they could be sent).
+    pub steps_late: u64,
+    pub max_step_lag_ms: f64,
+    /// 2xx answers per second over the run.
+    pub throughput_rps: f64,
+    /// Latency from the intended send time (coordinated-omission corrected), all answered
+    /// requests and timeouts.
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+    /// Service time: from the actual send.
+    pub service_p50_ms: f64,
+    pub service_p99_ms: f64,
+    pub percentiles: Vec<PercentileRow>,
+    /// Requests answered by each replica (`x-replica`) over the whole run.
+    pub per_replica: BTreeMap<String, u64>,
+    /// Resident memory of each of the service's replicas after the run (`scripts/lab mem`);
+    /// empty when not sampled.
+    pub memory_bytes: BTreeMap<String, u64>,
+    pub failover: Option<Failover>,
+    /// The scheduled fault's and scale steps as they happened.
+    pub events: Vec<Event>,
+    /// What each scale event did; empty without `--scale`.
+    #[serde(default)]
+    pub scaling: Vec<ScaleReport>,
+    /// One entry per second.
+    pub timeline: Vec<SecondStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PercentileRow {
+    pub percentile: f64,
+    pub latency_ms: f64,
+    pub service_ms: f64,
+}
+
+/// What the kill did to the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failover {
+    pub replica: String,
+    /// When the kill command was started, seconds since the run's start.
+    pub kill_at_s: f64,
+    /// How long the kill command took (it returns once the process is gone).
+    pub kill_took_s: f64,
+    pub restart_at_s: Option<f64>,
+    /// Seconds from the kill to the last answer the killed replica gave; 0 when it gave none
+    /// after the kill.
+    pub last_answer_after_kill_s: f64,
+    /// Failed requests from the kill's second until the run was back inside its band (or the end
+    /// of the run).
+    pub failed_during_failover: u64,
+    /// Sessions lost from the kill's second on.
+    pub sessions_lost_after_kill: u64,
+    /// Pre-kill band and the time back inside it; `null` when fewer than two whole seconds
+    /// preceded the kill.
+    pub recovery: Option<Recovery>,
+    /// The part the kill's answer named (`scripts/lab kill --json`): the lab resolves an alias
+    /// such as `redis-primary` to a node, and `replica` keeps the name asked for. `null` when the
+    /// lab gave no answer.
+    #[serde(default)]
+    pub killed_node: Option<String>,
+    /// The Redis primaries just before the kill (`LAB primaries`); `null` for a kill of no Redis
+    /// node, or when the lab could not tell.
+    #[serde(default)]
+    pub primaries_before_kill: Option<Vec<String>>,
+    /// The first primary not among `primaries_before_kill`, and when it was first seen; `null`
+    /// when none appeared within the run (or there was no such list to compare with).
+    #[serde(default)]
+    pub new_primary: Option<NewPrimary>,
+    /// The failed requests from the kill on, to the millisecond; `null` in a record from before
+    /// it was measured.
+    #[serde(default)]
+    pub failure_window: Option<FailureWindow>,
+    /// Cart adds answered 200 from the kill's second on, and the losses found from then on of
+    /// acknowledged adds and logins (see the run's fields of the same names); `null` in a record
+    /// from before they were counted.
+    #[serde(default)]
+    pub acknowledged_adds: Option<u64>,
+    #[serde(default)]
+    pub acknowledged_adds_lost: Option<u64>,
+    #[serde(default)]
+    pub acknowledged_logins_lost: Option<u64>,
+    /// Latency of the 2xx answers completed in the whole seconds before the kill's second (the
+    /// per-second histograms merged, so the boundary is at second resolution); `null` when there
+    /// were none.
+    #[serde(default)]
+    pub ok_latency_before_kill: Option<OkLatency>,
+    /// Latency of the 2xx answers completed from the second after the last failure's (or, with
+    /// no failure after the kill, after the kill's second) to the end of the run: the service
+    /// once the failover was over, at the same second resolution; `null` when there were none.
+    #[serde(default)]
+    pub ok_latency_after_failures: Option<OkLatency>,
+}
+
+/// `report.json` of `scripts/compare` and `statelab-load report`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub title: String,
+    pub generated_unix_ms: u64,
+    pub runs: Vec<RunReport>,
+}
+
+/// The generator's own account of the sessions it started: whether it kept to its schedule.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct SessionCounts {
+    pub started: u64,
+    pub completed: u64,
+    /// Open model: arrivals started late / not started (see [`RunReport`]).
+    pub starts_late: u64,
+    pub starts_dropped: u64,
+    pub max_start_lag_ms: f64,
+}
+
+/// Everything a run produced, before it is summed up: the record of the requests, the
+/// generator's counters, the fault's events and what the lab said afterwards. Kept apart from
+/// [`RunReport`] so that running the load and describing it are two functions.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub started_unix_ms: u64,
+    /// Stopped by Ctrl-C.
+    pub interrupted: bool,
+    /// One entry per whole second that ran.
+    pub measured: Measured,
+    pub sessions: SessionCounts,
+    pub memory_bytes: BTreeMap<String, u64>,
+    pub events: Vec<Event>,
+    /// What the lab said about its Redis primaries around a Redis kill.
+    pub primaries: Option<PrimaryWatch>,
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n")
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+pub fn read_run(path: &Path) -> anyhow::Result<RunReport> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a statelab-load run.json: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use statelab_formats::Strategy;
+
+    use super::fixture::{self, OLD_RUN_JSON};
+    use super::*;
+
+    fn keys(v: &Value) -> Vec<&str> {
+        let mut keys: Vec<&str> = v
+            .as_object()
+            .expect("a JSON object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    fn sorted<'a>(names: &[&'a str]) -> Vec<&'a str> {
+        let mut names = names.to_vec();
+        names.sort_unstable();
+        names
+    }
+
+    /// `run.json` as written before the record was typed: readers (scripts/compare,
+    /// scripts/e2e-docker, docs/load.md) rely on these names and values.
+    const RUN_FIELDS: [&str; 47] = [
+        "service",
+        "strategy",
+        "label",
+        "target",
+        "workflow",
+        "model",
+        "rate",
+        "users",
+        "adds",
+        "think_ms",
+        "sources",
+        "duration_s",
+        "started_unix_ms",
+        "interrupted",
+        "killed",
+        "requests",
+        "ok_requests",
+        "failed_requests",
+        "errors",
+        "session_losses",
+        "losses_unauthorized",
+        "losses_cart_mismatch",
+        "acknowledged_adds",
+        "acknowledged_adds_lost",
+        "acknowledged_logins_lost",
+        "sessions_started",
+        "sessions_completed",
+        "starts_late",
+        "starts_dropped",
+        "max_start_lag_ms",
+        "steps_late",
+        "max_step_lag_ms",
+        "throughput_rps",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "p999_ms",
+        "max_ms",
+        "service_p50_ms",
+        "service_p99_ms",
+        "percentiles",
+        "per_replica",
+        "memory_bytes",
+        "failover",
+        "events",
+        "scaling",
+        "timeline",
+    ];
+
+    #[test]
+    fn the_json_keeps_its_field_names_and_string_values() {
+        let report = fixture::run("stateful/cookie", true);
+        let v = serde_json::to_value(&report).expect("serialise");
+        assert_eq!(keys(&v), sorted(&RUN_FIELDS));
+        assert_eq!(v["strategy"], "cookie");
+        assert_eq!(v["workflow"], "shop");
+        assert_eq!(v["model"], "open");
+        assert_eq!(v["events"][0]["what"], "kill");
+        assert_eq!(
+            keys(&v["events"][0]),
+            sorted(&["at_s", "what", "replica", "took_s", "ok", "detail"])
+        );
+        assert_eq!(
+            keys(&v["failover"]),
+            sorted(&[
+                "replica",
+                "kill_at_s",
+                "kill_took_s",
+                "restart_at_s",
+                "last_answer_after_kill_s",
+                "failed_during_failover",
+                "sessions_lost_after_kill",
+                "recovery",
+                "killed_node",
+                "primaries_before_kill",
+                "new_primary",
+                "failure_window",
+                "acknowledged_adds",
+                "acknowledged_adds_lost",
+                "acknowledged_logins_lost",
+                "ok_latency_before_kill",
+                "ok_latency_after_failures",
+            ])
+        );
+        assert_eq!(
+            keys(&v["failover"]["failure_window"]),
+            sorted(&[
+                "first_failed_s",
+                "first_ok_after_s",
+                "last_failed_s",
+                "failed"
+            ])
+        );
+        assert_eq!(
+            keys(&v["failover"]["ok_latency_before_kill"]),
+            sorted(&["from_s", "to_s", "ok_requests", "p50_ms", "p99_ms"])
+        );
+        assert_eq!(
+            keys(&v["failover"]["recovery"]),
+            sorted(&[
+                "throughput_low",
+                "throughput_high",
+                "p99_high_ms",
+                "failed_high",
+                "recovered_after_s",
+                "recovered_at_second",
+            ])
+        );
+        assert_eq!(
+            keys(&v["timeline"][0]),
+            sorted(&[
+                "t",
+                "requests",
+                "ok",
+                "failed",
+                "errors",
+                "session_losses",
+                "p50_ms",
+                "p99_ms",
+                "per_replica",
+            ])
+        );
+        assert_eq!(
+            keys(&v["errors"]),
+            sorted(&["connect", "timeout", "io", "status_4xx", "status_5xx"])
+        );
+        assert_eq!(
+            keys(&v["percentiles"][0]),
+            sorted(&["percentile", "latency_ms", "service_ms"])
+        );
+
+        // The other values of each enum.
+        let mut other = report;
+        other.strategy = Some(Routing::Proxy(Strategy::RoundRobin));
+        other.workflow = WorkflowKind::Raw;
+        other.model = ModelKind::Closed;
+        other.events[0].what = FaultStep::Restart;
+        let v = serde_json::to_value(&other).expect("serialise");
+        assert_eq!(
+            (
+                &v["strategy"],
+                &v["workflow"],
+                &v["model"],
+                &v["events"][0]["what"]
+            ),
+            (
+                &Value::from("round-robin"),
+                &Value::from("raw"),
+                &Value::from("closed"),
+                &Value::from("restart")
+            )
+        );
+        other.strategy = Some(Routing::Direct);
+        let v = serde_json::to_value(&other).expect("serialise");
+        assert_eq!(v["strategy"], "direct");
+        other.strategy = None;
+        let v = serde_json::to_value(&other).expect("serialise");
+        assert_eq!(v["strategy"], Value::Null);
+    }
+
+    #[test]
+    fn an_old_run_json_reads_into_the_typed_record_and_writes_back_the_same() {
+        let report: RunReport = serde_json::from_str(OLD_RUN_JSON).expect("an old run.json");
+        assert_eq!(report.strategy, Some(Routing::Proxy(Strategy::IpHash)));
+        assert_eq!(report.strategy.map(Routing::as_str), Some("ip-hash"));
+        assert_eq!(
+            (report.workflow, report.model),
+            (WorkflowKind::Raw, ModelKind::Closed)
+        );
+        assert_eq!(report.events[1].what, FaultStep::Restart);
+        let old: Value = serde_json::from_str(OLD_RUN_JSON).expect("JSON");
+        // Written back the same, plus the scale events it had none of, and the figures it did
+        // not measure as null.
+        assert!(report.scaling.is_empty());
+        assert_eq!(report.acknowledged_adds_lost, None);
+        let failover = report.failover.as_ref().expect("a failover");
+        assert_eq!(
+            (&failover.killed_node, &failover.failure_window),
+            (&None, &None)
+        );
+        let mut expected = old.clone();
+        expected["scaling"] = Value::Array(Vec::new());
+        for field in [
+            "acknowledged_adds",
+            "acknowledged_adds_lost",
+            "acknowledged_logins_lost",
+        ] {
+            expected[field] = Value::Null;
+            expected["failover"][field] = Value::Null;
+        }
+        for field in [
+            "killed_node",
+            "primaries_before_kill",
+            "new_primary",
+            "failure_window",
+            "ok_latency_before_kill",
+            "ok_latency_after_failures",
+        ] {
+            expected["failover"][field] = Value::Null;
+        }
+        assert_eq!(serde_json::to_value(&report).expect("serialise"), expected);
+
+        let mut bad: Value = old;
+        bad["strategy"] = Value::from("sticky");
+        assert!(serde_json::from_value::<RunReport>(bad).is_err());
+    }
+}
