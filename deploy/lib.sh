@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# deploy/lib.sh: Docker helpers shared by deploy/offline-images, scripts/lab and scripts/e2e-docker.
+# deploy/lib.sh: Docker helpers shared by deploy/offline-images and the lab's image build
+# (statelab-lab, behind scripts/lab).
 # Sourced, not run.
 
 # statelab_build_cli: print a docker CLI that can build with BuildKit, or fail with advice.
@@ -32,17 +33,5 @@ statelab_docker_build() {
     "$cli" buildx build --load "$@"
   else
     DOCKER_BUILDKIT=1 "$cli" build "$@"
-  fi
-}
-
-# statelab_compose_cmd: print the compose command ("docker compose" or "docker-compose").
-statelab_compose_cmd() {
-  if docker compose version >/dev/null 2>&1; then
-    printf 'docker compose\n'
-  elif command -v docker-compose >/dev/null 2>&1; then
-    printf 'docker-compose\n'
-  else
-    printf 'error: no Docker Compose: apt-get install -y docker-compose (or the docker-compose-plugin)\n' >&2
-    return 1
   fi
 }

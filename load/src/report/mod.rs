@@ -252,8 +252,8 @@ mod tests {
         names
     }
 
-    /// `run.json` as written before the record was typed: readers (scripts/compare,
-    /// scripts/e2e-docker, docs/load.md) rely on these names and values.
+    /// `run.json`'s names and values, which its readers (scripts/compare,
+    /// lab/tests/docker_e2e.rs, docs/load.md) rely on.
     const RUN_FIELDS: [&str; 47] = [
         "service",
         "strategy",
