@@ -78,6 +78,13 @@ pub struct Memory {
     pub replicas: BTreeMap<String, u64>,
 }
 
+/// `scripts/lab ports --json`: the ports `up` chose, by name (`proxy`, `admin`, and natively the
+/// replicas and Redis nodes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ports {
+    pub ports: BTreeMap<String, u16>,
+}
+
 /// `scripts/lab scale --json POOL N`: the pool's replicas once the scale is done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scaled {

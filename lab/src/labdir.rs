@@ -9,7 +9,10 @@
 //! | `logs/NAME.log` | a native part's output |
 //! | `proxy.toml`, `proxy.docker.toml` | the generated proxy configuration |
 //! | `docker.env` | the compose settings `up --docker` used (shell `KEY='value'` lines) |
-//! | `jwt-secret`, `redis/` | the stateless replicas' shared key; native Redis's data |
+//! | `store` | the Redis topology `up` chose (`--redis`) and its `--redis-wait` |
+//! | `members` | Docker mode: the replicas now, after `scale` |
+//! | `jwt-secret` | the stateless replicas' shared key |
+//! | `redis/`, `redis-N/`, `sentinel-N/`, `redis-cluster-N/` | a native Redis node's data (a Sentinel's rewritten configuration) |
 //! | `admin-token` | the proxy's admin token, when the lab runs it with one (always in Docker mode) |
 
 use std::collections::BTreeMap;
@@ -242,6 +245,40 @@ impl LabDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every file the lab's code names in its lab directory (`.path("NAME")`) is in the table at
+    /// the top of this file.
+    #[test]
+    fn the_file_table_lists_every_file_the_lab_writes() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let table: String = include_str!("labdir.rs")
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect();
+        let mut named = Vec::new();
+        for entry in fs::read_dir(&src).expect("lab/src") {
+            let text = fs::read_to_string(entry.expect("entry").path()).expect("a source file");
+            for piece in text.split(".path(\"").skip(1) {
+                let name = piece.split('"').next().unwrap_or_default();
+                let literal = name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+                if literal && !name.is_empty() {
+                    named.push(name.to_owned());
+                }
+            }
+        }
+        assert!(
+            named.iter().any(|n| n == "mode"),
+            "the scan found the files"
+        );
+        for name in named {
+            assert!(
+                table.contains(&format!("`{name}`")),
+                "{name} is written in the lab directory but not in labdir.rs's file table"
+            );
+        }
+    }
 
     fn temp_dir(tag: &str) -> LabDir {
         let mut bytes = [0u8; 8];

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use statelab_formats::lab::{LabStatus, Memory, Primaries};
+use statelab_formats::lab::{LabStatus, Memory, Ports, Primaries};
 use statelab_formats::Strategy;
 use statelab_lab::docker::Docker;
 use statelab_lab::labdir::{LabDir, Mode, StoreChoice};
@@ -49,7 +49,7 @@ Environment:
 #[derive(Debug, Parser)]
 #[command(name = "scripts/lab", after_help = AFTER_HELP, arg_required_else_help = true)]
 struct Cli {
-    /// Answer kill, start, primaries, mem, status and scale with one JSON object on standard
+    /// Answer kill, start, primaries, mem, ports, status and scale with one JSON object on standard
     /// output (their types are in statelab-formats, `statelab_formats::lab`) instead of lines
     /// for people; messages still go to standard error.
     #[arg(long, global = true)]
@@ -279,8 +279,14 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
                 Mode::Native => Native::load(settings, dir)?.ports().lines(),
                 Mode::Docker => Docker::load(settings, dir)?.ports_lines(),
             };
-            for (name, port) in lines {
-                println!("{name} {port}");
+            if json {
+                print_json(&Ports {
+                    ports: lines.into_iter().collect(),
+                })?;
+            } else {
+                for (name, port) in lines {
+                    println!("{name} {port}");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -384,6 +384,12 @@ pub struct RunPlan {
 }
 
 impl RunPlan {
+    /// The run with `lab` as its lab command (one that carries an environment of its own).
+    pub fn with_lab(mut self, lab: Lab) -> Self {
+        self.config.lab = lab;
+        self
+    }
+
     /// Checks the flags in the order a user reads them and refuses the first that cannot work,
     /// before any load is sent or any replica killed.
     pub fn from_args(args: &RunArgs) -> Result<RunPlan, ConfigError> {

@@ -33,11 +33,13 @@ const LAB_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// within this (plus the lab's own time to answer).
 pub const PRIMARY_POLL: Duration = Duration::from_millis(250);
 
-/// The lab's command-line handle: a program and the words before the subcommand.
+/// The lab's command-line handle: a program and the words before the subcommand, and the
+/// environment it runs with beyond the generator's own (a lab directory of its own, say).
 #[derive(Debug, Clone)]
 pub struct Lab {
     pub program: String,
     pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 impl Lab {
@@ -50,6 +52,47 @@ impl Lab {
         Ok(Lab {
             program,
             args: words.collect(),
+            env: Vec::new(),
+        })
+    }
+
+    /// The same lab command with `key=value` in its environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs `LAB WORDS...` and returns its standard output, or why it failed.
+    pub async fn run(&self, words: &[&str]) -> Result<String, String> {
+        let output = self.output(words, LAB_COMMAND_TIMEOUT).await?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        Err(format!(
+            "{} {} failed ({}): {}",
+            self.program,
+            words.join(" "),
+            output.status,
+            last.unwrap_or("no message").trim()
+        ))
+    }
+
+    /// Runs `LAB --json WORDS...` and reads its answer as `T`.
+    pub async fn answer<T: serde::de::DeserializeOwned>(
+        &self,
+        words: &[&str],
+    ) -> Result<T, String> {
+        let mut json = vec!["--json"];
+        json.extend_from_slice(words);
+        let text = self.run(&json).await?;
+        serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{} {}: not the answer expected ({e})",
+                self.program,
+                json.join(" ")
+            )
         })
     }
 
@@ -60,7 +103,10 @@ impl Lab {
         limit: Duration,
     ) -> Result<std::process::Output, String> {
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args).args(words).kill_on_drop(true);
+        cmd.args(&self.args)
+            .args(words)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .kill_on_drop(true);
         match tokio::time::timeout(limit, cmd.output()).await {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(e)) => Err(format!("cannot run {}: {e}", self.program)),

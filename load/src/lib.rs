@@ -30,9 +30,11 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod compare;
 pub mod config;
 pub mod fault;
 pub mod html;
+pub mod output;
 pub mod report;
 pub mod run;
 pub mod scaling;

@@ -1,13 +1,13 @@
 //! `statelab-load`: parse the command line, run, write the reports. All the work is in the library.
 
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use statelab_load::compare::{self, CompareArgs};
 use statelab_load::config::{RunArgs, RunPlan};
-use statelab_load::html;
-use statelab_load::report::{self, Comparison, RunReport};
+use statelab_load::output;
+use statelab_load::report;
 use statelab_load::run;
 
 /// statelab's load generator: virtual shoppers with their own cookies against one service,
@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Drive load against one service and report it.
     Run(Box<RunArgs>),
+    /// The lab's comparison: the same workload against each design with a replica killed, and
+    /// with --scale and --store the scaling and store runs; one report for all.
+    Compare(Box<CompareArgs>),
     /// Merge the run.json files of several runs into one comparison (report.json, report.html).
     Report(ReportArgs),
 }
@@ -46,6 +49,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run_command(*args),
+        Command::Compare(args) => compare::compare(&args),
         Command::Report(args) => report_command(args),
     };
     match result {
@@ -63,7 +67,8 @@ fn run_command(args: RunArgs) -> anyhow::Result<i32> {
     let report = runtime.block_on(async { run::run(plan.resolve().await).await })?;
     print!("{}", report::summary(&report));
     if let Some(dir) = &args.out {
-        write_run(dir, &report)?;
+        output::write_run(dir, &report)?;
+        println!("wrote {0}/run.json and {0}/run.html", dir.display());
     }
     // Ctrl-C: the report is written; the exit status says the run did not run its course, so
     // a script running several (scripts/compare) stops too.
@@ -78,42 +83,14 @@ fn run_command(args: RunArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn write_run(dir: &Path, report: &RunReport) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    report::write_json(&dir.join("run.json"), report)?;
-    let page = html::render(&report.label, std::slice::from_ref(report));
-    std::fs::write(dir.join("run.html"), page)
-        .with_context(|| format!("cannot write {}", dir.join("run.html").display()))?;
-    println!("wrote {0}/run.json and {0}/run.html", dir.display());
-    Ok(())
-}
-
 fn report_command(args: ReportArgs) -> anyhow::Result<i32> {
     let runs = args
         .runs
         .iter()
         .map(|p| report::read_run(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let comparison = Comparison {
-        title: args.title.clone(),
-        generated_unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        runs,
-    };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    report::write_json(&args.out.join("report.json"), &comparison)?;
-    std::fs::write(
-        args.out.join("report.html"),
-        html::render(&comparison.title, &comparison.runs),
-    )
-    .with_context(|| format!("cannot write into {}", args.out.display()))?;
-    print!("{}", report::comparison_table(&comparison.runs));
-    if comparison.runs.iter().any(|r| !r.scaling.is_empty()) {
-        println!();
-        print!("{}", report::scaling_table(&comparison.runs));
-    }
+    let comparison = output::write_comparison(&args.out, &args.title, runs)?;
+    print!("{}", output::comparison_text(&comparison));
     println!(
         "wrote {0}/report.json and {0}/report.html",
         args.out.display()

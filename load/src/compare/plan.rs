@@ -1,0 +1,389 @@
+//! The comparison's runs as data: which design, under which strategy, with which fault or scale
+//! event and which workload. Built from the options alone, before anything runs, so the matrix
+//! the docs describe is the one a test reads.
+
+use statelab_formats::{Design, Strategy};
+
+use crate::fault::Shrink;
+
+/// The replicas each pool goes back to after a scale run, and starts from in the default layout.
+pub const POOL_SIZE: u8 = statelab_formats::lab::REPLICAS_PER_POOL;
+
+/// The workload of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    /// New sessions per second.
+    pub rate: u32,
+    /// Cart adds per session.
+    pub adds: u32,
+    /// Think time between a session's requests.
+    pub think_ms: u64,
+    pub duration_s: u64,
+    /// Source addresses the sessions come from (127.0.0.1 up); the generator's default when
+    /// `None`.
+    pub sources: Option<u32>,
+}
+
+/// A pool resized while it serves: set to `from` untimed before the run, to `to` at `at_s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScalePlan {
+    pub from: u8,
+    pub to: u8,
+    pub at_s: u64,
+    pub shrink: Shrink,
+}
+
+/// A Redis topology brought up in a lab of its own for one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreLab {
+    /// Its name in the report and its lab directory's.
+    pub name: &'static str,
+    /// The words after `scripts/lab up`.
+    pub up: Vec<&'static str>,
+}
+
+/// One run of the comparison.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedRun {
+    /// The run's directory under the output directory.
+    pub dir: String,
+    pub design: Design,
+    pub strategy: Strategy,
+    /// The name in the report; `DESIGN/STRATEGY` when `None`.
+    pub label: Option<String>,
+    /// Killed at `kill_at_s` (`redis-primary` for a store run); a replica is started again after
+    /// the run.
+    pub kill: Option<(String, u64)>,
+    pub scale: Option<ScalePlan>,
+    pub store: Option<StoreLab>,
+    pub workload: Workload,
+    /// Each replica's resident memory after the run.
+    pub memory: bool,
+}
+
+impl PlannedRun {
+    /// The `statelab-load run` flags for this run, against the proxy at `proxy` and its admin
+    /// API at `admin`, with `lab` as the lab command.
+    pub fn run_flags(&self, proxy: u16, admin: u16, lab: &str, out: &str) -> Vec<String> {
+        let w = &self.workload;
+        let mut flags: Vec<String> = [
+            "--service",
+            self.design.as_str(),
+            "--strategy",
+            self.strategy.as_str(),
+        ]
+        .map(str::to_owned)
+        .into();
+        let mut push = |k: &str, v: String| {
+            flags.push(k.to_owned());
+            flags.push(v);
+        };
+        if let Some(label) = &self.label {
+            push("--label", label.clone());
+        }
+        push(
+            "--target",
+            format!("http://127.0.0.1:{proxy}/{}", self.design),
+        );
+        push("--admin", format!("http://127.0.0.1:{admin}"));
+        push("--rate", w.rate.to_string());
+        push("--adds", w.adds.to_string());
+        push("--think-ms", w.think_ms.to_string());
+        push("--duration", w.duration_s.to_string());
+        if let Some(n) = w.sources {
+            push("--sources", n.to_string());
+        }
+        push("--lab", lab.to_owned());
+        if let Some((victim, at)) = &self.kill {
+            push("--kill", format!("{victim}@{at}"));
+        }
+        if let Some(sc) = &self.scale {
+            let how = match sc.shrink {
+                Shrink::Default => String::new(),
+                Shrink::Now => ":now".into(),
+                Shrink::Drain(s) => format!(":drain={s}"),
+            };
+            push(
+                "--scale",
+                format!("{}={}@{}{how}", self.design, sc.to, sc.at_s),
+            );
+        }
+        push("--out", out.to_owned());
+        if self.memory {
+            flags.push("--memory".into());
+        }
+        flags
+    }
+}
+
+/// What the comparison is asked to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matrix {
+    pub docker: bool,
+    /// The four kill runs.
+    pub kills: bool,
+    /// The scaling runs.
+    pub scale: bool,
+    /// The store runs (native only).
+    pub store: bool,
+    /// The kill and store runs' workload; the kill comes at a third of it.
+    pub workload: Workload,
+    /// The scale runs' workload and when the pool is resized.
+    pub scale_workload: Workload,
+    pub scale_at_s: u64,
+    /// The longest drain of a replica removed by a scale run.
+    pub scale_drain_s: u64,
+}
+
+impl Matrix {
+    /// The runs, in the order they run and the report shows them.
+    pub fn runs(&self) -> Vec<PlannedRun> {
+        let mut runs = Vec::new();
+        let kill_at = self.workload.duration_s / 3;
+        let kill_run = |design: Design, strategy: Strategy, victim: Option<&str>| PlannedRun {
+            dir: format!("{design}-{strategy}"),
+            design,
+            strategy,
+            label: None,
+            kill: victim.map(|v| (v.to_owned(), kill_at)),
+            scale: None,
+            store: None,
+            workload: self.workload,
+            memory: true,
+        };
+        if self.kills {
+            // Sessions live in the replica that dies; then why stateful needs sticky routing;
+            // then the session travels with the client, and lives in Redis.
+            runs.push(kill_run(
+                Design::Stateful,
+                Strategy::Cookie,
+                Some("stateful-2"),
+            ));
+            runs.push(kill_run(Design::Stateful, Strategy::RoundRobin, None));
+            runs.push(kill_run(
+                Design::Stateless,
+                Strategy::RoundRobin,
+                Some("stateless-2"),
+            ));
+            runs.push(kill_run(
+                Design::Externalized,
+                Strategy::RoundRobin,
+                Some("externalized-2"),
+            ));
+        }
+        if self.scale {
+            // Behind Docker's NAT every host client is the bridge gateway: ip-hash and ip-modulo
+            // would see one client, so they are left out there.
+            let sticky: &[Strategy] = if self.docker {
+                &[Strategy::Cookie]
+            } else {
+                &[Strategy::Cookie, Strategy::IpHash, Strategy::IpModulo]
+            };
+            let grow = (POOL_SIZE, POOL_SIZE + 1, Shrink::Default);
+            let drain = (POOL_SIZE + 1, POOL_SIZE, Shrink::Drain(self.scale_drain_s));
+            let now = (POOL_SIZE + 1, POOL_SIZE, Shrink::Now);
+            let mut scale_run = |design: Design, strategy: Strategy, (from, to, shrink)| {
+                let mut dir = format!("{design}-{strategy}-{from}-to-{to}");
+                let mut label = format!("{design}/{strategy} {from}->{to}");
+                match shrink {
+                    Shrink::Default => {}
+                    Shrink::Now => {
+                        dir.push_str("-now");
+                        label.push_str(" now");
+                    }
+                    Shrink::Drain(_) => {
+                        dir.push_str("-drain");
+                        label.push_str(" drain");
+                    }
+                }
+                runs.push(PlannedRun {
+                    dir,
+                    design,
+                    strategy,
+                    label: Some(label),
+                    kill: None,
+                    scale: Some(ScalePlan {
+                        from,
+                        to,
+                        at_s: self.scale_at_s,
+                        shrink,
+                    }),
+                    store: None,
+                    workload: Workload {
+                        sources: Some(if self.docker { 1 } else { 250 }),
+                        ..self.scale_workload
+                    },
+                    memory: false,
+                });
+            };
+            for &strategy in sticky {
+                for step in [grow, drain, now] {
+                    scale_run(Design::Stateful, strategy, step);
+                }
+            }
+            scale_run(Design::Stateless, Strategy::RoundRobin, grow);
+            scale_run(Design::Externalized, Strategy::RoundRobin, grow);
+        }
+        if self.store {
+            for (name, up) in [
+                ("single", vec!["--redis", "single"]),
+                ("sentinel", vec!["--redis", "sentinel"]),
+                (
+                    "sentinel-wait1",
+                    vec!["--redis", "sentinel", "--redis-wait", "1"],
+                ),
+                ("cluster", vec!["--redis", "cluster"]),
+            ] {
+                runs.push(PlannedRun {
+                    dir: format!("store-{name}"),
+                    design: Design::Externalized,
+                    strategy: Strategy::RoundRobin,
+                    label: Some(format!("externalized/{name}")),
+                    kill: Some(("redis-primary".into(), kill_at)),
+                    scale: None,
+                    store: Some(StoreLab { name, up }),
+                    workload: self.workload,
+                    memory: false,
+                });
+            }
+        }
+        runs
+    }
+
+    /// The report's title: the lab's mode and each kind of run's length and rate.
+    pub fn title(&self) -> String {
+        let mode = if self.docker { "docker" } else { "native" };
+        let mut title = format!("statelab: stateful vs stateless, measured ({mode} lab");
+        let w = &self.workload;
+        if self.kills {
+            title += &format!(", {}s kill runs at {} sessions/s", w.duration_s, w.rate);
+        }
+        if self.scale {
+            let s = &self.scale_workload;
+            title += &format!(", {}s scale runs at {} sessions/s", s.duration_s, s.rate);
+        }
+        if self.store {
+            title += &format!(", {}s store runs at {} sessions/s", w.duration_s, w.rate);
+        }
+        title + ")"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(docker: bool) -> Matrix {
+        let w = Workload {
+            rate: 30,
+            adds: 3,
+            think_ms: 100,
+            duration_s: 30,
+            sources: None,
+        };
+        Matrix {
+            docker,
+            kills: true,
+            scale: true,
+            store: !docker,
+            workload: w,
+            scale_workload: Workload {
+                rate: 10,
+                adds: 20,
+                think_ms: 500,
+                duration_s: 40,
+                sources: None,
+            },
+            scale_at_s: 12,
+            scale_drain_s: 15,
+        }
+    }
+
+    #[test]
+    fn the_matrix_is_the_documented_one() {
+        let runs = matrix(false).runs();
+        let dirs: Vec<&str> = runs.iter().map(|r| r.dir.as_str()).collect();
+        assert_eq!(
+            dirs,
+            [
+                "stateful-cookie",
+                "stateful-round-robin",
+                "stateless-round-robin",
+                "externalized-round-robin",
+                "stateful-cookie-3-to-4",
+                "stateful-cookie-4-to-3-drain",
+                "stateful-cookie-4-to-3-now",
+                "stateful-ip-hash-3-to-4",
+                "stateful-ip-hash-4-to-3-drain",
+                "stateful-ip-hash-4-to-3-now",
+                "stateful-ip-modulo-3-to-4",
+                "stateful-ip-modulo-4-to-3-drain",
+                "stateful-ip-modulo-4-to-3-now",
+                "stateless-round-robin-3-to-4",
+                "externalized-round-robin-3-to-4",
+                "store-single",
+                "store-sentinel",
+                "store-sentinel-wait1",
+                "store-cluster",
+            ]
+        );
+        assert_eq!(runs[0].kill, Some(("stateful-2".into(), 10)));
+        assert_eq!(runs[1].kill, None);
+        assert!(runs[..4].iter().all(|r| r.memory && r.label.is_none()));
+        assert_eq!(runs[5].label.as_deref(), Some("stateful/cookie 4->3 drain"));
+        assert_eq!(runs[5].scale.map(|s| s.shrink), Some(Shrink::Drain(15)));
+        assert_eq!(runs[7].workload.sources, Some(250));
+        assert_eq!(
+            runs[18].store.as_ref().map(|s| s.up.clone()),
+            Some(vec!["--redis", "cluster"])
+        );
+        assert_eq!(runs[18].kill, Some(("redis-primary".into(), 10)));
+    }
+
+    #[test]
+    fn docker_leaves_out_what_its_nat_hides() {
+        let runs = matrix(true).runs();
+        assert_eq!(runs.len(), 4 + 3 + 2);
+        assert!(runs.iter().all(|r| r.strategy != Strategy::IpHash));
+        assert!(runs
+            .iter()
+            .filter(|r| r.scale.is_some())
+            .all(|r| r.workload.sources == Some(1)));
+    }
+
+    #[test]
+    fn a_run_becomes_the_flags_of_statelab_load_run() {
+        let runs = matrix(false).runs();
+        let flags = runs[5].run_flags(8080, 8081, "scripts/lab", "out/x");
+        let text = flags.join(" ");
+        assert!(
+            text.starts_with(
+                "--service stateful --strategy cookie --label stateful/cookie 4->3 drain"
+            ),
+            "{text}"
+        );
+        for part in [
+            "--target http://127.0.0.1:8080/stateful",
+            "--admin http://127.0.0.1:8081",
+            "--rate 10 --adds 20 --think-ms 500 --duration 40 --sources 250",
+            "--scale stateful=3@12:drain=15",
+            "--out out/x",
+        ] {
+            assert!(text.contains(part), "{part} in {text}");
+        }
+        let kill = runs[0].run_flags(1, 2, "lab", "o").join(" ");
+        assert!(
+            kill.contains("--kill stateful-2@10") && kill.contains("--memory"),
+            "{kill}"
+        );
+    }
+
+    #[test]
+    fn the_title_names_what_ran() {
+        assert_eq!(
+            matrix(false).title(),
+            "statelab: stateful vs stateless, measured (native lab, 30s kill runs at 30 sessions/s, \
+             40s scale runs at 10 sessions/s, 30s store runs at 30 sessions/s)"
+        );
+    }
+}

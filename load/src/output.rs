@@ -1,0 +1,54 @@
+//! The files a run and a comparison leave: `run.json` + `run.html` in a run's directory,
+//! `report.json` + `report.html` for several runs.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+
+use crate::html;
+use crate::report::{self, Comparison, RunReport};
+
+/// Writes `dir/run.json` and `dir/run.html`.
+pub fn write_run(dir: &Path, report: &RunReport) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    report::write_json(&dir.join("run.json"), report)?;
+    let page = html::render(&report.label, std::slice::from_ref(report));
+    std::fs::write(dir.join("run.html"), page)
+        .with_context(|| format!("cannot write {}", dir.join("run.html").display()))?;
+    Ok(())
+}
+
+/// Writes `out/report.json` and `out/report.html` for `runs`, in their order; returns the
+/// comparison written.
+pub fn write_comparison(
+    out: &Path,
+    title: &str,
+    runs: Vec<RunReport>,
+) -> anyhow::Result<Comparison> {
+    let comparison = Comparison {
+        title: title.to_owned(),
+        generated_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        runs,
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    report::write_json(&out.join("report.json"), &comparison)?;
+    std::fs::write(
+        out.join("report.html"),
+        html::render(&comparison.title, &comparison.runs),
+    )
+    .with_context(|| format!("cannot write into {}", out.display()))?;
+    Ok(comparison)
+}
+
+/// The comparison table, and the scaling table when a run scaled a pool.
+pub fn comparison_text(comparison: &Comparison) -> String {
+    let mut text = report::comparison_table(&comparison.runs);
+    if comparison.runs.iter().any(|r| !r.scaling.is_empty()) {
+        text.push('\n');
+        text.push_str(&report::scaling_table(&comparison.runs));
+    }
+    text
+}
