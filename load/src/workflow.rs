@@ -21,24 +21,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use serde::Deserialize;
+use statelab_formats::CartView;
 
 use crate::client::{status_error, Answer, Client, ErrorKind, Target};
 use crate::stats::{LossKind, Recorder, Sample, SessionTrack};
 
 const CATALOG: [&str; 6] = ["apple", "pear", "plum", "fig", "kiwi", "lime"];
-
-/// The cart as the services answer it (`POST /cart/items`, `GET /cart`, `POST /checkout`).
-#[derive(Debug, Deserialize)]
-struct CartBody {
-    items: Vec<CartLine>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CartLine {
-    sku: String,
-    qty: u64,
-}
 
 /// What the server may hold for this user's cart: per SKU, at least `min` and at most `max`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -165,7 +153,7 @@ impl ExpectedCart {
 }
 
 fn parse_cart(body: &[u8]) -> Option<Vec<(String, u64)>> {
-    let cart: CartBody = serde_json::from_slice(body).ok()?;
+    let cart: CartView = serde_json::from_slice(body).ok()?;
     Some(cart.items.into_iter().map(|l| (l.sku, l.qty)).collect())
 }
 

@@ -29,6 +29,8 @@ use pingora::protocols::http::ServerSession;
 
 use std::time::{Duration, Instant};
 
+use statelab_formats::ErrorBody;
+
 use crate::config::ServerConfig;
 use crate::dashboard::{self, History};
 use crate::metrics::Metrics;
@@ -310,10 +312,7 @@ impl ServeHttp for AdminApp {
             Ok(resp) => resp,
             Err(e) => {
                 let (status, code) = e.status();
-                let mut resp = json(
-                    status,
-                    &serde_json::json!({ "error": code, "message": e.to_string() }),
-                );
+                let mut resp = json(status, &ErrorBody::new(code, e.to_string()));
                 if let AdminError::MethodNotAllowed(allow) = e {
                     resp.headers_mut()
                         .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));

@@ -30,6 +30,8 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use statelab_formats::ErrorBody;
+
 use crate::metrics::{Metrics, Origin};
 use crate::pool::{InFlight, Members, Pools};
 use crate::strategy::{Client, ReplicaId, RouteKey, Strategy, Tried};
@@ -261,7 +263,7 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
 
 /// The project's error body: `{"error": ..., "message": ...}`.
 pub(crate) fn json_error(error: &str, message: &str) -> Bytes {
-    Bytes::from(serde_json::json!({ "error": error, "message": message }).to_string())
+    Bytes::from(ErrorBody::new(error, message).to_json())
 }
 
 /// Writes a complete JSON response from the proxy itself.

@@ -18,7 +18,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use statelab_formats::{HealthDetail, Reported};
+use statelab_formats::{CartView, Checkout, ErrorBody, HealthDetail, Reported};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -186,7 +186,7 @@ impl<S: SessionStore> App<S> {
             }
             Route::Cart => {
                 let applied = self.apply(&credentials, Change::Touch).await?;
-                let body = cart_json(&applied.session.cart);
+                let body = cart_view(&applied.session.cart);
                 Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
             }
             Route::CartItems => {
@@ -203,7 +203,7 @@ impl<S: SessionStore> App<S> {
                     qty,
                 };
                 let applied = self.apply(&credentials, change).await?;
-                let body = cart_json(&applied.session.cart);
+                let body = cart_view(&applied.session.cart);
                 Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
             }
             Route::Checkout => {
@@ -211,9 +211,11 @@ impl<S: SessionStore> App<S> {
                 if applied.taken.is_empty() {
                     return Err(ApiError::EmptyCart);
                 }
-                let mut body = cart_json(&applied.taken);
-                body["order_id"] = json!(uuid::Uuid::new_v4().to_string());
-                body["username"] = json!(applied.session.username);
+                let body = Checkout {
+                    cart: cart_view(&applied.taken),
+                    order_id: uuid::Uuid::new_v4().to_string(),
+                    username: applied.session.username.clone(),
+                };
                 Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
             }
             Route::Logout => {
@@ -517,13 +519,11 @@ fn route_index(route: Option<Route>) -> usize {
     }
 }
 
-fn cart_json(cart: &Cart) -> Value {
-    let items: Vec<Value> = cart
-        .iter()
-        .map(|(sku, qty)| json!({"sku": sku, "qty": qty}))
-        .collect();
-    let total: u64 = cart.values().map(|q| u64::from(*q)).sum();
-    json!({"items": items, "total_qty": total})
+fn cart_view(cart: &Cart) -> CartView {
+    CartView::new(
+        cart.iter()
+            .map(|(sku, qty)| (sku.as_str(), u64::from(*qty))),
+    )
 }
 
 fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Full<Bytes>> {
@@ -547,7 +547,7 @@ fn empty_response(status: StatusCode) -> Response<Full<Bytes>> {
 
 /// The JSON error response for `e`, with the headers its status calls for.
 fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
-    let body = json!({"error": e.code(), "message": e.to_string()});
+    let body = ErrorBody::new(e.code(), e.to_string());
     let mut response = json_response(e.status(), &body);
     let headers = response.headers_mut();
     match e {

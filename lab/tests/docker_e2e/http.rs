@@ -13,6 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, COOKIE, SET_COOKIE};
 use reqwest::{Client, Method};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use statelab_formats::CartView;
 use statelab_formats::{AdminToken, Design, StatusView, Strategy};
 
 /// How long a shop request may take.
@@ -67,7 +68,7 @@ impl Answer {
 
     /// How many of `sku` a cart answer holds (`None`: not a cart, or no such line).
     pub fn qty(&self, sku: &str) -> Option<u64> {
-        let cart: Cart = self.json()?;
+        let cart: CartView = self.json()?;
         cart.items.into_iter().find(|l| l.sku == sku).map(|l| l.qty)
     }
 
@@ -81,18 +82,6 @@ impl Answer {
 #[derive(Debug, Deserialize)]
 struct Me {
     username: String,
-}
-
-/// A cart answer (`GET /cart`, `POST /cart/items`), the fields checked.
-#[derive(Debug, Deserialize)]
-struct Cart {
-    items: Vec<CartLine>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CartLine {
-    sku: String,
-    qty: u64,
 }
 
 /// Sends one request and reads the whole answer.

@@ -1,0 +1,94 @@
+//! The bodies of the services' HTTP API that other parts read, and the one error body every
+//! part of statelab answers with.
+
+use serde::{Deserialize, Serialize};
+
+/// Every error answer: the services', the proxy's own (no replica, a bad request, a timeout) and
+/// the admin API's. `error` is a stable code (`unauthorized`, `bad_gateway`, ...), `message` a
+/// sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(error: impl Into<String>, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: error.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The body as JSON text.
+    pub fn to_json(&self) -> String {
+        // A struct of two strings always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A cart as the services answer it: `GET /cart`, `POST /cart/items`, and within the checkout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartView {
+    /// One line per SKU, in SKU order.
+    pub items: Vec<CartLine>,
+    pub total_qty: u64,
+}
+
+/// One line of a [`CartView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartLine {
+    pub sku: String,
+    pub qty: u64,
+}
+
+impl CartView {
+    /// The cart of `(sku, qty)` lines, its total counted.
+    pub fn new<'a>(lines: impl IntoIterator<Item = (&'a str, u64)>) -> Self {
+        let items: Vec<CartLine> = lines
+            .into_iter()
+            .map(|(sku, qty)| CartLine {
+                sku: sku.to_owned(),
+                qty,
+            })
+            .collect();
+        let total_qty = items.iter().map(|l| l.qty).sum();
+        CartView { items, total_qty }
+    }
+}
+
+/// `POST /checkout`: the cart taken, its order id and whose it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkout {
+    #[serde(flatten)]
+    pub cart: CartView,
+    pub order_id: String,
+    pub username: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_keep_their_wire_shape() {
+        let error = ErrorBody::new("unauthorized", "no session");
+        assert_eq!(
+            error.to_json(),
+            r#"{"error":"unauthorized","message":"no session"}"#
+        );
+        let checkout = Checkout {
+            cart: CartView::new([("apple", 2), ("fig", 1)]),
+            order_id: "o-1".into(),
+            username: "ann".into(),
+        };
+        let json = serde_json::to_value(&checkout).expect("serialise");
+        assert_eq!(
+            json,
+            serde_json::json!({"items": [{"sku": "apple", "qty": 2}, {"sku": "fig", "qty": 1}],
+                "total_qty": 3, "order_id": "o-1", "username": "ann"})
+        );
+        let cart: CartView = serde_json::from_value(json).expect("a checkout reads as its cart");
+        assert_eq!(cart, checkout.cart);
+    }
+}
