@@ -41,7 +41,6 @@ mod store;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
 
 use checks::{say, Checks, Step};
 use lab::{Cleanup, E2eLab};
@@ -131,72 +130,16 @@ fn not_run(why: &str) {
     say(&message);
 }
 
-/// What `statelab-load` is built from, below the workspace root: its package and the workspace
-/// package it depends on, the workspace manifest and the lock file.
-const LOAD_SOURCES: [&str; 6] = [
-    "load/Cargo.toml",
-    "load/src",
-    "formats/Cargo.toml",
-    "formats/src",
-    "Cargo.toml",
-    "Cargo.lock",
-];
-
-/// The `statelab-load` binary: `STATELAB_LOAD` when set, else the one beside the lab's binaries
-/// in `bins` (the test's build profile), built there by `cargo build` first when it is missing or
-/// older than its sources. Why not, when it cannot be had.
+/// The `statelab-load` binary: `STATELAB_LOAD` when set, else the one [`lab_bin_dir`] keeps up
+/// to date beside the lab's binaries.
 fn load_binary(bins: &Path) -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("STATELAB_LOAD").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(path));
     }
     let path = bins.join("statelab-load");
-    let built = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let root = statelab_test_support::workspace_root();
-    let newest = LOAD_SOURCES
-        .iter()
-        .filter_map(|rel| newest_under(&root.join(rel)))
-        .max();
-    match (built, newest) {
-        (Some(built), Some(newest)) if built >= newest => return Ok(path),
-        (None, _) => say("statelab-load is missing: cargo build -p statelab-load"),
-        _ => say("statelab-load is older than its sources: cargo build -p statelab-load"),
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("no {}", path.display()))
     }
-    let profile = match bins.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev",
-        Some(name) => name,
-        None => return Err(format!("no profile name in {}", bins.display())),
-    };
-    let target_dir = bins
-        .parent()
-        .ok_or_else(|| format!("{} has no parent", bins.display()))?;
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args(["build", "--locked", "--bins", "-p", "statelab-load"])
-        .args(["--profile", profile])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .status()
-        .map_err(|e| format!("cargo build -p statelab-load: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "cargo build -p statelab-load --profile {profile} failed"
-        ));
-    }
-    if !path.exists() {
-        return Err(format!("no {} after cargo build", path.display()));
-    }
-    Ok(path)
-}
-
-/// The newest modification time of a file under `path` (itself, if it is a file).
-fn newest_under(path: &Path) -> Option<SystemTime> {
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_dir() {
-        return meta.modified().ok();
-    }
-    std::fs::read_dir(path)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| newest_under(&entry.path()))
-        .max()
 }

@@ -74,16 +74,18 @@ pub fn profile_bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The lab's executables: (package, binary, what it is built from). What it is built from is
+/// The lab's executables and the load generator the lab's tests drive: (package, binary, what it
+/// is built from). What it is built from is
 /// relative to the workspace root: its package's sources, manifest and embedded assets and those
 /// of the workspace packages it depends on; every binary also depends on the workspace manifest
 /// and the lock file ([`WORKSPACE_SOURCES`]).
-const LAB_BINARIES: [(&str, &str, &[&str]); 5] = [
+const LAB_BINARIES: [(&str, &str, &[&str]); 6] = [
     ("statelab-services", "stateful", SERVICES),
     ("statelab-services", "stateless", SERVICES),
     ("statelab-services", "externalized", SERVICES),
     ("statelab-proxy", "statelab-proxy", PROXY),
     ("statelab-lab", "statelab-lab", LAB),
+    ("statelab-load", "statelab-load", LOAD),
 ];
 const SERVICES: &[&str] = &[
     "services/Cargo.toml",
@@ -104,6 +106,12 @@ const LAB: &[&str] = &[
     "proxy/Cargo.toml",
     "proxy/src",
     "proxy/assets",
+    "formats/Cargo.toml",
+    "formats/src",
+];
+const LOAD: &[&str] = &[
+    "load/Cargo.toml",
+    "load/src",
     "formats/Cargo.toml",
     "formats/src",
 ];
@@ -148,7 +156,7 @@ fn stale_lab_binary(dir: &Path, root: Option<&Path>) -> Option<String> {
 }
 
 /// [`profile_bin_dir`], holding every binary a native lab runs (the three services, the proxy,
-/// `statelab-lab`), none older than its sources. `cargo test --workspace` builds them all; a test
+/// `statelab-lab`) and `statelab-load`, none older than its sources. `cargo test --workspace` builds them all; a test
 /// run for one package alone (`cargo test -p statelab-load`) does not, so a test would
 /// otherwise run whatever binaries an earlier build left, from sources since edited. When one is
 /// missing or older than the newest of the lab's sources, `cargo build` brings them up to date
