@@ -1,7 +1,52 @@
-//! The bodies of the services' HTTP API that other parts read, and the one error body every
-//! part of statelab answers with.
+//! The bodies of the services' HTTP API, written and read by the services, the load generator
+//! and the tests, and the one error body every part of statelab answers with. Their strings are
+//! `Cow`s: a writer borrows (the services write `/me` on their hot path without an allocation),
+//! a reader owns.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
+
+/// `POST /login`'s body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login<'a> {
+    pub username: Cow<'a, str>,
+}
+
+/// `POST /cart/items`'s body. `qty` is read as any integer so that an out-of-range one gets the
+/// services' own message rather than a parse error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddItem<'a> {
+    pub sku: Cow<'a, str>,
+    pub qty: i64,
+}
+
+/// The answer of `GET /me` and `POST /login`: whose session, on which replica, how old, and, for
+/// the JWT design's login, the token for clients that cannot keep cookies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me<'a> {
+    pub username: Cow<'a, str>,
+    pub replica: Cow<'a, str>,
+    pub session_age_ms: u64,
+    pub requests_in_session: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Cow<'a, str>>,
+}
+
+impl AddItem<'_> {
+    /// The body as JSON bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A string and an integer always serialise.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+impl Login<'_> {
+    /// The body as JSON bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
 
 /// Every error answer: the services', the proxy's own (no replica, a bad request, a timeout) and
 /// the admin API's. `error` is a stable code (`unauthorized`, `bad_gateway`, ...), `message` a
@@ -90,5 +135,18 @@ mod tests {
         );
         let cart: CartView = serde_json::from_value(json).expect("a checkout reads as its cart");
         assert_eq!(cart, checkout.cart);
+
+        let add = AddItem {
+            sku: "a\"b".into(),
+            qty: 3,
+        };
+        assert_eq!(add.to_json(), br#"{"sku":"a\"b","qty":3}"#);
+        let back: AddItem<'_> = serde_json::from_slice(&add.to_json()).expect("parse");
+        assert_eq!(back, add);
+        let me: Me<'_> = serde_json::from_str(
+            r#"{"username":"ann","replica":"r-1","session_age_ms":5,"requests_in_session":2}"#,
+        )
+        .expect("parse");
+        assert_eq!((me.username.as_ref(), me.token), ("ann", None));
     }
 }

@@ -2,8 +2,8 @@
 //! writes or reads them (the services, the proxy, the lab supervisor, the load generator, the
 //! tests) shares one typed definition without pulling in pingora, Redis or hyper.
 //!
-//! - [`api`]: the services' cart answers ([`CartView`]) and the error body every part answers
-//!   with ([`ErrorBody`]).
+//! - [`api`]: the services' request and answer bodies ([`Login`], [`AddItem`], [`Me`],
+//!   [`CartView`]) and the error body every part answers with ([`ErrorBody`]).
 //! - [`design`]: the three session designs' names ([`Design`]).
 //! - [`strategy`]: the routing strategies' names ([`Strategy`]).
 //! - [`config`]: the proxy's TOML configuration file as written on disk ([`ConfigFile`]): every
@@ -26,7 +26,7 @@ pub mod status;
 pub mod strategy;
 mod token;
 
-pub use api::{CartLine, CartView, Checkout, ErrorBody};
+pub use api::{AddItem, CartLine, CartView, Checkout, ErrorBody, Login, Me};
 pub use config::{ConfigFile, HealthSection, PoolSection, RetrySection, ServerSection};
 pub use design::{Design, UnknownDesign};
 pub use health::{HealthDetail, Reported, StoreFigures};

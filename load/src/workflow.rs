@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use statelab_formats::CartView;
+use statelab_formats::{AddItem, CartView, Login};
 
 use crate::client::{status_error, Answer, Client, ErrorKind, Target};
 use crate::stats::{LossKind, Recorder, Sample, SessionTrack};
@@ -352,7 +352,12 @@ impl User {
         self.client.reset();
         self.track = Some(self.recorder.epochs().session());
         let username = format!("u{}-{}", self.id, self.sessions);
-        let login = Bytes::from(format!("{{\"username\":\"{username}\"}}"));
+        let login = Bytes::from(
+            Login {
+                username: username.as_str().into(),
+            }
+            .to_json(),
+        );
         let Some(answer) = self
             .request(
                 When::Scheduled(intended),
@@ -373,7 +378,13 @@ impl User {
         let mut next = Instant::now() + flow.think;
         for step in 0..flow.adds {
             let (sku, qty) = pick(self.id, self.sessions, step);
-            let body = Bytes::from(format!("{{\"sku\":\"{sku}\",\"qty\":{qty}}}"));
+            let body = Bytes::from(
+                AddItem {
+                    sku: sku.into(),
+                    qty: i64::try_from(qty).unwrap_or(i64::MAX),
+                }
+                .to_json(),
+            );
             let Some(answer) = self
                 .step(
                     &mut next,

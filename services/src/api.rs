@@ -10,15 +10,16 @@
 //! without cookies; it is how the JWT's token, returned in the login body, is meant to be used.
 //! A request may carry our cookie more than once; `Credentials` says which one counts.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
-use statelab_formats::{CartView, Checkout, ErrorBody, HealthDetail, Reported};
+use statelab_formats::{AddItem, CartView, Checkout, ErrorBody, HealthDetail, Login, Me, Reported};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -93,28 +94,6 @@ impl Route {
 
 type Reply = Result<Response<Full<Bytes>>, ApiError>;
 
-/// The body of `/me` and `/login`, serialised directly: the hot path of the benchmark.
-#[derive(Serialize)]
-struct MeBody<'a> {
-    username: &'a str,
-    replica: &'a str,
-    session_age_ms: u64,
-    requests_in_session: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-struct LoginBody {
-    username: String,
-}
-
-#[derive(Deserialize)]
-struct AddItemBody {
-    sku: String,
-    qty: i64,
-}
-
 impl<S: SessionStore> App<S> {
     pub fn new(store: S, settings: Settings, metrics: Metrics) -> anyhow::Result<Self> {
         let cookie_name = format!("statelab_{}", S::DESIGN);
@@ -176,7 +155,7 @@ impl<S: SessionStore> App<S> {
         let credentials = Credentials::of(&parts.headers, &self.cookie_name);
         match route {
             Route::Login => {
-                let body: LoginBody = self.read_json(&parts.headers, body).await?;
+                let body: Login<'static> = self.read_json(&parts.headers, body).await?;
                 self.login(&body.username, &credentials).await
             }
             Route::Me => {
@@ -190,7 +169,7 @@ impl<S: SessionStore> App<S> {
                 Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
             }
             Route::CartItems => {
-                let body: AddItemBody = self.read_json(&parts.headers, body).await?;
+                let body: AddItem<'static> = self.read_json(&parts.headers, body).await?;
                 validate_sku(&body.sku)?;
                 let qty = u32::try_from(body.qty)
                     .ok()
@@ -318,13 +297,14 @@ impl<S: SessionStore> App<S> {
         response
     }
 
-    fn me_json<'a>(&'a self, session: &'a Session, token: Option<&'a str>) -> MeBody<'a> {
-        MeBody {
-            username: &session.username,
-            replica: &self.settings.replica,
+    /// The body of `/me` and `/login`, borrowed from the session: the benchmark's hot path.
+    fn me_json<'a>(&'a self, session: &'a Session, token: Option<&'a str>) -> Me<'a> {
+        Me {
+            username: Cow::Borrowed(&session.username),
+            replica: Cow::Borrowed(&self.settings.replica),
             session_age_ms: now_ms().saturating_sub(session.created_ms),
             requests_in_session: session.requests,
-            token,
+            token: token.map(Cow::Borrowed),
         }
     }
 

@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, COOKIE, SET_COOKIE};
 use reqwest::{Client, Method};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use statelab_formats::CartView;
+use statelab_formats::{AddItem, CartView, Login, Me};
 use statelab_formats::{AdminToken, Design, StatusView, Strategy};
 
 /// How long a shop request may take.
@@ -63,7 +63,7 @@ impl Answer {
 
     /// The `username` of a `GET /me` answer.
     pub fn username(&self) -> Option<String> {
-        self.json::<Me>().map(|me| me.username)
+        self.json::<Me>().map(|me| me.username.into_owned())
     }
 
     /// How many of `sku` a cart answer holds (`None`: not a cart, or no such line).
@@ -76,12 +76,6 @@ impl Answer {
     pub fn summary(&self) -> String {
         format!("{} from {}", self.code(), self.replica())
     }
-}
-
-/// `GET /me`, the field checked.
-#[derive(Debug, Deserialize)]
-struct Me {
-    username: String,
 }
 
 /// Sends one request and reads the whole answer.
@@ -191,13 +185,26 @@ impl Shopper {
     }
 
     pub async fn login(&self, design: Design) -> Answer {
-        let body = serde_json::json!({ "username": self.name }).to_string();
+        let body = String::from_utf8_lossy(
+            &Login {
+                username: self.name.as_str().into(),
+            }
+            .to_json(),
+        )
+        .into_owned();
         self.req(Method::POST, &format!("/{design}/login"), Some(body))
             .await
     }
 
     pub async fn add(&self, design: Design, sku: &str, qty: u64) -> Answer {
-        let body = serde_json::json!({ "sku": sku, "qty": qty }).to_string();
+        let body = String::from_utf8_lossy(
+            &AddItem {
+                sku: sku.into(),
+                qty: i64::try_from(qty).unwrap_or(i64::MAX),
+            }
+            .to_json(),
+        )
+        .into_owned();
         self.req(Method::POST, &format!("/{design}/cart/items"), Some(body))
             .await
     }
