@@ -256,15 +256,23 @@ mod tests {
             .take_while(|l| l.starts_with("//!"))
             .collect();
         let mut named = Vec::new();
-        for entry in fs::read_dir(&src).expect("lab/src") {
-            let text = fs::read_to_string(entry.expect("entry").path()).expect("a source file");
-            for piece in text.split(".path(\"").skip(1) {
-                let name = piece.split('"').next().unwrap_or_default();
-                let literal = name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
-                if literal && !name.is_empty() {
-                    named.push(name.to_owned());
+        let mut dirs = vec![src];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs::read_dir(&dir).expect("a source folder") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let text = fs::read_to_string(&path).expect("a source file");
+                for piece in text.split(".path(\"").skip(1) {
+                    let name = piece.split('"').next().unwrap_or_default();
+                    let literal = name.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
+                    });
+                    if literal && !name.is_empty() {
+                        named.push(name.to_owned());
+                    }
                 }
             }
         }

@@ -1,0 +1,193 @@
+//! `up`, bringing every part up in order, and `down`.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::Signal;
+
+use crate::labdir::{LabDir, Mode, StoreChoice};
+use crate::model::{native_proxy_config, render_proxy_config, Part, StoreNode};
+use crate::probe::{admin_summary, wait_until, Probe};
+use crate::say;
+use crate::settings::{PortPlan, Settings};
+
+use super::ports::choose_ports;
+use super::store::{node_dir, write_sentinel_config};
+use super::{find_bin, redis_server, Native, BINARIES, STOP_GRACE};
+
+/// One signing key for every stateless replica (a token from one must verify on the others),
+/// readable by the owner only.
+fn ensure_jwt_secret(path: &Path) -> anyhow::Result<()> {
+    if fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+        return Ok(());
+    }
+    let mut key = [0u8; 48];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random bytes for the key: {e}"))?;
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(hex.as_bytes())?;
+    Ok(())
+}
+
+impl Native {
+    /// Brings the lab up: ports, configuration, Redis, the replicas, the proxy; returns once the
+    /// proxy sees every replica healthy. A failure stops whatever was started.
+    pub async fn up(settings: Settings, dir: LabDir, store: StoreChoice) -> anyhow::Result<()> {
+        redis_server()?;
+        let bin_dirs = if settings.bin_dirs.is_empty() {
+            vec![settings.cargo_lab_dir()]
+        } else {
+            settings.bin_dirs.clone()
+        };
+        for b in BINARIES {
+            if find_bin(&bin_dirs, b).is_none() {
+                let dirs: Vec<String> = bin_dirs.iter().map(|d| d.display().to_string()).collect();
+                bail!("binary '{b}' not found in: {}", dirs.join(" "));
+            }
+        }
+        dir.create()?;
+        let bin_dirs: Vec<PathBuf> = bin_dirs
+            .iter()
+            .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
+            .collect();
+        dir.write_bin_dirs(&bin_dirs)?;
+        let ports = choose_ports(&settings, store.store).await?;
+        dir.write_ports(&ports.lines())?;
+        dir.write_store(store)?;
+        for n in store.store.nodes() {
+            if let StoreNode::Cluster(_) | StoreNode::Data(_) | StoreNode::Sentinel(_) = n {
+                // Sentinel and Cluster start empty at each `up`. A cluster's records (nodes.conf)
+                // name the ports of the lab before, which a new `up` may not give again; and the
+                // Sentinel topology always starts `redis-1` as the primary, whose data may be
+                // older than a promoted replica's.
+                let _ = fs::remove_dir_all(node_dir(&dir, n));
+            }
+            fs::create_dir_all(node_dir(&dir, n))?;
+            if let StoreNode::Sentinel(_) = n {
+                write_sentinel_config(&dir, &ports, n)?;
+            }
+        }
+        ensure_jwt_secret(&dir.path("jwt-secret"))?;
+        // On loopback the proxy needs no token (its admin guard keeps web pages out); it gets one
+        // when STATELAB_ADMIN_TOKEN asks for it.
+        match &settings.admin_token {
+            Some(token) => dir.write_admin_token(token)?,
+            None => dir.remove_admin_token()?,
+        }
+        fs::write(
+            dir.path("proxy.toml"),
+            render_proxy_config(&native_proxy_config(&ports), "the native lab on loopback")?,
+        )?;
+        dir.set_mode(Mode::Native)?;
+        let lab = Native {
+            probe: Probe::new(settings.admin_token.clone()),
+            settings,
+            store,
+            dir,
+            ports,
+            bin_dirs,
+        };
+        if let Err(e) = lab.start_all().await {
+            lab.down().await;
+            return Err(e);
+        }
+        let p = &lab.ports;
+        say(format!(
+            "proxy up: http://127.0.0.1:{}/{{stateful,stateless,externalized}}/  admin: http://127.0.0.1:{}/admin/status",
+            p.proxy, p.admin
+        ));
+        say("try: scripts/lab status; scripts/lab kill stateful-2; scripts/lab start stateful-2; scripts/lab down");
+        Ok(())
+    }
+
+    async fn start_all(&self) -> anyhow::Result<()> {
+        say(format!("logs in {}/", self.dir.logs().display()));
+        self.start_store().await?;
+        let mut children = Vec::new();
+        for r in self.ports.members() {
+            children.push((Part::Replica(r), self.launch(Part::Replica(r))?));
+        }
+        for (part, child) in &mut children {
+            self.wait_healthy(*part, child)
+                .await
+                .with_context(|| format!("{part} did not become healthy"))?;
+        }
+        if self.settings.ports == PortPlan::Free {
+            say(format!(
+                "replicas up on free ports (scripts/lab ports lists them; ports file {})",
+                self.dir.path("ports").display()
+            ));
+        } else {
+            say("replicas up: stateful 18001-18003, stateless 18011-18013, externalized 18021-18023");
+        }
+        let mut proxy = self.launch(Part::Proxy)?;
+        self.wait_healthy(Part::Proxy, &mut proxy)
+            .await
+            .context("the proxy did not become ready")?;
+        let names: Vec<String> = self.ports.members().map(|r| r.to_string()).collect();
+        let waited = wait_until(
+            "all nine replicas healthy in the proxy's admin status",
+            self.settings.up_timeout,
+            || self.probe.proxy_serves_all(self.ports.admin, &names),
+        )
+        .await;
+        if let Err(e) = waited {
+            eprint!(
+                "{}",
+                admin_summary(
+                    self.ports.admin,
+                    self.probe.admin_status(self.ports.admin).await.as_ref()
+                )
+            );
+            return Err(e.context("the proxy does not see every replica healthy"));
+        }
+        Ok(())
+    }
+
+    /// Stops every part (SIGTERM, then SIGKILL after the grace) and forgets the running lab.
+    pub async fn down(&self) {
+        // The proxy first, Redis last (its Sentinels before its data nodes), so nothing logs a
+        // flood of errors about what went before, and no Sentinel fails over during the stop.
+        let mut nodes = self.store.store.nodes();
+        nodes.sort_by_key(|n| !n.is_sentinel());
+        let order = std::iter::once(Part::Proxy)
+            .chain(self.ports.members().map(Part::Replica))
+            .chain(nodes.into_iter().map(Part::Store));
+        let mut stopping = Vec::new();
+        for part in order {
+            if let Some(id) = self.running(part) {
+                id.signal(Signal::SIGTERM);
+                stopping.push(id);
+            }
+            let _ = fs::remove_file(self.dir.pid_file(&part.to_string()));
+        }
+        for id in &stopping {
+            let id = *id;
+            let gone = wait_until(
+                &format!("pid {} to stop", id.pid),
+                STOP_GRACE,
+                || async move { !id.alive() },
+            )
+            .await;
+            if gone.is_err() {
+                say(format!("pid {} ignored SIGTERM; sending SIGKILL", id.pid));
+                id.signal(Signal::SIGKILL);
+            }
+        }
+        self.dir.clear();
+        say(format!(
+            "stopped {} processes (logs kept in {}/)",
+            stopping.len(),
+            self.dir.logs().display()
+        ));
+    }
+}
