@@ -230,16 +230,15 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
                 Mode::Native => Native::load(settings, dir)?.primaries().await,
                 Mode::Docker => Docker::load(settings, dir)?.primaries().await,
             };
+            let none = names.is_empty();
             if json {
-                print_json(&Primaries {
-                    primaries: names.clone(),
-                })?;
+                print_json(&Primaries { primaries: names })?;
             } else {
                 for n in &names {
                     println!("{n}");
                 }
             }
-            Ok(if names.is_empty() {
+            Ok(if none {
                 say("no Redis node is known to be primary now");
                 ExitCode::FAILURE
             } else {

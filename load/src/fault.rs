@@ -64,19 +64,7 @@ impl Lab {
 
     /// Runs `LAB WORDS...` and returns its standard output, or why it failed.
     pub async fn run(&self, words: &[&str]) -> Result<String, String> {
-        let output = self.output(words, LAB_COMMAND_TIMEOUT).await?;
-        if output.status.success() {
-            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
-        Err(format!(
-            "{} {} failed ({}): {}",
-            self.program,
-            words.join(" "),
-            output.status,
-            last.unwrap_or("no message").trim()
-        ))
+        self.run_within(words, LAB_COMMAND_TIMEOUT).await
     }
 
     /// Runs `LAB --json WORDS...` and reads its answer as `T`.
@@ -84,9 +72,31 @@ impl Lab {
         &self,
         words: &[&str],
     ) -> Result<T, String> {
-        let mut json = vec!["--json"];
-        json.extend_from_slice(words);
-        let text = self.run(&json).await?;
+        self.answer_within(words, LAB_COMMAND_TIMEOUT).await
+    }
+
+    async fn run_within(&self, words: &[&str], limit: Duration) -> Result<String, String> {
+        let output = self.output(words, limit).await?;
+        if output.status.success() {
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+        }
+        let last = last_message(&output.stderr);
+        Err(format!(
+            "{} {} failed ({}): {}",
+            self.program,
+            words.join(" "),
+            output.status,
+            if last.is_empty() { "no message" } else { &last }
+        ))
+    }
+
+    async fn answer_within<T: serde::de::DeserializeOwned>(
+        &self,
+        words: &[&str],
+        limit: Duration,
+    ) -> Result<T, String> {
+        let json = with_json(words);
+        let text = self.run_within(&json, limit).await?;
         serde_json::from_str(&text).map_err(|e| {
             format!(
                 "{} {}: not the answer expected ({e})",
@@ -117,9 +127,7 @@ impl Lab {
     /// Runs `LAB --json WORDS...`: whether it succeeded, its last message for people (standard
     /// error) and its answer (standard output, one JSON object of `statelab_formats::lab`).
     async fn call(&self, words: &[&str]) -> Called {
-        let mut json = vec!["--json"];
-        json.extend_from_slice(words);
-        let output = match self.output(&json, LAB_COMMAND_TIMEOUT).await {
+        let output = match self.output(&with_json(words), LAB_COMMAND_TIMEOUT).await {
             Ok(output) => output,
             Err(why) => {
                 return Called {
@@ -129,17 +137,9 @@ impl Lab {
                 }
             }
         };
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let detail = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_owned();
         Called {
             ok: output.status.success(),
-            detail,
+            detail: last_message(&output.stderr),
             answer: String::from_utf8_lossy(&output.stdout).into_owned(),
         }
     }
@@ -147,32 +147,39 @@ impl Lab {
     /// Resident memory of each running replica of `service`, from `LAB mem --json`. Empty when
     /// the lab cannot say.
     pub async fn memory(&self, service: Design) -> BTreeMap<String, u64> {
-        match self.output(&["--json", "mem"], LAB_COMMAND_TIMEOUT).await {
-            Ok(output) if output.status.success() => {
-                serde_json::from_slice::<Memory>(&output.stdout)
-                    .map(|m| of_design(m, service))
-                    .unwrap_or_default()
-            }
-            _ => BTreeMap::new(),
-        }
+        self.answer::<Memory>(&["mem"])
+            .await
+            .map(|m| of_design(m, service))
+            .unwrap_or_default()
     }
 
     /// The Redis nodes that are primary now, from `LAB primaries --json`; `None` when the lab
     /// cannot tell (a failing status, as during a failover, or no name at all).
     pub async fn primaries(&self) -> Option<BTreeSet<String>> {
-        match self
-            .output(&["--json", "primaries"], LAB_QUERY_TIMEOUT)
+        self.answer_within::<Primaries>(&["primaries"], LAB_QUERY_TIMEOUT)
             .await
-        {
-            Ok(output) if output.status.success() => {
-                serde_json::from_slice::<Primaries>(&output.stdout)
-                    .ok()
-                    .map(|p| p.primaries.into_iter().collect::<BTreeSet<_>>())
-                    .filter(|names| !names.is_empty())
-            }
-            _ => None,
-        }
+            .ok()
+            .map(|p| p.primaries.into_iter().collect::<BTreeSet<_>>())
+            .filter(|names| !names.is_empty())
     }
+}
+
+/// `--json` before the verb and its words.
+fn with_json<'a>(words: &[&'a str]) -> Vec<&'a str> {
+    let mut json = vec!["--json"];
+    json.extend_from_slice(words);
+    json
+}
+
+/// A command's last non-empty line on standard error: its last message for people.
+fn last_message(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned()
 }
 
 /// What a lab command did.
