@@ -119,7 +119,7 @@ impl LabStatus {
 }
 
 /// One part of the lab in [`LabStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartStatus {
     pub name: String,
     /// Its process or container runs.
@@ -139,6 +139,63 @@ pub struct PartStatus {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// Its CPU budget in cores, as the platform enforces it (a cgroup's quota, a container's
+    /// `cpus`); `None` when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_budget: Option<f64>,
+}
+
+/// The smallest CPU budget a part may get: a tenth of a core, a 1 ms quota in each
+/// [`CPU_PERIOD_US`] period (the kernel's least quota is 1 ms).
+pub const MIN_CPU: f64 = 0.1;
+/// The CPU quota's period, in microseconds. A part that spends its quota waits for the next
+/// period, so throttling adds at most one period (minus the quota) to a request's latency: 10 ms
+/// keeps that below a typical SLO while a 0.1-core quota is still 1 ms.
+pub const CPU_PERIOD_US: u64 = 10_000;
+
+/// The largest `--work-us` a service takes: one second of CPU per request.
+pub const MAX_WORK_US: u32 = 1_000_000;
+
+/// The size `up` gave the lab's parts (`--replica-cpu`, `--store-cpu`, `--work-us`); every later
+/// command reads it, so that `scale` and `start` size a new part the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Sizing {
+    /// Each replica's CPU budget, in cores; `None`: unbounded.
+    pub replica_cpu: Option<f64>,
+    /// Each Redis node's CPU budget (Sentinels included), in cores; `None`: unbounded.
+    pub store_cpu: Option<f64>,
+    /// The CPU work each replica does per API request, in microseconds (`--work-us`).
+    pub work_us: u32,
+}
+
+impl Sizing {
+    /// Whether any part gets a budget.
+    pub fn bounded(&self) -> bool {
+        self.replica_cpu.is_some() || self.store_cpu.is_some()
+    }
+}
+
+/// `scripts/lab cpu --json`: the CPU time every running part has used so far, and the host's.
+/// Two readings apart give each part's use over the interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CpuTimes {
+    pub parts: Vec<PartCpu>,
+    /// Cores the host has (what an unbudgeted part competes for).
+    pub host_cores: u32,
+    /// CPU time the whole host has spent busy so far (`/proc/stat`: all but idle and iowait),
+    /// in seconds.
+    pub host_busy_seconds: f64,
+}
+
+/// One part in [`CpuTimes`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartCpu {
+    pub name: String,
+    /// User and system CPU time of its process so far, in seconds.
+    pub seconds: f64,
+    /// Its CPU budget in cores, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<f64>,
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! - [`health`]: a service's `GET /health?detail=1` ([`HealthDetail`]), written by the services
 //!   and read by the proxy's health checker.
 //! - [`lab`]: the lab's layout and limits, and its verbs' `--json` answers.
+//! - [`procfs`]: CPU time as `/proc` gives it, per process and for the host.
 //! - [`AdminToken`]: the proxy's admin bearer token, which no `Debug` output shows.
 #![forbid(unsafe_code)]
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod design;
 pub mod health;
 pub mod lab;
+pub mod procfs;
 pub mod status;
 pub mod strategy;
 mod token;

@@ -10,6 +10,8 @@
 //! | `proxy.toml`, `proxy.docker.toml` | the generated proxy configuration |
 //! | `docker.env` | the compose settings `up --docker` used (shell `KEY='value'` lines) |
 //! | `store` | the Redis topology `up` chose (`--redis`) and its `--redis-wait` |
+//! | `sizing` | the parts' CPU budgets and the replicas' work per request `up` chose (JSON, `statelab_formats::lab::Sizing`) |
+//! | `cgroup` | native mode with budgets: the lab's control group, which `down` removes |
 //! | `members` | Docker mode: the replicas now, after `scale` |
 //! | `jwt-secret` | the stateless replicas' shared key |
 //! | `redis/`, `redis-N/`, `sentinel-N/`, `redis-cluster-N/` | a native Redis node's data (a Sentinel's rewritten configuration) |
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::model::Store;
+use statelab_formats::lab::Sizing;
 
 /// The file holding the proxy's admin token.
 const ADMIN_TOKEN: &str = "admin-token";
@@ -148,9 +151,36 @@ impl LabDir {
         Ok(StoreChoice { store, wait })
     }
 
-    /// Forgets the running lab: mode, ports, binaries and store (logs and data stay).
+    /// Records the parts' size `up` chose.
+    pub fn write_sizing(&self, sizing: &Sizing) -> anyhow::Result<()> {
+        write_atomic(&self.path("sizing"), &serde_json::to_string(sizing)?)
+    }
+
+    /// The parts' size `up` recorded; unbounded and no work when nothing is recorded.
+    pub fn sizing(&self) -> anyhow::Result<Sizing> {
+        match fs::read_to_string(self.path("sizing")) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Sizing::default()),
+            other => serde_json::from_str(&other.context("cannot read the lab's sizing file")?)
+                .context("the lab's sizing file is garbled; scripts/lab down, then up"),
+        }
+    }
+
+    /// Records the control group holding the native lab's budgeted parts.
+    pub fn write_cgroup(&self, base: &Path) -> anyhow::Result<()> {
+        write_atomic(&self.path("cgroup"), &format!("{}\n", base.display()))
+    }
+
+    /// The control group `up` made, if it made one.
+    pub fn cgroup(&self) -> Option<PathBuf> {
+        let text = fs::read_to_string(self.path("cgroup")).ok()?;
+        let line = text.trim();
+        (!line.is_empty()).then(|| PathBuf::from(line))
+    }
+
+    /// Forgets the running lab: mode, ports, binaries, store, sizing and control group (logs
+    /// and data stay).
     pub fn clear(&self) {
-        for f in ["mode", "ports", "bin_dirs", "store"] {
+        for f in ["mode", "ports", "bin_dirs", "store", "sizing", "cgroup"] {
             let _ = fs::remove_file(self.path(f));
         }
     }
@@ -338,9 +368,25 @@ mod tests {
         lab.remove_admin_token()
             .expect("removing no token is no error");
         assert_eq!(lab.admin_token(), None);
+        assert_eq!(lab.sizing().expect("no sizing is none"), Sizing::default());
+        let sizing = Sizing {
+            replica_cpu: Some(0.2),
+            store_cpu: None,
+            work_us: 1000,
+        };
+        lab.write_sizing(&sizing).expect("write sizing");
+        assert_eq!(lab.sizing().expect("read sizing"), sizing);
+        lab.write_cgroup(Path::new("/sys/fs/cgroup/cpu/statelab-1"))
+            .expect("write cgroup");
+        assert_eq!(
+            lab.cgroup(),
+            Some(PathBuf::from("/sys/fs/cgroup/cpu/statelab-1"))
+        );
         lab.clear();
         assert_eq!(lab.mode().expect("read mode"), None);
         assert!(lab.ports().is_empty());
+        assert_eq!(lab.cgroup(), None);
+        assert_eq!(lab.sizing().expect("cleared"), Sizing::default());
         fs::remove_dir_all(&lab.dir).expect("remove the test directory");
     }
 

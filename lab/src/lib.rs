@@ -14,11 +14,14 @@
 //!   generated configuration, which every command after `up` reads.
 //! - [`probe`]: health probes (HTTP) and the proxy's admin status.
 //! - [`redis_nodes`]: what the lab asks Redis and Sentinel: `PING`, roles, the primary, readiness.
+//! - [`cgroup`]: the native lab's CPU budgets (`--replica-cpu`, `--store-cpu`), one control group
+//!   per part.
 //! - [`native`]: the native lab: ports, processes in their own process group, PID records that a
 //!   reused PID cannot fool, bounded health waits.
 //! - [`docker`]: the container lab through the docker and compose CLIs.
 #![forbid(unsafe_code)]
 
+pub mod cgroup;
 pub mod docker;
 pub mod labdir;
 pub mod model;

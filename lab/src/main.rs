@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use statelab_formats::lab::{LabStatus, Memory, Ports, Primaries};
+use statelab_formats::lab::{LabStatus, Memory, Ports, Primaries, Sizing, MAX_WORK_US, MIN_CPU};
 use statelab_formats::Strategy;
 use statelab_lab::docker::Docker;
 use statelab_lab::labdir::{LabDir, Mode, StoreChoice};
@@ -74,6 +74,17 @@ enum Verb {
         /// acknowledge it (their `--redis-wait`); 0 acknowledges once the primary has it.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=2))]
         redis_wait: u32,
+        /// Each replica's CPU budget, in cores (e.g. 0.2; at least 0.1): a control group per
+        /// replica (native mode, as root). `scale` and `start` give new replicas the same.
+        #[arg(long, value_name = "CORES")]
+        replica_cpu: Option<f64>,
+        /// Each Redis node's CPU budget (Sentinels too), in cores, like --replica-cpu.
+        #[arg(long, value_name = "CORES")]
+        store_cpu: Option<f64>,
+        /// CPU work, in microseconds, every replica does per API request (their --work-us):
+        /// what makes a budget bind (docs/capacity.md).
+        #[arg(long, default_value_t = 0, value_name = "MICROSECONDS")]
+        work_us: u32,
     },
     /// Each part up/down and healthy or not, then the proxy's admin status (exit 1: a part is down).
     Status,
@@ -100,6 +111,9 @@ enum Verb {
     Ports,
     /// Resident memory of each running replica, one "NAME BYTES" line each.
     Mem,
+    /// CPU time each running part has used so far, one "NAME SECONDS BUDGET" line each (BUDGET
+    /// in cores, or "-"), then "host BUSY_SECONDS CORES"; two readings apart give the use between.
+    Cpu,
     /// Show the Docker NAT trap for ip-hash and the way around it (Docker mode).
     IphashDemo,
     /// Grow or shrink a pool to N replicas (1-9) while it serves. New replicas start, pass their
@@ -155,6 +169,9 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             docker,
             redis,
             redis_wait,
+            replica_cpu,
+            store_cpu,
+            work_us,
         } => {
             if let Some(mode) = dir.mode()? {
                 bail!(
@@ -173,11 +190,15 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
                 store: redis,
                 wait: redis_wait,
             };
+            let sizing = sizing(replica_cpu, store_cpu, work_us)?;
+            if docker && (sizing.bounded() || sizing.work_us > 0) {
+                bail!("--replica-cpu, --store-cpu and --work-us are for the native lab");
+            }
             let up = async {
                 if docker {
                     Docker::up(settings.clone(), dir.clone(), store).await
                 } else {
-                    Native::up(settings.clone(), dir.clone(), store).await
+                    Native::up(settings.clone(), dir.clone(), store, sizing).await
                 }
             };
             tokio::select! {
@@ -305,6 +326,22 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Verb::Cpu => {
+            let times = match running(&dir)? {
+                Mode::Native => Native::load(settings, dir)?.cpu(),
+                Mode::Docker => bail!("cpu is for the native lab"),
+            };
+            if json {
+                print_json(&times)?;
+            } else {
+                for p in &times.parts {
+                    let budget = p.budget.map_or_else(|| "-".into(), |b| format!("{b}"));
+                    println!("{} {:.2} {budget}", p.name, p.seconds);
+                }
+                println!("host {:.2} {}", times.host_busy_seconds, times.host_cores);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Verb::Scale {
             pool,
             n,
@@ -361,6 +398,30 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `up`'s sizing flags, checked: a budget is at least [`MIN_CPU`] and at most the host's cores.
+fn sizing(
+    replica_cpu: Option<f64>,
+    store_cpu: Option<f64>,
+    work_us: u32,
+) -> anyhow::Result<Sizing> {
+    let cores = f64::from(statelab_formats::procfs::host_cores());
+    for (flag, value) in [("--replica-cpu", replica_cpu), ("--store-cpu", store_cpu)] {
+        if let Some(v) = value {
+            if !(MIN_CPU..=cores).contains(&v) {
+                bail!("{flag} must be between {MIN_CPU} and {cores} (this host's cores), got {v}");
+            }
+        }
+    }
+    if work_us > MAX_WORK_US {
+        bail!("--work-us must be at most {MAX_WORK_US} (one second), got {work_us}");
+    }
+    Ok(Sizing {
+        replica_cpu,
+        store_cpu,
+        work_us,
+    })
+}
+
 /// One JSON object on standard output, a line of its own.
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
@@ -375,8 +436,8 @@ fn status_table(status: &LabStatus) -> String {
         "PID"
     };
     let mut out = format!(
-        "{:<16} {id:<14} {:<8} {:<10} ROLE\n",
-        "PART", "STATE", "HEALTH"
+        "{:<16} {id:<14} {:<8} {:<10} {:<9} CPU\n",
+        "PART", "STATE", "HEALTH", "ROLE"
     );
     for p in &status.parts {
         let id = match (&p.container, p.pid) {
@@ -391,8 +452,11 @@ fn status_table(status: &LabStatus) -> String {
         };
         let health = p.health.as_deref().unwrap_or("-");
         let role = p.role.as_deref().unwrap_or("-");
+        let budget = p
+            .cpu_budget
+            .map_or_else(|| "-".to_string(), |b| format!("{b} core"));
         out.push_str(&format!(
-            "{:<16} {id:<14} {state:<8} {health:<10} {role}\n",
+            "{:<16} {id:<14} {state:<8} {health:<10} {role:<9} {budget}\n",
             p.name
         ));
     }

@@ -26,9 +26,13 @@
 //! - [`run`]: the open and closed workload models, progress line, deadline and Ctrl-C; hands
 //!   what it recorded to [`report::RunReport::build`].
 //!
+//! - [`capacity`]: `statelab-load capacity`: the highest rate meeting an SLO at each replica
+//!   count, every part's CPU, the bottleneck named, and the Universal Scalability Law fitted.
+//!
 //! The binary `statelab-load` (`src/main.rs`) parses the command line and calls into these.
 #![forbid(unsafe_code)]
 
+pub mod capacity;
 pub mod client;
 pub mod compare;
 pub mod config;

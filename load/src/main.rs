@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use statelab_load::capacity::{self, CapacityArgs};
 use statelab_load::compare::{self, CompareArgs};
 use statelab_load::config::{RunArgs, RunPlan};
 use statelab_load::output;
@@ -26,6 +27,10 @@ enum Command {
     /// The lab's comparison: the same workload against each design with a replica killed, and
     /// with --scale and --store the scaling and store runs; one report for all.
     Compare(Box<CompareArgs>),
+    /// Does another replica buy capacity? The highest rate meeting the SLO at each replica
+    /// count, with every part's CPU, the bottleneck named and the USL fitted
+    /// (capacity.json, capacity.html).
+    Capacity(Box<CapacityArgs>),
     /// Merge the run.json files of several runs into one comparison (report.json, report.html).
     Report(ReportArgs),
 }
@@ -50,6 +55,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => run_command(*args),
         Command::Compare(args) => compare::compare(&args),
+        Command::Capacity(args) => capacity_command(&args),
         Command::Report(args) => report_command(args),
     };
     match result {
@@ -79,6 +85,20 @@ fn run_command(args: RunArgs) -> anyhow::Result<i32> {
     if report.events.iter().any(|e| !e.ok) {
         eprintln!("statelab-load: a scheduled lab command failed (see the events above)");
         return Ok(3);
+    }
+    Ok(0)
+}
+
+fn capacity_command(args: &CapacityArgs) -> anyhow::Result<i32> {
+    let runtime = run::runtime(None).context("cannot start the runtime")?;
+    let report = runtime.block_on(capacity::measure(args))?;
+    print!("{}", capacity::report::text(&report));
+    if let Some(dir) = &args.out {
+        output::write_capacity(dir, &report)?;
+        println!(
+            "wrote {0}/capacity.json and {0}/capacity.html",
+            dir.display()
+        );
     }
     Ok(0)
 }

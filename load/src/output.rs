@@ -1,11 +1,13 @@
 //! The files a run and a comparison leave: `run.json` + `run.html` in a run's directory,
-//! `report.json` + `report.html` for several runs.
+//! `report.json` + `report.html` for several runs, `capacity.json` + `capacity.html` for a
+//! capacity measurement.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 
+use crate::capacity::report::CapacityReport;
 use crate::html;
 use crate::report::{self, Comparison, RunReport};
 
@@ -16,6 +18,15 @@ pub fn write_run(dir: &Path, report: &RunReport) -> anyhow::Result<()> {
     let page = html::render(&report.label, std::slice::from_ref(report));
     std::fs::write(dir.join("run.html"), page)
         .with_context(|| format!("cannot write {}", dir.join("run.html").display()))?;
+    Ok(())
+}
+
+/// Writes `dir/capacity.json` and `dir/capacity.html`.
+pub fn write_capacity(dir: &Path, report: &CapacityReport) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    report::write_json(&dir.join("capacity.json"), report)?;
+    std::fs::write(dir.join("capacity.html"), html::capacity::render(report))
+        .with_context(|| format!("cannot write {}", dir.join("capacity.html").display()))?;
     Ok(())
 }
 

@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::session::{
     now_ms, Applied, Cart, Change, Session, SessionStore, MAX_SKU_LEN, MAX_USERNAME_LEN,
 };
+use crate::work::Work;
 
 /// Header naming the replica that answered.
 pub const X_REPLICA: HeaderName = HeaderName::from_static("x-replica");
@@ -49,6 +50,8 @@ pub struct Settings {
     pub body_limit: usize,
     /// Cookie lifetime, matching the session's idle TTL.
     pub session_ttl_secs: u64,
+    /// CPU work done for every API route (not `/health` or `/metrics`).
+    pub work: Work,
 }
 
 /// One service: a store behind the shared API.
@@ -152,6 +155,9 @@ impl<S: SessionStore> App<S> {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let (parts, body) = req.into_parts();
+        if !matches!(route, Route::Health | Route::Metrics) {
+            self.settings.work.spend(parts.uri.path());
+        }
         let credentials = Credentials::of(&parts.headers, &self.cookie_name);
         match route {
             Route::Login => {

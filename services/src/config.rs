@@ -45,6 +45,13 @@ pub struct CommonArgs {
     #[arg(long, env = "STATELAB_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
 
+    /// CPU work, in microseconds, done for every API request (not `/health` or `/metrics`): a
+    /// hash chain standing for page rendering and business logic, calibrated at start on this
+    /// machine (see docs/capacity.md). 0, the default, does none.
+    #[arg(long, env = "STATELAB_WORK_US", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::work::MAX_WORK_US)))]
+    pub work_us: u32,
+
     /// Log format: `plain` for people, `json` for machines.
     #[arg(long, env = "STATELAB_LOG_FORMAT", value_enum, default_value = "plain")]
     pub log_format: LogFormat,

@@ -34,7 +34,15 @@ where
             replica: replica.clone(),
             body_limit: usize::try_from(common.body_limit).unwrap_or(usize::MAX),
             session_ttl_secs: common.session_ttl,
+            work: crate::work::Work::calibrated(common.work_us),
         };
+        if settings.work.us > 0 {
+            tracing::info!(
+                work_us = settings.work.us,
+                steps = settings.work.steps,
+                "CPU work per API request"
+            );
+        }
         let app = Arc::new(App::new(store, settings, metrics)?);
         let listener = tokio::net::TcpListener::bind(common.listen)
             .await

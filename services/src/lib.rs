@@ -12,6 +12,7 @@
 //! - [`server`]: the accept loop with graceful shutdown; the caller owns listener and trigger.
 //! - [`metrics`]: the Prometheus registry shared by the routes and the stores.
 //! - [`config`]: typed command-line/environment configuration, parsed once at start.
+//! - [`work`]: the CPU work done per request (`--work-us`), calibrated on the machine.
 //! - [`launch`]: what each binary's `main` calls: tracing, runtime, bind, serve until a signal.
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod work;
 
 pub use api::App;
 pub use session::{SessionStore, StoreError, StoreFigures};

@@ -39,6 +39,7 @@ impl Docker {
                 role,
                 pid: None,
                 container: cid,
+                cpu_budget: None,
             });
         }
         LabStatus {

@@ -68,7 +68,9 @@ impl Native {
                 cmd.arg("--listen")
                     .arg(format!("127.0.0.1:{}", self.ports.replica(r)))
                     .arg("--replica")
-                    .arg(r.to_string());
+                    .arg(r.to_string())
+                    .arg("--work-us")
+                    .arg(self.sizing.work_us.to_string());
                 match r.design {
                     Design::Stateful => {}
                     Design::Stateless => {

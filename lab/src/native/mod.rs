@@ -7,8 +7,8 @@
 //!
 //! The lab's jobs, one a file: `up` (up and `down`), `ports` (choosing them), `store` (the Redis
 //! nodes: Sentinel configuration, the cluster, the primary), `command` (each part's command
-//! line), `process` (launching a part, its PID record, health waits, signals), `parts` (status,
-//! kill, start, memory, logs) and `scale`; this file holds the [`Native`] handle, its loading,
+//! line), `process` (launching a part into its CPU budget, its PID record, health waits,
+//! signals), `parts` (status, kill, start, memory, CPU time, logs) and `scale`; this file holds the [`Native`] handle, its loading,
 //! and where the lab's programs are.
 
 use std::path::PathBuf;
@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use statelab_formats::lab::Sizing;
+
+use crate::cgroup::CpuGroups;
 use crate::labdir::{LabDir, StoreChoice};
 use crate::model::NativePorts;
 use crate::probe::Probe;
@@ -39,6 +42,9 @@ const STOP_GRACE: Duration = Duration::from_secs(15);
 pub struct Native {
     settings: Settings,
     store: StoreChoice,
+    sizing: Sizing,
+    /// The parts' control groups, when the lab has CPU budgets.
+    cpu_groups: Option<CpuGroups>,
     dir: LabDir,
     probe: Probe,
     ports: NativePorts,
@@ -84,9 +90,12 @@ impl Native {
         } else {
             settings.bin_dirs.clone()
         };
+        let cpu_groups = dir.cgroup().map(CpuGroups::open).transpose()?;
         Ok(Native {
             settings,
             store: dir.store()?,
+            sizing: dir.sizing()?,
+            cpu_groups,
             probe: Probe::new(dir.admin_token()),
             dir,
             ports,

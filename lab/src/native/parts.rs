@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
-use statelab_formats::lab::{Killed, LabStatus, PartStatus, Started};
+use statelab_formats::lab::{CpuTimes, Killed, LabStatus, PartCpu, PartStatus, Started};
 
 use crate::labdir::Mode;
 use crate::model::{start_plan, Part, Target};
 use crate::probe::wait_until;
 use crate::redis_nodes;
 use crate::say;
+use statelab_formats::procfs as cpu;
 
 use super::Native;
 
@@ -43,6 +44,10 @@ impl Native {
                 role,
                 pid: running.and_then(|id| u32::try_from(id.pid).ok()),
                 container: None,
+                cpu_budget: self
+                    .cpu_groups
+                    .as_ref()
+                    .and_then(|g| g.budget(&part.to_string())),
             });
         }
         LabStatus {
@@ -146,6 +151,29 @@ impl Native {
                 Some((r.to_string(), kb * 1024))
             })
             .collect()
+    }
+
+    /// The CPU time each running part has used, with its budget, and the host's.
+    pub fn cpu(&self) -> CpuTimes {
+        let parts = Part::with(self.store.store, self.ports.members())
+            .into_iter()
+            .filter_map(|part| {
+                let id = self.running(part)?;
+                Some(PartCpu {
+                    name: part.to_string(),
+                    seconds: cpu::process_seconds(u32::try_from(id.pid).ok()?)?,
+                    budget: self
+                        .cpu_groups
+                        .as_ref()
+                        .and_then(|g| g.budget(&part.to_string())),
+                })
+            })
+            .collect();
+        CpuTimes {
+            parts,
+            host_cores: cpu::host_cores(),
+            host_busy_seconds: cpu::host_busy_seconds().unwrap_or(0.0),
+        }
     }
 
     pub fn log_path(&self, part: Part) -> PathBuf {

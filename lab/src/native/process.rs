@@ -92,11 +92,34 @@ impl Native {
             .with_context(|| format!("cannot start {name}"))?;
         let id = ProcId::of(child.id())
             .with_context(|| format!("{name} (pid {}) exited at once", child.id()))?;
+        if let Err(e) = self.confine(part, child.id()) {
+            let _ = id.signal(Signal::SIGKILL);
+            return Err(e);
+        }
         fs::write(
             self.dir.pid_file(&name),
             format!("{} {}\n", id.pid, id.start),
         )?;
         Ok(child)
+    }
+
+    /// A part's CPU budget in cores, if the lab gives it one.
+    pub(super) fn budget_of(&self, part: Part) -> Option<f64> {
+        match part {
+            Part::Replica(_) => self.sizing.replica_cpu,
+            Part::Store(_) => self.sizing.store_cpu,
+            Part::Proxy => None,
+        }
+    }
+
+    /// Puts a part's new process into its control group, with its budget.
+    fn confine(&self, part: Part, pid: u32) -> anyhow::Result<()> {
+        let (Some(cores), Some(groups)) = (self.budget_of(part), &self.cpu_groups) else {
+            return Ok(());
+        };
+        let name = part.to_string();
+        groups.limit(&name, cores)?;
+        groups.place(&name, pid)
     }
 
     /// The recorded process of a part, when it is still that process.

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use nix::sys::signal::Signal;
 
+use statelab_formats::lab::Sizing;
+
+use crate::cgroup::{CpuGroups, CGROUP_ROOT};
 use crate::labdir::{LabDir, Mode, StoreChoice};
 use crate::model::{native_proxy_config, render_proxy_config, Part, StoreNode};
 use crate::probe::{admin_summary, wait_until, Probe};
@@ -38,10 +41,20 @@ fn ensure_jwt_secret(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `0.2 core` or `unbounded`.
+pub(crate) fn budget_words(cores: Option<f64>) -> String {
+    cores.map_or_else(|| "unbounded".into(), |c| format!("{c} core"))
+}
+
 impl Native {
     /// Brings the lab up: ports, configuration, Redis, the replicas, the proxy; returns once the
     /// proxy sees every replica healthy. A failure stops whatever was started.
-    pub async fn up(settings: Settings, dir: LabDir, store: StoreChoice) -> anyhow::Result<()> {
+    pub async fn up(
+        settings: Settings,
+        dir: LabDir,
+        store: StoreChoice,
+        sizing: Sizing,
+    ) -> anyhow::Result<()> {
         redis_server()?;
         let bin_dirs = if settings.bin_dirs.is_empty() {
             vec![settings.cargo_lab_dir()]
@@ -55,6 +68,22 @@ impl Native {
             }
         }
         dir.create()?;
+        // Budgets asked for and impossible stop `up` here, before anything runs.
+        let cpu_groups = if sizing.bounded() {
+            let name = format!("statelab-{}", std::process::id());
+            let groups = CpuGroups::create(Path::new(CGROUP_ROOT), &name)?;
+            dir.write_cgroup(groups.base())?;
+            say(format!(
+                "CPU budgets in control group {}: replicas {}, Redis nodes {}",
+                groups.base().display(),
+                budget_words(sizing.replica_cpu),
+                budget_words(sizing.store_cpu)
+            ));
+            Some(groups)
+        } else {
+            None
+        };
+        dir.write_sizing(&sizing)?;
         let bin_dirs: Vec<PathBuf> = bin_dirs
             .iter()
             .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
@@ -92,6 +121,8 @@ impl Native {
             probe: Probe::new(settings.admin_token.clone()),
             settings,
             store,
+            sizing,
+            cpu_groups,
             dir,
             ports,
             bin_dirs,
@@ -182,6 +213,9 @@ impl Native {
                 say(format!("pid {} ignored SIGTERM; sending SIGKILL", id.pid));
                 id.signal(Signal::SIGKILL);
             }
+        }
+        if let Some(groups) = &self.cpu_groups {
+            groups.remove();
         }
         self.dir.clear();
         say(format!(

@@ -28,6 +28,8 @@ macro_rules! w {
 
 mod svg;
 
+pub mod capacity;
+
 use svg::{draw, fin, line, Chart, Marker, DASHES};
 
 const CSS: &str = "body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;\
@@ -742,6 +744,7 @@ fn charts(o: &mut String, r: &RunReport) {
     }
     let chart = |caption, y_label, lines, band| Chart {
         caption,
+        x_label: "seconds since start",
         y_label,
         xs: &xs,
         x_max,

@@ -46,6 +46,7 @@ pub(super) struct Marker {
 /// What one chart shows, as the page chose it; [`draw`] turns it into SVG.
 pub(super) struct Chart<'a> {
     pub(super) caption: &'a str,
+    pub(super) x_label: &'a str,
     pub(super) y_label: &'a str,
     pub(super) xs: &'a [f64],
     pub(super) x_max: f64,
@@ -192,7 +193,11 @@ pub(super) fn draw(o: &mut String, c: &Chart) {
         o,
         "<path d=\"M{LEFT} {top}V{base}H{right}\" fill=\"none\" stroke=\"#333\"/>"
     );
-    w!(o, "<text x=\"{mid_x}\" y=\"{title_y}\" text-anchor=\"middle\" fill=\"#333\">seconds since start</text>");
+    let x_label = escape(c.x_label);
+    w!(
+        o,
+        "<text x=\"{mid_x}\" y=\"{title_y}\" text-anchor=\"middle\" fill=\"#333\">{x_label}</text>"
+    );
     let y_label = escape(c.y_label);
     w!(o, "<text transform=\"translate(13 {mid_y}) rotate(-90)\" text-anchor=\"middle\" fill=\"#333\">{y_label}</text>");
     if c.xs.is_empty() || c.lines.is_empty() {

@@ -3,8 +3,11 @@
 //! Where a design legitimately differs — the JWT cannot be revoked, and racing requests on one
 //! token lose updates — the test says so and asserts the difference explicitly.
 
+use std::time::{Duration, Instant};
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use statelab_services::work::Work;
 
 use crate::helpers::{counts_reads, qty_of, spawn_app, spawn_app_with, Design, Options, TestApp};
 
@@ -28,6 +31,7 @@ macro_rules! contract_tests {
 
 contract_tests!(
     whole_workflow,
+    work_costs_time_on_api_routes_and_changes_no_answer,
     every_response_names_the_replica,
     no_session_is_401,
     login_rotates_the_session,
@@ -44,6 +48,30 @@ contract_tests!(
     duplicate_cookies_the_first_live_session_wins,
     hypers_own_rejections_are_plain,
 );
+
+/// `--work-us`: every API answer takes at least the work's time and is otherwise the same;
+/// the health check does none of it.
+async fn work_costs_time_on_api_routes_and_changes_no_answer(design: Design) {
+    let work = Work::calibrated(30_000);
+    let app = spawn_app_with(
+        design,
+        Options {
+            work,
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut bob = app.user();
+    let started = Instant::now();
+    let login = bob.login("bob").await;
+    assert_eq!(login.body["username"], "bob");
+    let cart = bob.add("fig", 2).await;
+    assert_eq!(qty_of(&cart.body, "fig"), 2, "{}", cart.text);
+    // Two API requests: each ran the whole chain, which the calibration timed at 30 ms at the
+    // machine's fastest; half of that is a floor no scheduler can undercut.
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(30), "{took:?} for {work:?}");
+}
 
 async fn whole_workflow(design: Design) {
     let app = spawn_app(design).await;

@@ -14,6 +14,7 @@ use statelab_services::metrics::Metrics;
 use statelab_services::store::{
     JwtKey, JwtStore, MemoryConfig, MemoryStore, RedisConfig, RedisStore, Topology,
 };
+use statelab_services::work::Work;
 use statelab_services::SessionStore;
 use statelab_test_support::RedisServer;
 use tokio::sync::oneshot;
@@ -37,12 +38,15 @@ pub struct Options {
     pub redis_up: bool,
     /// The stateful service's cap on sessions held.
     pub max_sessions: usize,
+    /// CPU work per API request.
+    pub work: Work,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             session_ttl: Duration::from_secs(600),
+            work: Work::NONE,
             body_limit: 1024,
             redis_timeout: Duration::from_millis(500),
             redis_up: true,
@@ -74,6 +78,7 @@ pub async fn spawn_app_with(design: Design, options: Options) -> TestApp {
         replica: replica.clone(),
         body_limit: options.body_limit,
         session_ttl_secs: options.session_ttl.as_secs(),
+        work: options.work,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
