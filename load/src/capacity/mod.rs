@@ -2,7 +2,7 @@
 //! is scaled through the lab, warmed up, and searched for the highest arrival rate that meets
 //! the SLO ([`search`]); every part's CPU is read from the lab before and after each step
 //! (`scripts/lab cpu --json`) and the generator's from its own `/proc` entry, so the step can
-//! name its bottleneck ([`bottleneck`]). The Universal Scalability Law is fitted to the
+//! name its bottleneck ([`mod@bottleneck`]). The Universal Scalability Law is fitted to the
 //! capacities ([`usl`]), once on all of them and once on the first three only, to test what it
 //! predicts for the rest. [`report`] holds the record and its table; `html::capacity` the page.
 
