@@ -27,6 +27,16 @@ pub struct Reported {
     /// The replica's resident memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_bytes: Option<u64>,
+    /// CPU time the replica's process has used since it started (user + system), in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+    /// Time since the replica started, in ms: two reports' `cpu_ms` over their `uptime_ms` give
+    /// the cores it used between them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
+    /// The CPU budget its control group enforces, in thousandths of a core; absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_budget_millis: Option<u32>,
 }
 
 /// A session store's figures; each design fills in the ones it has, each costing O(1) to read.
@@ -62,13 +72,17 @@ mod tests {
                     ..StoreFigures::default()
                 },
                 rss_bytes: Some(4096),
+                cpu_ms: Some(1500),
+                uptime_ms: Some(60_000),
+                cpu_budget_millis: Some(200),
             },
         };
         let json = serde_json::to_value(&detail).expect("serialise");
         assert_eq!(
             json,
             serde_json::json!({"status": "ok", "kind": "stateful", "replica": "stateful-1",
-                "sessions_held": 7, "rss_bytes": 4096})
+                "sessions_held": 7, "rss_bytes": 4096,
+                "cpu_ms": 1500, "uptime_ms": 60000, "cpu_budget_millis": 200})
         );
         let figures: Reported = serde_json::from_value(json.clone()).expect("figures");
         assert_eq!(figures, detail.reported);

@@ -48,6 +48,65 @@ fn busy_of(line: &str) -> Option<f64> {
     Some(busy as f64 / TICKS_PER_SEC)
 }
 
+/// The CPU budget of this process's control group, in cores; `None` when it has none or the
+/// group cannot be read. cgroup v2's `cpu.max`, else v1's `cpu.cfs_quota_us` over
+/// `cpu.cfs_period_us`; in a container, whose own group is mounted as the root, the root's.
+pub fn own_cpu_budget() -> Option<f64> {
+    let groups = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let (v2, v1) = cpu_group_paths(&groups);
+    let read = |p: &str| fs::read_to_string(p).ok();
+    if let Some(path) = v2 {
+        for dir in [format!("/sys/fs/cgroup{path}"), "/sys/fs/cgroup".into()] {
+            if let Some(max) = read(&format!("{dir}/cpu.max")) {
+                return quota_of_max(&max);
+            }
+        }
+    }
+    if let Some(path) = v1 {
+        for dir in [
+            format!("/sys/fs/cgroup/cpu{path}"),
+            "/sys/fs/cgroup/cpu".into(),
+        ] {
+            if let (Some(q), Some(p)) = (
+                read(&format!("{dir}/cpu.cfs_quota_us")),
+                read(&format!("{dir}/cpu.cfs_period_us")),
+            ) {
+                let (q, p): (f64, f64) = (q.trim().parse().ok()?, p.trim().parse().ok()?);
+                return (q > 0.0 && p > 0.0).then(|| q / p);
+            }
+        }
+    }
+    None
+}
+
+/// From `/proc/self/cgroup`: the v2 group's path, and the path of the v1 hierarchy holding the
+/// `cpu` controller.
+fn cpu_group_paths(text: &str) -> (Option<String>, Option<String>) {
+    let (mut v2, mut v1) = (None, None);
+    for line in text.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if controllers.is_empty() {
+            v2 = Some(path.to_string());
+        } else if controllers.split(',').any(|c| c == "cpu") {
+            v1 = Some(path.to_string());
+        }
+    }
+    (v2, v1)
+}
+
+/// `cpu.max` (`QUOTA PERIOD` or `max PERIOD`) as cores.
+fn quota_of_max(text: &str) -> Option<f64> {
+    let mut words = text.split_whitespace();
+    let quota: f64 = words.next()?.parse().ok()?;
+    let period: f64 = words.next()?.parse().ok()?;
+    (quota > 0.0 && period > 0.0).then(|| quota / period)
+}
+
 /// The cores this host has.
 pub fn host_cores() -> u32 {
     std::thread::available_parallelism()
@@ -72,6 +131,19 @@ mod tests {
         let line = "cpu  100 20 30 5000 400 6 4 2 0 0";
         assert_eq!(busy_of(line), Some(1.62));
         assert_eq!(busy_of("intr 1 2 3"), None);
+    }
+
+    #[test]
+    fn the_cpu_group_is_found_in_either_hierarchy() {
+        let v1 = "9:name=systemd:/\n2:cpuacct:/\n1:cpu:/statelab-7/stateless-1\n0::/\n";
+        assert_eq!(
+            cpu_group_paths(v1),
+            (Some("/".into()), Some("/statelab-7/stateless-1".into()))
+        );
+        let joined = "4:cpu,cpuacct:/docker/abc\n";
+        assert_eq!(cpu_group_paths(joined).1.as_deref(), Some("/docker/abc"));
+        assert_eq!(quota_of_max("20000 100000\n"), Some(0.2));
+        assert_eq!(quota_of_max("max 100000\n"), None);
     }
 
     #[test]

@@ -74,8 +74,9 @@ enum Verb {
         /// acknowledge it (their `--redis-wait`); 0 acknowledges once the primary has it.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=2))]
         redis_wait: u32,
-        /// Each replica's CPU budget, in cores (e.g. 0.2; at least 0.1): a control group per
-        /// replica (native mode, as root). `scale` and `start` give new replicas the same.
+        /// Each replica's CPU budget, in cores (e.g. 0.2; at least 0.1): natively a control
+        /// group per replica (as root), in Docker the container's CPU quota. `scale` and
+        /// `start` give new replicas the same.
         #[arg(long, value_name = "CORES")]
         replica_cpu: Option<f64>,
         /// Each Redis node's CPU budget (Sentinels too), in cores, like --replica-cpu.
@@ -191,12 +192,9 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
                 wait: redis_wait,
             };
             let sizing = sizing(replica_cpu, store_cpu, work_us)?;
-            if docker && (sizing.bounded() || sizing.work_us > 0) {
-                bail!("--replica-cpu, --store-cpu and --work-us are for the native lab");
-            }
             let up = async {
                 if docker {
-                    Docker::up(settings.clone(), dir.clone(), store).await
+                    Docker::up(settings.clone(), dir.clone(), store, sizing).await
                 } else {
                     Native::up(settings.clone(), dir.clone(), store, sizing).await
                 }
@@ -329,7 +327,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
         Verb::Cpu => {
             let times = match running(&dir)? {
                 Mode::Native => Native::load(settings, dir)?.cpu(),
-                Mode::Docker => bail!("cpu is for the native lab"),
+                Mode::Docker => Docker::load(settings, dir)?.cpu(),
             };
             if json {
                 print_json(&times)?;

@@ -196,9 +196,24 @@ pub enum Part {
     Proxy,
 }
 
+/// A budget for people: `0.2 core`, or `unbounded`.
+pub fn budget_words(cores: Option<f64>) -> String {
+    cores.map_or_else(|| "unbounded".into(), |c| format!("{c} core"))
+}
+
 impl Part {
     /// The single Redis.
     pub const REDIS: Part = Part::Store(StoreNode::Redis);
+
+    /// The CPU budget `sizing` gives this part, in cores: replicas and Redis nodes (Sentinels
+    /// included) may have one, the proxy never.
+    pub fn budget(self, sizing: &lab::Sizing) -> Option<f64> {
+        match self {
+            Part::Replica(_) => sizing.replica_cpu,
+            Part::Store(_) => sizing.store_cpu,
+            Part::Proxy => None,
+        }
+    }
 
     /// The parts of a lab with this store and these replicas, in start order: the Redis nodes,
     /// the replicas, the proxy.

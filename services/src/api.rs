@@ -19,6 +19,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
+use statelab_formats::procfs;
 use statelab_formats::{AddItem, CartView, Checkout, ErrorBody, HealthDetail, Login, Me, Reported};
 
 use crate::error::ApiError;
@@ -64,6 +65,8 @@ pub struct App<S> {
     /// The `Set-Cookie` value that clears the session cookie, built once.
     clear_cookie: HeaderValue,
     metrics: Metrics,
+    /// When the service started: the clock its reported CPU time is read against.
+    started: Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +119,7 @@ impl<S: SessionStore> App<S> {
             clear_cookie,
             settings,
             metrics,
+            started: Instant::now(),
         })
     }
 
@@ -224,6 +228,13 @@ impl<S: SessionStore> App<S> {
                     reported: Reported {
                         store: self.store.figures().await?,
                         rss_bytes: crate::metrics::resident_bytes(),
+                        cpu_ms: procfs::process_seconds(std::process::id())
+                            .map(|s| (s * 1000.0) as u64),
+                        uptime_ms: Some(self.started.elapsed().as_millis() as u64),
+                        // Read at each check: a supervisor may move the process into its
+                        // group after it started.
+                        cpu_budget_millis: procfs::own_cpu_budget()
+                            .map(|c| (c * 1000.0).round() as u32),
                     },
                 };
                 Ok(json_response(StatusCode::OK, &body))

@@ -22,11 +22,14 @@ use std::process::{Command, Output, Stdio};
 
 use anyhow::{bail, Context};
 
+use statelab_formats::lab::Sizing;
+
 use crate::labdir::{random_admin_token, AdminToken, LabDir, StoreChoice};
 use crate::model::{docker_proxy_config_with, render_proxy_config, Part, Replica, Store};
 use crate::probe::Probe;
 use crate::settings::{Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
 
+mod budget;
 mod images;
 mod iphash;
 mod mem;
@@ -60,6 +63,8 @@ pub struct Docker {
     members: Vec<Replica>,
     /// The Redis topology `up` chose.
     store: StoreChoice,
+    /// The parts' CPU budgets and the replicas' work per request.
+    sizing: Sizing,
 }
 
 /// The `members` file: one replica name a line.
@@ -171,6 +176,7 @@ impl Docker {
                 .unwrap_or_else(|| dir.path("proxy.docker.toml")),
             members: read_members(&dir),
             store: dir.store()?,
+            sizing: dir.sizing()?,
             settings,
             dir,
         })
@@ -197,6 +203,7 @@ impl Docker {
         }
         cmd.env("STATELAB_IMAGE", &self.image)
             .env("STATELAB_REDIS_WAIT", self.store.wait.to_string())
+            .env("STATELAB_WORK_US", self.sizing.work_us.to_string())
             .env("STATELAB_REDIS_IMAGE", &self.redis_image)
             .env("STATELAB_PROXY_PORT", self.proxy_port.to_string())
             .env("STATELAB_ADMIN_PORT", self.admin_port.to_string())

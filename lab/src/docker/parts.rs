@@ -16,12 +16,13 @@ impl Docker {
     pub async fn status(&self) -> LabStatus {
         let mut parts = Vec::new();
         for part in Part::with(self.store.store, self.members.iter().copied()) {
-            let (cid, state, health) = match self.cid(part) {
+            let (cid, state, health, cpu_budget) = match self.cid(part) {
                 Some(cid) => {
                     let (s, h) = self.container_health(&cid);
-                    (Some(cid.chars().take(12).collect::<String>()), s, h)
+                    let budget = self.inspect_cpu(&cid).0;
+                    (Some(cid.chars().take(12).collect::<String>()), s, h, budget)
                 }
-                None => (None, "missing".to_string(), "-".to_string()),
+                None => (None, "missing".to_string(), "-".to_string(), None),
             };
             let up = state == "running";
             let role = match part {
@@ -39,7 +40,7 @@ impl Docker {
                 role,
                 pid: None,
                 container: cid,
-                cpu_budget: None,
+                cpu_budget,
             });
         }
         LabStatus {

@@ -136,7 +136,12 @@ impl Docker {
             ])
             .args(["--health-start-period", "20s", "--stop-timeout", "10"])
             .arg("-e")
-            .arg(format!("STATELAB_REPLICA={name}"));
+            .arg(format!("STATELAB_REPLICA={name}"))
+            .arg("-e")
+            .arg(format!("STATELAB_WORK_US={}", self.sizing.work_us));
+        if let Some(cores) = Part::Replica(r).budget(&self.sizing) {
+            cmd.args(super::budget::run_flags(cores));
+        }
         match r.design {
             Design::Stateful => {}
             Design::Stateless => {

@@ -3,6 +3,7 @@
 use std::fs;
 
 use anyhow::bail;
+use statelab_formats::lab::Sizing;
 
 use crate::labdir::{random_admin_token, LabDir, Mode, StoreChoice};
 use crate::model::{Part, Replica, Store, StoreNode};
@@ -16,7 +17,12 @@ use super::{docker, need_docker, run, run_visible, stdout_of, Docker};
 
 impl Docker {
     /// Brings the compose project up; returns once the proxy sees every replica healthy.
-    pub async fn up(settings: Settings, dir: LabDir, store: StoreChoice) -> anyhow::Result<()> {
+    pub async fn up(
+        settings: Settings,
+        dir: LabDir,
+        store: StoreChoice,
+        sizing: Sizing,
+    ) -> anyhow::Result<()> {
         if settings.ports == PortPlan::Free {
             bail!("STATELAB_PORTS=free is for the native lab; in Docker mode set STATELAB_PROXY_PORT/STATELAB_ADMIN_PORT");
         }
@@ -30,6 +36,7 @@ impl Docker {
         }
         dir.create()?;
         dir.write_store(store)?;
+        dir.write_sizing(&sizing)?;
         let proxy_config = dir.path("proxy.docker.toml");
         let _ = fs::remove_file(dir.path("members"));
         let redis_image = images(&settings)?;
@@ -52,6 +59,7 @@ impl Docker {
             proxy_config,
             members: Replica::initial().collect(),
             store,
+            sizing,
             settings,
             dir,
         };
@@ -159,6 +167,9 @@ impl Docker {
         }
         if run_visible(&mut up).is_err() {
             return lab.up_failed("compose up failed").await;
+        }
+        if let Err(e) = lab.apply_budgets() {
+            return lab.up_failed(&format!("{e:#}")).await;
         }
         let admin = lab.admin_port;
         if wait_until(

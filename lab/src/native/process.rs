@@ -103,18 +103,9 @@ impl Native {
         Ok(child)
     }
 
-    /// A part's CPU budget in cores, if the lab gives it one.
-    pub(super) fn budget_of(&self, part: Part) -> Option<f64> {
-        match part {
-            Part::Replica(_) => self.sizing.replica_cpu,
-            Part::Store(_) => self.sizing.store_cpu,
-            Part::Proxy => None,
-        }
-    }
-
     /// Puts a part's new process into its control group, with its budget.
     fn confine(&self, part: Part, pid: u32) -> anyhow::Result<()> {
-        let (Some(cores), Some(groups)) = (self.budget_of(part), &self.cpu_groups) else {
+        let (Some(cores), Some(groups)) = (part.budget(&self.sizing), &self.cpu_groups) else {
             return Ok(());
         };
         let name = part.to_string();

@@ -12,7 +12,7 @@ use statelab_formats::lab::Sizing;
 
 use crate::cgroup::{CpuGroups, CGROUP_ROOT};
 use crate::labdir::{LabDir, Mode, StoreChoice};
-use crate::model::{native_proxy_config, render_proxy_config, Part, StoreNode};
+use crate::model::{budget_words, native_proxy_config, render_proxy_config, Part, StoreNode};
 use crate::probe::{admin_summary, wait_until, Probe};
 use crate::say;
 use crate::settings::{PortPlan, Settings};
@@ -39,11 +39,6 @@ fn ensure_jwt_secret(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(hex.as_bytes())?;
     Ok(())
-}
-
-/// `0.2 core` or `unbounded`.
-pub(crate) fn budget_words(cores: Option<f64>) -> String {
-    cores.map_or_else(|| "unbounded".into(), |c| format!("{c} core"))
 }
 
 impl Native {
