@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 
 use crate::capacity::report::CapacityReport;
+use crate::capacity::scenarios::CapacitySuite;
 use crate::html;
 use crate::report::{self, Comparison, RunReport};
 
@@ -28,6 +29,38 @@ pub fn write_capacity(dir: &Path, report: &CapacityReport) -> anyhow::Result<()>
     std::fs::write(dir.join("capacity.html"), html::capacity::render(report))
         .with_context(|| format!("cannot write {}", dir.join("capacity.html").display()))?;
     Ok(())
+}
+
+/// Writes `dir/capacity-report.json` and `dir/capacity-report.html` for the capacity suite.
+pub fn write_capacity_suite(dir: &Path, suite: &CapacitySuite) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    report::write_json(&dir.join("capacity-report.json"), suite)?;
+    std::fs::write(
+        dir.join("capacity-report.html"),
+        html::capacity::render_suite(suite),
+    )
+    .with_context(|| {
+        format!(
+            "cannot write {}",
+            dir.join("capacity-report.html").display()
+        )
+    })?;
+    Ok(())
+}
+
+/// The capacity suite's headline table for the terminal.
+pub fn capacity_suite_text(suite: &CapacitySuite) -> String {
+    let mut o = format!("{}\n", suite.title);
+    for c in &suite.curves {
+        o.push_str(&format!(
+            "- {} ({}): {}\n",
+            c.name, c.title, c.report.verdict
+        ));
+    }
+    if let Some(s) = &suite.saturation {
+        o.push_str(&format!("- saturation: {}\n", s.verdict));
+    }
+    o
 }
 
 /// Writes `out/report.json` and `out/report.html` for `runs`, in their order; returns the

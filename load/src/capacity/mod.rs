@@ -8,6 +8,8 @@
 
 pub mod bottleneck;
 pub mod report;
+pub mod saturation;
+pub mod scenarios;
 pub mod search;
 pub mod usl;
 
@@ -204,7 +206,7 @@ impl CapacityArgs {
 
 /// One step: the rate held for `secs`, with every part's CPU around it.
 async fn step(args: &CapacityArgs, lab: &Lab, rate: f64, slo: &Slo) -> anyhow::Result<Step> {
-    let plan = RunPlan::from_args(&args.step_args(rate, args.step_secs)?)?;
+    let plan = RunPlan::from_args(&args.step_args(rate, args.step_secs)?)?.with_lab(lab.clone());
     let before = read_cpu(lab).await?;
     let run: RunReport = crate::run::run(plan.resolve().await).await?;
     let after = read_cpu(lab).await?;
@@ -250,7 +252,8 @@ async fn point(args: &CapacityArgs, lab: &Lab, n: u8, plan: SearchPlan) -> anyho
         scaled.replicas.join(" ")
     ));
     if args.warmup_secs > 0 {
-        let warm = RunPlan::from_args(&args.step_args(args.start_rate, args.warmup_secs)?)?;
+        let warm = RunPlan::from_args(&args.step_args(args.start_rate, args.warmup_secs)?)?
+            .with_lab(lab.clone());
         crate::run::run(warm.resolve().await).await?;
     }
     let mut search = Search::new(plan, args.slo);
@@ -314,10 +317,16 @@ fn holdout(measured: &[(f64, f64)], k: usize) -> Option<Holdout> {
     })
 }
 
-/// Runs the whole capacity measurement and returns its record.
+/// Runs the whole capacity measurement through the lab command `--lab` names and returns its
+/// record.
 pub async fn measure(args: &CapacityArgs) -> anyhow::Result<CapacityReport> {
-    args.check()?;
     let lab = Lab::parse(&args.lab).map_err(anyhow::Error::msg)?;
+    measure_with(args, &lab).await
+}
+
+/// [`measure`] through `lab` (a lab command with an environment of its own, say).
+pub async fn measure_with(args: &CapacityArgs, lab: &Lab) -> anyhow::Result<CapacityReport> {
+    args.check()?;
     let status: LabStatus = lab
         .answer(&["status"])
         .await
@@ -345,7 +354,7 @@ pub async fn measure(args: &CapacityArgs) -> anyhow::Result<CapacityReport> {
     let mut points = Vec::new();
     let mut failure = None;
     for n in &args.replicas {
-        match point(args, &lab, *n, plan).await {
+        match point(args, lab, *n, plan).await {
             Ok(p) => points.push(p),
             Err(e) => {
                 failure = Some(e);

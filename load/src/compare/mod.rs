@@ -20,6 +20,7 @@ use clap::{Args, Parser};
 use statelab_formats::lab::{LabStatus, Ports};
 use statelab_formats::Strategy;
 
+use crate::capacity::scenarios;
 use crate::config::{RunArgs, RunPlan};
 use crate::fault::Lab;
 use crate::output;
@@ -95,6 +96,35 @@ pub struct CompareArgs {
     #[arg(long, env = "COMPARE_SCALE_DRAIN", default_value_t = 15)]
     pub scale_drain: u64,
 
+    /// The capacity scenarios instead: each design's capacity against its replica count, the
+    /// bottleneck and the USL, and a full pool grown at its peak, each in a lab of its own sized
+    /// for it (capacity-report.json, capacity-report.html).
+    #[arg(long, conflicts_with_all = ["scale", "only_scale", "store", "only_store"])]
+    pub capacity: bool,
+
+    /// The replica counts of the capacity curves.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,2,3,4,6",
+        requires = "capacity"
+    )]
+    pub capacity_replicas: Vec<u8>,
+
+    /// Seconds each capacity step holds its rate.
+    #[arg(long, default_value_t = 5, requires = "capacity",
+          value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub capacity_step_secs: u64,
+
+    /// Only these capacity scenarios (stateless-budgeted, externalized-small-store,
+    /// externalized-larger-store, saturation, stateless-one-host).
+    #[arg(long, value_delimiter = ',', requires = "capacity")]
+    pub capacity_only: Vec<String>,
+
+    /// The capacity steps' SLO.
+    #[arg(long, default_value = "p99=50ms,errors=0.1%", requires = "capacity")]
+    pub slo: crate::capacity::search::Slo,
+
     /// The lab's command.
     #[arg(long, env = "STATELAB_LAB_CMD", default_value = "scripts/lab")]
     pub lab: String,
@@ -162,6 +192,9 @@ struct Restore {
 /// Carries out the comparison: every planned run in order, then the report. Returns the exit
 /// status: 0, or 130 when interrupted (Ctrl-C; the reports of the runs done are kept).
 pub fn compare(args: &CompareArgs) -> anyhow::Result<i32> {
+    if args.capacity {
+        return capacity_suite(args);
+    }
     let matrix = args.matrix()?;
     let runs = matrix.runs();
     if args.plan {
@@ -207,6 +240,50 @@ pub fn compare(args: &CompareArgs) -> anyhow::Result<i32> {
 
 fn say(msg: &str) {
     eprintln!("compare: {msg}");
+}
+
+/// `--capacity`: the capacity scenarios into one report.
+fn capacity_suite(args: &CompareArgs) -> anyhow::Result<i32> {
+    let names: Vec<&str> = scenarios::suite().iter().map(|s| s.name).collect();
+    if let Some(bad) = args
+        .capacity_only
+        .iter()
+        .find(|o| !names.contains(&o.as_str()))
+    {
+        bail!(
+            "--capacity-only: no scenario '{bad}' (they are {})",
+            names.join(", ")
+        );
+    }
+    if args.plan {
+        for name in names
+            .iter()
+            .filter(|n| args.capacity_only.is_empty() || args.capacity_only.iter().any(|o| o == *n))
+        {
+            println!("{name}");
+        }
+        return Ok(0);
+    }
+    let out = std::path::absolute(&args.out)
+        .with_context(|| format!("cannot resolve {}", args.out.display()))?;
+    let suite_args = scenarios::SuiteArgs {
+        docker: args.docker,
+        out: out.clone(),
+        lab: Lab::parse(&args.lab).map_err(anyhow::Error::msg)?,
+        replicas: args.capacity_replicas.clone(),
+        step_secs: args.capacity_step_secs,
+        slo: args.slo,
+        only: args.capacity_only.clone(),
+    };
+    let runtime = crate::run::runtime(None).context("cannot start the runtime")?;
+    let suite = runtime.block_on(scenarios::run_suite(&suite_args))?;
+    output::write_capacity_suite(&out, &suite)?;
+    print!("{}", output::capacity_suite_text(&suite));
+    println!(
+        "wrote {0}/capacity-report.json and {0}/capacity-report.html",
+        out.display()
+    );
+    Ok(0)
 }
 
 /// The runs, each with what it needs of the lab before and after; stops at the first that fails
