@@ -1,6 +1,8 @@
-// statelab proxy dashboard: polls /admin/dashboard.json once a second and draws each replica's
-// last minutes as small inline SVG charts. No framework, nothing fetched but this origin's JSON.
-// Every replica row carries data-replica="NAME" and data-state="joining|up|down|ejected|draining".
+// statelab proxy dashboard: polls /admin/dashboard.json once a second and draws each pool's
+// throughput and p99 as a large inline SVG chart and each replica's last minutes as small ones.
+// No framework, nothing fetched but this origin's JSON. Every replica's card is a table row,
+// <tr data-replica="NAME" data-state="joining|up|down|ejected|draining">, laid out by the style
+// sheet.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -8,6 +10,11 @@ const TOKEN_KEY = "statelab-admin-token";
 const CLASS_CSS = ["c2xx", "c401", "c4xx", "c5xx", "cp502", "cp503", "cp504", "cother"];
 const CLASS_LABEL = ["2xx", "401", "4xx", "5xx", "proxy 502", "proxy 503", "proxy 504", "other"];
 const MAX_EVENTS_SHOWN = 256;
+// The pool chart's height in pixels, and its margins (room for the axes' labels).
+const BIG_HEIGHT = 280;
+const BIG_MARGIN = { left: 50, right: 58, top: 14, bottom: 30 };
+// The share of its budget from which a replica's CPU shows in the warning colour.
+const CPU_HIGH = 0.9;
 
 const view = {
   since: 0,          // newest sample time seen (ms)
@@ -107,6 +114,25 @@ function fmt(n, digits) {
   return Number(n).toFixed(digits === undefined ? 0 : digits);
 }
 
+function sum(arr) { return (arr || []).reduce((a, b) => a + (b || 0), 0); }
+
+// A readable step for an axis of `ticks` steps reaching at least `max`: 1, 2, 2.5 or 5 times
+// a power of ten.
+function niceStep(max, ticks) {
+  const raw = max > 0 ? max / ticks : 1 / ticks;
+  const e = Math.pow(10, Math.floor(Math.log10(raw)));
+  for (const f of [1, 2, 2.5, 5, 10]) if (f * e >= raw) return f * e;
+  return 10 * e;
+}
+
+// An axis value with as many decimals as its step needs.
+function axisLabel(v, step) {
+  if (v >= 1e4) return fmt(v, 1);
+  let digits = 0;
+  while (digits < 4 && Math.abs(Math.round(step * 10 ** digits) - step * 10 ** digits) > 1e-6) digits++;
+  return v.toFixed(digits);
+}
+
 function bytes(n) {
   if (n === null || n === undefined) return "–";
   if (n >= 1 << 30) return (n / (1 << 30)).toFixed(1) + " GiB";
@@ -158,6 +184,58 @@ function drawStrip(svg, ts, states, now) {
   }
 }
 
+// A pool's large chart: requests/s on the left axis and p99 in ms on the right, over the
+// window, in the pixels the chart has on screen (so that text and lines keep their size).
+function drawPoolChart(svg, ts, rps, p99, now) {
+  const width = Math.max(240, Math.round(svg.getBoundingClientRect().width) || 400);
+  const height = BIG_HEIGHT;
+  const m = BIG_MARGIN;
+  const pw = width - m.left - m.right, ph = height - m.top - m.bottom;
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.replaceChildren();
+  const span = view.window * view.intervalMs;
+  const x = (t) => m.left + pw * (1 - (now - t) / span);
+  const ticks = 4;
+  const rStep = niceStep(Math.max(0, ...rps.filter((v) => v !== null && v !== undefined)), ticks);
+  const lStep = niceStep(Math.max(0, ...p99.filter((v) => v !== null && v !== undefined)), ticks);
+  const rMax = rStep * ticks, lMax = lStep * ticks;
+  for (let i = 0; i <= ticks; i++) {
+    const y = m.top + ph * (1 - i / ticks);
+    svg.appendChild(svgEl("line", { class: i ? "grid" : "base", x1: m.left, x2: m.left + pw, y1: y, y2: y }));
+    const left = svgEl("text", { class: "axis-rps", x: m.left - 6, y: y + 5, "text-anchor": "end" });
+    left.textContent = axisLabel(rStep * i, rStep);
+    svg.appendChild(left);
+    const right = svgEl("text", { class: "axis-p99", x: m.left + pw + 6, y: y + 5, "text-anchor": "start" });
+    right.textContent = axisLabel(lStep * i, lStep) + (i === ticks ? " ms" : "");
+    svg.appendChild(right);
+  }
+  // Time labels every minute, or every few minutes where a minute is too narrow for one.
+  const minute = 60000;
+  const wide = 72; // pixels a label needs
+  let every = span >= minute ? minute : span / 2;
+  while (every < span && pw * (every / span) < wide) every += span >= minute ? minute : every;
+  for (let back = 0; back <= span + 1; back += every) {
+    const label = svgEl("text", { x: x(now - back), y: height - 8,
+      "text-anchor": back === 0 ? "end" : back >= span ? "start" : "middle" });
+    label.textContent = back === 0 ? "now" : "−" + Math.round(back / 60000) + " min";
+    svg.appendChild(label);
+  }
+  const path = (values, max) => {
+    let d = "", pen = false;
+    for (let i = 0; i < ts.length; i++) {
+      const v = values[i];
+      const px = x(ts[i]);
+      if (v === null || v === undefined || px < m.left - 1) { pen = false; continue; }
+      const py = m.top + ph * (1 - Math.min(v / max, 1));
+      d += (pen ? "L" : "M") + px.toFixed(1) + " " + py.toFixed(1);
+      pen = true;
+    }
+    return d;
+  };
+  svg.appendChild(svgEl("path", { class: "big p99", d: path(p99, lMax) }));
+  svg.appendChild(svgEl("path", { class: "big rps", d: path(rps, rMax) }));
+}
+
 function setNow(cell, parts) {
   cell.replaceChildren();
   parts.forEach(([label, value], i) => {
@@ -193,11 +271,16 @@ function poolSection(p) {
   head.appendChild(el("span", { class: "figure unrouted" }));
   head.appendChild(el("span", { class: "figure load", "data-load": "off" }));
   sec.appendChild(head);
-  const table = el("table");
-  const hr = el("tr");
-  for (const h of ["replica", "requests/s by outcome (proxy side)", "latency p50 / p99 (proxy side)",
-    "in flight", "what the replica reports", "controls"]) hr.appendChild(el("th", {}, h));
-  table.appendChild(el("thead")).appendChild(hr);
+  const big = el("div", { class: "pool-big" });
+  const nowLine = el("div", { class: "pool-now" });
+  nowLine.appendChild(el("span", { class: "key rps pool-rps" }));
+  nowLine.appendChild(el("span", { class: "key p99-big pool-p99" }));
+  big.appendChild(nowLine);
+  const svg = svgEl("svg", { class: "pool-chart", "data-pool": p.name, role: "img",
+    "aria-label": `pool ${p.name}: requests per second and p99 latency of its slowest replica` });
+  big.appendChild(svg);
+  sec.appendChild(big);
+  const table = el("table", { class: "replicas" });
   table.appendChild(el("tbody"));
   sec.appendChild(table);
   document.getElementById("pools").appendChild(sec);
@@ -215,13 +298,25 @@ function replicaRow(sec, pool, r) {
   name.appendChild(svgEl("svg", { class: "strip", viewBox: "0 0 300 8", preserveAspectRatio: "none" }));
   name.appendChild(el("span", { class: "sub failure" }));
   tr.appendChild(name);
-  for (const kind of ["rates", "latency", "inflight", "figures"]) {
+  for (const [kind, caption] of [["rates", "requests/s by outcome (proxy side)"],
+    ["latency", "latency p50 / p99 (proxy side)"], ["inflight", "in flight"],
+    ["figures", "what the replica reports"]]) {
     const td = el("td", { class: kind });
+    td.appendChild(el("div", { class: "cap" }, caption));
     td.appendChild(chart(kind));
     td.appendChild(el("div", { class: "now" }));
     if (kind === "figures") td.appendChild(el("div", { class: "now rss" }));
     tr.appendChild(td);
   }
+  const cpu = el("td", { class: "cpu", "data-level": "unreported",
+    title: "CPU the replica's process used between its last two reports, against its control group's budget" });
+  cpu.appendChild(el("span", { class: "cpu-text" }, "CPU –"));
+  const bar = svgEl("svg", { class: "cpu-bar", viewBox: "0 0 100 10", preserveAspectRatio: "none" });
+  bar.appendChild(svgEl("rect", { class: "track", x: 0, y: 0, width: 100, height: 10 }));
+  bar.appendChild(svgEl("rect", { class: "fill", x: 0, y: 0, width: 0, height: 10 }));
+  bar.appendChild(svgEl("line", { class: "limit", x1: CPU_HIGH * 100, x2: CPU_HIGH * 100, y1: 0, y2: 10 }));
+  cpu.appendChild(bar);
+  tr.appendChild(cpu);
   const controls = el("td", { class: "controls" });
   const drain = el("button", { type: "button", "data-action": "drain" }, "drain");
   drain.addEventListener("click", async () => {
@@ -250,7 +345,6 @@ function replicaRow(sec, pool, r) {
     sel.removeAllRanges();
     sel.addRange(range);
   });
-  controls.appendChild(el("br"));
   controls.appendChild(kill);
   controls.appendChild(copy);
   tr.appendChild(controls);
@@ -307,9 +401,29 @@ function renderReplica(tr, r, cols, now) {
     setNow(text, [["figures", "none reported"]]);
   }
   setNow(tr.querySelector(".rss"), [["resident memory", bytes(last(cols.rss_bytes || []))]]);
+  renderCpu(tr.querySelector("td.cpu"), last(cols.cpu_cores || []), last(cols.cpu_budget || []));
 }
 
-function renderPool(sec, p, cols) {
+function cores(n) { return Number(n).toFixed(2); }
+
+// "CPU 0.19 / 0.20 core" and a bar of use over budget; "CPU 0.35 core" without a budget.
+function renderCpu(td, used, budget) {
+  const has = (v) => v !== null && v !== undefined;
+  const top = has(budget) ? budget : used;
+  const unit = has(top) && top > 1 ? "cores" : "core";
+  let text = "CPU " + (has(used) ? cores(used) : "–");
+  if (has(budget)) text += " / " + cores(budget);
+  if (has(used) || has(budget)) text += " " + unit;
+  const share = has(used) && has(budget) && budget > 0 ? used / budget : null;
+  td.querySelector(".cpu-text").textContent = text;
+  td.dataset.level = !has(used) ? "unreported" : !has(budget) ? "unbounded"
+    : share >= CPU_HIGH ? "high" : "ok";
+  td.dataset.share = share === null ? "" : share.toFixed(3);
+  const fill = share === null ? 0 : Math.min(share, 1) * 100;
+  td.querySelector("rect.fill").setAttribute("width", fill.toFixed(1));
+}
+
+function renderPool(sec, p, cols, now) {
   const select = sec.querySelector("select.strategy");
   if (document.activeElement !== select && !select.disabled) select.value = p.strategy;
   select.dataset.strategy = p.strategy;
@@ -328,6 +442,40 @@ function renderPool(sec, p, cols) {
   const loadEl = sec.querySelector(".load");
   loadEl.dataset.load = load > 0 ? "on" : "off";
   setNow(loadEl, [["statelab-load running", fmt(load, 0) + " req/s"]]);
+
+  const rps = cols.rps || [], p99 = cols.p99 || [];
+  const rNow = last(rps) || 0;
+  const pNow = last(p99);
+  const rEl = sec.querySelector(".pool-rps"), pEl = sec.querySelector(".pool-p99");
+  rEl.replaceChildren(el("b", {}, fmt(rNow, rNow < 10 ? 1 : 0)), document.createTextNode(" "),
+    el("small", {}, "requests/s"));
+  pEl.replaceChildren(el("small", {}, "p99 "), el("b", {}, fmt(pNow, 2)), document.createTextNode(" "),
+    el("small", {}, "ms, slowest replica"));
+  sec.dataset.rps = rNow.toFixed(2);
+  drawPoolChart(sec.querySelector("svg.pool-chart"), cols.t || [], rps, p99, now);
+}
+
+// A pool's own series for its large chart, one value per pool sample: requests per second over
+// its replicas and those answered with no replica, and the highest p99 of its replicas (the
+// samples of one tick share their time).
+function poolTotals(p) {
+  const ts = p.series.t || [];
+  const at = new Map();
+  ts.forEach((t, i) => at.set(t, { rps: sum((p.series.unrouted || [])[i]), p99: null }));
+  for (const r of p.replicas) {
+    const s = r.series;
+    (s.t || []).forEach((t, i) => {
+      const e = at.get(t);
+      if (!e) return;
+      e.rps += sum((s.rates || [])[i]);
+      const q = (s.p99_ms || [])[i];
+      if (q !== null && q !== undefined && (e.p99 === null || q > e.p99)) e.p99 = q;
+    });
+  }
+  return {
+    rps: ts.map((t) => Math.round(at.get(t).rps * 100) / 100),
+    p99: ts.map((t) => at.get(t).p99),
+  };
 }
 
 function addEvents(events) {
@@ -351,10 +499,10 @@ function apply(data) {
   const present = new Set();
   for (const p of data.pools) {
     const pcols = view.pools.get(p.name) || {};
-    appendCols(pcols, p.series, keep);
+    appendCols(pcols, Object.assign({}, p.series, poolTotals(p)), keep);
     view.pools.set(p.name, pcols);
     const sec = poolSection(p);
-    renderPool(sec, p, pcols);
+    renderPool(sec, p, pcols, data.now_ms);
     for (const r of p.replicas) {
       present.add(r.name);
       const entry = view.replicas.get(r.name) || { pool: p.name, cols: {} };

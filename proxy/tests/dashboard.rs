@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: headless Chromium driven through chromedriver (WebDriver),
 //! offline, against the real proxy binary, real `stateful` service processes and in-process
 //! backends, all on ephemeral ports. Assertions read the DOM (`data-replica`, `data-state`, the
-//! timeline's `data-kind`) and the admin API, never pixels.
+//! timeline's `data-kind`, the replicas' CPU text), the layout's measures in a 1280-pixel window
+//! and the admin API, never pixels.
 //!
 //! Without chromedriver the test fails and names the packages, unless `STATELAB_SKIP_BROWSER=1`
 //! asks to leave it out; `scripts/test` installs `chromium` and `chromium-driver` as root, and sets
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
+use statelab_test_support::backend::CpuReport;
 use statelab_test_support::{eventually, free_port, lab_bin_dir, TempDir};
 use support::{backends, client_from, spawn_proxy, PoolSpec, Proxy};
 use tokio::process::{Child, Command};
@@ -28,6 +30,8 @@ const TOKEN: &str = "dashboard-test-token";
 /// How long the page may take to show a change the proxy already knows: one sample a second and
 /// one poll a second, with room for a slow CI machine.
 const SHOWN_WITHIN: Duration = Duration::from_secs(10);
+/// The window the page must fit without scrolling sideways.
+const WINDOW: (u32, u32) = (1280, 900);
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
@@ -97,7 +101,7 @@ async fn browser(driver: &Driver) -> Client {
         "--no-sandbox".to_string(),
         "--disable-gpu".to_string(),
         "--disable-dev-shm-usage".to_string(),
-        "--window-size=1500,1100".to_string(),
+        format!("--window-size={},{}", WINDOW.0, WINDOW.1),
         format!("--user-data-dir={}", driver.profile.path().display()),
     ];
     args.push("--no-first-run".to_string());
@@ -160,6 +164,66 @@ async fn js(page: &Client, script: &str) -> Value {
     page.execute(script, vec![])
         .await
         .unwrap_or_else(|e| panic!("run {script:?} in the page: {e}"))
+}
+
+/// The page's layout in the window: its document fits the window's width, the pools stand side
+/// by side, and each pool's large chart is at least 260 pixels tall with labels of 14 or more.
+async fn fits_the_window(page: &Client, pools: usize) {
+    let m = js(
+        page,
+        "const charts = [...document.querySelectorAll('section.pool svg.pool-chart')];\
+         const labels = charts.flatMap(c => [...c.querySelectorAll('text')]);\
+         return {scroll: document.documentElement.scrollWidth, inner: window.innerWidth,\
+           tops: [...document.querySelectorAll('section.pool')].map(s => s.getBoundingClientRect().top),\
+           charts: charts.map(c => { const r = c.getBoundingClientRect();\
+             return {pool: c.dataset.pool, height: r.height, right: r.right}; }),\
+           labels: labels.length,\
+           smallest: Math.min(...labels.map(t => parseFloat(getComputedStyle(t).fontSize)))};",
+    )
+    .await;
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    assert!(
+        num(&m["inner"]) <= f64::from(WINDOW.0),
+        "the viewport is no wider than the window: {m}"
+    );
+    assert!(
+        num(&m["scroll"]) <= num(&m["inner"]),
+        "the page scrolls sideways in a {}-pixel window: {m}",
+        WINDOW.0
+    );
+    let tops = m["tops"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tops.len(), pools, "{m}");
+    assert!(
+        tops.iter().all(|t| (num(t) - num(&tops[0])).abs() < 1.0),
+        "the pools stand side by side: {m}"
+    );
+    let charts = m["charts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(charts.len(), pools, "one large chart per pool: {m}");
+    for c in &charts {
+        assert!(num(&c["height"]) >= 260.0, "a large chart: {m}");
+        assert!(
+            num(&c["right"]) <= num(&m["inner"]),
+            "inside the window: {m}"
+        );
+    }
+    assert!(num(&m["labels"]) > 0.0, "the charts have axis labels: {m}");
+    assert!(
+        num(&m["smallest"]) >= 14.0,
+        "labels readable from afar: {m}"
+    );
+}
+
+/// The text and level of a replica card's CPU figure.
+async fn cpu(page: &Client, replica: &str) -> (String, String) {
+    let v = js(
+        page,
+        &format!(
+            "const td = document.querySelector('tr[data-replica=\"{replica}\"] td.cpu');\
+             return td ? [td.querySelector('.cpu-text').textContent, td.dataset.level] : ['', ''];"
+        ),
+    )
+    .await;
+    serde_json::from_value(v).unwrap_or_default()
 }
 
 /// Every replica row's `data-state`, by `data-replica`.
@@ -242,6 +306,16 @@ async fn the_dashboard_shows_the_lab_live_and_its_controls_work() {
     };
     let mut services = [stateful("stateful-1").await, stateful("stateful-2").await];
     let mut stateless = backends("stateless", 3).await;
+    // Two backends report CPU as a statelab service in a control group would: one near its
+    // budget, one well within it.
+    stateless[0].report_cpu(Some(CpuReport {
+        use_millis: 190,
+        budget_millis: Some(200),
+    }));
+    stateless[1].report_cpu(Some(CpuReport {
+        use_millis: 50,
+        budget_millis: Some(200),
+    }));
     let stateful_pool = PoolSpec {
         name: "stateful",
         strategy: "cookie",
@@ -257,6 +331,9 @@ async fn the_dashboard_shows_the_lab_live_and_its_controls_work() {
     )
     .await;
     let page = browser(&driver).await;
+    page.set_window_size(WINDOW.0, WINDOW.1)
+        .await
+        .expect("a 1280×900 window");
     page.goto(&format!("http://{}/", proxy.admin))
         .await
         .expect("open the dashboard");
@@ -293,6 +370,48 @@ async fn the_dashboard_shows_the_lab_live_and_its_controls_work() {
             .then_some(())
     })
     .await;
+    // Each replica's CPU against its budget: two reports make a figure.
+    eventually(
+        "stateless-1's CPU near its budget",
+        SHOWN_WITHIN,
+        || async {
+            let shown = cpu(&page, "stateless-1").await;
+            (shown == ("CPU 0.19 / 0.20 core".to_string(), "high".to_string())).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        "stateless-2's CPU within its budget",
+        SHOWN_WITHIN,
+        || async {
+            let shown = cpu(&page, "stateless-2").await;
+            (shown == ("CPU 0.05 / 0.20 core".to_string(), "ok".to_string())).then_some(())
+        },
+    )
+    .await;
+    // A real service reports its own: an idle process, bounded or not by this machine's group.
+    let (text, level) = eventually("stateful-1's CPU shown", SHOWN_WITHIN, || async {
+        let shown = cpu(&page, "stateful-1").await;
+        (shown.1 != "unreported" && !shown.0.is_empty()).then_some(shown)
+    })
+    .await;
+    let figure = text.strip_prefix("CPU ").unwrap_or_default();
+    let first: f64 = figure
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a number of cores: {text:?}"));
+    assert!((0.0..=64.0).contains(&first), "{text:?}");
+    assert!(
+        figure.ends_with(" core") || figure.ends_with(" cores"),
+        "{text:?}"
+    );
+    assert!(
+        ["ok", "high", "unbounded"].contains(&level.as_str()),
+        "{level}"
+    );
+    fits_the_window(&page, 2).await;
+
     // The stateful replicas report their sessions.
     eventually("sessions held shown", SHOWN_WITHIN, || async {
         let v = js(&page, "return document.querySelector('tr[data-replica=\"stateful-1\"]').dataset.figure || null;").await;
@@ -316,6 +435,18 @@ async fn the_dashboard_shows_the_lab_live_and_its_controls_work() {
     eventually("stateless rates above 10/s", SHOWN_WITHIN, || async {
         let v = js(&page, "return Number(document.querySelector('tr[data-replica=\"stateless-1\"]').dataset.rps);").await;
         (v.as_f64().unwrap_or(0.0) > 10.0).then_some(())
+    })
+    .await;
+    eventually("the stream on the pool's large chart", SHOWN_WITHIN, || async {
+        let v = js(
+            &page,
+            "const s = document.querySelector('section[data-pool=\"stateless\"]');\
+             return [Number(s.dataset.rps), s.querySelector('svg.pool-chart path.big.rps').getAttribute('d')];",
+        )
+        .await;
+        let rps = v[0].as_f64().unwrap_or(0.0);
+        let drawn = v[1].as_str().is_some_and(|d| d.contains('L'));
+        (rps > 10.0 && drawn).then_some(())
     })
     .await;
     eventually("the load run shown", SHOWN_WITHIN, || async {
@@ -426,6 +557,8 @@ async fn the_dashboard_shows_the_lab_live_and_its_controls_work() {
 
     streaming.store(false, Ordering::Relaxed);
     let _ = stream.await;
+    // With every card, a timeline and the charts drawn, the page still fits the window.
+    fits_the_window(&page, 2).await;
     let png = page.screenshot().await.expect("a screenshot");
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     std::fs::write(&out, &png).expect("save the screenshot");

@@ -5,7 +5,9 @@
 //! (`x-path`, `x-xff`, `x-xfp`, `x-host`, `x-expect`, `x-body-len`) so tests can check the rewrite. `/slow` waits before answering,
 //! to have a request in flight on demand; a silent backend passes its health checks and never
 //! answers anything else; a frozen one answers nothing at all. Killing it closes the listener and
-//! every connection.
+//! every connection. Asked to, it reports CPU figures in `GET /health?detail=1` as a statelab
+//! service does (`cpu_ms`, `uptime_ms`, `cpu_budget_millis`), for a use and a budget the test
+//! chooses.
 //!
 //! It is hand-written HTTP rather than a server framework so that what the proxy
 //! sees is exactly what a test asks for (a silent replica, a connection cut mid-request), and so
@@ -13,8 +15,8 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,6 +35,33 @@ pub struct BackendState {
     /// When set, every request, health checks included, is read and never answered: a process
     /// stopped with SIGSTOP, whose kernel still accepts connections.
     pub frozen: AtomicBool,
+    /// When set, `GET /health?detail=1` reports these CPU figures.
+    pub cpu: Mutex<Option<CpuReport>>,
+}
+
+/// CPU figures for a backend to report as a statelab service would: a process that has used
+/// `use_millis` thousandths of a core since it started, in a control group with a budget of
+/// `budget_millis` (none: unbounded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuReport {
+    pub use_millis: u32,
+    pub budget_millis: Option<u32>,
+}
+
+impl CpuReport {
+    /// The body of `GET /health?detail=1` after `uptime` since the backend started.
+    fn detail(&self, replica: &str, uptime: Duration) -> Vec<u8> {
+        let uptime_ms = uptime.as_millis() as u64;
+        let cpu_ms = uptime_ms * u64::from(self.use_millis) / 1000;
+        let budget = self
+            .budget_millis
+            .map(|b| format!(",\"cpu_budget_millis\":{b}"))
+            .unwrap_or_default();
+        format!(
+            "{{\"status\":\"ok\",\"replica\":{replica:?},\"cpu_ms\":{cpu_ms},\"uptime_ms\":{uptime_ms}{budget}}}"
+        )
+        .into_bytes()
+    }
 }
 
 /// A running backend; dropping it (or `kill`) stops it.
@@ -82,6 +111,11 @@ impl Backend {
         self.state.frozen.store(frozen, Ordering::SeqCst);
     }
 
+    /// Reports `report` in `GET /health?detail=1` from now on; `None` answers the plain `ok` again.
+    pub fn report_cpu(&self, report: Option<CpuReport>) {
+        *self.state.cpu.lock().unwrap_or_else(|e| e.into_inner()) = report;
+    }
+
     pub fn hits(&self) -> u64 {
         self.state.hits.load(Ordering::SeqCst)
     }
@@ -101,13 +135,14 @@ impl Drop for Backend {
 
 async fn serve(listener: TcpListener, name: String, state: Arc<BackendState>) {
     // Connection tasks live in the JoinSet, so aborting this task aborts them all.
+    let started = Instant::now();
     let mut conns = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(connection(stream, name.clone(), state.clone()));
+                    conns.spawn(connection(stream, name.clone(), state.clone(), started));
                 }
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -126,7 +161,12 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-async fn connection(mut stream: TcpStream, name: String, state: Arc<BackendState>) {
+async fn connection(
+    mut stream: TcpStream,
+    name: String,
+    state: Arc<BackendState>,
+    started: Instant,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
@@ -184,11 +224,19 @@ async fn connection(mut stream: TcpStream, name: String, state: Arc<BackendState
             return;
         }
 
+        let detail: Vec<u8>;
+        let mut content_type = "text/plain";
         let (status, body): (&str, &[u8]) = if path == "/health" {
-            if state.healthy.load(Ordering::SeqCst) {
-                ("200 OK", b"ok\n")
-            } else {
+            let cpu = *state.cpu.lock().unwrap_or_else(|e| e.into_inner());
+            if !state.healthy.load(Ordering::SeqCst) {
                 ("503 Service Unavailable", b"no\n")
+            } else if let (Some(cpu), Some("detail=1")) = (cpu, target.split_once('?').map(|t| t.1))
+            {
+                detail = cpu.detail(&name, started.elapsed());
+                content_type = "application/json";
+                ("200 OK", &detail)
+            } else {
+                ("200 OK", b"ok\n")
             }
         } else {
             state.hits.fetch_add(1, Ordering::SeqCst);
@@ -228,7 +276,9 @@ async fn connection(mut stream: TcpStream, name: String, state: Arc<BackendState
                 out.extend_from_slice(v.as_bytes());
             }
         }
-        out.extend_from_slice(b"\r\ncontent-type: text/plain\r\ncontent-length: ");
+        out.extend_from_slice(b"\r\ncontent-type: ");
+        out.extend_from_slice(content_type.as_bytes());
+        out.extend_from_slice(b"\r\ncontent-length: ");
         out.extend_from_slice(body.len().to_string().as_bytes());
         if close {
             out.extend_from_slice(b"\r\nconnection: close");
@@ -238,5 +288,57 @@ async fn connection(mut stream: TcpStream, name: String, state: Arc<BackendState
         if stream.write_all(&out).await.is_err() || close {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(addr: SocketAddr, target: &str) -> String {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        answer
+    }
+
+    #[tokio::test]
+    async fn reports_cpu_figures_only_when_asked_to_and_only_in_the_detailed_health() {
+        let backend = Backend::start("b-1").await.expect("start");
+        let plain = get(backend.addr, "/health?detail=1").await;
+        assert!(plain.ends_with("\r\n\r\nok\n"), "{plain}");
+
+        backend.report_cpu(Some(CpuReport {
+            use_millis: 500,
+            budget_millis: Some(250),
+        }));
+        let detailed = get(backend.addr, "/health?detail=1").await;
+        assert!(detailed.starts_with("HTTP/1.1 200 OK"), "{detailed}");
+        assert!(
+            detailed.contains("content-type: application/json"),
+            "{detailed}"
+        );
+        let body = detailed.split("\r\n\r\n").nth(1).expect("a body");
+        let field = |name: &str| -> Option<u64> {
+            let rest = &body[body.find(&format!("\"{name}\":"))? + name.len() + 3..];
+            rest.split([',', '}']).next()?.parse().ok()
+        };
+        let (cpu, uptime) = (
+            field("cpu_ms").expect("cpu_ms"),
+            field("uptime_ms").expect("uptime_ms"),
+        );
+        assert_eq!(cpu, uptime / 2, "{body}");
+        assert_eq!(field("cpu_budget_millis"), Some(250), "{body}");
+        assert!(get(backend.addr, "/health").await.ends_with("ok\n"));
+
+        backend.report_cpu(Some(CpuReport {
+            use_millis: 100,
+            budget_millis: None,
+        }));
+        let unbounded = get(backend.addr, "/health?detail=1").await;
+        assert!(!unbounded.contains("cpu_budget_millis"), "{unbounded}");
+        assert!(unbounded.contains("\"cpu_ms\":"), "{unbounded}");
     }
 }

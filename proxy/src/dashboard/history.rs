@@ -26,6 +26,10 @@ pub(super) struct Sample {
     /// Mean size of the tokens presented, over the last interval that saw any.
     pub(super) token_bytes: Option<u32>,
     pub(super) rss_bytes: Option<u64>,
+    /// Cores the replica's process used between the last two reports that differ.
+    pub(super) cpu_cores: Option<f32>,
+    /// The CPU budget of the replica's control group, in cores; `None` when unbounded.
+    pub(super) cpu_budget: Option<f32>,
 }
 
 /// One second of one pool: what belongs to no replica.

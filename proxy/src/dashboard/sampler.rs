@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Metric as _};
+use statelab_formats::Reported;
 
 use crate::metrics::Metrics;
 use crate::pool::{Pools, Replica, ReplicaState};
@@ -24,6 +25,53 @@ pub(super) fn unix_ms() -> u64 {
 /// Rounded to hundredths, so the JSON stays short.
 pub(super) fn round2(x: f64) -> f32 {
     ((x * 100.0).round() / 100.0) as f32
+}
+
+/// A replica's CPU use, measured between two of its reports: the growth of the CPU time its
+/// process used (`cpu_ms`) over the growth of its uptime (`uptime_ms`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(super) struct Cpu {
+    /// The last report's `(cpu_ms, uptime_ms)`: the next one is measured from it.
+    mark: Option<(u64, u64)>,
+    /// Cores used between the last two reports that differ, to thousandths.
+    pub(super) cores: Option<f32>,
+}
+
+impl Cpu {
+    /// The use as of the replica's latest report. The same report as the mark keeps the last
+    /// figure (the health checker has not been back since); an uptime or a CPU time that went
+    /// backwards is a restarted process, whose first report is only a new mark; a report
+    /// without the two figures (a failed check, a replica that does not report them) has no
+    /// figure and keeps the mark.
+    pub(super) fn next(self, reported: Option<&Reported>) -> Cpu {
+        let Some((cpu_ms, uptime_ms)) = reported.and_then(|f| f.cpu_ms.zip(f.uptime_ms)) else {
+            return Cpu {
+                mark: self.mark,
+                cores: None,
+            };
+        };
+        let cores = match self.mark {
+            Some(mark) if mark == (cpu_ms, uptime_ms) => return self,
+            Some((cpu_before, uptime_before))
+                if uptime_ms > uptime_before && cpu_ms >= cpu_before =>
+            {
+                let cores = (cpu_ms - cpu_before) as f64 / (uptime_ms - uptime_before) as f64;
+                Some(((cores * 1000.0).round() / 1000.0) as f32)
+            }
+            _ => None,
+        };
+        Cpu {
+            mark: Some((cpu_ms, uptime_ms)),
+            cores,
+        }
+    }
+}
+
+/// The CPU budget a replica reports, in cores; `None` when its control group sets none.
+pub(super) fn cpu_budget(reported: Option<&Reported>) -> Option<f32> {
+    reported
+        .and_then(|f| f.cpu_budget_millis)
+        .map(|m| m as f32 / 1000.0)
 }
 
 /// A run of something (401s, retries, load) with a start and an end.
@@ -93,6 +141,7 @@ pub(super) struct Seen {
     latency_count: u64,
     tokens: (u64, u64),
     token_bytes: Option<u32>,
+    cpu: Cpu,
 }
 
 /// What the sampler remembers of a pool.
@@ -284,6 +333,10 @@ impl Sampler {
                 } else {
                     seen.as_ref().and_then(|s| s.token_bytes)
                 };
+                let cpu = seen
+                    .as_ref()
+                    .map_or_else(Cpu::default, |s| s.cpu)
+                    .next(reported.as_ref());
                 let state = r.state(now_ms);
                 let draining = r.is_draining();
                 let failure = r.last_failure();
@@ -354,6 +407,8 @@ impl Sampler {
                         store_sessions: reported.and_then(|f| f.store.store_sessions),
                         token_bytes,
                         rss_bytes: reported.and_then(|f| f.rss_bytes),
+                        cpu_cores: cpu.cores,
+                        cpu_budget: cpu_budget(reported.as_ref()),
                     },
                 ));
                 current.insert(
@@ -367,6 +422,7 @@ impl Sampler {
                         latency_count,
                         tokens,
                         token_bytes,
+                        cpu,
                     },
                 );
             }

@@ -1,4 +1,8 @@
-use crate::pool::ReplicaState;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pool::{Pools, ReplicaState};
 
 use super::sampler::*;
 use super::*;
@@ -92,4 +96,122 @@ fn the_page_and_its_files_are_served_with_their_types() {
     assert!(asset("/dashboard.js").is_some());
     assert!(asset("/dashboard.css").is_some());
     assert!(asset("/admin/status").is_none());
+}
+
+fn report(cpu_ms: u64, uptime_ms: u64, budget_millis: Option<u32>) -> statelab_formats::Reported {
+    statelab_formats::Reported {
+        cpu_ms: Some(cpu_ms),
+        uptime_ms: Some(uptime_ms),
+        cpu_budget_millis: budget_millis,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn two_reports_give_the_cores_used_between_them() {
+    let first = Cpu::default().next(Some(&report(1_000, 10_000, Some(200))));
+    assert_eq!(first.cores, None, "one report is only a mark");
+    // 190 ms of CPU in 1000 ms: 0.19 of a core.
+    let second = first.next(Some(&report(1_190, 11_000, Some(200))));
+    assert_eq!(second.cores, Some(0.19));
+    // Two cores busy for half a second.
+    let third = second.next(Some(&report(2_190, 11_500, Some(200))));
+    assert_eq!(third.cores, Some(2.0));
+}
+
+#[test]
+fn an_unchanged_report_keeps_the_last_figure() {
+    let cpu = Cpu::default()
+        .next(Some(&report(0, 1_000, None)))
+        .next(Some(&report(500, 2_000, None)));
+    assert_eq!(cpu.cores, Some(0.5));
+    let again = cpu.next(Some(&report(500, 2_000, None)));
+    assert_eq!(again, cpu);
+    // The next new report is measured from the same mark.
+    assert_eq!(
+        again.next(Some(&report(750, 3_000, None))).cores,
+        Some(0.25)
+    );
+}
+
+#[test]
+fn a_restart_resets_the_mark_and_reports_nothing_until_the_next_pair() {
+    let cpu = Cpu::default()
+        .next(Some(&report(5_000, 60_000, None)))
+        .next(Some(&report(5_300, 61_000, None)));
+    assert_eq!(cpu.cores, Some(0.3));
+    // A new process: its uptime is back near zero.
+    let restarted = cpu.next(Some(&report(40, 200, None)));
+    assert_eq!(restarted.cores, None);
+    assert_eq!(
+        restarted.next(Some(&report(140, 1_200, None))).cores,
+        Some(0.1),
+        "measured from the new process's first report"
+    );
+}
+
+#[test]
+fn a_replica_without_the_figures_has_no_cpu_figure() {
+    let cpu = Cpu::default()
+        .next(Some(&report(0, 1_000, None)))
+        .next(Some(&report(100, 2_000, None)));
+    assert_eq!(cpu.cores, Some(0.1));
+    // A failed check reports nothing: no figure, and the next report is measured from the mark.
+    let failed = cpu.next(None);
+    assert_eq!(failed.cores, None);
+    assert_eq!(
+        failed.next(Some(&report(400, 4_000, None))).cores,
+        Some(0.15)
+    );
+    // A replica that is not a statelab service never has one.
+    let foreign = statelab_formats::Reported::default();
+    assert_eq!(
+        Cpu::default()
+            .next(Some(&foreign))
+            .next(Some(&foreign))
+            .cores,
+        None
+    );
+}
+
+#[test]
+fn the_budget_is_in_cores_and_absent_when_unbounded() {
+    assert_eq!(cpu_budget(Some(&report(0, 0, Some(200)))), Some(0.2));
+    assert_eq!(cpu_budget(Some(&report(0, 0, Some(1_500)))), Some(1.5));
+    assert_eq!(cpu_budget(Some(&report(0, 0, None))), None);
+    assert_eq!(cpu_budget(None), None);
+}
+
+#[test]
+fn the_sampler_puts_each_replicas_cpu_and_budget_in_its_columns() {
+    let config = Config::from_toml_str("").expect("the default config");
+    let metrics = Metrics::new();
+    let pools = Pools::new(&config, &metrics);
+    let members = pools.pools[0].members();
+    let (bounded, unbounded) = (&members.replicas[0], &members.replicas[1]);
+    let history = History::new();
+    let mut sampler = Sampler::new(Arc::clone(&pools), metrics);
+
+    bounded.set_reported(Some(report(1_000, 10_000, Some(200))));
+    unbounded.set_reported(Some(report(3_000, 20_000, None)));
+    sampler.tick(&history);
+    bounded.set_reported(Some(report(1_190, 11_000, Some(200))));
+    unbounded.set_reported(Some(report(3_350, 21_000, None)));
+    sampler.tick(&history);
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&history.render(&pools, &Since::default())).expect("JSON");
+    let replica = |name: &str| {
+        json["pools"][0]["replicas"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {json}"))
+    };
+    let b = replica(&bounded.name);
+    assert_eq!(b["series"]["cpu_cores"], serde_json::json!([null, 0.19]));
+    assert_eq!(b["series"]["cpu_budget"], serde_json::json!([0.2, 0.2]));
+    let u = replica(&unbounded.name);
+    assert_eq!(u["series"]["cpu_cores"], serde_json::json!([null, 0.35]));
+    assert_eq!(u["series"]["cpu_budget"], serde_json::json!([null, null]));
 }

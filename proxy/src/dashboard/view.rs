@@ -67,6 +67,8 @@ struct ReplicaColumns {
     store_sessions: Vec<Option<u64>>,
     token_bytes: Vec<Option<u32>>,
     rss_bytes: Vec<Option<u64>>,
+    cpu_cores: Vec<Option<f32>>,
+    cpu_budget: Vec<Option<f32>>,
 }
 
 /// The query of `GET /admin/dashboard.json`: `since` (ms since the Unix epoch) keeps only newer
@@ -181,6 +183,8 @@ fn replica_columns(ring: Option<&Ring<Sample>>, since_ms: u64) -> ReplicaColumns
         c.store_sessions.push(s.store_sessions);
         c.token_bytes.push(s.token_bytes);
         c.rss_bytes.push(s.rss_bytes);
+        c.cpu_cores.push(s.cpu_cores);
+        c.cpu_budget.push(s.cpu_budget);
     }
     c
 }
