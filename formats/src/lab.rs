@@ -145,13 +145,26 @@ pub struct PartStatus {
     pub cpu_budget: Option<f64>,
 }
 
-/// The smallest CPU budget a part may get: a tenth of a core, a 1 ms quota in each
-/// [`CPU_PERIOD_US`] period (the kernel's least quota is 1 ms).
-pub const MIN_CPU: f64 = 0.1;
-/// The CPU quota's period, in microseconds. A part that spends its quota waits for the next
-/// period, so throttling adds at most one period (minus the quota) to a request's latency: 10 ms
-/// keeps that below a typical SLO while a 0.1-core quota is still 1 ms.
+/// The smallest CPU budget a part may get: a hundredth of a core.
+pub const MIN_CPU: f64 = 0.01;
+/// The CPU quota's period for a budget of 0.1 core or more, in microseconds. A part that spends
+/// its quota waits for the next period, so throttling adds at most one period (minus the quota)
+/// to a request's latency: 10 ms keeps that below a typical SLO.
 pub const CPU_PERIOD_US: u64 = 10_000;
+/// The kernel's least quota: 1 ms a period.
+pub const MIN_QUOTA_US: u64 = 1_000;
+
+/// The period for a budget of `cores`: [`CPU_PERIOD_US`], or longer where the quota would fall
+/// under [`MIN_QUOTA_US`] (0.02 core: 50 ms, during which a throttled part waits up to 49 ms).
+pub fn cpu_period_us(cores: f64) -> u64 {
+    let needed = (MIN_QUOTA_US as f64 / cores.max(MIN_CPU)).ceil() as u64;
+    needed.max(CPU_PERIOD_US)
+}
+
+/// The quota, in microseconds a period, for `cores` of a core.
+pub fn cpu_quota_us(cores: f64) -> u64 {
+    (cores * cpu_period_us(cores) as f64).round() as u64
+}
 
 /// The largest `--work-us` a service takes: one second of CPU per request.
 pub const MAX_WORK_US: u32 = 1_000_000;
@@ -201,6 +214,16 @@ pub struct PartCpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_is_a_quota_of_at_least_a_millisecond() {
+        assert_eq!((cpu_period_us(0.2), cpu_quota_us(0.2)), (10_000, 2000));
+        assert_eq!((cpu_period_us(0.1), cpu_quota_us(0.1)), (10_000, 1000));
+        assert_eq!((cpu_period_us(1.5), cpu_quota_us(1.5)), (10_000, 15_000));
+        assert_eq!((cpu_period_us(0.02), cpu_quota_us(0.02)), (50_000, 1000));
+        assert_eq!((cpu_period_us(0.03), cpu_quota_us(0.03)), (33_334, 1000));
+        assert_eq!(cpu_period_us(0.01), 100_000);
+    }
 
     #[test]
     fn the_layout_leaves_room_for_every_replica() {

@@ -1,8 +1,8 @@
 //! CPU budgets for the native lab's parts: one control group per part, under one group per lab.
 //!
 //! cgroup v2 (`cpu.max`) where the unified hierarchy has the `cpu` controller, else cgroup v1's
-//! `cpu` controller (`cpu.cfs_quota_us` over `cpu.cfs_period_us`). The period is
-//! [`CPU_PERIOD_US`] for every part. A part's process joins its group right after it starts, so
+//! `cpu` controller (`cpu.cfs_quota_us` over `cpu.cfs_period_us`). The period is 10 ms
+//! ([`cpu_period_us`]: longer only where a budget under 0.1 core needs it for a 1 ms quota). A part's process joins its group right after it starts, so
 //! the budget holds from its first request; the group goes at `down`. Where no controller can
 //! be used, [`CpuGroups::create`] says why, and `up` stops: a lab asked for budgets never runs
 //! without them.
@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use statelab_formats::lab::CPU_PERIOD_US;
+use statelab_formats::lab::{cpu_period_us, cpu_quota_us};
 
 /// Where the kernel's control groups are mounted.
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -112,11 +112,13 @@ impl CpuGroups {
     pub fn limit(&self, part: &str, cores: f64) -> anyhow::Result<()> {
         let group = self.group(part);
         fs::create_dir_all(&group).with_context(|| format!("cannot create {}", group.display()))?;
-        let quota = quota_us(cores);
+        let (quota, period) = (cpu_quota_us(cores), cpu_period_us(cores));
         match &self.controller {
-            Controller::V2(_) => write(&group.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}")),
+            Controller::V2(_) => write(&group.join("cpu.max"), &format!("{quota} {period}")),
             Controller::V1(_) => {
-                write(&group.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                // A quota larger than the period before it is refused: unlimit first.
+                write(&group.join("cpu.cfs_quota_us"), "-1")?;
+                write(&group.join("cpu.cfs_period_us"), &period.to_string())?;
                 write(&group.join("cpu.cfs_quota_us"), &quota.to_string())
             }
         }
@@ -162,11 +164,6 @@ impl CpuGroups {
     }
 }
 
-/// The quota, in microseconds a period, for `cores` of a core.
-pub fn quota_us(cores: f64) -> u64 {
-    (cores * CPU_PERIOD_US as f64).round() as u64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,13 +203,6 @@ mod tests {
             Controller::detect(&root).expect("v2"),
             Controller::V2(root.clone())
         );
-    }
-
-    #[test]
-    fn a_budget_is_a_quota_of_the_period() {
-        assert_eq!(quota_us(0.1), 1000);
-        assert_eq!(quota_us(0.25), 2500);
-        assert_eq!(quota_us(1.5), 15_000);
     }
 
     #[test]

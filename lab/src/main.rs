@@ -74,7 +74,7 @@ enum Verb {
         /// acknowledge it (their `--redis-wait`); 0 acknowledges once the primary has it.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=2))]
         redis_wait: u32,
-        /// Each replica's CPU budget, in cores (e.g. 0.2; at least 0.1): natively a control
+        /// Each replica's CPU budget, in cores (e.g. 0.2; at least 0.01): natively a control
         /// group per replica (as root), in Docker the container's CPU quota. `scale` and
         /// `start` give new replicas the same.
         #[arg(long, value_name = "CORES")]

@@ -3,10 +3,9 @@
 //! native lab uses), and the CPU time of each container's process for `scripts/lab cpu`.
 
 use anyhow::bail;
-use statelab_formats::lab::{CpuTimes, PartCpu, CPU_PERIOD_US};
+use statelab_formats::lab::{cpu_period_us, cpu_quota_us, CpuTimes, PartCpu};
 use statelab_formats::procfs;
 
-use crate::cgroup::quota_us;
 use crate::model::{budget_words, Part};
 use crate::say;
 
@@ -16,9 +15,9 @@ use super::{docker, run, stdout_of, Docker};
 pub(super) fn run_flags(cores: f64) -> [String; 4] {
     [
         "--cpu-period".into(),
-        CPU_PERIOD_US.to_string(),
+        cpu_period_us(cores).to_string(),
         "--cpu-quota".into(),
-        quota_us(cores).to_string(),
+        cpu_quota_us(cores).to_string(),
     ]
 }
 

@@ -30,11 +30,12 @@ pub const REPLICA_CPU: &str = "0.2";
 /// CPU work per request in the replica-bound scenarios: 0.2 of a core then serves about 200
 /// requests a second.
 pub const WORK_US: &str = "1000";
-/// Work per request in the store scenarios: little, so that replicas outrun the store.
-pub const STORE_WORK_US: &str = "100";
-/// The small and the larger Redis budget.
-pub const SMALL_STORE_CPU: &str = "0.1";
-pub const LARGER_STORE_CPU: &str = "0.3";
+/// Work per request in the store scenarios: half, so that a few replicas outrun a small store.
+pub const STORE_WORK_US: &str = "500";
+/// The small and the larger Redis budget: a fiftieth of a core (a 1 ms quota every 50 ms) and a
+/// tenth.
+pub const SMALL_STORE_CPU: &str = "0.02";
+pub const LARGER_STORE_CPU: &str = "0.1";
 /// The saturation experiment: offered load over the three-replica capacity, its length, when the
 /// pool grows, and its sessions' shape (long: about 20 requests over some 6 s).
 pub const OVERLOAD: f64 = 1.15;
@@ -65,7 +66,7 @@ pub fn suite() -> Vec<Scenario> {
         },
         Scenario {
             name: "externalized-small-store",
-            title: "externalized, Redis with 0.1 core",
+            title: "externalized, Redis with 0.02 core",
             up: vec![
                 "--replica-cpu",
                 REPLICA_CPU,
@@ -78,7 +79,7 @@ pub fn suite() -> Vec<Scenario> {
         },
         Scenario {
             name: "externalized-larger-store",
-            title: "externalized, Redis with 0.3 core",
+            title: "externalized, Redis with 0.1 core",
             up: vec![
                 "--replica-cpu",
                 REPLICA_CPU,
