@@ -14,14 +14,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use statelab_formats::lab::{Ports, Scaled};
+use statelab_formats::lab::Scaled;
 use statelab_formats::{procfs, Design, Strategy};
 
 use super::report::CapacityReport;
 use super::saturation::{summarise, SaturationRun};
 use super::search::Slo;
 use super::{measure_with, CapacityArgs};
-use crate::config::{RunArgs, RunPlan};
+use crate::compare::{proxy_ports, RunLine};
+use crate::config::RunPlan;
 use crate::fault::{FaultStep, Lab};
 
 /// Each replica's budget in the budgeted scenarios, in cores: six replicas take 1.2 of this
@@ -177,18 +178,6 @@ fn scenario_lab(args: &SuiteArgs, s: &Scenario) -> anyhow::Result<Lab> {
     })
 }
 
-/// Proxy and admin ports of a running lab.
-async fn ports(lab: &Lab) -> anyhow::Result<(u16, u16)> {
-    let p: Ports = lab.answer(&["ports"]).await.map_err(anyhow::Error::msg)?;
-    let get = |n: &str| {
-        p.ports
-            .get(n)
-            .copied()
-            .with_context(|| format!("the lab names no {n} port"))
-    };
-    Ok((get("proxy")?, get("admin")?))
-}
-
 /// The admin token a Docker lab wants (`.lab/admin-token` of its directory).
 fn admin_token(dir: &Path) -> Option<statelab_formats::AdminToken> {
     std::fs::read_to_string(dir.join("admin-token"))
@@ -268,7 +257,7 @@ async fn scenario(
     lab: &Lab,
     suite: &mut CapacitySuite,
 ) -> anyhow::Result<()> {
-    let ports = ports(lab).await?;
+    let ports = proxy_ports(lab).await?;
     match s.curve {
         Some(service) => {
             let cargs = curve_args(args, service, ports, s);
@@ -300,13 +289,6 @@ async fn scenario(
         }
     }
     Ok(())
-}
-
-/// `run`'s flags, parsed as the command line would.
-#[derive(Debug, clap::Parser)]
-struct RunLine {
-    #[command(flatten)]
-    args: RunArgs,
 }
 
 /// The saturation experiment for one design: its three-replica capacity, then the overloaded

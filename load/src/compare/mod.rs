@@ -171,9 +171,9 @@ impl CompareArgs {
 
 /// `run`'s flags, for parsing a planned run exactly as the command line would.
 #[derive(Debug, Parser)]
-struct RunLine {
+pub(crate) struct RunLine {
     #[command(flatten)]
-    args: RunArgs,
+    pub(crate) args: RunArgs,
 }
 
 /// What the lab looked like before the comparison touched it, to put back at the end.
@@ -242,7 +242,7 @@ fn say(msg: &str) {
     eprintln!("compare: {msg}");
 }
 
-/// `--capacity`: the capacity scenarios into one report.
+/// `--capacity`: the capacity scenarios into one report (`capacity::scenarios`).
 fn capacity_suite(args: &CompareArgs) -> anyhow::Result<i32> {
     let names: Vec<&str> = scenarios::suite().iter().map(|s| s.name).collect();
     if let Some(bad) = args
@@ -412,7 +412,7 @@ async fn carry_out(
 }
 
 /// The proxy's and the admin API's ports on the host, from `scripts/lab ports --json`.
-async fn proxy_ports(lab: &Lab) -> anyhow::Result<(u16, u16)> {
+pub(crate) async fn proxy_ports(lab: &Lab) -> anyhow::Result<(u16, u16)> {
     let ports: Ports = lab.answer(&["ports"]).await.map_err(anyhow::Error::msg)?;
     let port = |name: &str| {
         ports
