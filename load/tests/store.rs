@@ -6,6 +6,7 @@
 
 mod support;
 
+use statelab_formats::lab::LabStatus;
 use statelab_load::report::RunReport;
 use statelab_test_support::{NativeLab, TempDir};
 use support::run_load;
@@ -76,14 +77,15 @@ fn assert_failed_over(report: &RunReport, text: &str, candidates: &[&str]) {
 }
 
 /// The line `scripts/lab status` prints for `node`.
-fn status_line(lab: &NativeLab, node: &str) -> String {
-    let out = lab.command(&["status"]).output().expect("status");
-    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+/// A node's role as `status --json` gives it (`primary`, `replica`, ...).
+fn role_of(lab: &NativeLab, node: &str) -> Option<String> {
+    let out = lab.command(&["--json", "status"]).output().expect("status");
+    let status: LabStatus = serde_json::from_slice(&out.stdout).expect("typed status");
     status
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(node))
-        .unwrap_or_else(|| panic!("status lists {node}:\n{status}"))
-        .to_owned()
+        .part(node)
+        .unwrap_or_else(|| panic!("status lists {node}: {status:?}"))
+        .role
+        .clone()
 }
 
 #[test]
@@ -110,8 +112,7 @@ fn sentinel_fails_over_by_itself_and_wait_1_loses_no_acknowledged_write() {
     assert_eq!(report.session_losses, 0, "{text}");
 
     // The restart brought the killed node back, as a replica of the new primary.
-    let line = status_line(&lab, "redis-1");
-    assert!(line.trim_end().ends_with("replica"), "{line}");
+    assert_eq!(role_of(&lab, "redis-1").as_deref(), Some("replica"));
 }
 
 #[test]
@@ -142,6 +143,5 @@ fn cluster_fails_over_by_itself_and_reports_what_async_replication_lost() {
     // Without WAIT, writes acknowledged just before the kill may be lost: measured, not failed on.
     assert!(report.acknowledged_adds_lost.is_some(), "{text}");
     // The killed node rejoined by its own record, as a replica of the one that took its place.
-    let line = status_line(&lab, &killed);
-    assert!(line.trim_end().ends_with("replica"), "{line}");
+    assert_eq!(role_of(&lab, &killed).as_deref(), Some("replica"));
 }
