@@ -20,6 +20,7 @@ use statelab_formats::{Design, StatusView, Strategy};
 
 use crate::client::{Client, Target};
 use crate::fault::{parse_seconds, Fault, Lab, ScaleStep};
+use crate::skew::Zipf;
 use crate::workflow::Workflow;
 
 // The variants' `///` lines are the `--help` text of `--model` and `--workflow`.
@@ -186,6 +187,9 @@ impl Work {
     }
 }
 
+/// The open model's session numbers map onto skewed sources in cycles of this many.
+pub const OPEN_SOURCE_CYCLE: u64 = 1000;
+
 /// A run, fully specified: what [`crate::run::run`] carries out and
 /// [`crate::report::RunReport::build`] describes.
 #[derive(Debug, Clone)]
@@ -201,6 +205,12 @@ pub struct RunConfig {
     pub duration: Duration,
     pub timeout: Duration,
     pub sources: Vec<IpAddr>,
+    /// With `--sources-skew`: the index into `sources` of each user (of each session number, in
+    /// a cycle, for the open model); empty: users take the addresses in turn.
+    pub source_bins: Vec<usize>,
+    /// `--skew`: the closed model's users' think times follow this law.
+    pub skew: Option<Zipf>,
+    pub sources_skew: Option<Zipf>,
     pub fault: Option<Fault>,
     /// Pools grown or shrunk during the run (`--scale`).
     pub scales: Vec<ScaleStep>,
@@ -290,6 +300,17 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=250))]
     pub sources: u64,
 
+    /// Heavy users: the closed model's users think --think-ms × k^S between requests (k their
+    /// rank, the first user heaviest), so their request rates follow a Zipf law of exponent S
+    /// (e.g. zipf:1.1). The heaviest 5% are reported apart.
+    #[arg(long, value_name = "zipf:S")]
+    pub skew: Option<Zipf>,
+
+    /// Skewed sources: users are shared out among the source addresses by a Zipf law of exponent
+    /// S, so the first address carries the most (an office behind a NAT).
+    #[arg(long, value_name = "zipf:S")]
+    pub sources_skew: Option<Zipf>,
+
     /// Kill this replica at this second of the run, with `LAB kill REPLICA`
     /// (e.g. --kill stateful-2@10).
     #[arg(long, value_name = "REPLICA@SECONDS")]
@@ -358,6 +379,9 @@ pub enum ConfigError {
     Lab(String),
     #[error("--strategy: {0}")]
     Strategy(UnknownRouting),
+    /// Heavy users are users of the closed model: the open model's sessions are each new.
+    #[error("--skew shapes the closed model's users: add --model closed")]
+    SkewNeedsClosed,
 }
 
 /// Where the run's strategy comes from.
@@ -444,6 +468,20 @@ impl RunPlan {
                 path: args.path.clone(),
             },
         };
+        if args.skew.is_some() && args.model != ModelKind::Closed {
+            return Err(ConfigError::SkewNeedsClosed);
+        }
+        // Users, or for the open model a cycle of session numbers, over the addresses.
+        let source_bins = match (args.sources_skew, sources.len()) {
+            (Some(z), n) if n > 1 => {
+                let users = match args.model {
+                    ModelKind::Closed => args.users,
+                    ModelKind::Open => OPEN_SOURCE_CYCLE,
+                };
+                z.assign(usize::try_from(users).unwrap_or(usize::MAX), n)
+            }
+            _ => Vec::new(),
+        };
         let model = match args.model {
             ModelKind::Open => Model::Open {
                 rate: args.rate,
@@ -463,6 +501,9 @@ impl RunPlan {
                 duration: Duration::from_secs(args.duration),
                 timeout: Duration::from_millis(args.timeout_ms),
                 sources,
+                source_bins,
+                skew: args.skew,
+                sources_skew: args.sources_skew,
                 fault,
                 scales,
                 lab,
@@ -599,6 +640,31 @@ mod tests {
 
     fn plan(extra: &[&str]) -> RunPlan {
         RunPlan::from_args(&parse(extra)).expect("the flags must be accepted")
+    }
+
+    #[test]
+    fn skew_shapes_the_closed_users_and_the_sources() {
+        let err = RunPlan::from_args(&parse(&["--skew", "zipf:1.1"])).expect_err("open model");
+        assert!(matches!(err, ConfigError::SkewNeedsClosed), "{err}");
+        let cfg = plan(&[
+            "--model",
+            "closed",
+            "--users",
+            "40",
+            "--skew",
+            "zipf:1.1",
+            "--sources-skew",
+            "zipf:1",
+        ])
+        .into_config(None);
+        assert_eq!(cfg.skew, Some(Zipf { s: 1.1 }));
+        assert_eq!(cfg.source_bins.len(), 40);
+        // Eight addresses: the first carries 1/H_8 ≈ 37% of the users, the last about 5%.
+        let first = cfg.source_bins.iter().filter(|b| **b == 0).count();
+        let last = cfg.source_bins.iter().filter(|b| **b == 7).count();
+        assert_eq!((first, last), (15, 2));
+        let plain = plan(&["--model", "closed"]).into_config(None);
+        assert!(plain.source_bins.is_empty() && plain.skew.is_none());
     }
 
     #[test]

@@ -26,6 +26,8 @@
 //! - [`run`]: the open and closed workload models, progress line, deadline and Ctrl-C; hands
 //!   what it recorded to [`report::RunReport::build`].
 //!
+//! - [`skew`]: Zipf laws for heavy users (`--skew`) and crowded source addresses
+//!   (`--sources-skew`).
 //! - [`capacity`]: `statelab-load capacity`: the highest rate meeting an SLO at each replica
 //!   count, every part's CPU, the bottleneck named, and the Universal Scalability Law fitted.
 //!
@@ -42,6 +44,7 @@ pub mod output;
 pub mod report;
 pub mod run;
 pub mod scaling;
+pub mod skew;
 pub mod stats;
 pub mod wire;
 pub mod workflow;

@@ -58,9 +58,22 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let mut tasks = JoinSet::new();
     match cfg.model.clone() {
         Model::Closed { users } => {
+            if cfg.skew.is_some() {
+                recorder.set_heavy(crate::skew::heavy_users(users));
+            }
             for id in 0..users {
-                let user = new_user(&cfg, id, &recorder, deadline);
-                let work = cfg.work.clone();
+                let mut user = new_user(&cfg, id, &recorder, deadline);
+                if cfg.skew.is_some() {
+                    user = user.returning();
+                }
+                let work = match (cfg.work.clone(), cfg.skew) {
+                    // Heavy users think less: the k-th user thinks k^S times as long.
+                    (Work::Shop(mut flow), Some(z)) => {
+                        flow.think = flow.think.mul_f64(z.think_factor(id));
+                        Work::Shop(flow)
+                    }
+                    (work, _) => work,
+                };
                 let counters = counters.clone();
                 tasks.spawn(closed_user(user, work, counters, deadline));
             }
@@ -146,8 +159,11 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
 fn new_user(cfg: &RunConfig, id: u64, recorder: &Arc<Recorder>, deadline: Instant) -> User {
     let source = if cfg.sources.is_empty() {
         None
-    } else {
+    } else if cfg.source_bins.is_empty() {
         Some(cfg.sources[(id as usize) % cfg.sources.len()])
+    } else {
+        let bin = cfg.source_bins[(id as usize) % cfg.source_bins.len()];
+        cfg.sources.get(bin).copied()
     };
     User::new(
         id,

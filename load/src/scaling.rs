@@ -282,6 +282,7 @@ mod tests {
         }
         Measured {
             latency: crate::stats::new_histogram(2),
+            heavy_latency: crate::stats::new_histogram(2),
             service: crate::stats::new_histogram(2),
             series,
             last_seen,

@@ -201,6 +201,9 @@ pub struct User {
     sessions: u64,
     /// The current shop session's route across scale events; `None` outside a session.
     track: Option<SessionTrack>,
+    /// A returning shopper keeps its cookie jar from one session to the next (the proxy's
+    /// affinity cookie among them); a new one starts each session with an empty jar.
+    returning: bool,
 }
 
 impl User {
@@ -219,7 +222,15 @@ impl User {
             deadline,
             sessions: 0,
             track: None,
+            returning: false,
         }
+    }
+
+    /// The same user, keeping its cookie jar across its sessions (a skewed run's users: a heavy
+    /// user is one shopper coming back, pinned where it was).
+    pub fn returning(mut self) -> Self {
+        self.returning = true;
+        self
     }
 
     /// Sends one request when `when` says, records it, and returns the answer when there was
@@ -346,10 +357,13 @@ impl User {
     }
 
     /// Runs one shop session whose login is meant for `intended`. Each session starts with an
-    /// empty cookie jar (a new shopper on this connection's address).
+    /// empty cookie jar (a new shopper on this connection's address), unless the user is
+    /// [`User::returning`].
     pub async fn shop(&mut self, intended: Instant, flow: &Workflow) -> SessionEnd {
         self.sessions += 1;
-        self.client.reset();
+        if !self.returning {
+            self.client.reset();
+        }
         self.track = Some(self.recorder.epochs().session());
         let username = format!("u{}-{}", self.id, self.sessions);
         let login = Bytes::from(

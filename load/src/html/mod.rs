@@ -247,6 +247,14 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
         ("cart adds", opt(r.adds)),
         ("think time (ms)", opt(r.think_ms)),
         ("source addresses", r.sources.to_string()),
+        (
+            "users' skew",
+            r.skew.clone().unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "sources' skew",
+            r.sources_skew.clone().unwrap_or_else(|| "none".into()),
+        ),
         ("duration", format!("{} s", num(r.duration_s, 1))),
         (
             "interrupted",
@@ -296,6 +304,31 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
         false,
         format!("sessions: {started} started, {completed} completed"),
     );
+    if let Some(b) = &r.balance {
+        li(
+            o,
+            b.max_over_mean > 1.25,
+            format!(
+                "balance over {} replicas: busiest at {}× the mean, coefficient of variation {}",
+                b.replicas,
+                num(b.max_over_mean, 2),
+                num(b.cv, 2)
+            ),
+        );
+    }
+    if let Some(h) = &r.heavy {
+        li(
+            o,
+            false,
+            format!(
+                "heaviest {} users: p99 {} ms over {} requests (everyone: {} ms)",
+                h.users,
+                num(h.p99_ms, 1),
+                h.requests,
+                num(r.p99_ms, 1)
+            ),
+        );
+    }
     li(
         o,
         false,

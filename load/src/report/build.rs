@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Failover, PercentileRow, RunOutcome, RunReport};
+use super::{Balance, Failover, HeavyUsers, PercentileRow, RunOutcome, RunReport};
 use crate::config::{Model, RunConfig, Work};
 use crate::fault::{Event, Fault, FaultStep, PrimaryWatch};
 use crate::stats::{self, percentile_ms, Acknowledged, ErrorCounts, Measured};
@@ -60,6 +60,17 @@ impl RunReport {
             Work::Raw { .. } => (None, None),
         };
         let latency = |p| percentile_ms(&measured.latency, p);
+        let heavy = match (cfg.skew, &cfg.model) {
+            (Some(_), Model::Closed { users }) if !measured.heavy_latency.is_empty() => {
+                Some(HeavyUsers {
+                    users: crate::skew::heavy_users(*users),
+                    p50_ms: percentile_ms(&measured.heavy_latency, 50.0),
+                    p99_ms: percentile_ms(&measured.heavy_latency, 99.0),
+                    requests: measured.heavy_latency.len(),
+                })
+            }
+            _ => None,
+        };
         let scaling = crate::scaling::build(&events, &measured);
         RunReport {
             service: cfg.service,
@@ -103,6 +114,15 @@ impl RunReport {
             service_p50_ms: percentile_ms(&measured.service, 50.0),
             service_p99_ms: percentile_ms(&measured.service, 99.0),
             percentiles,
+            balance: Balance::of(per_replica.values().copied()),
+            balance_per_second: measured
+                .series
+                .iter()
+                .map(|s| Balance::of(s.per_replica.values().copied()))
+                .collect(),
+            skew: cfg.skew.map(|z| z.to_string()),
+            sources_skew: cfg.sources_skew.map(|z| z.to_string()),
+            heavy,
             per_replica,
             memory_bytes,
             failover,
@@ -211,6 +231,9 @@ mod tests {
             duration: std::time::Duration::from_secs(4),
             timeout: std::time::Duration::from_secs(1),
             sources: Vec::new(),
+            source_bins: Vec::new(),
+            skew: None,
+            sources_skew: None,
             fault,
             scales: Vec::new(),
             lab: crate::fault::Lab::parse("scripts/lab").expect("valid test input"),

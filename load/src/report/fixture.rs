@@ -132,6 +132,11 @@ pub fn run(label: &str, with_kill: bool) -> RunReport {
             service_ms: 9.0,
         }],
         per_replica: BTreeMap::from([("r-1".to_string(), 600), ("r-2".to_string(), 500)]),
+        balance: super::Balance::of([600, 500].into_iter()),
+        balance_per_second: Vec::new(),
+        skew: None,
+        sources_skew: None,
+        heavy: None,
         memory_bytes: BTreeMap::from([("r-1".to_string(), 8 << 20)]),
         failover,
         events: vec![Event {

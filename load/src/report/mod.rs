@@ -100,6 +100,20 @@ pub struct RunReport {
     pub percentiles: Vec<PercentileRow>,
     /// Requests answered by each replica (`x-replica`) over the whole run.
     pub per_replica: BTreeMap<String, u64>,
+    /// How evenly those requests were spread; `null` without a replica's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Balance>,
+    /// The same for each second of `timeline`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub balance_per_second: Vec<Option<Balance>>,
+    /// `--skew` and `--sources-skew` (`zipf:S`), when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skew: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources_skew: Option<String>,
+    /// With `--skew`: the heaviest users' latency beside everyone's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heavy: Option<HeavyUsers>,
     /// Resident memory of each of the service's replicas after the run (`scripts/lab mem`);
     /// empty when not sampled.
     pub memory_bytes: BTreeMap<String, u64>,
@@ -111,6 +125,43 @@ pub struct RunReport {
     pub scaling: Vec<ScaleReport>,
     /// One entry per second.
     pub timeline: Vec<SecondStats>,
+}
+
+/// How evenly a count is spread over the replicas that answered: the largest share over the
+/// mean, and the coefficient of variation (standard deviation over mean).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Balance {
+    pub replicas: u32,
+    pub max_over_mean: f64,
+    pub cv: f64,
+}
+
+impl Balance {
+    /// The balance of `counts`, one per replica; `None` when none counted anything.
+    pub fn of(counts: impl Iterator<Item = u64>) -> Option<Balance> {
+        let counts: Vec<f64> = counts.map(|c| c as f64).collect();
+        let n = counts.len() as f64;
+        let total: f64 = counts.iter().sum();
+        if counts.is_empty() || total <= 0.0 {
+            return None;
+        }
+        let mean = total / n;
+        let var = counts.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / n;
+        Some(Balance {
+            replicas: counts.len() as u32,
+            max_over_mean: counts.iter().copied().fold(0.0, f64::max) / mean,
+            cv: var.sqrt() / mean,
+        })
+    }
+}
+
+/// The heaviest users of a skewed run ([`crate::skew::HEAVY_SHARE`] of them, the first ranks).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HeavyUsers {
+    pub users: u64,
+    pub requests: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,6 +279,24 @@ pub fn read_run(path: &Path) -> anyhow::Result<RunReport> {
 }
 
 #[cfg(test)]
+mod balance_tests {
+    use super::Balance;
+
+    #[test]
+    fn balance_is_the_largest_share_over_the_mean_and_the_spread() {
+        let even = Balance::of([100, 100, 100].into_iter()).expect("counts");
+        assert_eq!((even.max_over_mean, even.cv), (1.0, 0.0));
+        let hot = Balance::of([300, 50, 50, 0].into_iter()).expect("counts");
+        assert_eq!(hot.replicas, 4);
+        assert!((hot.max_over_mean - 3.0).abs() < 1e-12);
+        // mean 100; deviations 200, -50, -50, -100: variance 13750, sd about 117.3.
+        assert!((hot.cv - 13750f64.sqrt() / 100.0).abs() < 1e-9);
+        assert_eq!(Balance::of([0, 0].into_iter()), None);
+        assert_eq!(Balance::of(std::iter::empty()), None);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use serde_json::Value;
     use statelab_formats::Strategy;
@@ -254,7 +323,7 @@ mod tests {
 
     /// `run.json`'s names and values, which its readers (scripts/compare,
     /// lab/tests/docker_e2e.rs, docs/load.md) rely on.
-    const RUN_FIELDS: [&str; 47] = [
+    const RUN_FIELDS: [&str; 48] = [
         "service",
         "strategy",
         "label",
@@ -297,6 +366,7 @@ mod tests {
         "service_p99_ms",
         "percentiles",
         "per_replica",
+        "balance",
         "memory_bytes",
         "failover",
         "events",

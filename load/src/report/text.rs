@@ -100,6 +100,25 @@ pub fn summary(r: &RunReport) -> String {
         r.service_p99_ms
     );
     let _ = writeln!(out, "  per replica: {}", spread(&r.per_replica));
+    if let Some(b) = &r.balance {
+        let _ = writeln!(
+            out,
+            "  balance: max/mean {:.2}, coefficient of variation {:.2} over {} replicas",
+            b.max_over_mean, b.cv, b.replicas
+        );
+    }
+    if let Some(h) = &r.heavy {
+        let _ = writeln!(
+            out,
+            "  heaviest {} users ({}): p50 {:.1} ms, p99 {:.1} ms over {} requests (everyone: p99 {:.1} ms)",
+            h.users,
+            r.skew.as_deref().unwrap_or("?"),
+            h.p50_ms,
+            h.p99_ms,
+            h.requests,
+            r.p99_ms
+        );
+    }
     if !r.memory_bytes.is_empty() {
         let mem: Vec<String> = r
             .memory_bytes

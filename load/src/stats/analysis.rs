@@ -40,6 +40,8 @@ pub struct SecondStats {
 #[derive(Debug)]
 pub struct Measured {
     pub latency: Histogram<u64>,
+    /// The heavy users' latency alone (empty unless the run marked some).
+    pub heavy_latency: Histogram<u64>,
     pub service: Histogram<u64>,
     pub series: Vec<SecondStats>,
     /// Per replica, the latest answer it gave, in seconds since the start.

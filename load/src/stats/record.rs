@@ -188,6 +188,8 @@ impl MergedSecond {
 #[derive(Debug)]
 struct Shard {
     latency: Histogram<u64>,
+    /// The heavy users' latency (users below [`Recorder::set_heavy`]'s bound).
+    heavy: Histogram<u64>,
     service: Histogram<u64>,
     seconds: Vec<ShardSecond>,
     names: Vec<Box<[u8]>>,
@@ -202,6 +204,7 @@ impl Shard {
     fn new() -> Self {
         Shard {
             latency: new_histogram(3),
+            heavy: new_histogram(3),
             service: new_histogram(3),
             seconds: Vec::new(),
             names: Vec::new(),
@@ -248,6 +251,8 @@ pub struct Recorder {
     steps_late: AtomicU64,
     max_step_lag_us: AtomicU64,
     epochs: Epochs,
+    /// Users whose id is below this are the heavy users, whose latency is kept apart too.
+    heavy_below: AtomicU64,
 }
 
 impl Recorder {
@@ -261,7 +266,13 @@ impl Recorder {
             steps_late: AtomicU64::new(0),
             max_step_lag_us: AtomicU64::new(0),
             epochs: Epochs::default(),
+            heavy_below: AtomicU64::new(0),
         }
+    }
+
+    /// Users 0..`n` are the heavy ones (a skewed run's heaviest users).
+    pub fn set_heavy(&self, n: u64) {
+        self.heavy_below.store(n, Ordering::Relaxed);
     }
 
     pub fn start(&self) -> Instant {
@@ -303,6 +314,9 @@ impl Recorder {
             // In range by construction (micros clamps), so recording cannot fail.
             let _ = shard.latency.record(latency);
             let _ = shard.service.record(micros(sample.service_time()));
+            if user < self.heavy_below.load(Ordering::Relaxed) {
+                let _ = shard.heavy.record(latency);
+            }
         }
         let ms = u32::try_from(since_start.as_millis()).unwrap_or(u32::MAX);
         match sample.error {
@@ -393,6 +407,7 @@ impl Recorder {
     /// Safe to call while aborted tasks are still being dropped.
     pub fn finish(&self, seconds: usize, keep_tail: bool) -> Measured {
         let mut latency = new_histogram(3);
+        let mut heavy = new_histogram(3);
         let mut service = new_histogram(3);
         let mut series: Vec<MergedSecond> = (0..seconds).map(|_| Tally::new()).collect();
         let mut last_seen: BTreeMap<String, f64> = BTreeMap::new();
@@ -402,6 +417,7 @@ impl Recorder {
         for shard in &self.shards {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             let _ = latency.add(&shard.latency);
+            let _ = heavy.add(&shard.heavy);
             let _ = service.add(&shard.service);
             moments.merge(&shard.moments);
             let names: Vec<String> = shard
@@ -437,6 +453,7 @@ impl Recorder {
         moments.finish((!keep_tail).then(|| (seconds * 1000) as u32));
         Measured {
             latency,
+            heavy_latency: heavy,
             service,
             series,
             last_seen,
