@@ -268,6 +268,7 @@ mod tests {
             p50_ms: 1.0,
             p99_ms: 2.0,
             per_replica,
+            sessions_per_replica: BTreeMap::new(),
         }
     }
 

@@ -201,6 +201,8 @@ pub struct User {
     sessions: u64,
     /// The current shop session's route across scale events; `None` outside a session.
     track: Option<SessionTrack>,
+    /// The second and replica this session was last counted live at.
+    seen: Option<(u64, Box<[u8]>)>,
     /// A returning shopper keeps its cookie jar from one session to the next (the proxy's
     /// affinity cookie among them); a new one starts each session with an empty jar.
     returning: bool,
@@ -222,6 +224,7 @@ impl User {
             deadline,
             sessions: 0,
             track: None,
+            seen: None,
             returning: false,
         }
     }
@@ -286,6 +289,18 @@ impl User {
         );
         if let Some(track) = &mut self.track {
             track.answered(self.recorder.epochs(), replica);
+        }
+        if let (Some(name), Some(_)) = (replica, &self.track) {
+            // Live sessions: each session once per second at each replica that answered it.
+            let second = self.recorder.second_at(done);
+            if self
+                .seen
+                .as_ref()
+                .is_none_or(|(t, r)| *t != second || &r[..] != name)
+            {
+                self.recorder.record_session_seen(self.id, done, name);
+                self.seen = Some((second, name.into()));
+            }
         }
         Some(exchange.result)
     }
@@ -361,6 +376,7 @@ impl User {
     /// [`User::returning`].
     pub async fn shop(&mut self, intended: Instant, flow: &Workflow) -> SessionEnd {
         self.sessions += 1;
+        self.seen = None;
         if !self.returning {
             self.client.reset();
         }

@@ -39,6 +39,9 @@ fn ip_hash_piles_a_crowded_address_on_one_replica_and_round_robin_does_not() {
     let b = hashed.balance.expect("a balance");
     // The first of eight addresses carries 15 of the 40 users, the two heaviest among them.
     assert!(b.max_over_mean > 1.5, "{text}");
+    // Its live sessions pile up there too.
+    let live = hashed.session_balance.expect("live sessions counted");
+    assert!(live.max_over_mean > 1.3, "{text}");
     assert_eq!(hashed.skew.as_deref(), Some("zipf:1.1"));
     let heavy = hashed.heavy.expect("the heaviest users' figures");
     assert_eq!(heavy.users, 2);

@@ -120,6 +120,7 @@ mod tests {
             p50_ms: p99 / 2.0,
             p99_ms: p99,
             per_replica: Default::default(),
+            sessions_per_replica: Default::default(),
         }
     }
 

@@ -316,6 +316,17 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
             ),
         );
     }
+    if let Some(b) = &r.session_balance {
+        li(
+            o,
+            b.max_over_mean > 1.25,
+            format!(
+                "live sessions: busiest replica at {}× the mean, coefficient of variation {}",
+                num(b.max_over_mean, 2),
+                num(b.cv, 2)
+            ),
+        );
+    }
     if let Some(h) = &r.heavy {
         li(
             o,

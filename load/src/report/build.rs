@@ -120,6 +120,15 @@ impl RunReport {
                 .iter()
                 .map(|s| Balance::of(s.per_replica.values().copied()))
                 .collect(),
+            session_balance: {
+                let mut per: BTreeMap<&str, u64> = BTreeMap::new();
+                for sec in &measured.series {
+                    for (name, n) in &sec.sessions_per_replica {
+                        *per.entry(name.as_str()).or_insert(0) += n;
+                    }
+                }
+                Balance::of(per.into_values())
+            },
             skew: cfg.skew.map(|z| z.to_string()),
             sources_skew: cfg.sources_skew.map(|z| z.to_string()),
             heavy,

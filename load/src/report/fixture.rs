@@ -26,6 +26,7 @@ pub fn second(t: u64, ok: u64, failed: u64, p99: f64) -> SecondStats {
         p50_ms: p99 / 3.0,
         p99_ms: p99,
         per_replica,
+        sessions_per_replica: BTreeMap::new(),
     }
 }
 
@@ -134,6 +135,7 @@ pub fn run(label: &str, with_kill: bool) -> RunReport {
         per_replica: BTreeMap::from([("r-1".to_string(), 600), ("r-2".to_string(), 500)]),
         balance: super::Balance::of([600, 500].into_iter()),
         balance_per_second: Vec::new(),
+        session_balance: None,
         skew: None,
         sources_skew: None,
         heavy: None,

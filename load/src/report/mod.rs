@@ -106,6 +106,10 @@ pub struct RunReport {
     /// The same for each second of `timeline`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub balance_per_second: Vec<Option<Balance>>,
+    /// How evenly the live sessions were spread: over each replica's session-seconds (each
+    /// second's `sessions_per_replica`, summed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_balance: Option<Balance>,
     /// `--skew` and `--sources-skew` (`zipf:S`), when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skew: Option<String>,

@@ -107,6 +107,13 @@ pub fn summary(r: &RunReport) -> String {
             b.max_over_mean, b.cv, b.replicas
         );
     }
+    if let Some(b) = &r.session_balance {
+        let _ = writeln!(
+            out,
+            "  live sessions: max/mean {:.2}, coefficient of variation {:.2}",
+            b.max_over_mean, b.cv
+        );
+    }
     if let Some(h) = &r.heavy {
         let _ = writeln!(
             out,

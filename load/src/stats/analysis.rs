@@ -34,6 +34,9 @@ pub struct SecondStats {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub per_replica: BTreeMap<String, u64>,
+    /// The sessions each replica answered in this second: its live sessions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sessions_per_replica: BTreeMap<String, u64>,
 }
 
 /// Everything a run recorded, merged.
@@ -414,6 +417,7 @@ mod tests {
             p50_ms: p99 / 2.0,
             p99_ms: p99,
             per_replica: BTreeMap::new(),
+            sessions_per_replica: BTreeMap::new(),
         }
     }
 

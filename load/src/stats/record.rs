@@ -92,6 +92,8 @@ struct Tally<R> {
     /// have none and a histogram is kilobytes.
     latency_failed: Option<Histogram<u64>>,
     per_replica: R,
+    /// Sessions answered by each replica in this second (each counted once a replica).
+    sessions_per_replica: R,
 }
 
 /// A second as a shard records it.
@@ -113,6 +115,7 @@ impl<R: Default> Tally<R> {
             latency_ok: new_histogram(2),
             latency_failed: None,
             per_replica: R::default(),
+            sessions_per_replica: R::default(),
         }
     }
 
@@ -158,6 +161,11 @@ impl MergedSecond {
                 *self.per_replica.entry(name.clone()).or_insert(0) += n;
             }
         }
+        for (name, n) in names.iter().zip(&s.sessions_per_replica) {
+            if *n > 0 {
+                *self.sessions_per_replica.entry(name.clone()).or_insert(0) += n;
+            }
+        }
     }
 
     fn into_stats(self, t: u64) -> (SecondStats, SecondDetail) {
@@ -172,6 +180,7 @@ impl MergedSecond {
             p50_ms: percentile_ms(&latency, 50.0),
             p99_ms: percentile_ms(&latency, 99.0),
             per_replica: self.per_replica,
+            sessions_per_replica: self.sessions_per_replica,
         };
         let detail = SecondDetail {
             ok_latency: self.latency_ok,
@@ -338,6 +347,25 @@ impl Recorder {
             }
             s.per_replica[i] += 1;
         }
+    }
+
+    /// Records that a session of user `user` had an answer from `replica` at `at`: the caller
+    /// calls this once per session, replica and second (the user keeps what it counted last).
+    pub fn record_session_seen(&self, user: u64, at: Instant, replica: &[u8]) {
+        let second = self.second_of(at);
+        let since_start = at.saturating_duration_since(self.start);
+        let mut shard = self.shard(user);
+        let i = shard.replica_index(replica, since_start);
+        let s = shard.second(second);
+        if s.sessions_per_replica.len() <= i {
+            s.sessions_per_replica.resize(i + 1, 0);
+        }
+        s.sessions_per_replica[i] += 1;
+    }
+
+    /// The second of the run `at` falls in.
+    pub fn second_at(&self, at: Instant) -> u64 {
+        self.second_of(at) as u64
     }
 
     /// Records how late a request went out after its think time ended (the generator's own lag).
@@ -508,6 +536,25 @@ mod tests {
         let m = rec.finish(2, true);
         assert!((percentile_ms(&m.latency, 50.0) - 105.0).abs() < 0.2);
         assert!((percentile_ms(&m.service, 50.0) - 5.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn live_sessions_merge_per_second_and_replica_across_shards() {
+        let t0 = Instant::now();
+        let rec = Recorder::new(t0, Duration::from_secs(3));
+        rec.set_heavy(1);
+        rec.record(0, &sample(t0, 0, 10));
+        rec.record(9, &sample(t0, 0, 30));
+        rec.record_session_seen(1, t0 + Duration::from_millis(10), b"r-1");
+        rec.record_session_seen(2, t0 + Duration::from_millis(20), b"r-1");
+        rec.record_session_seen(3, t0 + Duration::from_millis(1500), b"r-2");
+        let m = rec.finish(2, true);
+        assert_eq!(m.series[0].sessions_per_replica.get("r-1"), Some(&2));
+        assert_eq!(m.series[1].sessions_per_replica.get("r-2"), Some(&1));
+        assert_eq!(rec.second_at(t0 + Duration::from_millis(1500)), 1);
+        // Only user 0 is heavy: one latency sample apart.
+        assert_eq!(m.heavy_latency.len(), 1);
+        assert_eq!(m.latency.len(), 2);
     }
 
     #[test]
