@@ -190,6 +190,29 @@ impl Work {
 /// The open model's session numbers map onto skewed sources in cycles of this many.
 pub const OPEN_SOURCE_CYCLE: u64 = 1000;
 
+/// Where the load goes and the proxy's admin API: the flags `run` and `capacity` share.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Base URL, http://IP:PORT[/PREFIX]. Default: the lab's proxy,
+    /// `http://127.0.0.1:8080/<service>`. A replica directly: e.g. `http://127.0.0.1:18001`.
+    #[arg(long, env = "STATELAB_LOAD_TARGET")]
+    pub target: Option<String>,
+
+    /// The proxy's admin API, asked for the pool's strategy when --strategy is not given
+    /// (not asked when the target has no path prefix: that is a replica, "direct").
+    #[arg(
+        long,
+        env = "STATELAB_LOAD_ADMIN",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub admin: String,
+
+    /// The admin API's bearer token, when the proxy wants one (the Docker lab's is in
+    /// .lab/admin-token). Better from the environment: a flag shows in the process list.
+    #[arg(long, env = "STATELAB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
+}
+
 /// A run, fully specified: what [`crate::run::run`] carries out and
 /// [`crate::report::RunReport::build`] describes.
 #[derive(Debug, Clone)]
@@ -227,24 +250,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub service: Design,
 
-    /// Base URL, http://IP:PORT[/PREFIX]. Default: the lab's proxy,
-    /// `http://127.0.0.1:8080/<service>`. A replica directly: e.g. `http://127.0.0.1:18001`.
-    #[arg(long, env = "STATELAB_LOAD_TARGET")]
-    pub target: Option<String>,
-
-    /// The proxy's admin API, asked for the pool's strategy when --strategy is not given
-    /// (not asked when the target has no path prefix: that is a replica, "direct").
-    #[arg(
-        long,
-        env = "STATELAB_LOAD_ADMIN",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    pub admin: String,
-
-    /// The admin API's bearer token, when the proxy wants one (the Docker lab's is in
-    /// .lab/admin-token). Better from the environment: a flag shows in the process list.
-    #[arg(long, env = "STATELAB_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<AdminToken>,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 
     /// The routing strategy to record in the report: one of the proxy's (cookie, ip-hash,
     /// round-robin, ...) or direct.
@@ -419,6 +426,7 @@ impl RunPlan {
     pub fn from_args(args: &RunArgs) -> Result<RunPlan, ConfigError> {
         let service = args.service;
         let target_url = args
+            .proxy
             .target
             .clone()
             .unwrap_or_else(|| format!("http://127.0.0.1:8080/{service}"));
@@ -445,9 +453,13 @@ impl RunPlan {
             Some(name) => StrategySource::Known(name.parse().map_err(ConfigError::Strategy)?),
             None if target.prefix.is_empty() => StrategySource::Known(Routing::Direct),
             None => StrategySource::AskProxy {
-                admin: args.admin.clone(),
+                admin: args.proxy.admin.clone(),
                 // An empty STATELAB_ADMIN_TOKEN is no token.
-                token: args.admin_token.clone().filter(|t| !t.as_str().is_empty()),
+                token: args
+                    .proxy
+                    .admin_token
+                    .clone()
+                    .filter(|t| !t.as_str().is_empty()),
             },
         };
         // Several source addresses only where they all reach the target: on IPv4 loopback.
@@ -620,13 +632,13 @@ mod tests {
         let mut args = Cli::try_parse_from(words).expect("valid flags").run;
         let given = |flag: &str| extra.contains(&flag);
         if !given("--target") {
-            args.target = Some("http://127.0.0.1:8080/stateful".into());
+            args.proxy.target = Some("http://127.0.0.1:8080/stateful".into());
         }
         if !given("--admin") {
-            args.admin = "http://127.0.0.1:8081".into();
+            args.proxy.admin = "http://127.0.0.1:8081".into();
         }
         if !given("--admin-token") {
-            args.admin_token = None;
+            args.proxy.admin_token = None;
         }
         if !given("--lab") {
             args.lab = "scripts/lab".into();
@@ -696,7 +708,7 @@ mod tests {
     #[test]
     fn the_default_target_is_the_services_path_on_the_proxy() {
         let mut args = parse(&[]);
-        args.target = None;
+        args.proxy.target = None;
         args.service = Design::Externalized;
         let cfg = RunPlan::from_args(&args).expect("valid").into_config(None);
         assert_eq!(cfg.target_url, "http://127.0.0.1:8080/externalized");

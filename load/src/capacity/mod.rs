@@ -19,9 +19,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Args, Parser};
 use statelab_formats::lab::{CpuTimes, LabStatus, Scaled, MAX_REPLICAS_PER_POOL};
-use statelab_formats::{procfs, AdminToken, Design};
+use statelab_formats::{procfs, Design};
 
-use crate::config::{RunArgs, RunPlan};
+use crate::config::{ProxyArgs, RunArgs, RunPlan};
 use crate::fault::Lab;
 use crate::report::RunReport;
 use bottleneck::{bottleneck, PartKind, PartUse};
@@ -72,19 +72,8 @@ pub struct CapacityArgs {
     /// for the others printed against what was measured.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=9))]
     pub fit_on: u8,
-    /// The proxy's base URL for the pool (default http://127.0.0.1:8080/SERVICE).
-    #[arg(long, env = "STATELAB_LOAD_TARGET")]
-    pub target: Option<String>,
-    /// The proxy's admin API.
-    #[arg(
-        long,
-        env = "STATELAB_LOAD_ADMIN",
-        default_value = "http://127.0.0.1:8081"
-    )]
-    pub admin: String,
-    /// The admin API's bearer token, when the proxy wants one.
-    #[arg(long, env = "STATELAB_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<AdminToken>,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
     /// The lab's command.
     #[arg(long, env = "STATELAB_LAB_CMD", default_value = "scripts/lab")]
     pub lab: String,
@@ -157,7 +146,7 @@ fn cpu_between(a: &Reading, b: &Reading) -> (Vec<PartUse>, f64) {
 
 impl CapacityArgs {
     fn step_args(&self, rate: f64, secs: u64) -> anyhow::Result<RunArgs> {
-        let mut words = vec![
+        let words = vec![
             "run".to_string(),
             "--service".into(),
             self.service.as_str().into(),
@@ -171,19 +160,14 @@ impl CapacityArgs {
             self.adds.to_string(),
             "--think-ms".into(),
             self.think_ms.to_string(),
-            "--admin".into(),
-            self.admin.clone(),
             "--lab".into(),
             self.lab.clone(),
             "--quiet".into(),
         ];
-        if let Some(t) = &self.target {
-            words.extend(["--target".into(), t.clone()]);
-        }
         let mut args = StepCli::try_parse_from(words)
             .context("the step's run flags")?
             .run;
-        args.admin_token = self.admin_token.clone();
+        args.proxy = self.proxy.clone();
         Ok(args)
     }
 

@@ -22,7 +22,7 @@ use super::saturation::{summarise, SaturationRun};
 use super::search::Slo;
 use super::{measure_with, CapacityArgs};
 use crate::compare::{proxy_ports, RunLine};
-use crate::config::RunPlan;
+use crate::config::{ProxyArgs, RunPlan};
 use crate::fault::{FaultStep, Lab};
 
 /// Each replica's budget in the budgeted scenarios, in cores: six replicas take 1.2 of this
@@ -199,9 +199,11 @@ fn curve_args(args: &SuiteArgs, service: Design, ports: (u16, u16), s: &Scenario
         adds: 3,
         think_ms: 0,
         fit_on: 3,
-        target: Some(format!("http://127.0.0.1:{}/{service}", ports.0)),
-        admin: format!("http://127.0.0.1:{}", ports.1),
-        admin_token: admin_token(&args.out.join("labs").join(s.name)),
+        proxy: ProxyArgs {
+            target: Some(format!("http://127.0.0.1:{}/{service}", ports.0)),
+            admin: format!("http://127.0.0.1:{}", ports.1),
+            admin_token: admin_token(&args.out.join("labs").join(s.name)),
+        },
         // The step's own lab command is replaced by `lab` (with its environment) before it runs.
         lab: args.lab.program.clone(),
         label: Some(s.name.to_owned()),
@@ -345,7 +347,7 @@ async fn saturate(
     let mut run_args = <RunLine as clap::Parser>::try_parse_from(&words)
         .context("the saturation run's flags")?
         .args;
-    run_args.admin_token = cargs.admin_token.clone();
+    run_args.proxy.admin_token = cargs.proxy.admin_token.clone();
     say(&format!(
         "{service}/{strategy}: 3 replicas hold {capacity3:.0} req/s; {rate:.1} sessions/s of {per_session} requests ({OVERLOAD}×) for {SATURATION_SECS} s, grown to 4 at {SATURATION_SCALE_AT} s"
     ));
