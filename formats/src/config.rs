@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{lab, Design, Strategy};
+use crate::{lab, BalanceFactor, Design, Strategy};
 
 /// The most replicas the proxy takes in one pool, from its file or its admin API. (The lab
 /// scales a pool to at most [`lab::MAX_REPLICAS_PER_POOL`].)
@@ -193,6 +193,10 @@ pub struct PoolSection {
     /// Round-robin when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
+    /// Consistent hashing with bounded loads for `ip-hash` and `cookie` (a percentage, at least
+    /// 100); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance_factor: Option<BalanceFactor>,
     /// Peers whose `X-Forwarded-For` names the client (CIDR blocks).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -218,6 +222,7 @@ pub fn default_pools() -> Vec<PoolSection> {
             name: design.as_str().into(),
             prefix: None,
             strategy: Some(design.default_strategy()),
+            balance_factor: None,
             trusted_proxies: Vec::new(),
             replicas: (1..=lab::REPLICAS_PER_POOL)
                 .map(|k| {

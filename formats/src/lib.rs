@@ -33,5 +33,5 @@ pub use config::{ConfigFile, HealthSection, PoolSection, RetrySection, ServerSec
 pub use design::{Design, UnknownDesign};
 pub use health::{HealthDetail, Reported, StoreFigures};
 pub use status::{Failure, PoolView, ReplicaState, ReplicaView, StatusView};
-pub use strategy::{Strategy, UnknownStrategy};
+pub use strategy::{BadBalanceFactor, BalanceFactor, PoolRouting, Strategy, UnknownStrategy};
 pub use token::AdminToken;

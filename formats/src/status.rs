@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Strategy;
+use crate::{BalanceFactor, Strategy};
 
 /// The longest drain a removal may ask for (`DELETE /admin/replicas/{name}?drain=SECONDS`).
 pub const MAX_DRAIN_SECS: u64 = 600;
@@ -19,6 +19,12 @@ pub struct PoolView {
     pub name: String,
     pub prefix: String,
     pub strategy: Strategy,
+    /// Bounded loads, when on (they apply to `ip-hash` and `cookie`).
+    #[serde(default)]
+    pub balance_factor: Option<BalanceFactor>,
+    /// Requests the balance factor sent past their first choice since the proxy started.
+    #[serde(default)]
+    pub bounded_moves: u64,
     /// At least one replica can take new requests.
     pub available: bool,
     pub replicas: Vec<ReplicaView>,

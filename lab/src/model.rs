@@ -498,6 +498,7 @@ fn pools(
             name: design.as_str().into(),
             prefix: Some(format!("/{design}")),
             strategy: Some(design.default_strategy()),
+            balance_factor: None,
             trusted_proxies: trusted.to_vec(),
             replicas: members
                 .iter()

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | GET  | `/admin/ready` | `{"ready": true}`; no token needed, no data (the compose healthcheck) |
 //! | GET  | `/admin/status` | pools, strategies, replica health/drain/ejection, counters |
-//! | PUT  | `/admin/pools/{pool}/strategy` | `{"strategy": "ip-hash"}` (or the JSON string): `cookie`, `ip-hash`, `ip-modulo`, `round-robin` |
+//! | PUT  | `/admin/pools/{pool}/strategy` | `{"strategy": "ip-hash", "balance_factor": 125}` (either field alone; `"balance_factor": null` turns bounded loads off), or the strategy as a JSON string: `cookie`, `ip-hash`, `ip-modulo`, `round-robin`, `least-requests` |
 //! | POST | `/admin/replicas/{name}/drain` | no new clients; pinned clients stay |
 //! | POST | `/admin/replicas/{name}/enable` | back to taking new clients |
 //! | POST | `/admin/pools/{pool}/replicas` | `{"name", "addr"}`: add a replica (joins after `rise` checks) |
@@ -35,7 +35,8 @@ use crate::config::ServerConfig;
 use crate::dashboard::{self, History};
 use crate::metrics::Metrics;
 use crate::pool::{MembershipError, Pools};
-use crate::strategy::Strategy;
+use crate::strategy::UnknownStrategy;
+use statelab_formats::PoolRouting;
 
 mod guard;
 
@@ -189,6 +190,28 @@ impl AdminApp {
         String::from_utf8(body).map_err(|_| AdminError::BadRequest("body is not UTF-8".into()))
     }
 
+    /// A routing change's body: a strategy's name as a JSON string, or a [`PoolRouting`] object
+    /// naming a strategy, a balance factor (`null` for off), or both.
+    fn routing_change(body: &str) -> Result<PoolRouting, AdminError> {
+        const SHAPE: &str = "the body must be JSON: {\"strategy\": \"ip-hash\", \"balance_factor\": 125}, either field alone, or \"ip-hash\"";
+        let change = match serde_json::from_str::<serde_json::Value>(body) {
+            Ok(serde_json::Value::String(name)) => PoolRouting {
+                strategy: Some(
+                    name.parse()
+                        .map_err(|e: UnknownStrategy| AdminError::BadRequest(e.to_string()))?,
+                ),
+                balance_factor: None,
+            },
+            Ok(value @ serde_json::Value::Object(_)) => serde_json::from_value(value)
+                .map_err(|e| AdminError::BadRequest(format!("{SHAPE}: {e}")))?,
+            _ => return Err(AdminError::BadRequest(SHAPE.into())),
+        };
+        if change.strategy.is_none() && change.balance_factor.is_none() {
+            return Err(AdminError::BadRequest(SHAPE.into()));
+        }
+        Ok(change)
+    }
+
     async fn handle(&self, session: &mut ServerSession) -> Result<Response<Vec<u8>>, AdminError> {
         let local = session
             .server_addr()
@@ -230,31 +253,22 @@ impl AdminApp {
                     .pool_by_name(pool)
                     .ok_or_else(|| AdminError::NotFound(format!("no pool named {pool:?}")))?;
                 let body = Self::read_body(session).await?;
-                // The JSON string "cookie", or {"strategy": "cookie"}.
-                let name = match serde_json::from_str::<serde_json::Value>(&body) {
-                    Ok(serde_json::Value::String(s)) => s,
-                    Ok(serde_json::Value::Object(o)) => o
-                        .get("strategy")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or_default()
-                        .to_string(),
-                    _ => {
-                        return Err(AdminError::BadRequest(
-                            "the body must be JSON: {\"strategy\": \"ip-hash\"} or \"ip-hash\""
-                                .into(),
-                        ))
-                    }
-                };
-                let strategy: Strategy =
-                    name.parse()
-                        .map_err(|e: crate::strategy::UnknownStrategy| {
-                            AdminError::BadRequest(e.to_string())
-                        })?;
-                pool.set_strategy(strategy);
-                tracing::info!(pool = %pool.name, %strategy, "strategy switched");
+                let change = Self::routing_change(&body)?;
+                if let Some(strategy) = change.strategy {
+                    pool.set_strategy(strategy);
+                    tracing::info!(pool = %pool.name, %strategy, "strategy switched");
+                }
+                if let Some(factor) = change.balance_factor {
+                    pool.set_balance_factor(factor);
+                    tracing::info!(pool = %pool.name, balance_factor = ?factor.map(|f| f.percent()), "balance factor set");
+                }
                 Ok(json(
                     StatusCode::OK,
-                    &serde_json::json!({ "pool": pool.name, "strategy": strategy.as_str() }),
+                    &serde_json::json!({
+                        "pool": pool.name,
+                        "strategy": pool.strategy(),
+                        "balance_factor": pool.balance_factor(),
+                    }),
                 ))
             }
             (["admin", "replicas", name, action @ ("drain" | "enable")], Method::POST) => {

@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use statelab_formats::config::default_pools;
 use statelab_formats::ConfigFile;
 
-use crate::strategy::{Strategy, MAX_REPLICAS_PER_POOL};
+use crate::strategy::{BalanceFactor, Strategy, MAX_REPLICAS_PER_POOL};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +162,8 @@ pub struct PoolConfig {
     pub name: String,
     pub prefix: String,
     pub strategy: Strategy,
+    /// Bounded loads for ip-hash and for cookie's new clients; off when `None`.
+    pub balance_factor: Option<BalanceFactor>,
     pub trusted_proxies: Vec<IpNet>,
     /// Replicas in name order (stable, so selection rings are identical across restarts).
     pub replicas: Vec<(String, SocketAddr)>,
@@ -489,6 +491,7 @@ impl Config {
                 name: p.name,
                 prefix,
                 strategy,
+                balance_factor: p.balance_factor,
                 trusted_proxies,
                 replicas,
             });

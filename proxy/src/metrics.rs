@@ -38,6 +38,8 @@ pub struct Metrics {
     pub upstream_latency: HistogramVec,
     /// Attempts repeated on another replica after a failure.
     pub retries: IntCounterVec,
+    /// Requests a pool's balance factor sent past their strategy's first choice.
+    pub bounded_moves: IntCounterVec,
     /// 1 when the replica passes its health checks.
     pub replica_healthy: IntGaugeVec,
     /// Client connections open on the public listener (at most `server.max_client_connections`).
@@ -81,6 +83,14 @@ impl Metrics {
             &["pool"],
         )
         .expect("static metric definition");
+        let bounded_moves = IntCounterVec::new(
+            Opts::new(
+                "statelab_proxy_bounded_moves_total",
+                "Requests the pool's balance factor sent past their strategy's first choice.",
+            ),
+            &["pool"],
+        )
+        .expect("static metric definition");
         let replica_healthy = IntGaugeVec::new(
             Opts::new(
                 "statelab_proxy_replica_healthy",
@@ -98,6 +108,7 @@ impl Metrics {
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(upstream_latency.clone()),
             Box::new(retries.clone()),
+            Box::new(bounded_moves.clone()),
             Box::new(replica_healthy.clone()),
             Box::new(client_connections.clone()),
         ] {
@@ -108,6 +119,7 @@ impl Metrics {
             requests,
             upstream_latency,
             retries,
+            bounded_moves,
             replica_healthy,
             client_connections,
         }

@@ -3,7 +3,7 @@
 //! A [`Pool`]'s membership is an immutable [`Members`] snapshot (its replicas and one strategy
 //! object per strategy) behind an atomic pointer: a request loads the snapshot once and keeps that
 //! consistent view to its end, while the admin API adds or removes a replica by building the next
-//! snapshot and swapping it in. Switching strategy is a single atomic store. Replica state is
+//! snapshot and swapping it in. Switching strategy or balance factor is a single atomic store. Replica state is
 //! atomics written by three parties: the active health checker (`healthy`), the proxy's passive
 //! ejection (`ejected_until`) and the admin API (`draining`). Requests only read them, and a
 //! replica's state lives in the replica (shared between snapshots), so a membership change resets
@@ -21,8 +21,8 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::config::{replica_addr, Config, PoolConfig, RetryConfig};
 use crate::metrics::{Metrics, Origin};
 use crate::strategy::{
-    strategy_from_u8, strategy_to_u8, Admission, ReplicaId, Route, RouteKey, Routes, Strategy,
-    Tried, MAX_REPLICAS_PER_POOL,
+    strategy_from_u8, strategy_to_u8, Admission, BalanceFactor, BoundedLoad, Loads, ReplicaId,
+    Route, RouteKey, Routes, Strategy, Tried, MAX_REPLICAS_PER_POOL,
 };
 use statelab_formats::Reported;
 pub use statelab_formats::{Failure, PoolView, ReplicaState, ReplicaView, StatusView};
@@ -226,13 +226,24 @@ impl Replica {
 pub struct Members {
     pub replicas: Vec<Arc<Replica>>,
     routes: Routes,
+    loads: Loads,
+}
+
+/// The replica picked for a request, and whether the balance factor moved it off the strategy's
+/// own choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Choice {
+    pub replica: Option<ReplicaId>,
+    pub moved: bool,
 }
 
 impl Members {
     fn new(replicas: Vec<Arc<Replica>>, secret: &[u8], pool: &str) -> Members {
         let names: Vec<String> = replicas.iter().map(|r| r.name.clone()).collect();
+        let loads = Loads::new(replicas.iter().map(|r| Arc::clone(&r.in_flight)).collect());
         Members {
-            routes: Routes::new(secret, pool, &names),
+            routes: Routes::new(secret, pool, &names, loads.clone()),
+            loads,
             replicas,
         }
     }
@@ -248,20 +259,46 @@ impl Members {
 
     /// Picks the replica for a request by `strategy`, skipping those it tried already and any that
     /// cannot take it now: a pinned client may still use a draining replica, a new one may not.
+    /// With a `balance` factor, and a strategy that takes one, loads are bounded
+    /// ([`BoundedLoad`]) over the replicas that take new requests.
     pub(crate) fn choose(
         &self,
         strategy: Strategy,
+        balance: Option<BalanceFactor>,
         key: &RouteKey,
         tried: Tried,
         now_ms: u64,
-    ) -> Option<ReplicaId> {
-        self.routes.get(strategy).pick(key, &mut |id, how| {
+    ) -> Choice {
+        let route = self.routes.get(strategy);
+        let mut accept = |id: ReplicaId, how: Admission| {
             !tried.contains(id)
                 && self.replica(id).is_some_and(|r| match how {
                     Admission::Pinned => r.serves_pinned(now_ms),
                     Admission::New => r.takes_new(now_ms),
                 })
-        })
+        };
+        match balance.filter(|_| strategy.takes_balance_factor()) {
+            None => Choice {
+                replica: route.pick(key, &mut accept),
+                moved: false,
+            },
+            Some(factor) => {
+                let (in_flight, eligible) = self
+                    .replicas
+                    .iter()
+                    .filter(|r| r.takes_new(now_ms))
+                    .fold((0u64, 0usize), |(sum, n), r| {
+                        (sum + r.in_flight() as u64, n + 1)
+                    });
+                let bounded = BoundedLoad::new(factor);
+                let limit = bounded.limit(in_flight, eligible);
+                let b = bounded.pick(route, key, &self.loads, limit, &mut accept);
+                Choice {
+                    replica: b.chosen,
+                    moved: b.moved,
+                }
+            }
+        }
     }
 
     /// Whether at least one replica could take a request right now.
@@ -310,6 +347,9 @@ pub struct Pool {
     pub prefix: String,
     pub trusted_proxies: Vec<IpNet>,
     strategy: AtomicU8,
+    /// The balance factor in percent; 0 when bounded loads are off.
+    balance_factor: AtomicU32,
+    bounded_moves: prometheus::IntCounter,
     members: ArcSwap<Members>,
     /// Requests that came with `x-statelab-load` (a `statelab-load` run), for the dashboard.
     load_requests: AtomicU64,
@@ -343,6 +383,8 @@ impl Pool {
             prefix: cfg.prefix.clone(),
             trusted_proxies: cfg.trusted_proxies.clone(),
             strategy: AtomicU8::new(strategy_to_u8(cfg.strategy)),
+            balance_factor: AtomicU32::new(cfg.balance_factor.map_or(0, BalanceFactor::percent)),
+            bounded_moves: metrics.bounded_moves.with_label_values(&[&cfg.name]),
             members: ArcSwap::from_pointee(Members::new(replicas, secret, &cfg.name)),
             load_requests: AtomicU64::new(0),
             change: Mutex::new(()),
@@ -355,6 +397,21 @@ impl Pool {
 
     pub fn set_strategy(&self, s: Strategy) {
         self.strategy.store(strategy_to_u8(s), Ordering::Relaxed);
+    }
+
+    /// The balance factor bounding ip-hash and cookie's new clients, when on.
+    pub fn balance_factor(&self) -> Option<BalanceFactor> {
+        BalanceFactor::new(self.balance_factor.load(Ordering::Relaxed)).ok()
+    }
+
+    pub fn set_balance_factor(&self, f: Option<BalanceFactor>) {
+        self.balance_factor
+            .store(f.map_or(0, BalanceFactor::percent), Ordering::Relaxed);
+    }
+
+    /// Counts one request the balance factor moved off its strategy's choice.
+    pub(crate) fn count_bounded_move(&self) {
+        self.bounded_moves.inc();
     }
 
     /// Counts one request from the load generator.
@@ -627,6 +684,8 @@ impl Pools {
                         name: p.name.clone(),
                         prefix: p.prefix.clone(),
                         strategy: p.strategy(),
+                        balance_factor: p.balance_factor(),
+                        bounded_moves: p.bounded_moves.get(),
                         available: members.any_available(now),
                         replicas: members.replicas.iter().map(|r| self.view(r, now)).collect(),
                     }
@@ -681,6 +740,16 @@ fn last_replica(name: &str, pool: &str) -> MembershipError {
 mod tests {
     use super::*;
 
+    fn choose(
+        members: &Members,
+        s: Strategy,
+        key: &RouteKey,
+        tried: Tried,
+        now: u64,
+    ) -> Option<ReplicaId> {
+        members.choose(s, None, key, tried, now).replica
+    }
+
     fn pools() -> Arc<Pools> {
         let config = Config::from_toml_str("").expect("the default config");
         Pools::new(&config, &Metrics::new())
@@ -709,7 +778,7 @@ mod tests {
         pool.replicas[2].eject(now + 60_000);
         let none = RouteKey::default();
         assert_eq!(
-            pool.choose(Strategy::RoundRobin, &none, Tried::default(), now),
+            choose(&pool, Strategy::RoundRobin, &none, Tried::default(), now),
             None
         );
         assert!(!pool.any_available(now));
@@ -720,11 +789,11 @@ mod tests {
         pool.replicas[2].set_healthy(true);
         let third = Some(ReplicaId::new(2));
         for s in Strategy::ALL {
-            assert_eq!(pool.choose(s, &none, Tried::default(), now), third, "{s}");
+            assert_eq!(choose(&pool, s, &none, Tried::default(), now), third, "{s}");
         }
         let mut tried = Tried::default();
         tried.insert(ReplicaId::new(2));
-        assert_eq!(pool.choose(Strategy::RoundRobin, &none, tried, now), None);
+        assert_eq!(choose(&pool, Strategy::RoundRobin, &none, tried, now), None);
         assert!(!p.set_draining("nope", true));
     }
 
@@ -737,11 +806,12 @@ mod tests {
         assert!(p.set_draining("stateful-2", true));
         let pinned = RouteKey::pinned_to(second);
         assert_eq!(
-            pool.choose(Strategy::Cookie, &pinned, Tried::default(), now),
+            choose(&pool, Strategy::Cookie, &pinned, Tried::default(), now),
             Some(second)
         );
         for _ in 0..10 {
-            let new = pool.choose(
+            let new = choose(
+                &pool,
                 Strategy::Cookie,
                 &RouteKey::default(),
                 Tried::default(),
@@ -837,5 +907,61 @@ mod tests {
             .remove_replica("stateless-1", Some(Duration::from_secs(30)))
             .await;
         assert_eq!(drained, Ok(RemovalEnd::Idle));
+    }
+
+    #[test]
+    fn a_balance_factor_moves_new_clients_off_a_loaded_replica_and_counts_it() {
+        let p = pools();
+        let pool = &p.pools[0];
+        let members = pool.members();
+        let now = p.now_ms();
+        let key = RouteKey::pinned_to(ReplicaId::new(0));
+        let hashed = |balance| {
+            members.choose(
+                Strategy::IpHash,
+                balance,
+                &RouteKey::default(),
+                Tried::default(),
+                now,
+            )
+        };
+        let plain = hashed(None).replica.expect("a replica");
+        let factor = BalanceFactor::new(125).ok();
+        // Idle pool: the bound changes nothing.
+        assert_eq!(
+            hashed(factor),
+            Choice {
+                replica: Some(plain),
+                moved: false
+            }
+        );
+        // Three requests in flight on the hashed replica: over 1.25 × 4 / 3, so it is passed over.
+        let busy = members.replica(plain).expect("replica");
+        let held: Vec<InFlight> = (0..3).map(|_| InFlight::new(busy)).collect();
+        let moved = hashed(factor);
+        assert!(moved.moved && moved.replica.is_some() && moved.replica != Some(plain));
+        // ip-modulo and round-robin take no factor; a pinned cookie client is never moved.
+        assert!(
+            !members
+                .choose(
+                    Strategy::IpModulo,
+                    factor,
+                    &RouteKey::default(),
+                    Tried::default(),
+                    now
+                )
+                .moved
+        );
+        let pinned = members.choose(Strategy::Cookie, factor, &key, Tried::default(), now);
+        assert_eq!(pinned.replica, Some(ReplicaId::new(0)));
+        drop(held);
+        pool.set_balance_factor(factor);
+        assert_eq!(pool.balance_factor(), factor);
+        pool.count_bounded_move();
+        let view = p.status();
+        assert_eq!(view.pools[0].balance_factor, factor);
+        assert_eq!(view.pools[0].bounded_moves, 1);
+        pool.set_balance_factor(None);
+        assert_eq!(p.status().pools[0].balance_factor, None);
     }
 }

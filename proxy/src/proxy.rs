@@ -34,7 +34,7 @@ use statelab_formats::ErrorBody;
 
 use crate::metrics::{Metrics, Origin};
 use crate::pool::{InFlight, Members, Pools};
-use crate::strategy::{Client, ReplicaId, RouteKey, Strategy, Tried};
+use crate::strategy::{BalanceFactor, Client, ReplicaId, RouteKey, Strategy, Tried};
 
 /// Sent by `statelab-load` on every request, so the dashboard can show when a run is going.
 const LOAD_HEADER: http::HeaderName = http::HeaderName::from_static("x-statelab-load");
@@ -94,6 +94,8 @@ pub struct RequestCtx {
     members: Option<Arc<Members>>,
     /// The pool's strategy when the request arrived; a switch applies from the next request.
     strategy: Strategy,
+    /// The pool's balance factor when the request arrived.
+    balance: Option<BalanceFactor>,
     /// What the strategy places this request by, read once.
     key: RouteKey,
     /// Replica of the current (last) attempt.
@@ -365,6 +367,7 @@ impl ProxyHttp for StatelabProxy {
             pool: None,
             members: None,
             strategy: Strategy::RoundRobin,
+            balance: None,
             key: RouteKey::default(),
             replica: None,
             in_flight: None,
@@ -407,6 +410,7 @@ impl ProxyHttp for StatelabProxy {
             pool.count_load();
         }
         ctx.strategy = pool.strategy();
+        ctx.balance = pool.balance_factor();
         let client = Client {
             peer: Self::peer_ip(session, ctx),
             trusted: &pool.trusted_proxies,
@@ -431,7 +435,13 @@ impl ProxyHttp for StatelabProxy {
         // A retry: the previous attempt's replica no longer has this request in flight.
         ctx.in_flight = None;
         let now = self.pools.now_ms();
-        let chosen = members.choose(ctx.strategy, &ctx.key, ctx.tried, now);
+        let choice = members.choose(ctx.strategy, ctx.balance, &ctx.key, ctx.tried, now);
+        if choice.moved {
+            if let Some(pool) = ctx.pool.and_then(|p| self.pools.pools.get(p)) {
+                pool.count_bounded_move();
+            }
+        }
+        let chosen = choice.replica;
         let Some(replica) = chosen.and_then(|r| members.replica(r)) else {
             ctx.refusal = Some(ProxyRefusal::NoReplica);
             return Err(Error::explain(

@@ -6,7 +6,10 @@
 //! - [`IpHash`] wraps pingora's `Consistent` (Ketama) ring, so adding a replica moves only
 //!   about 1/(N+1) of the clients;
 //! - [`Cookie`] is sticky: [`CookieAffinity`] names replicas by opaque tokens and pins clients
-//!   that present one; new clients are placed by round-robin and pinned where they land.
+//!   that present one; new clients are placed by round-robin and pinned where they land;
+//! - [`LeastRequests`] draws two replicas and takes the one with fewer requests in flight;
+//! - [`BoundedLoad`] wraps ip-hash or cookie when the pool has a balance factor: their order,
+//!   with replicas over the load bound passed over for new clients.
 //!
 //! [`Routes`] holds one of each per pool. Strategies never decide health: they offer replicas in
 //! their own order through one selection walk (`walk`) and ask the caller's `accept` closure, so
@@ -16,28 +19,34 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 use http::HeaderValue;
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 
+mod bounded;
 mod client_key;
 mod cookie;
 mod ip_hash;
 mod ip_modulo;
+mod least_requests;
 mod picker;
 mod round_robin;
 #[cfg(test)]
 mod tests;
 
+pub use bounded::{Bounded, BoundedLoad};
 pub use client_key::{client_key, key_bytes};
 pub use cookie::{Cookie, CookieAffinity};
 pub use ip_hash::IpHash;
 pub use ip_modulo::IpModulo;
+pub use least_requests::LeastRequests;
 pub use picker::Picker;
 pub use round_robin::RoundRobin;
 
-pub use statelab_formats::{Strategy, UnknownStrategy};
+pub use statelab_formats::{BalanceFactor, Strategy, UnknownStrategy};
 
 /// Compact form of a [`Strategy`] for storing in an atomic.
 pub(crate) fn strategy_to_u8(s: Strategy) -> u8 {
@@ -46,6 +55,7 @@ pub(crate) fn strategy_to_u8(s: Strategy) -> u8 {
         Strategy::IpHash => 1,
         Strategy::IpModulo => 2,
         Strategy::RoundRobin => 3,
+        Strategy::LeastRequests => 4,
     }
 }
 
@@ -54,6 +64,7 @@ pub(crate) fn strategy_from_u8(v: u8) -> Strategy {
         0 => Strategy::Cookie,
         1 => Strategy::IpHash,
         2 => Strategy::IpModulo,
+        4 => Strategy::LeastRequests,
         _ => Strategy::RoundRobin,
     }
 }
@@ -71,6 +82,23 @@ impl ReplicaId {
 
     pub fn index(self) -> usize {
         self.0
+    }
+}
+
+/// Requests in flight per replica, in pool order: the counters the proxy's in-flight guards keep,
+/// read by the strategies that place by load. A replica without a counter reads as idle.
+#[derive(Debug, Clone, Default)]
+pub struct Loads(Arc<[Arc<AtomicI64>]>);
+
+impl Loads {
+    pub fn new(counters: Vec<Arc<AtomicI64>>) -> Self {
+        Loads(counters.into())
+    }
+
+    pub fn get(&self, id: ReplicaId) -> u64 {
+        self.0
+            .get(id.0)
+            .map_or(0, |c| c.load(Ordering::Relaxed).max(0) as u64)
     }
 }
 
@@ -186,11 +214,13 @@ pub struct Routes {
     ip_hash: IpHash,
     ip_modulo: IpModulo,
     round_robin: RoundRobin,
+    least_requests: LeastRequests,
 }
 
 impl Routes {
-    /// The strategies over replicas named `names`, in pool order.
-    pub fn new(secret: &[u8], pool: &str, names: &[String]) -> Self {
+    /// The strategies over replicas named `names`, in pool order, whose requests in flight
+    /// `loads` reads.
+    pub fn new(secret: &[u8], pool: &str, names: &[String], loads: Loads) -> Self {
         Routes {
             cookie: Cookie::new(
                 CookieAffinity::new(secret, pool, names),
@@ -199,6 +229,7 @@ impl Routes {
             ip_hash: IpHash::new(names),
             ip_modulo: IpModulo::new(names.len()),
             round_robin: RoundRobin::new(names),
+            least_requests: LeastRequests::new(names, loads),
         }
     }
 
@@ -208,6 +239,7 @@ impl Routes {
             Strategy::IpHash => &self.ip_hash,
             Strategy::IpModulo => &self.ip_modulo,
             Strategy::RoundRobin => &self.round_robin,
+            Strategy::LeastRequests => &self.least_requests,
         }
     }
 

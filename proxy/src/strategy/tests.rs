@@ -164,7 +164,7 @@ fn stateful_pool() -> Vec<String> {
 
 #[test]
 fn cookie_pins_new_clients_and_keeps_pinned_ones() {
-    let routes = Routes::new(b"k", "stateful", &stateful_pool());
+    let routes = Routes::new(b"k", "stateful", &stateful_pool(), Loads::default());
     let cookie = routes.get(Strategy::Cookie);
     let client = Client {
         peer: None,
@@ -211,8 +211,8 @@ fn cookie_pins_new_clients_and_keeps_pinned_ones() {
 fn modulo_moves_most_clients_where_the_ring_moves_few() {
     let (three, four) = (names(3), names(4));
     let moved = |strategy: Strategy| {
-        let before = Routes::new(b"k", "stateful", &three);
-        let after = Routes::new(b"k", "stateful", &four);
+        let before = Routes::new(b"k", "stateful", &three, Loads::default());
+        let after = Routes::new(b"k", "stateful", &four, Loads::default());
         let mut moved = 0;
         for k in 0..2000u32 {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + k * 7919));
@@ -232,7 +232,7 @@ fn modulo_moves_most_clients_where_the_ring_moves_few() {
 
 #[test]
 fn ip_hash_keys_by_the_client() {
-    let routes = Routes::new(b"k", "stateful", &stateful_pool());
+    let routes = Routes::new(b"k", "stateful", &stateful_pool(), Loads::default());
     let hash = routes.get(Strategy::IpHash);
     let key_of = |ip: [u8; 4]| {
         hash.key(
@@ -324,4 +324,165 @@ fn client_key_trusts_only_configured_proxies() {
         client_key(gw, [&all_trusted.0, &all_trusted.1].into_iter(), &trusted),
         IpAddr::from([172, 18, 0, 9])
     );
+}
+
+/// A deterministic stream of pseudo-random numbers for the property tests (SplitMix64).
+struct Stream(u64);
+
+impl Stream {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % below
+    }
+}
+
+fn counters(values: &[u64]) -> (Loads, Vec<Arc<AtomicI64>>) {
+    let c: Vec<Arc<AtomicI64>> = values
+        .iter()
+        .map(|&v| Arc::new(AtomicI64::new(v as i64)))
+        .collect();
+    (Loads::new(c.clone()), c)
+}
+
+fn client(k: u64) -> RouteKey {
+    RouteKey::for_client(&IpAddr::from(Ipv4Addr::from(k as u32 ^ 0x0a00_0000)))
+}
+
+fn factor(percent: u32) -> BalanceFactor {
+    BalanceFactor::new(percent).expect("a valid factor")
+}
+
+#[test]
+fn bounded_loads_keep_the_chosen_replica_within_the_limit_for_any_loads() {
+    let mut rng = Stream(7);
+    for n in 2..=8 {
+        let names = names(n);
+        let ring = IpHash::new(&names);
+        for f in [100, 125, 150, 200] {
+            let bounded = BoundedLoad::new(factor(f));
+            for _ in 0..300 {
+                let values: Vec<u64> = (0..n).map(|_| rng.next(12)).collect();
+                let (loads, _) = counters(&values);
+                let total: u64 = values.iter().sum();
+                let limit = bounded.limit(total, n);
+                let key = client(rng.next(1 << 20));
+                let pick = |r: &dyn Route| bounded.pick(r, &key, &loads, limit, &mut |_, _| true);
+                let got = pick(&ring);
+                let chosen = got.chosen.expect("some replica is under the limit");
+                assert!(
+                    values[chosen.index()] < limit,
+                    "n={n} f={f} loads={values:?} limit={limit} chose {chosen:?}"
+                );
+                assert_eq!(got, pick(&ring), "the same loads and key pick the same");
+                let plain = Route::pick(&ring, &key, &mut |_, _| true);
+                assert_eq!(got.moved, got.chosen != plain);
+            }
+        }
+    }
+}
+
+#[test]
+fn bounded_loads_hold_every_replica_to_the_factor_times_the_average_as_requests_arrive() {
+    let mut rng = Stream(11);
+    let names = names(5);
+    let ring = IpHash::new(&names);
+    for f in [100, 125, 200] {
+        let bounded = BoundedLoad::new(factor(f));
+        let (loads, counts) = counters(&[0; 5]);
+        // Most arrivals come from a handful of clients, as under Zipf.
+        for arrived in 1..=400u64 {
+            let key = client(rng.next(4));
+            let limit = bounded.limit(arrived - 1, 5);
+            let got = bounded.pick(&ring, &key, &loads, limit, &mut |_, _| true);
+            let chosen = got.chosen.expect("a replica");
+            counts[chosen.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let bound = (u64::from(f) * arrived).div_ceil(100 * 5);
+            let max = (0..5).map(|i| loads.get(ReplicaId(i))).max().unwrap_or(0);
+            assert!(
+                max <= bound,
+                "f={f}: {max} in flight over the bound {bound}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bounded_loads_are_plain_consistent_hashing_when_loads_are_even() {
+    let names = names(4);
+    let ring = IpHash::new(&names);
+    let bounded = BoundedLoad::new(factor(125));
+    for each in [0, 3] {
+        let (loads, _) = counters(&[each; 4]);
+        let limit = bounded.limit(4 * each, 4);
+        for k in 0..500 {
+            let key = client(k);
+            let got = bounded.pick(&ring, &key, &loads, limit, &mut |_, _| true);
+            assert!(!got.moved);
+            assert_eq!(got.chosen, Route::pick(&ring, &key, &mut |_, _| true));
+        }
+    }
+}
+
+#[test]
+fn bounded_loads_never_move_a_pinned_client_and_respect_the_caller() {
+    let names = names(3);
+    let routes = Routes::new(b"k", "stateful", &names, Loads::default());
+    let cookie = routes.get(Strategy::Cookie);
+    let (loads, _) = counters(&[9, 0, 0]);
+    let bounded = BoundedLoad::new(factor(100));
+    let limit = bounded.limit(9, 3);
+    let pinned = RouteKey::pinned_to(ReplicaId(0));
+    let got = bounded.pick(cookie, &pinned, &loads, limit, &mut |_, _| true);
+    assert_eq!(got.chosen, Some(ReplicaId(0)));
+    // A new client is not placed on the loaded replica, whatever round-robin offers first.
+    for _ in 0..6 {
+        let got = bounded.pick(cookie, &RouteKey::default(), &loads, limit, &mut |_, _| {
+            true
+        });
+        assert_ne!(got.chosen, Some(ReplicaId(0)));
+    }
+    // Nothing under the limit that the caller takes: the strategy's own choice stands.
+    let only_first = &mut |id: ReplicaId, _| id == ReplicaId(0);
+    let got = bounded.pick(cookie, &RouteKey::default(), &loads, limit, only_first);
+    assert_eq!(
+        got,
+        Bounded {
+            chosen: Some(ReplicaId(0)),
+            moved: false
+        }
+    );
+}
+
+#[test]
+fn least_requests_takes_the_less_loaded_of_two_draws() {
+    let names = names(3);
+    let (loads, counts) = counters(&[5, 0, 0]);
+    let routes = Routes::new(b"k", "stateless", &names, loads);
+    let least = routes.get(Strategy::LeastRequests);
+    let mut seen = [0u32; 3];
+    for _ in 0..300 {
+        let id = least
+            .pick(&RouteKey::default(), &mut |_, how| how == Admission::New)
+            .expect("a replica");
+        seen[id.index()] += 1;
+    }
+    // Two distinct draws always include an idle replica, so the loaded one never wins.
+    assert_eq!(seen[0], 0, "{seen:?}");
+    assert!(seen[1] > 50 && seen[2] > 50, "{seen:?}");
+    // Even loads: every replica takes a share.
+    counts[0].store(0, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = [0u32; 3];
+    for _ in 0..300 {
+        if let Some(id) = least.pick(&RouteKey::default(), &mut |_, _| true) {
+            seen[id.index()] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&c| c > 50), "{seen:?}");
+    // Only one replica usable: it is chosen; none usable: none.
+    let one = least.pick(&RouteKey::default(), &mut |id, _| id == ReplicaId(2));
+    assert_eq!(one, Some(ReplicaId(2)));
+    assert_eq!(least.pick(&RouteKey::default(), &mut |_, _| false), None);
 }
