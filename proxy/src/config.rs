@@ -578,6 +578,7 @@ mod tests {
             name = "stateful"
             prefix = "/stateful"
             strategy = "ip-hash"
+            balance_factor = 125
             trusted_proxies = ["172.16.0.0/12", "10.0.0.1"]
             [pool.replicas]
             stateful-1 = "127.0.0.1:18001"
@@ -590,6 +591,10 @@ mod tests {
         assert_eq!(c.retry.eject, Duration::from_millis(500));
         assert_eq!(c.pools.len(), 1);
         assert_eq!(c.pools[0].strategy, Strategy::IpHash);
+        assert_eq!(
+            c.pools[0].balance_factor.map(BalanceFactor::percent),
+            Some(125)
+        );
         assert_eq!(c.pools[0].trusted_proxies.len(), 2);
         assert_eq!(c.pools[0].replicas.len(), 2);
         Ok(())
@@ -700,6 +705,10 @@ mod tests {
             "[[pool]]\nname = \"a\"\nstrategy = \"sticky\"\n[pool.replicas]\na-1 = \"127.0.0.1:1\""
         )
         .contains("sticky"));
+        assert!(err(
+            "[[pool]]\nname = \"a\"\nbalance_factor = 90\n[pool.replicas]\na-1 = \"127.0.0.1:1\""
+        )
+        .contains("balance factor"));
         assert!(err("[[pool]]\nname = \"a\"").contains("no replicas"));
         assert!(err(
             "[[pool]]\nname = \"a\"\nprefix = \"/x\"\n[pool.replicas]\na-1 = \"127.0.0.1:1\"\n\

@@ -554,6 +554,85 @@ async fn draining_keeps_pinned_clients_and_takes_no_new_ones() {
     assert!(reached, "enabled replica got no new client in 30");
 }
 
+/// `n` concurrent GETs of `/stateless/slow` (held 1.5 s by each backend) from `client`: how many
+/// each replica answered.
+async fn slow_burst(proxy: &Proxy, client: &reqwest::Client, n: usize) -> HashMap<String, usize> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (client, url) = (client.clone(), proxy.url("/stateless/slow"));
+        set.spawn(async move {
+            let resp = client.get(url).send().await.expect("a slow GET");
+            assert_eq!(resp.status(), 200);
+            resp.headers()
+                .get("x-replica")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .expect("x-replica")
+        });
+    }
+    let mut counts = HashMap::new();
+    while let Some(done) = set.join_next().await {
+        *counts.entry(done.expect("the request task")).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_loads_spread_one_address_overflow_and_plain_ip_hash_does_not() {
+    let b = backends("stateless", 3).await;
+    let proxy = spawn_proxy(&[PoolSpec::new("stateless", "ip-hash", &b)], "").await;
+    let client = client_from(Some(IpAddr::from([127, 0, 0, 7])));
+
+    let plain = slow_burst(&proxy, &client, 9).await;
+    assert_eq!(plain.len(), 1, "one address, one hashed replica: {plain:?}");
+
+    let (code, body) = proxy
+        .admin(
+            Method::PUT,
+            "/admin/pools/stateless/strategy",
+            Some(r#"{"balance_factor": 125}"#),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""balance_factor":125"#), "{body}");
+    let pool = &proxy.status().await["pools"][0];
+    assert_eq!(pool["strategy"], "ip-hash");
+    assert_eq!(pool["balance_factor"], 125);
+
+    // The k-th request in flight may find at most ceil(1.25 × k / 3) on a replica: 9 end as at
+    // most 4 on any one, so all three take some.
+    let bounded = slow_burst(&proxy, &client, 9).await;
+    assert_eq!(bounded.len(), 3, "{bounded:?}");
+    assert!(bounded.values().all(|&n| n <= 4), "{bounded:?}");
+    let hashed = plain.keys().next().expect("the hashed replica");
+    let stayed = bounded.get(hashed).copied().unwrap_or(0);
+    let moves = proxy.status().await["pools"][0]["bounded_moves"].as_u64();
+    assert_eq!(moves, Some((9 - stayed) as u64), "{bounded:?}");
+
+    // Off again: the same burst stays on the hashed replica.
+    let (code, _) = proxy
+        .admin(
+            Method::PUT,
+            "/admin/pools/stateless/strategy",
+            Some(r#"{"strategy": "ip-hash", "balance_factor": null}"#),
+        )
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(slow_burst(&proxy, &client, 9).await, plain);
+    // Out of range, or nothing to change: 400 with a JSON error, and nothing changed.
+    for bad in [r#"{"balance_factor": 50}"#, "{}", r#"{"balance": 125}"#] {
+        let (code, body) = proxy
+            .admin(Method::PUT, "/admin/pools/stateless/strategy", Some(bad))
+            .await;
+        assert_eq!(code, 400, "{bad}: {body}");
+        assert!(body.contains(r#""error""#), "{body}");
+    }
+    assert_eq!(
+        proxy.status().await["pools"][0]["balance_factor"],
+        serde_json::Value::Null
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strategy_switches_at_runtime() {
     let b = backends("stateless", 3).await;
