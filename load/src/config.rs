@@ -240,6 +240,37 @@ pub struct RunConfig {
     pub lab: Lab,
     pub sample_memory: bool,
     pub progress: bool,
+    /// The proxy's admin API, read before and after the run for the pool's balance factor and
+    /// bounded moves; `None` for a replica targeted directly.
+    pub admin: Option<AdminApi>,
+}
+
+/// Where the proxy's admin API answers, and its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminApi {
+    pub url: String,
+    pub token: Option<AdminToken>,
+}
+
+impl AdminApi {
+    /// The pool's view in `GET /admin/status`, or `None` if the proxy does not say.
+    pub async fn pool(&self, pool: &str) -> Option<statelab_formats::PoolView> {
+        let target = Target::parse(&self.url).ok()?;
+        let mut client = Client::new(target, None, Duration::from_secs(2));
+        if let Some(token) = &self.token {
+            client = client.with_bearer(token.as_str());
+        }
+        let answer = client
+            .send(http::Method::GET, "/admin/status", None)
+            .await
+            .result
+            .ok()?;
+        if !answer.status.is_success() {
+            return None;
+        }
+        let status: StatusView = serde_json::from_slice(&answer.body).ok()?;
+        status.pool(pool).cloned()
+    }
 }
 
 /// The `run` command's flags as given. Their `///` lines are the `--help` text; the checks that
@@ -396,11 +427,8 @@ pub enum ConfigError {
 pub enum StrategySource {
     /// `--strategy`, or `direct` for a target without a path prefix (a replica, no proxy).
     Known(Routing),
-    /// The proxy's admin API at this base URL, asked just before the run (with the token).
-    AskProxy {
-        admin: String,
-        token: Option<AdminToken>,
-    },
+    /// The proxy's admin API, asked just before the run.
+    AskProxy(AdminApi),
 }
 
 /// A `run` command whose flags have been checked against each other: everything
@@ -449,18 +477,19 @@ impl RunPlan {
             });
         }
         let lab = Lab::parse(&args.lab).map_err(ConfigError::Lab)?;
-        let strategy = match &args.strategy {
-            Some(name) => StrategySource::Known(name.parse().map_err(ConfigError::Strategy)?),
-            None if target.prefix.is_empty() => StrategySource::Known(Routing::Direct),
-            None => StrategySource::AskProxy {
-                admin: args.proxy.admin.clone(),
-                // An empty STATELAB_ADMIN_TOKEN is no token.
-                token: args
-                    .proxy
-                    .admin_token
-                    .clone()
-                    .filter(|t| !t.as_str().is_empty()),
-            },
+        let admin = (!target.prefix.is_empty()).then(|| AdminApi {
+            url: args.proxy.admin.clone(),
+            // An empty STATELAB_ADMIN_TOKEN is no token.
+            token: args
+                .proxy
+                .admin_token
+                .clone()
+                .filter(|t| !t.as_str().is_empty()),
+        });
+        let strategy = match (&args.strategy, &admin) {
+            (Some(name), _) => StrategySource::Known(name.parse().map_err(ConfigError::Strategy)?),
+            (None, None) => StrategySource::Known(Routing::Direct),
+            (None, Some(api)) => StrategySource::AskProxy(api.clone()),
         };
         // Several source addresses only where they all reach the target: on IPv4 loopback.
         let sources = if target.addr.ip().is_loopback() && target.addr.is_ipv4() && args.sources > 1
@@ -520,6 +549,7 @@ impl RunPlan {
                 scales,
                 lab,
                 sample_memory: args.memory,
+                admin,
                 // A progress line is for a person watching a terminal, not for a log file.
                 progress: !args.quiet && std::io::stderr().is_terminal(),
             },
@@ -537,9 +567,10 @@ impl RunPlan {
     pub async fn resolve(self) -> RunConfig {
         let asked = match &self.strategy {
             StrategySource::Known(_) => None,
-            StrategySource::AskProxy { admin, token } => {
-                ask_strategy(admin, token.as_ref(), self.config.service.as_str()).await
-            }
+            StrategySource::AskProxy(api) => api
+                .pool(self.config.service.as_str())
+                .await
+                .map(|p| Routing::Proxy(p.strategy)),
         };
         self.into_config(asked)
     }
@@ -549,7 +580,7 @@ impl RunPlan {
     fn into_config(self, asked: Option<Routing>) -> RunConfig {
         let strategy = match self.strategy {
             StrategySource::Known(routing) => Some(routing),
-            StrategySource::AskProxy { .. } => asked,
+            StrategySource::AskProxy(_) => asked,
         };
         let service = self.config.service;
         let label = self.label.unwrap_or_else(|| match strategy {
@@ -587,25 +618,6 @@ fn fault(args: &RunArgs) -> Result<Option<Fault>, ConfigError> {
         });
     }
     Ok(Some(fault))
-}
-
-/// The pool's strategy from the proxy's `/admin/status`, or `None` if the proxy does not say.
-async fn ask_strategy(admin: &str, token: Option<&AdminToken>, pool: &str) -> Option<Routing> {
-    let target = Target::parse(admin).ok()?;
-    let mut client = Client::new(target, None, Duration::from_secs(2));
-    if let Some(token) = token {
-        client = client.with_bearer(token.as_str());
-    }
-    let answer = client
-        .send(http::Method::GET, "/admin/status", None)
-        .await
-        .result
-        .ok()?;
-    if !answer.status.is_success() {
-        return None;
-    }
-    let status: StatusView = serde_json::from_slice(&answer.body).ok()?;
-    status.pool(pool).map(|p| Routing::Proxy(p.strategy))
 }
 
 #[cfg(test)]
@@ -684,10 +696,10 @@ mod tests {
         let plan = plan(&[]);
         assert_eq!(
             plan.strategy(),
-            &StrategySource::AskProxy {
-                admin: "http://127.0.0.1:8081".into(),
+            &StrategySource::AskProxy(AdminApi {
+                url: "http://127.0.0.1:8081".into(),
                 token: None,
-            }
+            })
         );
         let cfg = plan.into_config(None);
         assert_eq!(cfg.service, Design::Stateful);

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Model, RunConfig, Work};
 use crate::fault::Event;
-use crate::report::{RunOutcome, RunReport, SessionCounts};
+use crate::report::{ProxyViews, RunOutcome, RunReport, SessionCounts};
 use crate::stats::{Recorder, LATE_THRESHOLD};
 use crate::workflow::{SessionEnd, User};
 
@@ -40,6 +40,14 @@ impl Counters {
 /// Runs the load and returns its report. Ctrl-C ends the run early; the report then covers the
 /// whole seconds that ran and says `interrupted`.
 pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
+    // The pool as the proxy sees it, before the clock starts and after the run.
+    let pool_view = || async {
+        match &cfg.admin {
+            Some(api) => api.pool(cfg.service.as_str()).await,
+            None => None,
+        }
+    };
+    let before = pool_view().await;
     let started_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -152,6 +160,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         memory_bytes,
         events,
         primaries,
+        proxy: ProxyViews {
+            before,
+            after: pool_view().await,
+        },
     };
     Ok(RunReport::build(&cfg, outcome))
 }

@@ -18,14 +18,14 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Parser};
 use statelab_formats::lab::{LabStatus, Ports};
-use statelab_formats::Strategy;
+use statelab_formats::{BalanceFactor, Strategy};
 
 use crate::capacity::scenarios;
 use crate::config::{RunArgs, RunPlan};
 use crate::fault::Lab;
 use crate::output;
 use crate::report::{self, RunReport};
-use plan::{Matrix, PlannedRun, Workload, POOL_SIZE};
+use plan::{Matrix, PlannedRun, Skewed, Workload, POOL_SIZE};
 
 /// `statelab-load compare`'s flags. Each workload figure can also come from the environment.
 #[derive(Debug, Clone, Args)]
@@ -62,6 +62,33 @@ pub struct CompareArgs {
     /// The store runs alone.
     #[arg(long)]
     pub only_store: bool,
+
+    /// Add the skew runs: heavy users (a Zipf law over a closed population) under cookie and
+    /// ip-hash, without and with bounded loads, each pool grown from 3 to 4 at half time.
+    #[arg(long, conflicts_with = "only_skew")]
+    pub skew: bool,
+
+    /// The skew runs alone.
+    #[arg(long)]
+    pub only_skew: bool,
+
+    /// Seconds per skew run (the pool grows at half time).
+    #[arg(long, env = "COMPARE_SKEW_DURATION", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(6..=900))]
+    pub skew_duration: u64,
+
+    /// Users of the skew runs; the k-th thinks k^1.1 times as long as the first.
+    #[arg(long, env = "COMPARE_SKEW_USERS", default_value_t = 40,
+          value_parser = clap::value_parser!(u32).range(2..=10_000))]
+    pub skew_users: u32,
+
+    /// The heaviest user's think time in the skew runs.
+    #[arg(long, env = "COMPARE_SKEW_THINK_MS", default_value_t = 20)]
+    pub skew_think_ms: u64,
+
+    /// The balance factor of the bounded skew runs (a percentage, 100 to 1000).
+    #[arg(long, default_value = "125")]
+    pub balance_factor: BalanceFactor,
 
     /// Think time between a session's requests in the kill and store runs.
     #[arg(long, env = "COMPARE_THINK_MS", default_value_t = 100)]
@@ -146,15 +173,30 @@ impl CompareArgs {
         }
         Ok(Matrix {
             docker: self.docker,
-            kills: !(self.only_scale || self.only_store),
+            kills: !(self.only_scale || self.only_store || self.only_skew),
             scale: self.scale || self.only_scale,
             store,
+            skew: self.skew || self.only_skew,
+            skew_workload: Workload {
+                rate: 0,
+                adds: 3,
+                think_ms: self.skew_think_ms,
+                duration_s: self.skew_duration,
+                sources: None,
+                skewed: Some(Skewed {
+                    users: self.skew_users,
+                    skew: "zipf:1.1",
+                    sources_skew: Some("zipf:1"),
+                }),
+            },
+            skew_factor: self.balance_factor,
             workload: Workload {
                 rate: self.rate,
                 adds: self.adds,
                 think_ms: self.think_ms,
                 duration_s: self.duration,
                 sources: None,
+                skewed: None,
             },
             scale_workload: Workload {
                 rate: self.scale_rate,
@@ -162,6 +204,7 @@ impl CompareArgs {
                 think_ms: self.scale_think_ms,
                 duration_s: self.scale_duration,
                 sources: None,
+                skewed: None,
             },
             scale_at_s: self.scale_at,
             scale_drain_s: self.scale_drain,
@@ -179,8 +222,8 @@ pub(crate) struct RunLine {
 /// What the lab looked like before the comparison touched it, to put back at the end.
 #[derive(Debug, Default)]
 struct Restore {
-    /// Each pool's strategy.
-    strategies: Vec<(String, Strategy)>,
+    /// Each pool's strategy and balance factor.
+    strategies: Vec<(String, Strategy, Option<BalanceFactor>)>,
     /// Pools a scale run resized.
     resized: Vec<String>,
     /// A store run's lab still up.
@@ -332,7 +375,7 @@ async fn carry_out(
         restore.strategies = proxy
             .pools
             .iter()
-            .map(|p| (p.name.clone(), p.strategy))
+            .map(|p| (p.name.clone(), p.strategy, p.balance_factor))
             .collect();
         ports = Some(proxy_ports(lab).await?);
     }
@@ -365,9 +408,7 @@ async fn carry_out(
         };
         let pool = run.design.as_str();
         if run.store.is_none() {
-            lab.run(&["strategy", pool, run.strategy.as_str()])
-                .await
-                .map_err(anyhow::Error::msg)?;
+            set_routing(lab, pool, run.strategy, run.balance_factor).await?;
         }
         if let Some(sc) = &run.scale {
             restore.resized.push(pool.to_owned());
@@ -409,6 +450,27 @@ async fn carry_out(
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// Sets a pool's strategy, and its balance factor (or none) where the strategy takes one.
+async fn set_routing(
+    lab: &Lab,
+    pool: &str,
+    strategy: Strategy,
+    factor: Option<BalanceFactor>,
+) -> anyhow::Result<()> {
+    let mut line = vec![
+        "strategy".to_owned(),
+        pool.to_owned(),
+        strategy.as_str().to_owned(),
+    ];
+    if strategy.takes_balance_factor() {
+        line.push("--balance-factor".into());
+        line.push(factor.map_or_else(|| "off".into(), |f| f.to_string()));
+    }
+    let line: Vec<&str> = line.iter().map(String::as_str).collect();
+    lab.run(&line).await.map_err(anyhow::Error::msg)?;
+    Ok(())
 }
 
 /// The proxy's and the admin API's ports on the host, from `scripts/lab ports --json`.
@@ -455,9 +517,9 @@ async fn one_run(
 /// Puts back the pools' strategies and sizes, takes down a store lab left up and the shared lab
 /// if the comparison brought it up. Each step is tried whatever the others did.
 async fn put_back(lab: &Lab, restore: Restore) {
-    for (pool, strategy) in &restore.strategies {
-        if let Err(e) = lab.run(&["strategy", pool, strategy.as_str()]).await {
-            say(&e);
+    for (pool, strategy, factor) in &restore.strategies {
+        if let Err(e) = set_routing(lab, pool, *strategy, *factor).await {
+            say(&e.to_string());
         }
     }
     for pool in &restore.resized {

@@ -2,7 +2,7 @@
 //! event and which workload. Built from the options alone, before anything runs, so the matrix
 //! the docs describe is the one a test reads.
 
-use statelab_formats::{Design, Strategy};
+use statelab_formats::{BalanceFactor, Design, Strategy};
 
 use crate::fault::Shrink;
 
@@ -22,6 +22,18 @@ pub struct Workload {
     /// Source addresses the sessions come from (127.0.0.1 up); the generator's default when
     /// `None`.
     pub sources: Option<u32>,
+    /// A closed population with heavy users instead of arrivals at `rate`.
+    pub skewed: Option<Skewed>,
+}
+
+/// Heavy users: the closed model's `users`, their think times after a Zipf law (`--skew`), and
+/// optionally their source addresses too (`--sources-skew`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Skewed {
+    pub users: u32,
+    /// `zipf:S`.
+    pub skew: &'static str,
+    pub sources_skew: Option<&'static str>,
 }
 
 /// A pool resized while it serves: set to `from` untimed before the run, to `to` at `at_s`.
@@ -59,6 +71,9 @@ pub struct PlannedRun {
     pub workload: Workload,
     /// Each replica's resident memory after the run.
     pub memory: bool,
+    /// The pool's balance factor during the run, for a strategy that takes one; off when
+    /// `None`.
+    pub balance_factor: Option<BalanceFactor>,
 }
 
 impl PlannedRun {
@@ -86,7 +101,17 @@ impl PlannedRun {
             format!("http://127.0.0.1:{proxy}/{}", self.design),
         );
         push("--admin", format!("http://127.0.0.1:{admin}"));
-        push("--rate", w.rate.to_string());
+        match &w.skewed {
+            None => push("--rate", w.rate.to_string()),
+            Some(sk) => {
+                push("--model", "closed".into());
+                push("--users", sk.users.to_string());
+                push("--skew", sk.skew.into());
+                if let Some(z) = sk.sources_skew {
+                    push("--sources-skew", z.into());
+                }
+            }
+        }
         push("--adds", w.adds.to_string());
         push("--think-ms", w.think_ms.to_string());
         push("--duration", w.duration_s.to_string());
@@ -126,6 +151,12 @@ pub struct Matrix {
     pub scale: bool,
     /// The store runs (native only).
     pub store: bool,
+    /// The skew runs: heavy users, the imbalance sticky routing makes, and bounded loads.
+    pub skew: bool,
+    /// The skew runs' workload (closed, with heavy users); each pool grows by one at half time.
+    pub skew_workload: Workload,
+    /// The balance factor of the bounded runs.
+    pub skew_factor: BalanceFactor,
     /// The kill and store runs' workload; the kill comes at a third of it.
     pub workload: Workload,
     /// The scale runs' workload and when the pool is resized.
@@ -150,6 +181,7 @@ impl Matrix {
             store: None,
             workload: self.workload,
             memory: true,
+            balance_factor: None,
         };
         if self.kills {
             // Sessions live in the replica that dies; then why stateful needs sticky routing;
@@ -214,6 +246,7 @@ impl Matrix {
                         ..self.scale_workload
                     },
                     memory: false,
+                    balance_factor: None,
                 });
             };
             for &strategy in sticky {
@@ -244,10 +277,71 @@ impl Matrix {
                     store: Some(StoreLab { name, up }),
                     workload: self.workload,
                     memory: false,
+                    balance_factor: None,
                 });
             }
         }
+        if self.skew {
+            runs.extend(self.skew_runs());
+        }
         runs
+    }
+
+    /// Heavy users against sticky routing, with and without bounded loads: each pool grown from
+    /// 3 to 4 at half time, so the report shows whether the new replica relieved the hot one.
+    /// Behind Docker's NAT every host client is one address, so ip-hash is left out there.
+    fn skew_runs(&self) -> Vec<PlannedRun> {
+        let w = self.skew_workload;
+        let at_s = w.duration_s / 2;
+        let mut cases = vec![
+            (Design::Stateful, Strategy::Cookie, None),
+            (Design::Stateful, Strategy::Cookie, Some(self.skew_factor)),
+        ];
+        if !self.docker {
+            cases.extend([
+                (Design::Stateful, Strategy::IpHash, None),
+                (Design::Stateful, Strategy::IpHash, Some(self.skew_factor)),
+                (Design::Externalized, Strategy::IpHash, None),
+                (
+                    Design::Externalized,
+                    Strategy::IpHash,
+                    Some(self.skew_factor),
+                ),
+            ]);
+        }
+        cases
+            .into_iter()
+            .map(|(design, strategy, factor)| {
+                let bounded = factor.map_or(String::new(), |f| format!(" bf{f}"));
+                PlannedRun {
+                    dir: format!("skew-{design}-{strategy}{}", bounded.replace(' ', "-")),
+                    design,
+                    strategy,
+                    label: Some(format!("skew {design}/{strategy}{bounded}")),
+                    kill: None,
+                    scale: Some(ScalePlan {
+                        from: POOL_SIZE,
+                        to: POOL_SIZE + 1,
+                        at_s,
+                        shrink: Shrink::Default,
+                    }),
+                    store: None,
+                    workload: Workload {
+                        sources: Some(if self.docker { 1 } else { 40 }),
+                        skewed: w.skewed.map(|sk| Skewed {
+                            // The ip-hash runs: the users behind few addresses, an office NAT.
+                            sources_skew: (strategy == Strategy::IpHash)
+                                .then_some(sk.sources_skew)
+                                .flatten(),
+                            ..sk
+                        }),
+                        ..w
+                    },
+                    memory: false,
+                    balance_factor: factor,
+                }
+            })
+            .collect()
     }
 
     /// The report's title: the lab's mode and each kind of run's length and rate.
@@ -265,6 +359,12 @@ impl Matrix {
         if self.store {
             title += &format!(", {}s store runs at {} sessions/s", w.duration_s, w.rate);
         }
+        if let (true, Some(sk)) = (self.skew, self.skew_workload.skewed) {
+            title += &format!(
+                ", {}s skew runs of {} users ({})",
+                self.skew_workload.duration_s, sk.users, sk.skew
+            );
+        }
         title + ")"
     }
 }
@@ -280,6 +380,7 @@ mod tests {
             think_ms: 100,
             duration_s: 30,
             sources: None,
+            skewed: None,
         };
         Matrix {
             docker,
@@ -293,9 +394,24 @@ mod tests {
                 think_ms: 500,
                 duration_s: 40,
                 sources: None,
+                skewed: None,
             },
             scale_at_s: 12,
             scale_drain_s: 15,
+            skew: false,
+            skew_workload: Workload {
+                rate: 0,
+                adds: 3,
+                think_ms: 20,
+                duration_s: 20,
+                sources: None,
+                skewed: Some(Skewed {
+                    users: 40,
+                    skew: "zipf:1.1",
+                    sources_skew: Some("zipf:1"),
+                }),
+            },
+            skew_factor: BalanceFactor::new(125).expect("a factor"),
         }
     }
 
@@ -384,6 +500,54 @@ mod tests {
             matrix(false).title(),
             "statelab: stateful vs stateless, measured (native lab, 30s kill runs at 30 sessions/s, \
              40s scale runs at 10 sessions/s, 30s store runs at 30 sessions/s)"
+        );
+    }
+
+    #[test]
+    fn the_skew_runs_pair_each_sticky_strategy_with_bounded_loads() {
+        let mut m = matrix(false);
+        (m.kills, m.scale, m.store, m.skew) = (false, false, false, true);
+        let runs = m.runs();
+        let dirs: Vec<&str> = runs.iter().map(|r| r.dir.as_str()).collect();
+        assert_eq!(
+            dirs,
+            [
+                "skew-stateful-cookie",
+                "skew-stateful-cookie-bf125",
+                "skew-stateful-ip-hash",
+                "skew-stateful-ip-hash-bf125",
+                "skew-externalized-ip-hash",
+                "skew-externalized-ip-hash-bf125",
+            ]
+        );
+        assert!(runs
+            .iter()
+            .all(|r| r.scale.map(|s| (s.from, s.to, s.at_s)) == Some((3, 4, 10))));
+        let flags = runs[3].run_flags(1, 2, "lab", "o").join(" ");
+        for part in [
+            "--model closed --users 40 --skew zipf:1.1 --sources-skew zipf:1",
+            "--think-ms 20 --duration 20 --sources 40",
+            "--scale stateful=4@10",
+        ] {
+            assert!(flags.contains(part), "{part} in {flags}");
+        }
+        assert!(!flags.contains("--rate"), "{flags}");
+        // Cookie places by its cookie, not the address: the users are not packed behind one.
+        let cookie = runs[0].run_flags(1, 2, "lab", "o").join(" ");
+        assert!(!cookie.contains("--sources-skew"), "{cookie}");
+        assert_eq!(runs[1].balance_factor.map(|f| f.percent()), Some(125));
+        assert_eq!(runs[0].balance_factor, None);
+        m.docker = true;
+        let docker: Vec<String> = m.runs().into_iter().map(|r| r.dir).collect();
+        assert_eq!(
+            docker,
+            ["skew-stateful-cookie", "skew-stateful-cookie-bf125"]
+        );
+        assert!(
+            m.title()
+                .ends_with(", 20s skew runs of 40 users (zipf:1.1))"),
+            "{}",
+            m.title()
         );
     }
 }

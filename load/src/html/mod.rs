@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::fmt::{Display, Write as _};
 
 use crate::config::{ModelKind, Routing, WorkflowKind};
-use crate::report::{new_primary_text, spread, Failover, RunReport};
+use crate::report::{new_primary_text, spread, Balance, Failover, RunReport};
 use crate::scaling::{ScaleReport, EVEN_SECONDS, EVEN_TOLERANCE};
 use crate::stats::{OkLatency, SecondStats};
 
@@ -80,6 +80,9 @@ pub fn render(title: &str, runs: &[RunReport]) -> String {
     }
     if runs.iter().any(|r| !r.scaling.is_empty()) {
         scaling_comparison(&mut o, runs);
+    }
+    if runs.iter().any(|r| r.skew.is_some()) {
+        skew_comparison(&mut o, runs);
     }
     for (i, r) in runs.iter().enumerate() {
         run_section(&mut o, i, r);
@@ -327,6 +330,18 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
             ),
         );
     }
+    if let Some(b) = &r.bounded {
+        li(
+            o,
+            false,
+            format!(
+                "bounded loads: balance factor {}, {} requests sent past their first choice ({} %)",
+                b.balance_factor,
+                b.moves,
+                num(b.share_moved * 100.0, 1)
+            ),
+        );
+    }
     if let Some(h) = &r.heavy {
         li(
             o,
@@ -466,6 +481,77 @@ fn even_text(sc: &ScaleReport) -> String {
 }
 
 /// Every scale event of every run in one table: the scaling comparison.
+/// The skewed runs side by side: the imbalance, the hot replica across the pool's growth, and
+/// what bounded loads moved and lost.
+fn skew_comparison(o: &mut String, runs: &[RunReport]) {
+    o.push_str("<h2>Heavy users</h2><div class=\"scroll\">");
+    let head = "<run|requests|busiest replica / mean|coefficient of variation|live sessions: \
+                busiest / mean|<hot replica: share before → after growing|moved by the bound|\
+                session losses|p99 ms|heaviest users' p99 ms";
+    let rows = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.skew.is_some())
+        .map(|(i, r)| {
+            let bal = |b: Option<&Balance>, f: fn(&Balance) -> f64| {
+                b.map_or_else(
+                    || cell("-", ""),
+                    |b| cell(num(f(b), 2), bad_if(f(b) > 1.25)),
+                )
+            };
+            let hot = crate::report::hot_replica(r).map_or_else(
+                || "-".into(),
+                |(name, before, after)| {
+                    format!(
+                        "{name}: {} % → {} %",
+                        num(before * 100.0, 0),
+                        num(after * 100.0, 0)
+                    )
+                },
+            );
+            vec![
+                format!(
+                    "<td class=\"l\"><a href=\"#run-{i}\">{}</a></td>",
+                    escape(&r.label)
+                ),
+                cell(r.requests, ""),
+                bal(r.balance.as_ref(), |b| b.max_over_mean),
+                match &r.balance {
+                    Some(b) => cell(num(b.cv, 2), ""),
+                    None => cell("-", ""),
+                },
+                bal(r.session_balance.as_ref(), |b| b.max_over_mean),
+                cell(hot, "l"),
+                cell(
+                    r.bounded.map_or_else(
+                        || "-".into(),
+                        |b| format!("{} ({} %)", b.moves, num(b.share_moved * 100.0, 1)),
+                    ),
+                    "",
+                ),
+                cell(r.session_losses, bad_if(r.session_losses > 0)),
+                cell(num(r.p99_ms, 2), ""),
+                cell(
+                    r.heavy
+                        .as_ref()
+                        .map_or_else(|| "-".into(), |h| num(h.p99_ms, 2)),
+                    "",
+                ),
+            ]
+        });
+    table(o, head, rows);
+    o.push_str(
+        "</div><p class=\"note\">Each run: a closed population whose k-th user thinks k<sup>S</sup> \
+         times as long as the first (a Zipf law of request rates), the pool grown by one replica at \
+         half time. <i>Busiest / mean</i> and the <i>coefficient of variation</i> are over the \
+         requests each replica answered in the run; <i>live sessions</i> over each replica's \
+         session-seconds. <i>Hot replica</i>: the replica with the largest share of requests in \
+         the seconds before the pool grew, and its share in the last seconds after. <i>Moved by \
+         the bound</i>: requests the balance factor sent past their strategy's first choice, from \
+         the proxy's own count.</p>\n",
+    );
+}
+
 fn scaling_comparison(o: &mut String, runs: &[RunReport]) {
     o.push_str("<h2>Scaling</h2><div class=\"scroll\">");
     let head = "<run|<scale|took|first request of a new replica|live sessions|moved|moved and \

@@ -23,6 +23,7 @@ impl RunReport {
             memory_bytes,
             events,
             primaries,
+            proxy,
         } = outcome;
         let requests: u64 = measured.series.iter().map(|s| s.requests).sum();
         let ok: u64 = measured.series.iter().map(|s| s.ok).sum();
@@ -132,6 +133,7 @@ impl RunReport {
             skew: cfg.skew.map(|z| z.to_string()),
             sources_skew: cfg.sources_skew.map(|z| z.to_string()),
             heavy,
+            bounded: proxy.bounded(requests),
             per_replica,
             memory_bytes,
             failover,
@@ -248,6 +250,7 @@ mod tests {
             lab: crate::fault::Lab::parse("scripts/lab").expect("valid test input"),
             sample_memory: false,
             progress: false,
+            admin: None,
         }
     }
 
@@ -300,6 +303,7 @@ mod tests {
             memory_bytes: BTreeMap::new(),
             events,
             primaries: None,
+            proxy: Default::default(),
         };
         let fault = crate::fault::Fault::parse("stateful-2@2.5").expect("valid test input");
         let r = RunReport::build(&config(Some(fault.clone())), outcome);
@@ -341,6 +345,7 @@ mod tests {
                 memory_bytes: BTreeMap::new(),
                 events: outcome_events,
                 primaries: None,
+                proxy: Default::default(),
             },
         );
         assert!(r.failover.is_none() && r.interrupted);
@@ -387,6 +392,7 @@ mod tests {
         rec.record_loss(3, at(5_600), LossKind::Unauthorized);
         let before: BTreeSet<String> = ["redis-1".to_string()].into();
         let outcome = RunOutcome {
+            proxy: Default::default(),
             started_unix_ms: 0,
             interrupted: false,
             measured: rec.finish(8, true),

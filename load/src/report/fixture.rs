@@ -139,6 +139,7 @@ pub fn run(label: &str, with_kill: bool) -> RunReport {
         skew: None,
         sources_skew: None,
         heavy: None,
+        bounded: None,
         memory_bytes: BTreeMap::from([("r-1".to_string(), 8 << 20)]),
         failover,
         events: vec![Event {

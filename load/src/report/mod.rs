@@ -24,7 +24,9 @@ mod build;
 pub(crate) mod fixture;
 mod text;
 
-pub use self::text::{comparison_table, new_primary_text, scaling_table, spread, summary};
+pub use self::text::{
+    comparison_table, new_primary_text, scaling_table, skew_table, spread, summary,
+};
 
 /// One run of the generator against one service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +120,9 @@ pub struct RunReport {
     /// With `--skew`: the heaviest users' latency beside everyone's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heavy: Option<HeavyUsers>,
+    /// What the pool's balance factor did, when the proxy had one on for the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounded: Option<Bounded>,
     /// Resident memory of each of the service's replicas after the run (`scripts/lab mem`);
     /// empty when not sampled.
     pub memory_bytes: BTreeMap<String, u64>,
@@ -155,6 +160,52 @@ impl Balance {
             replicas: counts.len() as u32,
             max_over_mean: counts.iter().copied().fold(0.0, f64::max) / mean,
             cv: var.sqrt() / mean,
+        })
+    }
+}
+
+/// The replica that took the largest share of requests before a run's first scale event: its
+/// name and its share before and after the event. `None` without a scale event.
+pub fn hot_replica(r: &RunReport) -> Option<(String, f64, f64)> {
+    let sc = r.scaling.first()?;
+    let (name, before) = sc
+        .share_before
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(n, s)| (n.clone(), *s))?;
+    let after = sc.share_after.get(&name).copied().unwrap_or(0.0);
+    Some((name, before, after))
+}
+
+/// Bounded loads during a run, from the proxy's status before and after it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bounded {
+    /// The pool's balance factor, in percent.
+    pub balance_factor: u32,
+    /// Requests the factor sent past their strategy's first choice during the run.
+    pub moves: u64,
+    /// Those over the run's requests.
+    pub share_moved: f64,
+}
+
+/// The proxy's view of the pool around a run (`GET /admin/status`); `None` where it did not
+/// answer or the run targeted a replica directly.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyViews {
+    pub before: Option<statelab_formats::PoolView>,
+    pub after: Option<statelab_formats::PoolView>,
+}
+
+impl ProxyViews {
+    /// The balance factor's work between the two views, over `requests`.
+    pub fn bounded(&self, requests: u64) -> Option<Bounded> {
+        let (before, after) = (self.before.as_ref()?, self.after.as_ref()?);
+        let factor = before.balance_factor.or(after.balance_factor)?;
+        let moves = after.bounded_moves.saturating_sub(before.bounded_moves);
+        Some(Bounded {
+            balance_factor: factor.percent(),
+            moves,
+            share_moved: moves as f64 / requests.max(1) as f64,
         })
     }
 }
@@ -267,6 +318,7 @@ pub struct RunOutcome {
     pub events: Vec<Event>,
     /// What the lab said about its Redis primaries around a Redis kill.
     pub primaries: Option<PrimaryWatch>,
+    pub proxy: ProxyViews,
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
@@ -297,6 +349,39 @@ mod balance_tests {
         assert!((hot.cv - 13750f64.sqrt() / 100.0).abs() < 1e-9);
         assert_eq!(Balance::of([0, 0].into_iter()), None);
         assert_eq!(Balance::of(std::iter::empty()), None);
+    }
+
+    #[test]
+    fn bounded_moves_are_the_difference_of_the_proxy_counts_over_the_requests() {
+        use super::{Bounded, ProxyViews};
+        use statelab_formats::{BalanceFactor, PoolView, Strategy};
+        let view = |factor: Option<u32>, moves: u64| PoolView {
+            name: "stateful".into(),
+            prefix: "/stateful".into(),
+            strategy: Strategy::IpHash,
+            balance_factor: factor.and_then(|f| BalanceFactor::new(f).ok()),
+            bounded_moves: moves,
+            available: true,
+            replicas: Vec::new(),
+        };
+        let views = ProxyViews {
+            before: Some(view(Some(125), 40)),
+            after: Some(view(Some(125), 140)),
+        };
+        assert_eq!(
+            views.bounded(400),
+            Some(Bounded {
+                balance_factor: 125,
+                moves: 100,
+                share_moved: 0.25
+            })
+        );
+        let off = ProxyViews {
+            before: Some(view(None, 0)),
+            after: Some(view(None, 0)),
+        };
+        assert_eq!(off.bounded(400), None);
+        assert_eq!(ProxyViews::default().bounded(400), None);
     }
 }
 

@@ -114,6 +114,15 @@ pub fn summary(r: &RunReport) -> String {
             b.max_over_mean, b.cv
         );
     }
+    if let Some(b) = &r.bounded {
+        let _ = writeln!(
+            out,
+            "  bounded loads: balance factor {}, {} requests sent past their first choice ({:.1}%)",
+            b.balance_factor,
+            b.moves,
+            b.share_moved * 100.0
+        );
+    }
     if let Some(h) = &r.heavy {
         let _ = writeln!(
             out,
@@ -335,6 +344,55 @@ pub fn comparison_table(runs: &[RunReport]) -> String {
             new_primary,
             mem,
             spread(&r.per_replica)
+        );
+    }
+    out
+}
+
+/// The terminal table of the skewed runs: how unevenly heavy users loaded the replicas, whether
+/// growing the pool relieved the hot one, and what bounded loads moved and lost.
+pub fn skew_table(runs: &[RunReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<34} {:>9} {:>6} {:>9} {:>22} {:>8} {:>6} {:>8} {:>10}",
+        "run",
+        "max/mean",
+        "cv",
+        "sess m/m",
+        "hot replica before>after",
+        "moved %",
+        "lost",
+        "p99 ms",
+        "heavy p99"
+    );
+    for r in runs.iter().filter(|r| r.skew.is_some()) {
+        let b = |b: Option<&super::Balance>, f: fn(&super::Balance) -> f64| {
+            b.map_or_else(|| "-".into(), |b| format!("{:.2}", f(b)))
+        };
+        let hot = super::hot_replica(r).map_or_else(
+            || "-".into(),
+            |(name, before, after)| format!("{name} {:.0}%>{:.0}%", before * 100.0, after * 100.0),
+        );
+        let moved = r
+            .bounded
+            .map_or_else(|| "-".into(), |b| format!("{:.1}", b.share_moved * 100.0));
+        let heavy = r
+            .heavy
+            .as_ref()
+            .map_or_else(|| "-".into(), |h| format!("{:.1}", h.p99_ms));
+        let _ = writeln!(
+            out,
+            "{:<34} {:>9} {:>6} {:>9} {:>22} {:>8} {:>6} {:>8.1} {:>10}",
+            r.label,
+            b(r.balance.as_ref(), |b| b.max_over_mean),
+            b(r.balance.as_ref(), |b| b.cv),
+            b(r.session_balance.as_ref(), |b| b.max_over_mean),
+            hot,
+            moved,
+            r.session_losses,
+            r.p99_ms,
+            heavy
         );
     }
     out
