@@ -3,16 +3,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use statelab_formats::lab::{LabStatus, Memory, Ports, Primaries, Sizing, MAX_WORK_US, MIN_CPU};
-use statelab_formats::Strategy;
+use statelab_formats::{BadBalanceFactor, BalanceFactor, PoolRouting, Strategy};
 use statelab_lab::docker::Docker;
 use statelab_lab::labdir::{LabDir, Mode, StoreChoice};
 use statelab_lab::model::{Design, Part, Store, Target};
 use statelab_lab::native::Native;
-use statelab_lab::probe::{admin_summary, Probe};
+use statelab_lab::probe::{admin_summary, Probe, Routings};
 use statelab_lab::say;
 use statelab_lab::settings::Settings;
 
@@ -49,9 +50,10 @@ Environment:
 #[derive(Debug, Parser)]
 #[command(name = "scripts/lab", after_help = AFTER_HELP, arg_required_else_help = true)]
 struct Cli {
-    /// Answer kill, start, primaries, mem, ports, status and scale with one JSON object on standard
-    /// output (their types are in statelab-formats, `statelab_formats::lab`) instead of lines
-    /// for people; messages still go to standard error.
+    /// Answer kill, start, primaries, mem, ports, status, scale and strategy with one JSON object
+    /// on standard output (their types are in statelab-formats, `statelab_formats::lab`;
+    /// strategy's in `statelab_lab::probe`) instead of lines for people; messages still go to
+    /// standard error.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -134,11 +136,20 @@ enum Verb {
     },
     /// Print the mode the lab runs in, native or docker (exit 1 when it is not up).
     Mode,
-    /// Without arguments, each pool's strategy ("POOL STRATEGY" lines); with POOL STRATEGY, switch
-    /// that pool (cookie, ip-hash, ip-modulo or round-robin) through the proxy's admin API.
+    /// Without arguments, each pool's strategy ("POOL STRATEGY" lines, then " balance-factor N"
+    /// when bounded loads are on); with POOL STRATEGY, switch that pool (cookie, ip-hash,
+    /// ip-modulo, round-robin or least-requests) through the proxy's admin API; with
+    /// --balance-factor, set or clear the pool's balance factor, with the switch or alone.
     Strategy {
+        /// The pool: stateful, stateless or externalized.
         pool: Option<String>,
+        /// Its strategy from now on.
         strategy: Option<Strategy>,
+        /// Consistent hashing with bounded loads, for ip-hash and cookie only: no replica is given
+        /// a new request beyond N% of the pool's average load in requests in flight (100 to 1000,
+        /// e.g. 125); "off" turns it off. Without it, a switch leaves the pool's factor as it is.
+        #[arg(long, value_name = "N|off", requires = "pool")]
+        balance_factor: Option<FactorArg>,
     },
 }
 
@@ -360,28 +371,53 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             println!("{}", running(&dir)?.as_str());
             Ok(ExitCode::SUCCESS)
         }
-        Verb::Strategy { pool, strategy } => {
+        Verb::Strategy {
+            pool,
+            strategy,
+            balance_factor,
+        } => {
+            // Checked before anything is asked of the lab or the proxy.
+            let change = match &pool {
+                None => None,
+                Some(pool) => Some(routing_change(pool, strategy, balance_factor)?),
+            };
             running(&dir)?;
             let admin = *dir
                 .ports()
                 .get("admin")
                 .context("the lab's ports file names no admin port")?;
             let probe = Probe::new(dir.admin_token());
-            match (pool, strategy) {
-                (None, _) => {
-                    let status = probe.admin_status(admin).await.with_context(|| {
-                        format!("the proxy's admin API does not answer on port {admin}")
-                    })?;
-                    for p in status.pools {
-                        println!("{} {}", p.name, p.strategy);
+            let status = || async {
+                probe.admin_status(admin).await.with_context(|| {
+                    format!("the proxy's admin API does not answer on port {admin}")
+                })
+            };
+            match (pool, change) {
+                (Some(pool), Some(change)) => {
+                    if let (None, Some(Some(factor))) = (change.strategy, change.balance_factor) {
+                        // The factor alone: it must bound the strategy the pool has.
+                        let now = status().await?;
+                        if let Some(p) = now.pools.iter().find(|p| p.name == pool) {
+                            if !p.strategy.takes_balance_factor() {
+                                bail!("{}", factor_refused(&pool, p.strategy, factor, false));
+                            }
+                        }
+                    }
+                    let routed = probe.set_routing(admin, &pool, &change).await?;
+                    say(routed.line(change.balance_factor.is_some()));
+                    if json {
+                        print_json(&routed)?;
                     }
                 }
-                (Some(pool), Some(strategy)) => {
-                    probe.set_strategy(admin, &pool, strategy).await?;
-                    say(format!("{pool}: {strategy}"));
-                }
-                (Some(_), None) => {
-                    bail!("name the strategy too: cookie, ip-hash, ip-modulo or round-robin")
+                _ => {
+                    let routings = Routings::from(&status().await?);
+                    if json {
+                        print_json(&routings)?;
+                    } else {
+                        for p in &routings.pools {
+                            println!("{}", p.line());
+                        }
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -417,6 +453,80 @@ fn sizing(
         replica_cpu,
         store_cpu,
         work_us,
+    })
+}
+
+/// `--balance-factor N|off`: a factor to set, or `off` to turn bounded loads off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FactorArg(Option<BalanceFactor>);
+
+impl FromStr for FactorArg {
+    type Err = BadBalanceFactor;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" => Ok(FactorArg(None)),
+            n => n.parse().map(|f| FactorArg(Some(f))),
+        }
+    }
+}
+
+/// The strategies a balance factor bounds, in words: "cookie and ip-hash".
+fn factor_strategies() -> String {
+    let names: Vec<&str> = Strategy::ALL
+        .into_iter()
+        .filter(|s| s.takes_balance_factor())
+        .map(Strategy::as_str)
+        .collect();
+    either(&names, "and")
+}
+
+/// `a, b or c` (with `or`), `a and b` (with `and`).
+fn either(names: &[&str], last: &str) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [rest @ .., end] => format!("{} {last} {end}", rest.join(", ")),
+    }
+}
+
+/// Why a balance factor is refused for `strategy`: `given` when the command named the strategy,
+/// else it is the pool's strategy now.
+fn factor_refused(pool: &str, strategy: Strategy, factor: BalanceFactor, given: bool) -> String {
+    let whose = if given {
+        strategy.to_string()
+    } else {
+        format!("{pool}'s strategy, {strategy}")
+    };
+    format!(
+        "--balance-factor {factor} does not apply to {whose}: a balance factor bounds {} only \
+         (switch in the same command, e.g. scripts/lab strategy {pool} ip-hash --balance-factor \
+         {factor}; --balance-factor off clears it with any strategy)",
+        factor_strategies()
+    )
+}
+
+/// The admin API's body for `strategy POOL [STRATEGY] [--balance-factor N|off]`; refused, before
+/// any request, without a strategy or a factor, or with a factor for a strategy it does not bound.
+fn routing_change(
+    pool: &str,
+    strategy: Option<Strategy>,
+    factor: Option<FactorArg>,
+) -> anyhow::Result<PoolRouting> {
+    if strategy.is_none() && factor.is_none() {
+        let names: Vec<&str> = Strategy::ALL.into_iter().map(Strategy::as_str).collect();
+        bail!(
+            "name the strategy too ({}), or --balance-factor N|off",
+            either(&names, "or")
+        );
+    }
+    if let (Some(s), Some(FactorArg(Some(f)))) = (strategy, factor) {
+        if !s.takes_balance_factor() {
+            bail!("{}", factor_refused(pool, s, f, true));
+        }
+    }
+    Ok(PoolRouting {
+        strategy,
+        balance_factor: factor.map(|FactorArg(f)| f),
     })
 }
 
@@ -516,6 +626,120 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    /// The `strategy` verb's words: pool, strategy, balance factor.
+    type StrategyWords = (Option<String>, Option<Strategy>, Option<FactorArg>);
+
+    /// The `strategy` verb's words, as the command line gives them to [`run`].
+    fn strategy_words(args: &[&str]) -> Result<StrategyWords, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("scripts/lab").chain(args.iter().copied()))?;
+        match cli.verb {
+            Verb::Strategy {
+                pool,
+                strategy,
+                balance_factor,
+            } => Ok((pool, strategy, balance_factor)),
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
+    }
+
+    fn factor(percent: u32) -> Option<FactorArg> {
+        Some(FactorArg(Some(
+            BalanceFactor::new(percent).expect("a factor"),
+        )))
+    }
+
+    #[test]
+    fn strategy_takes_a_balance_factor_with_the_strategy_or_alone() {
+        assert_eq!(
+            strategy_words(&["strategy"]).expect("parse"),
+            (None, None, None)
+        );
+        assert_eq!(
+            strategy_words(&["strategy", "stateful", "ip-hash", "--balance-factor", "125"])
+                .expect("parse"),
+            (Some("stateful".into()), Some(Strategy::IpHash), factor(125))
+        );
+        assert_eq!(
+            strategy_words(&["strategy", "--balance-factor", "off", "stateless", "cookie"])
+                .expect("parse"),
+            (
+                Some("stateless".into()),
+                Some(Strategy::Cookie),
+                Some(FactorArg(None))
+            )
+        );
+        assert_eq!(
+            strategy_words(&["strategy", "stateful", "--balance-factor", "1000"]).expect("parse"),
+            (Some("stateful".into()), None, factor(1000))
+        );
+        assert_eq!(
+            strategy_words(&["--json", "strategy", "stateless", "least-requests"]).expect("parse"),
+            (
+                Some("stateless".into()),
+                Some(Strategy::LeastRequests),
+                None
+            )
+        );
+        // Bad values are refused with the balance factor's own message; a factor needs a pool.
+        for bad in ["90", "x", "1001", ""] {
+            let e = strategy_words(&["strategy", "stateful", "--balance-factor", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                e.contains("expected a percentage from 100 to 1000"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(strategy_words(&["strategy", "--balance-factor", "125"]).is_err());
+        assert!(strategy_words(&["strategy", "stateful", "sticky"]).is_err());
+    }
+
+    #[test]
+    fn a_routing_change_is_checked_before_it_is_sent() {
+        let set = routing_change("stateful", Some(Strategy::IpHash), factor(125)).expect("set");
+        assert_eq!(
+            serde_json::to_string(&set).expect("json"),
+            r#"{"strategy":"ip-hash","balance_factor":125}"#
+        );
+        let off = routing_change("stateful", None, Some(FactorArg(None))).expect("off");
+        assert_eq!(
+            serde_json::to_string(&off).expect("json"),
+            r#"{"balance_factor":null}"#,
+            "off goes as null"
+        );
+        let switch = routing_change("stateful", Some(Strategy::Cookie), None).expect("switch");
+        assert_eq!(
+            serde_json::to_string(&switch).expect("json"),
+            r#"{"strategy":"cookie"}"#,
+            "no factor given: the pool's is left as it is"
+        );
+        // off goes with any strategy; a factor only with those it bounds.
+        assert!(routing_change(
+            "stateless",
+            Some(Strategy::RoundRobin),
+            Some(FactorArg(None))
+        )
+        .is_ok());
+        for s in Strategy::ALL {
+            let r = routing_change("stateless", Some(s), factor(150));
+            assert_eq!(r.is_ok(), s.takes_balance_factor(), "{s}: {r:?}");
+            if let Err(e) = r {
+                let e = e.to_string();
+                assert!(
+                    e.contains(&format!("does not apply to {s}"))
+                        && e.contains("bounds cookie and ip-hash only"),
+                    "{e}"
+                );
+            }
+        }
+        let e = routing_change("stateful", None, None).expect_err("nothing to change");
+        assert!(
+            e.to_string()
+                .contains("cookie, ip-hash, ip-modulo, round-robin or least-requests"),
+            "{e}"
+        );
+    }
 
     /// docs/lab.md's command table and the header of `scripts/lab` describe every verb, and name
     /// none that is gone.

@@ -9,7 +9,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
-use statelab_formats::{StatusView, Strategy};
+use serde::{Deserialize, Serialize};
+use statelab_formats::{BalanceFactor, PoolRouting, PoolView, StatusView, Strategy};
 
 use crate::labdir::AdminToken;
 use crate::model::{Part, ADMIN_READY_PATH};
@@ -95,31 +96,54 @@ impl Probe {
         serde_json::from_slice(&body).ok()
     }
 
-    /// Switches a pool's strategy through `PUT /admin/pools/{pool}/strategy`.
+    /// Switches a pool's strategy through `PUT /admin/pools/{pool}/strategy`, leaving its balance
+    /// factor as it is.
     pub async fn set_strategy(
         &self,
         admin_port: u16,
         pool: &str,
         strategy: Strategy,
     ) -> anyhow::Result<()> {
+        let change = PoolRouting {
+            strategy: Some(strategy),
+            balance_factor: None,
+        };
+        self.set_routing(admin_port, pool, &change).await.map(drop)
+    }
+
+    /// Changes a pool's strategy, its balance factor or both in one
+    /// `PUT /admin/pools/{pool}/strategy` (a `balance_factor` of `Some(None)` goes as `null`,
+    /// which turns bounded loads off); returns the pool's routing as the proxy answers it.
+    pub async fn set_routing(
+        &self,
+        admin_port: u16,
+        pool: &str,
+        change: &PoolRouting,
+    ) -> anyhow::Result<Routed> {
         let path = format!("/admin/pools/{pool}/strategy");
+        let body = serde_json::to_string(change).context("cannot write the routing change")?;
         let resp = self
             .admin(reqwest::Method::PUT, admin_port, &path)
             .header("content-type", "application/json")
-            .body(serde_json::json!({ "strategy": strategy.as_str() }).to_string())
+            .body(body)
             .send()
             .await
             .with_context(|| {
                 format!("the proxy's admin API does not answer on port {admin_port}")
             })?;
-        if !resp.status().is_success() {
-            let code = resp.status();
-            let body = resp.text().await.unwrap_or_default();
+        let code = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !code.is_success() {
             anyhow::bail!(
-                "could not set {pool} to {strategy}: the admin API answered {code} {body}"
+                "could not set {pool} to {}: the admin API answered {code} {text}",
+                describe(change)
             );
         }
-        Ok(())
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "the admin API set {pool}'s routing but answered what the lab cannot read: {text}"
+            )
+        })
     }
 
     /// Registers a replica with the proxy (`POST /admin/pools/{pool}/replicas`).
@@ -216,6 +240,93 @@ impl Probe {
     }
 }
 
+/// `scripts/lab strategy --json`: every pool's routing, from the proxy's admin status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routings {
+    pub pools: Vec<RoutingView>,
+}
+
+/// One pool's routing as `scripts/lab strategy` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingView {
+    pub name: String,
+    pub strategy: Strategy,
+    /// Bounded loads' factor (`null` when off); it applies to `ip-hash` and `cookie` only.
+    pub balance_factor: Option<BalanceFactor>,
+    /// Requests the balance factor sent past their first choice since the proxy started.
+    pub bounded_moves: u64,
+}
+
+impl From<&StatusView> for Routings {
+    fn from(status: &StatusView) -> Routings {
+        Routings {
+            pools: status.pools.iter().map(RoutingView::from).collect(),
+        }
+    }
+}
+
+impl From<&PoolView> for RoutingView {
+    fn from(p: &PoolView) -> RoutingView {
+        RoutingView {
+            name: p.name.clone(),
+            strategy: p.strategy,
+            balance_factor: p.balance_factor,
+            bounded_moves: p.bounded_moves,
+        }
+    }
+}
+
+impl RoutingView {
+    /// `POOL STRATEGY`, then ` balance-factor N` when bounded loads are on.
+    pub fn line(&self) -> String {
+        let mut line = format!("{} {}", self.name, self.strategy);
+        if let Some(f) = self.balance_factor {
+            line.push_str(&format!(" balance-factor {f}"));
+        }
+        line
+    }
+}
+
+/// The admin API's answer to `PUT /admin/pools/{pool}/strategy`, the pool's routing after the
+/// change; also the answer of `scripts/lab strategy --json POOL ...`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routed {
+    pub pool: String,
+    pub strategy: Strategy,
+    /// `null` when bounded loads are off.
+    #[serde(default)]
+    pub balance_factor: Option<BalanceFactor>,
+}
+
+impl Routed {
+    /// `POOL: STRATEGY`, then `, balance factor N` (or `off`) when the change named the factor.
+    pub fn line(&self, factor_given: bool) -> String {
+        let mut line = format!("{}: {}", self.pool, self.strategy);
+        if factor_given {
+            line.push_str(&format!(
+                ", balance factor {}",
+                factor_word(self.balance_factor)
+            ));
+        }
+        line
+    }
+}
+
+/// A balance factor as the lab writes it: its percentage, or `off`.
+pub fn factor_word(f: Option<BalanceFactor>) -> String {
+    f.map_or_else(|| "off".to_string(), |f| f.to_string())
+}
+
+/// A routing change in words: `ip-hash`, `balance factor 125`, or both.
+fn describe(change: &PoolRouting) -> String {
+    let strategy = change.strategy.map(|s| s.to_string());
+    let factor = change
+        .balance_factor
+        .map(|f| format!("balance factor {}", factor_word(f)));
+    let words: Vec<String> = strategy.into_iter().chain(factor).collect();
+    words.join(", ")
+}
+
 /// Something accepts connections on 127.0.0.1:PORT.
 pub async fn port_open(port: u16) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -273,5 +384,56 @@ where
             anyhow::bail!("timed out after {}s waiting for {what}", limit.as_secs());
         }
         tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routings_print_the_factor_after_the_first_two_words() {
+        let mut view = RoutingView {
+            name: "stateful".into(),
+            strategy: Strategy::IpHash,
+            balance_factor: None,
+            bounded_moves: 0,
+        };
+        assert_eq!(view.line(), "stateful ip-hash");
+        view.balance_factor = BalanceFactor::new(125).ok();
+        view.bounded_moves = 7;
+        assert_eq!(view.line(), "stateful ip-hash balance-factor 125");
+        let json = serde_json::to_string(&Routings {
+            pools: vec![view.clone()],
+        })
+        .expect("json");
+        assert_eq!(
+            json,
+            r#"{"pools":[{"name":"stateful","strategy":"ip-hash","balance_factor":125,"bounded_moves":7}]}"#
+        );
+        view.balance_factor = None;
+        let json = serde_json::to_string(&view).expect("json");
+        assert!(json.contains(r#""balance_factor":null"#), "{json}");
+    }
+
+    #[test]
+    fn the_admin_answer_to_a_change_reads_and_prints() {
+        let routed: Routed = serde_json::from_str(
+            r#"{"pool": "stateful", "strategy": "cookie", "balance_factor": null}"#,
+        )
+        .expect("the admin API's answer");
+        assert_eq!(routed.balance_factor, None);
+        assert_eq!(routed.line(false), "stateful: cookie");
+        assert_eq!(routed.line(true), "stateful: cookie, balance factor off");
+        let routed: Routed = serde_json::from_str(
+            r#"{"pool": "stateful", "strategy": "ip-hash", "balance_factor": 200}"#,
+        )
+        .expect("the admin API's answer");
+        assert_eq!(routed.line(true), "stateful: ip-hash, balance factor 200");
+        let change = PoolRouting {
+            strategy: Some(Strategy::IpHash),
+            balance_factor: Some(None),
+        };
+        assert_eq!(describe(&change), "ip-hash, balance factor off");
     }
 }

@@ -6,7 +6,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use statelab_formats::lab::{Killed, LabStatus, Memory, Scaled, Started};
-use statelab_formats::Design;
+use statelab_formats::{BalanceFactor, Design, Strategy};
+use statelab_lab::probe::{Routed, RoutingView, Routings};
 use statelab_test_support::{eventually_blocking, lab_bin_dir, send_signal, Signal, TempDir};
 
 /// A lab in its own directory on free ports; taken down when dropped, before its directory goes.
@@ -237,6 +238,7 @@ fn up_kill_start_strategy_and_down_on_free_ports() {
     assert!(lab.ok(&["strategy"]).contains("stateless ip-hash"));
     let bad = lab.run(&["strategy", "stateless", "sticky"]);
     assert!(!bad.status.success(), "an unknown strategy is refused");
+    balance_factor_through_strategy(&lab);
 
     // mem: a figure for each running replica.
     let mem = lab.ok(&["mem"]);
@@ -247,6 +249,118 @@ fn up_kill_start_strategy_and_down_on_free_ports() {
 
     // down: every recorded process gone, the lab no longer up.
     down_stops(&lab, &["redis", "stateful-1", "stateless-3", "proxy"]);
+}
+
+/// The pool's routing as `strategy --json` reads it from the proxy.
+fn routing(lab: &Lab, pool: &str) -> RoutingView {
+    let all: Routings = json(&lab.ok(&["strategy", "--json"]));
+    all.pools
+        .into_iter()
+        .find(|p| p.name == pool)
+        .unwrap_or_else(|| panic!("no pool {pool} in strategy --json"))
+}
+
+/// `strategy POOL [STRATEGY] --balance-factor N|off`: set with a switch, read back, cleared alone;
+/// refused for a strategy it does not bound, before anything changes.
+fn balance_factor_through_strategy(lab: &Lab) {
+    let factor = |n| BalanceFactor::new(n).ok();
+    let said = |out: &Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    let set = lab.run(&["strategy", "stateful", "ip-hash", "--balance-factor", "125"]);
+    assert!(set.status.success(), "{}", said(&set));
+    assert!(
+        said(&set).contains("stateful: ip-hash, balance factor 125"),
+        "{}",
+        said(&set)
+    );
+    let read = routing(lab, "stateful");
+    assert_eq!(
+        (read.strategy, read.balance_factor),
+        (Strategy::IpHash, factor(125))
+    );
+    let lines = lab.ok(&["strategy"]);
+    assert!(
+        lines
+            .lines()
+            .any(|l| l == "stateful ip-hash balance-factor 125"),
+        "{lines}"
+    );
+    assert!(
+        lines.lines().any(|l| l == "externalized round-robin"),
+        "no factor, no suffix:\n{lines}"
+    );
+
+    // The factor alone, answered as JSON: the strategy stays.
+    let routed: Routed =
+        json(&lab.ok(&["--json", "strategy", "stateful", "--balance-factor", "200"]));
+    assert_eq!(
+        routed,
+        Routed {
+            pool: "stateful".into(),
+            strategy: Strategy::IpHash,
+            balance_factor: factor(200),
+        }
+    );
+
+    let off = lab.run(&["strategy", "stateful", "--balance-factor", "off"]);
+    assert!(off.status.success(), "{}", said(&off));
+    assert!(
+        said(&off).contains("stateful: ip-hash, balance factor off"),
+        "{}",
+        said(&off)
+    );
+    let read = routing(lab, "stateful");
+    assert_eq!(
+        (read.strategy, read.balance_factor),
+        (Strategy::IpHash, None)
+    );
+    assert!(lab
+        .ok(&["strategy"])
+        .lines()
+        .any(|l| l == "stateful ip-hash"));
+
+    // Refused: a factor for round-robin, named or the pool's own, and a value out of range.
+    let refused = lab.run(&[
+        "strategy",
+        "stateless",
+        "round-robin",
+        "--balance-factor",
+        "125",
+    ]);
+    assert!(!refused.status.success(), "round-robin takes no factor");
+    assert!(
+        said(&refused).contains("does not apply to round-robin")
+            && said(&refused).contains("cookie and ip-hash"),
+        "{}",
+        said(&refused)
+    );
+    let refused = lab.run(&["strategy", "externalized", "--balance-factor", "125"]);
+    assert!(
+        !refused.status.success(),
+        "externalized routes by round-robin"
+    );
+    assert!(
+        said(&refused).contains("externalized's strategy, round-robin"),
+        "{}",
+        said(&refused)
+    );
+    let refused = lab.run(&["strategy", "stateless", "cookie", "--balance-factor", "90"]);
+    assert!(!refused.status.success(), "90 is below 100");
+    assert!(
+        said(&refused).contains("expected a percentage from 100 to 1000"),
+        "{}",
+        said(&refused)
+    );
+    for pool in ["stateless", "externalized"] {
+        let read = routing(lab, pool);
+        assert_eq!(read.balance_factor, None, "nothing was sent for {pool}");
+    }
+    assert_eq!(
+        routing(lab, "stateless").strategy,
+        Strategy::IpHash,
+        "a refused change leaves the strategy too"
+    );
+    lab.ok(&["strategy", "stateful", "cookie"]);
 }
 
 #[test]

@@ -23,6 +23,7 @@ const view = {
   intervalMs: 1000,
   replicas: new Map(), // name -> {pool, cols}
   pools: new Map(),    // name -> cols
+  balanceRange: [100, 1000], // the balance factors the admin API accepts, in percent
   waitingForToken: false,
 };
 
@@ -265,6 +266,9 @@ function poolSection(p) {
   });
   label.appendChild(select);
   head.appendChild(label);
+  head.appendChild(balanceControl(p));
+  head.appendChild(el("span", { class: "figure moves", "data-moves": "off",
+    title: "requests the balance factor sent past their strategy's first choice since the proxy started" }));
   head.appendChild(el("span", { class: "figure available" }));
   head.appendChild(el("span", { class: "figure burst", "data-burst": "off" }));
   head.appendChild(el("span", { class: "figure retries" }));
@@ -285,6 +289,70 @@ function poolSection(p) {
   sec.appendChild(table);
   document.getElementById("pools").appendChild(sec);
   return sec;
+}
+
+// The balance factor's input: a whole percentage, empty for off, sent on change through the
+// same PUT as the strategy. It keeps the proxy's value in data-factor, to go back to when a
+// value is refused.
+function balanceControl(p) {
+  const [lo, hi] = view.balanceRange;
+  const label = el("label", { class: "figure balance", "data-pool": p.name, "data-factor": "off",
+    "data-applies": "false" }, "balance factor ");
+  const input = el("input", { class: "balance-factor", "data-pool": p.name, type: "number",
+    min: String(lo), max: String(hi), step: "1", placeholder: "off", inputmode: "numeric",
+    "data-factor": "", "aria-label": `pool ${p.name}: balance factor, percent of the average load; empty for off` });
+  input.addEventListener("change", async () => {
+    const [min, max] = view.balanceRange;
+    const raw = input.value.trim();
+    let factor = null;
+    if (raw !== "" || input.validity.badInput) {
+      factor = Number(raw);
+      if (!Number.isInteger(factor) || factor < min || factor > max) {
+        showError(`balance factor of pool ${p.name}: a whole percentage from ${min} to ${max}, or empty for off`);
+        input.value = input.dataset.factor;
+        return;
+      }
+    }
+    input.dataset.busy = "true";
+    input.disabled = true;
+    const ok = await send("PUT", `/admin/pools/${encodeURIComponent(p.name)}/strategy`,
+      { balance_factor: factor });
+    if (!ok) input.value = input.dataset.factor;
+    delete input.dataset.busy;
+    input.disabled = label.dataset.applies !== "true";
+    poll();
+  });
+  label.appendChild(input);
+  label.appendChild(document.createTextNode(" %"));
+  label.appendChild(el("span", { class: "balance-note" }));
+  return label;
+}
+
+function renderBalance(sec, p) {
+  const takes = p.balance_strategies || [];
+  const applies = takes.includes(p.strategy);
+  const has = p.balance_factor !== null && p.balance_factor !== undefined;
+  const value = has ? String(p.balance_factor) : "";
+  const label = sec.querySelector("label.balance");
+  const input = label.querySelector("input.balance-factor");
+  label.dataset.factor = has ? value : "off";
+  label.dataset.applies = String(applies);
+  input.dataset.factor = value;
+  const busy = input.dataset.busy === "true";
+  if (document.activeElement !== input && !busy) input.value = value;
+  input.disabled = busy || !applies;
+  const [lo, hi] = view.balanceRange;
+  const where = "applies to " + takes.join(" and ");
+  label.title = applies
+    ? `bounded loads: no replica takes a new client past this percentage of the pool's average `
+      + `requests in flight (${lo} to ${hi}); empty for off`
+    : `${where}: not to ${p.strategy}`;
+  input.title = label.title;
+  label.querySelector(".balance-note").textContent = applies ? "" : where;
+  const moves = sec.querySelector(".moves");
+  moves.dataset.moves = has ? "on" : "off";
+  moves.dataset.count = String(p.bounded_moves || 0);
+  setNow(moves, [["bounded moves", fmt(p.bounded_moves || 0)]]);
 }
 
 function replicaRow(sec, pool, r) {
@@ -428,6 +496,7 @@ function renderPool(sec, p, cols, now) {
   if (document.activeElement !== select && !select.disabled) select.value = p.strategy;
   select.dataset.strategy = p.strategy;
   sec.dataset.strategy = p.strategy;
+  renderBalance(sec, p);
   sec.querySelector(".available").textContent = p.available ? "available" : "NO replica available";
   const r401 = last(cols.r401) || 0;
   const burst = sec.querySelector(".burst");
@@ -495,6 +564,7 @@ function apply(data) {
   view.window = data.window;
   view.intervalMs = data.interval_ms;
   view.burst = data.burst_401_per_sec;
+  if (Array.isArray(data.balance_factor_range)) view.balanceRange = data.balance_factor_range;
   const keep = data.now_ms - data.window * data.interval_ms;
   const present = new Set();
   for (const p of data.pools) {

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use statelab_test_support::backend::CpuReport;
@@ -250,6 +251,48 @@ async fn timeline(page: &Client, kind: &str) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }
 
+/// A pool's balance factor as the page shows it: the label's `data-factor` and `data-applies`,
+/// the input's value, state and title, the note beside it, and the bounded moves figure.
+async fn balance(page: &Client, pool: &str) -> Value {
+    js(
+        page,
+        &format!(
+            "const label = document.querySelector('section[data-pool=\"{pool}\"] label.balance');\
+             const input = document.querySelector('input.balance-factor[data-pool=\"{pool}\"]');\
+             const moves = document.querySelector('section[data-pool=\"{pool}\"] .moves');\
+             if (!label || !input || !moves) return null;\
+             return {{factor: label.dataset.factor, applies: label.dataset.applies,\
+               value: input.value, disabled: input.disabled, title: input.title,\
+               note: label.querySelector('.balance-note').textContent,\
+               moves: moves.dataset.moves, count: moves.dataset.count, movesText: moves.textContent}};"
+        ),
+    )
+    .await
+}
+
+/// A pool of `/admin/status`.
+async fn status_pool(proxy: &Proxy, pool: &str) -> Option<Value> {
+    let status = proxy.status().await;
+    status["pools"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == pool)
+        .cloned()
+}
+
+/// Types `text` into a pool's balance factor input and leaves it with Tab, which fires its
+/// `change` event.
+async fn type_factor(page: &Client, pool: &str, text: &str) {
+    page.find(Locator::Css(&format!(
+        "input.balance-factor[data-pool=\"{pool}\"]"
+    )))
+    .await
+    .expect("the balance factor input")
+    .send_keys(&format!("{text}{}", char::from(Key::Tab)))
+    .await
+    .unwrap_or_else(|e| panic!("type {text:?} into {pool}'s balance factor: {e}"));
+}
+
 async fn wait_state(page: &Client, replica: &str, state: &str) {
     eventually(
         &format!("the page showing {replica} {state}"),
@@ -412,6 +455,32 @@ async fn the_dashboard_shows_the_lab_live_and_its_controls_work() {
     );
     fits_the_window(&page, 2).await;
 
+    // Each pool shows its balance factor: off on both; the cookie pool's input takes one, the
+    // round-robin pool's is disabled and says which strategies it applies to.
+    let cookie = eventually(
+        "the stateful pool's balance factor",
+        SHOWN_WITHIN,
+        || async {
+            let b = balance(&page, "stateful").await;
+            (b["applies"] == "true").then_some(b)
+        },
+    )
+    .await;
+    assert_eq!(cookie["factor"], "off", "{cookie}");
+    assert_eq!(cookie["value"], "", "{cookie}");
+    assert_eq!(cookie["disabled"], false, "{cookie}");
+    assert_eq!(cookie["moves"], "off", "{cookie}");
+    let rr = balance(&page, "stateless").await;
+    assert_eq!(rr["applies"], "false", "{rr}");
+    assert_eq!(rr["disabled"], true, "{rr}");
+    for text in [&rr["title"], &rr["note"]] {
+        let text = text.as_str().unwrap_or_default();
+        assert!(
+            text.contains("applies to") && text.contains("ip-hash") && text.contains("cookie"),
+            "{rr}"
+        );
+    }
+
     // The stateful replicas report their sessions.
     eventually("sessions held shown", SHOWN_WITHIN, || async {
         let v = js(&page, "return document.querySelector('tr[data-replica=\"stateful-1\"]').dataset.figure || null;").await;
@@ -552,6 +621,102 @@ async fn the_dashboard_shows_the_lab_live_and_its_controls_work() {
         e.iter()
             .find(|e| e["text"].as_str().is_some_and(|t| t.contains("ip-hash")))
             .map(|_| ())
+    })
+    .await;
+
+    // On ip-hash the pool's balance factor input takes a value.
+    eventually("the balance factor input enabled", SHOWN_WITHIN, || async {
+        let b = balance(&page, "stateless").await;
+        (b["applies"] == "true" && b["disabled"] == false && b["note"] == "").then_some(())
+    })
+    .await;
+    // A value out of range is refused on the page, and nothing is sent.
+    type_factor(&page, "stateless", "90").await;
+    let error = eventually("the page refusing 90", SHOWN_WITHIN, || async {
+        let v = js(
+            &page,
+            "const e = document.getElementById('error'); return e.hidden ? null : e.textContent;",
+        )
+        .await;
+        v.as_str().map(str::to_string)
+    })
+    .await;
+    assert!(error.contains("from 100 to 1000"), "{error}");
+    assert_eq!(
+        balance(&page, "stateless").await["value"],
+        "",
+        "back to off"
+    );
+    // A valid one goes to the proxy, the page and the timeline.
+    type_factor(&page, "stateless", "125").await;
+    eventually(
+        "stateless with balance factor 125",
+        SHOWN_WITHIN,
+        || async {
+            let pool = status_pool(&proxy, "stateless").await?;
+            (pool["balance_factor"] == 125 && pool["strategy"] == "ip-hash").then_some(())
+        },
+    )
+    .await;
+    eventually("a balance-factor event", SHOWN_WITHIN, || async {
+        timeline(&page, "balance-factor")
+            .await
+            .iter()
+            .find(|e| {
+                e["pool"] == "stateless"
+                    && e["text"].as_str().is_some_and(|t| t.contains("off → 125"))
+            })
+            .map(|_| ())
+    })
+    .await;
+    let on = eventually("the page showing factor 125", SHOWN_WITHIN, || async {
+        let b = balance(&page, "stateless").await;
+        (b["factor"] == "125" && b["moves"] == "on").then_some(b)
+    })
+    .await;
+    assert_eq!(on["value"], "125", "{on}");
+    let count = on["count"].as_str().unwrap_or_default();
+    assert!(count.parse::<u64>().is_ok(), "a number of moves: {on}");
+    assert!(
+        on["movesText"]
+            .as_str()
+            .is_some_and(|t| t.contains("bounded moves")),
+        "{on}"
+    );
+    assert_eq!(
+        js(&page, "return document.getElementById('error').hidden;").await,
+        true,
+        "the accepted value clears the earlier refusal"
+    );
+    // Emptied, it turns the factor off.
+    page.find(Locator::Css(
+        "input.balance-factor[data-pool=\"stateless\"]",
+    ))
+    .await
+    .expect("the balance factor input")
+    .clear()
+    .await
+    .expect("empty the balance factor");
+    eventually("stateless with no balance factor", SHOWN_WITHIN, || async {
+        let pool = status_pool(&proxy, "stateless").await?;
+        pool["balance_factor"].is_null().then_some(())
+    })
+    .await;
+    eventually(
+        "a balance-factor event turning it off",
+        SHOWN_WITHIN,
+        || async {
+            timeline(&page, "balance-factor")
+                .await
+                .iter()
+                .find(|e| e["text"].as_str().is_some_and(|t| t.contains("125 → off")))
+                .map(|_| ())
+        },
+    )
+    .await;
+    eventually("the page showing the factor off", SHOWN_WITHIN, || async {
+        let b = balance(&page, "stateless").await;
+        (b["factor"] == "off" && b["moves"] == "off" && b["value"] == "").then_some(())
     })
     .await;
 

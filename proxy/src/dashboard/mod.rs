@@ -7,8 +7,9 @@
 //! in-flight guards, the retry counters) and what the health checker last brought back from each
 //! replica's `/health?detail=1`, turns the growth since the previous tick into one `Sample` per
 //! replica and one `PoolSample` per pool, and compares states, drain flags, failures,
-//! strategies and members with the previous tick to write the event timeline. The page polls
-//! the JSON; the history is here, so a new tab shows the last minutes at once and two tabs agree.
+//! strategies, balance factors and members with the previous tick to write the event timeline.
+//! The page polls the JSON; the history is here, so a new tab shows the last minutes at once and
+//! two tabs agree.
 //!
 //! Bounds: [`WINDOW`] samples per replica and per pool and [`MAX_EVENTS`] events, in
 //! [`ring::Ring`]s; a removed replica's ring goes with it. A replica sample is about 140 bytes,
@@ -91,8 +92,9 @@ pub fn class_of(status: &str, origin: &str) -> usize {
 pub struct Event {
     pub seq: u64,
     pub t_ms: u64,
-    /// `down`, `up`, `joined`, `ejected`, `failure`, `drain`, `enable`, `strategy`, `added`,
-    /// `removed`, `retries`, `retries-end`, `burst-401`, `burst-401-end`, `load`, `load-end`.
+    /// `down`, `up`, `joined`, `ejected`, `failure`, `drain`, `enable`, `strategy`,
+    /// `balance-factor`, `added`, `removed`, `retries`, `retries-end`, `burst-401`,
+    /// `burst-401-end`, `load`, `load-end`.
     pub kind: &'static str,
     pub pool: String,
     #[serde(skip_serializing_if = "Option::is_none")]

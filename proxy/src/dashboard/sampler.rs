@@ -10,7 +10,7 @@ use statelab_formats::Reported;
 
 use crate::metrics::Metrics;
 use crate::pool::{Pools, Replica, ReplicaState};
-use crate::strategy::Strategy;
+use crate::strategy::{BalanceFactor, Strategy};
 
 use super::history::{History, NewEvent, PoolSample, Sample};
 use super::{class_of, BURST_401_PER_SEC, QUIET_TICKS, SAMPLE_INTERVAL};
@@ -148,6 +148,8 @@ pub(super) struct Seen {
 #[derive(Debug, Default)]
 pub(super) struct PoolSeen {
     strategy: Option<Strategy>,
+    /// The balance factor at the previous tick; `None` before the first.
+    balance_factor: Option<Option<BalanceFactor>>,
     load: u64,
     retries: u64,
     burst: Episode,
@@ -428,15 +430,28 @@ impl Sampler {
             }
 
             let strategy = pool.strategy();
+            let factor = pool.balance_factor();
             if let Some(before) = seen_pool.strategy.filter(|s| *s != strategy) {
+                // Against the factor of the previous tick: a change of both in one request
+                // reads as the switch, then the factor's own line.
+                let factor_before = seen_pool.balance_factor.unwrap_or(factor);
                 events.push(event(
                     "strategy",
                     &pool.name,
                     None,
-                    format!("pool {}: strategy {before} → {strategy}", pool.name),
+                    strategy_text(&pool.name, before, strategy, factor_before),
+                ));
+            }
+            if let Some(before) = seen_pool.balance_factor.filter(|f| *f != factor) {
+                events.push(event(
+                    "balance-factor",
+                    &pool.name,
+                    None,
+                    balance_factor_text(&pool.name, before, factor, strategy),
                 ));
             }
             seen_pool.strategy = Some(strategy);
+            seen_pool.balance_factor = Some(factor);
 
             let unrouted_key = (pool.name.clone(), "none".to_string());
             let unrouted = growth(
@@ -544,6 +559,65 @@ impl Sampler {
         self.requests = requests;
         history.record(t_ms, pool_samples, samples, events);
     }
+}
+
+/// The strategies a balance factor bounds, for the timeline's words: `cookie and ip-hash`.
+fn balance_strategies() -> String {
+    Strategy::ALL
+        .iter()
+        .filter(|s| s.takes_balance_factor())
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// A balance factor in the timeline's words: its percentage, or `off`.
+fn factor_words(f: Option<BalanceFactor>) -> String {
+    f.map_or_else(|| "off".to_string(), |f| f.to_string())
+}
+
+/// The timeline line for a pool's strategy switch; with a balance factor set, whether the switch
+/// makes it apply or stop applying.
+pub(super) fn strategy_text(
+    pool: &str,
+    from: Strategy,
+    to: Strategy,
+    factor: Option<BalanceFactor>,
+) -> String {
+    let mut text = format!("pool {pool}: strategy {from} → {to}");
+    if let Some(f) = factor {
+        match (from.takes_balance_factor(), to.takes_balance_factor()) {
+            (false, true) => text.push_str(&format!("; balance factor {f} applies")),
+            (true, false) => text.push_str(&format!(
+                "; balance factor {f} no longer applies (it bounds {} only)",
+                balance_strategies()
+            )),
+            _ => {}
+        }
+    }
+    text
+}
+
+/// The timeline line for a change of a pool's balance factor; a factor set on a strategy it does
+/// not bound is said to have no effect until the pool is switched to one it does.
+pub(super) fn balance_factor_text(
+    pool: &str,
+    from: Option<BalanceFactor>,
+    to: Option<BalanceFactor>,
+    strategy: Strategy,
+) -> String {
+    let mut text = format!(
+        "pool {pool}: balance factor {} → {}",
+        factor_words(from),
+        factor_words(to)
+    );
+    if to.is_some() && !strategy.takes_balance_factor() {
+        text.push_str(&format!(
+            " (no effect on {strategy}: it bounds {} only)",
+            balance_strategies()
+        ));
+    }
+    text
 }
 
 /// The timeline line for a replica's change of state, if it is one worth a line (drain and

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pool::{Pools, ReplicaState};
+use crate::strategy::{BalanceFactor, Strategy};
 
 use super::sampler::*;
 use super::*;
@@ -214,4 +215,136 @@ fn the_sampler_puts_each_replicas_cpu_and_budget_in_its_columns() {
     let u = replica(&unbounded.name);
     assert_eq!(u["series"]["cpu_cores"], serde_json::json!([null, 0.35]));
     assert_eq!(u["series"]["cpu_budget"], serde_json::json!([null, null]));
+}
+
+#[test]
+fn the_json_carries_each_pools_balance_factor_and_its_moves() {
+    let config = Config::from_toml_str("").expect("the default config");
+    let metrics = Metrics::new();
+    let pools = Pools::new(&config, &metrics);
+    let stateful = pools.pool_by_name("stateful").expect("the stateful pool");
+    let stateless = pools.pool_by_name("stateless").expect("the stateless pool");
+    assert_eq!(stateful.strategy(), Strategy::Cookie);
+    assert_eq!(stateless.strategy(), Strategy::RoundRobin);
+    let history = History::new();
+    let mut sampler = Sampler::new(Arc::clone(&pools), metrics);
+    let json = |after: u64| -> serde_json::Value {
+        let since = Since {
+            since_ms: 0,
+            after_seq: after,
+        };
+        serde_json::from_slice(&history.render(&pools, &since)).expect("JSON")
+    };
+    let pool = |json: &serde_json::Value, name: &str| {
+        json["pools"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {json}"))
+    };
+
+    // A factor already set at the first tick is the starting point, not a change.
+    stateless.set_balance_factor(BalanceFactor::new(150).ok());
+    sampler.tick(&history);
+    let first = json(0);
+    assert_eq!(
+        first["balance_factor_range"],
+        serde_json::json!([100, 1000])
+    );
+    assert_eq!(first["events"], serde_json::json!([]), "{first}");
+    let p = pool(&first, "stateful");
+    assert_eq!(p["balance_factor"], serde_json::Value::Null);
+    assert_eq!(p["bounded_moves"], 0);
+    assert_eq!(
+        p["balance_strategies"],
+        serde_json::json!(["cookie", "ip-hash"])
+    );
+    // Kept while the strategy is one it does not bound.
+    assert_eq!(pool(&first, "stateless")["balance_factor"], 150);
+
+    stateful.set_balance_factor(BalanceFactor::new(125).ok());
+    stateful.count_bounded_move();
+    stateful.count_bounded_move();
+    sampler.tick(&history);
+    let on = json(0);
+    assert_eq!(pool(&on, "stateful")["balance_factor"], 125);
+    assert_eq!(pool(&on, "stateful")["bounded_moves"], 2);
+    assert_eq!(
+        on["events"],
+        serde_json::json!([{
+            "seq": 1,
+            "t_ms": on["events"][0]["t_ms"],
+            "kind": "balance-factor",
+            "pool": "stateful",
+            "text": "pool stateful: balance factor off → 125",
+        }])
+    );
+
+    stateful.set_balance_factor(None);
+    sampler.tick(&history);
+    let off = json(1);
+    assert_eq!(
+        pool(&off, "stateful")["balance_factor"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        pool(&off, "stateful")["bounded_moves"],
+        2,
+        "moves stay counted"
+    );
+    let events = off["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(events.len(), 1, "{off}");
+    assert_eq!(events[0]["kind"], "balance-factor");
+    assert_eq!(events[0]["text"], "pool stateful: balance factor 125 → off");
+
+    // Switching the round-robin pool to ip-hash makes its factor apply: one strategy line.
+    stateless.set_strategy(Strategy::IpHash);
+    sampler.tick(&history);
+    let switched = json(2);
+    let events = switched["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(events.len(), 1, "{switched}");
+    assert_eq!(events[0]["kind"], "strategy");
+    assert_eq!(
+        events[0]["text"],
+        "pool stateless: strategy round-robin → ip-hash; balance factor 150 applies"
+    );
+}
+
+#[test]
+fn the_timeline_says_when_a_factor_applies() {
+    let f = BalanceFactor::new(125).ok();
+    assert_eq!(
+        balance_factor_text("p", None, f, Strategy::IpHash),
+        "pool p: balance factor off → 125"
+    );
+    assert_eq!(
+        balance_factor_text("p", f, BalanceFactor::new(200).ok(), Strategy::Cookie),
+        "pool p: balance factor 125 → 200"
+    );
+    assert_eq!(
+        balance_factor_text("p", None, f, Strategy::LeastRequests),
+        "pool p: balance factor off → 125 (no effect on least-requests: it bounds cookie and \
+         ip-hash only)"
+    );
+    assert_eq!(
+        balance_factor_text("p", f, None, Strategy::RoundRobin),
+        "pool p: balance factor 125 → off"
+    );
+    assert_eq!(
+        strategy_text("p", Strategy::RoundRobin, Strategy::IpModulo, f),
+        "pool p: strategy round-robin → ip-modulo"
+    );
+    assert_eq!(
+        strategy_text("p", Strategy::IpHash, Strategy::Cookie, f),
+        "pool p: strategy ip-hash → cookie"
+    );
+    assert_eq!(
+        strategy_text("p", Strategy::Cookie, Strategy::RoundRobin, f),
+        "pool p: strategy cookie → round-robin; balance factor 125 no longer applies (it bounds \
+         cookie and ip-hash only)"
+    );
+    assert_eq!(
+        strategy_text("p", Strategy::RoundRobin, Strategy::IpHash, None),
+        "pool p: strategy round-robin → ip-hash"
+    );
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::pool::{Failure, Pools, ReplicaState};
-use crate::strategy::Strategy;
+use crate::strategy::{BalanceFactor, Strategy};
 
 use super::history::{History, PoolSample, Sample};
 use super::ring::Ring;
@@ -17,6 +17,8 @@ struct View<'a> {
     interval_ms: u64,
     classes: [&'static str; 8],
     burst_401_per_sec: f32,
+    /// The least and the greatest balance factor the admin API accepts, in percent.
+    balance_factor_range: [u32; 2],
     /// The newest event number: the page asks for events after it next time.
     last_seq: u64,
     pools: Vec<PoolOut<'a>>,
@@ -29,6 +31,14 @@ struct PoolOut<'a> {
     prefix: &'a str,
     strategy: &'static str,
     strategies: Vec<&'static str>,
+    /// Bounded loads, in percent of the pool's average load; `null` when off. It is kept while
+    /// the strategy is one it does not bound, and applies again when the pool is switched back.
+    balance_factor: Option<BalanceFactor>,
+    /// The strategies the balance factor bounds (`ip-hash`, `cookie`).
+    balance_strategies: Vec<&'static str>,
+    /// Requests the balance factor sent past their strategy's first choice since the proxy
+    /// started.
+    bounded_moves: u64,
     available: bool,
     series: PoolColumns,
     replicas: Vec<ReplicaOut>,
@@ -113,6 +123,7 @@ impl History {
             interval_ms: SAMPLE_INTERVAL.as_millis() as u64,
             classes: CLASSES,
             burst_401_per_sec: BURST_401_PER_SEC,
+            balance_factor_range: [BalanceFactor::MIN, BalanceFactor::MAX],
             last_seq: state.next_seq - 1,
             pools: status
                 .pools
@@ -122,6 +133,13 @@ impl History {
                     prefix: &p.prefix,
                     strategy: p.strategy.as_str(),
                     strategies: Strategy::ALL.iter().map(|s| s.as_str()).collect(),
+                    balance_factor: p.balance_factor,
+                    balance_strategies: Strategy::ALL
+                        .iter()
+                        .filter(|s| s.takes_balance_factor())
+                        .map(|s| s.as_str())
+                        .collect(),
+                    bounded_moves: p.bounded_moves,
                     available: p.available,
                     series: pool_columns(state.pools.get(&p.name), since.since_ms),
                     replicas: p
