@@ -169,6 +169,49 @@ pub fn cpu_quota_us(cores: f64) -> u64 {
 /// The largest `--work-us` a service takes: one second of CPU per request.
 pub const MAX_WORK_US: u32 = 1_000_000;
 
+/// The most one request's work may cost under [`WorkDist::Exp`], in multiples of `--work-us`.
+pub const MAX_WORK_DRAW: f64 = 20.0;
+
+/// How each request's work varies around `--work-us` (`--work-dist`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkDist {
+    /// Every request costs `--work-us`.
+    #[default]
+    Fixed,
+    /// Each request's cost is drawn from an exponential distribution of mean `--work-us`
+    /// (capped at [`MAX_WORK_DRAW`] times it): most requests cheap, a few long, the mean the same.
+    Exp,
+}
+
+impl WorkDist {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkDist::Fixed => "fixed",
+            WorkDist::Exp => "exp",
+        }
+    }
+}
+
+impl std::fmt::Display for WorkDist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WorkDist {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "fixed" => Ok(WorkDist::Fixed),
+            "exp" => Ok(WorkDist::Exp),
+            other => Err(format!(
+                "unknown work distribution {other:?}: expected fixed or exp"
+            )),
+        }
+    }
+}
+
 /// The size `up` gave the lab's parts (`--replica-cpu`, `--store-cpu`, `--work-us`); every later
 /// command reads it, so that `scale` and `start` size a new part the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -179,6 +222,9 @@ pub struct Sizing {
     pub store_cpu: Option<f64>,
     /// The CPU work each replica does per API request, in microseconds (`--work-us`).
     pub work_us: u32,
+    /// How that work varies from request to request (`--work-dist`).
+    #[serde(default)]
+    pub work_dist: WorkDist,
 }
 
 impl Sizing {

@@ -373,6 +373,7 @@ mod tests {
             replica_cpu: Some(0.2),
             store_cpu: None,
             work_us: 1000,
+            work_dist: statelab_formats::lab::WorkDist::Exp,
         };
         lab.write_sizing(&sizing).expect("write sizing");
         assert_eq!(lab.sizing().expect("read sizing"), sizing);

@@ -7,7 +7,9 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use statelab_formats::lab::{LabStatus, Memory, Ports, Primaries, Sizing, MAX_WORK_US, MIN_CPU};
+use statelab_formats::lab::{
+    LabStatus, Memory, Ports, Primaries, Sizing, WorkDist, MAX_WORK_US, MIN_CPU,
+};
 use statelab_formats::{BadBalanceFactor, BalanceFactor, PoolRouting, Strategy};
 use statelab_lab::docker::Docker;
 use statelab_lab::labdir::{LabDir, Mode, StoreChoice};
@@ -88,6 +90,10 @@ enum Verb {
         /// what makes a budget bind (docs/capacity.md).
         #[arg(long, default_value_t = 0, value_name = "MICROSECONDS")]
         work_us: u32,
+        /// How each request's work varies: fixed, or exp (an exponential draw of mean
+        /// --work-us: most requests cheap, a few long; their --work-dist).
+        #[arg(long, default_value = "fixed", value_name = "fixed|exp")]
+        work_dist: WorkDist,
     },
     /// Each part up/down and healthy or not, then the proxy's admin status (exit 1: a part is down).
     Status,
@@ -184,6 +190,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             replica_cpu,
             store_cpu,
             work_us,
+            work_dist,
         } => {
             if let Some(mode) = dir.mode()? {
                 bail!(
@@ -202,7 +209,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
                 store: redis,
                 wait: redis_wait,
             };
-            let sizing = sizing(replica_cpu, store_cpu, work_us)?;
+            let sizing = sizing(replica_cpu, store_cpu, work_us, work_dist)?;
             let up = async {
                 if docker {
                     Docker::up(settings.clone(), dir.clone(), store, sizing).await
@@ -437,6 +444,7 @@ fn sizing(
     replica_cpu: Option<f64>,
     store_cpu: Option<f64>,
     work_us: u32,
+    work_dist: WorkDist,
 ) -> anyhow::Result<Sizing> {
     let cores = f64::from(statelab_formats::procfs::host_cores());
     for (flag, value) in [("--replica-cpu", replica_cpu), ("--store-cpu", store_cpu)] {
@@ -453,6 +461,7 @@ fn sizing(
         replica_cpu,
         store_cpu,
         work_us,
+        work_dist,
     })
 }
 

@@ -239,6 +239,7 @@ pub struct RunConfig {
     pub scales: Vec<ScaleStep>,
     pub lab: Lab,
     pub sample_memory: bool,
+    pub sample_cpu: bool,
     pub progress: bool,
     /// The proxy's admin API, read before and after the run for the pool's balance factor and
     /// bounded moves; `None` for a replica targeted directly.
@@ -370,6 +371,11 @@ pub struct RunArgs {
     /// After the run, record the resident memory of the service's replicas (`LAB mem`).
     #[arg(long)]
     pub memory: bool,
+
+    /// Record every part's CPU over the run against its budget (`LAB cpu`, read just before
+    /// the run and just after it).
+    #[arg(long)]
+    pub cpu: bool,
 
     /// Write run.json and run.html into this directory (created if missing).
     #[arg(long)]
@@ -549,6 +555,7 @@ impl RunPlan {
                 scales,
                 lab,
                 sample_memory: args.memory,
+                sample_cpu: args.cpu,
                 admin,
                 // A progress line is for a person watching a terminal, not for a log file.
                 progress: !args.quiet && std::io::stderr().is_terminal(),

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
 use tokio::task::JoinSet;
 
 use crate::config::{Model, RunConfig, Work};
@@ -48,6 +49,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         }
     };
     let before = pool_view().await;
+    let cpu_before = match cfg.sample_cpu {
+        true => Some(
+            crate::capacity::read_cpu(&cfg.lab)
+                .await
+                .context("--cpu: the lab's CPU reading")?,
+        ),
+        false => None,
+    };
     let started_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -146,6 +155,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let seconds = (elapsed.as_secs() as usize).max(1);
     let measured = recorder.finish(seconds, !interrupted);
 
+    let cpu = match &cpu_before {
+        Some(before) => {
+            let after = crate::capacity::read_cpu(&cfg.lab)
+                .await
+                .context("--cpu: the lab's CPU reading")?;
+            crate::capacity::cpu_between(before, &after).0
+        }
+        None => Vec::new(),
+    };
     let memory_bytes = if cfg.sample_memory {
         cfg.lab.memory(cfg.service).await
     } else {
@@ -164,6 +182,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             before,
             after: pool_view().await,
         },
+        cpu,
     };
     Ok(RunReport::build(&cfg, outcome))
 }

@@ -52,6 +52,11 @@ pub struct CommonArgs {
           value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::work::MAX_WORK_US)))]
     pub work_us: u32,
 
+    /// How each request's work varies: `fixed` (every request costs --work-us) or `exp` (drawn
+    /// from an exponential distribution of mean --work-us, capped at 20 times it).
+    #[arg(long, env = "STATELAB_WORK_DIST", default_value = "fixed")]
+    pub work_dist: crate::work::WorkDist,
+
     /// Log format: `plain` for people, `json` for machines.
     #[arg(long, env = "STATELAB_LOG_FORMAT", value_enum, default_value = "plain")]
     pub log_format: LogFormat,

@@ -34,12 +34,13 @@ where
             replica: replica.clone(),
             body_limit: usize::try_from(common.body_limit).unwrap_or(usize::MAX),
             session_ttl_secs: common.session_ttl,
-            work: crate::work::Work::calibrated(common.work_us),
+            work: crate::work::Work::calibrated(common.work_us, common.work_dist),
         };
         if settings.work.us > 0 {
             tracing::info!(
                 work_us = settings.work.us,
                 steps = settings.work.steps,
+                dist = %settings.work.dist,
                 "CPU work per API request"
             );
         }

@@ -9,6 +9,8 @@
 //! bursts, so a burst that a CPU quota or another process interrupted does not skew it.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Steps in one calibration burst: about 30-100 µs on current x86-64 machines, short enough
@@ -16,15 +18,33 @@ use std::time::Instant;
 const BURST_STEPS: u64 = 50_000;
 /// Calibration bursts; the fastest one counts.
 const BURSTS: u32 = 25;
-pub use statelab_formats::lab::MAX_WORK_US;
+pub use statelab_formats::lab::{WorkDist, MAX_WORK_DRAW, MAX_WORK_US};
 
 /// The CPU work done for each request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Work {
-    /// The work asked for, in microseconds of CPU on this machine.
+    /// The work asked for, in microseconds of CPU on this machine: each request's, or with
+    /// [`WorkDist::Exp`] their mean.
     pub us: u32,
     /// The chain's length that takes `us` here.
     pub steps: u64,
+    pub dist: WorkDist,
+    /// Requests drawn so far: the draws' sequence, shared by the service's threads.
+    draws: Arc<AtomicU64>,
+}
+
+impl PartialEq for Work {
+    fn eq(&self, other: &Work) -> bool {
+        (self.us, self.steps, self.dist) == (other.us, other.steps, other.dist)
+    }
+}
+
+/// The `n`-th draw of an exponential distribution of mean 1, capped at [`MAX_WORK_DRAW`]: the
+/// inverse of its distribution function at a uniform number made from `n` by the chain's mix.
+pub fn exp_draw(n: u64) -> f64 {
+    // 53 bits of the mix as a uniform number in (0, 1].
+    let u = ((mix(n) >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    (-u.ln()).min(MAX_WORK_DRAW)
 }
 
 /// One step of the chain.
@@ -62,16 +82,37 @@ pub fn steps_per_sec() -> f64 {
 
 impl Work {
     /// No work: the service answers as fast as it can.
-    pub const NONE: Work = Work { us: 0, steps: 0 };
+    pub fn none() -> Work {
+        Work {
+            us: 0,
+            steps: 0,
+            dist: WorkDist::Fixed,
+            draws: Arc::default(),
+        }
+    }
 
-    /// `us` microseconds a request, calibrated on this machine (no calibration for 0).
-    pub fn calibrated(us: u32) -> Work {
+    /// `us` microseconds a request, calibrated on this machine (no calibration for 0), each
+    /// request's varying as `dist` says.
+    pub fn calibrated(us: u32, dist: WorkDist) -> Work {
         if us == 0 {
-            return Work::NONE;
+            return Work::none();
         }
         Work {
             us,
             steps: steps_for(us, steps_per_sec()),
+            dist,
+            draws: Arc::default(),
+        }
+    }
+
+    /// The steps of the next request's work.
+    fn next_steps(&self) -> u64 {
+        match self.dist {
+            WorkDist::Fixed => self.steps,
+            WorkDist::Exp => {
+                let n = self.draws.fetch_add(1, Ordering::Relaxed);
+                (self.steps as f64 * exp_draw(n)).round() as u64
+            }
         }
     }
 
@@ -84,7 +125,7 @@ impl Work {
         let seed = path.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
-        black_box(chain(seed, self.steps));
+        black_box(chain(seed, self.next_steps()));
     }
 }
 
@@ -94,7 +135,34 @@ mod tests {
 
     #[test]
     fn zero_work_is_no_work() {
-        assert_eq!(Work::calibrated(0), Work::NONE);
+        assert_eq!(Work::calibrated(0, WorkDist::Exp), Work::none());
+    }
+
+    #[test]
+    fn exponential_draws_have_mean_one_and_a_long_capped_tail() {
+        let draws: Vec<f64> = (0..200_000).map(exp_draw).collect();
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((mean - 1.0).abs() < 0.02, "mean {mean}");
+        // P(X > 3) = e^-3, about 5%; P(X < 0.1) = 1 - e^-0.1, about 9.5%.
+        let share = |f: &dyn Fn(f64) -> bool| {
+            draws.iter().filter(|&&d| f(d)).count() as f64 / draws.len() as f64
+        };
+        assert!((share(&|d| d > 3.0) - (-3f64).exp()).abs() < 0.005);
+        assert!((share(&|d| d < 0.1) - (1.0 - (-0.1f64).exp())).abs() < 0.005);
+        assert!(draws.iter().all(|&d| (0.0..=MAX_WORK_DRAW).contains(&d)));
+        let work = Work {
+            us: 1000,
+            steps: 1000,
+            dist: WorkDist::Exp,
+            draws: Arc::default(),
+        };
+        let steps: Vec<u64> = (0..100).map(|_| work.next_steps()).collect();
+        assert!(steps.iter().any(|&s| s < 500) && steps.iter().any(|&s| s > 1500));
+        let fixed = Work {
+            dist: WorkDist::Fixed,
+            ..work
+        };
+        assert!((0..10).all(|_| fixed.next_steps() == 1000));
     }
 
     #[test]
@@ -117,7 +185,7 @@ mod tests {
         // steps a second; outside that the timing, not the machine, is wrong.
         let rate = steps_per_sec();
         assert!((1e7..1e11).contains(&rate), "{rate} steps/s");
-        let work = Work::calibrated(1000);
+        let work = Work::calibrated(1000, WorkDist::Fixed);
         assert_eq!(work.us, 1000);
         assert!(work.steps > 10_000, "{work:?}");
     }

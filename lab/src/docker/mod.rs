@@ -204,6 +204,7 @@ impl Docker {
         cmd.env("STATELAB_IMAGE", &self.image)
             .env("STATELAB_REDIS_WAIT", self.store.wait.to_string())
             .env("STATELAB_WORK_US", self.sizing.work_us.to_string())
+            .env("STATELAB_WORK_DIST", self.sizing.work_dist.as_str())
             .env("STATELAB_REDIS_IMAGE", &self.redis_image)
             .env("STATELAB_PROXY_PORT", self.proxy_port.to_string())
             .env("STATELAB_ADMIN_PORT", self.admin_port.to_string())

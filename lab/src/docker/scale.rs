@@ -138,7 +138,9 @@ impl Docker {
             .arg("-e")
             .arg(format!("STATELAB_REPLICA={name}"))
             .arg("-e")
-            .arg(format!("STATELAB_WORK_US={}", self.sizing.work_us));
+            .arg(format!("STATELAB_WORK_US={}", self.sizing.work_us))
+            .arg("-e")
+            .arg(format!("STATELAB_WORK_DIST={}", self.sizing.work_dist));
         if let Some(cores) = Part::Replica(r).budget(&self.sizing) {
             cmd.args(super::budget::run_flags(cores));
         }

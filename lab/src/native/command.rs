@@ -70,7 +70,9 @@ impl Native {
                     .arg("--replica")
                     .arg(r.to_string())
                     .arg("--work-us")
-                    .arg(self.sizing.work_us.to_string());
+                    .arg(self.sizing.work_us.to_string())
+                    .arg("--work-dist")
+                    .arg(self.sizing.work_dist.as_str());
                 match r.design {
                     Design::Stateful => {}
                     Design::Stateless => {

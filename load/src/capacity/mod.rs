@@ -98,13 +98,13 @@ fn own_seconds() -> f64 {
 }
 
 /// A reading of every part's CPU, the generator's and the host's, with its time.
-struct Reading {
+pub(crate) struct Reading {
     at: Instant,
     lab: CpuTimes,
     generator: f64,
 }
 
-async fn read_cpu(lab: &Lab) -> anyhow::Result<Reading> {
+pub(crate) async fn read_cpu(lab: &Lab) -> anyhow::Result<Reading> {
     let times: CpuTimes = lab
         .answer(&["cpu"])
         .await
@@ -118,7 +118,7 @@ async fn read_cpu(lab: &Lab) -> anyhow::Result<Reading> {
 
 /// Each part's mean cores between two readings (a part missing from either is left out), and
 /// the host's busy cores.
-fn cpu_between(a: &Reading, b: &Reading) -> (Vec<PartUse>, f64) {
+pub(crate) fn cpu_between(a: &Reading, b: &Reading) -> (Vec<PartUse>, f64) {
     let secs = (b.at - a.at).as_secs_f64().max(1e-3);
     let mut parts: Vec<PartUse> = b
         .lab

@@ -452,23 +452,25 @@ async fn carry_out(
     Ok(reports)
 }
 
-/// Sets a pool's strategy, and its balance factor (or none) where the strategy takes one.
+/// Sets a pool's strategy and its balance factor: the factor where the strategy takes one, off
+/// otherwise, so a factor left from an earlier run never shows in this one's report.
 async fn set_routing(
     lab: &Lab,
     pool: &str,
     strategy: Strategy,
     factor: Option<BalanceFactor>,
 ) -> anyhow::Result<()> {
-    let mut line = vec![
-        "strategy".to_owned(),
-        pool.to_owned(),
-        strategy.as_str().to_owned(),
+    let factor = match factor.filter(|_| strategy.takes_balance_factor()) {
+        Some(f) => f.to_string(),
+        None => "off".into(),
+    };
+    let line = [
+        "strategy",
+        pool,
+        strategy.as_str(),
+        "--balance-factor",
+        &factor,
     ];
-    if strategy.takes_balance_factor() {
-        line.push("--balance-factor".into());
-        line.push(factor.map_or_else(|| "off".into(), |f| f.to_string()));
-    }
-    let line: Vec<&str> = line.iter().map(String::as_str).collect();
     lab.run(&line).await.map_err(anyhow::Error::msg)?;
     Ok(())
 }

@@ -71,6 +71,8 @@ pub struct PlannedRun {
     pub workload: Workload,
     /// Each replica's resident memory after the run.
     pub memory: bool,
+    /// Every part's CPU over the run, against its budget.
+    pub cpu: bool,
     /// The pool's balance factor during the run, for a strategy that takes one; off when
     /// `None`.
     pub balance_factor: Option<BalanceFactor>,
@@ -137,6 +139,9 @@ impl PlannedRun {
         if self.memory {
             flags.push("--memory".into());
         }
+        if self.cpu {
+            flags.push("--cpu".into());
+        }
         flags
     }
 }
@@ -181,6 +186,7 @@ impl Matrix {
             store: None,
             workload: self.workload,
             memory: true,
+            cpu: false,
             balance_factor: None,
         };
         if self.kills {
@@ -246,6 +252,7 @@ impl Matrix {
                         ..self.scale_workload
                     },
                     memory: false,
+                    cpu: false,
                     balance_factor: None,
                 });
             };
@@ -277,6 +284,7 @@ impl Matrix {
                     store: Some(StoreLab { name, up }),
                     workload: self.workload,
                     memory: false,
+                    cpu: false,
                     balance_factor: None,
                 });
             }
@@ -287,9 +295,10 @@ impl Matrix {
         runs
     }
 
-    /// Heavy users against sticky routing, with and without bounded loads: each pool grown from
-    /// 3 to 4 at half time, so the report shows whether the new replica relieved the hot one.
-    /// Behind Docker's NAT every host client is one address, so ip-hash is left out there.
+    /// Heavy users against sticky routing, with and without bounded loads, then round-robin
+    /// against least-requests for the designs that need no affinity: each pool grown from 3 to 4
+    /// at half time, so the report shows whether the new replica relieved the hot one. Behind
+    /// Docker's NAT every host client is one address, so ip-hash is left out there.
     fn skew_runs(&self) -> Vec<PlannedRun> {
         let w = self.skew_workload;
         let at_s = w.duration_s / 2;
@@ -307,6 +316,12 @@ impl Matrix {
                     Strategy::IpHash,
                     Some(self.skew_factor),
                 ),
+            ]);
+        }
+        for design in [Design::Stateless, Design::Externalized] {
+            cases.extend([
+                (design, Strategy::RoundRobin, None),
+                (design, Strategy::LeastRequests, None),
             ]);
         }
         cases
@@ -338,6 +353,7 @@ impl Matrix {
                         ..w
                     },
                     memory: false,
+                    cpu: true,
                     balance_factor: factor,
                 }
             })
@@ -518,6 +534,10 @@ mod tests {
                 "skew-stateful-ip-hash-bf125",
                 "skew-externalized-ip-hash",
                 "skew-externalized-ip-hash-bf125",
+                "skew-stateless-round-robin",
+                "skew-stateless-least-requests",
+                "skew-externalized-round-robin",
+                "skew-externalized-least-requests",
             ]
         );
         assert!(runs
@@ -528,6 +548,7 @@ mod tests {
             "--model closed --users 40 --skew zipf:1.1 --sources-skew zipf:1",
             "--think-ms 20 --duration 20 --sources 40",
             "--scale stateful=4@10",
+            "--cpu",
         ] {
             assert!(flags.contains(part), "{part} in {flags}");
         }
@@ -541,7 +562,14 @@ mod tests {
         let docker: Vec<String> = m.runs().into_iter().map(|r| r.dir).collect();
         assert_eq!(
             docker,
-            ["skew-stateful-cookie", "skew-stateful-cookie-bf125"]
+            [
+                "skew-stateful-cookie",
+                "skew-stateful-cookie-bf125",
+                "skew-stateless-round-robin",
+                "skew-stateless-least-requests",
+                "skew-externalized-round-robin",
+                "skew-externalized-least-requests",
+            ]
         );
         assert!(
             m.title()

@@ -330,6 +330,14 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
             ),
         );
     }
+    let replicas_cpu = crate::report::replicas_cpu(r);
+    if !replicas_cpu.is_empty() {
+        li(
+            o,
+            false,
+            format!("CPU over the run, in cores: {replicas_cpu}"),
+        );
+    }
     if let Some(b) = &r.bounded {
         li(
             o,
@@ -486,7 +494,8 @@ fn even_text(sc: &ScaleReport) -> String {
 fn skew_comparison(o: &mut String, runs: &[RunReport]) {
     o.push_str("<h2>Heavy users</h2><div class=\"scroll\">");
     let head = "<run|requests|busiest replica / mean|coefficient of variation|live sessions: \
-                busiest / mean|<hot replica: share before → after growing|moved by the bound|\
+                busiest / mean|<hot replica: share before → after growing|hot replica's cores (of its \
+                budget)|moved by the bound|\
                 session losses|p99 ms|heaviest users' p99 ms";
     let rows = runs
         .iter()
@@ -522,6 +531,15 @@ fn skew_comparison(o: &mut String, runs: &[RunReport]) {
                 },
                 bal(r.session_balance.as_ref(), |b| b.max_over_mean),
                 cell(hot, "l"),
+                match crate::report::hot_replica(r)
+                    .and_then(|(name, _, _)| crate::report::part_cpu(r, &name))
+                {
+                    Some((cores, budget)) => cell(
+                        crate::report::cores_text((cores, budget)),
+                        bad_if(budget.is_some_and(|b| cores >= 0.9 * b)),
+                    ),
+                    None => cell("-", ""),
+                },
                 cell(
                     r.bounded.map_or_else(
                         || "-".into(),
@@ -546,7 +564,9 @@ fn skew_comparison(o: &mut String, runs: &[RunReport]) {
          half time. <i>Busiest / mean</i> and the <i>coefficient of variation</i> are over the \
          requests each replica answered in the run; <i>live sessions</i> over each replica's \
          session-seconds. <i>Hot replica</i>: the replica with the largest share of requests in \
-         the seconds before the pool grew, and its share in the last seconds after. <i>Moved by \
+         the seconds before the pool grew, and its share in the last seconds after; its \
+         <i>cores</i> are its mean CPU over the whole run, against its budget (90 % or more \
+         highlighted). <i>Moved by \
          the bound</i>: requests the balance factor sent past their strategy's first choice, from \
          the proxy's own count.</p>\n",
     );

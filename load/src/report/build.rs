@@ -24,6 +24,7 @@ impl RunReport {
             events,
             primaries,
             proxy,
+            cpu,
         } = outcome;
         let requests: u64 = measured.series.iter().map(|s| s.requests).sum();
         let ok: u64 = measured.series.iter().map(|s| s.ok).sum();
@@ -134,6 +135,7 @@ impl RunReport {
             sources_skew: cfg.sources_skew.map(|z| z.to_string()),
             heavy,
             bounded: proxy.bounded(requests),
+            cpu,
             per_replica,
             memory_bytes,
             failover,
@@ -249,6 +251,7 @@ mod tests {
             scales: Vec::new(),
             lab: crate::fault::Lab::parse("scripts/lab").expect("valid test input"),
             sample_memory: false,
+            sample_cpu: false,
             progress: false,
             admin: None,
         }
@@ -304,6 +307,7 @@ mod tests {
             events,
             primaries: None,
             proxy: Default::default(),
+            cpu: Vec::new(),
         };
         let fault = crate::fault::Fault::parse("stateful-2@2.5").expect("valid test input");
         let r = RunReport::build(&config(Some(fault.clone())), outcome);
@@ -346,6 +350,7 @@ mod tests {
                 events: outcome_events,
                 primaries: None,
                 proxy: Default::default(),
+                cpu: Vec::new(),
             },
         );
         assert!(r.failover.is_none() && r.interrupted);
@@ -393,6 +398,7 @@ mod tests {
         let before: BTreeSet<String> = ["redis-1".to_string()].into();
         let outcome = RunOutcome {
             proxy: Default::default(),
+            cpu: Vec::new(),
             started_unix_ms: 0,
             interrupted: false,
             measured: rec.finish(8, true),

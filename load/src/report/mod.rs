@@ -25,7 +25,7 @@ pub(crate) mod fixture;
 mod text;
 
 pub use self::text::{
-    comparison_table, new_primary_text, scaling_table, skew_table, spread, summary,
+    comparison_table, new_primary_text, replicas_cpu, scaling_table, skew_table, spread, summary,
 };
 
 /// One run of the generator against one service.
@@ -123,6 +123,9 @@ pub struct RunReport {
     /// What the pool's balance factor did, when the proxy had one on for the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounded: Option<Bounded>,
+    /// With `--cpu`: every part's mean cores over the run, and its budget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu: Vec<crate::capacity::bottleneck::PartUse>,
     /// Resident memory of each of the service's replicas after the run (`scripts/lab mem`);
     /// empty when not sampled.
     pub memory_bytes: BTreeMap<String, u64>,
@@ -177,6 +180,22 @@ pub fn hot_replica(r: &RunReport) -> Option<(String, f64, f64)> {
     Some((name, before, after))
 }
 
+/// A part's mean cores over the run and its budget, from `--cpu`.
+pub fn part_cpu(r: &RunReport, name: &str) -> Option<(f64, Option<f64>)> {
+    r.cpu
+        .iter()
+        .find(|p| p.name == name)
+        .map(|p| (p.cores, p.budget))
+}
+
+/// Cores as "0.09 of 0.10" (with a budget) or "0.09".
+pub fn cores_text((cores, budget): (f64, Option<f64>)) -> String {
+    match budget {
+        Some(b) => format!("{cores:.2} of {b:.2}"),
+        None => format!("{cores:.2}"),
+    }
+}
+
 /// Bounded loads during a run, from the proxy's status before and after it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Bounded {
@@ -200,6 +219,9 @@ impl ProxyViews {
     /// The balance factor's work between the two views, over `requests`.
     pub fn bounded(&self, requests: u64) -> Option<Bounded> {
         let (before, after) = (self.before.as_ref()?, self.after.as_ref()?);
+        if !before.strategy.takes_balance_factor() {
+            return None;
+        }
         let factor = before.balance_factor.or(after.balance_factor)?;
         let moves = after.bounded_moves.saturating_sub(before.bounded_moves);
         Some(Bounded {
@@ -319,6 +341,8 @@ pub struct RunOutcome {
     /// What the lab said about its Redis primaries around a Redis kill.
     pub primaries: Option<PrimaryWatch>,
     pub proxy: ProxyViews,
+    /// With `--cpu`: each part's mean cores over the run.
+    pub cpu: Vec<crate::capacity::bottleneck::PartUse>,
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
@@ -381,6 +405,11 @@ mod balance_tests {
             after: Some(view(None, 0)),
         };
         assert_eq!(off.bounded(400), None);
+        let mut ignored = views.clone();
+        if let Some(v) = ignored.before.as_mut() {
+            v.strategy = Strategy::RoundRobin;
+        }
+        assert_eq!(ignored.bounded(400), None, "round-robin takes no factor");
         assert_eq!(ProxyViews::default().bounded(400), None);
     }
 }

@@ -114,6 +114,10 @@ pub fn summary(r: &RunReport) -> String {
             b.max_over_mean, b.cv
         );
     }
+    let replicas_cpu = replicas_cpu(r);
+    if !replicas_cpu.is_empty() {
+        let _ = writeln!(out, "  CPU over the run (cores): {replicas_cpu}");
+    }
     if let Some(b) = &r.bounded {
         let _ = writeln!(
             out,
@@ -349,18 +353,30 @@ pub fn comparison_table(runs: &[RunReport]) -> String {
     out
 }
 
+/// The service's replicas' mean cores over the run, each of its budget, from `--cpu`.
+pub fn replicas_cpu(r: &RunReport) -> String {
+    let prefix = format!("{}-", r.service);
+    r.cpu
+        .iter()
+        .filter(|p| p.name.starts_with(&prefix))
+        .map(|p| format!("{} {}", p.name, super::cores_text((p.cores, p.budget))))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 /// The terminal table of the skewed runs: how unevenly heavy users loaded the replicas, whether
 /// growing the pool relieved the hot one, and what bounded loads moved and lost.
 pub fn skew_table(runs: &[RunReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<34} {:>9} {:>6} {:>9} {:>22} {:>8} {:>6} {:>8} {:>10}",
+        "{:<34} {:>9} {:>6} {:>9} {:>26} {:>13} {:>8} {:>6} {:>8} {:>10}",
         "run",
         "max/mean",
         "cv",
         "sess m/m",
         "hot replica before>after",
+        "hot CPU",
         "moved %",
         "lost",
         "p99 ms",
@@ -374,6 +390,9 @@ pub fn skew_table(runs: &[RunReport]) -> String {
             || "-".into(),
             |(name, before, after)| format!("{name} {:.0}%>{:.0}%", before * 100.0, after * 100.0),
         );
+        let hot_cpu = super::hot_replica(r)
+            .and_then(|(name, _, _)| super::part_cpu(r, &name))
+            .map_or_else(|| "-".into(), super::cores_text);
         let moved = r
             .bounded
             .map_or_else(|| "-".into(), |b| format!("{:.1}", b.share_moved * 100.0));
@@ -383,12 +402,13 @@ pub fn skew_table(runs: &[RunReport]) -> String {
             .map_or_else(|| "-".into(), |h| format!("{:.1}", h.p99_ms));
         let _ = writeln!(
             out,
-            "{:<34} {:>9} {:>6} {:>9} {:>22} {:>8} {:>6} {:>8.1} {:>10}",
+            "{:<34} {:>9} {:>6} {:>9} {:>26} {:>13} {:>8} {:>6} {:>8.1} {:>10}",
             r.label,
             b(r.balance.as_ref(), |b| b.max_over_mean),
             b(r.balance.as_ref(), |b| b.cv),
             b(r.session_balance.as_ref(), |b| b.max_over_mean),
             hot,
+            hot_cpu,
             moved,
             r.session_losses,
             r.p99_ms,

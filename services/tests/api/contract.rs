@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use statelab_services::work::Work;
+use statelab_services::work::{Work, WorkDist};
 
 use crate::helpers::{counts_reads, qty_of, spawn_app, spawn_app_with, Design, Options, TestApp};
 
@@ -52,11 +52,11 @@ contract_tests!(
 /// `--work-us`: every API answer takes at least the work's time and is otherwise the same;
 /// the health check does none of it.
 async fn work_costs_time_on_api_routes_and_changes_no_answer(design: Design) {
-    let work = Work::calibrated(30_000);
+    let work = Work::calibrated(30_000, WorkDist::Fixed);
     let app = spawn_app_with(
         design,
         Options {
-            work,
+            work: work.clone(),
             ..Options::default()
         },
     )

@@ -46,7 +46,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             session_ttl: Duration::from_secs(600),
-            work: Work::NONE,
+            work: Work::none(),
             body_limit: 1024,
             redis_timeout: Duration::from_millis(500),
             redis_up: true,
