@@ -42,6 +42,14 @@ pub struct Lab {
     pub env: Vec<(String, String)>,
 }
 
+/// The admin token recorded in the lab directory `dir` (`admin-token`), if any.
+pub fn admin_token_in(dir: &std::path::Path) -> Option<statelab_formats::AdminToken> {
+    std::fs::read_to_string(dir.join("admin-token"))
+        .ok()
+        .map(|t| statelab_formats::AdminToken::new(t.trim().to_owned()))
+        .filter(|t| !t.as_str().is_empty())
+}
+
 impl Lab {
     /// Splits a command such as `scripts/lab` or `bash scripts/lab` on whitespace.
     pub fn parse(command: &str) -> Result<Self, String> {
@@ -54,6 +62,31 @@ impl Lab {
             args: words.collect(),
             env: Vec::new(),
         })
+    }
+
+    /// The lab's directory: `STATELAB_LAB_DIR` as this command runs it, else `.lab` in the
+    /// repository whose `scripts/` holds the command.
+    pub fn dir(&self) -> Option<std::path::PathBuf> {
+        let set = self
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "STATELAB_LAB_DIR")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var("STATELAB_LAB_DIR").ok())
+            .filter(|v| !v.is_empty());
+        match set {
+            Some(dir) => Some(dir.into()),
+            None => {
+                let program = std::path::absolute(&self.program).ok()?;
+                Some(program.parent()?.parent()?.join(".lab"))
+            }
+        }
+    }
+
+    /// The admin token the lab's proxy wants, as `up` recorded it (always in Docker mode).
+    pub fn admin_token(&self) -> Option<statelab_formats::AdminToken> {
+        admin_token_in(&self.dir()?)
     }
 
     /// The same lab command with `key=value` in its environment.
@@ -617,6 +650,23 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_admin_token_is_read_from_the_labs_own_directory() {
+        let dir = statelab_test_support::TempDir::new("lab-token");
+        let lab = Lab::parse("scripts/lab")
+            .expect("a command")
+            .with_env("STATELAB_LAB_DIR", &dir.path().to_string_lossy());
+        assert_eq!(lab.dir().as_deref(), Some(dir.path()));
+        assert!(lab.admin_token().is_none(), "no token recorded yet");
+        std::fs::write(dir.join("admin-token"), "s3cret\n").expect("write the token");
+        assert_eq!(
+            lab.admin_token().map(|t| t.as_str().to_owned()),
+            Some("s3cret".into())
+        );
+        std::fs::write(dir.join("admin-token"), "\n").expect("write an empty token");
+        assert!(lab.admin_token().is_none(), "an empty file is no token");
+    }
 
     #[test]
     fn kill_specs_parse_or_say_why_not() {

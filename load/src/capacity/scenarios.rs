@@ -9,7 +9,7 @@
 //!    with cookie affinity against stateless ([`super::saturation`]).
 //! 4. `stateless-one-host`: the stateless curve with no budgets at all.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -178,13 +178,6 @@ fn scenario_lab(args: &SuiteArgs, s: &Scenario) -> anyhow::Result<Lab> {
     })
 }
 
-/// The admin token a Docker lab wants (`.lab/admin-token` of its directory).
-fn admin_token(dir: &Path) -> Option<statelab_formats::AdminToken> {
-    std::fs::read_to_string(dir.join("admin-token"))
-        .ok()
-        .map(|t| statelab_formats::AdminToken::new(t.trim().to_owned()))
-}
-
 /// The capacity flags of a curve in a scenario lab.
 fn curve_args(args: &SuiteArgs, service: Design, ports: (u16, u16), s: &Scenario) -> CapacityArgs {
     CapacityArgs {
@@ -202,7 +195,7 @@ fn curve_args(args: &SuiteArgs, service: Design, ports: (u16, u16), s: &Scenario
         proxy: ProxyArgs {
             target: Some(format!("http://127.0.0.1:{}/{service}", ports.0)),
             admin: format!("http://127.0.0.1:{}", ports.1),
-            admin_token: admin_token(&args.out.join("labs").join(s.name)),
+            admin_token: crate::fault::admin_token_in(&args.out.join("labs").join(s.name)),
         },
         // The step's own lab command is replaced by `lab` (with its environment) before it runs.
         lab: args.lab.program.clone(),

@@ -498,8 +498,12 @@ async fn one_run(
 ) -> anyhow::Result<RunReport> {
     let mut line = vec!["run".to_owned()];
     line.extend(run.run_flags(proxy, admin, &lab.program, &dir.to_string_lossy()));
-    let parsed = RunLine::try_parse_from(&line)
+    let mut parsed = RunLine::try_parse_from(&line)
         .with_context(|| format!("the planned run {} is not a valid run", run.dir))?;
+    // The proxy's token, when the environment gives none: the one the lab recorded.
+    if parsed.args.proxy.admin_token.is_none() {
+        parsed.args.proxy.admin_token = lab.admin_token();
+    }
     let plan = RunPlan::from_args(&parsed.args)?.with_lab(lab.clone());
     say(&format!(
         "{}: {} s at {} sessions/s",
