@@ -12,7 +12,7 @@ const CLASS_LABEL = ["2xx", "401", "4xx", "5xx", "proxy 502", "proxy 503", "prox
 const MAX_EVENTS_SHOWN = 256;
 // The pool chart's height in pixels, and its margins (room for the axes' labels).
 const BIG_HEIGHT = 280;
-const BIG_MARGIN = { left: 50, right: 58, top: 14, bottom: 30 };
+const BIG_MARGIN = { left: 50, right: 68, top: 14, bottom: 30 };
 // The share of its budget from which a replica's CPU shows in the warning colour.
 const CPU_HIGH = 0.9;
 
