@@ -48,6 +48,56 @@ impl Login<'_> {
     }
 }
 
+/// The largest avatar `PUT /avatar` takes, in bytes.
+pub const MAX_AVATAR_BYTES: usize = 256 * 1024;
+
+/// An avatar's image type: what `PUT /avatar` accepts, by its `Content-Type` and its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageType {
+    Png,
+    Jpeg,
+}
+
+impl ImageType {
+    pub const ALL: [ImageType; 2] = [ImageType::Png, ImageType::Jpeg];
+
+    /// The media type it is sent and served with.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ImageType::Png => "image/png",
+            ImageType::Jpeg => "image/jpeg",
+        }
+    }
+
+    /// The type a `Content-Type` value names (parameters and case aside), if it is one of ours.
+    pub fn from_content_type(value: &str) -> Option<ImageType> {
+        let media = value.split(';').next().unwrap_or("").trim();
+        ImageType::ALL
+            .into_iter()
+            .find(|t| t.content_type().eq_ignore_ascii_case(media))
+    }
+
+    /// Whether `bytes` begin as a file of this type does (PNG's 8-byte signature, JPEG's start of
+    /// image marker).
+    pub fn matches(self, bytes: &[u8]) -> bool {
+        match self {
+            ImageType::Png => bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            ImageType::Jpeg => bytes.starts_with(&[0xff, 0xd8, 0xff]),
+        }
+    }
+}
+
+/// The answer of `PUT /avatar`: whose avatar was stored, of which type, how many bytes, and
+/// which replica stored it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AvatarStored {
+    pub username: String,
+    pub content_type: String,
+    pub bytes: u64,
+    pub replica: String,
+}
+
 /// Every error answer: the services', the proxy's own (no replica, a bad request, a timeout) and
 /// the admin API's. `error` is a stable code (`unauthorized`, `bad_gateway`, ...), `message` a
 /// sentence for people.
@@ -148,5 +198,23 @@ mod tests {
         )
         .expect("parse");
         assert_eq!((me.username.as_ref(), me.token), ("ann", None));
+    }
+
+    #[test]
+    fn image_types_are_told_by_their_media_type_and_first_bytes() {
+        assert_eq!(
+            ImageType::from_content_type("image/png"),
+            Some(ImageType::Png)
+        );
+        assert_eq!(
+            ImageType::from_content_type("IMAGE/JPEG; q=1"),
+            Some(ImageType::Jpeg)
+        );
+        assert_eq!(ImageType::from_content_type("image/gif"), None);
+        assert_eq!(ImageType::from_content_type(""), None);
+        assert!(ImageType::Png.matches(b"\x89PNG\r\n\x1a\n rest"));
+        assert!(!ImageType::Png.matches(b"\xff\xd8\xff\xe0"));
+        assert!(ImageType::Jpeg.matches(b"\xff\xd8\xff\xe0"));
+        assert!(!ImageType::Jpeg.matches(b"GIF89a"));
     }
 }

@@ -28,7 +28,10 @@ pub mod status;
 pub mod strategy;
 mod token;
 
-pub use api::{AddItem, CartLine, CartView, Checkout, ErrorBody, Login, Me};
+pub use api::{
+    AddItem, AvatarStored, CartLine, CartView, Checkout, ErrorBody, ImageType, Login, Me,
+    MAX_AVATAR_BYTES,
+};
 pub use config::{ConfigFile, HealthSection, PoolSection, RetrySection, ServerSection};
 pub use design::{Design, UnknownDesign};
 pub use health::{HealthDetail, Reported, StoreFigures};

@@ -20,9 +20,13 @@ use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{json, Value};
 use statelab_formats::procfs;
-use statelab_formats::{AddItem, CartView, Checkout, ErrorBody, HealthDetail, Login, Me, Reported};
+use statelab_formats::{
+    AddItem, AvatarStored, CartView, Checkout, ErrorBody, HealthDetail, ImageType, Login, Me,
+    Reported, MAX_AVATAR_BYTES,
+};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, IMAGES_ONLY, JSON_ONLY};
+use crate::files::{Avatar, Files};
 use crate::metrics::Metrics;
 use crate::session::{
     now_ms, Applied, Cart, Change, Session, SessionStore, MAX_SKU_LEN, MAX_USERNAME_LEN,
@@ -67,6 +71,8 @@ pub struct App<S> {
     metrics: Metrics,
     /// When the service started: the clock its reported CPU time is read against.
     started: Instant,
+    /// Where avatars live.
+    files: Files,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,10 +85,14 @@ enum Route {
     Logout,
     Health,
     Metrics,
+    /// `GET` or `PUT` the caller's avatar.
+    Avatar,
+    /// `GET` anyone's avatar by name.
+    AvatarOf,
 }
 
 impl Route {
-    /// The route for a path, with the one method it accepts.
+    /// The route for a path, with the methods it accepts (as an `Allow` header lists them).
     fn of(path: &str) -> Option<(Route, &'static str)> {
         Some(match path {
             "/login" => (Route::Login, "POST"),
@@ -93,8 +103,14 @@ impl Route {
             "/logout" => (Route::Logout, "POST"),
             "/health" => (Route::Health, "GET"),
             "/metrics" => (Route::Metrics, "GET"),
+            "/avatar" => (Route::Avatar, "GET, PUT"),
+            p if p.starts_with("/avatar/") => (Route::AvatarOf, "GET"),
             _ => return None,
         })
+    }
+
+    fn accepts(allowed: &str, method: &str) -> bool {
+        allowed.split(", ").any(|m| m == method)
     }
 }
 
@@ -120,7 +136,14 @@ impl<S: SessionStore> App<S> {
             settings,
             metrics,
             started: Instant::now(),
+            files: Files::None,
         })
+    }
+
+    /// The same service keeping avatars in `files`.
+    pub fn with_files(mut self, files: Files) -> Self {
+        self.files = files;
+        self
     }
 
     /// The name of the session cookie.
@@ -139,7 +162,7 @@ impl<S: SessionStore> App<S> {
         let label = route_index(route.map(|(r, _)| r));
         let result = match route {
             None => Err(ApiError::NotFound),
-            Some((_, allowed)) if req.method().as_str() != allowed => {
+            Some((_, allowed)) if !Route::accepts(allowed, req.method().as_str()) => {
                 Err(ApiError::MethodNotAllowed(allowed))
             }
             Some((r, _)) => self.dispatch(r, req).await,
@@ -217,6 +240,46 @@ impl<S: SessionStore> App<S> {
                     .headers_mut()
                     .append(header::SET_COOKIE, self.clear_cookie.clone());
                 Ok(response)
+            }
+            Route::Avatar if parts.method == hyper::Method::PUT => {
+                let image = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(ImageType::from_content_type)
+                    .ok_or(ApiError::UnsupportedMediaType(IMAGES_ONLY))?;
+                let applied = self.apply(&credentials, Change::Touch).await?;
+                let bytes = read_body(&parts.headers, body, MAX_AVATAR_BYTES).await?;
+                if !image.matches(&bytes) {
+                    return Err(ApiError::InvalidImage);
+                }
+                let username = applied.session.username.clone();
+                let avatar = Avatar { image, bytes };
+                self.files.put(&username, &avatar).await?;
+                let body = AvatarStored {
+                    username,
+                    content_type: image.content_type().into(),
+                    bytes: avatar.bytes.len() as u64,
+                    replica: self.settings.replica.clone(),
+                };
+                Ok(self.with_session(json_response(StatusCode::OK, &body), &applied))
+            }
+            Route::Avatar => {
+                let applied = self.apply(&credentials, Change::Touch).await?;
+                let avatar = self.files.get(&applied.session.username).await?;
+                let avatar = avatar.ok_or(ApiError::AvatarNotFound)?;
+                Ok(self.with_session(image_response(avatar), &applied))
+            }
+            Route::AvatarOf => {
+                let segment = parts.uri.path().trim_start_matches("/avatar/");
+                let username = percent_encoding::percent_decode_str(segment)
+                    .decode_utf8()
+                    .map_err(|_| {
+                        ApiError::InvalidField("the username in the path is not UTF-8".into())
+                    })?;
+                validate_username(&username)?;
+                let avatar = self.files.get(&username).await?;
+                Ok(image_response(avatar.ok_or(ApiError::AvatarNotFound)?))
             }
             Route::Health if parts.uri.query() == Some("detail=1") => {
                 // The proxy's health checker reads this on every check (it does not pass this
@@ -351,25 +414,9 @@ impl<S: SessionStore> App<S> {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         if !declares_json(headers) {
-            return Err(ApiError::UnsupportedMediaType);
+            return Err(ApiError::UnsupportedMediaType(JSON_ONLY));
         }
-        let limit = self.settings.body_limit;
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(ApiError::PayloadTooLarge(limit));
-        }
-        let read = Limited::new(body, limit).collect();
-        let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(e)) if e.is::<LengthLimitError>() => {
-                return Err(ApiError::PayloadTooLarge(limit))
-            }
-            Ok(Err(_)) => return Err(ApiError::BadRequestBody),
-            Err(_) => return Err(ApiError::RequestTimeout),
-        };
+        let bytes = read_body(headers, body, self.settings.body_limit).await?;
         // Parse to a value first: serde would otherwise accept `["alice"]` for a struct.
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::InvalidJson(format!("request body is not valid JSON: {e}")))?;
@@ -380,6 +427,39 @@ impl<S: SessionStore> App<S> {
         }
         serde_json::from_value(value).map_err(|e| ApiError::InvalidField(e.to_string()))
     }
+}
+
+/// A request body of at most `limit` bytes, within [`BODY_READ_TIMEOUT`]: a declared length over
+/// the limit is refused before reading.
+async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    let read = Limited::new(body, limit).collect();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge(limit)),
+        Ok(Err(_)) => Err(ApiError::BadRequestBody),
+        Err(_) => Err(ApiError::RequestTimeout),
+    }
+}
+
+/// An avatar as the answer's body, with its media type.
+fn image_response(avatar: Avatar) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(avatar.bytes));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(avatar.image.content_type()),
+    );
+    response
 }
 
 /// Whether the request declares its body JSON: exactly one `Content-Type`, whose media type is
@@ -512,7 +592,9 @@ fn route_index(route: Option<Route>) -> usize {
         Some(Route::Logout) => 5,
         Some(Route::Health) => 6,
         Some(Route::Metrics) => 7,
-        None => 8,
+        Some(Route::Avatar) => 8,
+        Some(Route::AvatarOf) => 9,
+        None => 10,
     }
 }
 

@@ -68,6 +68,87 @@ impl CommonArgs {
     }
 }
 
+/// Where the stateful service keeps avatars: its own disk.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DiskArgs {
+    /// Directory for this replica's avatars (created when the first is stored). Default: a
+    /// directory named after the replica in the system's temporary directory, so that a
+    /// replica started again finds its files, as a server finds its disk after a restart.
+    #[arg(long, env = "STATELAB_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DiskArgs {
+    pub fn files(&self, replica: &str) -> crate::files::Files {
+        let dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("statelab-files-{replica}")));
+        crate::files::Files::Disk(crate::files::DiskFiles::new(dir))
+    }
+}
+
+/// Where the stateless and externalized services keep avatars: an S3-compatible object store.
+/// Without `--s3-url` the file routes answer `503`; sessions work either way.
+#[derive(Clone, clap::Args)]
+pub struct ObjectStoreArgs {
+    /// The object store's base URL, e.g. http://127.0.0.1:9000 (path-style buckets).
+    #[arg(long, env = "STATELAB_S3_URL")]
+    pub s3_url: Option<url::Url>,
+
+    /// The bucket avatars go in; created on the first upload if it does not exist.
+    #[arg(long, env = "STATELAB_S3_BUCKET", default_value = "statelab-avatars")]
+    pub s3_bucket: String,
+
+    /// The region requests are signed for.
+    #[arg(long, env = "STATELAB_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// The access key id. Better from the environment than a flag.
+    #[arg(long, env = "STATELAB_S3_ACCESS_KEY", hide_env_values = true)]
+    pub s3_access_key: Option<String>,
+
+    /// The secret key. Better from the environment: a flag shows in the process list.
+    #[arg(long, env = "STATELAB_S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+}
+
+impl std::fmt::Debug for ObjectStoreArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreArgs")
+            .field("s3_url", &self.s3_url.as_ref().map(url::Url::as_str))
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key", &self.s3_access_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectStoreArgs {
+    /// The object store, or none without `--s3-url`; with it, both keys are required.
+    pub fn files(&self) -> anyhow::Result<crate::files::Files> {
+        let Some(endpoint) = self.s3_url.clone() else {
+            return Ok(crate::files::Files::None);
+        };
+        let (Some(access_key), Some(secret_key)) =
+            (self.s3_access_key.clone(), self.s3_secret_key.clone())
+        else {
+            bail!("--s3-url needs --s3-access-key and --s3-secret-key (or STATELAB_S3_ACCESS_KEY and STATELAB_S3_SECRET_KEY)");
+        };
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            bail!("--s3-url must be an http:// or https:// URL, got {endpoint}");
+        }
+        let files = crate::files::S3Files::new(crate::files::S3Config {
+            endpoint,
+            bucket: self.s3_bucket.clone(),
+            region: self.s3_region.clone(),
+            access_key,
+            secret_key,
+        })?;
+        Ok(crate::files::Files::S3(Box::new(files)))
+    }
+}
+
 /// How much the stateful service may hold in memory.
 #[derive(Clone, Debug, clap::Args)]
 pub struct MemoryArgs {

@@ -23,8 +23,8 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
-    #[error("the request body must be JSON, sent with Content-Type: application/json")]
-    UnsupportedMediaType,
+    #[error("{0}")]
+    UnsupportedMediaType(&'static str),
     #[error("the cart is empty")]
     EmptyCart,
     #[error("the cart is full: at most {lines} different items and {qty} of each", lines = crate::session::MAX_CART_LINES, qty = crate::session::MAX_LINE_QTY)]
@@ -39,7 +39,19 @@ pub enum ApiError {
     BadRequestBody,
     #[error("the request body did not arrive in time")]
     RequestTimeout,
+    #[error("no avatar for this user here")]
+    AvatarNotFound,
+    #[error("the body is not the image its Content-Type names")]
+    InvalidImage,
+    #[error("files are unavailable; sessions keep working")]
+    FilesUnavailable,
 }
+
+/// The message of a JSON route's `415`.
+pub const JSON_ONLY: &str =
+    "the request body must be JSON, sent with Content-Type: application/json";
+/// The message of `PUT /avatar`'s `415`.
+pub const IMAGES_ONLY: &str = "an avatar is image/png or image/jpeg, named in Content-Type";
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
@@ -51,7 +63,10 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::AvatarNotFound => StatusCode::NOT_FOUND,
+            ApiError::InvalidImage => StatusCode::BAD_REQUEST,
+            ApiError::FilesUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::EmptyCart => StatusCode::CONFLICT,
             ApiError::CartFull => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::StoreUnavailable | ApiError::SessionCapacity | ApiError::StoreFull => {
@@ -71,7 +86,10 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::AvatarNotFound => "avatar_not_found",
+            ApiError::InvalidImage => "invalid_image",
+            ApiError::FilesUnavailable => "files_unavailable",
             ApiError::EmptyCart => "empty_cart",
             ApiError::CartFull => "cart_full",
             ApiError::StoreUnavailable => "store_unavailable",
@@ -79,6 +97,13 @@ impl ApiError {
             ApiError::StoreFull => "store_full",
             ApiError::RequestTimeout => "request_timeout",
         }
+    }
+}
+
+impl From<crate::files::FileError> for ApiError {
+    fn from(e: crate::files::FileError) -> Self {
+        tracing::warn!(detail = %e, "files unavailable");
+        ApiError::FilesUnavailable
     }
 }
 

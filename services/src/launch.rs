@@ -12,11 +12,13 @@ use crate::config::{CommonArgs, LogFormat};
 use crate::metrics::Metrics;
 use crate::session::SessionStore;
 
-/// Runs a service whose store `make_store` builds (inside the runtime, so it may spawn tasks).
-pub fn launch<S, F>(common: CommonArgs, make_store: F) -> anyhow::Result<()>
+/// Runs a service whose store `make_store` builds (inside the runtime, so it may spawn tasks)
+/// and whose file store `make_files` builds for the replica's name.
+pub fn launch<S, F, G>(common: CommonArgs, make_files: G, make_store: F) -> anyhow::Result<()>
 where
     S: SessionStore,
     F: FnOnce(&Metrics) -> anyhow::Result<S>,
+    G: FnOnce(&str) -> anyhow::Result<crate::files::Files>,
 {
     init_tracing(common.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -44,7 +46,9 @@ where
                 "CPU work per API request"
             );
         }
-        let app = Arc::new(App::new(store, settings, metrics)?);
+        let files = make_files(&replica)?;
+        tracing::info!(?files, "avatars");
+        let app = Arc::new(App::new(store, settings, metrics)?.with_files(files));
         let listener = tokio::net::TcpListener::bind(common.listen)
             .await
             .with_context(|| format!("binding {}", common.listen))?;

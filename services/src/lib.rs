@@ -19,6 +19,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod launch;
 pub mod metrics;
 pub mod server;

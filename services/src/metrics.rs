@@ -11,7 +11,7 @@ use prometheus::{
 
 /// The `route` label values: the API's routes, and `other` for everything else. A fixed set
 /// keeps label cardinality bounded whatever paths clients send.
-pub const ROUTES: [&str; 9] = [
+pub const ROUTES: [&str; 11] = [
     "/login",
     "/me",
     "/cart",
@@ -20,6 +20,8 @@ pub const ROUTES: [&str; 9] = [
     "/logout",
     "/health",
     "/metrics",
+    "/avatar",
+    "/avatar/{username}",
     "other",
 ];
 

@@ -9,6 +9,7 @@
 //!   naming what was awaited.
 //! - [`RedisServer`]: a real `redis-server` on a free port, killed on drop, that a test can kill,
 //!   restart on the same port, pause (SIGSTOP) and resume.
+//! - [`ObjectStore`]: a real S3-compatible object store (`s3s-fs`) on a free port, killed on drop.
 //! - [`Backend`]: a tiny HTTP/1.1 upstream for the proxy's tests and its benchmark.
 //! - [`TempDir`], [`lab_bin_dir`], [`workspace_root`]: private directories and the binaries of the
 //!   build profile the tests run in.
@@ -22,6 +23,7 @@
 pub mod backend;
 mod dirs;
 mod native_lab;
+mod object_store;
 mod process;
 mod redis_server;
 mod wait;
@@ -29,6 +31,7 @@ mod wait;
 pub use backend::Backend;
 pub use dirs::{lab_bin_dir, profile_bin_dir, workspace_root, TempDir};
 pub use native_lab::NativeLab;
+pub use object_store::{s3s_fs_binary, ObjectStore};
 pub use process::{free_port, send_signal, Signal};
 pub use redis_server::{RedisCluster, RedisServer, SentinelServer};
 pub use wait::{eventually, eventually_blocking};

@@ -2,7 +2,7 @@
 //! dependency.
 
 use clap::Parser;
-use statelab_services::config::{CommonArgs, RedisArgs};
+use statelab_services::config::{CommonArgs, ObjectStoreArgs, RedisArgs};
 use statelab_services::launch::launch;
 use statelab_services::store::RedisStore;
 
@@ -14,10 +14,17 @@ struct Cli {
     common: CommonArgs,
     #[command(flatten)]
     redis: RedisArgs,
+    #[command(flatten)]
+    objects: ObjectStoreArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.redis.config(cli.common.session_ttl())?;
-    launch(cli.common, move |metrics| RedisStore::new(&config, metrics))
+    let objects = cli.objects;
+    launch(
+        cli.common,
+        move |_| objects.files(),
+        move |metrics| RedisStore::new(&config, metrics),
+    )
 }

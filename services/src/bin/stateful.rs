@@ -2,7 +2,7 @@
 //! loses its sessions.
 
 use clap::Parser;
-use statelab_services::config::{CommonArgs, MemoryArgs};
+use statelab_services::config::{CommonArgs, DiskArgs, MemoryArgs};
 use statelab_services::launch::launch;
 use statelab_services::store::MemoryStore;
 
@@ -14,10 +14,17 @@ struct Cli {
     common: CommonArgs,
     #[command(flatten)]
     memory: MemoryArgs,
+    #[command(flatten)]
+    disk: DiskArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.memory.config(cli.common.session_ttl());
-    launch(cli.common, |metrics| Ok(MemoryStore::new(config, metrics)?))
+    let disk = cli.disk;
+    launch(
+        cli.common,
+        move |replica| Ok(disk.files(replica)),
+        |metrics| Ok(MemoryStore::new(config, metrics)?),
+    )
 }

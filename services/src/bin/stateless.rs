@@ -2,7 +2,7 @@
 //! key serves any request; logout cannot revoke a token.
 
 use clap::Parser;
-use statelab_services::config::{CommonArgs, JwtArgs};
+use statelab_services::config::{CommonArgs, JwtArgs, ObjectStoreArgs};
 use statelab_services::launch::launch;
 use statelab_services::store::JwtStore;
 
@@ -14,14 +14,21 @@ struct Cli {
     common: CommonArgs,
     #[command(flatten)]
     jwt: JwtArgs,
+    #[command(flatten)]
+    objects: ObjectStoreArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let ttl = cli.common.session_ttl();
     let jwt = cli.jwt;
-    launch(cli.common, move |metrics| {
-        let (current, previous) = jwt.keys()?;
-        Ok(JwtStore::new(current, previous, ttl, metrics)?)
-    })
+    let objects = cli.objects;
+    launch(
+        cli.common,
+        move |_| objects.files(),
+        move |metrics| {
+            let (current, previous) = jwt.keys()?;
+            Ok(JwtStore::new(current, previous, ttl, metrics)?)
+        },
+    )
 }

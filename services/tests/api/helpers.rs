@@ -10,13 +10,14 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 pub use statelab_formats::Design;
 use statelab_services::api::{App, Settings};
+use statelab_services::files::{DiskFiles, Files, S3Config, S3Files};
 use statelab_services::metrics::Metrics;
 use statelab_services::store::{
     JwtKey, JwtStore, MemoryConfig, MemoryStore, RedisConfig, RedisStore, Topology,
 };
 use statelab_services::work::Work;
 use statelab_services::SessionStore;
-use statelab_test_support::RedisServer;
+use statelab_test_support::{ObjectStore, RedisServer, TempDir};
 use tokio::sync::oneshot;
 
 /// The secret the stateless service under test signs with.
@@ -40,6 +41,20 @@ pub struct Options {
     pub max_sessions: usize,
     /// CPU work per API request.
     pub work: Work,
+    /// Give the service its file store: a data directory of its own for stateful, a real
+    /// object store (`s3s-fs`) for the others.
+    pub files: bool,
+    /// Run as another replica of `shared`'s service: the same Redis and key prefix, the same
+    /// object store.
+    pub shared: Option<Shared>,
+}
+
+/// What two replicas of one design share.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub redis_url: String,
+    pub redis_prefix: String,
+    pub s3: Option<S3Config>,
 }
 
 impl Default for Options {
@@ -51,6 +66,8 @@ impl Default for Options {
             redis_timeout: Duration::from_millis(500),
             redis_up: true,
             max_sessions: 10_000,
+            files: false,
+            shared: None,
         }
     }
 }
@@ -63,8 +80,28 @@ pub struct TestApp {
     pub cookie_name: String,
     pub redis: Option<RedisServer>,
     pub redis_prefix: String,
+    /// The object store this app started (stateless, externalized with `files`).
+    pub objects: Option<ObjectStore>,
+    /// Where its object store is, started by it or shared.
+    pub s3: Option<S3Config>,
     pub http: reqwest::Client,
+    _files_dir: Option<TempDir>,
     _stop: oneshot::Sender<()>,
+}
+
+impl TestApp {
+    /// What another replica of this service needs to share its state and files.
+    pub fn shared(&self) -> Shared {
+        Shared {
+            redis_url: self
+                .redis
+                .as_ref()
+                .map(RedisServer::url)
+                .unwrap_or_default(),
+            redis_prefix: self.redis_prefix.clone(),
+            s3: self.s3.clone(),
+        }
+    }
 }
 
 pub async fn spawn_app(design: Design) -> TestApp {
@@ -92,7 +129,45 @@ pub async fn spawn_app_with(design: Design, options: Options) -> TestApp {
     let mut redis = None;
     static APPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = APPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let redis_prefix = format!("test{}-{n}:", std::process::id());
+    let redis_prefix = match &options.shared {
+        Some(shared) => shared.redis_prefix.clone(),
+        None => format!("test{}-{n}:", std::process::id()),
+    };
+    // The file store: a private directory for stateful; an object store for the others, this
+    // app's own or the one it shares.
+    let mut objects = None;
+    let mut files_dir = None;
+    let s3 = match (&options.shared, design) {
+        (_, Design::Stateful) => None,
+        (Some(shared), _) => shared.s3.clone(),
+        (None, _) if options.files => {
+            let store = ObjectStore::start().await;
+            let config = S3Config {
+                endpoint: store.url().parse().expect("the store's URL"),
+                bucket: "avatars".into(),
+                region: "us-east-1".into(),
+                access_key: store.access_key.clone(),
+                secret_key: store.secret_key.clone(),
+            };
+            objects = Some(store);
+            Some(config)
+        }
+        (None, _) => None,
+    };
+    let files = match design {
+        Design::Stateful if options.files => {
+            let dir = TempDir::new("avatars");
+            let files = Files::Disk(DiskFiles::new(dir.path()));
+            files_dir = Some(dir);
+            files
+        }
+        _ => match &s3 {
+            Some(config) => Files::S3(Box::new(
+                S3Files::new(config.clone()).expect("the S3 files"),
+            )),
+            None => Files::None,
+        },
+    };
     let cookie_name = match design {
         Design::Stateful => {
             let config = MemoryConfig {
@@ -100,29 +175,36 @@ pub async fn spawn_app_with(design: Design, options: Options) -> TestApp {
                 max_sessions: options.max_sessions,
             };
             let store = MemoryStore::new(config, &metrics).expect("store");
-            serve(listener, store, settings, metrics, shutdown, grace)
+            serve(listener, store, settings, metrics, files, shutdown, grace)
         }
         Design::Stateless => {
             let key = JwtKey::from_secret(TEST_SECRET).expect("key");
             let store = JwtStore::new(key, vec![], options.session_ttl, &metrics).expect("store");
-            serve(listener, store, settings, metrics, shutdown, grace)
+            serve(listener, store, settings, metrics, files, shutdown, grace)
         }
         Design::Externalized => {
-            let server = if options.redis_up {
-                RedisServer::start().await
-            } else {
-                RedisServer::unstarted()
+            let url = match &options.shared {
+                Some(shared) => shared.redis_url.clone(),
+                None => {
+                    let server = if options.redis_up {
+                        RedisServer::start().await
+                    } else {
+                        RedisServer::unstarted()
+                    };
+                    let url = server.url();
+                    redis = Some(server);
+                    url
+                }
             };
             let config = RedisConfig {
-                topology: Topology::Single { url: server.url() },
+                topology: Topology::Single { url },
                 wait: None,
                 key_prefix: redis_prefix.clone(),
                 ttl: options.session_ttl,
                 timeout: options.redis_timeout,
             };
-            redis = Some(server);
             let store = RedisStore::new(&config, &metrics).expect("store");
-            serve(listener, store, settings, metrics, shutdown, grace)
+            serve(listener, store, settings, metrics, files, shutdown, grace)
         }
     };
     TestApp {
@@ -131,6 +213,9 @@ pub async fn spawn_app_with(design: Design, options: Options) -> TestApp {
         cookie_name,
         redis,
         redis_prefix,
+        objects,
+        s3,
+        _files_dir: files_dir,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -144,10 +229,15 @@ fn serve<S: SessionStore>(
     store: S,
     settings: Settings,
     metrics: Metrics,
+    files: Files,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> String {
-    let app = Arc::new(App::new(store, settings, metrics).expect("app"));
+    let app = Arc::new(
+        App::new(store, settings, metrics)
+            .expect("app")
+            .with_files(files),
+    );
     let cookie_name = app.cookie_name().to_owned();
     tokio::spawn(statelab_services::server::run(
         listener, app, shutdown, grace,

@@ -6,6 +6,8 @@
 //! - `sentinel`, `cluster`: the Redis store behind a real Sentinel topology and a real Cluster,
 //!   failovers included.
 //! - `binaries`: the real executables: configuration errors, SIGTERM.
+//! - `files`: avatars on every design: the routes and their limits, a second replica that does or
+//!   does not find the file, the object store taken away.
 //!
 //! `helpers` starts a service in-process on an ephemeral port (and, for the externalized one,
 //! a real `redis-server` on a free port of its own) and drives it over real HTTP.
@@ -14,6 +16,7 @@ mod binaries;
 mod cluster;
 mod contract;
 mod externalized;
+mod files;
 mod helpers;
 mod sentinel;
 mod stateful;
