@@ -74,7 +74,11 @@ impl Native {
                     .arg("--work-dist")
                     .arg(self.sizing.work_dist.as_str());
                 match r.design {
-                    Design::Stateful => {}
+                    // Its avatars on its own disk: a directory of its own in the lab's.
+                    Design::Stateful => {
+                        cmd.arg("--data-dir")
+                            .arg(self.dir.path(&format!("data/{r}")));
+                    }
                     Design::Stateless => {
                         cmd.arg("--jwt-secret-file")
                             .arg(self.dir.path("jwt-secret"));
