@@ -257,6 +257,42 @@ pub struct PartCpu {
     pub budget: Option<f64>,
 }
 
+/// `scripts/lab strategy --json`: every pool's routing, from the proxy's admin status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routings {
+    pub pools: Vec<RoutingView>,
+}
+
+/// One pool's routing as `scripts/lab strategy` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingView {
+    pub name: String,
+    pub strategy: crate::Strategy,
+    /// Bounded loads' factor (`null` when off); it applies to `ip-hash` and `cookie` only.
+    pub balance_factor: Option<crate::BalanceFactor>,
+    /// Requests the balance factor sent past their first choice since the proxy started.
+    pub bounded_moves: u64,
+}
+
+impl From<&crate::StatusView> for Routings {
+    fn from(status: &crate::StatusView) -> Routings {
+        Routings {
+            pools: status.pools.iter().map(RoutingView::from).collect(),
+        }
+    }
+}
+
+impl From<&crate::PoolView> for RoutingView {
+    fn from(p: &crate::PoolView) -> RoutingView {
+        RoutingView {
+            name: p.name.clone(),
+            strategy: p.strategy,
+            balance_factor: p.balance_factor,
+            bounded_moves: p.bounded_moves,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,5 +36,7 @@ pub use config::{ConfigFile, HealthSection, PoolSection, RetrySection, ServerSec
 pub use design::{Design, UnknownDesign};
 pub use health::{HealthDetail, Reported, StoreFigures};
 pub use status::{Failure, PoolView, ReplicaState, ReplicaView, StatusView};
-pub use strategy::{BadBalanceFactor, BalanceFactor, PoolRouting, Strategy, UnknownStrategy};
+pub use strategy::{
+    BadBalanceFactor, BalanceFactor, PoolRouting, Routed, Strategy, UnknownStrategy,
+};
 pub use token::AdminToken;

@@ -165,6 +165,17 @@ pub struct PoolRouting {
     pub balance_factor: Option<Option<BalanceFactor>>,
 }
 
+/// The answer of `PUT /admin/pools/{pool}/strategy`: the pool's routing after the change (also
+/// what `scripts/lab --json strategy POOL ...` prints).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Routed {
+    pub pool: String,
+    pub strategy: Strategy,
+    /// `null` when bounded loads are off.
+    #[serde(default)]
+    pub balance_factor: Option<BalanceFactor>,
+}
+
 /// A field that is present, `null` included: `Some(None)` for `null`.
 fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use statelab_formats::lab::Routings;
 use statelab_formats::lab::{
     LabStatus, Memory, Ports, Primaries, Sizing, WorkDist, MAX_WORK_US, MIN_CPU,
 };
@@ -15,7 +16,7 @@ use statelab_lab::docker::Docker;
 use statelab_lab::labdir::{LabDir, Mode, StoreChoice};
 use statelab_lab::model::{Design, Part, Store, Target};
 use statelab_lab::native::Native;
-use statelab_lab::probe::{admin_summary, Probe, Routings};
+use statelab_lab::probe::{admin_summary, routed_line, routing_line, Probe};
 use statelab_lab::say;
 use statelab_lab::settings::Settings;
 
@@ -411,7 +412,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
                         }
                     }
                     let routed = probe.set_routing(admin, &pool, &change).await?;
-                    say(routed.line(change.balance_factor.is_some()));
+                    say(routed_line(&routed, change.balance_factor.is_some()));
                     if json {
                         print_json(&routed)?;
                     }
@@ -422,7 +423,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
                         print_json(&routings)?;
                     } else {
                         for p in &routings.pools {
-                            println!("{}", p.line());
+                            println!("{}", routing_line(p));
                         }
                     }
                 }

@@ -9,8 +9,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
-use statelab_formats::{BalanceFactor, PoolRouting, PoolView, StatusView, Strategy};
+use statelab_formats::lab::RoutingView;
+use statelab_formats::{BalanceFactor, PoolRouting, Routed, StatusView, Strategy};
 
 use crate::labdir::AdminToken;
 use crate::model::{Part, ADMIN_READY_PATH};
@@ -240,76 +240,27 @@ impl Probe {
     }
 }
 
-/// `scripts/lab strategy --json`: every pool's routing, from the proxy's admin status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Routings {
-    pub pools: Vec<RoutingView>,
-}
-
-/// One pool's routing as `scripts/lab strategy` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoutingView {
-    pub name: String,
-    pub strategy: Strategy,
-    /// Bounded loads' factor (`null` when off); it applies to `ip-hash` and `cookie` only.
-    pub balance_factor: Option<BalanceFactor>,
-    /// Requests the balance factor sent past their first choice since the proxy started.
-    pub bounded_moves: u64,
-}
-
-impl From<&StatusView> for Routings {
-    fn from(status: &StatusView) -> Routings {
-        Routings {
-            pools: status.pools.iter().map(RoutingView::from).collect(),
-        }
+/// A pool's routing as the `strategy` listing prints it: `POOL STRATEGY`, then
+/// ` balance-factor N` when bounded loads are on.
+pub fn routing_line(view: &RoutingView) -> String {
+    let mut line = format!("{} {}", view.name, view.strategy);
+    if let Some(f) = view.balance_factor {
+        line.push_str(&format!(" balance-factor {f}"));
     }
+    line
 }
 
-impl From<&PoolView> for RoutingView {
-    fn from(p: &PoolView) -> RoutingView {
-        RoutingView {
-            name: p.name.clone(),
-            strategy: p.strategy,
-            balance_factor: p.balance_factor,
-            bounded_moves: p.bounded_moves,
-        }
+/// A routing change's answer in words: `POOL: STRATEGY`, then `, balance factor N` (or `off`)
+/// when the change named the factor.
+pub fn routed_line(routed: &Routed, factor_given: bool) -> String {
+    let mut line = format!("{}: {}", routed.pool, routed.strategy);
+    if factor_given {
+        line.push_str(&format!(
+            ", balance factor {}",
+            factor_word(routed.balance_factor)
+        ));
     }
-}
-
-impl RoutingView {
-    /// `POOL STRATEGY`, then ` balance-factor N` when bounded loads are on.
-    pub fn line(&self) -> String {
-        let mut line = format!("{} {}", self.name, self.strategy);
-        if let Some(f) = self.balance_factor {
-            line.push_str(&format!(" balance-factor {f}"));
-        }
-        line
-    }
-}
-
-/// The admin API's answer to `PUT /admin/pools/{pool}/strategy`, the pool's routing after the
-/// change; also the answer of `scripts/lab strategy --json POOL ...`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Routed {
-    pub pool: String,
-    pub strategy: Strategy,
-    /// `null` when bounded loads are off.
-    #[serde(default)]
-    pub balance_factor: Option<BalanceFactor>,
-}
-
-impl Routed {
-    /// `POOL: STRATEGY`, then `, balance factor N` (or `off`) when the change named the factor.
-    pub fn line(&self, factor_given: bool) -> String {
-        let mut line = format!("{}: {}", self.pool, self.strategy);
-        if factor_given {
-            line.push_str(&format!(
-                ", balance factor {}",
-                factor_word(self.balance_factor)
-            ));
-        }
-        line
-    }
+    line
 }
 
 /// A balance factor as the lab writes it: its percentage, or `off`.
@@ -390,6 +341,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use statelab_formats::lab::Routings;
 
     #[test]
     fn routings_print_the_factor_after_the_first_two_words() {
@@ -399,10 +351,10 @@ mod tests {
             balance_factor: None,
             bounded_moves: 0,
         };
-        assert_eq!(view.line(), "stateful ip-hash");
+        assert_eq!(routing_line(&view), "stateful ip-hash");
         view.balance_factor = BalanceFactor::new(125).ok();
         view.bounded_moves = 7;
-        assert_eq!(view.line(), "stateful ip-hash balance-factor 125");
+        assert_eq!(routing_line(&view), "stateful ip-hash balance-factor 125");
         let json = serde_json::to_string(&Routings {
             pools: vec![view.clone()],
         })
@@ -423,13 +375,19 @@ mod tests {
         )
         .expect("the admin API's answer");
         assert_eq!(routed.balance_factor, None);
-        assert_eq!(routed.line(false), "stateful: cookie");
-        assert_eq!(routed.line(true), "stateful: cookie, balance factor off");
+        assert_eq!(routed_line(&routed, false), "stateful: cookie");
+        assert_eq!(
+            routed_line(&routed, true),
+            "stateful: cookie, balance factor off"
+        );
         let routed: Routed = serde_json::from_str(
             r#"{"pool": "stateful", "strategy": "ip-hash", "balance_factor": 200}"#,
         )
         .expect("the admin API's answer");
-        assert_eq!(routed.line(true), "stateful: ip-hash, balance factor 200");
+        assert_eq!(
+            routed_line(&routed, true),
+            "stateful: ip-hash, balance factor 200"
+        );
         let change = PoolRouting {
             strategy: Some(Strategy::IpHash),
             balance_factor: Some(None),

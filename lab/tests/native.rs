@@ -6,8 +6,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use statelab_formats::lab::{Killed, LabStatus, Memory, Scaled, Started};
+use statelab_formats::lab::{RoutingView, Routings};
+use statelab_formats::Routed;
 use statelab_formats::{BalanceFactor, Design, Strategy};
-use statelab_lab::probe::{Routed, RoutingView, Routings};
 use statelab_test_support::{eventually_blocking, lab_bin_dir, send_signal, Signal, TempDir};
 
 /// A lab in its own directory on free ports; taken down when dropped, before its directory goes.

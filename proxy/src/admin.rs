@@ -36,7 +36,7 @@ use crate::dashboard::{self, History};
 use crate::metrics::Metrics;
 use crate::pool::{MembershipError, Pools};
 use crate::strategy::UnknownStrategy;
-use statelab_formats::PoolRouting;
+use statelab_formats::{PoolRouting, Routed};
 
 mod guard;
 
@@ -264,11 +264,11 @@ impl AdminApp {
                 }
                 Ok(json(
                     StatusCode::OK,
-                    &serde_json::json!({
-                        "pool": pool.name,
-                        "strategy": pool.strategy(),
-                        "balance_factor": pool.balance_factor(),
-                    }),
+                    &Routed {
+                        pool: pool.name.clone(),
+                        strategy: pool.strategy(),
+                        balance_factor: pool.balance_factor(),
+                    },
                 ))
             }
             (["admin", "replicas", name, action @ ("drain" | "enable")], Method::POST) => {
