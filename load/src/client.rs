@@ -97,6 +97,22 @@ pub struct Answer {
 }
 
 /// Outcome of one exchange, with the time it was sent (after any reconnect).
+/// A request body and its media type.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub bytes: Bytes,
+    pub content_type: &'static str,
+}
+
+impl Payload {
+    pub fn json(bytes: Bytes) -> Payload {
+        Payload {
+            bytes,
+            content_type: "application/json",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Exchange {
     pub sent: Instant,
@@ -178,10 +194,21 @@ impl Client {
         })
     }
 
+    /// Sends one request with a JSON body, or none; `path` is appended to the target's prefix.
+    pub async fn send(&mut self, method: Method, path: &str, body: Option<Bytes>) -> Exchange {
+        self.send_payload(method, path, body.map(Payload::json))
+            .await
+    }
+
     /// Sends one request; `path` is appended to the target's prefix. Reconnects first if the
     /// previous exchange broke the connection. The whole exchange (connect, send, full body) is
     /// bounded by the timeout.
-    pub async fn send(&mut self, method: Method, path: &str, body: Option<Bytes>) -> Exchange {
+    pub async fn send_payload(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Payload>,
+    ) -> Exchange {
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(started + self.timeout);
         let mut sent = started;
@@ -204,7 +231,7 @@ impl Client {
         &mut self,
         method: Method,
         path: &str,
-        body: Option<Bytes>,
+        body: Option<Payload>,
         sent: &mut Instant,
         deadline: tokio::time::Instant,
     ) -> Result<Answer, ErrorKind> {
@@ -227,8 +254,9 @@ impl Client {
             wire::Fields {
                 cookie: self.cookie_header.as_ref().map(String::as_bytes),
                 authorization: self.authorization.as_ref().map(|s| s.0.as_bytes()),
+                content_type: body.as_ref().map(|b| b.content_type.as_bytes()),
             },
-            body.as_deref(),
+            body.as_ref().map(|b| &b.bytes[..]),
         );
         *sent = Instant::now();
         conn.stream

@@ -318,6 +318,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 3)]
     pub adds: u32,
 
+    /// Shop workflow: upload an avatar after login (`PUT /avatar`, about 4 KiB); after the adds
+    /// another visitor (the same address, no cookies, so the proxy places it afresh) reads it by
+    /// name (`GET /avatar/{username}`). The report counts files lost.
+    #[arg(long)]
+    pub avatar: bool,
+
     /// Shop workflow: think time between a user's requests, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub think_ms: u64,
@@ -508,6 +514,7 @@ impl RunPlan {
         };
         let work = match args.workflow {
             WorkflowKind::Shop => Work::Shop(Workflow {
+                avatar: args.avatar,
                 adds: args.adds,
                 think: Duration::from_millis(args.think_ms),
             }),

@@ -22,9 +22,11 @@ pub struct Fields<'a> {
     pub cookie: Option<&'a [u8]>,
     /// The admin API's bearer token; the services' requests carry none.
     pub authorization: Option<&'a [u8]>,
+    /// The body's media type; JSON when `None`.
+    pub content_type: Option<&'a [u8]>,
 }
 
-/// Appends a request to `out`. `body` is sent as JSON; a POST without a body says
+/// Appends a request to `out`. `body` is sent as `fields.content_type` says, JSON by default; a POST without a body says
 /// `Content-Length: 0` so the server need not wait for one.
 pub fn write_request(
     out: &mut Vec<u8>,
@@ -38,6 +40,7 @@ pub fn write_request(
     let Fields {
         cookie,
         authorization,
+        content_type,
     } = fields;
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
@@ -57,7 +60,9 @@ pub fn write_request(
     }
     match body {
         Some(body) => {
-            out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+            out.extend_from_slice(b"\r\ncontent-type: ");
+            out.extend_from_slice(content_type.unwrap_or(b"application/json"));
+            out.extend_from_slice(b"\r\ncontent-length: ");
             out.extend_from_slice(body.len().to_string().as_bytes());
             out.extend_from_slice(b"\r\n\r\n");
             out.extend_from_slice(body);
@@ -209,7 +214,7 @@ mod tests {
             b"h:1",
             Fields {
                 cookie: Some(b"a=b"),
-                authorization: None,
+                ..Fields::default()
             },
             Some(b"{}"),
         );
@@ -239,13 +244,31 @@ mod tests {
         );
         out.clear();
         let auth = Fields {
-            cookie: None,
             authorization: Some(b"Bearer t"),
+            ..Fields::default()
         };
         write_request(&mut out, "GET", "", "/admin/status", b"h:1", auth, None);
         assert_eq!(
             out,
             b"GET /admin/status HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\nauthorization: Bearer t\r\n\r\n"
+        );
+        out.clear();
+        let image = Fields {
+            content_type: Some(b"image/png"),
+            ..Fields::default()
+        };
+        write_request(
+            &mut out,
+            "PUT",
+            "",
+            "/avatar",
+            b"h:1",
+            image,
+            Some(b"\x89PNG"),
+        );
+        assert_eq!(
+            out,
+            b"PUT /avatar HTTP/1.1\r\nhost: h:1\r\nx-statelab-load: 1\r\ncontent-type: image/png\r\ncontent-length: 4\r\n\r\n\x89PNG"
         );
     }
 

@@ -23,8 +23,8 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use statelab_formats::{AddItem, CartView, Login};
 
-use crate::client::{status_error, Answer, Client, ErrorKind, Target};
-use crate::stats::{LossKind, Recorder, Sample, SessionTrack};
+use crate::client::{status_error, Answer, Client, ErrorKind, Payload, Target};
+use crate::stats::{FileEvent, LossKind, Recorder, Sample, SessionTrack};
 
 const CATALOG: [&str; 6] = ["apple", "pear", "plum", "fig", "kiwi", "lime"];
 
@@ -175,6 +175,28 @@ pub struct Workflow {
     pub adds: u32,
     /// Pause between a user's requests.
     pub think: Duration,
+    /// Upload an avatar after login, and have another visitor (the same address, no cookies)
+    /// read it by name after the adds (`--avatar`).
+    pub avatar: bool,
+}
+
+/// The avatar user `user` uploads in its `session`-th session: a PNG signature, then bytes
+/// that name the user and session (so a wrong file is told from the right one), about 4 KiB.
+pub fn avatar_bytes(user: u64, session: u64) -> Bytes {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    let tag = format!("statelab avatar of user {user} session {session};");
+    while bytes.len() < 4096 {
+        bytes.extend_from_slice(tag.as_bytes());
+    }
+    Bytes::from(bytes)
+}
+
+/// Who sends a request: the shopper, in its session, or another visitor reading what the
+/// shopper stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Shopper,
+    Visitor,
 }
 
 /// How one session ended.
@@ -196,6 +218,8 @@ pub enum SessionEnd {
 pub struct User {
     pub id: u64,
     client: Client,
+    /// Another visitor, reading this user's avatar by name: the same address, no cookies.
+    visitor: Client,
     recorder: Arc<Recorder>,
     deadline: Instant,
     sessions: u64,
@@ -219,6 +243,7 @@ impl User {
     ) -> Self {
         User {
             id,
+            visitor: Client::new(target.clone(), source, timeout),
             client: Client::new(target, source, timeout),
             recorder,
             deadline,
@@ -243,7 +268,21 @@ impl User {
         when: When,
         method: Method,
         path: &str,
-        body: Option<Bytes>,
+        body: Option<Payload>,
+    ) -> Option<Result<Answer, ErrorKind>> {
+        self.request_as(Who::Shopper, when, method, path, body)
+            .await
+    }
+
+    /// [`request`](Self::request), sent by `who`: a visitor's request is recorded like any
+    /// other, but is no part of the shopper's session (its route and live seconds).
+    async fn request_as(
+        &mut self,
+        who: Who,
+        when: When,
+        method: Method,
+        path: &str,
+        body: Option<Payload>,
     ) -> Option<Result<Answer, ErrorKind>> {
         let (When::Scheduled(due) | When::AfterThink(due)) = when;
         if due >= self.deadline {
@@ -266,7 +305,15 @@ impl User {
                 now
             }
         };
-        let exchange = self.client.send(method, path, body).await;
+        let client = match who {
+            Who::Shopper => &mut self.client,
+            Who::Visitor => {
+                // A new visitor each time: no cookie, so the proxy places it afresh.
+                self.visitor.reset();
+                &mut self.visitor
+            }
+        };
+        let exchange = client.send_payload(method, path, body).await;
         let done = Instant::now();
         let error = match &exchange.result {
             Ok(answer) => status_error(answer.status),
@@ -287,6 +334,9 @@ impl User {
                 replica,
             },
         );
+        if who == Who::Visitor {
+            return Some(exchange.result);
+        }
         if let Some(track) = &mut self.track {
             track.answered(self.recorder.epochs(), replica);
         }
@@ -342,7 +392,7 @@ impl User {
         think: Duration,
         method: Method,
         path: &str,
-        body: Option<Bytes>,
+        body: Option<Payload>,
     ) -> Option<Result<Answer, ErrorKind>> {
         let answer = self
             .request(When::AfterThink(*next), method, path, body)
@@ -393,7 +443,7 @@ impl User {
                 When::Scheduled(intended),
                 Method::POST,
                 "/login",
-                Some(login),
+                Some(Payload::json(login)),
             )
             .await
         else {
@@ -406,6 +456,35 @@ impl User {
 
         let mut expected = ExpectedCart::default();
         let mut next = Instant::now() + flow.think;
+        let mut avatar = None;
+        if flow.avatar {
+            let bytes = avatar_bytes(self.id, self.sessions);
+            let upload = Payload {
+                bytes: bytes.clone(),
+                content_type: "image/png",
+            };
+            let Some(answer) = self
+                .step(&mut next, flow.think, Method::PUT, "/avatar", Some(upload))
+                .await
+            else {
+                return SessionEnd::Cut;
+            };
+            match answer {
+                Ok(a) if a.status == StatusCode::OK => {
+                    self.recorder
+                        .record_file(self.id, Instant::now(), FileEvent::Stored);
+                    avatar = Some(bytes);
+                }
+                Ok(a) if a.status == StatusCode::UNAUTHORIZED => {
+                    return self.lost(LossKind::Unauthorized)
+                }
+                Ok(a) if a.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    self.recorder
+                        .record_file(self.id, Instant::now(), FileEvent::Unavailable);
+                }
+                _ => {}
+            }
+        }
         for step in 0..flow.adds {
             let (sku, qty) = pick(self.id, self.sessions, step);
             let body = Bytes::from(
@@ -421,7 +500,7 @@ impl User {
                     flow.think,
                     Method::POST,
                     "/cart/items",
-                    Some(body),
+                    Some(Payload::json(body)),
                 )
                 .await
             else {
@@ -446,6 +525,39 @@ impl User {
                 Ok(_) => return SessionEnd::Failed,
                 Err(ErrorKind::Connect) => {}
                 Err(_) => expected.maybe_added(sku, qty),
+            }
+        }
+
+        if let Some(stored) = &avatar {
+            // Another visitor reads it by name, as anyone sees a user's avatar: placed afresh
+            // by the proxy, and no part of this user's session, so a file lost is told from a
+            // session lost.
+            let path = format!("/avatar/{username}");
+            let Some(answer) = self
+                .request_as(
+                    Who::Visitor,
+                    When::AfterThink(next),
+                    Method::GET,
+                    &path,
+                    None,
+                )
+                .await
+            else {
+                return SessionEnd::Cut;
+            };
+            next = Instant::now() + flow.think;
+            let event = match answer {
+                Ok(a) if a.status == StatusCode::OK && a.body == *stored => Some(FileEvent::Found),
+                Ok(a) if a.status == StatusCode::OK || a.status == StatusCode::NOT_FOUND => {
+                    Some(FileEvent::Lost)
+                }
+                Ok(a) if a.status == StatusCode::SERVICE_UNAVAILABLE => {
+                    Some(FileEvent::Unavailable)
+                }
+                _ => None,
+            };
+            if let Some(event) = event {
+                self.recorder.record_file(self.id, Instant::now(), event);
             }
         }
 

@@ -330,6 +330,17 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
             ),
         );
     }
+    if let Some(f) = &r.files {
+        li(
+            o,
+            f.lost > 0,
+            format!(
+                "avatars: {} stored, {} read back, {} lost (a read answered 404 or with other \
+                 bytes), {} refused while files were unavailable",
+                f.stored, f.read, f.lost, f.unavailable
+            ),
+        );
+    }
     let replicas_cpu = crate::report::replicas_cpu(r);
     if !replicas_cpu.is_empty() {
         li(

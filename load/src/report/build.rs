@@ -135,6 +135,16 @@ impl RunReport {
             sources_skew: cfg.sources_skew.map(|z| z.to_string()),
             heavy,
             bounded: proxy.bounded(requests),
+            files: match &cfg.work {
+                Work::Shop(w) if w.avatar => {
+                    let mut sum = crate::stats::FileCounts::default();
+                    for s in &measured.detail {
+                        sum.merge(&s.files);
+                    }
+                    Some(sum)
+                }
+                _ => None,
+            },
             cpu,
             per_replica,
             memory_bytes,
@@ -238,6 +248,7 @@ mod tests {
                 max_sessions: 100,
             },
             work: Work::Shop(crate::workflow::Workflow {
+                avatar: false,
                 adds: 3,
                 think: std::time::Duration::from_millis(100),
             }),

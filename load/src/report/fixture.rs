@@ -140,6 +140,7 @@ pub fn run(label: &str, with_kill: bool) -> RunReport {
         sources_skew: None,
         heavy: None,
         bounded: None,
+        files: None,
         cpu: Vec::new(),
         memory_bytes: BTreeMap::from([("r-1".to_string(), 8 << 20)]),
         failover,

@@ -123,6 +123,10 @@ pub struct RunReport {
     /// What the pool's balance factor did, when the proxy had one on for the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounded: Option<Bounded>,
+    /// With `--avatar`: avatars stored, read back, lost (a read answered 404 or with other
+    /// bytes after the upload was acknowledged) and refused while files were unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<crate::stats::FileCounts>,
     /// With `--cpu`: every part's mean cores over the run, and its budget.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cpu: Vec<crate::capacity::bottleneck::PartUse>,

@@ -114,6 +114,13 @@ pub fn summary(r: &RunReport) -> String {
             b.max_over_mean, b.cv
         );
     }
+    if let Some(f) = &r.files {
+        let _ = writeln!(
+            out,
+            "  avatars: {} stored, {} read back, {} lost, {} refused while files were unavailable",
+            f.stored, f.read, f.lost, f.unavailable
+        );
+    }
     let replicas_cpu = replicas_cpu(r);
     if !replicas_cpu.is_empty() {
         let _ = writeln!(out, "  CPU over the run (cores): {replicas_cpu}");

@@ -72,6 +72,54 @@ pub struct SecondDetail {
     /// side of a failure window is that of the requests that worked.
     pub ok_latency: Histogram<u64>,
     pub acknowledged: Acknowledged,
+    pub files: FileCounts,
+}
+
+/// Avatars stored and read back (`--avatar`), in a second or over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileCounts {
+    /// Uploads answered 200: files the service said it stored.
+    pub stored: u64,
+    /// Reads of a stored avatar by its owner's name.
+    pub read: u64,
+    /// Of those, reads answered 404, or with other bytes than were stored: files lost.
+    pub lost: u64,
+    /// Uploads and reads answered 503 `files_unavailable` (the object store away).
+    pub unavailable: u64,
+}
+
+impl FileCounts {
+    pub fn merge(&mut self, other: &FileCounts) {
+        self.stored += other.stored;
+        self.read += other.read;
+        self.lost += other.lost;
+        self.unavailable += other.unavailable;
+    }
+}
+
+/// What one avatar request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileEvent {
+    Stored,
+    /// Read back whole.
+    Found,
+    /// Read back missing or changed.
+    Lost,
+    Unavailable,
+}
+
+impl FileCounts {
+    pub fn count(&mut self, event: FileEvent) {
+        match event {
+            FileEvent::Stored => self.stored += 1,
+            FileEvent::Found => self.read += 1,
+            FileEvent::Lost => {
+                self.read += 1;
+                self.lost += 1;
+            }
+            FileEvent::Unavailable => self.unavailable += 1,
+        }
+    }
 }
 
 /// Writes the server confirmed, and those a later answer showed it had lost.
@@ -374,6 +422,7 @@ mod tests {
         SecondDetail {
             ok_latency,
             acknowledged: Acknowledged::default(),
+            files: FileCounts::default(),
         }
     }
 

@@ -16,8 +16,9 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 pub use analysis::{
-    failure_window, ok_latency, percentile_ms, recovery, Acknowledged, FailureWindow, Measured,
-    Moments, OkLatency, Recovery, SecondDetail, SecondStats, BAND_SLACK, P99_SLACK, STABLE_SECONDS,
+    failure_window, ok_latency, percentile_ms, recovery, Acknowledged, FailureWindow, FileCounts,
+    FileEvent, Measured, Moments, OkLatency, Recovery, SecondDetail, SecondStats, BAND_SLACK,
+    P99_SLACK, STABLE_SECONDS,
 };
 pub use moves::{Epochs, MoveCounts, SessionTrack};
 pub use record::{LossKind, Progress, Recorder, Sample, LATE_THRESHOLD};

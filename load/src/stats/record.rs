@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::analysis::{percentile_ms, Acknowledged, Measured, Moments, SecondDetail, SecondStats};
+use super::analysis::{
+    percentile_ms, Acknowledged, FileCounts, FileEvent, Measured, Moments, SecondDetail,
+    SecondStats,
+};
 use super::moves::Epochs;
 use super::{new_histogram, ErrorCounts, MAX_LATENCY_US};
 use crate::client::ErrorKind;
@@ -86,6 +89,7 @@ struct Tally<R> {
     /// Cart adds answered 200, and those a later answer no longer showed.
     acknowledged_adds: u64,
     acknowledged_adds_lost: u64,
+    files: FileCounts,
     /// Latency of the 2xx answers; the timeline's p50/p99 add `latency_failed` to it.
     latency_ok: Histogram<u64>,
     /// Latency of the other answers and timeouts: made on the second's first, as most seconds
@@ -111,6 +115,7 @@ impl<R: Default> Tally<R> {
             loss_cart: 0,
             acknowledged_adds: 0,
             acknowledged_adds_lost: 0,
+            files: FileCounts::default(),
             // Two significant digits are enough for a per-second p99 and keep each second small.
             latency_ok: new_histogram(2),
             latency_failed: None,
@@ -150,6 +155,7 @@ impl MergedSecond {
         self.loss_cart += s.loss_cart;
         self.acknowledged_adds += s.acknowledged_adds;
         self.acknowledged_adds_lost += s.acknowledged_adds_lost;
+        self.files.merge(&s.files);
         // All histograms have the same bounds, so adding cannot fail.
         let _ = self.latency_ok.add(&s.latency_ok);
         if let Some(failed) = &s.latency_failed {
@@ -189,6 +195,7 @@ impl MergedSecond {
                 adds_lost: self.acknowledged_adds_lost,
                 logins_lost: self.losses - self.loss_cart,
             },
+            files: self.files,
         };
         (stats, detail)
     }
@@ -388,6 +395,12 @@ impl Recorder {
     pub fn record_acknowledged_adds_lost(&self, user: u64, at: Instant, adds: u64) {
         let second = self.second_of(at);
         self.shard(user).second(second).acknowledged_adds_lost += adds;
+    }
+
+    /// Records what an avatar request of user `user` found at `at`.
+    pub fn record_file(&self, user: u64, at: Instant, event: FileEvent) {
+        let second = self.second_of(at);
+        self.shard(user).second(second).files.count(event);
     }
 
     /// Records that user `user` found its session lost at `at`.
