@@ -421,6 +421,75 @@ impl User {
         }
     }
 
+    /// Uploads this session's avatar after think time: the bytes stored when the service said
+    /// so (`None` when it did not), or how the session ended.
+    async fn upload_avatar(
+        &mut self,
+        next: &mut Instant,
+        think: Duration,
+    ) -> Result<Option<Bytes>, SessionEnd> {
+        let bytes = avatar_bytes(self.id, self.sessions);
+        let upload = Payload {
+            bytes: bytes.clone(),
+            content_type: "image/png",
+        };
+        let Some(answer) = self
+            .step(next, think, Method::PUT, "/avatar", Some(upload))
+            .await
+        else {
+            return Err(SessionEnd::Cut);
+        };
+        let now = Instant::now();
+        match answer {
+            Ok(a) if a.status == StatusCode::OK => {
+                self.recorder.record_file(self.id, now, FileEvent::Stored);
+                Ok(Some(bytes))
+            }
+            Ok(a) if a.status == StatusCode::UNAUTHORIZED => Err(self.lost(LossKind::Unauthorized)),
+            Ok(a) if a.status == StatusCode::SERVICE_UNAVAILABLE => {
+                self.recorder
+                    .record_file(self.id, now, FileEvent::Unavailable);
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Has another visitor read `username`'s avatar by name after think time, as anyone sees a
+    /// user's avatar: placed afresh by the proxy, and no part of this user's session, so a file
+    /// lost is told from a session lost. `None`: the run is over.
+    async fn read_avatar(
+        &mut self,
+        next: &mut Instant,
+        think: Duration,
+        username: &str,
+        stored: &Bytes,
+    ) -> Option<()> {
+        let path = format!("/avatar/{username}");
+        let answer = self
+            .request_as(
+                Who::Visitor,
+                When::AfterThink(*next),
+                Method::GET,
+                &path,
+                None,
+            )
+            .await?;
+        *next = Instant::now() + think;
+        let event = match answer {
+            Ok(a) if a.status == StatusCode::OK && a.body == *stored => Some(FileEvent::Found),
+            Ok(a) if a.status == StatusCode::OK || a.status == StatusCode::NOT_FOUND => {
+                Some(FileEvent::Lost)
+            }
+            Ok(a) if a.status == StatusCode::SERVICE_UNAVAILABLE => Some(FileEvent::Unavailable),
+            _ => None,
+        };
+        if let Some(event) = event {
+            self.recorder.record_file(self.id, Instant::now(), event);
+        }
+        Some(())
+    }
+
     /// Runs one shop session whose login is meant for `intended`. Each session starts with an
     /// empty cookie jar (a new shopper on this connection's address), unless the user is
     /// [`User::returning`].
@@ -456,35 +525,13 @@ impl User {
 
         let mut expected = ExpectedCart::default();
         let mut next = Instant::now() + flow.think;
-        let mut avatar = None;
-        if flow.avatar {
-            let bytes = avatar_bytes(self.id, self.sessions);
-            let upload = Payload {
-                bytes: bytes.clone(),
-                content_type: "image/png",
-            };
-            let Some(answer) = self
-                .step(&mut next, flow.think, Method::PUT, "/avatar", Some(upload))
-                .await
-            else {
-                return SessionEnd::Cut;
-            };
-            match answer {
-                Ok(a) if a.status == StatusCode::OK => {
-                    self.recorder
-                        .record_file(self.id, Instant::now(), FileEvent::Stored);
-                    avatar = Some(bytes);
-                }
-                Ok(a) if a.status == StatusCode::UNAUTHORIZED => {
-                    return self.lost(LossKind::Unauthorized)
-                }
-                Ok(a) if a.status == StatusCode::SERVICE_UNAVAILABLE => {
-                    self.recorder
-                        .record_file(self.id, Instant::now(), FileEvent::Unavailable);
-                }
-                _ => {}
-            }
-        }
+        let avatar = match flow.avatar {
+            true => match self.upload_avatar(&mut next, flow.think).await {
+                Ok(stored) => stored,
+                Err(end) => return end,
+            },
+            false => None,
+        };
         for step in 0..flow.adds {
             let (sku, qty) = pick(self.id, self.sessions, step);
             let body = Bytes::from(
@@ -529,35 +576,12 @@ impl User {
         }
 
         if let Some(stored) = &avatar {
-            // Another visitor reads it by name, as anyone sees a user's avatar: placed afresh
-            // by the proxy, and no part of this user's session, so a file lost is told from a
-            // session lost.
-            let path = format!("/avatar/{username}");
-            let Some(answer) = self
-                .request_as(
-                    Who::Visitor,
-                    When::AfterThink(next),
-                    Method::GET,
-                    &path,
-                    None,
-                )
+            if self
+                .read_avatar(&mut next, flow.think, &username, stored)
                 .await
-            else {
+                .is_none()
+            {
                 return SessionEnd::Cut;
-            };
-            next = Instant::now() + flow.think;
-            let event = match answer {
-                Ok(a) if a.status == StatusCode::OK && a.body == *stored => Some(FileEvent::Found),
-                Ok(a) if a.status == StatusCode::OK || a.status == StatusCode::NOT_FOUND => {
-                    Some(FileEvent::Lost)
-                }
-                Ok(a) if a.status == StatusCode::SERVICE_UNAVAILABLE => {
-                    Some(FileEvent::Unavailable)
-                }
-                _ => None,
-            };
-            if let Some(event) = event {
-                self.recorder.record_file(self.id, Instant::now(), event);
             }
         }
 

@@ -9,27 +9,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use statelab_services::work::{Work, WorkDist};
 
-use crate::helpers::{counts_reads, qty_of, spawn_app, spawn_app_with, Design, Options, TestApp};
+use crate::helpers::{
+    counts_reads, for_every_design, qty_of, spawn_app, spawn_app_with, Design, Options, TestApp,
+};
 
-/// Instantiates every contract test for every design.
-macro_rules! contract_tests {
-    ($($test:ident),* $(,)?) => {
-        mod stateful {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $test() { super::$test(super::Design::Stateful).await } )*
-        }
-        mod stateless {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $test() { super::$test(super::Design::Stateless).await } )*
-        }
-        mod externalized {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $test() { super::$test(super::Design::Externalized).await } )*
-        }
-    };
-}
-
-contract_tests!(
+for_every_design!(
     whole_workflow,
     work_costs_time_on_api_routes_and_changes_no_answer,
     every_response_names_the_replica,

@@ -5,29 +5,12 @@
 use reqwest::{Method, StatusCode};
 use statelab_formats::MAX_AVATAR_BYTES;
 
-use crate::helpers::{spawn_app_with, Design, Options, Reply, TestApp, User};
+use crate::helpers::{for_every_design, spawn_app_with, Design, Options, Reply, TestApp, User};
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR statelab avatar";
 const JPEG: &[u8] = b"\xff\xd8\xff\xe0\0\x10JFIF statelab avatar";
 
-macro_rules! per_design {
-    ($($test:ident),* $(,)?) => {
-        mod stateful {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $test() { super::$test(super::Design::Stateful).await } )*
-        }
-        mod stateless {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $test() { super::$test(super::Design::Stateless).await } )*
-        }
-        mod externalized {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $test() { super::$test(super::Design::Externalized).await } )*
-        }
-    };
-}
-
-per_design!(
+for_every_design!(
     an_avatar_round_trips_and_bad_uploads_lose_nothing,
     another_replica_finds_the_avatar_only_where_files_are_shared,
 );

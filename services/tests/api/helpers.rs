@@ -20,6 +20,26 @@ use statelab_services::SessionStore;
 use statelab_test_support::{ObjectStore, RedisServer, TempDir};
 use tokio::sync::oneshot;
 
+/// Instantiates each named `async fn(Design)` as a test for every design: modules `stateful`,
+/// `stateless` and `externalized`, one test each.
+macro_rules! for_every_design {
+    ($($test:ident),* $(,)?) => {
+        mod stateful {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() { super::$test(super::Design::Stateful).await } )*
+        }
+        mod stateless {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() { super::$test(super::Design::Stateless).await } )*
+        }
+        mod externalized {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $test() { super::$test(super::Design::Externalized).await } )*
+        }
+    };
+}
+pub(crate) use for_every_design;
+
 /// The secret the stateless service under test signs with.
 pub const TEST_SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
 
