@@ -515,6 +515,10 @@ impl RunPlan {
         let work = match args.workflow {
             WorkflowKind::Shop => Work::Shop(Workflow {
                 avatar: args.avatar,
+                // The clock's nanoseconds: another run's avatars differ from this one's.
+                run_tag: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64),
                 adds: args.adds,
                 think: Duration::from_millis(args.think_ms),
             }),

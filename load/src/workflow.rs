@@ -178,13 +178,17 @@ pub struct Workflow {
     /// Upload an avatar after login, and have another visitor (the same address, no cookies)
     /// read it by name after the adds (`--avatar`).
     pub avatar: bool,
+    /// This run's own mark, in each avatar's bytes: a file an earlier run left under the same
+    /// name is not taken for this run's.
+    pub run_tag: u64,
 }
 
-/// The avatar user `user` uploads in its `session`-th session: a PNG signature, then bytes
-/// that name the user and session (so a wrong file is told from the right one), about 4 KiB.
-pub fn avatar_bytes(user: u64, session: u64) -> Bytes {
+/// The avatar user `user` uploads in its `session`-th session of run `run`: a PNG signature,
+/// then bytes that name the run, user and session (so a wrong file is told from the right one),
+/// about 4 KiB.
+pub fn avatar_bytes(run: u64, user: u64, session: u64) -> Bytes {
     let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
-    let tag = format!("statelab avatar of user {user} session {session};");
+    let tag = format!("statelab avatar of run {run:x} user {user} session {session};");
     while bytes.len() < 4096 {
         bytes.extend_from_slice(tag.as_bytes());
     }
@@ -426,9 +430,10 @@ impl User {
     async fn upload_avatar(
         &mut self,
         next: &mut Instant,
-        think: Duration,
+        flow: &Workflow,
     ) -> Result<Option<Bytes>, SessionEnd> {
-        let bytes = avatar_bytes(self.id, self.sessions);
+        let think = flow.think;
+        let bytes = avatar_bytes(flow.run_tag, self.id, self.sessions);
         let upload = Payload {
             bytes: bytes.clone(),
             content_type: "image/png",
@@ -466,10 +471,13 @@ impl User {
         stored: &Bytes,
     ) -> Option<()> {
         let path = format!("/avatar/{username}");
+        // Visitors come when they come: up to three think times later, drawn per session, so
+        // that the proxy's placements in between do not fall into step with the arrivals.
+        let due = *next + think.mul_f64(3.0 * visitor_delay(self.id, self.sessions));
         let answer = self
             .request_as(
                 Who::Visitor,
-                When::AfterThink(*next),
+                When::AfterThink(due),
                 Method::GET,
                 &path,
                 None,
@@ -526,7 +534,7 @@ impl User {
         let mut expected = ExpectedCart::default();
         let mut next = Instant::now() + flow.think;
         let avatar = match flow.avatar {
-            true => match self.upload_avatar(&mut next, flow.think).await {
+            true => match self.upload_avatar(&mut next, flow).await {
                 Ok(stored) => stored,
                 Err(end) => return end,
             },
@@ -641,6 +649,15 @@ impl User {
     }
 }
 
+/// How far into the next think time another visitor reads a session's avatar: a share from 0
+/// to 1, spread evenly over sessions, deterministic.
+fn visitor_delay(user: u64, session: u64) -> f64 {
+    let h = user
+        .wrapping_mul(0xD1B5_4A32_D192_ED03)
+        .wrapping_add(session.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    ((h >> 11) % 1000) as f64 / 1000.0
+}
+
 /// The SKU and quantity of a user's `step`-th add: spread over the catalogue, deterministic.
 fn pick(user: u64, session: u64, step: u32) -> (&'static str, u64) {
     let h = user
@@ -659,6 +676,29 @@ mod tests {
 
     fn cart(lines: &[(&str, u64)]) -> Vec<(String, u64)> {
         lines.iter().map(|(s, q)| (s.to_string(), *q)).collect()
+    }
+
+    #[test]
+    fn visitor_delays_spread_over_the_think_time_and_avatars_name_their_session() {
+        let delays: Vec<f64> = (0..2000).map(|k| visitor_delay(k % 50, k / 50)).collect();
+        assert!(delays.iter().all(|d| (0.0..1.0).contains(d)));
+        for tenth in 0..10 {
+            let lo = f64::from(tenth) / 10.0;
+            let n = delays
+                .iter()
+                .filter(|d| (lo..lo + 0.1).contains(*d))
+                .count();
+            assert!((120..=280).contains(&n), "{n} delays in [{lo}, {lo} + 0.1)");
+        }
+        let a = avatar_bytes(7, 1, 1);
+        assert!(a.starts_with(b"\x89PNG\r\n\x1a\n") && a.len() >= 4096);
+        assert_ne!(a, avatar_bytes(7, 1, 2));
+        assert_ne!(a, avatar_bytes(7, 2, 1));
+        assert_ne!(
+            a,
+            avatar_bytes(8, 1, 1),
+            "another run's file is another file"
+        );
     }
 
     #[test]

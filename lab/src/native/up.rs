@@ -87,6 +87,8 @@ impl Native {
         let ports = choose_ports(&settings, store.store).await?;
         dir.write_ports(&ports.lines())?;
         dir.write_store(store)?;
+        // Each `up` starts the stateful replicas on empty disks: a new lab's servers.
+        let _ = fs::remove_dir_all(dir.path("data"));
         for n in store.store.nodes() {
             if let StoreNode::Cluster(_) | StoreNode::Data(_) | StoreNode::Sentinel(_) = n {
                 // Sentinel and Cluster start empty at each `up`. A cluster's records (nodes.conf)

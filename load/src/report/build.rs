@@ -249,6 +249,7 @@ mod tests {
             },
             work: Work::Shop(crate::workflow::Workflow {
                 avatar: false,
+                run_tag: 0,
                 adds: 3,
                 think: std::time::Duration::from_millis(100),
             }),
