@@ -15,7 +15,7 @@
 //! | `members` | Docker mode: the replicas now, after `scale` |
 //! | `jwt-secret` | the stateless replicas' shared key |
 //! | `redis/`, `redis-N/`, `sentinel-N/`, `redis-cluster-N/` | a native Redis node's data (a Sentinel's rewritten configuration) |
-//! | `data/stateful-K/` | a native stateful replica's own disk: the avatars it stores (`--data-dir`) |
+//! | `data` | the native stateful replicas' own disks, `data/stateful-K/` each: the avatars it stores (`--data-dir`); emptied at each `up` |
 //! | `admin-token` | the proxy's admin token, when the lab runs it with one (always in Docker mode) |
 
 use std::collections::BTreeMap;
