@@ -439,8 +439,8 @@ pub enum ConfigError {
 pub enum StrategySource {
     /// `--strategy`, or `direct` for a target without a path prefix (a replica, no proxy).
     Known(Routing),
-    /// The proxy's admin API, asked just before the run.
-    AskProxy(AdminApi),
+    /// The proxy's admin API ([`RunConfig::admin`]), asked just before the run.
+    AskProxy,
 }
 
 /// A `run` command whose flags have been checked against each other: everything
@@ -501,7 +501,7 @@ impl RunPlan {
         let strategy = match (&args.strategy, &admin) {
             (Some(name), _) => StrategySource::Known(name.parse().map_err(ConfigError::Strategy)?),
             (None, None) => StrategySource::Known(Routing::Direct),
-            (None, Some(api)) => StrategySource::AskProxy(api.clone()),
+            (None, Some(_)) => StrategySource::AskProxy,
         };
         // Several source addresses only where they all reach the target: on IPv4 loopback.
         let sources = if target.addr.ip().is_loopback() && target.addr.is_ipv4() && args.sources > 1
@@ -585,10 +585,13 @@ impl RunPlan {
     pub async fn resolve(self) -> RunConfig {
         let asked = match &self.strategy {
             StrategySource::Known(_) => None,
-            StrategySource::AskProxy(api) => api
-                .pool(self.config.service.as_str())
-                .await
-                .map(|p| Routing::Proxy(p.strategy)),
+            StrategySource::AskProxy => match &self.config.admin {
+                Some(api) => api
+                    .pool(self.config.service.as_str())
+                    .await
+                    .map(|p| Routing::Proxy(p.strategy)),
+                None => None,
+            },
         };
         self.into_config(asked)
     }
@@ -598,7 +601,7 @@ impl RunPlan {
     fn into_config(self, asked: Option<Routing>) -> RunConfig {
         let strategy = match self.strategy {
             StrategySource::Known(routing) => Some(routing),
-            StrategySource::AskProxy(_) => asked,
+            StrategySource::AskProxy => asked,
         };
         let service = self.config.service;
         let label = self.label.unwrap_or_else(|| match strategy {
@@ -712,14 +715,15 @@ mod tests {
     #[test]
     fn the_defaults_make_an_open_shop_run_through_the_proxy() {
         let plan = plan(&[]);
+        assert_eq!(plan.strategy(), &StrategySource::AskProxy);
+        let cfg = plan.into_config(None);
         assert_eq!(
-            plan.strategy(),
-            &StrategySource::AskProxy(AdminApi {
+            cfg.admin,
+            Some(AdminApi {
                 url: "http://127.0.0.1:8081".into(),
                 token: None,
             })
         );
-        let cfg = plan.into_config(None);
         assert_eq!(cfg.service, Design::Stateful);
         assert_eq!(cfg.label, "stateful");
         assert_eq!(cfg.target.prefix, "/stateful");

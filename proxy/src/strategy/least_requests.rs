@@ -1,9 +1,8 @@
 //! least-requests: the power of two choices over requests in flight.
 
-use pingora::http::RequestHeader;
 use pingora::lb::selection::Random;
 
-use super::{Admission, Client, Loads, Picker, ReplicaId, Route, RouteKey};
+use super::{Admission, Loads, Picker, ReplicaId, Route, RouteKey};
 
 /// Two replicas drawn at random (pingora's `Random` selection, walked as every strategy is),
 /// and the one with fewer requests in flight takes the request; a tie goes to the first drawn.
@@ -26,10 +25,6 @@ impl LeastRequests {
 }
 
 impl Route for LeastRequests {
-    fn key(&self, _req: &RequestHeader, _client: Client<'_>) -> RouteKey {
-        RouteKey::default()
-    }
-
     fn pick(
         &self,
         _key: &RouteKey,

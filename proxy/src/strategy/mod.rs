@@ -188,8 +188,11 @@ pub struct Client<'a> {
 /// to it when the strategy is sticky. The proxy's filters call these three and nothing
 /// strategy-specific.
 pub trait Route: Send + Sync + fmt::Debug {
-    /// What this strategy places the request by (nothing, for round-robin).
-    fn key(&self, req: &RequestHeader, client: Client<'_>) -> RouteKey;
+    /// What this strategy places the request by; nothing by default (round-robin,
+    /// least-requests).
+    fn key(&self, _req: &RequestHeader, _client: Client<'_>) -> RouteKey {
+        RouteKey::default()
+    }
 
     /// The first replica, in this strategy's order for `key`, that `accept` takes. Every replica
     /// is offered at most once, and every one is offered before `None` (see `walk`).

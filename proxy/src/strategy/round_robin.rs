@@ -1,17 +1,11 @@
 //! Round-robin: even spread.
 
-use pingora::http::RequestHeader;
-
-use super::{Admission, Client, Picker, ReplicaId, Route, RouteKey};
+use super::{Admission, Picker, ReplicaId, Route, RouteKey};
 
 /// Even spread over the replicas that take new clients (pingora's `RoundRobin`).
 pub type RoundRobin = Picker<pingora::lb::selection::RoundRobin>;
 
 impl Route for RoundRobin {
-    fn key(&self, _req: &RequestHeader, _client: Client<'_>) -> RouteKey {
-        RouteKey::default()
-    }
-
     fn pick(
         &self,
         _key: &RouteKey,
