@@ -137,15 +137,18 @@ ensure_lint_tools() {
   done
 }
 
-# ensure_s3s_fs: the S3-compatible object store the services' file tests run (s3s-fs, from
-# crates.io), exported as STATELAB_S3S_FS: the one on PATH, else the one built into target/tools,
-# else built there now (about two minutes on two cores; later runs reuse it).
+# ensure_s3s_fs: the S3-compatible object store the services' file tests and the lab run (s3s-fs,
+# from crates.io), exported as STATELAB_S3S_FS: the one it names already when that runs, else the
+# one on PATH, else the one built into target/tools, else built there now (about two minutes on two
+# cores; later runs reuse it).
 S3S_FS_VERSION=0.14.1
 ensure_s3s_fs() {
   local root tools
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   tools=${CARGO_TARGET_DIR:-$root/target}/tools
-  if command -v s3s-fs >/dev/null 2>&1; then
+  if [[ -n ${STATELAB_S3S_FS:-} && -x $STATELAB_S3S_FS ]]; then
+    :
+  elif command -v s3s-fs >/dev/null 2>&1; then
     STATELAB_S3S_FS=$(command -v s3s-fs)
   elif [[ -x $tools/bin/s3s-fs ]]; then
     STATELAB_S3S_FS=$tools/bin/s3s-fs

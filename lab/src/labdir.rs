@@ -14,6 +14,8 @@
 //! | `cgroup` | native mode with budgets: the lab's control group, which `down` removes |
 //! | `members` | Docker mode: the replicas now, after `scale` |
 //! | `jwt-secret` | the stateless replicas' shared key |
+//! | `s3-keys` | native mode: the object store's access key and secret key, one line each |
+//! | `s3/` | native mode: the object store's data (`s3s-fs`), a folder per bucket; emptied at each `up` |
 //! | `redis/`, `redis-N/`, `sentinel-N/`, `redis-cluster-N/` | a native Redis node's data (a Sentinel's rewritten configuration) |
 //! | `data` | the native stateful replicas' own disks, `data/stateful-K/` each: the avatars it stores (`--data-dir`); emptied at each `up` |
 //! | `admin-token` | the proxy's admin token, when the lab runs it with one (always in Docker mode) |
@@ -34,13 +36,16 @@ const ADMIN_TOKEN: &str = "admin-token";
 
 pub use statelab_formats::AdminToken;
 
+/// `bytes` random bytes from the system's source, hex.
+pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut key = vec![0u8; bytes];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random bytes for a key: {e}"))?;
+    Ok(key.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A fresh admin token: 32 random bytes, hex.
 pub fn random_admin_token() -> anyhow::Result<AdminToken> {
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random bytes for a token: {e}"))?;
-    Ok(AdminToken::new(
-        key.iter().map(|b| format!("{b:02x}")).collect(),
-    ))
+    random_hex(32).map(AdminToken::new)
 }
 
 /// How the lab is running.
@@ -238,7 +243,12 @@ impl LabDir {
 
     /// Records the proxy's admin token, readable by the owner only (it is a secret).
     pub fn write_admin_token(&self, token: &AdminToken) -> anyhow::Result<()> {
-        let path = self.path(ADMIN_TOKEN);
+        self.write_private(ADMIN_TOKEN, &format!("{}\n", token.as_str()))
+    }
+
+    /// Writes a file only its owner can read, in place of any before it.
+    pub fn write_private(&self, name: &str, text: &str) -> anyhow::Result<()> {
+        let path = self.path(name);
         let _ = fs::remove_file(&path);
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -246,7 +256,7 @@ impl LabDir {
             .mode(0o600)
             .open(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        f.write_all(format!("{}\n", token.as_str()).as_bytes())
+        f.write_all(text.as_bytes())
             .with_context(|| format!("cannot write {}", path.display()))
     }
 

@@ -28,14 +28,17 @@ State, PIDs and logs live in the lab directory, .lab/ (logs in .lab/logs/); the 
 Environment:
   STATELAB_LAB_DIR        the lab directory (default .lab in the repository); set it to the same
                           value for every command on that lab
-  STATELAB_PORTS          native mode: \"free\" gives every replica, the proxy, the admin API and
-                          Redis a random free loopback port (from 10000 up to the ephemeral range)
-                          instead of the fixed ones, except those pinned below; default \"fixed\"
+  STATELAB_PORTS          native mode: \"free\" gives every replica, the proxy, the admin API,
+                          Redis and the object store a random free loopback port (from 10000 up to
+                          the ephemeral range) instead of the fixed ones, except those pinned
+                          below; default \"fixed\"
   STATELAB_PROXY_PORT, STATELAB_ADMIN_PORT   host ports (default 8080, 8081)
   STATELAB_REDIS_PORT     native Redis port (default: first free port from 16379)
   STATELAB_BIN_DIR        where the binaries are (':'-separated search list); when set, cargo is
                           not run. Default: cargo build --profile lab --locked, then
                           ${CARGO_TARGET_DIR:-target}/lab
+  STATELAB_S3S_FS         native mode: the object store's program (default: s3s-fs on PATH, else
+                          ${CARGO_TARGET_DIR:-target}/tools/bin/s3s-fs, which scripts/lab builds)
   STATELAB_UP_TIMEOUT     seconds to wait for health (default 90)
   STATELAB_PROJECT        compose project name (default statelab)
   STATELAB_SUBNET         the compose network, a /24 (default 10.231.7.0/24); the proxy's config
@@ -65,7 +68,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Verb {
-    /// Start Redis, nine replicas and the proxy; return once all are healthy.
+    /// Start Redis, the object store, nine replicas and the proxy; return once all are healthy.
     Up {
         /// The compose project instead of native processes.
         #[arg(long)]
@@ -98,9 +101,9 @@ enum Verb {
     },
     /// Each part up/down and healthy or not, then the proxy's admin status (exit 1: a part is down).
     Status,
-    /// SIGKILL one part: stateful-K, stateless-K, externalized-K, proxy, a Redis node (redis;
-    /// redis-1..3 and sentinel-1..3 with --redis sentinel), or redis-primary, whichever Redis node
-    /// is primary now (docker kill in Docker mode).
+    /// SIGKILL one part: stateful-K, stateless-K, externalized-K, proxy, s3 (the object store),
+    /// a Redis node (redis; redis-1..3 and sentinel-1..3 with --redis sentinel), or
+    /// redis-primary, whichever Redis node is primary now (docker kill in Docker mode).
     Kill { name: Target },
     /// Start a killed part again and wait until it is healthy and, for a replica, until the proxy
     /// routes to it again. A Redis data node comes back as a replica of the primary now.
@@ -110,7 +113,8 @@ enum Verb {
     Primaries,
     /// Stop everything the lab started.
     Down {
-        /// Also delete Redis's data.
+        /// Also delete the stored data: Redis's, the object store's files and (natively) the
+        /// stateful replicas' disks.
         #[arg(short = 'v', long = "volumes")]
         volumes: bool,
     },
@@ -582,7 +586,7 @@ fn status_table(status: &LabStatus) -> String {
     out
 }
 
-/// Stops whichever lab the directory records; `volumes` also deletes Redis's data.
+/// Stops whichever lab the directory records; `volumes` also deletes the stored data.
 async fn take_down(settings: Settings, dir: LabDir, volumes: bool) -> anyhow::Result<()> {
     match dir.mode()? {
         Some(Mode::Native) => {
@@ -595,9 +599,11 @@ async fn take_down(settings: Settings, dir: LabDir, volumes: bool) -> anyhow::Re
                 // Every topology's nodes: data an earlier lab of another topology left too.
                 let nodes = [Store::Single, Store::Sentinel, Store::Cluster]
                     .into_iter()
-                    .flat_map(Store::nodes);
-                for n in nodes {
-                    let data = dir.path(&n.to_string());
+                    .flat_map(Store::nodes)
+                    .map(|n| n.to_string());
+                let files = [statelab_lab::native::OBJECTS_DIR, "data"].map(str::to_string);
+                for name in nodes.chain(files) {
+                    let data = dir.path(&name);
                     if std::fs::remove_dir_all(&data).is_ok() {
                         say(format!("deleted {}", data.display()));
                     }

@@ -188,13 +188,22 @@ impl fmt::Display for Replica {
     }
 }
 
-/// A part of the lab a user can name: a Redis node, a replica, or `proxy`.
+/// A part of the lab a user can name: a Redis node, `s3`, a replica, or `proxy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Part {
     Store(StoreNode),
+    /// `s3`: the object store (`s3s-fs`) where stateless and externalized keep avatars.
+    Objects,
     Replica(Replica),
     Proxy,
 }
+
+/// The object store's part name.
+pub const OBJECTS_NAME: &str = "s3";
+/// The port the object store listens on inside its container.
+pub const CONTAINER_S3_PORT: u16 = 9000;
+/// The object store's fixed native port.
+pub const FIXED_S3_PORT: u16 = 19000;
 
 /// A budget for people: `0.2 core`, or `unbounded`.
 pub fn budget_words(cores: Option<f64>) -> String {
@@ -211,17 +220,18 @@ impl Part {
         match self {
             Part::Replica(_) => sizing.replica_cpu,
             Part::Store(_) => sizing.store_cpu,
-            Part::Proxy => None,
+            Part::Objects | Part::Proxy => None,
         }
     }
 
     /// The parts of a lab with this store and these replicas, in start order: the Redis nodes,
-    /// the replicas, the proxy.
+    /// the object store, the replicas, the proxy.
     pub fn with(store: Store, replicas: impl IntoIterator<Item = Replica>) -> Vec<Part> {
         store
             .nodes()
             .into_iter()
             .map(Part::Store)
+            .chain(std::iter::once(Part::Objects))
             .chain(replicas.into_iter().map(Part::Replica))
             .chain(std::iter::once(Part::Proxy))
             .collect()
@@ -237,6 +247,7 @@ impl Part {
         match self {
             Part::Store(n) => n.container_octet(),
             Part::Proxy => 2,
+            Part::Objects => 4,
             Part::Replica(r) => r.container_octet(),
         }
     }
@@ -246,6 +257,7 @@ impl fmt::Display for Part {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Part::Store(n) => n.fmt(f),
+            Part::Objects => f.write_str(OBJECTS_NAME),
             Part::Proxy => f.write_str("proxy"),
             Part::Replica(r) => r.fmt(f),
         }
@@ -316,7 +328,7 @@ impl FromStr for Target {
 /// The text names no part the lab can have.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown part '{0}'; one of: redis, redis-1..3, sentinel-1..3, redis-cluster-1..6, redis-primary, proxy, stateful-K, stateless-K, externalized-K (K 1-{MAX_REPLICAS_PER_POOL})"
+    "unknown part '{0}'; one of: redis, redis-1..3, sentinel-1..3, redis-cluster-1..6, redis-primary, s3, proxy, stateful-K, stateless-K, externalized-K (K 1-{MAX_REPLICAS_PER_POOL})"
 )]
 pub struct UnknownPart(pub String);
 
@@ -326,6 +338,7 @@ impl FromStr for Part {
         match s {
             "redis" => return Ok(Part::REDIS),
             "proxy" => return Ok(Part::Proxy),
+            OBJECTS_NAME => return Ok(Part::Objects),
             _ => {}
         }
         let unknown = || UnknownPart(s.to_string());
@@ -380,6 +393,8 @@ pub struct NativePorts {
     /// Each cluster node's bus port (`cluster-port`), chosen like the others so that it never
     /// falls in the ephemeral range, as Redis's default (the port + 10000) would.
     pub buses: BTreeMap<StoreNode, u16>,
+    /// The object store (`s3`).
+    pub objects: u16,
     pub proxy: u16,
     pub admin: u16,
     pub replicas: BTreeMap<Replica, u16>,
@@ -403,7 +418,8 @@ impl NativePorts {
         self.store.get(&n).copied().unwrap_or(0)
     }
 
-    /// The `NAME PORT` lines of `scripts/lab ports`: the Redis nodes, the replicas, proxy, admin.
+    /// The `NAME PORT` lines of `scripts/lab ports`: the Redis nodes, the object store, the
+    /// replicas, proxy, admin.
     pub fn lines(&self) -> Vec<(String, u16)> {
         self.store
             .iter()
@@ -413,6 +429,7 @@ impl NativePorts {
                     .iter()
                     .map(|(n, p)| (format!("{n}{BUS_SUFFIX}"), *p)),
             )
+            .chain(std::iter::once((OBJECTS_NAME.to_string(), self.objects)))
             .chain(self.replicas.iter().map(|(r, p)| (r.to_string(), *p)))
             .chain([
                 ("proxy".to_string(), self.proxy),
@@ -421,8 +438,8 @@ impl NativePorts {
             .collect()
     }
 
-    /// Reads the `NAME PORT` lines back; `None` when no Redis node, the proxy or the admin port
-    /// is missing. Every replica line is a member.
+    /// Reads the `NAME PORT` lines back; `None` when no Redis node, the object store, the proxy
+    /// or the admin port is missing. Every replica line is a member.
     pub fn from_lines(lines: &BTreeMap<String, u16>) -> Option<NativePorts> {
         let store: BTreeMap<StoreNode, u16> = lines
             .iter()
@@ -446,6 +463,7 @@ impl NativePorts {
         Some(NativePorts {
             store,
             buses,
+            objects: *lines.get(OBJECTS_NAME)?,
             proxy: *lines.get("proxy")?,
             admin: *lines.get("admin")?,
             replicas: lines
@@ -606,13 +624,14 @@ mod tests {
     #[test]
     fn names_round_trip_and_unknown_names_are_refused() {
         let parts = Part::initial(Store::Single);
-        assert_eq!(parts.len(), 11);
+        assert_eq!(parts.len(), 12);
         for p in &parts {
             assert_eq!(p.to_string().parse::<Part>(), Ok(*p));
         }
         assert_eq!(parts[0].to_string(), "redis");
-        assert_eq!(parts[1].to_string(), "stateful-1");
-        assert_eq!(parts[10].to_string(), "proxy");
+        assert_eq!(parts[1].to_string(), "s3");
+        assert_eq!(parts[2].to_string(), "stateful-1");
+        assert_eq!(parts[11].to_string(), "proxy");
         assert!(matches!("stateful-9".parse::<Part>(), Ok(Part::Replica(_))));
         for bad in [
             "stateful-10",
@@ -622,6 +641,7 @@ mod tests {
             "stateful",
             "redis-4",
             "sentinel-0",
+            "s3-1",
             "",
         ] {
             let err = bad.parse::<Part>().expect_err("not a part");
@@ -701,6 +721,7 @@ mod tests {
                 .zip(16379..)
                 .collect(),
             buses: Store::Cluster.nodes().into_iter().zip(17379..).collect(),
+            objects: 19000,
             proxy: 8080,
             admin: 8081,
             replicas: Replica::initial()

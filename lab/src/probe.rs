@@ -82,6 +82,14 @@ impl Probe {
             .is_some_and(|c| c == 200)
     }
 
+    /// `GET http://127.0.0.1:PORT/` gets an HTTP answer, whatever its status (an object store
+    /// answers a request without credentials with an error of its own).
+    pub async fn http_answers(&self, port: u16) -> bool {
+        self.http_code(&format!("http://127.0.0.1:{port}/"))
+            .await
+            .is_some()
+    }
+
     /// The proxy's `GET /admin/status`, or `None` when it does not answer with one.
     pub async fn admin_status(&self, admin_port: u16) -> Option<StatusView> {
         let resp = self

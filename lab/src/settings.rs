@@ -42,6 +42,8 @@ pub struct Settings {
     pub redis_port: Option<u16>,
     /// `STATELAB_BIN_DIR`, split at ':'; empty when unset (then cargo builds).
     pub bin_dirs: Vec<PathBuf>,
+    /// `STATELAB_S3S_FS`: the object store's program, when not the one the lab finds.
+    pub s3s_fs: Option<PathBuf>,
     pub up_timeout: Duration,
     pub project: String,
     /// First three octets of the compose network.
@@ -132,14 +134,24 @@ impl Settings {
             skip_image_build: var("STATELAB_SKIP_IMAGE_BUILD").as_deref() == Some("1"),
             image: var("STATELAB_IMAGE").unwrap_or_else(|| "statelab:latest".into()),
             admin_token: var("STATELAB_ADMIN_TOKEN").map(AdminToken::new),
+            s3s_fs: var("STATELAB_S3S_FS").map(|p| cwd.join(p)),
         })
     }
 
     /// Cargo's folder for the `lab` profile, where `up` builds when `STATELAB_BIN_DIR` is unset.
     pub fn cargo_lab_dir(&self) -> PathBuf {
+        self.cargo_target_dir().join("lab")
+    }
+
+    /// Where the scripts install the programs the lab runs beside its own (`s3s-fs`).
+    pub fn cargo_tools_dir(&self) -> PathBuf {
+        self.cargo_target_dir().join("tools")
+    }
+
+    fn cargo_target_dir(&self) -> PathBuf {
         match var("CARGO_TARGET_DIR") {
-            Some(d) => self.root.join(d).join("lab"),
-            None => self.root.join("target/lab"),
+            Some(d) => self.root.join(d),
+            None => self.root.join("target"),
         }
     }
 }

@@ -1,15 +1,15 @@
 //! The committed files users run by hand (`deploy/proxy.toml`, `deploy/compose.yaml`) and the
 //! proxy's built-in defaults must say what the lab's model says: names, addresses, pools, ports,
-//! healthchecks and Redis's memory bound. When one drifts, this fails and names the difference.
+//! healthchecks, Redis's memory bound and where the replicas find the object store. When one drifts, this fails and names the difference.
 
 use serde_yaml_ng::Value;
 use statelab_formats::{ConfigFile, PoolSection, Strategy};
 use statelab_lab::model::{
     docker_proxy_config, native_proxy_config, trusted_range, Design, NativePorts, Part, Replica,
     Store, StoreNode, ADMIN_READY_PATH, CLUSTER_NODE_TIMEOUT_MS, CONTAINER_ADMIN_PORT,
-    CONTAINER_PROXY_PORT, CONTAINER_SENTINEL_PORT, CONTAINER_SERVICE_PORT, DEFAULT_NET_PREFIX,
-    REDIS_MEMORY_FLAGS, REPLICATION_FLAGS, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS,
-    SENTINEL_MASTER_NAME, SENTINEL_QUORUM,
+    CONTAINER_PROXY_PORT, CONTAINER_S3_PORT, CONTAINER_SENTINEL_PORT, CONTAINER_SERVICE_PORT,
+    DEFAULT_NET_PREFIX, FIXED_S3_PORT, REDIS_MEMORY_FLAGS, REPLICATION_FLAGS,
+    SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS, SENTINEL_MASTER_NAME, SENTINEL_QUORUM,
 };
 use statelab_test_support::workspace_root;
 
@@ -22,6 +22,7 @@ fn fixed_ports() -> NativePorts {
     NativePorts {
         store: [(StoreNode::Redis, 16379)].into_iter().collect(),
         buses: Default::default(),
+        objects: FIXED_S3_PORT,
         proxy: 8080,
         admin: 8081,
         replicas: Replica::initial().map(|r| (r, r.fixed_port())).collect(),
@@ -162,6 +163,37 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
                      {command:?}"
                 );
             }
+            Part::Objects => {
+                assert_eq!(
+                    check,
+                    [
+                        "CMD",
+                        "statelab-healthcheck",
+                        &CONTAINER_S3_PORT.to_string(),
+                        "/",
+                        "403"
+                    ],
+                    "{name}'s healthcheck (s3s-fs answers an unsigned request with 403)"
+                );
+                let command = strings(get(svc, &["command"])).join(" ");
+                for want in [
+                    "exec s3s-fs --host 0.0.0.0".to_string(),
+                    format!("--port {CONTAINER_S3_PORT}"),
+                    "--access-key \"$$STATELAB_S3_ACCESS_KEY\"".to_string(),
+                    "--secret-key \"$$STATELAB_S3_SECRET_KEY\"".to_string(),
+                ] {
+                    assert!(command.contains(&want), "{name}'s command lacks '{want}'");
+                }
+                assert_eq!(get(svc, &["env_file"]).as_str(), Some("lab.env"), "{name}");
+                let volumes = strings(get(svc, &["volumes"]));
+                assert!(
+                    volumes
+                        .iter()
+                        .any(|v| v.starts_with("s3-data:")
+                            && command.ends_with(&v["s3-data:".len()..])),
+                    "{name} keeps its files on the named volume s3-data: {volumes:?}, {command}"
+                );
+            }
             Part::Proxy => {
                 assert_eq!(
                     check,
@@ -227,6 +259,34 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
                         get(svc, &["environment", "STATELAB_REDIS_URL"]).as_str(),
                         Some("redis://redis:6379"),
                         "{name} reaches Redis by its service name"
+                    );
+                }
+                let objects = svc
+                    .get("environment")
+                    .and_then(|e| e.get("STATELAB_S3_URL"))
+                    .and_then(Value::as_str);
+                if r.design == Design::Stateful {
+                    assert_eq!(objects, None, "{name} keeps avatars on its own disk");
+                } else {
+                    let want = format!(
+                        "http://{}:{CONTAINER_S3_PORT}",
+                        address(Part::Objects.container_octet())
+                    );
+                    assert_eq!(
+                        objects,
+                        Some(want.as_str()),
+                        "{name} finds the object store"
+                    );
+                    assert_eq!(
+                        get(svc, &["env_file"]).as_str(),
+                        Some("lab.env"),
+                        "{name} has the object store's keys"
+                    );
+                    let dep = get(svc, &["depends_on", &Part::Objects.to_string()]);
+                    assert_eq!(
+                        get(dep, &["condition"]).as_str(),
+                        Some("service_healthy"),
+                        "{name} waits for the object store"
                     );
                 }
             }
@@ -378,6 +438,39 @@ fn deploy_compose_cluster_yaml_has_the_models_nodes_and_settings() {
             "externalized-{k} knows every node"
         );
     }
+}
+
+/// The lab-only keys the object store and the replicas share.
+#[test]
+fn deploy_lab_env_has_the_object_stores_keys() {
+    let env = read("deploy/lab.env");
+    for key in ["STATELAB_S3_ACCESS_KEY", "STATELAB_S3_SECRET_KEY"] {
+        let value = env
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("deploy/lab.env has no {key}"));
+        assert!(
+            value.contains("lab-only"),
+            "{key} in deploy/lab.env says it is lab-only"
+        );
+    }
+}
+
+/// The image's object store is the one the tests run: the Dockerfile's default s3s-fs version is
+/// scripts/prereqs.sh's.
+#[test]
+fn the_dockerfile_installs_the_tests_s3s_fs_version() {
+    let version = |text: &str, prefix: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        version(&read("deploy/Dockerfile"), "ARG S3S_FS_VERSION="),
+        version(&read("scripts/prereqs.sh"), "S3S_FS_VERSION="),
+    );
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //!   dashboard.
 //! - [`shop`]: one user per design, the serving replicas killed, what each design promises, the
 //!   replicas started again and rejoining.
+//! - [`objects`]: a stateless user's avatar stored through the proxy, the object store `s3`
+//!   killed (the avatar unavailable, the session unharmed) and started again (the avatar back).
 //! - [`pools`]: a pool scaled out and in, ip-hash behind Docker's NAT and behind a trusted
 //!   in-network client, the load generator killing replicas mid-run through `scripts/lab`.
 //! - [`store`]: Redis killed, then its container created anew; `down -v` leaving nothing; the
@@ -30,6 +32,8 @@ mod checks;
 mod http;
 #[path = "docker_e2e/lab.rs"]
 mod lab;
+#[path = "docker_e2e/objects.rs"]
+mod objects;
 #[path = "docker_e2e/pools.rs"]
 mod pools;
 #[path = "docker_e2e/shop.rs"]
@@ -83,6 +87,8 @@ async fn scenario(lab: &E2eLab, load: &Result<PathBuf, String>, checks: &Checks)
     let served = shop::log_in(lab, checks).await?;
     shop::kill_serving(lab, &served, checks).await;
     shop::rejoin(lab, &admin, &served, checks).await;
+
+    objects::avatars(lab, checks).await;
 
     pools::scale(lab, &admin, checks).await;
     pools::ip_hash(lab, &admin, checks).await;

@@ -170,8 +170,8 @@ fn up_kill_start_strategy_and_down_on_free_ports() {
         .collect();
     assert_eq!(
         names.len(),
-        12,
-        "redis, nine replicas, proxy, admin:\n{ports}"
+        13,
+        "redis, s3, nine replicas, proxy, admin:\n{ports}"
     );
     assert!(names.contains(&"externalized-3") && names.contains(&"admin"));
     let admin: u16 = ports
@@ -187,10 +187,9 @@ fn up_kill_start_strategy_and_down_on_free_ports() {
     assert_eq!(bare_get(admin, "/admin/ready"), 200);
 
     let status = lab.ok(&["status"]);
-    assert!(
-        status_line(&status, "stateful-2").contains("healthy"),
-        "{status}"
-    );
+    for part in ["stateful-2", "s3"] {
+        assert!(status_line(&status, part).contains("healthy"), "{status}");
+    }
     assert!(status.contains("stateful      cookie"), "{status}");
 
     let typed: LabStatus = json(&lab.ok(&["status", "--json"]));

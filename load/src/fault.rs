@@ -177,6 +177,12 @@ impl Lab {
         }
     }
 
+    /// `LAB status --json`, read whether or not a part is down (the command then exits 1);
+    /// `None` when it gives no status at all.
+    pub async fn status(&self) -> Option<statelab_formats::lab::LabStatus> {
+        serde_json::from_str(&self.call(&["status"]).await.answer).ok()
+    }
+
     /// Resident memory of each running replica of `service`, from `LAB mem --json`. Empty when
     /// the lab cannot say.
     pub async fn memory(&self, service: Design) -> BTreeMap<String, u64> {

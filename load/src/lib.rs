@@ -39,6 +39,7 @@ pub mod client;
 pub mod compare;
 pub mod config;
 pub mod fault;
+pub mod files;
 pub mod html;
 pub mod output;
 pub mod report;

@@ -98,5 +98,9 @@ pub fn comparison_text(comparison: &Comparison) -> String {
         text.push('\n');
         text.push_str(&report::skew_table(&comparison.runs));
     }
+    if comparison.runs.iter().any(|r| r.files.is_some()) {
+        text.push('\n');
+        text.push_str(&report::files_table(&comparison.runs));
+    }
     text
 }

@@ -151,6 +151,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     } else {
         cfg.duration
     };
+    // Every avatar stored, read back once the faults and scale events are over.
+    let files_after = match &cfg.work {
+        Work::Shop(flow) if flow.avatar && !interrupted => {
+            Some(crate::files::read_back(&cfg, flow.run_tag, recorder.take_stored()).await)
+        }
+        _ => None,
+    };
     // Only whole seconds go into the series (a part second would look like a throughput drop).
     let seconds = (elapsed.as_secs() as usize).max(1);
     let measured = recorder.finish(seconds, !interrupted);
@@ -183,23 +190,28 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             after: pool_view().await,
         },
         cpu,
+        files_after,
     };
     Ok(RunReport::build(&cfg, outcome))
 }
 
-fn new_user(cfg: &RunConfig, id: u64, recorder: &Arc<Recorder>, deadline: Instant) -> User {
-    let source = if cfg.sources.is_empty() {
+/// The source address user `id` sends from; the system's choice when the run names none.
+pub(crate) fn source_of(cfg: &RunConfig, id: u64) -> Option<std::net::IpAddr> {
+    if cfg.sources.is_empty() {
         None
     } else if cfg.source_bins.is_empty() {
         Some(cfg.sources[(id as usize) % cfg.sources.len()])
     } else {
         let bin = cfg.source_bins[(id as usize) % cfg.source_bins.len()];
         cfg.sources.get(bin).copied()
-    };
+    }
+}
+
+fn new_user(cfg: &RunConfig, id: u64, recorder: &Arc<Recorder>, deadline: Instant) -> User {
     User::new(
         id,
         cfg.target.clone(),
-        source,
+        source_of(cfg, id),
         cfg.timeout,
         recorder.clone(),
         deadline,

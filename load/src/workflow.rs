@@ -24,7 +24,7 @@ use http::{Method, StatusCode};
 use statelab_formats::{AddItem, CartView, Login};
 
 use crate::client::{status_error, Answer, Client, ErrorKind, Payload, Target};
-use crate::stats::{FileEvent, LossKind, Recorder, Sample, SessionTrack};
+use crate::stats::{FileEvent, LossKind, Recorder, Sample, SessionTrack, StoredFile};
 
 const CATALOG: [&str; 6] = ["apple", "pear", "plum", "fig", "kiwi", "lime"];
 
@@ -181,6 +181,11 @@ pub struct Workflow {
     /// This run's own mark, in each avatar's bytes: a file an earlier run left under the same
     /// name is not taken for this run's.
     pub run_tag: u64,
+}
+
+/// The account a user's `session`-th session logs in as.
+pub fn username(user: u64, session: u64) -> String {
+    format!("u{user}-{session}")
 }
 
 /// The avatar user `user` uploads in its `session`-th session of run `run`: a PNG signature,
@@ -448,6 +453,10 @@ impl User {
         match answer {
             Ok(a) if a.status == StatusCode::OK => {
                 self.recorder.record_file(self.id, now, FileEvent::Stored);
+                self.recorder.keep_stored(StoredFile {
+                    user: self.id,
+                    session: self.sessions,
+                });
                 Ok(Some(bytes))
             }
             Ok(a) if a.status == StatusCode::UNAUTHORIZED => Err(self.lost(LossKind::Unauthorized)),
@@ -508,7 +517,7 @@ impl User {
             self.client.reset();
         }
         self.track = Some(self.recorder.epochs().session());
-        let username = format!("u{}-{}", self.id, self.sessions);
+        let username = username(self.id, self.sessions);
         let login = Bytes::from(
             Login {
                 username: username.as_str().into(),

@@ -12,21 +12,25 @@
 //! (without one, the proxy would make its own and only log it).
 //!
 //! The lab's jobs, one a file: `up` (up, its failure handling, and `down`), `store` (the Redis
-//! nodes: addresses, the primary, cluster creation), `parts` (status, kill, start, logs), `scale`,
+//! nodes: addresses, the primary, cluster creation), `parts` (status, kill, start, logs; the
+//! object store `s3` among them, a compose service like Redis), `scale`,
 //! `mem`, `images` (official images or offline stand-ins) and `iphash` (the ip-hash demo); this
 //! file holds the [`Docker`] handle, its loading, and the compose and docker commands they share.
 
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
 use statelab_formats::lab::Sizing;
 
 use crate::labdir::{random_admin_token, AdminToken, LabDir, StoreChoice};
-use crate::model::{docker_proxy_config_with, render_proxy_config, Part, Replica, Store};
-use crate::probe::Probe;
+use crate::model::{
+    docker_proxy_config_with, render_proxy_config, Part, Replica, Store, CONTAINER_S3_PORT,
+};
+use crate::probe::{wait_until, Probe};
 use crate::settings::{Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
 
 mod budget;
@@ -285,6 +289,26 @@ impl Docker {
             (Some(s), Some(h)) => (s.to_string(), h.to_string()),
             _ => ("missing".into(), "-".into()),
         }
+    }
+
+    /// Waits until the part's container runs and passes its healthcheck.
+    async fn wait_healthy(&self, part: Part, limit: Duration) -> anyhow::Result<()> {
+        wait_until(&format!("{part} to be healthy"), limit, || async {
+            self.cid(part).is_some_and(|cid| {
+                self.container_health(&cid) == ("running".into(), "healthy".into())
+            })
+        })
+        .await
+    }
+
+    /// The object store's URL in the lab network, as the stateless and externalized replicas
+    /// reach it (`STATELAB_S3_URL`).
+    fn objects_url(&self) -> String {
+        format!(
+            "http://{}.{}:{CONTAINER_S3_PORT}",
+            self.net_prefix,
+            Part::Objects.container_octet()
+        )
     }
 
     fn lab_network(&self) -> Option<String> {

@@ -135,11 +135,9 @@ impl Docker {
             .await
             .context("the proxy did not become ready")?;
         } else {
-            wait_until(&format!("{part} to be healthy"), limit, || async {
-                self.container_health(&cid) == ("running".into(), "healthy".into())
-            })
-            .await
-            .with_context(|| format!("{part} did not become healthy; see: docker logs {short}"))?;
+            self.wait_healthy(part, limit).await.with_context(|| {
+                format!("{part} did not become healthy; see: docker logs {short}")
+            })?;
         }
         let started = Started {
             started: part.to_string(),

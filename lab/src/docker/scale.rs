@@ -9,7 +9,6 @@ use crate::model::{
     check_scale, Design, Part, Replica, Store, CONTAINER_SERVICE_PORT, MAX_REPLICAS_PER_POOL,
     SENTINEL_MASTER_NAME,
 };
-use crate::probe::wait_until;
 use crate::say;
 
 use super::{docker, run, Docker};
@@ -46,17 +45,11 @@ impl Docker {
             self.members.sort();
             self.write_members()?;
             let part = Part::Replica(r);
-            wait_until(
-                &format!("{r} to be healthy"),
-                self.settings.up_timeout,
-                || async {
-                    self.cid(part).is_some_and(|cid| {
-                        self.container_health(&cid) == ("running".into(), "healthy".into())
-                    })
-                },
-            )
-            .await
-            .with_context(|| format!("{r} did not become healthy; see: scripts/lab logs {r}"))?;
+            self.wait_healthy(part, self.settings.up_timeout)
+                .await
+                .with_context(|| {
+                    format!("{r} did not become healthy; see: scripts/lab logs {r}")
+                })?;
             self.probe
                 .add_replica(
                     self.admin_port,
@@ -144,12 +137,15 @@ impl Docker {
         if let Some(cores) = Part::Replica(r).budget(&self.sizing) {
             cmd.args(super::budget::run_flags(cores));
         }
+        // lab.env: the stateless replicas' shared JWT key and the object store's keys.
+        if r.design != Design::Stateful {
+            cmd.arg("--env-file")
+                .arg(self.settings.root.join("deploy/lab.env"))
+                .arg("-e")
+                .arg(format!("STATELAB_S3_URL={}", self.objects_url()));
+        }
         match r.design {
-            Design::Stateful => {}
-            Design::Stateless => {
-                cmd.arg("--env-file")
-                    .arg(self.settings.root.join("deploy/lab.env"));
-            }
+            Design::Stateful | Design::Stateless => {}
             Design::Externalized => {
                 cmd.args(["-e", "STATELAB_REDIS_URL=redis://redis:6379"]);
                 if self.store.store == Store::Cluster {

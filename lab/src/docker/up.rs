@@ -168,6 +168,16 @@ impl Docker {
         if run_visible(&mut up).is_err() {
             return lab.up_failed("compose up failed").await;
         }
+        // Compose waits for it before the replicas that depend on it, except with --no-deps.
+        if lab
+            .wait_healthy(Part::Objects, lab.settings.up_timeout)
+            .await
+            .is_err()
+        {
+            return lab
+                .up_failed(&format!("{} did not become healthy", Part::Objects))
+                .await;
+        }
         if let Err(e) = lab.apply_budgets() {
             return lab.up_failed(&format!("{e:#}")).await;
         }
@@ -211,7 +221,8 @@ impl Docker {
     async fn up_failed(&self, why: &str) -> anyhow::Result<()> {
         say(why);
         let mut missing = Vec::new();
-        for part in Part::with(self.store.store, self.members.iter().copied()) {
+        let parts = Part::with(self.store.store, self.members.iter().copied());
+        for part in parts.iter().copied() {
             match self.cid(part) {
                 None => missing.push(part.to_string()),
                 Some(cid) => {
@@ -231,7 +242,7 @@ impl Docker {
                 }
             }
         }
-        if missing.len() == self.members.len() + 1 + self.store.store.nodes().len() {
+        if missing.len() == parts.len() {
             say("no container was created");
         } else if !missing.is_empty() {
             say(format!("no container for: {}", missing.join(" ")));
@@ -244,7 +255,7 @@ impl Docker {
             )
         );
         say(format!(
-            "taking project '{}' down again (its Redis volume is kept)",
+            "taking project '{}' down again (its Redis and object store volumes are kept)",
             self.project
         ));
         let down = run(self.compose().args(["down", "--remove-orphans"]));
@@ -256,7 +267,8 @@ impl Docker {
         bail!("scripts/lab up --docker failed: {why}")
     }
 
-    /// The project down (and its Redis volume with `volumes`), with any load generator it ran.
+    /// The project down (and its Redis and object store volumes with `volumes`), with any load
+    /// generator it ran.
     pub fn down(&self, volumes: bool) -> anyhow::Result<()> {
         let ids = stdout_of(docker().args([
             "ps",
@@ -283,7 +295,7 @@ impl Docker {
         let _ = fs::remove_file(self.dir.path("members"));
         if volumes {
             say(format!(
-                "compose project '{}' down, Redis volume deleted",
+                "compose project '{}' down, Redis and object store volumes deleted",
                 self.project
             ));
         } else {

@@ -1,16 +1,32 @@
 //! The command line of each part.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::model::{
-    Design, Part, Store, StoreNode, CLUSTER_NODE_TIMEOUT_MS, REDIS_MEMORY_FLAGS, REPLICATION_FLAGS,
-    SENTINEL_MASTER_NAME,
+    Design, Part, Replica, Store, StoreNode, CLUSTER_NODE_TIMEOUT_MS, REDIS_MEMORY_FLAGS,
+    REPLICATION_FLAGS, SENTINEL_MASTER_NAME,
 };
 
 use super::store::node_dir;
-use super::{redis_server, Native};
+use super::{redis_server, Native, JWT_SECRET, OBJECTS_DIR};
+
+/// The object store settings a replica could take from the caller's shell.
+const S3_VARS: [&str; 5] = [
+    "STATELAB_S3_URL",
+    "STATELAB_S3_BUCKET",
+    "STATELAB_S3_REGION",
+    "STATELAB_S3_ACCESS_KEY",
+    "STATELAB_S3_SECRET_KEY",
+];
 
 impl Native {
+    /// A stateful replica's own disk (`data/stateful-K` in the lab directory); the other designs
+    /// keep their files in the object store.
+    pub(super) fn disk(&self, r: Replica) -> Option<PathBuf> {
+        (r.design == Design::Stateful).then(|| self.dir.path(&format!("data/{r}")))
+    }
+
     /// The command line of a part; a data node starts as a replica of `replica_of`.
     pub(super) fn command(
         &self,
@@ -54,6 +70,17 @@ impl Native {
                         .arg(self.ports.node(primary).to_string());
                 }
             }
+            Part::Objects => {
+                let keys = self.s3_keys()?;
+                cmd = Command::new(self.s3s_fs()?);
+                cmd.args(["--host", "127.0.0.1", "--port"])
+                    .arg(self.ports.objects.to_string())
+                    .arg("--access-key")
+                    .arg(&keys.access)
+                    .arg("--secret-key")
+                    .arg(&keys.secret)
+                    .arg(self.dir.path(OBJECTS_DIR));
+            }
             Part::Proxy => {
                 cmd = Command::new(self.bin("statelab-proxy")?);
                 cmd.arg("--config").arg(self.dir.path("proxy.toml"));
@@ -73,15 +100,24 @@ impl Native {
                     .arg(self.sizing.work_us.to_string())
                     .arg("--work-dist")
                     .arg(self.sizing.work_dist.as_str());
-                match r.design {
+                // Only the lab's object store: none from the caller's shell.
+                for var in S3_VARS {
+                    cmd.env_remove(var);
+                }
+                if let Some(disk) = self.disk(r) {
                     // Its avatars on its own disk: a directory of its own in the lab's.
-                    Design::Stateful => {
-                        cmd.arg("--data-dir")
-                            .arg(self.dir.path(&format!("data/{r}")));
-                    }
+                    cmd.arg("--data-dir").arg(disk);
+                } else {
+                    let keys = self.s3_keys()?;
+                    cmd.arg("--s3-url")
+                        .arg(format!("http://127.0.0.1:{}", self.ports.objects))
+                        .env("STATELAB_S3_ACCESS_KEY", &keys.access)
+                        .env("STATELAB_S3_SECRET_KEY", &keys.secret);
+                }
+                match r.design {
+                    Design::Stateful => {}
                     Design::Stateless => {
-                        cmd.arg("--jwt-secret-file")
-                            .arg(self.dir.path("jwt-secret"));
+                        cmd.arg("--jwt-secret-file").arg(self.dir.path(JWT_SECRET));
                     }
                     Design::Externalized => {
                         // Only the flags below choose the Redis: none from the caller's shell.

@@ -1,4 +1,5 @@
-//! The native lab: Redis, nine replicas and the proxy as local processes on loopback.
+//! The native lab: Redis, the object store, nine replicas and the proxy as local processes on
+//! loopback.
 //!
 //! Each part runs in its own process group, so a Ctrl-C in the terminal that ran `up` does not
 //! reach it, with its output appended to `logs/NAME.log`. A part's PID is recorded with the
@@ -6,10 +7,11 @@
 //! is never mistaken for the part.
 //!
 //! The lab's jobs, one a file: `up` (up and `down`), `ports` (choosing them), `store` (the Redis
-//! nodes: Sentinel configuration, the cluster, the primary), `command` (each part's command
-//! line), `process` (launching a part into its CPU budget, its PID record, health waits,
-//! signals), `parts` (status, kill, start, memory, CPU time, logs) and `scale`; this file holds the [`Native`] handle, its loading,
-//! and where the lab's programs are.
+//! nodes: Sentinel configuration, the cluster, the primary), `objects` (the object store's program
+//! and keys), `command` (each part's command line), `process` (launching a part into its CPU
+//! budget, its PID record, health waits, signals), `parts` (status, kill, start, memory, CPU time,
+//! logs) and `scale`; this file holds the [`Native`] handle, its loading, and where the lab's
+//! programs are.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,12 +27,19 @@ use crate::probe::Probe;
 use crate::settings::Settings;
 
 mod command;
+mod objects;
 mod parts;
 mod ports;
 mod process;
 mod scale;
 mod store;
 mod up;
+
+use objects::S3Keys;
+pub use objects::{s3s_fs, OBJECTS_DIR};
+
+/// The stateless replicas' shared signing key, in the lab directory.
+const JWT_SECRET: &str = "jwt-secret";
 
 /// The binaries the native lab runs.
 pub const BINARIES: [&str; 4] = ["stateful", "stateless", "externalized", "statelab-proxy"];
@@ -57,7 +66,7 @@ pub fn find_bin(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
 }
 
 /// A program on the PATH.
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())

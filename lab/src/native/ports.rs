@@ -5,7 +5,7 @@ use std::fs;
 
 use anyhow::bail;
 
-use crate::model::{NativePorts, Replica, Store, StoreNode};
+use crate::model::{NativePorts, Replica, Store, StoreNode, FIXED_S3_PORT, OBJECTS_NAME};
 use crate::probe::port_open;
 use crate::settings::{PortPlan, Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
 
@@ -95,9 +95,11 @@ pub(super) async fn choose_ports(s: &Settings, store: Store) -> anyhow::Result<N
                     buses.insert(n, bus);
                 }
             }
+            in_use(FIXED_S3_PORT, OBJECTS_NAME.to_string()).await?;
             NativePorts {
                 store: nodes,
                 buses,
+                objects: FIXED_S3_PORT,
                 proxy: s.proxy_port.unwrap_or(DEFAULT_PROXY_PORT),
                 admin: s.admin_port.unwrap_or(DEFAULT_ADMIN_PORT),
                 replicas,
@@ -128,6 +130,7 @@ pub(super) async fn choose_ports(s: &Settings, store: Store) -> anyhow::Result<N
                 }
             }
             NativePorts {
+                objects: pinned_or_free(None, &mut taken).await?,
                 proxy,
                 admin,
                 store: nodes,

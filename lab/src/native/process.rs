@@ -127,6 +127,7 @@ impl Native {
     pub(super) async fn healthy(&self, part: Part) -> bool {
         match part {
             Part::Store(n) => redis_nodes::answers(self.node_addr(n)).await,
+            Part::Objects => self.probe.http_answers(self.ports.objects).await,
             Part::Proxy => self.probe.proxy_ready(self.ports.admin).await,
             Part::Replica(r) => self.probe.http_ok(self.ports.replica(r), "/health").await,
         }

@@ -103,6 +103,10 @@ impl Native {
             self.stop(Part::Replica(r)).await;
             self.ports.replicas.remove(&r);
             self.write_members()?;
+            // A server taken out of the pool goes with its disk: the files it stored are gone.
+            if let Some(disk) = self.disk(r) {
+                let _ = fs::remove_dir_all(disk);
+            }
             say(format!("{r} removed ({how}) and stopped"));
             removed.push(r.to_string());
         }

@@ -1,8 +1,6 @@
 //! `up`, bringing every part up in order, and `down`.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -11,7 +9,7 @@ use nix::sys::signal::Signal;
 use statelab_formats::lab::Sizing;
 
 use crate::cgroup::{CpuGroups, CGROUP_ROOT};
-use crate::labdir::{LabDir, Mode, StoreChoice};
+use crate::labdir::{random_hex, LabDir, Mode, StoreChoice};
 use crate::model::{budget_words, native_proxy_config, render_proxy_config, Part, StoreNode};
 use crate::probe::{admin_summary, wait_until, Probe};
 use crate::say;
@@ -19,27 +17,9 @@ use crate::settings::{PortPlan, Settings};
 
 use super::ports::choose_ports;
 use super::store::{node_dir, write_sentinel_config};
-use super::{find_bin, redis_server, Native, BINARIES, STOP_GRACE};
-
-/// One signing key for every stateless replica (a token from one must verify on the others),
-/// readable by the owner only.
-fn ensure_jwt_secret(path: &Path) -> anyhow::Result<()> {
-    if fs::metadata(path).is_ok_and(|m| m.len() > 0) {
-        return Ok(());
-    }
-    let mut key = [0u8; 48];
-    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no random bytes for the key: {e}"))?;
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(hex.as_bytes())?;
-    Ok(())
-}
+use super::{
+    find_bin, redis_server, s3s_fs, Native, S3Keys, BINARIES, JWT_SECRET, OBJECTS_DIR, STOP_GRACE,
+};
 
 impl Native {
     /// Brings the lab up: ports, configuration, Redis, the replicas, the proxy; returns once the
@@ -51,6 +31,7 @@ impl Native {
         sizing: Sizing,
     ) -> anyhow::Result<()> {
         redis_server()?;
+        s3s_fs(&settings)?;
         let bin_dirs = if settings.bin_dirs.is_empty() {
             vec![settings.cargo_lab_dir()]
         } else {
@@ -87,8 +68,12 @@ impl Native {
         let ports = choose_ports(&settings, store.store).await?;
         dir.write_ports(&ports.lines())?;
         dir.write_store(store)?;
-        // Each `up` starts the stateful replicas on empty disks: a new lab's servers.
+        // Each `up` starts the stateful replicas on empty disks and an empty object store: a new
+        // lab's servers.
         let _ = fs::remove_dir_all(dir.path("data"));
+        let _ = fs::remove_dir_all(dir.path(OBJECTS_DIR));
+        fs::create_dir_all(dir.path(OBJECTS_DIR))?;
+        S3Keys::create(&dir)?;
         for n in store.store.nodes() {
             if let StoreNode::Cluster(_) | StoreNode::Data(_) | StoreNode::Sentinel(_) = n {
                 // Sentinel and Cluster start empty at each `up`. A cluster's records (nodes.conf)
@@ -102,7 +87,10 @@ impl Native {
                 write_sentinel_config(&dir, &ports, n)?;
             }
         }
-        ensure_jwt_secret(&dir.path("jwt-secret"))?;
+        // One signing key for every stateless replica: a token from one must verify on the others.
+        if !fs::metadata(dir.path(JWT_SECRET)).is_ok_and(|m| m.len() > 0) {
+            dir.write_private(JWT_SECRET, &random_hex(48)?)?;
+        }
         // On loopback the proxy needs no token (its admin guard keeps web pages out); it gets one
         // when STATELAB_ADMIN_TOKEN asks for it.
         match &settings.admin_token {
@@ -140,6 +128,10 @@ impl Native {
     async fn start_all(&self) -> anyhow::Result<()> {
         say(format!("logs in {}/", self.dir.logs().display()));
         self.start_store().await?;
+        let mut objects = self.launch(Part::Objects)?;
+        self.wait_healthy(Part::Objects, &mut objects)
+            .await
+            .context("the object store (s3s-fs) did not come up")?;
         let mut children = Vec::new();
         for r in self.ports.members() {
             children.push((Part::Replica(r), self.launch(Part::Replica(r))?));
@@ -189,6 +181,7 @@ impl Native {
         nodes.sort_by_key(|n| !n.is_sentinel());
         let order = std::iter::once(Part::Proxy)
             .chain(self.ports.members().map(Part::Replica))
+            .chain(std::iter::once(Part::Objects))
             .chain(nodes.into_iter().map(Part::Store));
         let mut stopping = Vec::new();
         for part in order {

@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, COOKIE, SET_COOKIE};
 use reqwest::{Client, Method};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use statelab_formats::{AddItem, CartView, Login, Me};
+use statelab_formats::{AddItem, CartView, ErrorBody, ImageType, Login, Me};
 use statelab_formats::{AdminToken, Design, StatusView, Strategy};
 
 /// How long a shop request may take.
@@ -33,13 +33,16 @@ fn client(timeout: Duration) -> Client {
 }
 
 /// One answer: its status (`None` when the request itself failed), how long it took, the
-/// replica that answered (`x-replica`) and the body.
+/// replica that answered (`x-replica`), its media type and the body (as text, and as the bytes
+/// sent, for an image).
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: Option<u16>,
     pub ms: u128,
     pub replica: Option<String>,
+    pub content_type: Option<String>,
     pub body: String,
+    pub bytes: Vec<u8>,
 }
 
 impl Answer {
@@ -59,6 +62,11 @@ impl Answer {
     /// The body as `T`, `None` when it is not one.
     pub fn json<T: DeserializeOwned>(&self) -> Option<T> {
         serde_json::from_str(&self.body).ok()
+    }
+
+    /// The `error` code of an error answer (`None`: not one).
+    pub fn error(&self) -> Option<String> {
+        self.json::<ErrorBody>().map(|e| e.error)
     }
 
     /// The `username` of a `GET /me` answer.
@@ -84,35 +92,39 @@ async fn send(
     method: Method,
     url: &str,
     headers: HeaderMap,
-    body: Option<String>,
+    body: Option<Vec<u8>>,
 ) -> (Answer, HeaderMap) {
     let started = Instant::now();
     let mut request = client.request(method, url).headers(headers);
     if let Some(body) = body {
         request = request.body(body);
     }
-    let (status, replica, headers, body) = match request.send().await {
+    let (status, headers, bytes) = match request.send().await {
         Ok(response) => {
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            let replica = headers
-                .get_all("x-replica")
-                .iter()
-                .next_back()
-                .and_then(|v| v.to_str().ok())
-                .map(String::from);
-            match response.text().await {
-                Ok(body) => (Some(status), replica, headers, body),
-                Err(_) => (None, replica, headers, String::new()),
+            match response.bytes().await {
+                Ok(bytes) => (Some(status), headers, bytes.to_vec()),
+                Err(_) => (None, headers, Vec::new()),
             }
         }
-        Err(_) => (None, None, HeaderMap::new(), String::new()),
+        Err(_) => (None, HeaderMap::new(), Vec::new()),
+    };
+    let last = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
     };
     let answer = Answer {
         status,
         ms: started.elapsed().as_millis(),
-        replica,
-        body,
+        replica: last("x-replica"),
+        content_type: last("content-type"),
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes,
     };
     (answer, headers)
 }
@@ -141,6 +153,12 @@ impl Shopper {
     /// `METHOD PATH` with the user's cookies, and a JSON body when given; the cookies the
     /// answer sets are kept (a `Max-Age=0` one removed).
     pub async fn req(&self, method: Method, path: &str, json: Option<String>) -> Answer {
+        let body = json.map(|j| ("application/json", j.into_bytes()));
+        self.request(method, path, body).await
+    }
+
+    /// `METHOD PATH` with the user's cookies and a body of this media type, if any.
+    async fn request(&self, method: Method, path: &str, body: Option<(&str, Vec<u8>)>) -> Answer {
         let mut headers = HeaderMap::new();
         let cookies: Vec<String> = (self.jar.borrow().iter())
             .map(|(k, v)| format!("{k}={v}"))
@@ -150,14 +168,13 @@ impl Shopper {
                 headers.insert(COOKIE, value);
             }
         }
-        if json.is_some() {
-            headers.insert(
-                reqwest::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
+        let body = body.and_then(|(media, bytes)| {
+            let media = HeaderValue::from_str(media).ok()?;
+            headers.insert(reqwest::header::CONTENT_TYPE, media);
+            Some(bytes)
+        });
         let url = format!("{}{path}", self.proxy);
-        let (answer, got) = send(&self.client, method, &url, headers, json).await;
+        let (answer, got) = send(&self.client, method, &url, headers, body).await;
         for value in got.get_all(SET_COOKIE) {
             if let Ok(text) = value.to_str() {
                 self.keep_cookie(text);
@@ -193,6 +210,13 @@ impl Shopper {
         )
         .into_owned();
         self.req(Method::POST, &format!("/{design}/login"), Some(body))
+            .await
+    }
+
+    /// `PUT /POOL/avatar`: the user's avatar, an image of this type.
+    pub async fn put_avatar(&self, design: Design, image: ImageType, bytes: &[u8]) -> Answer {
+        let body = Some((image.content_type(), bytes.to_vec()));
+        self.request(Method::PUT, &format!("/{design}/avatar"), body)
             .await
     }
 
@@ -270,7 +294,7 @@ impl Admin {
         body: Option<&str>,
     ) -> Option<u16> {
         let url = format!("{}{path}", self.base);
-        let body = body.map(String::from);
+        let body = body.map(|b| b.as_bytes().to_vec());
         let (answer, _) = send(&self.client, method, &url, header_map(headers), body).await;
         answer.status
     }

@@ -11,12 +11,13 @@ use crate::http::{Admin, DashboardFigures};
 use crate::lab::{show_matching, show_tail, E2eLab};
 
 /// The services of `deploy/compose.yaml`, sorted.
-const COMPOSE_SERVICES: [&str; 11] = [
+const COMPOSE_SERVICES: [&str; 12] = [
     "externalized-1",
     "externalized-2",
     "externalized-3",
     "proxy",
     "redis",
+    "s3",
     "stateful-1",
     "stateful-2",
     "stateful-3",

@@ -86,6 +86,26 @@ pub struct CompareArgs {
     #[arg(long, env = "COMPARE_SKEW_THINK_MS", default_value_t = 20)]
     pub skew_think_ms: u64,
 
+    /// Add the file runs: avatars on the stateful replicas' disks against the object store, with
+    /// a replica killed, the stateful pool shrunk, and the object store killed.
+    #[arg(long, conflicts_with = "only_files")]
+    pub files: bool,
+
+    /// The file runs alone.
+    #[arg(long)]
+    pub only_files: bool,
+
+    /// Seconds per file run (the kill at a third, the restart at two thirds, the scale-in at
+    /// half time).
+    #[arg(long, env = "COMPARE_FILES_DURATION", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(6..=900))]
+    pub files_duration: u64,
+
+    /// New sessions per second in the file runs.
+    #[arg(long, env = "COMPARE_FILES_RATE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub files_rate: u32,
+
     /// The balance factor of the bounded skew runs (a percentage, 100 to 1000).
     #[arg(long, default_value = "125")]
     pub balance_factor: BalanceFactor,
@@ -173,7 +193,7 @@ impl CompareArgs {
         }
         Ok(Matrix {
             docker: self.docker,
-            kills: !(self.only_scale || self.only_store || self.only_skew),
+            kills: !(self.only_scale || self.only_store || self.only_skew || self.only_files),
             scale: self.scale || self.only_scale,
             store,
             skew: self.skew || self.only_skew,
@@ -190,6 +210,15 @@ impl CompareArgs {
                 }),
             },
             skew_factor: self.balance_factor,
+            files: self.files || self.only_files,
+            files_workload: Workload {
+                rate: self.files_rate,
+                adds: 2,
+                think_ms: 50,
+                duration_s: self.files_duration,
+                sources: None,
+                skewed: None,
+            },
             workload: Workload {
                 rate: self.rate,
                 adds: self.adds,
@@ -419,9 +448,16 @@ async fn carry_out(
         let report = one_run(run, &run_lab, proxy, admin, &out.join(&run.dir)).await;
         // What the run changed goes back before the next, whatever its outcome.
         if let Some((victim, _)) = run.kill.as_ref().filter(|_| run.store.is_none()) {
-            lab.run(&["start", victim])
+            // Started again unless the run did it.
+            let up = lab
+                .status()
                 .await
-                .map_err(anyhow::Error::msg)?;
+                .and_then(|s| s.part(victim).map(|p| p.up));
+            if up != Some(true) {
+                lab.run(&["start", victim])
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
         }
         if run.scale.is_some() {
             lab.run(&["scale", pool, &POOL_SIZE.to_string(), "--now"])

@@ -76,6 +76,10 @@ pub struct PlannedRun {
     /// The pool's balance factor during the run, for a strategy that takes one; off when
     /// `None`.
     pub balance_factor: Option<BalanceFactor>,
+    /// The killed part started again at this second of the run (else after the run).
+    pub restart_at_s: Option<u64>,
+    /// Each session uploads an avatar that visitors read (`--avatar`).
+    pub avatar: bool,
 }
 
 impl PlannedRun {
@@ -124,6 +128,9 @@ impl PlannedRun {
         if let Some((victim, at)) = &self.kill {
             push("--kill", format!("{victim}@{at}"));
         }
+        if let Some(at) = self.restart_at_s {
+            push("--restart", format!("@{at}"));
+        }
         if let Some(sc) = &self.scale {
             let how = match sc.shrink {
                 Shrink::Default => String::new(),
@@ -136,6 +143,9 @@ impl PlannedRun {
             );
         }
         push("--out", out.to_owned());
+        if self.avatar {
+            flags.push("--avatar".into());
+        }
         if self.memory {
             flags.push("--memory".into());
         }
@@ -162,6 +172,11 @@ pub struct Matrix {
     pub skew_workload: Workload,
     /// The balance factor of the bounded runs.
     pub skew_factor: BalanceFactor,
+    /// The file runs: avatars on a replica's disk against the object store, under a replica
+    /// killed, a scale-in and the object store killed.
+    pub files: bool,
+    /// The file runs' workload.
+    pub files_workload: Workload,
     /// The kill and store runs' workload; the kill comes at a third of it.
     pub workload: Workload,
     /// The scale runs' workload and when the pool is resized.
@@ -188,6 +203,8 @@ impl Matrix {
             memory: true,
             cpu: false,
             balance_factor: None,
+            restart_at_s: None,
+            avatar: false,
         };
         if self.kills {
             // Sessions live in the replica that dies; then why stateful needs sticky routing;
@@ -254,6 +271,8 @@ impl Matrix {
                     memory: false,
                     cpu: false,
                     balance_factor: None,
+                    restart_at_s: None,
+                    avatar: false,
                 });
             };
             for &strategy in sticky {
@@ -286,11 +305,91 @@ impl Matrix {
                     memory: false,
                     cpu: false,
                     balance_factor: None,
+                    restart_at_s: None,
+                    avatar: false,
                 });
             }
         }
         if self.skew {
             runs.extend(self.skew_runs());
+        }
+        if self.files {
+            runs.extend(self.files_runs());
+        }
+        runs
+    }
+
+    /// Avatars: the stateful design keeps each on the disk of the replica that took the upload,
+    /// the others in the object store. A replica killed at a third and started again at two
+    /// thirds; the stateful pool under address affinity, whole and then shrunk by one at half
+    /// time (the removed replica's disk goes with it); and the object store itself killed and
+    /// started again. Behind Docker's NAT every host client is one address, so the stateful
+    /// runs keep to cookie there.
+    fn files_runs(&self) -> Vec<PlannedRun> {
+        let w = Workload {
+            sources: Some(if self.docker { 1 } else { 250 }),
+            ..self.files_workload
+        };
+        let (kill_at, restart_at) = (w.duration_s / 3, 2 * w.duration_s / 3);
+        let affinity = if self.docker {
+            Strategy::Cookie
+        } else {
+            Strategy::IpHash
+        };
+        let run = |design: Design, strategy: Strategy, what: &str| PlannedRun {
+            dir: format!("files-{design}-{strategy}-{what}"),
+            design,
+            strategy,
+            label: Some(format!("files {design}/{strategy} {what}")),
+            kill: None,
+            scale: None,
+            store: None,
+            workload: w,
+            memory: false,
+            cpu: false,
+            balance_factor: None,
+            restart_at_s: None,
+            avatar: true,
+        };
+        let killed = |design: Design, strategy: Strategy, victim: &str, what: &str| PlannedRun {
+            kill: Some((victim.to_owned(), kill_at)),
+            restart_at_s: Some(restart_at),
+            ..run(design, strategy, what)
+        };
+        let mut runs = vec![
+            killed(Design::Stateful, Strategy::Cookie, "stateful-2", "kill"),
+            run(Design::Stateful, affinity, "whole"),
+            PlannedRun {
+                scale: Some(ScalePlan {
+                    from: POOL_SIZE,
+                    to: POOL_SIZE - 1,
+                    at_s: w.duration_s / 2,
+                    shrink: Shrink::Now,
+                }),
+                ..run(
+                    Design::Stateful,
+                    affinity,
+                    &format!("{POOL_SIZE}-to-{}", POOL_SIZE - 1),
+                )
+            },
+            killed(
+                Design::Stateless,
+                Strategy::RoundRobin,
+                "stateless-2",
+                "kill",
+            ),
+            killed(
+                Design::Externalized,
+                Strategy::RoundRobin,
+                "externalized-2",
+                "kill",
+            ),
+            killed(Design::Externalized, Strategy::RoundRobin, "s3", "s3-down"),
+        ];
+        if self.docker {
+            // Cookie places every visitor afresh: the whole pool shows nothing the kill run
+            // does not.
+            runs.remove(1);
         }
         runs
     }
@@ -355,6 +454,8 @@ impl Matrix {
                     memory: false,
                     cpu: true,
                     balance_factor: factor,
+                    restart_at_s: None,
+                    avatar: false,
                 }
             })
             .collect()
@@ -374,6 +475,10 @@ impl Matrix {
         }
         if self.store {
             title += &format!(", {}s store runs at {} sessions/s", w.duration_s, w.rate);
+        }
+        if self.files {
+            let f = &self.files_workload;
+            title += &format!(", {}s file runs at {} sessions/s", f.duration_s, f.rate);
         }
         if let (true, Some(sk)) = (self.skew, self.skew_workload.skewed) {
             title += &format!(
@@ -428,7 +533,52 @@ mod tests {
                 }),
             },
             skew_factor: BalanceFactor::new(125).expect("a factor"),
+            files: false,
+            files_workload: Workload {
+                rate: 10,
+                adds: 2,
+                think_ms: 50,
+                duration_s: 15,
+                sources: None,
+                skewed: None,
+            },
         }
+    }
+
+    #[test]
+    fn the_file_runs_kill_shrink_and_take_the_object_store_away() {
+        let mut m = matrix(false);
+        (m.kills, m.scale, m.store, m.files) = (false, false, false, true);
+        let runs = m.runs();
+        let dirs: Vec<&str> = runs.iter().map(|r| r.dir.as_str()).collect();
+        assert_eq!(
+            dirs,
+            [
+                "files-stateful-cookie-kill",
+                "files-stateful-ip-hash-whole",
+                "files-stateful-ip-hash-3-to-2",
+                "files-stateless-round-robin-kill",
+                "files-externalized-round-robin-kill",
+                "files-externalized-round-robin-s3-down",
+            ]
+        );
+        assert!(runs.iter().all(|r| r.avatar));
+        let s3 = runs[5].run_flags(1, 2, "lab", "o").join(" ");
+        for part in [
+            "--rate 10 --adds 2 --think-ms 50 --duration 15 --sources 250",
+            "--kill s3@5 --restart @10",
+            "--avatar",
+        ] {
+            assert!(s3.contains(part), "{part} in {s3}");
+        }
+        let shrink = runs[2].run_flags(1, 2, "lab", "o").join(" ");
+        assert!(shrink.contains("--scale stateful=2@7:now"), "{shrink}");
+        assert!(!shrink.contains("--kill"), "{shrink}");
+        m.docker = true;
+        let docker: Vec<String> = m.runs().into_iter().map(|r| r.dir).collect();
+        assert_eq!(docker.len(), 5, "{docker:?}");
+        assert_eq!(docker[1], "files-stateful-cookie-3-to-2");
+        assert!(m.title().ends_with(", 15s file runs at 10 sessions/s)"));
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub fn render(title: &str, runs: &[RunReport]) -> String {
     if runs.iter().any(|r| r.skew.is_some()) {
         skew_comparison(&mut o, runs);
     }
+    if runs.len() > 1 && runs.iter().any(|r| r.files.is_some()) {
+        files_comparison(&mut o, runs);
+    }
     for (i, r) in runs.iter().enumerate() {
         run_section(&mut o, i, r);
     }
@@ -333,13 +336,19 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
     if let Some(f) = &r.files {
         li(
             o,
-            f.lost > 0,
+            f.counts.lost > 0,
             format!(
-                "avatars: {} stored, {} read back, {} lost (a read answered 404 or with other \
-                 bytes), {} refused while files were unavailable",
-                f.stored, f.read, f.lost, f.unavailable
+                "avatars: {} (a read answered 404 or with other bytes)",
+                f.counts_words()
             ),
         );
+        if let Some(words) = f.after_run_words() {
+            li(
+                o,
+                f.after_run.is_some_and(|a| a.lost > 0),
+                format!("avatars {words} (each read once more by name, from its owner's address)"),
+            );
+        }
     }
     let replicas_cpu = crate::report::replicas_cpu(r);
     if !replicas_cpu.is_empty() {
@@ -580,6 +589,54 @@ fn skew_comparison(o: &mut String, runs: &[RunReport]) {
          highlighted). <i>Moved by \
          the bound</i>: requests the balance factor sent past their strategy's first choice, from \
          the proxy's own count.</p>\n",
+    );
+}
+
+/// The file runs side by side: avatars stored, lost to a visitor during the run and when read
+/// back after it, refused while the object store was away, and what the sessions lost.
+fn files_comparison(o: &mut String, runs: &[RunReport]) {
+    o.push_str("<h2>Files</h2><div class=\"scroll\">");
+    let head = "<run|<event|avatars stored|read by visitors|lost to visitors|refused (503)|\
+                <refused in seconds|lost after the run|session losses|failed requests";
+    let rows = runs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.files.map(|f| (i, r, f)))
+        .map(|(i, r, f)| {
+            let c = f.counts;
+            let share = crate::report::share_words;
+            vec![
+                format!(
+                    "<td class=\"l\"><a href=\"#run-{i}\">{}</a></td>",
+                    escape(&r.label)
+                ),
+                cell(escape(&crate::report::event_words(r)), "l"),
+                cell(c.stored, ""),
+                cell(c.read, ""),
+                cell(share(c.lost, c.read), bad_if(c.lost > 0)),
+                cell(c.unavailable, bad_if(c.unavailable > 0)),
+                cell(
+                    f.unavailable_seconds
+                        .map_or_else(|| "-".into(), |[a, b]| format!("{a}-{b}")),
+                    "l",
+                ),
+                match f.after_run {
+                    Some(a) => cell(share(a.lost, a.asked), bad_if(a.lost > 0)),
+                    None => cell("-", ""),
+                },
+                cell(r.session_losses, bad_if(r.session_losses > 0)),
+                cell(r.failed_requests, ""),
+            ]
+        });
+    table(o, head, rows);
+    o.push_str(
+        "</div><p class=\"note\">Each session logs in and uploads an avatar; another visitor (the \
+         same address, no cookie, so the proxy places it afresh) reads it by name up to three \
+         think times later. <i>Lost</i>: a read answered 404, or with other bytes than were \
+         stored. <i>Lost after the run</i>: every stored avatar read once more by name, from its \
+         owner's address, once the kills, restarts and scale events were over. <i>Refused</i>: \
+         uploads and reads answered 503 <code>files_unavailable</code> while the object store was \
+         away, and the seconds of the run they fell in.</p>\n",
     );
 }
 

@@ -25,6 +25,7 @@ impl RunReport {
             primaries,
             proxy,
             cpu,
+            files_after,
         } = outcome;
         let requests: u64 = measured.series.iter().map(|s| s.requests).sum();
         let ok: u64 = measured.series.iter().map(|s| s.ok).sum();
@@ -137,11 +138,22 @@ impl RunReport {
             bounded: proxy.bounded(requests),
             files: match &cfg.work {
                 Work::Shop(w) if w.avatar => {
-                    let mut sum = crate::stats::FileCounts::default();
+                    let mut counts = crate::stats::FileCounts::default();
                     for s in &measured.detail {
-                        sum.merge(&s.files);
+                        counts.merge(&s.files);
                     }
-                    Some(sum)
+                    let refused = measured
+                        .detail
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| s.files.unavailable > 0)
+                        .map(|(i, _)| i as u64);
+                    let first = refused.clone().next();
+                    Some(super::FileReport {
+                        counts,
+                        unavailable_seconds: first.zip(refused.max()).map(|(a, b)| [a, b]),
+                        after_run: files_after,
+                    })
                 }
                 _ => None,
             },
@@ -320,6 +332,7 @@ mod tests {
             primaries: None,
             proxy: Default::default(),
             cpu: Vec::new(),
+            files_after: None,
         };
         let fault = crate::fault::Fault::parse("stateful-2@2.5").expect("valid test input");
         let r = RunReport::build(&config(Some(fault.clone())), outcome);
@@ -363,6 +376,7 @@ mod tests {
                 primaries: None,
                 proxy: Default::default(),
                 cpu: Vec::new(),
+                files_after: None,
             },
         );
         assert!(r.failover.is_none() && r.interrupted);
@@ -411,6 +425,7 @@ mod tests {
         let outcome = RunOutcome {
             proxy: Default::default(),
             cpu: Vec::new(),
+            files_after: None,
             started_unix_ms: 0,
             interrupted: false,
             measured: rec.finish(8, true),

@@ -25,7 +25,8 @@ pub(crate) mod fixture;
 mod text;
 
 pub use self::text::{
-    comparison_table, new_primary_text, replicas_cpu, scaling_table, skew_table, spread, summary,
+    comparison_table, event_words, files_table, new_primary_text, replicas_cpu, scaling_table,
+    skew_table, spread, summary,
 };
 
 /// One run of the generator against one service.
@@ -126,7 +127,7 @@ pub struct RunReport {
     /// With `--avatar`: avatars stored, read back, lost (a read answered 404 or with other
     /// bytes after the upload was acknowledged) and refused while files were unavailable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files: Option<crate::stats::FileCounts>,
+    pub files: Option<FileReport>,
     /// With `--cpu`: every part's mean cores over the run, and its budget.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cpu: Vec<crate::capacity::bottleneck::PartUse>,
@@ -141,6 +142,64 @@ pub struct RunReport {
     pub scaling: Vec<ScaleReport>,
     /// One entry per second.
     pub timeline: Vec<SecondStats>,
+}
+
+/// Avatars over a run (`--avatar`), and when the object store refused them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FileReport {
+    #[serde(flatten)]
+    pub counts: crate::stats::FileCounts,
+    /// The first and the last second of the run (counted from its start, the last one included)
+    /// in which an avatar request was answered `503 files_unavailable`; none when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable_seconds: Option<[u64; 2]>,
+    /// Every stored avatar read back once after the run, by name, from its owner's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_run: Option<crate::files::AfterRun>,
+}
+
+/// `12 (25%)` of `of`, or `-` when there were none to count.
+pub fn share_words(part: u64, of: u64) -> String {
+    if of == 0 {
+        "-".into()
+    } else {
+        format!("{part} ({:.0}%)", part as f64 * 100.0 / of as f64)
+    }
+}
+
+impl FileReport {
+    /// `120 stored, 115 read back, 0 lost, 4 refused while files were unavailable, in seconds
+    /// 5-10 of the run`.
+    pub fn counts_words(&self) -> String {
+        let c = self.counts;
+        let window = match self.unavailable_seconds {
+            Some([a, b]) if a == b => format!(", in second {a} of the run"),
+            Some([a, b]) => format!(", in seconds {a}-{b} of the run"),
+            None => String::new(),
+        };
+        format!(
+            "{} stored, {} read back, {} lost, {} refused while files were unavailable{window}",
+            c.stored, c.read, c.lost, c.unavailable
+        )
+    }
+
+    /// `after the run: 12 of 96 stored avatars lost (12.5 %)`, when they were read back.
+    pub fn after_run_words(&self) -> Option<String> {
+        let a = self.after_run?;
+        let mut words = format!(
+            "after the run: {} of {} stored avatars lost ({:.1} %)",
+            a.lost,
+            a.asked,
+            a.lost_share() * 100.0
+        );
+        if a.unavailable > 0 {
+            words += &format!(", {} unavailable", a.unavailable);
+        }
+        if a.failed > 0 {
+            words += &format!(", {} unanswered", a.failed);
+        }
+        Some(words)
+    }
 }
 
 /// How evenly a count is spread over the replicas that answered: the largest share over the
@@ -347,6 +406,8 @@ pub struct RunOutcome {
     pub proxy: ProxyViews,
     /// With `--cpu`: each part's mean cores over the run.
     pub cpu: Vec<crate::capacity::bottleneck::PartUse>,
+    /// With `--avatar`: every stored avatar read back after the run.
+    pub files_after: Option<crate::files::AfterRun>,
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {

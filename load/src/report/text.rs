@@ -115,11 +115,10 @@ pub fn summary(r: &RunReport) -> String {
         );
     }
     if let Some(f) = &r.files {
-        let _ = writeln!(
-            out,
-            "  avatars: {} stored, {} read back, {} lost, {} refused while files were unavailable",
-            f.stored, f.read, f.lost, f.unavailable
-        );
+        let _ = writeln!(out, "  avatars: {}", f.counts_words());
+        if let Some(words) = f.after_run_words() {
+            let _ = writeln!(out, "  avatars {words}");
+        }
     }
     let replicas_cpu = replicas_cpu(r);
     if !replicas_cpu.is_empty() {
@@ -222,7 +221,11 @@ fn opt_at(v: Option<f64>) -> String {
 
 /// The failover lines a Redis kill and the failure window add to the summary.
 fn failover_summary(out: &mut String, f: &Failover) {
-    if f.killed_node.is_some() || f.primaries_before_kill.is_some() {
+    let redis_kill = f
+        .killed_node
+        .as_deref()
+        .is_some_and(crate::fault::watches_primaries);
+    if redis_kill || f.primaries_before_kill.is_some() {
         let _ = writeln!(
             out,
             "  killed node: {}; primaries before the kill: {}; new primary: {}",
@@ -420,6 +423,67 @@ pub fn skew_table(runs: &[RunReport]) -> String {
             r.session_losses,
             r.p99_ms,
             heavy
+        );
+    }
+    out
+}
+
+/// What a run did to its lab: `kill stateful-2@5, restart@10`, `scale stateful=2 now@7`, or
+/// `none`; a step on the part the one before named leaves the name out.
+pub fn event_words(r: &RunReport) -> String {
+    let words: Vec<String> = r
+        .events
+        .iter()
+        .enumerate()
+        .map(
+            |(i, e)| match i.checked_sub(1).map(|p| &r.events[p].replica) {
+                Some(before) if *before == e.replica => format!("{}@{:.0}", e.what, e.at_s),
+                _ => format!("{} {}@{:.0}", e.what, e.replica, e.at_s),
+            },
+        )
+        .collect();
+    if words.is_empty() {
+        "none".into()
+    } else {
+        words.join(", ")
+    }
+}
+
+/// The terminal table of the file runs: avatars lost to visitors in the run and after it,
+/// refused while the object store was away, and the sessions' own losses.
+pub fn files_table(runs: &[RunReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<44} {:<30} {:>7} {:>6} {:>13} {:>8} {:>8} {:>16} {:>6}",
+        "run",
+        "event",
+        "stored",
+        "read",
+        "lost in run",
+        "refused",
+        "seconds",
+        "lost after run",
+        "losses"
+    );
+    for r in runs {
+        let Some(f) = r.files else { continue };
+        let c = f.counts;
+        let share = super::share_words;
+        let _ = writeln!(
+            out,
+            "{:<44} {:<30} {:>7} {:>6} {:>13} {:>8} {:>8} {:>16} {:>6}",
+            r.label,
+            event_words(r),
+            c.stored,
+            c.read,
+            share(c.lost, c.read),
+            c.unavailable,
+            f.unavailable_seconds
+                .map_or_else(|| "-".into(), |[a, b]| format!("{a}-{b}")),
+            f.after_run
+                .map_or_else(|| "-".into(), |a| share(a.lost, a.asked)),
+            r.session_losses
         );
     }
     out

@@ -21,7 +21,7 @@ pub use analysis::{
     P99_SLACK, STABLE_SECONDS,
 };
 pub use moves::{Epochs, MoveCounts, SessionTrack};
-pub use record::{LossKind, Progress, Recorder, Sample, LATE_THRESHOLD};
+pub use record::{LossKind, Progress, Recorder, Sample, StoredFile, LATE_THRESHOLD};
 
 use crate::client::ErrorKind;
 

@@ -269,6 +269,17 @@ pub struct Recorder {
     epochs: Epochs,
     /// Users whose id is below this are the heavy users, whose latency is kept apart too.
     heavy_below: AtomicU64,
+    /// Every avatar the service said it stored, for the read-back after the run: 16 bytes each,
+    /// one at most per session.
+    stored: Mutex<Vec<StoredFile>>,
+}
+
+/// An avatar the service said it stored: the user and its session, which name the account and
+/// give the bytes again (`workflow::username`, `workflow::avatar_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredFile {
+    pub user: u64,
+    pub session: u64,
 }
 
 impl Recorder {
@@ -283,7 +294,21 @@ impl Recorder {
             max_step_lag_us: AtomicU64::new(0),
             epochs: Epochs::default(),
             heavy_below: AtomicU64::new(0),
+            stored: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Keeps an avatar the service said it stored, for the read-back after the run.
+    pub fn keep_stored(&self, file: StoredFile) {
+        self.stored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(file);
+    }
+
+    /// The avatars stored over the run, in the order they were.
+    pub fn take_stored(&self) -> Vec<StoredFile> {
+        std::mem::take(&mut *self.stored.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Users 0..`n` are the heavy ones (a skewed run's heaviest users).

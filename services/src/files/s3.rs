@@ -18,8 +18,12 @@ use statelab_formats::{ImageType, MAX_AVATAR_BYTES};
 
 use super::{object_name, Avatar, FileError};
 
-/// How long one request to the object store may take before the file route answers `503`.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one request to the object store may take before the file route answers `503`: below
+/// a client's own timeout (the load generator's is 2 s), so the client hears the `503`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a connection to the object store may take: a store that is gone behind a network that
+/// drops its packets (a killed container) is told from a slow one at once.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
 /// How long a presigned request stays valid: it is sent at once.
 const SIGNED_FOR: Duration = Duration::from_secs(60);
 
@@ -76,7 +80,11 @@ impl S3Files {
         Ok(S3Files {
             bucket,
             credentials: Credentials::new(config.access_key, config.secret_key),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new()).build({
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+                connector
+            }),
             bucket_ready: AtomicBool::new(false),
         })
     }
@@ -119,8 +127,8 @@ impl S3Files {
             .await
             .map_err(|_| {
                 FileError::Unavailable(format!(
-                    "object store: no answer within {} s",
-                    REQUEST_TIMEOUT.as_secs()
+                    "object store: no answer within {} ms",
+                    REQUEST_TIMEOUT.as_millis()
                 ))
             })?
     }
