@@ -218,3 +218,45 @@ mod tests {
         assert!(!ImageType::Jpeg.matches(b"GIF89a"));
     }
 }
+
+/// The longest text a chat message may carry, in bytes.
+pub const MAX_CHAT_TEXT: usize = 1000;
+/// The longest message id a client may give, in bytes.
+pub const MAX_CHAT_ID: usize = 64;
+/// How many of a room's latest messages a socket is sent when it joins.
+pub const CHAT_HISTORY: usize = 50;
+/// The longest room name `GET /chat/{room}` takes: letters, digits, `.`, `_` and `-`.
+pub const MAX_ROOM_LEN: usize = 64;
+
+/// What a client sends on a chat socket, as one text frame: its own id for the message (echoed
+/// back, so a client can tell its messages and count what arrived) and the text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatSend<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub text: Cow<'a, str>,
+}
+
+/// What a chat socket receives, one text frame per message: who said it in which room, the
+/// sender's id for it, the replica that took it and when (Unix ms), and whether it is part of the
+/// history replayed on joining.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub room: String,
+    pub from: String,
+    pub id: String,
+    pub text: String,
+    pub replica: String,
+    pub at_ms: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub history: bool,
+}
+
+/// Whether `room` names a chat room: 1 to [`MAX_ROOM_LEN`] letters, digits, `.`, `_` or `-`.
+pub fn is_room_name(room: &str) -> bool {
+    (1..=MAX_ROOM_LEN).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}

@@ -29,8 +29,9 @@ pub mod strategy;
 mod token;
 
 pub use api::{
-    AddItem, AvatarStored, CartLine, CartView, Checkout, ErrorBody, ImageType, Login, Me,
-    MAX_AVATAR_BYTES,
+    is_room_name, AddItem, AvatarStored, CartLine, CartView, ChatMessage, ChatSend, Checkout,
+    ErrorBody, ImageType, Login, Me, CHAT_HISTORY, MAX_AVATAR_BYTES, MAX_CHAT_ID, MAX_CHAT_TEXT,
+    MAX_ROOM_LEN,
 };
 pub use config::{ConfigFile, HealthSection, PoolSection, RetrySection, ServerSection};
 pub use design::{Design, UnknownDesign};

@@ -304,6 +304,11 @@ impl Client {
         true
     }
 
+    /// The `Cookie` line the next request would carry: every cookie in the jar.
+    pub fn cookie_line(&self) -> Option<&str> {
+        self.cookie_header.as_deref()
+    }
+
     fn rebuild_cookie_header(&mut self) {
         if self.jar.is_empty() {
             self.cookie_header = None;

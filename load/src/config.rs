@@ -59,6 +59,9 @@ pub enum WorkflowKind {
     Shop,
     /// GET --path again and again (the raw request rate, for comparing with wrk).
     Raw,
+    /// Closed model only: log in, open a WebSocket into a room of --room-size users and say a
+    /// message every --think-ms while listening; delivery and fan-out latency are measured.
+    Chat,
 }
 
 impl WorkflowKind {
@@ -66,6 +69,7 @@ impl WorkflowKind {
         match self {
             WorkflowKind::Shop => "shop",
             WorkflowKind::Raw => "raw",
+            WorkflowKind::Chat => "chat",
         }
     }
 }
@@ -176,6 +180,7 @@ pub enum Work {
     Raw {
         path: String,
     },
+    Chat(crate::chat::ChatFlow),
 }
 
 impl Work {
@@ -183,6 +188,7 @@ impl Work {
         match self {
             Work::Shop(_) => WorkflowKind::Shop,
             Work::Raw { .. } => WorkflowKind::Raw,
+            Work::Chat(_) => WorkflowKind::Chat,
         }
     }
 }
@@ -328,6 +334,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 100)]
     pub think_ms: u64,
 
+    /// Chat workflow: users per room (user k is in room k / N).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(2..=1000))]
+    pub room_size: u64,
+
     /// Raw workflow: the path to GET (after the target's prefix).
     #[arg(long, default_value = "/health")]
     pub path: String,
@@ -432,6 +442,9 @@ pub enum ConfigError {
     /// Heavy users are users of the closed model: the open model's sessions are each new.
     #[error("--skew shapes the closed model's users: add --model closed")]
     SkewNeedsClosed,
+    /// A chat user stays in its room: users of the closed model.
+    #[error("--workflow chat runs the closed model's users, each in its room: add --model closed")]
+    ChatNeedsClosed,
 }
 
 /// Where the run's strategy comes from.
@@ -512,19 +525,30 @@ impl RunPlan {
         } else {
             Vec::new()
         };
+        // The clock's nanoseconds: another run's avatars and rooms differ from this one's.
+        let run_tag = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         let work = match args.workflow {
             WorkflowKind::Shop => Work::Shop(Workflow {
                 avatar: args.avatar,
-                // The clock's nanoseconds: another run's avatars differ from this one's.
-                run_tag: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64),
+                run_tag,
                 adds: args.adds,
                 think: Duration::from_millis(args.think_ms),
             }),
             WorkflowKind::Raw => Work::Raw {
                 path: args.path.clone(),
             },
+            WorkflowKind::Chat => {
+                if args.model != ModelKind::Closed {
+                    return Err(ConfigError::ChatNeedsClosed);
+                }
+                Work::Chat(crate::chat::ChatFlow {
+                    room_size: args.room_size,
+                    think: Duration::from_millis(args.think_ms.max(1)),
+                    run_tag,
+                })
+            }
         };
         if args.skew.is_some() && args.model != ModelKind::Closed {
             return Err(ConfigError::SkewNeedsClosed);

@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod capacity;
+pub mod chat;
 pub mod client;
 pub mod compare;
 pub mod config;

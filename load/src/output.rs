@@ -98,6 +98,10 @@ pub fn comparison_text(comparison: &Comparison) -> String {
         text.push('\n');
         text.push_str(&report::skew_table(&comparison.runs));
     }
+    if comparison.runs.iter().any(|r| r.chat.is_some()) {
+        text.push('\n');
+        text.push_str(&report::chat_table(&comparison.runs));
+    }
     if comparison.runs.iter().any(|r| r.files.is_some()) {
         text.push('\n');
         text.push_str(&report::files_table(&comparison.runs));

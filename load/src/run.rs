@@ -73,7 +73,23 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
 
     let mut tasks = JoinSet::new();
+    let chat_log = Arc::new(crate::chat::ChatLog::default());
     match cfg.model.clone() {
+        Model::Closed { users } if matches!(cfg.work, Work::Chat(_)) => {
+            if let Work::Chat(flow) = cfg.work {
+                for id in 0..users {
+                    tasks.spawn(crate::chat::chat_user(
+                        id,
+                        cfg.target.clone(),
+                        source_of(&cfg, id),
+                        cfg.timeout,
+                        flow,
+                        Arc::clone(&chat_log),
+                        deadline,
+                    ));
+                }
+            }
+        }
         Model::Closed { users } => {
             if cfg.skew.is_some() {
                 recorder.set_heavy(crate::skew::heavy_users(users));
@@ -191,6 +207,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
         },
         cpu,
         files_after,
+        chat: match (&cfg.work, &cfg.model) {
+            (Work::Chat(flow), Model::Closed { users }) => {
+                Some(chat_log.report(flow, *users, start + elapsed))
+            }
+            _ => None,
+        },
     };
     Ok(RunReport::build(&cfg, outcome))
 }
@@ -221,6 +243,8 @@ fn new_user(cfg: &RunConfig, id: u64, recorder: &Arc<Recorder>, deadline: Instan
 async fn closed_user(mut user: User, work: Work, counters: Arc<Counters>, deadline: Instant) {
     match work {
         Work::Raw { path } => user.raw_loop(&path).await,
+        // Chat users run apart (`crate::chat::chat_user`); the configuration keeps them closed.
+        Work::Chat(_) => {}
         Work::Shop(flow) => loop {
             let now = Instant::now();
             if now >= deadline {
@@ -285,6 +309,8 @@ async fn open_arrivals(
                     user.raw_once(due, path).await;
                     SessionEnd::Completed
                 }
+                // The configuration refuses chat with the open model.
+                Work::Chat(_) => SessionEnd::Completed,
             };
             if end == SessionEnd::Completed {
                 counters.sessions_completed.fetch_add(1, Ordering::Relaxed);

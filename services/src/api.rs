@@ -11,6 +11,7 @@
 //! A request may carry our cookie more than once; `Credentials` says which one counts.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -21,10 +22,12 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use statelab_formats::procfs;
 use statelab_formats::{
-    AddItem, AvatarStored, CartView, Checkout, ErrorBody, HealthDetail, ImageType, Login, Me,
-    Reported, MAX_AVATAR_BYTES,
+    is_room_name, AddItem, AvatarStored, CartView, Checkout, ErrorBody, HealthDetail, ImageType,
+    Login, Me, Reported, MAX_AVATAR_BYTES, MAX_ROOM_LEN,
 };
 
+use crate::chat::socket::{self, Sockets, Speaker};
+use crate::chat::Rooms;
 use crate::error::{ApiError, IMAGES_ONLY, JSON_ONLY};
 use crate::files::{Avatar, Files};
 use crate::metrics::Metrics;
@@ -73,6 +76,9 @@ pub struct App<S> {
     started: Instant,
     /// Where avatars live.
     files: Files,
+    /// Where chat rooms live, and the sockets open in them.
+    rooms: Arc<Rooms>,
+    sockets: Arc<Sockets>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +95,8 @@ enum Route {
     Avatar,
     /// `GET` anyone's avatar by name.
     AvatarOf,
+    /// A WebSocket into a chat room.
+    Chat,
 }
 
 impl Route {
@@ -105,6 +113,7 @@ impl Route {
             "/metrics" => (Route::Metrics, "GET"),
             "/avatar" => (Route::Avatar, "GET, PUT"),
             p if p.starts_with("/avatar/") => (Route::AvatarOf, "GET"),
+            p if p.starts_with("/chat/") => (Route::Chat, "GET"),
             _ => return None,
         })
     }
@@ -137,6 +146,8 @@ impl<S: SessionStore> App<S> {
             metrics,
             started: Instant::now(),
             files: Files::None,
+            rooms: Arc::default(),
+            sockets: Arc::default(),
         })
     }
 
@@ -144,6 +155,17 @@ impl<S: SessionStore> App<S> {
     pub fn with_files(mut self, files: Files) -> Self {
         self.files = files;
         self
+    }
+
+    /// The same service keeping its chat rooms in `rooms`.
+    pub fn with_rooms(mut self, rooms: Rooms) -> Self {
+        self.rooms = Arc::new(rooms);
+        self
+    }
+
+    /// Chat sockets open now.
+    pub fn sockets_open(&self) -> usize {
+        self.sockets.open()
     }
 
     /// The name of the session cookie.
@@ -181,7 +203,7 @@ impl<S: SessionStore> App<S> {
         B: hyper::body::Body<Data = Bytes>,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         if !matches!(route, Route::Health | Route::Metrics) {
             self.settings.work.spend(parts.uri.path());
         }
@@ -280,6 +302,40 @@ impl<S: SessionStore> App<S> {
                 validate_username(&username)?;
                 let avatar = self.files.get(&username).await?;
                 Ok(image_response(avatar.ok_or(ApiError::AvatarNotFound)?))
+            }
+            Route::Chat => {
+                let room = parts.uri.path().trim_start_matches("/chat/");
+                if !is_room_name(room) {
+                    return Err(ApiError::InvalidField(format!(
+                        "a room is 1 to {MAX_ROOM_LEN} letters, digits, '.', '_' or '-'"
+                    )));
+                }
+                let accept = socket::accept_key(&parts.headers).ok_or(ApiError::UpgradeRequired)?;
+                let upgrade = parts
+                    .extensions
+                    .remove::<hyper::upgrade::OnUpgrade>()
+                    .ok_or(ApiError::UpgradeRequired)?;
+                let applied = self.apply(&credentials, Change::Touch).await?;
+                let open = self.sockets.enter().ok_or(ApiError::ChatCapacity)?;
+                let joined = self.rooms.join(room).await?;
+                let speaker = Speaker {
+                    room: room.to_owned(),
+                    user: applied.session.username.clone(),
+                    replica: self.settings.replica.clone(),
+                };
+                tokio::spawn(socket::serve(
+                    upgrade,
+                    Arc::clone(&self.rooms),
+                    speaker,
+                    joined,
+                    open,
+                ));
+                let mut response = empty_response(StatusCode::SWITCHING_PROTOCOLS);
+                let headers = response.headers_mut();
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+                Ok(self.with_session(response, &applied))
             }
             Route::Health if parts.uri.query() == Some("detail=1") => {
                 // The proxy's health checker reads this on every check (it does not pass this
@@ -594,7 +650,8 @@ fn route_index(route: Option<Route>) -> usize {
         Some(Route::Metrics) => 7,
         Some(Route::Avatar) => 8,
         Some(Route::AvatarOf) => 9,
-        None => 10,
+        Some(Route::Chat) => 10,
+        None => 11,
     }
 }
 

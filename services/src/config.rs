@@ -88,6 +88,43 @@ impl DiskArgs {
     }
 }
 
+/// Where the stateless and externalized services' chat rooms live: fanned out through a Redis
+/// broker, or, without one, in each replica's memory (rooms of one name on two replicas are then
+/// two rooms).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ChatArgs {
+    /// The Redis that fans chat messages out to every replica and keeps each room's latest
+    /// messages (externalized: its own Redis when that is one URL).
+    #[arg(long, env = "STATELAB_CHAT_REDIS_URL")]
+    pub chat_redis_url: Option<String>,
+
+    /// Prefix of the broker's channels and history keys.
+    #[arg(long, env = "STATELAB_CHAT_PREFIX", default_value = "statelab:")]
+    pub chat_prefix: String,
+
+    /// Upper bound on one call to the broker, in milliseconds.
+    #[arg(long, env = "STATELAB_CHAT_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub chat_timeout_ms: u64,
+}
+
+impl ChatArgs {
+    /// The rooms: through the broker `--chat-redis-url` names, else through `fallback` (the
+    /// externalized service's own Redis), else in this replica's memory.
+    pub fn rooms(&self, fallback: Option<&str>) -> anyhow::Result<crate::chat::Rooms> {
+        match self.chat_redis_url.as_deref().or(fallback) {
+            Some(url) => Ok(crate::chat::Rooms::Broker(Box::new(
+                crate::chat::BrokerRooms::new(
+                    url,
+                    &self.chat_prefix,
+                    Duration::from_millis(self.chat_timeout_ms),
+                )?,
+            ))),
+            None => Ok(crate::chat::Rooms::default()),
+        }
+    }
+}
+
 /// Where the stateless and externalized services keep avatars: an S3-compatible object store.
 /// Without `--s3-url` the file routes answer `503`; sessions work either way.
 #[derive(Clone, clap::Args)]

@@ -45,6 +45,12 @@ pub enum ApiError {
     InvalidImage,
     #[error("files are unavailable; sessions keep working")]
     FilesUnavailable,
+    #[error("this route is a WebSocket: send GET with Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key")]
+    UpgradeRequired,
+    #[error("chat is unavailable; sessions keep working")]
+    ChatUnavailable,
+    #[error("this replica holds as many chat sockets or rooms as it may; try again later")]
+    ChatCapacity,
 }
 
 /// The message of a JSON route's `415`.
@@ -66,7 +72,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::AvatarNotFound => StatusCode::NOT_FOUND,
             ApiError::InvalidImage => StatusCode::BAD_REQUEST,
-            ApiError::FilesUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::FilesUnavailable | ApiError::ChatUnavailable | ApiError::ChatCapacity => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             ApiError::EmptyCart => StatusCode::CONFLICT,
             ApiError::CartFull => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::StoreUnavailable | ApiError::SessionCapacity | ApiError::StoreFull => {
@@ -90,6 +99,9 @@ impl ApiError {
             ApiError::AvatarNotFound => "avatar_not_found",
             ApiError::InvalidImage => "invalid_image",
             ApiError::FilesUnavailable => "files_unavailable",
+            ApiError::UpgradeRequired => "upgrade_required",
+            ApiError::ChatUnavailable => "chat_unavailable",
+            ApiError::ChatCapacity => "chat_capacity",
             ApiError::EmptyCart => "empty_cart",
             ApiError::CartFull => "cart_full",
             ApiError::StoreUnavailable => "store_unavailable",
@@ -104,6 +116,18 @@ impl From<crate::files::FileError> for ApiError {
     fn from(e: crate::files::FileError) -> Self {
         tracing::warn!(detail = %e, "files unavailable");
         ApiError::FilesUnavailable
+    }
+}
+
+impl From<crate::chat::ChatError> for ApiError {
+    fn from(e: crate::chat::ChatError) -> Self {
+        match e {
+            crate::chat::ChatError::Full => ApiError::ChatCapacity,
+            crate::chat::ChatError::Unavailable(detail) => {
+                tracing::warn!(%detail, "chat unavailable");
+                ApiError::ChatUnavailable
+            }
+        }
     }
 }
 

@@ -12,13 +12,26 @@ use crate::config::{CommonArgs, LogFormat};
 use crate::metrics::Metrics;
 use crate::session::SessionStore;
 
+/// What a service keeps besides its sessions, each built inside the runtime (so it may spawn
+/// tasks): its file store, for the replica's name, and its chat rooms.
+#[derive(Debug)]
+pub struct Beside<G, R> {
+    pub files: G,
+    pub rooms: R,
+}
+
 /// Runs a service whose store `make_store` builds (inside the runtime, so it may spawn tasks)
-/// and whose file store `make_files` builds for the replica's name.
-pub fn launch<S, F, G>(common: CommonArgs, make_files: G, make_store: F) -> anyhow::Result<()>
+/// and whose file store and chat rooms `beside` builds.
+pub fn launch<S, F, G, R>(
+    common: CommonArgs,
+    beside: Beside<G, R>,
+    make_store: F,
+) -> anyhow::Result<()>
 where
     S: SessionStore,
     F: FnOnce(&Metrics) -> anyhow::Result<S>,
     G: FnOnce(&str) -> anyhow::Result<crate::files::Files>,
+    R: FnOnce() -> anyhow::Result<crate::chat::Rooms>,
 {
     init_tracing(common.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -46,9 +59,15 @@ where
                 "CPU work per API request"
             );
         }
-        let files = make_files(&replica)?;
+        let files = (beside.files)(&replica)?;
         tracing::info!(?files, "avatars");
-        let app = Arc::new(App::new(store, settings, metrics)?.with_files(files));
+        let rooms = (beside.rooms)()?;
+        tracing::info!(rooms = rooms.kind(), "chat");
+        let app = Arc::new(
+            App::new(store, settings, metrics)?
+                .with_files(files)
+                .with_rooms(rooms),
+        );
         let listener = tokio::net::TcpListener::bind(common.listen)
             .await
             .with_context(|| format!("binding {}", common.listen))?;

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod chat;
 pub mod config;
 pub mod error;
 pub mod files;

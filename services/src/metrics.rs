@@ -11,7 +11,7 @@ use prometheus::{
 
 /// The `route` label values: the API's routes, and `other` for everything else. A fixed set
 /// keeps label cardinality bounded whatever paths clients send.
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 12] = [
     "/login",
     "/me",
     "/cart",
@@ -22,6 +22,7 @@ pub const ROUTES: [&str; 11] = [
     "/metrics",
     "/avatar",
     "/avatar/{username}",
+    "/chat/{room}",
     "other",
 ];
 

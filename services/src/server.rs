@@ -28,21 +28,25 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::api::App;
 use crate::session::SessionStore;
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and gives
-/// in-flight connections up to `grace` to finish.
+/// in-flight connections up to `grace` to finish: each is told to close once its request in
+/// flight is answered (hyper's graceful shutdown of a connection). A connection upgraded to a
+/// chat socket is hyper's no longer and is not waited for; the sockets close with the process.
 pub async fn run<S: SessionStore>(
     listener: TcpListener,
     app: Arc<App<S>>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a receiver: the signal tells them to finish, and the sender's
+    // `closed` is when the last has.
+    let (signal, watcher) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -66,20 +70,29 @@ pub async fn run<S: SessionStore>(
         let conn = http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut watcher = watcher.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = watcher.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(watcher);
         });
     }
     drop(listener);
     tracing::info!("shutting down; draining connections");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(watcher);
+    let _ = signal.send(());
+    if tokio::time::timeout(grace, signal.closed()).await.is_err() {
         tracing::warn!(?grace, "grace period over; dropping remaining connections");
     }
 }

@@ -20,6 +20,13 @@ const S3_VARS: [&str; 5] = [
     "STATELAB_S3_SECRET_KEY",
 ];
 
+/// The chat broker settings a replica could take from the caller's shell.
+const CHAT_VARS: [&str; 3] = [
+    "STATELAB_CHAT_REDIS_URL",
+    "STATELAB_CHAT_PREFIX",
+    "STATELAB_CHAT_TIMEOUT_MS",
+];
+
 impl Native {
     /// A stateful replica's own disk (`data/stateful-K` in the lab directory); the other designs
     /// keep their files in the object store.
@@ -100,8 +107,8 @@ impl Native {
                     .arg(self.sizing.work_us.to_string())
                     .arg("--work-dist")
                     .arg(self.sizing.work_dist.as_str());
-                // Only the lab's object store: none from the caller's shell.
-                for var in S3_VARS {
+                // Only the lab's object store and chat broker: none from the caller's shell.
+                for var in S3_VARS.iter().chain(&CHAT_VARS) {
                     cmd.env_remove(var);
                 }
                 if let Some(disk) = self.disk(r) {
@@ -118,6 +125,14 @@ impl Native {
                     Design::Stateful => {}
                     Design::Stateless => {
                         cmd.arg("--jwt-secret-file").arg(self.dir.path(JWT_SECRET));
+                        // Its chat rooms through the lab's Redis, as the externalized design's
+                        // go through its own: the token carries no socket.
+                        if self.store.store == Store::Single {
+                            cmd.arg("--chat-redis-url").arg(format!(
+                                "redis://127.0.0.1:{}",
+                                self.ports.node(StoreNode::Redis)
+                            ));
+                        }
                     }
                     Design::Externalized => {
                         // Only the flags below choose the Redis: none from the caller's shell.

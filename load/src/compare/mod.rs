@@ -106,6 +106,35 @@ pub struct CompareArgs {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub files_rate: u32,
 
+    /// Add the chat runs: users in rooms over WebSockets, each design with a replica killed and
+    /// its pool shrunk under open sockets (natively).
+    #[arg(long, conflicts_with = "only_chat")]
+    pub chat: bool,
+
+    /// The chat runs alone.
+    #[arg(long)]
+    pub only_chat: bool,
+
+    /// Seconds per chat run (the kill at a third, the restart at two thirds, the scale-in at
+    /// half time).
+    #[arg(long, env = "COMPARE_CHAT_DURATION", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(6..=900))]
+    pub chat_duration: u64,
+
+    /// Chat users, in rooms of --chat-room-size.
+    #[arg(long, env = "COMPARE_CHAT_USERS", default_value_t = 24,
+          value_parser = clap::value_parser!(u32).range(2..=10_000))]
+    pub chat_users: u32,
+
+    /// Users per chat room.
+    #[arg(long, env = "COMPARE_CHAT_ROOM_SIZE", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub chat_room_size: u32,
+
+    /// Think time between a chat user's messages.
+    #[arg(long, env = "COMPARE_CHAT_THINK_MS", default_value_t = 100)]
+    pub chat_think_ms: u64,
+
     /// The balance factor of the bounded skew runs (a percentage, 100 to 1000).
     #[arg(long, default_value = "125")]
     pub balance_factor: BalanceFactor,
@@ -188,12 +217,23 @@ impl CompareArgs {
         if store && self.docker {
             bail!("--store runs natively only (each topology in a lab of its own on free ports)");
         }
+        let chat = self.chat || self.only_chat;
+        if chat && self.docker {
+            bail!(
+                "--chat runs natively only: the native lab gives the stateless replicas the lab's \
+                 Redis as their chat broker, the Docker lab does not"
+            );
+        }
         if !(3..self.scale_duration).contains(&self.scale_at) {
             bail!("--scale-at must be at least 3 and below --scale-duration");
         }
         Ok(Matrix {
             docker: self.docker,
-            kills: !(self.only_scale || self.only_store || self.only_skew || self.only_files),
+            kills: !(self.only_scale
+                || self.only_store
+                || self.only_skew
+                || self.only_files
+                || self.only_chat),
             scale: self.scale || self.only_scale,
             store,
             skew: self.skew || self.only_skew,
@@ -210,6 +250,19 @@ impl CompareArgs {
                 }),
             },
             skew_factor: self.balance_factor,
+            chat,
+            chat_workload: Workload {
+                rate: 0,
+                adds: 0,
+                think_ms: self.chat_think_ms,
+                duration_s: self.chat_duration,
+                sources: None,
+                skewed: None,
+            },
+            chat_rooms: plan::ChatRooms {
+                users: self.chat_users,
+                room_size: self.chat_room_size,
+            },
             files: self.files || self.only_files,
             files_workload: Workload {
                 rate: self.files_rate,

@@ -80,9 +80,45 @@ pub struct PlannedRun {
     pub restart_at_s: Option<u64>,
     /// Each session uploads an avatar that visitors read (`--avatar`).
     pub avatar: bool,
+    /// Chat users in rooms instead of shop sessions (`--workflow chat`).
+    pub chat: Option<ChatRooms>,
+}
+
+/// The chat workflow's closed population: `users` in rooms of `room_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatRooms {
+    pub users: u32,
+    pub room_size: u32,
 }
 
 impl PlannedRun {
+    /// A run of `kind` (`files`, `chat`) named after its design, strategy and `what` happens,
+    /// in directory `KIND-DESIGN-STRATEGY-WHAT`, with nothing else planned.
+    fn named(
+        kind: &str,
+        design: Design,
+        strategy: Strategy,
+        what: &str,
+        workload: Workload,
+    ) -> Self {
+        PlannedRun {
+            dir: format!("{kind}-{design}-{strategy}-{what}"),
+            design,
+            strategy,
+            label: Some(format!("{kind} {design}/{strategy} {what}")),
+            kill: None,
+            scale: None,
+            store: None,
+            workload,
+            memory: false,
+            cpu: false,
+            balance_factor: None,
+            restart_at_s: None,
+            avatar: false,
+            chat: None,
+        }
+    }
+
     /// The `statelab-load run` flags for this run, against the proxy at `proxy` and its admin
     /// API at `admin`, with `lab` as the lab command.
     pub fn run_flags(&self, proxy: u16, admin: u16, lab: &str, out: &str) -> Vec<String> {
@@ -107,9 +143,15 @@ impl PlannedRun {
             format!("http://127.0.0.1:{proxy}/{}", self.design),
         );
         push("--admin", format!("http://127.0.0.1:{admin}"));
-        match &w.skewed {
-            None => push("--rate", w.rate.to_string()),
-            Some(sk) => {
+        match (&w.skewed, &self.chat) {
+            (_, Some(chat)) => {
+                push("--workflow", "chat".into());
+                push("--model", "closed".into());
+                push("--users", chat.users.to_string());
+                push("--room-size", chat.room_size.to_string());
+            }
+            (None, None) => push("--rate", w.rate.to_string()),
+            (Some(sk), None) => {
                 push("--model", "closed".into());
                 push("--users", sk.users.to_string());
                 push("--skew", sk.skew.into());
@@ -118,7 +160,9 @@ impl PlannedRun {
                 }
             }
         }
-        push("--adds", w.adds.to_string());
+        if self.chat.is_none() {
+            push("--adds", w.adds.to_string());
+        }
         push("--think-ms", w.think_ms.to_string());
         push("--duration", w.duration_s.to_string());
         if let Some(n) = w.sources {
@@ -177,6 +221,12 @@ pub struct Matrix {
     pub files: bool,
     /// The file runs' workload.
     pub files_workload: Workload,
+    /// The chat runs: rooms in memory against rooms through a broker, a replica killed and a
+    /// pool shrunk under open sockets.
+    pub chat: bool,
+    /// The chat runs' length and think time (`rate` and `adds` unused), and their users.
+    pub chat_workload: Workload,
+    pub chat_rooms: ChatRooms,
     /// The kill and store runs' workload; the kill comes at a third of it.
     pub workload: Workload,
     /// The scale runs' workload and when the pool is resized.
@@ -205,6 +255,7 @@ impl Matrix {
             balance_factor: None,
             restart_at_s: None,
             avatar: false,
+            chat: None,
         };
         if self.kills {
             // Sessions live in the replica that dies; then why stateful needs sticky routing;
@@ -273,6 +324,7 @@ impl Matrix {
                     balance_factor: None,
                     restart_at_s: None,
                     avatar: false,
+                    chat: None,
                 });
             };
             for &strategy in sticky {
@@ -307,6 +359,7 @@ impl Matrix {
                     balance_factor: None,
                     restart_at_s: None,
                     avatar: false,
+                    chat: None,
                 });
             }
         }
@@ -315,6 +368,44 @@ impl Matrix {
         }
         if self.files {
             runs.extend(self.files_runs());
+        }
+        if self.chat {
+            runs.extend(self.chat_runs());
+        }
+        runs
+    }
+
+    /// Chat users in rooms, each design with a replica killed at a third and started again at
+    /// two thirds, then with its pool shrunk from 3 to 2 at half time: stateful under cookie
+    /// (its sockets stay where its session is), the others under round-robin.
+    fn chat_runs(&self) -> Vec<PlannedRun> {
+        let w = self.chat_workload;
+        let (kill_at, restart_at) = (w.duration_s / 3, 2 * w.duration_s / 3);
+        let mut runs = Vec::new();
+        for design in Design::ALL {
+            let strategy = if design == Design::Stateful {
+                Strategy::Cookie
+            } else {
+                Strategy::RoundRobin
+            };
+            let run = |what: &str| PlannedRun {
+                chat: Some(self.chat_rooms),
+                ..PlannedRun::named("chat", design, strategy, what, w)
+            };
+            runs.push(PlannedRun {
+                kill: Some((format!("{design}-2"), kill_at)),
+                restart_at_s: Some(restart_at),
+                ..run("kill")
+            });
+            runs.push(PlannedRun {
+                scale: Some(ScalePlan {
+                    from: POOL_SIZE,
+                    to: POOL_SIZE - 1,
+                    at_s: w.duration_s / 2,
+                    shrink: Shrink::Now,
+                }),
+                ..run(&format!("{POOL_SIZE}-to-{}", POOL_SIZE - 1))
+            });
         }
         runs
     }
@@ -337,19 +428,8 @@ impl Matrix {
             Strategy::IpHash
         };
         let run = |design: Design, strategy: Strategy, what: &str| PlannedRun {
-            dir: format!("files-{design}-{strategy}-{what}"),
-            design,
-            strategy,
-            label: Some(format!("files {design}/{strategy} {what}")),
-            kill: None,
-            scale: None,
-            store: None,
-            workload: w,
-            memory: false,
-            cpu: false,
-            balance_factor: None,
-            restart_at_s: None,
             avatar: true,
+            ..PlannedRun::named("files", design, strategy, what, w)
         };
         let killed = |design: Design, strategy: Strategy, victim: &str, what: &str| PlannedRun {
             kill: Some((victim.to_owned(), kill_at)),
@@ -456,6 +536,7 @@ impl Matrix {
                     balance_factor: factor,
                     restart_at_s: None,
                     avatar: false,
+                    chat: None,
                 }
             })
             .collect()
@@ -479,6 +560,12 @@ impl Matrix {
         if self.files {
             let f = &self.files_workload;
             title += &format!(", {}s file runs at {} sessions/s", f.duration_s, f.rate);
+        }
+        if self.chat {
+            title += &format!(
+                ", {}s chat runs of {} users in rooms of {}",
+                self.chat_workload.duration_s, self.chat_rooms.users, self.chat_rooms.room_size
+            );
         }
         if let (true, Some(sk)) = (self.skew, self.skew_workload.skewed) {
             title += &format!(
@@ -533,6 +620,19 @@ mod tests {
                 }),
             },
             skew_factor: BalanceFactor::new(125).expect("a factor"),
+            chat: false,
+            chat_workload: Workload {
+                rate: 0,
+                adds: 0,
+                think_ms: 100,
+                duration_s: 15,
+                sources: None,
+                skewed: None,
+            },
+            chat_rooms: ChatRooms {
+                users: 24,
+                room_size: 4,
+            },
             files: false,
             files_workload: Workload {
                 rate: 10,
@@ -543,6 +643,40 @@ mod tests {
                 skewed: None,
             },
         }
+    }
+
+    #[test]
+    fn the_chat_runs_kill_and_shrink_each_design_under_open_sockets() {
+        let mut m = matrix(false);
+        (m.kills, m.scale, m.store, m.chat) = (false, false, false, true);
+        let runs = m.runs();
+        let dirs: Vec<&str> = runs.iter().map(|r| r.dir.as_str()).collect();
+        assert_eq!(
+            dirs,
+            [
+                "chat-stateful-cookie-kill",
+                "chat-stateful-cookie-3-to-2",
+                "chat-stateless-round-robin-kill",
+                "chat-stateless-round-robin-3-to-2",
+                "chat-externalized-round-robin-kill",
+                "chat-externalized-round-robin-3-to-2",
+            ]
+        );
+        let flags = runs[0].run_flags(1, 2, "lab", "o").join(" ");
+        for part in [
+            "--workflow chat --model closed --users 24 --room-size 4",
+            "--think-ms 100 --duration 15",
+            "--kill stateful-2@5 --restart @10",
+        ] {
+            assert!(flags.contains(part), "{part} in {flags}");
+        }
+        assert!(
+            !flags.contains("--rate") && !flags.contains("--adds"),
+            "{flags}"
+        );
+        assert!(m
+            .title()
+            .ends_with(", 15s chat runs of 24 users in rooms of 4)"));
     }
 
     #[test]

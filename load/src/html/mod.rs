@@ -87,6 +87,9 @@ pub fn render(title: &str, runs: &[RunReport]) -> String {
     if runs.len() > 1 && runs.iter().any(|r| r.files.is_some()) {
         files_comparison(&mut o, runs);
     }
+    if runs.len() > 1 && runs.iter().any(|r| r.chat.is_some()) {
+        chat_comparison(&mut o, runs);
+    }
     for (i, r) in runs.iter().enumerate() {
         run_section(&mut o, i, r);
     }
@@ -349,6 +352,9 @@ fn run_section(o: &mut String, i: usize, r: &RunReport) {
                 format!("avatars {words} (each read once more by name, from its owner's address)"),
             );
         }
+    }
+    if let Some(c) = &r.chat {
+        li(o, c.delivery < 0.99, format!("chat: {}", c.words()));
     }
     let replicas_cpu = crate::report::replicas_cpu(r);
     if !replicas_cpu.is_empty() {
@@ -637,6 +643,48 @@ fn files_comparison(o: &mut String, runs: &[RunReport]) {
          owner's address, once the kills, restarts and scale events were over. <i>Refused</i>: \
          uploads and reads answered 503 <code>files_unavailable</code> while the object store was \
          away, and the seconds of the run they fell in.</p>\n",
+    );
+}
+
+/// The chat runs side by side: what each room delivered of what it owed, live and in history,
+/// the fan-out latency, and the sockets a kill or a scale-in ended.
+fn chat_comparison(o: &mut String, runs: &[RunReport]) {
+    o.push_str("<h2>Chat</h2><div class=\"scroll\">");
+    let head = "<run|<event|messages said|hearings owed|delivered|heard live|heard in history|\
+                fan-out p50 ms|fan-out p99 ms|sockets opened|sockets lost";
+    let rows = runs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.chat.map(|c| (i, r, c)))
+        .map(|(i, r, c)| {
+            vec![
+                format!(
+                    "<td class=\"l\"><a href=\"#run-{i}\">{}</a></td>",
+                    escape(&r.label)
+                ),
+                cell(escape(&crate::report::event_words(r)), "l"),
+                cell(c.said, ""),
+                cell(c.owed, ""),
+                cell(
+                    format!("{} %", num(c.delivery * 100.0, 1)),
+                    bad_if(c.delivery < 0.99),
+                ),
+                cell(c.heard_live, ""),
+                cell(c.heard_in_history, ""),
+                cell(num(c.fanout_p50_ms, 2), ""),
+                cell(num(c.fanout_p99_ms, 2), ""),
+                cell(c.sockets_opened, ""),
+                cell(c.sockets_lost, bad_if(c.sockets_lost > 0)),
+            ]
+        });
+    table(o, head, rows);
+    o.push_str(
+        "</div><p class=\"note\">Each run: a closed population of chat users in rooms, each \
+         saying a message every think time over a WebSocket into its room and opening the socket \
+         again (after 100 ms, doubling to 2 s) when it ends. A hearing is <i>owed</i> for each \
+         message and each peer in its room who had joined before it was said (the last 0.5 s \
+         excepted); <i>delivered</i> is what was heard, live or in the history a socket is sent \
+         when it joins. <i>Fan-out</i>: from a message's send to a peer hearing it live.</p>\n",
     );
 }
 

@@ -26,6 +26,7 @@ impl RunReport {
             proxy,
             cpu,
             files_after,
+            chat,
         } = outcome;
         let requests: u64 = measured.series.iter().map(|s| s.requests).sum();
         let ok: u64 = measured.series.iter().map(|s| s.ok).sum();
@@ -61,6 +62,7 @@ impl RunReport {
         let (adds, think_ms) = match &cfg.work {
             Work::Shop(w) => (Some(w.adds), Some(w.think.as_millis() as u64)),
             Work::Raw { .. } => (None, None),
+            Work::Chat(c) => (None, Some(c.think.as_millis() as u64)),
         };
         let latency = |p| percentile_ms(&measured.latency, p);
         let heavy = match (cfg.skew, &cfg.model) {
@@ -136,6 +138,7 @@ impl RunReport {
             sources_skew: cfg.sources_skew.map(|z| z.to_string()),
             heavy,
             bounded: proxy.bounded(requests),
+            chat,
             files: match &cfg.work {
                 Work::Shop(w) if w.avatar => {
                     let mut counts = crate::stats::FileCounts::default();
@@ -333,6 +336,7 @@ mod tests {
             proxy: Default::default(),
             cpu: Vec::new(),
             files_after: None,
+            chat: None,
         };
         let fault = crate::fault::Fault::parse("stateful-2@2.5").expect("valid test input");
         let r = RunReport::build(&config(Some(fault.clone())), outcome);
@@ -377,6 +381,7 @@ mod tests {
                 proxy: Default::default(),
                 cpu: Vec::new(),
                 files_after: None,
+                chat: None,
             },
         );
         assert!(r.failover.is_none() && r.interrupted);
@@ -426,6 +431,7 @@ mod tests {
             proxy: Default::default(),
             cpu: Vec::new(),
             files_after: None,
+            chat: None,
             started_unix_ms: 0,
             interrupted: false,
             measured: rec.finish(8, true),

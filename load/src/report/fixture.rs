@@ -141,6 +141,7 @@ pub fn run(label: &str, with_kill: bool) -> RunReport {
         heavy: None,
         bounded: None,
         files: None,
+        chat: None,
         cpu: Vec::new(),
         memory_bytes: BTreeMap::from([("r-1".to_string(), 8 << 20)]),
         failover,

@@ -25,8 +25,8 @@ pub(crate) mod fixture;
 mod text;
 
 pub use self::text::{
-    comparison_table, event_words, files_table, new_primary_text, replicas_cpu, scaling_table,
-    skew_table, spread, summary,
+    chat_table, comparison_table, event_words, files_table, new_primary_text, replicas_cpu,
+    scaling_table, skew_table, spread, summary,
 };
 
 /// One run of the generator against one service.
@@ -128,6 +128,10 @@ pub struct RunReport {
     /// bytes after the upload was acknowledged) and refused while files were unavailable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files: Option<FileReport>,
+    /// With `--workflow chat`: messages said, hearings owed and made (live or in a joining
+    /// socket's history), fan-out latency, sockets opened and lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<crate::chat::ChatReport>,
     /// With `--cpu`: every part's mean cores over the run, and its budget.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cpu: Vec<crate::capacity::bottleneck::PartUse>,
@@ -408,6 +412,8 @@ pub struct RunOutcome {
     pub cpu: Vec<crate::capacity::bottleneck::PartUse>,
     /// With `--avatar`: every stored avatar read back after the run.
     pub files_after: Option<crate::files::AfterRun>,
+    /// With `--workflow chat`: what the rooms delivered.
+    pub chat: Option<crate::chat::ChatReport>,
 }
 
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {

@@ -120,6 +120,9 @@ pub fn summary(r: &RunReport) -> String {
             let _ = writeln!(out, "  avatars {words}");
         }
     }
+    if let Some(c) = &r.chat {
+        let _ = writeln!(out, "  chat: {}", c.words());
+    }
     let replicas_cpu = replicas_cpu(r);
     if !replicas_cpu.is_empty() {
         let _ = writeln!(out, "  CPU over the run (cores): {replicas_cpu}");
@@ -447,6 +450,46 @@ pub fn event_words(r: &RunReport) -> String {
     } else {
         words.join(", ")
     }
+}
+
+/// The terminal table of the chat runs: what the rooms delivered of what they owed, live and
+/// in history, how fast, and the sockets a fault ended.
+pub fn chat_table(runs: &[RunReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<40} {:<30} {:>7} {:>7} {:>9} {:>7} {:>8} {:>9} {:>9} {:>7} {:>5}",
+        "run",
+        "event",
+        "said",
+        "owed",
+        "delivery",
+        "live",
+        "history",
+        "p50 ms",
+        "p99 ms",
+        "opened",
+        "lost"
+    );
+    for r in runs {
+        let Some(c) = r.chat else { continue };
+        let _ = writeln!(
+            out,
+            "{:<40} {:<30} {:>7} {:>7} {:>8.1}% {:>7} {:>8} {:>9.2} {:>9.2} {:>7} {:>5}",
+            r.label,
+            event_words(r),
+            c.said,
+            c.owed,
+            c.delivery * 100.0,
+            c.heard_live,
+            c.heard_in_history,
+            c.fanout_p50_ms,
+            c.fanout_p99_ms,
+            c.sockets_opened,
+            c.sockets_lost
+        );
+    }
+    out
 }
 
 /// The terminal table of the file runs: avatars lost to visitors in the run and after it,

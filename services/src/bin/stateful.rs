@@ -2,8 +2,9 @@
 //! loses its sessions.
 
 use clap::Parser;
+use statelab_services::chat::Rooms;
 use statelab_services::config::{CommonArgs, DiskArgs, MemoryArgs};
-use statelab_services::launch::launch;
+use statelab_services::launch::{launch, Beside};
 use statelab_services::store::MemoryStore;
 
 /// statelab's stateful service: sessions live in process memory.
@@ -24,7 +25,11 @@ fn main() -> anyhow::Result<()> {
     let disk = cli.disk;
     launch(
         cli.common,
-        move |replica| Ok(disk.files(replica)),
+        Beside {
+            files: move |replica: &str| Ok(disk.files(replica)),
+            // Its rooms in its memory: the stateful design keeps every state where it runs.
+            rooms: || Ok(Rooms::default()),
+        },
         |metrics| Ok(MemoryStore::new(config, metrics)?),
     )
 }

@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 pub use statelab_formats::Design;
 use statelab_services::api::{App, Settings};
+use statelab_services::chat::{BrokerRooms, Rooms};
 use statelab_services::files::{DiskFiles, Files, S3Config, S3Files};
 use statelab_services::metrics::Metrics;
 use statelab_services::store::{
@@ -67,6 +68,9 @@ pub struct Options {
     /// Run as another replica of `shared`'s service: the same Redis and key prefix, the same
     /// object store.
     pub shared: Option<Shared>,
+    /// The stateless service's chat broker (a Redis URL); its rooms are its own without one.
+    /// The externalized service's broker is always its own Redis, the stateful one has none.
+    pub chat_broker: Option<String>,
 }
 
 /// What two replicas of one design share.
@@ -88,6 +92,7 @@ impl Default for Options {
             max_sessions: 10_000,
             files: false,
             shared: None,
+            chat_broker: None,
         }
     }
 }
@@ -195,12 +200,25 @@ pub async fn spawn_app_with(design: Design, options: Options) -> TestApp {
                 max_sessions: options.max_sessions,
             };
             let store = MemoryStore::new(config, &metrics).expect("store");
-            serve(listener, store, settings, metrics, files, shutdown, grace)
+            let parts = (files, Rooms::default());
+            serve(listener, store, settings, metrics, parts, shutdown, grace)
         }
         Design::Stateless => {
             let key = JwtKey::from_secret(TEST_SECRET).expect("key");
             let store = JwtStore::new(key, vec![], options.session_ttl, &metrics).expect("store");
-            serve(listener, store, settings, metrics, files, shutdown, grace)
+            let rooms = match &options.chat_broker {
+                Some(url) => broker(url, &redis_prefix, options.redis_timeout),
+                None => Rooms::default(),
+            };
+            serve(
+                listener,
+                store,
+                settings,
+                metrics,
+                (files, rooms),
+                shutdown,
+                grace,
+            )
         }
         Design::Externalized => {
             let url = match &options.shared {
@@ -216,6 +234,7 @@ pub async fn spawn_app_with(design: Design, options: Options) -> TestApp {
                     url
                 }
             };
+            let rooms = broker(&url, &redis_prefix, options.redis_timeout);
             let config = RedisConfig {
                 topology: Topology::Single { url },
                 wait: None,
@@ -224,7 +243,15 @@ pub async fn spawn_app_with(design: Design, options: Options) -> TestApp {
                 timeout: options.redis_timeout,
             };
             let store = RedisStore::new(&config, &metrics).expect("store");
-            serve(listener, store, settings, metrics, files, shutdown, grace)
+            serve(
+                listener,
+                store,
+                settings,
+                metrics,
+                (files, rooms),
+                shutdown,
+                grace,
+            )
         }
     };
     TestApp {
@@ -244,19 +271,27 @@ pub async fn spawn_app_with(design: Design, options: Options) -> TestApp {
     }
 }
 
+/// Chat rooms through the Redis at `url`.
+fn broker(url: &str, prefix: &str, timeout: Duration) -> Rooms {
+    Rooms::Broker(Box::new(
+        BrokerRooms::new(url, prefix, timeout).expect("rooms"),
+    ))
+}
+
 fn serve<S: SessionStore>(
     listener: tokio::net::TcpListener,
     store: S,
     settings: Settings,
     metrics: Metrics,
-    files: Files,
+    (files, rooms): (Files, Rooms),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> String {
     let app = Arc::new(
         App::new(store, settings, metrics)
             .expect("app")
-            .with_files(files),
+            .with_files(files)
+            .with_rooms(rooms),
     );
     let cookie_name = app.cookie_name().to_owned();
     tokio::spawn(statelab_services::server::run(

@@ -6,6 +6,8 @@
 //! - `sentinel`, `cluster`: the Redis store behind a real Sentinel topology and a real Cluster,
 //!   failovers included.
 //! - `binaries`: the real executables: configuration errors, SIGTERM.
+//! - `chat`: chat rooms over real WebSockets on every design: the handshake's refusals, a message
+//!   round trip, and rooms split across replicas without a broker and joined through one.
 //! - `files`: avatars on every design: the routes and their limits, a second replica that does or
 //!   does not find the file, the object store taken away.
 //!
@@ -13,6 +15,7 @@
 //! a real `redis-server` on a free port of its own) and drives it over real HTTP.
 
 mod binaries;
+mod chat;
 mod cluster;
 mod contract;
 mod externalized;
