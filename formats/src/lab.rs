@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Design, StatusView};
 
+/// The lab's object store's part name (`scripts/lab kill s3`).
+pub const OBJECTS_NAME: &str = "s3";
+
 /// Replicas per pool when the lab comes up.
 pub const REPLICAS_PER_POOL: u8 = 3;
 

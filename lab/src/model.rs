@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-pub use statelab_formats::lab::{MAX_REPLICAS_PER_POOL, REPLICAS_PER_POOL};
+pub use statelab_formats::lab::{MAX_REPLICAS_PER_POOL, OBJECTS_NAME, REPLICAS_PER_POOL};
 pub use statelab_formats::Design;
 use statelab_formats::{lab, ConfigFile, HealthSection, PoolSection, RetrySection, ServerSection};
 
@@ -198,8 +198,6 @@ pub enum Part {
     Proxy,
 }
 
-/// The object store's part name.
-pub const OBJECTS_NAME: &str = "s3";
 /// The port the object store listens on inside its container.
 pub const CONTAINER_S3_PORT: u16 = 9000;
 /// The object store's fixed native port.

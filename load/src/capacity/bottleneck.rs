@@ -13,14 +13,16 @@ use serde::{Deserialize, Serialize};
 pub enum PartKind {
     Replica,
     Store,
+    /// The object store (`s3`): many threads, so the host's cores are what it can have.
+    Objects,
     Proxy,
     Generator,
     Host,
 }
 
 impl PartKind {
-    /// The kind of a lab part by its name (`redis-2`, `sentinel-1`, `proxy`, `stateless-3`), or
-    /// of the generator (`generator`).
+    /// The kind of a lab part by its name (`redis-2`, `sentinel-1`, `s3`, `proxy`,
+    /// `stateless-3`), or of the generator (`generator`).
     pub fn of(name: &str) -> PartKind {
         if name == "proxy" {
             PartKind::Proxy
@@ -28,6 +30,8 @@ impl PartKind {
             PartKind::Generator
         } else if name == "host" {
             PartKind::Host
+        } else if name == statelab_formats::lab::OBJECTS_NAME {
+            PartKind::Objects
         } else if name.starts_with("redis") || name.starts_with("sentinel") {
             PartKind::Store
         } else {
@@ -118,6 +122,7 @@ mod tests {
     #[test]
     fn kinds_come_from_the_lab_names() {
         assert_eq!(PartKind::of("stateless-4"), PartKind::Replica);
+        assert_eq!(PartKind::of("s3"), PartKind::Objects);
         assert_eq!(PartKind::of("redis-cluster-2"), PartKind::Store);
         assert_eq!(PartKind::of("sentinel-1"), PartKind::Store);
         assert_eq!(PartKind::of("proxy"), PartKind::Proxy);
