@@ -261,6 +261,19 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
                         "{name} reaches Redis by its service name"
                     );
                 }
+                let broker = svc
+                    .get("environment")
+                    .and_then(|e| e.get("STATELAB_CHAT_REDIS_URL"))
+                    .and_then(Value::as_str);
+                if r.design == Design::Stateless {
+                    assert_eq!(
+                        broker,
+                        Some("redis://redis:6379"),
+                        "{name}'s chat rooms go through the single Redis"
+                    );
+                } else {
+                    assert_eq!(broker, None, "{name} names no other chat broker");
+                }
                 let objects = svc
                     .get("environment")
                     .and_then(|e| e.get("STATELAB_S3_URL"))
@@ -310,8 +323,8 @@ fn deploy_compose_yaml_has_the_models_parts_addresses_and_healthchecks() {
 
 /// The source-mode image build copies every workspace member: cargo resolves the whole workspace
 /// even to build two packages, so a member missing from the Dockerfile breaks the build.
-/// A topology's compose file adds exactly its nodes and sets the three externalized replicas'
-/// store, nothing else.
+/// A topology's compose file adds exactly its nodes, sets the three externalized replicas' store
+/// and takes the single Redis away as the stateless replicas' chat broker, nothing else.
 fn assert_adds_store_nodes(doc: &Value, store: Store) {
     let services = get(doc, &["services"])
         .as_mapping()
@@ -326,6 +339,7 @@ fn assert_adds_store_nodes(doc: &Value, store: Store) {
         .iter()
         .map(ToString::to_string)
         .chain((1..=3).map(|k| format!("externalized-{k}")))
+        .chain((1..=3).map(|k| format!("stateless-{k}")))
         .collect();
     want.sort();
     assert_eq!(names, want, "the {} file's services", store.name());
@@ -395,6 +409,19 @@ fn deploy_compose_sentinel_yaml_has_the_models_nodes_and_settings() {
             Some(SENTINEL_MASTER_NAME)
         );
     }
+    no_chat_broker(&doc);
+}
+
+/// Without the single Redis, the stateless replicas are given no chat broker (an empty URL).
+fn no_chat_broker(doc: &Value) {
+    for k in 1..=3 {
+        let env = get(doc, &["services", &format!("stateless-{k}"), "environment"]);
+        assert_eq!(
+            get(env, &["STATELAB_CHAT_REDIS_URL"]).as_str(),
+            Some(""),
+            "stateless-{k} names no chat broker"
+        );
+    }
 }
 
 #[test]
@@ -438,6 +465,7 @@ fn deploy_compose_cluster_yaml_has_the_models_nodes_and_settings() {
             "externalized-{k} knows every node"
         );
     }
+    no_chat_broker(&doc);
 }
 
 /// The lab-only keys the object store and the replicas share.

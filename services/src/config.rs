@@ -94,7 +94,7 @@ impl DiskArgs {
 #[derive(Clone, Debug, clap::Args)]
 pub struct ChatArgs {
     /// The Redis that fans chat messages out to every replica and keeps each room's latest
-    /// messages (externalized: its own Redis when that is one URL).
+    /// messages (externalized: its own Redis when that is one URL). Empty names none.
     #[arg(long, env = "STATELAB_CHAT_REDIS_URL")]
     pub chat_redis_url: Option<String>,
 
@@ -112,7 +112,8 @@ impl ChatArgs {
     /// The rooms: through the broker `--chat-redis-url` names, else through `fallback` (the
     /// externalized service's own Redis), else in this replica's memory.
     pub fn rooms(&self, fallback: Option<&str>) -> anyhow::Result<crate::chat::Rooms> {
-        match self.chat_redis_url.as_deref().or(fallback) {
+        let named = self.chat_redis_url.as_deref().filter(|url| !url.is_empty());
+        match named.or(fallback) {
             Some(url) => Ok(crate::chat::Rooms::Broker(Box::new(
                 crate::chat::BrokerRooms::new(
                     url,
@@ -396,4 +397,20 @@ fn read_secret(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
         }
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_chat_broker_url_names_none() {
+        let args = ChatArgs {
+            chat_redis_url: Some(String::new()),
+            chat_prefix: "statelab:".into(),
+            chat_timeout_ms: 1000,
+        };
+        let rooms = args.rooms(None).expect("rooms");
+        assert_eq!(rooms.kind(), "local");
+    }
 }

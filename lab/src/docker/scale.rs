@@ -145,7 +145,13 @@ impl Docker {
                 .arg(format!("STATELAB_S3_URL={}", self.objects_url()));
         }
         match r.design {
-            Design::Stateful | Design::Stateless => {}
+            Design::Stateful => {}
+            // Its chat rooms through the single Redis, as compose gives the first three.
+            Design::Stateless => {
+                if self.store.store == Store::Single {
+                    cmd.args(["-e", "STATELAB_CHAT_REDIS_URL=redis://redis:6379"]);
+                }
+            }
             Design::Externalized => {
                 cmd.args(["-e", "STATELAB_REDIS_URL=redis://redis:6379"]);
                 if self.store.store == Store::Cluster {

@@ -107,7 +107,7 @@ pub struct CompareArgs {
     pub files_rate: u32,
 
     /// Add the chat runs: users in rooms over WebSockets, each design with a replica killed and
-    /// its pool shrunk under open sockets (natively).
+    /// its pool shrunk under open sockets.
     #[arg(long, conflicts_with = "only_chat")]
     pub chat: bool,
 
@@ -218,12 +218,6 @@ impl CompareArgs {
             bail!("--store runs natively only (each topology in a lab of its own on free ports)");
         }
         let chat = self.chat || self.only_chat;
-        if chat && self.docker {
-            bail!(
-                "--chat runs natively only: the native lab gives the stateless replicas the lab's \
-                 Redis as their chat broker, the Docker lab does not"
-            );
-        }
         if !(3..self.scale_duration).contains(&self.scale_at) {
             bail!("--scale-at must be at least 3 and below --scale-duration");
         }
