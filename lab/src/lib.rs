@@ -30,6 +30,21 @@ pub mod probe;
 pub mod redis_nodes;
 pub mod settings;
 
+/// Writes `text` to standard output. A reader that has gone away (`scripts/lab ports | head -1`)
+/// ends the command quietly, as a pipe's writer does, where `print!` would panic; any other
+/// failure to write ends it with status 1.
+pub fn out(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = write!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        say(format!("cannot write to standard output: {e}"));
+        std::process::exit(1);
+    }
+}
+
 /// A message for the user on standard error, in the lab's voice.
 pub fn say(msg: impl std::fmt::Display) {
     eprintln!("lab: {msg}");

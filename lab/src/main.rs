@@ -17,8 +17,8 @@ use statelab_lab::labdir::{LabDir, Mode, StoreChoice};
 use statelab_lab::model::{Design, Part, Store, Target};
 use statelab_lab::native::Native;
 use statelab_lab::probe::{admin_summary, routed_line, routing_line, Probe};
-use statelab_lab::say;
 use statelab_lab::settings::Settings;
+use statelab_lab::{out, say};
 
 const AFTER_HELP: &str = "\
 Either way the proxy answers on 127.0.0.1:8080 and its admin API on 127.0.0.1:8081 by default.
@@ -239,7 +239,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             if json {
                 print_json(&status)?;
             } else {
-                print!("{}", status_table(&status));
+                out(status_table(&status));
             }
             Ok(if status.all_up() {
                 ExitCode::SUCCESS
@@ -277,7 +277,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
                 print_json(&Primaries { primaries: names })?;
             } else {
                 for n in &names {
-                    println!("{n}");
+                    out(format!("{n}\n"));
                 }
             }
             Ok(if none {
@@ -326,7 +326,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
                 })?;
             } else {
                 for (name, port) in lines {
-                    println!("{name} {port}");
+                    out(format!("{name} {port}\n"));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -342,7 +342,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
                 })?;
             } else {
                 for (name, bytes) in lines {
-                    println!("{name} {bytes}");
+                    out(format!("{name} {bytes}\n"));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -357,9 +357,12 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             } else {
                 for p in &times.parts {
                     let budget = p.budget.map_or_else(|| "-".into(), |b| format!("{b}"));
-                    println!("{} {:.2} {budget}", p.name, p.seconds);
+                    out(format!("{} {:.2} {budget}\n", p.name, p.seconds));
                 }
-                println!("host {:.2} {}", times.host_busy_seconds, times.host_cores);
+                out(format!(
+                    "host {:.2} {}\n",
+                    times.host_busy_seconds, times.host_cores
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -380,7 +383,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Verb::Mode => {
-            println!("{}", running(&dir)?.as_str());
+            out(format!("{}\n", running(&dir)?.as_str()));
             Ok(ExitCode::SUCCESS)
         }
         Verb::Strategy {
@@ -427,7 +430,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
                         print_json(&routings)?;
                     } else {
                         for p in &routings.pools {
-                            println!("{}", routing_line(p));
+                            out(format!("{}\n", routing_line(p)));
                         }
                     }
                 }
@@ -546,7 +549,7 @@ fn routing_change(
 
 /// One JSON object on standard output, a line of its own.
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    out(format!("{}\n", serde_json::to_string(value)?));
     Ok(())
 }
 
