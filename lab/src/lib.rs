@@ -4,7 +4,7 @@
 //! verb the user types is implemented here (`scripts/lab --help` lists them; docs/lab.md and the
 //! header of `scripts/lab` describe each, and a test holds both lists to the verbs).
 //!
-//! - [`model`]: the parts (the Redis nodes of the chosen topology, `stateful-1..3`, `stateless-1..3`, `externalized-1..3`, the
+//! - [`model`]: the parts (the Redis nodes of the chosen topology, the object store `s3`, `stateful-1..3`, `stateless-1..3`, `externalized-1..3`, the
 //!   proxy), their names, pools, strategies, fixed native ports and container addresses, and the
 //!   proxy configuration of each mode, built from the proxy's own file format
 //!   ([`statelab_formats::ConfigFile`]). `deploy/proxy.toml` and `deploy/compose.yaml` are
