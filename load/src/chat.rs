@@ -10,6 +10,7 @@
 //! sender's send to a peer's live hearing. Rooms and message ids carry the run's tag, so another
 //! run's history is never counted.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
@@ -139,9 +140,8 @@ impl ChatLog {
             if said.user == user {
                 return;
             }
-            let first = !i.heard.contains_key(&(user, message.id.clone()));
-            if first {
-                i.heard.insert((user, message.id.clone()), message.history);
+            if let Entry::Vacant(slot) = i.heard.entry((user, message.id.clone())) {
+                slot.insert(message.history);
                 if !message.history {
                     let us = now.saturating_duration_since(said.at).as_micros() as u64;
                     if let Some(h) = i.fanout_us.as_mut() {

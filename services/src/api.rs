@@ -163,11 +163,6 @@ impl<S: SessionStore> App<S> {
         self
     }
 
-    /// Chat sockets open now.
-    pub fn sockets_open(&self) -> usize {
-        self.sockets.open()
-    }
-
     /// The name of the session cookie.
     pub fn cookie_name(&self) -> &str {
         &self.cookie_name

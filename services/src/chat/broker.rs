@@ -18,7 +18,7 @@ use redis::aio::MultiplexedConnection;
 use statelab_formats::CHAT_HISTORY;
 use tokio::sync::broadcast;
 
-use super::{ChatError, Joined, MAX_ROOMS, ROOM_BACKLOG};
+use super::{room_within_limit, ChatError, Joined, ROOM_BACKLOG};
 
 /// How long a room's history outlives its last message.
 const HISTORY_TTL_SECS: u64 = 24 * 3600;
@@ -115,16 +115,13 @@ impl BrokerRooms {
     pub async fn join(&self, room: &str) -> Result<Joined, ChatError> {
         let live = {
             let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
-            if !local.contains_key(room) && local.len() >= MAX_ROOMS {
-                local.retain(|_, tx| tx.receiver_count() > 0);
-                if local.len() >= MAX_ROOMS {
-                    return Err(ChatError::Full);
-                }
-            }
-            local
-                .entry(room.to_owned())
-                .or_insert_with(|| broadcast::channel(ROOM_BACKLOG).0)
-                .subscribe()
+            room_within_limit(
+                &mut local,
+                room,
+                |tx| tx.receiver_count() > 0,
+                || broadcast::channel(ROOM_BACKLOG).0,
+            )?
+            .subscribe()
         };
         let key = self.history_key(room);
         let newest_first: Vec<String> = self

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use statelab_formats::CHAT_HISTORY;
 use tokio::sync::broadcast;
 
-use super::{ChatError, Joined, MAX_ROOMS, ROOM_BACKLOG};
+use super::{room_within_limit, ChatError, Joined, ROOM_BACKLOG};
 
 #[derive(Debug)]
 struct Room {
@@ -25,17 +25,16 @@ impl LocalRooms {
     /// in one or the other, never both or neither.
     pub fn join(&self, room: &str) -> Result<Joined, ChatError> {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        if !rooms.contains_key(room) && rooms.len() >= MAX_ROOMS {
-            // Rooms nobody is in go first, history and all.
-            rooms.retain(|_, r| r.live.receiver_count() > 0);
-            if rooms.len() >= MAX_ROOMS {
-                return Err(ChatError::Full);
-            }
-        }
-        let r = rooms.entry(room.to_owned()).or_insert_with(|| Room {
-            live: broadcast::channel(ROOM_BACKLOG).0,
-            history: VecDeque::new(),
-        });
+        // Rooms nobody is in go first, history and all.
+        let r = room_within_limit(
+            &mut rooms,
+            room,
+            |r| r.live.receiver_count() > 0,
+            || Room {
+                live: broadcast::channel(ROOM_BACKLOG).0,
+                history: VecDeque::new(),
+            },
+        )?;
         Ok(Joined {
             history: r.history.iter().cloned().collect(),
             live: r.live.subscribe(),

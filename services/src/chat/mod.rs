@@ -13,6 +13,7 @@
 //! that took it; rooms only carry it. [`socket`] is the WebSocket side: the handshake and one
 //! task per socket.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
@@ -28,6 +29,23 @@ pub use local::LocalRooms;
 pub const MAX_ROOMS: usize = 10_000;
 /// Messages a slow socket may fall behind its room before it skips the oldest (and is told).
 pub const ROOM_BACKLOG: usize = 256;
+
+/// The room `room` of `rooms`, made with `make` when it is new. At [`MAX_ROOMS`] the rooms no
+/// socket is in (`occupied` says which are) are dropped first; still full, it is refused.
+fn room_within_limit<'a, V>(
+    rooms: &'a mut HashMap<String, V>,
+    room: &str,
+    occupied: impl Fn(&V) -> bool,
+    make: impl FnOnce() -> V,
+) -> Result<&'a mut V, ChatError> {
+    if !rooms.contains_key(room) && rooms.len() >= MAX_ROOMS {
+        rooms.retain(|_, r| occupied(r));
+        if rooms.len() >= MAX_ROOMS {
+            return Err(ChatError::Full);
+        }
+    }
+    Ok(rooms.entry(room.to_owned()).or_insert_with(make))
+}
 
 /// Why a room cannot be joined or spoken in.
 #[derive(Debug, thiserror::Error)]

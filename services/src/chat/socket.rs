@@ -72,11 +72,6 @@ impl Drop for Open {
 }
 
 impl Sockets {
-    /// Sockets open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
     /// Counts one more socket, or `None` at [`MAX_SOCKETS`].
     pub fn enter(self: &Arc<Self>) -> Option<Open> {
         self.open
