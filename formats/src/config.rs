@@ -72,6 +72,10 @@ pub struct ServerSection {
     pub max_buffered_body_bytes: usize,
     /// Connections open at once on the admin listener, which has the client limits above too.
     pub max_admin_connections: usize,
+    /// An open socket (an upgraded connection) is closed when either direction has carried
+    /// nothing for this long: a socket's peers keep it alive with pings (a statelab service pings
+    /// its chat sockets every 20 s), and one whose peer vanished is not kept for ever.
+    pub socket_idle_timeout_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -93,6 +97,7 @@ impl Default for ServerSection {
             client_body_timeout_ms: 10_000,
             max_buffered_body_bytes: 64 * 1024,
             max_admin_connections: 64,
+            socket_idle_timeout_ms: 300_000,
         }
     }
 }
@@ -121,6 +126,7 @@ impl fmt::Debug for ServerSection {
             .field("client_body_timeout_ms", &self.client_body_timeout_ms)
             .field("max_buffered_body_bytes", &self.max_buffered_body_bytes)
             .field("max_admin_connections", &self.max_admin_connections)
+            .field("socket_idle_timeout_ms", &self.socket_idle_timeout_ms)
             .finish()
     }
 }

@@ -43,6 +43,10 @@ pub struct ReplicaView {
     /// Passively ejected after a failed connection, until the deadline or a passing check.
     pub ejected: bool,
     pub in_flight: i64,
+    /// Upgraded connections (WebSockets) open through the proxy to this replica; each also
+    /// counts in `in_flight` while it lasts.
+    #[serde(default)]
+    pub sockets: u64,
     pub total_requests: u64,
     pub last_failure: Option<Failure>,
 }

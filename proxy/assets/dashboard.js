@@ -367,7 +367,7 @@ function replicaRow(sec, pool, r) {
   name.appendChild(el("span", { class: "sub failure" }));
   tr.appendChild(name);
   for (const [kind, caption] of [["rates", "requests/s by outcome (proxy side)"],
-    ["latency", "latency p50 / p99 (proxy side)"], ["inflight", "in flight"],
+    ["latency", "latency p50 / p99 (proxy side)"], ["inflight", "in flight / open sockets"],
     ["figures", "what the replica reports"]]) {
     const td = el("td", { class: kind });
     td.appendChild(el("div", { class: "cap" }, caption));
@@ -447,9 +447,13 @@ function renderReplica(tr, r, cols, now) {
   setNow(tr.querySelector("td.latency .now"), [["p50", fmt(last(p50), 2) + " ms"],
     ["p99", fmt(last(p99), 2) + " ms"], ["top", fmt(lmax / 1.1, 1) + " ms"]]);
 
-  const inflight = cols.in_flight || [];
-  drawLines(tr.querySelector("svg.inflight"), ts, [{ css: "one", values: inflight }], now);
-  setNow(tr.querySelector("td.inflight .now"), [["now", String(r.in_flight)]]);
+  // An open socket counts in flight too: its line shows how much of that is sockets.
+  const inflight = cols.in_flight || [], sockets = cols.sockets || [];
+  drawLines(tr.querySelector("svg.inflight"), ts,
+    [{ css: "one", values: inflight }, { css: "sockets", values: sockets }], now);
+  tr.dataset.sockets = String(r.sockets);
+  setNow(tr.querySelector("td.inflight .now"), [["now", String(r.in_flight)],
+    ["sockets", String(r.sockets)]]);
 
   // The design's own figure: whichever the replica reports.
   const figures = [

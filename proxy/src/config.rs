@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub client: ClientLimits,
     /// The admin listener's connection cap; its other bounds are `client`'s.
     pub max_admin_connections: usize,
+    /// Longest silence in either direction of an open socket before it is closed.
+    pub socket_idle_timeout: Duration,
 }
 
 /// The bounds on client connections, enforced below pingora's HTTP layer by
@@ -133,6 +135,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("upstream_keepalive", &self.upstream_keepalive)
             .field("client", &self.client)
             .field("max_admin_connections", &self.max_admin_connections)
+            .field("socket_idle_timeout", &self.socket_idle_timeout)
             .finish()
     }
 }
@@ -333,10 +336,11 @@ impl Config {
         if s.client_keepalive_timeout_ms == 0
             || s.client_header_timeout_ms == 0
             || s.client_body_timeout_ms == 0
+            || s.socket_idle_timeout_ms == 0
         {
             return invalid(
-                "server.client_keepalive_timeout_ms, server.client_header_timeout_ms and \
-                 server.client_body_timeout_ms must be positive"
+                "server.client_keepalive_timeout_ms, server.client_header_timeout_ms, \
+                 server.client_body_timeout_ms and server.socket_idle_timeout_ms must be positive"
                     .into(),
             );
         }
@@ -382,6 +386,7 @@ impl Config {
                 max_buffered_body: s.max_buffered_body_bytes,
             },
             max_admin_connections: s.max_admin_connections,
+            socket_idle_timeout: Duration::from_millis(s.socket_idle_timeout_ms),
         };
 
         let h = file.health;
@@ -732,6 +737,7 @@ mod tests {
         assert!(err("[server]\nmax_client_connections = 0").contains("max_client_connections"));
         assert!(err("[server]\nmax_admin_connections = 0").contains("max_admin_connections"));
         assert!(err("[server]\nclient_body_timeout_ms = 0").contains("client_body_timeout_ms"));
+        assert!(err("[server]\nsocket_idle_timeout_ms = 0").contains("socket_idle_timeout_ms"));
         assert!(err("[server]\nmax_buffered_body_bytes = 999999999").contains("max_buffered_body"));
         assert!(err("this is not toml").contains("invalid config file"));
         assert!(

@@ -11,6 +11,8 @@
 //!   through one selection walk, pin): round-robin and ip-hash wrap pingora's `RoundRobin` and
 //!   `Consistent` selections, cookie adds the affinity layer; replicas are named by `ReplicaId`;
 //! - [`pool`]: pools, replicas and their live state (health, drain, passive ejection, counters);
+//! - [`sockets`]: each replica's open sockets (upgraded connections), counted and hung up when a
+//!   drain runs out;
 //! - [`health`]: active HTTP health checks with rise/fall thresholds;
 //! - [`front`]: each listener's connection loop below pingora's HTTP layer: connection cap, idle,
 //!   header and body deadlines, header checks, small bodies read whole before a replica is
@@ -34,6 +36,7 @@ pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod sockets;
 pub mod strategy;
 
 use std::sync::Arc;
@@ -69,7 +72,12 @@ pub fn build_server(config: &Config) -> Server {
     let metrics = metrics::Metrics::new();
     let pools = pool::Pools::new(config, &metrics);
 
-    let logic = proxy::StatelabProxy::new(pools.clone(), metrics.clone(), config.retry.max_retries);
+    let logic = proxy::StatelabProxy::new(
+        pools.clone(),
+        metrics.clone(),
+        config.retry.max_retries,
+        config.server.socket_idle_timeout,
+    );
     let mut http = HttpProxy::new(logic, server.configuration.clone());
     http.handle_init_modules();
     let front = front::FrontDoor::new(http, config.server.client, metrics.clone());

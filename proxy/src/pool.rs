@@ -20,6 +20,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{replica_addr, Config, PoolConfig, RetryConfig};
 use crate::metrics::{Metrics, Origin};
+use crate::sockets::{Hangup, OpenSocket, Sockets};
 use crate::strategy::{
     strategy_from_u8, strategy_to_u8, Admission, BalanceFactor, BoundedLoad, Loads, ReplicaId,
     Route, RouteKey, Routes, Strategy, Tried, MAX_REPLICAS_PER_POOL,
@@ -52,6 +53,8 @@ pub struct Replica {
     ejected_until: AtomicU64,
     /// Requests on their way to or from this replica; see [`InFlight`].
     in_flight: Arc<AtomicI64>,
+    /// Upgraded connections tunnelled to this replica.
+    sockets: Arc<Sockets>,
     pub(crate) total: AtomicU64,
     last_failure: Mutex<Option<Failure>>,
     /// The figures of its last passing detailed health check; `None` once a check fails.
@@ -115,6 +118,7 @@ impl Replica {
             checking: AtomicBool::new(false),
             ejected_until: AtomicU64::new(0),
             in_flight: Arc::new(AtomicI64::new(0)),
+            sockets: Arc::default(),
             total: AtomicU64::new(0),
             last_failure: Mutex::new(None),
             reported: Mutex::new(None),
@@ -131,6 +135,16 @@ impl Replica {
 
     pub fn in_flight(&self) -> i64 {
         self.in_flight.load(Ordering::Relaxed).max(0)
+    }
+
+    /// Counts an upgraded connection as open on this replica until the guard is dropped.
+    pub fn open_socket(&self, hangup: Arc<Hangup>) -> OpenSocket {
+        self.sockets.open(hangup)
+    }
+
+    /// Upgraded connections open on this replica now.
+    pub fn sockets(&self) -> usize {
+        self.sockets.count()
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -586,9 +600,11 @@ impl Pools {
     /// Removes a replica from its pool. With `drain`, it first takes no new clients while its
     /// pinned ones stay, and goes once it has been idle for [`Self::DRAIN_IDLE`] or when `drain`
     /// runs out. Requests already on their way finish: they hold the membership they started
-    /// with. The last replica of a pool is never removed: a replica that another call is removing
-    /// does not count, so of removals running at once the one that would empty the pool is
-    /// refused before it changes anything.
+    /// with. An open socket counts as a request on its way, so a drain waits for the sockets too;
+    /// those still open when the replica goes (the drain ran out, or none was asked) are hung up,
+    /// and their clients open new ones elsewhere. The last replica of a pool is never removed: a
+    /// replica that another call is removing does not count, so of removals running at once the
+    /// one that would empty the pool is refused before it changes anything.
     pub async fn remove_replica(
         &self,
         name: &str,
@@ -652,7 +668,8 @@ impl Pools {
             .store(Arc::new(Members::new(replicas, &self.secret, &pool.name)));
         removal.done();
         self.metrics.forget_replica(&pool.name, name);
-        tracing::info!(pool = %pool.name, replica = %name, how = how.as_str(), "replica removed");
+        let hung_up = replica.sockets.hang_up_all();
+        tracing::info!(pool = %pool.name, replica = %name, how = how.as_str(), sockets_hung_up = hung_up, "replica removed");
         Ok(how)
     }
 
@@ -666,6 +683,7 @@ impl Pools {
             draining: r.is_draining(),
             ejected: r.is_ejected(now),
             in_flight: r.in_flight(),
+            sockets: r.sockets() as u64,
             total_requests: r.total.load(Ordering::Relaxed),
             last_failure: r.last_failure(),
         }

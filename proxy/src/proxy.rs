@@ -19,7 +19,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -32,8 +32,10 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use statelab_formats::ErrorBody;
 
+use crate::front::ClientConn;
 use crate::metrics::{Metrics, Origin};
 use crate::pool::{InFlight, Members, Pools};
+use crate::sockets::OpenSocket;
 use crate::strategy::{BalanceFactor, Client, ReplicaId, RouteKey, Strategy, Tried};
 
 /// Sent by `statelab-load` on every request, so the dashboard can show when a run is going.
@@ -45,6 +47,8 @@ pub struct StatelabProxy {
     pools: Arc<Pools>,
     metrics: Metrics,
     max_retries: u32,
+    /// Longest silence in either direction of an open socket.
+    socket_idle: Duration,
     /// The 404 body, naming the configured prefixes; built once.
     not_found: Bytes,
     /// The 404 body for a replica's internal endpoints.
@@ -52,7 +56,12 @@ pub struct StatelabProxy {
 }
 
 impl StatelabProxy {
-    pub fn new(pools: Arc<Pools>, metrics: Metrics, max_retries: u32) -> Self {
+    pub fn new(
+        pools: Arc<Pools>,
+        metrics: Metrics,
+        max_retries: u32,
+        socket_idle: Duration,
+    ) -> Self {
         let prefixes: Vec<String> = pools
             .pools
             .iter()
@@ -70,6 +79,7 @@ impl StatelabProxy {
             pools,
             metrics,
             max_retries,
+            socket_idle,
             not_found,
             internal,
         }
@@ -102,6 +112,10 @@ pub struct RequestCtx {
     replica: Option<ReplicaId>,
     /// Counts this request on `replica` until it ends or moves on.
     in_flight: Option<InFlight>,
+    /// The request asks to upgrade its connection: its timeouts are an open socket's.
+    upgrade: bool,
+    /// Counts the connection as an open socket on `replica` once it was upgraded, until it ends.
+    socket: Option<OpenSocket>,
     /// Replicas that failed for this request and must not be picked again.
     tried: Tried,
     attempts: u32,
@@ -371,6 +385,8 @@ impl ProxyHttp for StatelabProxy {
             key: RouteKey::default(),
             replica: None,
             in_flight: None,
+            upgrade: false,
+            socket: None,
             tried: Tried::default(),
             attempts: 0,
             started: None,
@@ -408,6 +424,12 @@ impl ProxyHttp for StatelabProxy {
         }
         if session.req_header().headers.contains_key(&LOAD_HEADER) {
             pool.count_load();
+        }
+        if session.is_upgrade_req() {
+            // Once upgraded, the connection may rightly be quiet for long: the client's side
+            // waits as long as the replica's (see `upstream_peer`).
+            ctx.upgrade = true;
+            session.set_read_timeout(Some(self.socket_idle));
         }
         ctx.strategy = pool.strategy();
         ctx.balance = pool.balance_factor();
@@ -454,7 +476,14 @@ impl ProxyHttp for StatelabProxy {
         ctx.replica = chosen;
         ctx.attempts += 1;
         ctx.started = Some(Instant::now());
-        Ok(Box::new(replica.peer.clone()))
+        let mut peer = Box::new(replica.peer.clone());
+        if ctx.upgrade {
+            // pingora gives a request one read timeout, the handshake's and the open socket's
+            // alike: a replica may take that long to answer an upgrade, too.
+            peer.options.read_timeout = Some(self.socket_idle);
+            peer.options.write_timeout = Some(self.socket_idle);
+        }
+        Ok(peer)
     }
 
     async fn upstream_request_filter(
@@ -551,13 +580,25 @@ impl ProxyHttp for StatelabProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let (Some(members), Some(r)) = (&ctx.members, ctx.replica) {
-            if let Some(v) = members.route(ctx.strategy).pin(&ctx.key, r) {
-                upstream_response.append_header("set-cookie", v.clone())?;
+        let Some(members) = &ctx.members else {
+            return Ok(());
+        };
+        let Some(r) = ctx.replica else { return Ok(()) };
+        if let Some(v) = members.route(ctx.strategy).pin(&ctx.key, r) {
+            upstream_response.append_header("set-cookie", v.clone())?;
+        }
+        if upstream_response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // The connection is a socket on this replica from now on, whatever the strategy
+            // says later; a drain that runs out hangs it up through its client connection.
+            let conn = session
+                .stream()
+                .and_then(|s| s.as_any().downcast_ref::<ClientConn>());
+            if let (Some(replica), Some(conn)) = (members.replica(r), conn) {
+                ctx.socket = Some(replica.open_socket(Arc::clone(conn.hangup())));
             }
         }
         Ok(())
@@ -666,8 +707,9 @@ impl ProxyHttp for StatelabProxy {
                 });
         let status = status.as_ref().map(|s| s.as_str()).unwrap_or("000");
         let origin = ctx.origin.as_str();
-        // The request is over: it leaves its replica's in-flight count.
+        // The request (or socket) is over: it leaves its replica's counts.
         ctx.in_flight = None;
+        ctx.socket = None;
         let Some(pool) = ctx.pool.map(|p| &self.pools.pools[p]) else {
             self.metrics
                 .requests

@@ -357,7 +357,9 @@ async fn unavailable_replica() -> (SocketAddr, tokio::task::JoinHandle<()>) {
                         }
                         continue;
                     };
-                    let health = buf.starts_with(b"GET /health ");
+                    // The plain check and the detailed one (`?detail=1`) alike.
+                    let health =
+                        buf.starts_with(b"GET /health ") || buf.starts_with(b"GET /health?");
                     buf.drain(..end + 4);
                     let answer: &[u8] = if health {
                         b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n"

@@ -7,7 +7,9 @@
 //! answers anything else; a frozen one answers nothing at all. Killing it closes the listener and
 //! every connection. Asked to, it reports CPU figures in `GET /health?detail=1` as a statelab
 //! service does (`cpu_ms`, `uptime_ms`, `cpu_budget_millis`), for a use and a budget the test
-//! chooses.
+//! chooses. A request that asks to upgrade the connection is answered `101` at once, and the
+//! connection then echoes every byte it receives until either side closes it: a socket whose
+//! replica answers as fast as loopback allows.
 //!
 //! It is hand-written HTTP rather than a server framework so that what the proxy
 //! sees is exactly what a test asks for (a silent replica, a connection cut mid-request), and so
@@ -37,6 +39,8 @@ pub struct BackendState {
     pub frozen: AtomicBool,
     /// When set, `GET /health?detail=1` reports these CPU figures.
     pub cpu: Mutex<Option<CpuReport>>,
+    /// Upgraded connections currently echoing.
+    pub sockets: AtomicU64,
 }
 
 /// CPU figures for a backend to report as a statelab service would: a process that has used
@@ -118,6 +122,11 @@ impl Backend {
 
     pub fn hits(&self) -> u64 {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Upgraded connections open on this backend now.
+    pub fn sockets(&self) -> u64 {
+        self.state.sockets.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and drops every open connection at once, like a killed process.
@@ -246,6 +255,15 @@ async fn connection(
                 while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
                 return;
             }
+            if let Some(protocol) = header(&head, "upgrade") {
+                let switch = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: {protocol}\r\nx-replica: {name}\r\n\r\n"
+                );
+                if stream.write_all(switch.as_bytes()).await.is_ok() {
+                    echo(stream, buf, &state).await;
+                }
+                return;
+            }
             state.in_flight.fetch_add(1, Ordering::SeqCst);
             if path == "/slow" {
                 tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -289,6 +307,21 @@ async fn connection(
             return;
         }
     }
+}
+
+/// An upgraded connection: echoes what arrives (`early`, read with the request, first) until the
+/// peer closes it, counted in `state.sockets` while it lasts.
+async fn echo(mut stream: TcpStream, early: Vec<u8>, state: &BackendState) {
+    state.sockets.fetch_add(1, Ordering::SeqCst);
+    let mut chunk = [0u8; 4096];
+    let mut ok = early.is_empty() || stream.write_all(&early).await.is_ok();
+    while ok {
+        ok = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => stream.write_all(&chunk[..n]).await.is_ok(),
+        };
+    }
+    state.sockets.fetch_sub(1, Ordering::SeqCst);
 }
 
 #[cfg(test)]

@@ -21,6 +21,8 @@ pub(super) struct Sample {
     pub(super) p50_ms: Option<f32>,
     pub(super) p99_ms: Option<f32>,
     pub(super) in_flight: u32,
+    /// Upgraded connections (WebSockets) open to the replica.
+    pub(super) sockets: u32,
     pub(super) sessions_held: Option<u64>,
     pub(super) store_sessions: Option<u64>,
     /// Mean size of the tokens presented, over the last interval that saw any.

@@ -405,6 +405,7 @@ impl Sampler {
                         p50_ms,
                         p99_ms,
                         in_flight: u32::try_from(r.in_flight()).unwrap_or(u32::MAX),
+                        sockets: u32::try_from(r.sockets()).unwrap_or(u32::MAX),
                         sessions_held: reported.and_then(|f| f.store.sessions_held),
                         store_sessions: reported.and_then(|f| f.store.store_sessions),
                         token_bytes,

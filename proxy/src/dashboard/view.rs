@@ -60,6 +60,7 @@ struct ReplicaOut {
     state: ReplicaState,
     draining: bool,
     in_flight: i64,
+    sockets: u64,
     total_requests: u64,
     last_failure: Option<Failure>,
     series: ReplicaColumns,
@@ -73,6 +74,7 @@ struct ReplicaColumns {
     p50_ms: Vec<Option<f32>>,
     p99_ms: Vec<Option<f32>>,
     in_flight: Vec<u32>,
+    sockets: Vec<u32>,
     sessions_held: Vec<Option<u64>>,
     store_sessions: Vec<Option<u64>>,
     token_bytes: Vec<Option<u32>>,
@@ -151,6 +153,7 @@ impl History {
                             state: r.state,
                             draining: r.draining,
                             in_flight: r.in_flight,
+                            sockets: r.sockets,
                             total_requests: r.total_requests,
                             last_failure: r.last_failure.clone(),
                             series: replica_columns(state.replicas.get(&r.name), since.since_ms),
@@ -197,6 +200,7 @@ fn replica_columns(ring: Option<&Ring<Sample>>, since_ms: u64) -> ReplicaColumns
         c.p50_ms.push(s.p50_ms);
         c.p99_ms.push(s.p99_ms);
         c.in_flight.push(s.in_flight);
+        c.sockets.push(s.sockets);
         c.sessions_held.push(s.sessions_held);
         c.store_sessions.push(s.store_sessions);
         c.token_bytes.push(s.token_bytes);

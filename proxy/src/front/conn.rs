@@ -18,6 +18,7 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::head::{Body, Head};
+use crate::sockets::Hangup;
 
 /// One read from a client socket, on the stack: an idle connection keeps no buffer.
 const READ_CHUNK: usize = 4096;
@@ -38,6 +39,9 @@ pub struct ClientConn {
     pub(super) eof: bool,
     /// Most bytes read ahead of pingora.
     keep: usize,
+    /// Ends an upgraded connection from the proxy's side (a drain that ran out): see
+    /// [`crate::sockets`].
+    hangup: Arc<Hangup>,
 }
 
 impl std::fmt::Debug for ClientConn {
@@ -60,7 +64,18 @@ impl ClientConn {
             eof: false,
             // A full header of the next request plus its line ends.
             keep: max_header_bytes + 4,
+            hangup: Arc::default(),
         }
+    }
+
+    /// The switch that hangs this connection up once it is an open socket.
+    pub fn hangup(&self) -> &Arc<Hangup> {
+        &self.hangup
+    }
+
+    /// Whether the proxy hung this connection up: it is not served again.
+    pub(super) fn is_hung_up(&self) -> bool {
+        self.hangup.is_hung_up()
     }
 
     /// Lets pingora read this request.
@@ -134,6 +149,8 @@ impl AsyncRead for ClientConn {
         let allowed = match this.allowance {
             Some(0) => return this.poll_past_request(cx),
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            // Unbounded: a streamed body or an open socket, which a hang-up ends.
+            None if this.hangup.poll_hung_up(cx) => return Poll::Ready(Ok(())),
             None => usize::MAX,
         };
         let want = allowed.min(dst.remaining());
@@ -173,7 +190,11 @@ impl AsyncWrite for ClientConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.allowance.is_none() && this.hangup.poll_hung_up(cx) {
+            return Poll::Ready(Err(hung_up()));
+        }
+        Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -189,12 +210,25 @@ impl AsyncWrite for ClientConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.allowance.is_none() && this.hangup.poll_hung_up(cx) {
+            return Poll::Ready(Err(hung_up()));
+        }
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
+}
+
+/// What a write to a hung-up connection fails with: a write blocked on a client that reads
+/// nothing ends too, not only a read.
+fn hung_up() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the proxy hung this socket up",
+    )
 }
 
 #[async_trait]

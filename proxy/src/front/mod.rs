@@ -287,7 +287,7 @@ where
                 return;
             };
             conn = *back;
-            if *shutdown.borrow() || conn.allowance.is_some_and(|n| n > 0) {
+            if *shutdown.borrow() || conn.allowance.is_some_and(|n| n > 0) || conn.is_hung_up() {
                 return;
             }
             first = false;

@@ -6,10 +6,15 @@
 //! `{"error", "message"}` frames for what it sent wrong (`invalid_message`, `text_frames_only`),
 //! for a message the rooms could not take (`chat_unavailable`) and for messages it fell too far
 //! behind to be sent (`lagged`). The socket stays open through all of these.
+//!
+//! The replica pings every socket every [`PING_EVERY`]: a quiet room's sockets stay open through
+//! proxies that close silent connections, and a socket whose client has answered nothing, not
+//! even a ping, for [`GONE_AFTER`] is closed.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -28,6 +33,10 @@ use super::{Joined, Rooms};
 pub const MAX_SOCKETS: usize = 10_000;
 /// The largest frame, and message, a client may send, in bytes.
 pub const MAX_FRAME: usize = 4096;
+/// How often a socket is pinged.
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+/// A socket whose client sent nothing for this long, pongs included, is closed.
+pub const GONE_AFTER: Duration = Duration::from_secs(60);
 
 /// The `Sec-WebSocket-Accept` value answering a WebSocket handshake, or `None` when the request
 /// is not one: `Connection: upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a
@@ -164,30 +173,41 @@ pub async fn serve(
         replayed.insert(stored);
     }
     let mut live = joined.live;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    let mut heard = tokio::time::Instant::now();
     loop {
         let out = tokio::select! {
-            frame = ws.next() => match frame {
-                Some(Ok(Message::Text(text))) => match speaker.message(text.as_str()) {
-                    Ok(message) => match rooms.say(&speaker.room, message).await {
-                        Ok(()) => None,
-                        Err(e) => {
-                            tracing::warn!(detail = %e, "chat unavailable");
-                            Some(error_frame(
-                                "chat_unavailable",
-                                "the message was not sent: chat is unavailable",
-                            ))
-                        }
+            _ = ping.tick() => {
+                if heard.elapsed() >= GONE_AFTER {
+                    break;
+                }
+                Some(Message::Ping(Default::default()))
+            }
+            frame = ws.next() => {
+                heard = tokio::time::Instant::now();
+                match frame {
+                    Some(Ok(Message::Text(text))) => match speaker.message(text.as_str()) {
+                        Ok(message) => match rooms.say(&speaker.room, message).await {
+                            Ok(()) => None,
+                            Err(e) => {
+                                tracing::warn!(detail = %e, "chat unavailable");
+                                Some(error_frame(
+                                    "chat_unavailable",
+                                    "the message was not sent: chat is unavailable",
+                                ))
+                            }
+                        },
+                        Err(why) => Some(error_frame("invalid_message", why)),
                     },
-                    Err(why) => Some(error_frame("invalid_message", why)),
-                },
-                Some(Ok(Message::Binary(_))) => Some(error_frame(
-                    "text_frames_only",
-                    "send chat messages as JSON in text frames",
-                )),
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                // Pings are answered by the socket itself.
-                Some(Ok(_)) => None,
-            },
+                    Some(Ok(Message::Binary(_))) => Some(error_frame(
+                        "text_frames_only",
+                        "send chat messages as JSON in text frames",
+                    )),
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                    // Pings are answered by the socket itself.
+                    Some(Ok(_)) => None,
+                }
+            }
             message = live.recv() => match message {
                 Ok(message) if replayed.remove(&message) => None,
                 Ok(message) => Some(Message::text(message.as_ref())),
