@@ -94,7 +94,7 @@ impl DiskArgs {
 #[derive(Clone, Debug, clap::Args)]
 pub struct ChatArgs {
     /// The Redis that fans chat messages out to every replica and keeps each room's latest
-    /// messages (externalized: its own Redis when that is one URL). Empty names none.
+    /// messages (externalized: its own Redis otherwise, in whichever topology). Empty names none.
     #[arg(long, env = "STATELAB_CHAT_REDIS_URL")]
     pub chat_redis_url: Option<String>,
 
@@ -110,13 +110,19 @@ pub struct ChatArgs {
 
 impl ChatArgs {
     /// The rooms: through the broker `--chat-redis-url` names, else through `fallback` (the
-    /// externalized service's own Redis), else in this replica's memory.
-    pub fn rooms(&self, fallback: Option<&str>) -> anyhow::Result<crate::chat::Rooms> {
-        let named = self.chat_redis_url.as_deref().filter(|url| !url.is_empty());
-        match named.or(fallback) {
-            Some(url) => Ok(crate::chat::Rooms::Broker(Box::new(
+    /// externalized service's own Redis, in whichever topology), else in this replica's memory.
+    pub fn rooms(&self, fallback: Option<&Topology>) -> anyhow::Result<crate::chat::Rooms> {
+        let named = self
+            .chat_redis_url
+            .as_deref()
+            .filter(|url| !url.is_empty())
+            .map(|url| Topology::Single {
+                url: url.to_owned(),
+            });
+        match named.as_ref().or(fallback) {
+            Some(topology) => Ok(crate::chat::Rooms::Broker(Box::new(
                 crate::chat::BrokerRooms::new(
-                    url,
+                    topology,
                     &self.chat_prefix,
                     Duration::from_millis(self.chat_timeout_ms),
                 )?,

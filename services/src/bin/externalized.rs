@@ -4,7 +4,7 @@
 use clap::Parser;
 use statelab_services::config::{ChatArgs, CommonArgs, ObjectStoreArgs, RedisArgs};
 use statelab_services::launch::{launch, Beside};
-use statelab_services::store::{RedisStore, Topology};
+use statelab_services::store::RedisStore;
 
 /// statelab's externalized service: sessions live in Redis.
 #[derive(Debug, Parser)]
@@ -24,17 +24,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.redis.config(cli.common.session_ttl())?;
     let (objects, chat) = (cli.objects, cli.chat);
-    // Its rooms go through its own Redis when that is one; behind Sentinel or a Cluster, through
-    // the broker --chat-redis-url names, else each replica keeps its own.
-    let own_redis = match &config.topology {
-        Topology::Single { url } => Some(url.clone()),
-        Topology::Sentinel { .. } | Topology::Cluster { .. } => None,
-    };
+    // Its rooms go through the broker --chat-redis-url names, else through its own Redis, behind
+    // Sentinel or as a Cluster too.
+    let own_redis = config.topology.clone();
     launch(
         cli.common,
         Beside {
             files: move |_: &str| objects.files(),
-            rooms: move || chat.rooms(own_redis.as_deref()),
+            rooms: move || chat.rooms(Some(&own_redis)),
         },
         move |metrics| RedisStore::new(&config, metrics),
     )

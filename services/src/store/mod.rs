@@ -12,5 +12,7 @@ mod redis;
 
 pub use self::jwt::{JwtKey, JwtStore};
 pub use self::memory::{MemoryConfig, MemoryStore};
+/// The way to Redis, shared with the chat broker.
+pub(crate) use self::redis::link::{Conn, Link};
 pub use self::redis::link::{Topology, WaitConfig};
 pub use self::redis::{RedisConfig, RedisStore};

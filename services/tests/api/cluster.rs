@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
+use statelab_services::chat::BrokerRooms;
 use statelab_services::session::Change;
 use statelab_services::store::{RedisStore, Topology};
 use statelab_services::SessionStore;
 use statelab_test_support::{eventually, RedisCluster};
 
-use crate::helpers::redis_store;
+use crate::helpers::{heard_across, redis_store};
 
 fn store_on(cluster: &RedisCluster) -> RedisStore {
     redis_store(
@@ -84,4 +85,28 @@ async fn sessions_spread_over_the_primaries_and_every_operation_stays_in_one_slo
         .await
         .expect("touch")
         .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_rooms_on_every_slot_reach_a_subscriber_on_one_node() {
+    let cluster = RedisCluster::start().await;
+    let topology = Topology::Cluster {
+        nodes: cluster.nodes(),
+    };
+    let rooms =
+        |_| BrokerRooms::new(&topology, "chat-test:", Duration::from_millis(1000)).expect("rooms");
+    let (one, two) = (rooms(1), rooms(2));
+    // Six rooms' history keys fall in slots of more than one primary; each message is published
+    // on its key's node and must reach the subscription, which is on one node.
+    for room in ["r0", "r1", "r2", "r3", "r4", "r5"] {
+        let mut live = two.join(room).await.expect("join on two").live;
+        heard_across(&one, room, &mut live, room).await;
+        let history = one.join(room).await.expect("join on one").history;
+        assert!(!history.is_empty(), "{room}: the history is kept");
+    }
+    let keys: Vec<u64> = cluster.keys_per_node().await;
+    assert!(
+        keys.iter().filter(|&&n| n > 0).count() >= 2,
+        "the rooms' histories are on more than one node: {keys:?}"
+    );
 }

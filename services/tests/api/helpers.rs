@@ -273,8 +273,11 @@ pub async fn spawn_app_with(design: Design, options: Options) -> TestApp {
 
 /// Chat rooms through the Redis at `url`.
 fn broker(url: &str, prefix: &str, timeout: Duration) -> Rooms {
+    let topology = Topology::Single {
+        url: url.to_owned(),
+    };
     Rooms::Broker(Box::new(
-        BrokerRooms::new(url, prefix, timeout).expect("rooms"),
+        BrokerRooms::new(&topology, prefix, timeout).expect("rooms"),
     ))
 }
 
@@ -491,4 +494,34 @@ pub fn qty_of(cart: &Value, sku: &str) -> u64 {
             .as_u64()
             .unwrap_or_else(|| panic!("a cart line without a qty: {line}"))
     })
+}
+
+/// Says messages named `what` in `room` through `say` until `live` hears one (the subscription
+/// connects, or comes back after a failover, in the background), within 15 s.
+pub async fn heard_across(
+    say: &BrokerRooms,
+    room: &str,
+    live: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<str>>,
+    what: &str,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut last = String::from("nothing said yet");
+    for k in 0.. {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: nothing heard in 15 s; last: {last}"
+        );
+        let message = format!("{what} {k}");
+        if let Err(e) = say.say(room, message.as_str().into()).await {
+            last = e.to_string();
+            continue;
+        }
+        let wait = Duration::from_millis(300);
+        while let Ok(Ok(heard)) = tokio::time::timeout(wait, live.recv()).await {
+            if heard.starts_with(what) {
+                return;
+            }
+        }
+        last = format!("{message:?} said, not heard");
+    }
 }

@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
+use statelab_services::chat::BrokerRooms;
 use statelab_services::session::{Applied, Change};
 use statelab_services::store::{RedisStore, Topology};
 use statelab_services::SessionStore;
 use statelab_test_support::{eventually, RedisServer, SentinelServer};
 
-use crate::helpers::redis_store;
+use crate::helpers::{heard_across, redis_store};
 
 const NAME: &str = "statelab-test";
 
@@ -215,4 +216,34 @@ async fn a_primary_sentinel_no_longer_names_is_left_after_a_health_check() {
         .await
         .expect("EXISTS on A");
     assert_eq!(n, 0, "the session went to B only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_rooms_follow_the_primary_sentinel_names() {
+    let a = RedisServer::start().await;
+    let b = RedisServer::start().await;
+    let sentinel = SentinelServer::start(NAME, a.port, 60_000).await;
+    let topology = Topology::Sentinel {
+        sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
+        master: NAME.into(),
+    };
+    let rooms =
+        |_| BrokerRooms::new(&topology, "chat-test:", Duration::from_millis(1000)).expect("rooms");
+    let (one, two) = (rooms(1), rooms(2));
+    let mut live = two.join("lobby").await.expect("join on two").live;
+    heard_across(&one, "lobby", &mut live, "before").await;
+
+    // A dies with B copying it; B is promoted and named. Both the calls and the subscription
+    // find B by asking Sentinel again.
+    let a_port = a.port.to_string();
+    command(&b, &["REPLICAOF", "127.0.0.1", &a_port]).await;
+    a.kill();
+    command(&b, &["REPLICAOF", "NO", "ONE"]).await;
+    sentinel.monitor(NAME, b.port).await;
+    heard_across(&one, "lobby", &mut live, "after the failover").await;
+    let history = two.join("lobby").await.expect("join on B").history;
+    assert!(
+        history.iter().any(|m| m.starts_with("after the failover")),
+        "the history is on B: {history:?}"
+    );
 }
