@@ -102,6 +102,11 @@ impl BalanceFactor {
         u32::from(self.0)
     }
 
+    /// A pool's factor in words: its percentage, or `off`.
+    pub fn word(factor: Option<BalanceFactor>) -> String {
+        factor.map_or_else(|| "off".to_string(), |f| f.to_string())
+    }
+
     /// The most requests in flight a replica may hold after taking one more request, when the
     /// `eligible` replicas hold `in_flight` between them.
     pub fn limit(self, in_flight: u64, eligible: usize) -> u64 {

@@ -265,15 +265,10 @@ pub fn routed_line(routed: &Routed, factor_given: bool) -> String {
     if factor_given {
         line.push_str(&format!(
             ", balance factor {}",
-            factor_word(routed.balance_factor)
+            BalanceFactor::word(routed.balance_factor)
         ));
     }
     line
-}
-
-/// A balance factor as the lab writes it: its percentage, or `off`.
-pub fn factor_word(f: Option<BalanceFactor>) -> String {
-    f.map_or_else(|| "off".to_string(), |f| f.to_string())
 }
 
 /// A routing change in words: `ip-hash`, `balance factor 125`, or both.
@@ -281,7 +276,7 @@ fn describe(change: &PoolRouting) -> String {
     let strategy = change.strategy.map(|s| s.to_string());
     let factor = change
         .balance_factor
-        .map(|f| format!("balance factor {}", factor_word(f)));
+        .map(|f| format!("balance factor {}", BalanceFactor::word(f)));
     let words: Vec<String> = strategy.into_iter().chain(factor).collect();
     words.join(", ")
 }

@@ -86,6 +86,20 @@ impl StatelabProxy {
     }
 }
 
+/// A WebSocket handshake: `Upgrade: websocket` and `Connection: upgrade`. Other upgrades (such
+/// as `h2c`, which no replica accepts) keep a request's timeouts.
+fn is_websocket(req: &RequestHeader) -> bool {
+    let has = |name: http::header::HeaderName, token: &str| {
+        req.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has(http::header::UPGRADE, "websocket") && has(http::header::CONNECTION, "upgrade")
+}
+
 /// Why the proxy answered a request itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ProxyRefusal {
@@ -112,7 +126,8 @@ pub struct RequestCtx {
     replica: Option<ReplicaId>,
     /// Counts this request on `replica` until it ends or moves on.
     in_flight: Option<InFlight>,
-    /// The request asks to upgrade its connection: its timeouts are an open socket's.
+    /// The request asks to upgrade its connection to a WebSocket: its timeouts are an open
+    /// socket's.
     upgrade: bool,
     /// Counts the connection as an open socket on `replica` once it was upgraded, until it ends.
     socket: Option<OpenSocket>,
@@ -425,11 +440,12 @@ impl ProxyHttp for StatelabProxy {
         if session.req_header().headers.contains_key(&LOAD_HEADER) {
             pool.count_load();
         }
-        if session.is_upgrade_req() {
+        if is_websocket(session.req_header()) {
             // Once upgraded, the connection may rightly be quiet for long: the client's side
-            // waits as long as the replica's (see `upstream_peer`).
+            // waits as long as the replica's (see `upstream_peer`), reading and writing.
             ctx.upgrade = true;
             session.set_read_timeout(Some(self.socket_idle));
+            session.set_write_timeout(Some(self.socket_idle));
         }
         ctx.strategy = pool.strategy();
         ctx.balance = pool.balance_factor();
@@ -744,6 +760,27 @@ impl ProxyHttp for StatelabProxy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_websocket_handshake_gets_a_sockets_timeouts() {
+        let request = |headers: &[(&str, &str)]| {
+            let mut req = RequestHeader::build("GET", b"/chat/lobby", None).expect("a request");
+            for (k, v) in headers {
+                req.append_header(k.to_string(), *v).expect("a header");
+            }
+            req
+        };
+        assert!(is_websocket(&request(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ])));
+        assert!(!is_websocket(&request(&[
+            ("connection", "upgrade"),
+            ("upgrade", "h2c"),
+        ])));
+        assert!(!is_websocket(&request(&[("upgrade", "websocket")])));
+        assert!(!is_websocket(&request(&[])));
+    }
 
     fn classify(source: ErrorSource, etype: ErrorType) -> ProxyFault {
         ProxyFault::classify(None, &source, &etype)

@@ -48,15 +48,27 @@ impl Hangup {
 /// The open sockets of one replica.
 #[derive(Debug, Default)]
 pub struct Sockets {
-    open: Mutex<HashMap<u64, Arc<Hangup>>>,
+    open: Mutex<Open>,
     next: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    sockets: HashMap<u64, Arc<Hangup>>,
+    /// The replica is gone: a socket whose `101` arrives later (its handshake was under way, or
+    /// it was routed by the membership before the removal) is hung up as it opens.
+    closed: bool,
 }
 
 impl Sockets {
     /// Counts a tunnel as open until the returned guard is dropped.
     pub fn open(self: &Arc<Self>, hangup: Arc<Hangup>) -> OpenSocket {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, hangup);
+        let mut open = self.lock();
+        if open.closed {
+            hangup.hang_up();
+        }
+        open.sockets.insert(id, hangup);
         OpenSocket {
             sockets: Arc::clone(self),
             id,
@@ -64,19 +76,21 @@ impl Sockets {
     }
 
     pub fn count(&self) -> usize {
-        self.lock().len()
+        self.lock().sockets.len()
     }
 
-    /// Hangs up every open socket; returns how many there were.
+    /// Hangs up every open socket, and every one that opens from now on; returns how many were
+    /// open.
     pub fn hang_up_all(&self) -> usize {
-        let open = self.lock();
-        for hangup in open.values() {
+        let mut open = self.lock();
+        open.closed = true;
+        for hangup in open.sockets.values() {
             hangup.hang_up();
         }
-        open.len()
+        open.sockets.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Hangup>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -91,7 +105,7 @@ pub struct OpenSocket {
 
 impl Drop for OpenSocket {
     fn drop(&mut self) {
-        self.sockets.lock().remove(&self.id);
+        self.sockets.lock().sockets.remove(&self.id);
     }
 }
 
@@ -132,5 +146,12 @@ mod tests {
         assert!(!second.is_hung_up(), "a closed socket is not hung up again");
         drop(one);
         assert_eq!(sockets.count(), 0);
+
+        let late = Arc::new(Hangup::default());
+        let _late = sockets.open(Arc::clone(&late));
+        assert!(
+            late.is_hung_up(),
+            "a socket opening on a gone replica is hung up at once"
+        );
     }
 }

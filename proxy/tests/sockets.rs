@@ -185,8 +185,9 @@ async fn removing_a_replica_hangs_its_sockets_up_after_the_drain_limit() {
     dropped.ended().await;
 
     // Drained: the socket counts as in flight, so the drain waits its whole limit while the
-    // socket keeps working, then hangs it up.
-    let path = format!("/admin/replicas/{}?drain=1", kept.replica);
+    // socket keeps working, then hangs it up. (A replica with nothing in flight would go as idle
+    // 2 s after it was last chosen, before the limit.)
+    let path = format!("/admin/replicas/{}?drain=4", kept.replica);
     let removal = tokio::spawn({
         let admin = proxy.admin;
         let token = proxy.token.clone();
@@ -211,6 +212,8 @@ async fn removing_a_replica_hangs_its_sockets_up_after_the_drain_limit() {
     let (code, body) = removal.await.expect("the removal task");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains(r#""removed":"limit""#), "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert!(answer["waited_ms"].as_u64() >= Some(4000), "{body}");
     kept.ended().await;
     for name in [&kept.replica, &dropped.replica] {
         let backend = b.iter().find(|x| &x.name == name).expect("a backend");
@@ -234,12 +237,12 @@ async fn an_open_socket_may_be_quiet_longer_than_a_request_but_not_for_ever() {
     let mut socket = Socket::open(proxy.addr).await;
     // Quiet for several times the replica's read timeout: the idle time is what is tested.
     tokio::time::sleep(Duration::from_millis(800)).await;
+    // The proxy's idle timers start when it reads this message, after this instant.
+    let quiet = std::time::Instant::now();
     socket
         .echo("still here")
         .await
         .expect("a socket quiet past the request read timeout stays open");
-
-    let quiet = std::time::Instant::now();
     socket.ended().await;
     let after = quiet.elapsed();
     assert!(
@@ -247,6 +250,58 @@ async fn an_open_socket_may_be_quiet_longer_than_a_request_but_not_for_ever() {
         "closed after {after:?}, before the socket idle timeout"
     );
     wait_sockets(&proxy, "stateless-1", 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_whose_client_reads_nothing_is_hung_up_too() {
+    let b = backends("stateless", 2).await;
+    let proxy = spawn_proxy(&[PoolSpec::new("stateless", "round-robin", &b)], "").await;
+    let socket = Socket::open(proxy.addr).await;
+    let backend = b
+        .iter()
+        .find(|x| x.name == socket.replica)
+        .expect("a backend");
+    // The client sends and never reads: the echo fills the proxy's writes to it, so the proxy's
+    // side of the tunnel waits on a write when the hang-up comes.
+    let (_reader, mut writer) = socket.stream.into_split();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sending = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..4096 {
+                if writer.write_all(&chunk).await.is_err() {
+                    return;
+                }
+                sent.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    eventually("the loopback buffers to fill", WITHIN, || async {
+        (sent.load(std::sync::atomic::Ordering::Relaxed) >= 4 << 20).then_some(())
+    })
+    .await;
+    assert!(
+        !sending.is_finished(),
+        "256 MiB cannot pass a client that reads nothing"
+    );
+
+    let (code, body) = proxy
+        .admin(
+            Method::DELETE,
+            &format!("/admin/replicas/{}", socket.replica),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    eventually("the replica's tunnel to end", WITHIN, || async {
+        (backend.sockets() == 0).then_some(())
+    })
+    .await;
+    timeout(WITHIN, sending)
+        .await
+        .expect("the client's writes fail once the proxy hangs up")
+        .expect("the sending task");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -572,11 +572,6 @@ fn balance_strategies() -> String {
         .join(" and ")
 }
 
-/// A balance factor in the timeline's words: its percentage, or `off`.
-fn factor_words(f: Option<BalanceFactor>) -> String {
-    f.map_or_else(|| "off".to_string(), |f| f.to_string())
-}
-
 /// The timeline line for a pool's strategy switch; with a balance factor set, whether the switch
 /// makes it apply or stop applying.
 pub(super) fn strategy_text(
@@ -609,8 +604,8 @@ pub(super) fn balance_factor_text(
 ) -> String {
     let mut text = format!(
         "pool {pool}: balance factor {} → {}",
-        factor_words(from),
-        factor_words(to)
+        BalanceFactor::word(from),
+        BalanceFactor::word(to)
     );
     if to.is_some() && !strategy.takes_balance_factor() {
         text.push_str(&format!(

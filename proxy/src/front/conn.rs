@@ -198,7 +198,12 @@ impl AsyncWrite for ClientConn {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        // A write to a client that reads nothing waits here, in the flush of the write buffer.
+        let this = self.get_mut();
+        if this.allowance.is_none() && this.hangup.poll_hung_up(cx) {
+            return Poll::Ready(Err(hung_up()));
+        }
+        Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -222,8 +227,8 @@ impl AsyncWrite for ClientConn {
     }
 }
 
-/// What a write to a hung-up connection fails with: a write blocked on a client that reads
-/// nothing ends too, not only a read.
+/// What a write or flush to a hung-up connection fails with: a write blocked on a client that
+/// reads nothing ends too, not only a read.
 fn hung_up() -> io::Error {
     io::Error::new(
         io::ErrorKind::ConnectionAborted,

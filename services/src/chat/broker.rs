@@ -39,6 +39,8 @@ pub struct BrokerRooms {
     /// `PUBLISH` and the history: the store's way to a writable Redis, each call bounded.
     link: Link,
     prefix: String,
+    /// Bounds a whole call, a read's second attempt included.
+    timeout: Duration,
     /// This replica's sockets, by room: what the subscription hands each message to.
     local: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<str>>>>>,
     /// The subscription's task; ends with the rooms.
@@ -68,6 +70,7 @@ impl BrokerRooms {
         Ok(BrokerRooms {
             link,
             prefix: prefix.to_owned(),
+            timeout,
             local,
             subscriber,
         })
@@ -81,22 +84,32 @@ impl BrokerRooms {
         format!("{}chat-history:{room}", self.prefix)
     }
 
-    /// Runs `f` through the link, within its timeout. A read whose connection was lost under it
-    /// (the node died, or failed over) is run once more, on the node the link finds anew.
+    /// Runs `f` through the link, the whole call within the timeout. A read whose connection
+    /// was lost under it (the node died, or failed over) is run once more, on the node the link
+    /// finds anew, in what is left of the timeout.
     async fn call<T, F, Fut>(&self, what: &str, read: bool, f: F) -> Result<T, ChatError>
     where
         F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = RedisResult<T>>,
     {
-        let mut outcome = self.link.run(&f).await;
-        if read {
-            if let Err(e) = &outcome {
-                if e.is_connection_dropped() || e.is_io_error() {
-                    outcome = self.link.run(&f).await;
+        let attempts = async {
+            let first = self.link.run(&f).await;
+            match first {
+                Err(e) if read && (e.is_connection_dropped() || e.is_io_error()) => {
+                    self.link.run(&f).await
                 }
+                outcome => outcome,
             }
+        };
+        match tokio::time::timeout(self.timeout, attempts).await {
+            Ok(outcome) => {
+                outcome.map_err(|e| ChatError::Unavailable(format!("chat broker {what}: {e}")))
+            }
+            Err(_) => Err(ChatError::Unavailable(format!(
+                "chat broker {what}: no answer within {:?}",
+                self.timeout
+            ))),
         }
-        outcome.map_err(|e| ChatError::Unavailable(format!("chat broker {what}: {e}")))
     }
 
     /// Joins `room`: live messages from now on, then the history, so a message said in between
@@ -134,8 +147,9 @@ impl BrokerRooms {
 
     /// Keeps `message` in the room's history and publishes it to every replica, in one
     /// transaction. In a Cluster the channel and the history key hash to different slots, so the
-    /// history is kept first and the message published after it; a `PUBLISH` on any node of a
-    /// Cluster reaches every node's subscribers.
+    /// history is kept first and the message published after it (a failure between the two
+    /// leaves it in the history, unpublished, and its sender told `chat_unavailable`); a
+    /// `PUBLISH` on any node of a Cluster reaches every node's subscribers.
     pub async fn say(&self, room: &str, message: Arc<str>) -> Result<(), ChatError> {
         let (key, channel) = (self.history_key(room), self.channel(room));
         let together = self.link.spans_slots();

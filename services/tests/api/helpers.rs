@@ -514,6 +514,8 @@ pub async fn heard_across(
         let message = format!("{what} {k}");
         if let Err(e) = say.say(room, message.as_str().into()).await {
             last = e.to_string();
+            // No primary yet may be refused at once: pace the next attempt.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
         let wait = Duration::from_millis(300);
