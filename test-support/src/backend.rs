@@ -9,7 +9,8 @@
 //! service does (`cpu_ms`, `uptime_ms`, `cpu_budget_millis`), for a use and a budget the test
 //! chooses. A request that asks to upgrade the connection is answered `101` at once, and the
 //! connection then echoes every byte it receives until either side closes it: a socket whose
-//! replica answers as fast as loopback allows.
+//! replica answers as fast as loopback allows. Upgraded at `/flood`, it sends without end
+//! instead, reading nothing.
 //!
 //! It is hand-written HTTP rather than a server framework so that what the proxy
 //! sees is exactly what a test asks for (a silent replica, a connection cut mid-request), and so
@@ -39,8 +40,10 @@ pub struct BackendState {
     pub frozen: AtomicBool,
     /// When set, `GET /health?detail=1` reports these CPU figures.
     pub cpu: Mutex<Option<CpuReport>>,
-    /// Upgraded connections currently echoing.
+    /// Upgraded connections currently open (echoing, or flooding).
     pub sockets: AtomicU64,
+    /// Bytes sent on `/flood` sockets.
+    pub flooded: AtomicU64,
 }
 
 /// CPU figures for a backend to report as a statelab service would: a process that has used
@@ -127,6 +130,11 @@ impl Backend {
     /// Upgraded connections open on this backend now.
     pub fn sockets(&self) -> u64 {
         self.state.sockets.load(Ordering::SeqCst)
+    }
+
+    /// Bytes sent on `/flood` sockets so far.
+    pub fn flooded(&self) -> u64 {
+        self.state.flooded.load(Ordering::SeqCst)
     }
 
     /// Stops accepting and drops every open connection at once, like a killed process.
@@ -260,7 +268,13 @@ async fn connection(
                     "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: {protocol}\r\nx-replica: {name}\r\n\r\n"
                 );
                 if stream.write_all(switch.as_bytes()).await.is_ok() {
-                    echo(stream, buf, &state).await;
+                    state.sockets.fetch_add(1, Ordering::SeqCst);
+                    if path == "/flood" {
+                        flood(stream, &state).await;
+                    } else {
+                        echo(stream, buf).await;
+                    }
+                    state.sockets.fetch_sub(1, Ordering::SeqCst);
                 }
                 return;
             }
@@ -310,9 +324,8 @@ async fn connection(
 }
 
 /// An upgraded connection: echoes what arrives (`early`, read with the request, first) until the
-/// peer closes it, counted in `state.sockets` while it lasts.
-async fn echo(mut stream: TcpStream, early: Vec<u8>, state: &BackendState) {
-    state.sockets.fetch_add(1, Ordering::SeqCst);
+/// peer closes it.
+async fn echo(mut stream: TcpStream, early: Vec<u8>) {
     let mut chunk = [0u8; 4096];
     let mut ok = early.is_empty() || stream.write_all(&early).await.is_ok();
     while ok {
@@ -321,7 +334,16 @@ async fn echo(mut stream: TcpStream, early: Vec<u8>, state: &BackendState) {
             Ok(n) => stream.write_all(&chunk[..n]).await.is_ok(),
         };
     }
-    state.sockets.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// An upgraded connection at `/flood`: sends until a write fails, counting the bytes.
+async fn flood(mut stream: TcpStream, state: &BackendState) {
+    let chunk = [b'x'; 16 * 1024];
+    while stream.write_all(&chunk).await.is_ok() {
+        state
+            .flooded
+            .fetch_add(chunk.len() as u64, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]
