@@ -143,6 +143,10 @@ impl Native {
             }
             if let Ok(Some(status)) = child.try_wait() {
                 let text = fs::read_to_string(&log).unwrap_or_default();
+                // The error, not the backtrace that follows it when RUST_BACKTRACE is set.
+                let text = text
+                    .rsplit_once("\nStack backtrace:")
+                    .map_or(text.as_str(), |(error, _)| error);
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
                 say(format!(
                     "{part} exited ({status}); last lines of {}:",

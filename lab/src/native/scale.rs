@@ -14,7 +14,7 @@ use crate::probe::port_open;
 use crate::say;
 use crate::settings::PortPlan;
 
-use super::ports::free_port;
+use super::ports::{free_port, Claims};
 use super::Native;
 
 impl Native {
@@ -65,7 +65,7 @@ impl Native {
                 }
                 PortPlan::Free => {
                     let taken: Vec<u16> = self.ports.lines().iter().map(|(_, p)| *p).collect();
-                    free_port(&taken).await?
+                    free_port(&taken, &Claims::new(&self.dir)).await?
                 }
             };
             self.ports.replicas.insert(r, port);
@@ -75,6 +75,7 @@ impl Native {
             if let Err(e) = self.wait_healthy(part, &mut child).await {
                 self.stop(part).await;
                 self.ports.replicas.remove(&r);
+                Claims::new(&self.dir).release([port]);
                 self.write_members()?;
                 return Err(e.context(format!("{r} did not become healthy")));
             }
@@ -101,7 +102,9 @@ impl Native {
                 .remove_replica(self.ports.admin, &r.to_string(), drain)
                 .await?;
             self.stop(Part::Replica(r)).await;
-            self.ports.replicas.remove(&r);
+            if let Some(port) = self.ports.replicas.remove(&r) {
+                Claims::new(&self.dir).release([port]);
+            }
             self.write_members()?;
             // A server taken out of the pool goes with its disk: the files it stored are gone.
             if let Some(disk) = self.disk(r) {

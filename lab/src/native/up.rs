@@ -15,7 +15,7 @@ use crate::probe::{admin_summary, wait_until, Probe};
 use crate::say;
 use crate::settings::{PortPlan, Settings};
 
-use super::ports::choose_ports;
+use super::ports::{choose_ports, Claims};
 use super::store::{node_dir, write_sentinel_config};
 use super::{
     find_bin, redis_server, s3s_fs, Native, S3Keys, BINARIES, JWT_SECRET, OBJECTS_DIR, STOP_GRACE,
@@ -65,7 +65,7 @@ impl Native {
             .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
             .collect();
         dir.write_bin_dirs(&bin_dirs)?;
-        let ports = choose_ports(&settings, store.store).await?;
+        let ports = choose_ports(&settings, store.store, &Claims::new(&dir)).await?;
         dir.write_ports(&ports.lines())?;
         dir.write_store(store)?;
         // Each `up` starts the stateful replicas on empty disks and an empty object store: a new
@@ -207,6 +207,7 @@ impl Native {
         if let Some(groups) = &self.cpu_groups {
             groups.remove();
         }
+        Claims::new(&self.dir).release(self.ports.lines().into_iter().map(|(_, p)| p));
         self.dir.clear();
         say(format!(
             "stopped {} processes (logs kept in {}/)",
