@@ -309,6 +309,26 @@ impl Client {
         self.cookie_header.as_deref()
     }
 
+    /// The value of one cookie in the jar.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.jar
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Puts a cookie in the jar, as a user would paste one copied from elsewhere.
+    pub fn set_cookie(&mut self, name: &str, value: &str) {
+        self.jar.retain(|(n, _)| n != name);
+        self.jar.push((name.to_owned(), value.to_owned()));
+        self.rebuild_cookie_header();
+    }
+
+    /// The bytes of the last request written to the wire: its request line, headers and body.
+    pub fn last_request_bytes(&self) -> usize {
+        self.out.len()
+    }
+
     fn rebuild_cookie_header(&mut self) {
         if self.jar.is_empty() {
             self.cookie_header = None;

@@ -22,7 +22,7 @@ use statelab_formats::Design;
 use tokio::process::Command;
 use tokio::sync::oneshot;
 
-use crate::stats::{Epochs, Recorder};
+use crate::stats::{Epochs, KillMark, Recorder};
 
 /// How long a lab command may take before the run gives up on it.
 const LAB_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -441,17 +441,26 @@ pub const NOT_CARRIED_OUT: &str = "not carried out: the run was interrupted firs
 /// `stop` turns true no further step starts; each one not carried out is recorded as a failed
 /// event, so a report never silently lacks a planned step.
 ///
-/// With `epochs`, each step that runs begins a new scale epoch and ends it when its command
-/// returns, so the sessions can tell what the step moved. With `primaries`, the kill step asks
+/// With [`Sessions::Scale`], each step that runs begins a new scale epoch and ends it when its
+/// command returns, so the sessions can tell what the step moved; with [`Sessions::Kill`], a kill
+/// that succeeded is marked when it returns, so the sessions can tell which were on the killed
+/// replica. With `primaries`, the kill step asks
 /// for the lab's primaries just before it and, once the kill has succeeded, sends what the lab
 /// said.
+/// What the sessions are told of the steps: scale epochs begun and ended, or a kill done.
+#[derive(Clone, Copy)]
+enum Sessions<'a> {
+    Scale(&'a Epochs),
+    Kill(&'a KillMark),
+}
+
 async fn run_steps(
     steps: Vec<Step>,
     lab: &Lab,
     start: Instant,
     events: Arc<Mutex<Vec<Event>>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
-    epochs: Option<&Epochs>,
+    sessions: Sessions<'_>,
     mut primaries: Option<oneshot::Sender<Option<BTreeSet<String>>>>,
 ) {
     // The node a kill actually stopped: `redis-primary` names another node once it has failed
@@ -483,6 +492,10 @@ async fn run_steps(
                 None => None,
             };
             let begun = Instant::now();
+            let epochs = match sessions {
+                Sessions::Scale(epochs) => Some(epochs),
+                Sessions::Kill(_) => None,
+            };
             let epoch = epochs.map(Epochs::begin);
             let mut words = vec![step.what.lab_verb()];
             words.extend(step.args.iter().map(String::as_str));
@@ -491,6 +504,9 @@ async fn run_steps(
                 killed = serde_json::from_str::<Killed>(&answer)
                     .ok()
                     .map(|k| k.killed);
+                if let Sessions::Kill(kill) = sessions {
+                    kill.gone(&step.subject, Instant::now());
+                }
             }
             if let Some(watch) = watch.filter(|_| ok) {
                 let _ = watch.send(before);
@@ -530,7 +546,7 @@ pub async fn run_scales(
         start,
         events,
         stop,
-        Some(recorder.epochs()),
+        Sessions::Scale(recorder.epochs()),
         None,
     )
     .await;
@@ -590,7 +606,8 @@ impl Fault {
         })
     }
 
-    /// Kills, then restarts if asked, each when due (see `run_steps`). A Redis node's kill is
+    /// Kills, then restarts if asked, each when due (see `run_steps`), marking in `recorder`
+    /// when the kill was over. A Redis node's kill is
     /// watched until a new primary appears or the run ends at `end`; what the lab said is
     /// returned (`None` for another kill, or one not carried out).
     pub async fn run(
@@ -600,6 +617,7 @@ impl Fault {
         end: Instant,
         events: Arc<Mutex<Vec<Event>>>,
         stop: tokio::sync::watch::Receiver<bool>,
+        recorder: Arc<Recorder>,
     ) -> Option<PrimaryWatch> {
         let step = |what, at| Step {
             what,
@@ -612,7 +630,16 @@ impl Fault {
             steps.push(step(FaultStep::Restart, at));
         }
         if !watches_primaries(&self.replica) {
-            run_steps(steps, &lab, start, events, stop, None, None).await;
+            run_steps(
+                steps,
+                &lab,
+                start,
+                events,
+                stop,
+                Sessions::Kill(recorder.kill()),
+                None,
+            )
+            .await;
             return None;
         }
         let (before_tx, before_rx) = oneshot::channel();
@@ -634,7 +661,7 @@ impl Fault {
             start,
             events,
             stop.clone(),
-            None,
+            Sessions::Kill(recorder.kill()),
             Some(before_tx),
         );
         tokio::join!(steps, watch).1
@@ -806,10 +833,20 @@ esac"#;
         let events = Arc::new(Mutex::new(Vec::new()));
         let (_stop, stopped) = tokio::sync::watch::channel(false);
         let start = Instant::now();
+        let recorder = Arc::new(Recorder::new(start, end));
         let watch = fault
-            .run(lab, start, start + end, events.clone(), stopped)
+            .run(
+                lab,
+                start,
+                start + end,
+                events.clone(),
+                stopped,
+                recorder.clone(),
+            )
             .await;
         let event = events.lock().expect("not poisoned")[0].clone();
+        // A kill that was carried out is marked for the sessions.
+        assert_eq!(recorder.kill().on_killed().is_some(), event.ok);
         (watch, event)
     }
 

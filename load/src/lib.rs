@@ -39,6 +39,7 @@ pub mod chat;
 pub mod client;
 pub mod compare;
 pub mod config;
+pub mod evidence;
 pub mod fault;
 pub mod files;
 pub mod html;

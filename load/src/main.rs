@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use statelab_load::capacity::{self, CapacityArgs};
 use statelab_load::compare::{self, CompareArgs};
 use statelab_load::config::{RunArgs, RunPlan};
+use statelab_load::evidence::{self, EvidenceArgs};
 use statelab_load::output;
 use statelab_load::report;
 use statelab_load::run;
@@ -31,6 +32,9 @@ enum Command {
     /// count, with every part's CPU, the bottleneck named and the USL fitted
     /// (capacity.json, capacity.html).
     Capacity(Box<CapacityArgs>),
+    /// The textbook's claims about stateful and stateless, each answered with figures measured
+    /// in a lab of its own, a verdict and its reason (evidence.json, evidence.html).
+    Evidence(Box<EvidenceArgs>),
     /// Merge the run.json files of several runs into one comparison (report.json, report.html).
     Report(ReportArgs),
 }
@@ -56,6 +60,7 @@ fn main() {
         Command::Run(args) => run_command(*args),
         Command::Compare(args) => compare::compare(&args),
         Command::Capacity(args) => capacity_command(&args),
+        Command::Evidence(args) => evidence::evidence(&args),
         Command::Report(args) => report_command(args),
     };
     match result {

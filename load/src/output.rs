@@ -1,6 +1,6 @@
 //! The files a run and a comparison leave: `run.json` + `run.html` in a run's directory,
 //! `report.json` + `report.html` for several runs, `capacity.json` + `capacity.html` for a
-//! capacity measurement.
+//! capacity measurement, `evidence.json` + `evidence.html` for the evidence.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -107,4 +107,30 @@ pub fn comparison_text(comparison: &Comparison) -> String {
         text.push_str(&report::files_table(&comparison.runs));
     }
     text
+}
+
+/// Writes `out/evidence.json` and `out/evidence.html`.
+pub fn write_evidence(
+    out: &Path,
+    evidence: &crate::evidence::claims::Evidence,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    report::write_json(&out.join("evidence.json"), evidence)?;
+    std::fs::write(out.join("evidence.html"), html::evidence::render(evidence))
+        .with_context(|| format!("cannot write {}", out.join("evidence.html").display()))?;
+    Ok(())
+}
+
+/// The claims table for the terminal: each claim, its verdict and its reason.
+pub fn evidence_text(evidence: &crate::evidence::claims::Evidence) -> String {
+    let mut o = String::new();
+    for c in &evidence.claims {
+        o.push_str(&format!(
+            "{:<32} {:<13} {}\n",
+            c.id,
+            c.verdict.as_str(),
+            c.reason
+        ));
+    }
+    o
 }

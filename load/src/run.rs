@@ -143,6 +143,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunReport> {
             deadline,
             events.clone(),
             fault_stopped,
+            recorder.clone(),
         ))
     });
 

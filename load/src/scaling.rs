@@ -289,6 +289,7 @@ mod tests {
             last_seen,
             first_seen,
             moves,
+            on_killed: None,
             loss_unauthorized: 0,
             loss_cart: 0,
             steps_late: 0,

@@ -322,6 +322,9 @@ impl User {
                 &mut self.visitor
             }
         };
+        if let (Who::Shopper, Some(track)) = (who, &mut self.track) {
+            track.sending(self.recorder.kill());
+        }
         let exchange = client.send_payload(method, path, body).await;
         let done = Instant::now();
         let error = match &exchange.result {

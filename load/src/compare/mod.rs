@@ -297,7 +297,7 @@ pub(crate) struct RunLine {
 
 /// What the lab looked like before the comparison touched it, to put back at the end.
 #[derive(Debug, Default)]
-struct Restore {
+pub(crate) struct Restore {
     /// Each pool's strategy and balance factor.
     strategies: Vec<(String, Strategy, Option<BalanceFactor>)>,
     /// Pools a scale run resized.
@@ -407,7 +407,7 @@ fn capacity_suite(args: &CompareArgs) -> anyhow::Result<i32> {
 
 /// The runs, each with what it needs of the lab before and after; stops at the first that fails
 /// and, with the runs done, at a Ctrl-C.
-async fn carry_out(
+pub(crate) async fn carry_out(
     matrix: &Matrix,
     runs: &[PlannedRun],
     lab: &Lab,
@@ -605,7 +605,7 @@ async fn one_run(
 
 /// Puts back the pools' strategies and sizes, takes down a store lab left up and the shared lab
 /// if the comparison brought it up. Each step is tried whatever the others did.
-async fn put_back(lab: &Lab, restore: Restore) {
+pub(crate) async fn put_back(lab: &Lab, restore: Restore) {
     for (pool, strategy, factor) in &restore.strategies {
         if let Err(e) = set_routing(lab, pool, *strategy, *factor).await {
             say(&e.to_string());

@@ -94,7 +94,7 @@ pub struct ChatRooms {
 impl PlannedRun {
     /// A run of `kind` (`files`, `chat`) named after its design, strategy and `what` happens,
     /// in directory `KIND-DESIGN-STRATEGY-WHAT`, with nothing else planned.
-    fn named(
+    pub(crate) fn named(
         kind: &str,
         design: Design,
         strategy: Strategy,

@@ -29,6 +29,7 @@ macro_rules! w {
 mod svg;
 
 pub mod capacity;
+pub mod evidence;
 
 use svg::{draw, fin, line, Chart, Marker, DASHES};
 
@@ -834,6 +835,13 @@ fn failover_text(o: &mut String, f: Option<&Failover>) {
         "{failed} requests failed from the kill's second until the recovery (or the end of the \
          run), and {lost} sessions were lost from the kill on. "
     );
+    if let Some(on) = f.sessions_on_killed.filter(|n| *n > 0) {
+        w!(
+            o,
+            "{on} sessions were on the killed replica (their last answer before the kill came \
+             from it, and they sent another request after). "
+        );
+    }
     redis_text(o, f);
     window_text(o, f);
     let Some(rec) = &f.recovery else {

@@ -225,6 +225,7 @@ fn failover(
         last_answer_after_kill_s,
         failed_during_failover,
         sessions_lost_after_kill: after_kill.iter().map(|s| s.session_losses).sum(),
+        sessions_on_killed: m.on_killed,
         recovery,
         killed_node: kill.killed.clone(),
         primaries_before_kill: primaries

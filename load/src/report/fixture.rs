@@ -48,6 +48,7 @@ pub fn run(label: &str, with_kill: bool) -> RunReport {
         last_answer_after_kill_s: 0.1,
         failed_during_failover: 60,
         sessions_lost_after_kill: 2,
+        sessions_on_killed: Some(5),
         recovery: Some(Recovery {
             throughput_low: 90.0,
             throughput_high: 110.0,

@@ -184,6 +184,9 @@ pub fn summary(r: &RunReport) -> String {
             f.failed_during_failover,
             f.sessions_lost_after_kill
         );
+        if let Some(on) = f.sessions_on_killed.filter(|n| *n > 0) {
+            let _ = writeln!(out, "  sessions on the killed replica: {on}");
+        }
         match &f.recovery {
             Some(rec) => {
                 let _ = writeln!(

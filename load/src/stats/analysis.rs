@@ -53,6 +53,8 @@ pub struct Measured {
     pub first_seen: BTreeMap<String, f64>,
     /// Per scale epoch (index 0: before any scale event), the sessions it carried, moved and lost.
     pub moves: Vec<MoveCounts>,
+    /// Sessions on the killed replica at its kill ([`super::KillMark`]); `None` without one.
+    pub on_killed: Option<u64>,
     pub loss_unauthorized: u64,
     pub loss_cart: u64,
     /// Requests sent more than [`LATE_THRESHOLD`](super::LATE_THRESHOLD) after their think

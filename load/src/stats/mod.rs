@@ -20,7 +20,7 @@ pub use analysis::{
     FileEvent, Measured, Moments, OkLatency, Recovery, SecondDetail, SecondStats, BAND_SLACK,
     P99_SLACK, STABLE_SECONDS,
 };
-pub use moves::{Epochs, MoveCounts, SessionTrack};
+pub use moves::{Epochs, KillMark, MoveCounts, SessionTrack};
 pub use record::{LossKind, Progress, Recorder, Sample, StoredFile, LATE_THRESHOLD};
 
 use crate::client::ErrorKind;

@@ -12,8 +12,9 @@
 //!
 //! Counting happens once per session and epoch, not per request, so one mutex is enough.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -77,11 +78,37 @@ impl Epochs {
             last_replica: None,
             counted_in: 0,
             moved_in: None,
+            last_answer_at: None,
+            on_killed: false,
         }
     }
 }
 
-/// One session's route so far, as [`Epochs`] needs it.
+/// A replica kill as the sessions see it: the replica, and the moment its process was gone.
+/// A session is *on the killed replica* when the last answer it had before that moment came
+/// from the replica and it sends a request after it: the sessions the kill could cost. A session
+/// pinned there that is lost after the kill is one of them.
+#[derive(Debug, Default)]
+pub struct KillMark {
+    gone: OnceLock<(Box<[u8]>, Instant)>,
+    on_killed: AtomicU64,
+}
+
+impl KillMark {
+    /// The kill of `replica` has returned: its process is gone.
+    pub fn gone(&self, replica: &str, at: Instant) {
+        let _ = self.gone.set((replica.as_bytes().into(), at));
+    }
+
+    /// Sessions on the killed replica (see the type's docs); `None` when no kill was marked.
+    pub fn on_killed(&self) -> Option<u64> {
+        self.gone
+            .get()
+            .map(|_| self.on_killed.load(Ordering::Relaxed))
+    }
+}
+
+/// One session's route so far, as [`Epochs`] and the [`KillMark`] need it.
 #[derive(Debug, Clone)]
 pub struct SessionTrack {
     /// The first epoch this session can be carried into.
@@ -91,6 +118,10 @@ pub struct SessionTrack {
     counted_in: u32,
     /// The last epoch it was counted as moved in.
     moved_in: Option<u32>,
+    /// When its last answer with a replica name came.
+    last_answer_at: Option<Instant>,
+    /// It was counted on the killed replica.
+    on_killed: bool,
 }
 
 impl SessionTrack {
@@ -113,6 +144,25 @@ impl SessionTrack {
         }
         if self.last_replica.as_deref() != Some(replica) {
             self.last_replica = Some(replica.into());
+        }
+        self.last_answer_at = Some(Instant::now());
+    }
+
+    /// The session sends a request now: counted on the killed replica, once, when the kill is
+    /// over and the last answer before it came from that replica.
+    pub fn sending(&mut self, kill: &KillMark) {
+        if self.on_killed {
+            return;
+        }
+        let Some((victim, gone)) = kill.gone.get() else {
+            return;
+        };
+        if self.last_replica.as_deref() == Some(&victim[..])
+            && self.last_answer_at.is_some_and(|t| t < *gone)
+            && Instant::now() >= *gone
+        {
+            self.on_killed = true;
+            kill.on_killed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -192,5 +242,23 @@ mod tests {
                 moved_lost: 0
             }
         );
+    }
+
+    #[test]
+    fn a_session_is_on_the_killed_replica_when_its_last_answer_came_from_it() {
+        let (epochs, kill) = (Epochs::default(), KillMark::default());
+        let (mut pinned, mut elsewhere, mut late) =
+            (epochs.session(), epochs.session(), epochs.session());
+        pinned.answered(&epochs, Some(b"s-2"));
+        elsewhere.answered(&epochs, Some(b"s-1"));
+        assert_eq!(kill.on_killed(), None);
+        kill.gone("s-2", Instant::now());
+        // A session first answered by the restarted replica was not on it at the kill.
+        late.answered(&epochs, Some(b"s-2"));
+        for s in [&mut pinned, &mut elsewhere, &mut late] {
+            s.sending(&kill);
+            s.sending(&kill);
+        }
+        assert_eq!(kill.on_killed(), Some(1));
     }
 }

@@ -16,7 +16,7 @@ use super::analysis::{
     percentile_ms, Acknowledged, FileCounts, FileEvent, Measured, Moments, SecondDetail,
     SecondStats,
 };
-use super::moves::Epochs;
+use super::moves::{Epochs, KillMark};
 use super::{new_histogram, ErrorCounts, MAX_LATENCY_US};
 use crate::client::ErrorKind;
 
@@ -267,6 +267,7 @@ pub struct Recorder {
     steps_late: AtomicU64,
     max_step_lag_us: AtomicU64,
     epochs: Epochs,
+    kill: KillMark,
     /// Users whose id is below this are the heavy users, whose latency is kept apart too.
     heavy_below: AtomicU64,
     /// Every avatar the service said it stored, for the read-back after the run: 16 bytes each,
@@ -293,6 +294,7 @@ impl Recorder {
             steps_late: AtomicU64::new(0),
             max_step_lag_us: AtomicU64::new(0),
             epochs: Epochs::default(),
+            kill: KillMark::default(),
             heavy_below: AtomicU64::new(0),
             stored: Mutex::new(Vec::new()),
         }
@@ -323,6 +325,11 @@ impl Recorder {
     /// The run's scale events as sessions see them (what moved, what was lost).
     pub fn epochs(&self) -> &Epochs {
         &self.epochs
+    }
+
+    /// The run's replica kill as sessions see it (which were on the killed replica).
+    pub fn kill(&self) -> &KillMark {
+        &self.kill
     }
 
     fn shard(&self, user: u64) -> std::sync::MutexGuard<'_, Shard> {
@@ -525,6 +532,7 @@ impl Recorder {
             last_seen,
             first_seen,
             moves: self.epochs.counts(),
+            on_killed: self.kill.on_killed(),
             loss_unauthorized,
             loss_cart,
             steps_late: self.steps_late.load(Ordering::Relaxed),
