@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use statelab_formats::Design;
 
 use super::probes::Probes;
+use crate::capacity::scenarios::CapacitySuite;
 use crate::report::RunReport;
 
 /// `evidence.json`.
@@ -24,6 +25,10 @@ pub struct Evidence {
     pub runs: Vec<RunReport>,
     /// Each run's directory under the output, in the same order.
     pub run_dirs: Vec<String>,
+    /// The capacity curves (`OUT/capacity/capacity-report.{json,html}` too); `null` when they
+    /// did not run, and then why.
+    pub capacity: Option<CapacitySuite>,
+    pub capacity_not_measured: Option<String>,
 }
 
 /// One row of the table.
@@ -259,7 +264,7 @@ pub fn wanted_runs(quick: bool) -> Vec<&'static str> {
 }
 
 /// Every claim, in the table's order, judged from the probes and the runs.
-pub fn judge(probes: &Probes, runs: &Runs<'_>) -> Vec<Claim> {
+pub fn judge(probes: &Probes, runs: &Runs<'_>, capacity: Option<&CapacitySuite>) -> Vec<Claim> {
     let kills = KILL_RUNS.map(|d| {
         runs.index(d)
             .filter(|i| runs.reports[*i].failover.is_some())
@@ -276,7 +281,7 @@ pub fn judge(probes: &Probes, runs: &Runs<'_>) -> Vec<Claim> {
         request_bytes(probes),
         revocable(probes),
         encrypted(probes),
-        scale_out(runs),
+        scale_out(runs, capacity),
         files(runs),
         sockets(runs),
         replicated(runs),
@@ -284,7 +289,8 @@ pub fn judge(probes: &Probes, runs: &Runs<'_>) -> Vec<Claim> {
 }
 
 /// Why a claim whose runs are missing was not measured.
-const SHORT_MODE: &str = "not measured in this run: the short mode (--quick) leaves its runs out";
+pub const SHORT_MODE: &str =
+    "not measured in this run: the short mode (--quick) leaves its runs out";
 
 fn run_id(i: usize) -> String {
     format!("run-{i}")
@@ -817,7 +823,51 @@ fn imbalance(runs: &Runs<'_>) -> Claim {
     IMBALANCE.measured(figures, verdict, reason, run_id(got[0].0))
 }
 
-fn scale_out(runs: &Runs<'_>) -> Claim {
+/// A capacity curve's first and last points, the efficiency X(N)/(N·X(1)), and the bottleneck
+/// named at the last point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    pub design: Design,
+    pub first: (f64, f64),
+    pub last: (f64, f64),
+    pub efficiency: f64,
+    pub bottleneck: Option<String>,
+}
+
+/// The curves of a capacity suite with at least two measured points.
+pub fn curves(suite: &CapacitySuite) -> Vec<Curve> {
+    suite
+        .curves
+        .iter()
+        .filter_map(|c| {
+            let m = c.report.measured();
+            let (first, last) = (*m.first()?, *m.last()?);
+            if last.0 <= first.0 || first.1 <= 0.0 {
+                return None;
+            }
+            let bottleneck = c
+                .report
+                .points
+                .iter()
+                .rev()
+                .find_map(|p| p.best.as_ref())
+                .map(|b| b.bottleneck.name.clone());
+            Some(Curve {
+                design: c.report.service,
+                first,
+                last,
+                efficiency: (last.1 / first.1) / (last.0 / first.0),
+                bottleneck,
+            })
+        })
+        .collect()
+}
+
+/// Efficiency at or above this is scaling "by adding instances"; below it, another replica
+/// bought little.
+pub const SCALES_EFFICIENCY: f64 = 0.8;
+
+fn scale_out(runs: &Runs<'_>, capacity: Option<&CapacitySuite>) -> Claim {
     let got: Vec<(usize, &RunReport, &crate::scaling::ScaleReport)> = SCALE_RUNS
         .iter()
         .filter_map(|d| {
@@ -849,18 +899,66 @@ fn scale_out(runs: &Runs<'_>) -> Claim {
             stateless_lost += sc.sessions_lost_in_window;
         }
     }
+    let curves = capacity.map(curves).unwrap_or_default();
+    for c in &curves {
+        let d = c.design;
+        figures.push(fig(
+            format!("{d}: capacity at {}", c.first.0),
+            c.first.1,
+            "req/s",
+        ));
+        figures.push(fig(
+            format!("{d}: capacity at {}", c.last.0),
+            c.last.1,
+            "req/s",
+        ));
+        figures.push(fig(
+            format!("{d}: efficiency X(N)/(N·X(1))"),
+            c.efficiency * 100.0,
+            "%",
+        ));
+    }
     let slow_cookie = got[0]
         .2
         .even_after_s
         .is_none_or(|s| got[2].2.even_after_s.is_some_and(|fast| s > fast));
-    let (verdict, reason) = if stateless_lost == 0
-        && stateless_even
-        && (stateful_lost > 0 || slow_cookie)
-    {
+    let moves_cleanly = stateless_lost == 0 && stateless_even && (stateful_lost > 0 || slow_cookie);
+    let capped: Vec<&Curve> = curves
+        .iter()
+        .filter(|c| c.efficiency < SCALES_EFFICIENCY)
+        .collect();
+    let capacity_words = match (curves.is_empty(), capped.first()) {
+        (true, _) => "whether a replica adds capacity was not measured in this run".to_owned(),
+        (false, None) => {
+            "and every curve gained at least 80% of a replica's capacity per replica".to_owned()
+        }
+        (false, Some(c)) => {
+            let held = c.bottleneck.as_deref().unwrap_or("an unnamed part");
+            if c.last.1 < c.first.1 {
+                format!(
+                    "but {} served less at {} replicas than at {} ({:.0} against {:.0} req/s), held by {held}",
+                    c.design, c.last.0, c.first.0, c.last.1, c.first.1
+                )
+            } else {
+                format!(
+                    "but {} kept {:.0}% of a replica's capacity per replica from {} to {}, held by {held}",
+                    c.design,
+                    c.efficiency * 100.0,
+                    c.first.0,
+                    c.last.0
+                )
+            }
+        }
+    };
+    let (verdict, reason) = if moves_cleanly {
         (
-            Verdict::HoldsBut,
+            if capped.is_empty() && !curves.is_empty() {
+                Verdict::Holds
+            } else {
+                Verdict::HoldsBut
+            },
             format!(
-                "a fourth stateless or externalized replica took an even share and lost nothing, while stateful lost {stateful_lost} sessions under ip-hash or waited for old sessions under cookie; whether the extra replica adds capacity is a separate measurement (scripts/compare --capacity), not part of this run"
+                "a fourth stateless or externalized replica took an even share and lost nothing, while stateful lost {stateful_lost} sessions under ip-hash or waited for old sessions under cookie; {capacity_words}"
             ),
         )
     } else {

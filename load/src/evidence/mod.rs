@@ -104,7 +104,29 @@ pub fn evidence(args: &EvidenceArgs) -> anyhow::Result<i32> {
         if let Err(e) = lab.run(&["down"]).await {
             say(&e);
         }
-        result
+        let mut evidence = result?;
+        // The capacity curves run after the shared lab is down: each in a lab of its own with CPU
+        // budgets, with nothing else on the host.
+        if args.quick {
+            evidence.capacity_not_measured = Some(claims::SHORT_MODE.into());
+        } else {
+            match capacity(&lab, &out).await {
+                Ok(suite) => evidence.capacity = Some(suite),
+                Err(e) => {
+                    say(&format!("capacity not measured: {e:#}"));
+                    evidence.capacity_not_measured = Some(format!("not measured: {e:#}"));
+                }
+            }
+        }
+        evidence.claims = claims::judge(
+            &evidence.probes,
+            &claims::Runs {
+                dirs: &evidence.run_dirs,
+                reports: &evidence.runs,
+            },
+            evidence.capacity.as_ref(),
+        );
+        anyhow::Ok(evidence)
     })?;
     crate::output::write_evidence(&out, &evidence)?;
     print!("{}", crate::output::evidence_text(&evidence));
@@ -177,13 +199,6 @@ async fn measure(
     compare::put_back(lab, restore).await;
     let reports = result?;
     let run_dirs: Vec<String> = runs.iter().map(|r| r.dir.clone()).collect();
-    let judged = claims::judge(
-        &probes,
-        &claims::Runs {
-            dirs: &run_dirs,
-            reports: &reports,
-        },
-    );
     Ok(Evidence {
         title: "statelab: the textbook table, measured".into(),
         generated_unix_ms: SystemTime::now()
@@ -192,11 +207,42 @@ async fn measure(
         mode: "native".into(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
         quick,
-        claims: judged,
+        claims: Vec::new(),
         probes,
         runs: reports,
         run_dirs,
+        capacity: None,
+        capacity_not_measured: None,
     })
+}
+
+/// The replica counts of the capacity curves, and the seconds each step holds its rate.
+const CAPACITY_REPLICAS: [u8; 2] = [1, 3];
+const CAPACITY_STEP_SECS: u64 = 3;
+/// The capacity scenarios the evidence runs: stateless, and externalized with a small Redis.
+const CAPACITY_SCENARIOS: [&str; 2] = ["stateless-budgeted", "externalized-small-store"];
+
+/// Capacity at one and at three replicas of a fixed CPU budget, for stateless and for
+/// externalized with a small Redis: the capacity suite's own scenarios
+/// ([`crate::capacity::scenarios`]), each in a lab of its own; written to `OUT/capacity/` too.
+async fn capacity(
+    lab: &Lab,
+    out: &Path,
+) -> anyhow::Result<crate::capacity::scenarios::CapacitySuite> {
+    let dir = out.join("capacity");
+    let args = crate::capacity::scenarios::SuiteArgs {
+        docker: false,
+        out: dir.clone(),
+        lab: lab.clone(),
+        replicas: CAPACITY_REPLICAS.to_vec(),
+        step_secs: CAPACITY_STEP_SECS,
+        slo: crate::capacity::search::Slo::default(),
+        only: CAPACITY_SCENARIOS.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    say("capacity: stateless and externalized at 1 and 3 replicas of 0.2 core");
+    let suite = crate::capacity::scenarios::run_suite(&args).await?;
+    crate::output::write_capacity_suite(&dir, &suite)?;
+    Ok(suite)
 }
 
 /// The externalized pool with its one Redis killed at a third of the run and started again at

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{cell, escape, num, run_section, table, CSS};
-use crate::evidence::claims::{Evidence, Verdict};
+use crate::evidence::claims::{curves, Evidence, Verdict};
 use crate::evidence::probes::Probes;
 
 const EXTRA_CSS: &str = ".holds{color:#0a5c2a}.but{color:#7a5300}.loose,.wrong{color:#a00018}\
@@ -106,11 +106,44 @@ pub fn render(e: &Evidence) -> String {
     table(&mut o, "<claim|<measured|<verdict|<why|<from", rows);
     o.push_str("</div>");
     probes(&mut o, &e.probes);
+    capacity(&mut o, e);
     for (i, r) in e.runs.iter().enumerate() {
         run_section(&mut o, i, r);
     }
     o.push_str("</body></html>\n");
     o
+}
+
+fn capacity(o: &mut String, e: &Evidence) {
+    o.push_str("<section id=\"capacity\"><h2>Capacity at one and at three replicas</h2>");
+    let Some(suite) = &e.capacity else {
+        w!(
+            o,
+            "<p>{}</p></section>",
+            escape(e.capacity_not_measured.as_deref().unwrap_or("not measured"))
+        );
+        return;
+    };
+    o.push_str(
+        "<p>Each pool in a lab of its own, replicas of 0.2 core, the highest rate meeting a p99 of \
+         50 ms with at most 0.1% failed; the whole account with its charts is \
+         <a href=\"capacity/capacity-report.html\">capacity/capacity-report.html</a>.</p>",
+    );
+    let rows = curves(suite).into_iter().map(|c| {
+        vec![
+            cell(c.design, "l"),
+            cell(format!("{} at {}", num(c.first.1, 0), c.first.0), ""),
+            cell(format!("{} at {}", num(c.last.1, 0), c.last.0), ""),
+            cell(format!("{}%", num(c.efficiency * 100.0, 0)), ""),
+            cell(c.bottleneck.as_deref().unwrap_or("-"), "l"),
+        ]
+    });
+    table(
+        o,
+        "<pool|X(1) req/s|X(N) req/s|efficiency X(N)/(N·X(1))|<bottleneck at N",
+        rows,
+    );
+    o.push_str("</section>");
 }
 
 fn probes(o: &mut String, p: &Probes) {
@@ -258,6 +291,8 @@ mod tests {
             probes: Probes::default(),
             runs: vec![crate::report::fixture::run("stateful/cookie", true)],
             run_dirs: vec!["stateful-cookie".into()],
+            capacity: None,
+            capacity_not_measured: Some("not measured in this run".into()),
         };
         let html = render(&e);
         assert!(html.contains("a crash &lt;loses&gt; sessions"));
