@@ -694,6 +694,11 @@ fn error_response(e: &ApiError) -> Response<Full<Bytes>> {
         ApiError::MethodNotAllowed(allowed) => {
             headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
         }
+        // Refused while its body was unread or half read: the connection closes after the
+        // answer, and says so, so that no client sends its next request on it.
+        ApiError::PayloadTooLarge(_) | ApiError::RequestTimeout | ApiError::BadRequestBody => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         _ => {}
     }
     response
