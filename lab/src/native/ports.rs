@@ -36,6 +36,9 @@ fn random_u64() -> u64 {
 /// choosing the ports to writing them, with a wide margin.
 const CLAIM_GRACE: Duration = Duration::from_secs(60);
 
+/// The longest wait for the claims directory's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// The free ports the labs on this machine have picked, one file per port in a directory shared
 /// by every lab (`$TMPDIR/statelab-ports/PORT`, holding the lab directory that picked it). A port
 /// that nothing listens on yet may be one that another lab picked a moment ago and has not
@@ -79,7 +82,10 @@ impl Claims {
                 return false;
             }
         }
-        let _ = fs::write(&path, &self.owner);
+        if fs::write(&path, &self.owner).is_ok() {
+            // Any user's lab may replace it once it no longer holds.
+            let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o666));
+        }
         true
     }
 
@@ -107,18 +113,31 @@ impl Claims {
     }
 
     /// An exclusive lock on the claims directory, which it creates (open to every user, sticky,
-    /// as `/tmp` is) when it is missing.
+    /// as `/tmp` is) when it is missing; `None` when it cannot be had within [`LOCK_WAIT`] (a
+    /// holder keeps it for a few file operations).
     fn lock(&self) -> Option<Flock<fs::File>> {
         if !self.dir.is_dir() {
             fs::create_dir_all(&self.dir).ok()?;
             let _ = fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o1777));
         }
-        let file = fs::OpenOptions::new()
+        let path = self.dir.join("lock");
+        let mut file = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("lock"))
+            .open(&path)
             .ok()?;
-        Flock::lock(file, FlockArg::LockExclusive).ok()
+        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o666));
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Some(lock),
+                Err((back, _)) if std::time::Instant::now() < deadline => {
+                    file = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return None,
+            }
+        }
     }
 }
 

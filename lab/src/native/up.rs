@@ -10,7 +10,9 @@ use statelab_formats::lab::Sizing;
 
 use crate::cgroup::{CpuGroups, CGROUP_ROOT};
 use crate::labdir::{random_hex, LabDir, Mode, StoreChoice};
-use crate::model::{budget_words, native_proxy_config, render_proxy_config, Part, StoreNode};
+use crate::model::{
+    budget_words, native_proxy_config, render_proxy_config, NativePorts, Part, StoreNode,
+};
 use crate::probe::{admin_summary, wait_until, Probe};
 use crate::say;
 use crate::settings::{PortPlan, Settings};
@@ -65,42 +67,14 @@ impl Native {
             .map(|d| d.canonicalize().unwrap_or_else(|_| d.clone()))
             .collect();
         dir.write_bin_dirs(&bin_dirs)?;
-        let ports = choose_ports(&settings, store.store, &Claims::new(&dir)).await?;
-        dir.write_ports(&ports.lines())?;
-        dir.write_store(store)?;
-        // Each `up` starts the stateful replicas on empty disks and an empty object store: a new
-        // lab's servers.
-        let _ = fs::remove_dir_all(dir.path("data"));
-        let _ = fs::remove_dir_all(dir.path(OBJECTS_DIR));
-        fs::create_dir_all(dir.path(OBJECTS_DIR))?;
-        S3Keys::create(&dir)?;
-        for n in store.store.nodes() {
-            if let StoreNode::Cluster(_) | StoreNode::Data(_) | StoreNode::Sentinel(_) = n {
-                // Sentinel and Cluster start empty at each `up`. A cluster's records (nodes.conf)
-                // name the ports of the lab before, which a new `up` may not give again; and the
-                // Sentinel topology always starts `redis-1` as the primary, whose data may be
-                // older than a promoted replica's.
-                let _ = fs::remove_dir_all(node_dir(&dir, n));
-            }
-            fs::create_dir_all(node_dir(&dir, n))?;
-            if let StoreNode::Sentinel(_) = n {
-                write_sentinel_config(&dir, &ports, n)?;
-            }
+        let claims = Claims::new(&dir);
+        let ports = choose_ports(&settings, store.store, &claims).await?;
+        if let Err(e) = prepare(&dir, &settings, store, &ports) {
+            // No lab runs: the ports go back, and `down` finds nothing to stop.
+            claims.release(ports.lines().into_iter().map(|(_, p)| p));
+            dir.clear();
+            return Err(e);
         }
-        // One signing key for every stateless replica: a token from one must verify on the others.
-        if !fs::metadata(dir.path(JWT_SECRET)).is_ok_and(|m| m.len() > 0) {
-            dir.write_private(JWT_SECRET, &random_hex(48)?)?;
-        }
-        // On loopback the proxy needs no token (its admin guard keeps web pages out); it gets one
-        // when STATELAB_ADMIN_TOKEN asks for it.
-        match &settings.admin_token {
-            Some(token) => dir.write_admin_token(token)?,
-            None => dir.remove_admin_token()?,
-        }
-        fs::write(
-            dir.path("proxy.toml"),
-            render_proxy_config(&native_proxy_config(&ports), "the native lab on loopback")?,
-        )?;
         dir.set_mode(Mode::Native)?;
         let lab = Native {
             probe: Probe::new(settings.admin_token.clone()),
@@ -215,4 +189,50 @@ impl Native {
             self.dir.logs().display()
         ));
     }
+}
+
+/// Writes what the lab's parts read before they start: its ports, store, data directories,
+/// Sentinel configuration, keys and the proxy's configuration.
+fn prepare(
+    dir: &LabDir,
+    settings: &Settings,
+    store: StoreChoice,
+    ports: &NativePorts,
+) -> anyhow::Result<()> {
+    dir.write_ports(&ports.lines())?;
+    dir.write_store(store)?;
+    // Each `up` starts the stateful replicas on empty disks and an empty object store: a new
+    // lab's servers.
+    let _ = fs::remove_dir_all(dir.path("data"));
+    let _ = fs::remove_dir_all(dir.path(OBJECTS_DIR));
+    fs::create_dir_all(dir.path(OBJECTS_DIR))?;
+    S3Keys::create(dir)?;
+    for n in store.store.nodes() {
+        if let StoreNode::Cluster(_) | StoreNode::Data(_) | StoreNode::Sentinel(_) = n {
+            // Sentinel and Cluster start empty at each `up`. A cluster's records (nodes.conf)
+            // name the ports of the lab before, which a new `up` may not give again; and the
+            // Sentinel topology always starts `redis-1` as the primary, whose data may be
+            // older than a promoted replica's.
+            let _ = fs::remove_dir_all(node_dir(dir, n));
+        }
+        fs::create_dir_all(node_dir(dir, n))?;
+        if let StoreNode::Sentinel(_) = n {
+            write_sentinel_config(dir, ports, n)?;
+        }
+    }
+    // One signing key for every stateless replica: a token from one must verify on the others.
+    if !fs::metadata(dir.path(JWT_SECRET)).is_ok_and(|m| m.len() > 0) {
+        dir.write_private(JWT_SECRET, &random_hex(48)?)?;
+    }
+    // On loopback the proxy needs no token (its admin guard keeps web pages out); it gets one
+    // when STATELAB_ADMIN_TOKEN asks for it.
+    match &settings.admin_token {
+        Some(token) => dir.write_admin_token(token)?,
+        None => dir.remove_admin_token()?,
+    }
+    fs::write(
+        dir.path("proxy.toml"),
+        render_proxy_config(&native_proxy_config(ports), "the native lab on loopback")?,
+    )?;
+    Ok(())
 }
