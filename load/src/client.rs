@@ -317,6 +317,11 @@ impl Client {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every cookie in the jar, as `(name, value)`.
+    pub fn cookies(&self) -> &[(String, String)] {
+        &self.jar
+    }
+
     /// Puts a cookie in the jar, as a user would paste one copied from elsewhere.
     pub fn set_cookie(&mut self, name: &str, value: &str) {
         self.jar.retain(|(n, _)| n != name);

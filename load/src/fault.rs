@@ -437,16 +437,6 @@ impl ScaleStep {
 /// What a step that was never carried out says in its event's `detail`.
 pub const NOT_CARRIED_OUT: &str = "not carried out: the run was interrupted first";
 
-/// Sleeps until each step is due and runs it through the lab, recording what happened. Once
-/// `stop` turns true no further step starts; each one not carried out is recorded as a failed
-/// event, so a report never silently lacks a planned step.
-///
-/// With [`Sessions::Scale`], each step that runs begins a new scale epoch and ends it when its
-/// command returns, so the sessions can tell what the step moved; with [`Sessions::Kill`], a kill
-/// that succeeded is marked when it returns, so the sessions can tell which were on the killed
-/// replica. With `primaries`, the kill step asks
-/// for the lab's primaries just before it and, once the kill has succeeded, sends what the lab
-/// said.
 /// What the sessions are told of the steps: scale epochs begun and ended, or a kill done.
 #[derive(Clone, Copy)]
 enum Sessions<'a> {
@@ -454,6 +444,16 @@ enum Sessions<'a> {
     Kill(&'a KillMark),
 }
 
+/// Sleeps until each step is due and runs it through the lab, recording what happened. Once
+/// `stop` turns true no further step starts; each one not carried out is recorded as a failed
+/// event, so a report never silently lacks a planned step.
+///
+/// With [`Sessions::Scale`], each step that runs begins a new scale epoch and ends it when its
+/// command returns, so the sessions can tell what the step moved; with [`Sessions::Kill`], a kill is
+/// marked when it begins and when it has succeeded, so the sessions can tell which were on the
+/// killed replica. With `primaries`, the kill step asks
+/// for the lab's primaries just before it and, once the kill has succeeded, sends what the lab
+/// said.
 async fn run_steps(
     steps: Vec<Step>,
     lab: &Lab,
@@ -492,6 +492,9 @@ async fn run_steps(
                 None => None,
             };
             let begun = Instant::now();
+            if let (Sessions::Kill(kill), FaultStep::Kill) = (sessions, step.what) {
+                kill.begin(&step.subject, begun);
+            }
             let epochs = match sessions {
                 Sessions::Scale(epochs) => Some(epochs),
                 Sessions::Kill(_) => None,
@@ -505,7 +508,7 @@ async fn run_steps(
                     .ok()
                     .map(|k| k.killed);
                 if let Sessions::Kill(kill) = sessions {
-                    kill.gone(&step.subject, Instant::now());
+                    kill.over(Instant::now());
                 }
             }
             if let Some(watch) = watch.filter(|_| ok) {

@@ -2,7 +2,8 @@
 //! `evidence.json` whose claims agree with the runs and probes it carries.
 
 use std::collections::BTreeSet;
-use std::process::Command;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 use statelab_formats::Design;
 use statelab_load::evidence::claims::{Evidence, Verdict};
@@ -28,7 +29,8 @@ const IDS: [&str; 14] = [
 #[test]
 fn quick_evidence_answers_every_claim_from_its_own_runs() {
     let tmp = TempDir::new("load-evidence");
-    let out = Command::new(env!("CARGO_BIN_EXE_statelab-load"))
+    let log = tmp.join("evidence.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_statelab-load"))
         .args(["evidence", "--quick"])
         .arg("--lab")
         .arg(workspace_root().join("scripts/lab"))
@@ -36,14 +38,21 @@ fn quick_evidence_answers_every_claim_from_its_own_runs() {
         .arg(tmp.join("ev"))
         .env("STATELAB_BIN_DIR", lab_bin_dir())
         .env_remove("STATELAB_LAB_DIR")
-        .output()
+        .stdout(std::fs::File::create(&log).expect("a log file"))
+        .stderr(std::fs::File::create(tmp.join("evidence.err")).expect("a log file"))
+        .spawn()
         .expect("run statelab-load evidence");
+    // About a minute; a run that hangs is stopped (Ctrl-C: it takes its lab down) and fails.
+    let status = wait_or_interrupt(&mut child, Duration::from_secs(600));
     let text = format!(
         "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        std::fs::read_to_string(tmp.join("evidence.err")).unwrap_or_default()
     );
-    assert!(out.status.success(), "evidence failed:\n{text}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "evidence failed:\n{text}"
+    );
     let json = std::fs::read_to_string(tmp.join("ev/evidence.json")).expect("evidence.json");
     let e: Evidence = serde_json::from_str(&json).expect("typed evidence.json");
     assert!(e.quick);
@@ -161,6 +170,42 @@ fn quick_evidence_answers_every_claim_from_its_own_runs() {
         .iter()
         .find(|r| r.failover.as_ref().is_some_and(|f| f.replica == "redis"))
         .expect("the Redis kill run");
-    let failed = figure("store-spof", "requests failed");
-    assert!(failed > 0.0 && failed <= spof.failed_requests as f64);
+    assert!(
+        spof.failed_requests > 0,
+        "requests failed while Redis was down"
+    );
+    assert_eq!(
+        figure("store-spof", "requests failed"),
+        spof.failover
+            .as_ref()
+            .and_then(|f| f.failure_window.as_ref())
+            .map_or(0, |w| w.failed) as f64
+    );
+    let share = figure("store-spof", "share failed in the seconds Redis was down");
+    assert!(share > 0.0 && share <= 100.0, "{share}");
+}
+
+/// The child's exit status once it exits, polled every 200 ms; past `within`, SIGINT (so it takes
+/// its lab down), a further 60 s, then `None`.
+fn wait_or_interrupt(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let grace = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }

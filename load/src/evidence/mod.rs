@@ -5,15 +5,18 @@
 //! lab. First the probes ([`probes`]): a token read without its key, a logged-out credential
 //! replayed, the bytes of a request at an empty and a full cart, memory per session, Redis round
 //! trips, and a stateless replica of its own with a two-second token lifetime. Then the load
-//! runs, which are the comparison's own ([`crate::compare`]): its kill runs, and the externalized
-//! pool with its one Redis killed and started again. [`claims::judge`] turns both into the
-//! table; `evidence.json` and `evidence.html` hold it, the probes and the runs.
+//! runs, which are the comparison's own ([`crate::compare`]): its kill, skew, scaling, file, chat
+//! and store runs, and the externalized pool with its one Redis killed and started again. Last,
+//! with the shared lab down, the capacity suite's curves for stateless and externalized.
+//! [`claims::judge`] turns it all into the table; `evidence.json` and `evidence.html` hold it, the
+//! probes and the runs.
 
 pub mod claims;
 pub mod probes;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -38,8 +41,8 @@ pub struct EvidenceArgs {
     #[arg(long)]
     pub quick: bool,
 
-    /// The Docker lab instead of the native one (not available: the evidence starts a lab of its
-    /// own on free ports, which the Docker lab's fixed ports do not allow beside a user's lab).
+    /// The Docker lab instead of the native one (refused: the probes reach each replica and Redis
+    /// on loopback, which the Docker lab does not publish).
     #[arg(long)]
     pub docker: bool,
 
@@ -85,7 +88,7 @@ fn sizes(quick: bool) -> (u64, probes::Sizes) {
 pub fn evidence(args: &EvidenceArgs) -> anyhow::Result<i32> {
     if args.docker {
         bail!(
-            "--docker: the evidence runs natively only; it starts a lab of its own on free ports beside yours, and the Docker lab's ports are fixed"
+            "--docker: the evidence runs natively only; its probes reach each replica and Redis on loopback, which the Docker lab does not publish"
         );
     }
     let out = std::path::absolute(&args.out)
@@ -94,21 +97,42 @@ pub fn evidence(args: &EvidenceArgs) -> anyhow::Result<i32> {
     let lab = Lab::parse(&args.lab)
         .map_err(anyhow::Error::msg)?
         .with_env("STATELAB_LAB_DIR", &out.join("lab").to_string_lossy())
-        .with_env("STATELAB_PORTS", "free");
+        .with_env("STATELAB_PORTS", "free")
+        // Ports a user pinned for their own lab are not this lab's.
+        .with_env("STATELAB_PROXY_PORT", "")
+        .with_env("STATELAB_ADMIN_PORT", "")
+        .with_env("STATELAB_REDIS_PORT", "");
     let (duration, sizes) = sizes(args.quick);
     let runtime = crate::run::runtime(None).context("cannot start the runtime")?;
-    let evidence = runtime.block_on(async {
+    let (evidence, interrupted) = runtime.block_on(async {
+        // Ctrl-C stops what is under way at its next step; the lab is taken down and what was
+        // measured is written.
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                while tokio::signal::ctrl_c().await.is_ok() {
+                    stop.store(true, Ordering::SeqCst);
+                }
+            });
+        }
         say("starting a lab of its own (scripts/lab up, free ports)");
-        lab.run(&["up"]).await.map_err(anyhow::Error::msg)?;
-        let result = measure(&lab, &out, duration, sizes, args.quick).await;
+        let result = match lab.run(&["up"]).await {
+            Ok(_) => measure(&lab, &out, duration, sizes, args.quick, &stop).await,
+            Err(e) => Err(anyhow::Error::msg(e)),
+        };
         if let Err(e) = lab.run(&["down"]).await {
             say(&e);
         }
         let mut evidence = result?;
+        let interrupted = stop.load(Ordering::SeqCst);
         // The capacity curves run after the shared lab is down: each in a lab of its own with CPU
         // budgets, with nothing else on the host.
         if args.quick {
             evidence.capacity_not_measured = Some(claims::SHORT_MODE.into());
+        } else if interrupted {
+            evidence.capacity_not_measured =
+                Some("not measured: the evidence was interrupted before it".into());
         } else {
             match capacity(&lab, &out).await {
                 Ok(suite) => evidence.capacity = Some(suite),
@@ -126,7 +150,7 @@ pub fn evidence(args: &EvidenceArgs) -> anyhow::Result<i32> {
             },
             evidence.capacity.as_ref(),
         );
-        anyhow::Ok(evidence)
+        anyhow::Ok((evidence, interrupted))
     })?;
     crate::output::write_evidence(&out, &evidence)?;
     print!("{}", crate::output::evidence_text(&evidence));
@@ -134,6 +158,10 @@ pub fn evidence(args: &EvidenceArgs) -> anyhow::Result<i32> {
         "wrote {0}/evidence.json and {0}/evidence.html",
         out.display()
     );
+    if interrupted {
+        say("interrupted: the claims whose runs did not happen say they were not measured");
+        return Ok(130);
+    }
     Ok(0)
 }
 
@@ -147,6 +175,7 @@ async fn measure(
     duration: u64,
     sizes: probes::Sizes,
     quick: bool,
+    stop: &AtomicBool,
 ) -> anyhow::Result<Evidence> {
     let ports: Ports = lab.answer(&["ports"]).await.map_err(anyhow::Error::msg)?;
     let place = probes::Place {
@@ -193,12 +222,16 @@ async fn measure(
         .rposition(|r| claims::KILL_RUNS.contains(&r.dir.as_str()))
         .map_or(0, |i| i + 1);
     runs.insert(after_kills, redis_killed(matrix.workload));
-    let stop = AtomicBool::new(false);
     let mut restore = Restore::default();
-    let result = compare::carry_out(&matrix, &runs, lab, out, &stop, &mut restore).await;
+    let result = compare::carry_out(&matrix, &runs, lab, out, stop, &mut restore).await;
     compare::put_back(lab, restore).await;
     let reports = result?;
-    let run_dirs: Vec<String> = runs.iter().map(|r| r.dir.clone()).collect();
+    // An interrupted evidence has fewer reports than runs: the first ones, in order.
+    let run_dirs: Vec<String> = runs
+        .iter()
+        .take(reports.len())
+        .map(|r| r.dir.clone())
+        .collect();
     Ok(Evidence {
         title: "statelab: the textbook table, measured".into(),
         generated_unix_ms: SystemTime::now()

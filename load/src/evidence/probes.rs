@@ -289,8 +289,8 @@ async fn token_seen(place: &Place) -> Result<TokenSeen, String> {
     })
 }
 
-/// Per design: log in, copy the credential, log out, then replay the copy `tries` times from a
-/// fresh client.
+/// Per design: log in, copy the browser's cookies, log out, then replay the copy `tries` times
+/// from a fresh client.
 async fn replays(place: &Place, tries: u32) -> Result<Vec<Replay>, String> {
     let mut out = Vec::new();
     for design in Design::ALL {
@@ -304,13 +304,17 @@ async fn replays(place: &Place, tries: u32) -> Result<Vec<Replay>, String> {
         )
         .await?;
         let name = cookie_name(design);
-        let copied = c
-            .cookie(&name)
-            .ok_or_else(|| format!("{design}: no {name} cookie after login"))?
-            .to_owned();
+        if c.cookie(&name).is_none() {
+            return Err(format!("{design}: no {name} cookie after login"));
+        }
+        // Every cookie the browser holds, the proxy's affinity cookie with the session's: the
+        // copy reaches the replica that made the session.
+        let copied = c.cookies().to_vec();
         ok(&mut c, Method::POST, "/logout", None).await?;
         let mut thief = place.through_proxy(design);
-        thief.set_cookie(&name, &copied);
+        for (n, v) in &copied {
+            thief.set_cookie(n, v);
+        }
         let mut accepted = 0;
         for _ in 0..tries {
             if status(&mut thief, Method::GET, "/cart").await? == StatusCode::OK {

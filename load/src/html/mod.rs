@@ -838,8 +838,8 @@ fn failover_text(o: &mut String, f: Option<&Failover>) {
     if let Some(on) = f.sessions_on_killed.filter(|n| *n > 0) {
         w!(
             o,
-            "{on} sessions were on the killed replica (their last answer before the kill came \
-             from it, and they sent another request after). "
+            "{on} sessions were on the killed replica (from the kill on, each sent a request \
+             while its last answer came from it). "
         );
     }
     redis_text(o, f);

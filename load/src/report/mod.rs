@@ -332,9 +332,9 @@ pub struct Failover {
     pub failed_during_failover: u64,
     /// Sessions lost from the kill's second on.
     pub sessions_lost_after_kill: u64,
-    /// Sessions on the killed replica when it was killed: the last answer each had before the
-    /// kill was over came from it, and it sent a request after (`stats::KillMark`). `null` in a
-    /// record from before it was counted.
+    /// Sessions on the killed replica: from the kill's start on, each sent a request while its
+    /// last answer came from that replica (`stats::KillMark`). `null` in a record from before it
+    /// was counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions_on_killed: Option<u64>,
     /// Pre-kill band and the time back inside it; `null` when fewer than two whole seconds

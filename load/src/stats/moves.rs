@@ -84,25 +84,33 @@ impl Epochs {
     }
 }
 
-/// A replica kill as the sessions see it: the replica, and the moment its process was gone.
-/// A session is *on the killed replica* when the last answer it had before that moment came
-/// from the replica and it sends a request after it: the sessions the kill could cost. A session
-/// pinned there that is lost after the kill is one of them.
+/// A replica kill as the sessions see it: the replica, when its kill began, and when it was
+/// over. A session is *on the killed replica* when, from the kill's start on, it sends a request
+/// while the last answer it had came from that replica, given before the kill was over (a later
+/// one is from the replica started again). Every session pinned there that the kill costs is one
+/// of them: the request that finds it lost is such a request.
 #[derive(Debug, Default)]
 pub struct KillMark {
-    gone: OnceLock<(Box<[u8]>, Instant)>,
+    begun: OnceLock<(Box<[u8]>, Instant)>,
+    over: OnceLock<Instant>,
     on_killed: AtomicU64,
 }
 
 impl KillMark {
-    /// The kill of `replica` has returned: its process is gone.
-    pub fn gone(&self, replica: &str, at: Instant) {
-        let _ = self.gone.set((replica.as_bytes().into(), at));
+    /// The kill of `replica` begins.
+    pub fn begin(&self, replica: &str, at: Instant) {
+        let _ = self.begun.set((replica.as_bytes().into(), at));
     }
 
-    /// Sessions on the killed replica (see the type's docs); `None` when no kill was marked.
+    /// The kill has returned: the replica's process is gone.
+    pub fn over(&self, at: Instant) {
+        let _ = self.over.set(at);
+    }
+
+    /// Sessions on the killed replica (see the type's docs); `None` unless a kill was carried
+    /// out.
     pub fn on_killed(&self) -> Option<u64> {
-        self.gone
+        self.over
             .get()
             .map(|_| self.on_killed.load(Ordering::Relaxed))
     }
@@ -148,18 +156,22 @@ impl SessionTrack {
         self.last_answer_at = Some(Instant::now());
     }
 
-    /// The session sends a request now: counted on the killed replica, once, when the kill is
-    /// over and the last answer before it came from that replica.
+    /// The session sends a request now: counted on the killed replica, once (see [`KillMark`]).
     pub fn sending(&mut self, kill: &KillMark) {
         if self.on_killed {
             return;
         }
-        let Some((victim, gone)) = kill.gone.get() else {
+        let Some((victim, begun)) = kill.begun.get() else {
             return;
         };
-        if self.last_replica.as_deref() == Some(&victim[..])
-            && self.last_answer_at.is_some_and(|t| t < *gone)
-            && Instant::now() >= *gone
+        let answered_before_over = match (self.last_answer_at, kill.over.get()) {
+            (Some(at), Some(over)) => at < *over,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if Instant::now() >= *begun
+            && self.last_replica.as_deref() == Some(&victim[..])
+            && answered_before_over
         {
             self.on_killed = true;
             kill.on_killed.fetch_add(1, Ordering::Relaxed);
@@ -251,8 +263,11 @@ mod tests {
             (epochs.session(), epochs.session(), epochs.session());
         pinned.answered(&epochs, Some(b"s-2"));
         elsewhere.answered(&epochs, Some(b"s-1"));
-        assert_eq!(kill.on_killed(), None);
-        kill.gone("s-2", Instant::now());
+        kill.begin("s-2", Instant::now());
+        // Sent while the kill runs: counted, once.
+        pinned.sending(&kill);
+        assert_eq!(kill.on_killed(), None, "no count until the kill is over");
+        kill.over(Instant::now());
         // A session first answered by the restarted replica was not on it at the kill.
         late.answered(&epochs, Some(b"s-2"));
         for s in [&mut pinned, &mut elsewhere, &mut late] {
