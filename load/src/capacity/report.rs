@@ -98,6 +98,15 @@ impl CapacityReport {
     }
 }
 
+/// The speed-up X(N)/X(n) and the efficiency X(N)/((N/n)·X(n)) from the point `(n, X(n))` to
+/// `(N, X(N))`; `None` when the first point has no capacity.
+pub fn speedup_and_efficiency((n1, x1): (f64, f64), (n2, x2): (f64, f64)) -> Option<(f64, f64)> {
+    (x1 > 0.0 && n1 > 0.0).then(|| {
+        let speedup = x2 / x1;
+        (speedup, speedup / (n2 / n1))
+    })
+}
+
 /// The verdict: speed-up and efficiency at the largest count against the smallest, and the
 /// bottleneck there.
 pub fn verdict(points: &[Point]) -> String {

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use statelab_formats::Design;
 
 use super::probes::Probes;
+use crate::capacity::report::speedup_and_efficiency;
 use crate::capacity::scenarios::CapacitySuite;
-use crate::report::RunReport;
+use crate::report::{Balance, RunReport};
 
 /// `evidence.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -779,12 +780,9 @@ fn encrypted(probes: &Probes) -> Claim {
 
 /// The busiest replica's share, max/mean and coefficient of variation of `shares` (0..1 each).
 fn spread_of(shares: &[f64]) -> (f64, f64, f64) {
-    let n = shares.len().max(1) as f64;
-    let mean = shares.iter().sum::<f64>() / n;
     let max = shares.iter().copied().fold(0.0, f64::max);
-    let var = shares.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n;
-    let ratio = |a: f64| if mean > 0.0 { a / mean } else { 0.0 };
-    (max, ratio(max), ratio(var.sqrt()))
+    Balance::of_values(shares.iter().copied())
+        .map_or((max, 0.0, 0.0), |b| (max, b.max_over_mean, b.cv))
 }
 
 /// A sticky strategy is imbalanced when its busiest replica carries this many times the mean.
@@ -855,9 +853,10 @@ pub fn curves(suite: &CapacitySuite) -> Vec<Curve> {
         .filter_map(|c| {
             let m = c.report.measured();
             let (first, last) = (*m.first()?, *m.last()?);
-            if last.0 <= first.0 || first.1 <= 0.0 {
+            if last.0 <= first.0 {
                 return None;
             }
+            let (_, efficiency) = speedup_and_efficiency(first, last)?;
             let bottleneck = c
                 .report
                 .points
@@ -869,7 +868,7 @@ pub fn curves(suite: &CapacitySuite) -> Vec<Curve> {
                 design: c.report.service,
                 first,
                 last,
-                efficiency: (last.1 / first.1) / (last.0 / first.0),
+                efficiency,
                 bottleneck,
             })
         })

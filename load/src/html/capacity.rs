@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use super::svg::{draw, line, Chart, Marker};
 use super::{escape, num, CSS};
-use crate::capacity::report::CapacityReport;
+use crate::capacity::report::{speedup_and_efficiency, CapacityReport};
 use crate::capacity::scenarios::CapacitySuite;
 
 const HOW: &str = "<p class=\"how\"><b>How to read this.</b> The capacity at N replicas is the \
@@ -49,10 +49,10 @@ pub fn render_suite(s: &CapacitySuite) -> String {
     for c in &s.curves {
         let m = c.report.measured();
         let (first, last) = (m.first(), m.last());
-        let (sp, eff) = match (first, last) {
-            (Some((n1, x1)), Some((n2, x2))) if *x1 > 0.0 => (x2 / x1, (x2 / x1) / (n2 / n1)),
-            _ => (f64::NAN, f64::NAN),
-        };
+        let (sp, eff) = first
+            .zip(last)
+            .and_then(|(f, l)| speedup_and_efficiency(*f, *l))
+            .unwrap_or((f64::NAN, f64::NAN));
         w!(
             o,
             "<tr><td class=\"l\"><a href=\"#{0}\">{0}</a></td><td class=\"l\">{1}</td>\

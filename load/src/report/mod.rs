@@ -218,7 +218,12 @@ pub struct Balance {
 impl Balance {
     /// The balance of `counts`, one per replica; `None` when none counted anything.
     pub fn of(counts: impl Iterator<Item = u64>) -> Option<Balance> {
-        let counts: Vec<f64> = counts.map(|c| c as f64).collect();
+        Balance::of_values(counts.map(|c| c as f64))
+    }
+
+    /// The same of any non-negative values (shares, say).
+    pub fn of_values(values: impl Iterator<Item = f64>) -> Option<Balance> {
+        let counts: Vec<f64> = values.collect();
         let n = counts.len() as f64;
         let total: f64 = counts.iter().sum();
         if counts.is_empty() || total <= 0.0 {
