@@ -4,6 +4,7 @@
 //! generator reads instead of the sentences the lab prints for people.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -82,10 +83,16 @@ pub struct Memory {
 }
 
 /// `scripts/lab ports --json`: the ports `up` chose, by name (`proxy`, `admin`, and natively the
-/// replicas and Redis nodes).
+/// replicas and Redis nodes), and where the host reaches each part.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ports {
+    /// Ports on the host's loopback.
     pub ports: BTreeMap<String, u16>,
+    /// Each part's address as the host reaches it: natively `127.0.0.1:PORT`; in Docker the
+    /// published `proxy` and `admin` on loopback, and the replicas, the Redis nodes and `s3` at
+    /// their addresses in the lab network.
+    #[serde(default)]
+    pub addresses: BTreeMap<String, SocketAddr>,
 }
 
 /// `scripts/lab scale --json POOL N`: the pool's replicas once the scale is done.

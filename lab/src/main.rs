@@ -1,6 +1,7 @@
 //! `statelab-lab`: the binary behind `scripts/lab`. It parses the verb and the environment, then
 //! hands over to the native or the Docker lab.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -316,13 +317,26 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Verb::Ports => {
-            let lines = match running(&dir)? {
-                Mode::Native => Native::load(settings, dir)?.ports().lines(),
-                Mode::Docker => Docker::load(settings, dir)?.ports_lines(),
+            let (lines, addresses) = match running(&dir)? {
+                Mode::Native => {
+                    let lines = Native::load(settings, dir)?.ports().lines();
+                    let addresses = lines
+                        .iter()
+                        .map(|(name, port)| {
+                            (name.clone(), SocketAddr::from(([127, 0, 0, 1], *port)))
+                        })
+                        .collect();
+                    (lines, addresses)
+                }
+                Mode::Docker => {
+                    let lab = Docker::load(settings, dir)?;
+                    (lab.ports_lines(), lab.addresses().into_iter().collect())
+                }
             };
             if json {
                 print_json(&Ports {
                     ports: lines.into_iter().collect(),
+                    addresses,
                 })?;
             } else {
                 for (name, port) in lines {

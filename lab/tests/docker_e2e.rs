@@ -14,6 +14,8 @@
 //!   in-network client, the load generator killing replicas mid-run through `scripts/lab`.
 //! - [`store`]: Redis killed, then its container created anew; `down -v` leaving nothing; the
 //!   Sentinel and the Cluster topologies failing over.
+//! - [`evidence`]: `statelab-load evidence --docker --quick` in a compose project of its own,
+//!   its probes reaching the replicas and Redis in that lab's network, and nothing left after.
 //!
 //! [`checks`] prints a PASS or FAIL line per check as it goes and the tally at the end; [`lab`]
 //! holds the lab's isolation (its own lab directory, compose project `statelab-e2e`, image
@@ -28,6 +30,8 @@
 
 #[path = "docker_e2e/checks.rs"]
 mod checks;
+#[path = "docker_e2e/evidence.rs"]
+mod evidence;
 #[path = "docker_e2e/http.rs"]
 mod http;
 #[path = "docker_e2e/lab.rs"]
@@ -105,6 +109,8 @@ async fn scenario(lab: &E2eLab, load: &Result<PathBuf, String>, checks: &Checks)
     store::down_leaves_nothing(lab, checks).await;
     store::sentinel(lab, checks).await;
     store::cluster(lab, checks).await;
+
+    evidence::quick(lab, load, checks).await;
     Ok(())
 }
 

@@ -174,6 +174,15 @@ fn up_kill_start_strategy_and_down_on_free_ports() {
         "redis, s3, nine replicas, proxy, admin:\n{ports}"
     );
     assert!(names.contains(&"externalized-3") && names.contains(&"admin"));
+    let listed: statelab_formats::lab::Ports = json(&lab.ok(&["ports", "--json"]));
+    assert_eq!(listed.ports.len(), 13, "{listed:?}");
+    for (name, port) in &listed.ports {
+        assert_eq!(
+            listed.addresses.get(name).map(|a| a.to_string()),
+            Some(format!("127.0.0.1:{port}")),
+            "natively every part is reached on loopback at its port"
+        );
+    }
     let admin: u16 = ports
         .lines()
         .find_map(|l| l.strip_prefix("admin "))

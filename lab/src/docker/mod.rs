@@ -18,6 +18,7 @@
 //! file holds the [`Docker`] handle, its loading, and the compose and docker commands they share.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -29,6 +30,7 @@ use statelab_formats::lab::Sizing;
 use crate::labdir::{random_admin_token, AdminToken, LabDir, StoreChoice};
 use crate::model::{
     docker_proxy_config_with, render_proxy_config, Part, Replica, Store, CONTAINER_S3_PORT,
+    CONTAINER_SERVICE_PORT,
 };
 use crate::probe::{wait_until, Probe};
 use crate::settings::{Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
@@ -261,6 +263,40 @@ impl Docker {
             ("proxy".into(), self.proxy_port),
             ("admin".into(), self.admin_port),
         ]
+    }
+
+    /// Where the host reaches each part: the published proxy and admin ports on loopback; the
+    /// replicas, the Redis nodes and the object store at their addresses in the lab network
+    /// (the host has an address on the lab's bridge).
+    pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
+        let at = |octet: u16, port: u16| {
+            format!("{}.{octet}:{port}", self.net_prefix)
+                .parse::<SocketAddr>()
+                .ok()
+        };
+        let loopback = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let replicas = self.members.iter().filter_map(|r| {
+            Some((
+                r.to_string(),
+                at(r.container_octet(), CONTAINER_SERVICE_PORT)?,
+            ))
+        });
+        let nodes = self
+            .store
+            .store
+            .nodes()
+            .into_iter()
+            .filter_map(|n| Some((n.to_string(), self.node_addr(n)?)));
+        let objects = at(Part::Objects.container_octet(), CONTAINER_S3_PORT)
+            .map(|a| (Part::Objects.to_string(), a));
+        nodes
+            .chain(objects)
+            .chain(replicas)
+            .chain([
+                ("proxy".to_string(), loopback(self.proxy_port)),
+                ("admin".to_string(), loopback(self.admin_port)),
+            ])
+            .collect()
     }
 
     /// The container of a part in this project.

@@ -134,6 +134,11 @@ impl E2eLab {
         format!("http://127.0.0.1:{}", self.admin_port)
     }
 
+    /// The lab's binaries (`STATELAB_BIN_DIR`).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
     pub fn lab_script(&self) -> PathBuf {
         self.root.join("scripts/lab")
     }

@@ -155,7 +155,7 @@ fn say(msg: &str) {
 }
 
 /// A free port on loopback, for a Docker scenario lab's published ports.
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
     Ok(l.local_addr()?.port())
 }

@@ -8,6 +8,7 @@ use statelab_formats::Design;
 use super::probes::Probes;
 use crate::capacity::report::speedup_and_efficiency;
 use crate::capacity::scenarios::CapacitySuite;
+use crate::compare::plan::POOL_SIZE;
 use crate::report::{Balance, RunReport};
 
 /// `evidence.json`.
@@ -223,6 +224,9 @@ pub const SKEW_RUNS: [&str; 3] = [
     "skew-stateful-ip-hash",
     "skew-stateless-round-robin",
 ];
+/// The skewed stateful run under ip-hash from the host in the Docker lab, where Docker's NAT
+/// makes every client one address; the Docker lab's ip-hash figure.
+pub const NAT_SKEW_RUN: &str = "skew-stateful-ip-hash-nat";
 /// The scaling runs: each design's pool grown from 3 to 4.
 pub const SCALE_RUNS: [&str; 4] = [
     "stateful-cookie-3-to-4",
@@ -261,8 +265,51 @@ pub fn wanted_runs(quick: bool) -> Vec<&'static str> {
     runs
 }
 
+/// How the evidence ran: the short mode, and the Docker lab.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct How {
+    pub quick: bool,
+    pub docker: bool,
+}
+
+impl How {
+    /// Why a claim whose runs are missing was not measured.
+    fn absent(self) -> String {
+        if self.quick {
+            SHORT_MODE.into()
+        } else {
+            "not measured: the evidence was interrupted before its runs".into()
+        }
+    }
+
+    /// The skew runs the imbalance reads: cookie, ip-hash (in Docker from behind its NAT) and
+    /// round-robin.
+    pub fn skew_runs(self) -> [&'static str; 3] {
+        let ip_hash = if self.docker {
+            NAT_SKEW_RUN
+        } else {
+            SKEW_RUNS[1]
+        };
+        [SKEW_RUNS[0], ip_hash, SKEW_RUNS[2]]
+    }
+
+    /// The scaling runs the scale-out reads: in Docker without ip-hash, which the comparison
+    /// leaves out there (every host client is one address behind the NAT).
+    pub fn scale_runs(self) -> Vec<&'static str> {
+        SCALE_RUNS
+            .into_iter()
+            .filter(|d| !(self.docker && d.contains("ip-hash")))
+            .collect()
+    }
+}
+
 /// Every claim, in the table's order, judged from the probes and the runs.
-pub fn judge(probes: &Probes, runs: &Runs<'_>, capacity: Option<&CapacitySuite>) -> Vec<Claim> {
+pub fn judge(
+    probes: &Probes,
+    runs: &Runs<'_>,
+    capacity: Option<&CapacitySuite>,
+    how: How,
+) -> Vec<Claim> {
     let kills = KILL_RUNS.map(|d| {
         runs.get(d)
             .filter(|(_, r)| r.failover.is_some())
@@ -271,19 +318,19 @@ pub fn judge(probes: &Probes, runs: &Runs<'_>, capacity: Option<&CapacitySuite>)
     let reports = runs.reports;
     vec![
         crash(reports, kills),
-        imbalance(runs),
+        imbalance(runs, how),
         memory(probes),
         latency(reports, kills),
-        hop(probes, reports, kills),
+        hop(probes, reports, kills, how),
         store_spof(reports, runs.get(REDIS_KILLED).map(|(i, _)| i)),
         disposable(reports, kills),
         request_bytes(probes),
         revocable(probes),
         encrypted(probes),
-        scale_out(runs, capacity),
-        files(runs),
-        sockets(runs),
-        replicated(runs),
+        scale_out(runs, capacity, how),
+        files(runs, how),
+        sockets(runs, how),
+        replicated(runs, how),
     ]
 }
 
@@ -476,7 +523,7 @@ fn latency(runs: &[RunReport], kills: [Option<usize>; 3]) -> Claim {
     LATENCY.measured(figures, verdict, reason, run_id(got[0].1))
 }
 
-fn hop(probes: &Probes, runs: &[RunReport], kills: [Option<usize>; 3]) -> Claim {
+fn hop(probes: &Probes, runs: &[RunReport], kills: [Option<usize>; 3], how: How) -> Claim {
     let Some(rt) = &probes.redis_round_trip else {
         return HOP.not_measured(missing(probes, "redis_round_trip"));
     };
@@ -494,6 +541,11 @@ fn hop(probes: &Probes, runs: &[RunReport], kills: [Option<usize>; 3]) -> Claim 
     }
     let (low, high) = REDIS_HOP_CLAIMED_MS;
     let p50 = rt.p50_ms;
+    let here = if how.docker {
+        "on one host, across Docker's bridge network,"
+    } else {
+        "on one host"
+    };
     let (verdict, reason) = if p50 > high * LOOSE_FACTOR {
         (
             Verdict::Loose,
@@ -503,7 +555,7 @@ fn hop(probes: &Probes, runs: &[RunReport], kills: [Option<usize>; 3]) -> Claim 
         (
             Verdict::Loose,
             format!(
-                "on one host a Redis round trip takes {p50:.3} ms, over {LOOSE_FACTOR:.0}× under the 1 ms the figure starts at; 1–5 ms is a round trip across hosts or zones"
+                "{here} a Redis round trip takes {p50:.3} ms, over {LOOSE_FACTOR:.0}× under the 1 ms the figure starts at; 1–5 ms is a round trip across hosts or zones"
             ),
         )
     } else if (low..=high).contains(&p50) {
@@ -788,23 +840,32 @@ fn spread_of(shares: &[f64]) -> (f64, f64, f64) {
 /// A sticky strategy is imbalanced when its busiest replica carries this many times the mean.
 pub const IMBALANCED_MAX_OVER_MEAN: f64 = 1.25;
 
-fn imbalance(runs: &Runs<'_>) -> Claim {
-    let got: Vec<(usize, &RunReport, (f64, f64, f64))> = SKEW_RUNS
+fn imbalance(runs: &Runs<'_>, how: How) -> Claim {
+    let names = how.skew_runs();
+    let got: Vec<(usize, &RunReport, (f64, f64, f64))> = names
         .iter()
         .filter_map(|d| {
             let (i, r) = runs.get(d)?;
-            // The shares in the whole seconds before the pool grew.
-            let shares: Vec<f64> = r.scaling.first()?.share_before.values().copied().collect();
+            // The shares in the whole seconds before the pool grew; a replica of the pool that
+            // answered nothing in them is a zero.
+            let mut shares: Vec<f64> = r.scaling.first()?.share_before.values().copied().collect();
+            shares.resize(shares.len().max(usize::from(POOL_SIZE)), 0.0);
             Some((i, r, spread_of(&shares)))
         })
         .collect();
-    if got.len() < SKEW_RUNS.len() {
-        return IMBALANCE.not_measured(SHORT_MODE);
+    if got.len() < names.len() {
+        return IMBALANCE.not_measured(how.absent());
     }
     let mut figures = Vec::new();
-    for (_, r, (max, ratio, cv)) in &got {
+    for (k, (_, r, (max, ratio, cv))) in got.iter().enumerate() {
         let name = r.strategy.map_or("?", |s| s.as_str());
-        let who = format!("{}/{name}", r.service);
+        // The second run is ip-hash's: in Docker, from behind its NAT.
+        let nat = if k == 1 && how.docker {
+            " behind Docker's NAT"
+        } else {
+            ""
+        };
+        let who = format!("{}/{name}{nat}", r.service);
         figures.push(fig(
             format!("{who}: busiest replica"),
             max * 100.0,
@@ -816,12 +877,20 @@ fn imbalance(runs: &Runs<'_>) -> Claim {
     let users = got[0].1.users.unwrap_or(0);
     let (cookie, ip, rr) = (got[0].2 .1, got[1].2 .1, got[2].2 .1);
     let imbalanced = |x: f64| x >= IMBALANCED_MAX_OVER_MEAN && x > rr;
+    let ip_words = if how.docker {
+        format!(
+            "{ip:.2}× under ip-hash, where Docker's NAT makes every host client one address ({:.0}% of requests on one replica)",
+            got[1].2 .0 * 100.0
+        )
+    } else {
+        format!("{ip:.2}× under ip-hash")
+    };
     let (verdict, reason) = if imbalanced(cookie) || imbalanced(ip) {
         let both = imbalanced(cookie) && imbalanced(ip);
         (
             if both { Verdict::Holds } else { Verdict::HoldsBut },
             format!(
-                "with {users} users whose think times follow a Zipf law, the busiest replica carried {cookie:.2}× the mean under cookie and {ip:.2}× under ip-hash, against {rr:.2}× under round-robin{}",
+                "with {users} users whose think times follow a Zipf law, the busiest replica carried {cookie:.2}× the mean under cookie and {ip_words}, against {rr:.2}× under round-robin{}",
                 if both { "" } else { "; only one sticky strategy crossed the threshold" }
             ),
         )
@@ -875,21 +944,37 @@ pub fn curves(suite: &CapacitySuite) -> Vec<Curve> {
         .collect()
 }
 
+/// The designs of a capacity suite whose curve has fewer than two measured points: no replica
+/// count, or only one, met the SLO, so there is no efficiency to give.
+pub fn unmeasured_curves(suite: &CapacitySuite) -> Vec<Design> {
+    suite
+        .curves
+        .iter()
+        .filter(|c| c.report.measured().len() < 2)
+        .map(|c| c.report.service)
+        .collect()
+}
+
 /// Efficiency at or above this is scaling "by adding instances"; below it, another replica
 /// bought little.
 pub const SCALES_EFFICIENCY: f64 = 0.8;
 
-fn scale_out(runs: &Runs<'_>, capacity: Option<&CapacitySuite>) -> Claim {
-    let got: Vec<(usize, &RunReport, &crate::scaling::ScaleReport)> = SCALE_RUNS
+fn scale_out(runs: &Runs<'_>, capacity: Option<&CapacitySuite>, how: How) -> Claim {
+    let names = how.scale_runs();
+    let got: Vec<(usize, &RunReport, &crate::scaling::ScaleReport)> = names
         .iter()
         .filter_map(|d| {
             let (i, r) = runs.get(d)?;
             Some((i, r, r.scaling.first()?))
         })
         .collect();
-    if got.len() < SCALE_RUNS.len() {
-        return SCALE.not_measured(SHORT_MODE);
+    if got.len() < names.len() {
+        return SCALE.not_measured(how.absent());
     }
+    let even_after = |dir: &str| {
+        runs.get(dir)
+            .and_then(|(_, r)| r.scaling.first()?.even_after_s)
+    };
     let mut figures = Vec::new();
     let (mut stateless_lost, mut stateful_lost) = (0, 0);
     let mut stateless_even = true;
@@ -912,6 +997,7 @@ fn scale_out(runs: &Runs<'_>, capacity: Option<&CapacitySuite>) -> Claim {
         }
     }
     let curves = capacity.map(curves).unwrap_or_default();
+    let unmeasured = capacity.map(unmeasured_curves).unwrap_or_default();
     for c in &curves {
         let d = c.design;
         figures.push(fig(
@@ -930,17 +1016,15 @@ fn scale_out(runs: &Runs<'_>, capacity: Option<&CapacitySuite>) -> Claim {
             "%",
         ));
     }
-    let slow_cookie = got[0]
-        .2
-        .even_after_s
-        .is_none_or(|s| got[2].2.even_after_s.is_some_and(|fast| s > fast));
+    let slow_cookie = even_after(SCALE_RUNS[0])
+        .is_none_or(|s| even_after(SCALE_RUNS[2]).is_some_and(|fast| s > fast));
     let stateless_clean = stateless_lost == 0 && stateless_even;
     let moves_cleanly = stateless_clean && (stateful_lost > 0 || slow_cookie);
     let capped: Vec<&Curve> = curves
         .iter()
         .filter(|c| c.efficiency < SCALES_EFFICIENCY)
         .collect();
-    let capacity_words = match (curves.is_empty(), capped.first()) {
+    let mut capacity_words = match (curves.is_empty(), capped.first()) {
         (true, _) => "whether a replica adds capacity was not measured in this run".to_owned(),
         (false, None) => {
             "and every curve gained at least 80% of a replica's capacity per replica".to_owned()
@@ -963,15 +1047,25 @@ fn scale_out(runs: &Runs<'_>, capacity: Option<&CapacitySuite>) -> Claim {
             }
         }
     };
+    for d in &unmeasured {
+        capacity_words.push_str(&format!(
+            "; {d} met the SLO at fewer than two replica counts, so its efficiency was not measured"
+        ));
+    }
     let (verdict, reason) = if moves_cleanly {
         (
-            if capped.is_empty() && !curves.is_empty() {
+            if capped.is_empty() && !curves.is_empty() && unmeasured.is_empty() {
                 Verdict::Holds
             } else {
                 Verdict::HoldsBut
             },
             format!(
-                "a fourth stateless or externalized replica took an even share and lost nothing, while stateful lost {stateful_lost} sessions under ip-hash or waited for old sessions under cookie; {capacity_words}"
+                "a fourth stateless or externalized replica took an even share and lost nothing, while stateful {}; {capacity_words}",
+                if how.docker {
+                    "under cookie waited for old sessions to end (ip-hash, which moves them, sees one client behind Docker's NAT)".to_owned()
+                } else {
+                    format!("lost {stateful_lost} sessions under ip-hash or waited for old sessions under cookie")
+                }
             ),
         )
     } else if stateless_clean {
@@ -989,10 +1083,10 @@ fn scale_out(runs: &Runs<'_>, capacity: Option<&CapacitySuite>) -> Claim {
     SCALE.measured(figures, verdict, reason, run_id(got[0].0))
 }
 
-fn files(runs: &Runs<'_>) -> Claim {
+fn files(runs: &Runs<'_>, how: How) -> Claim {
     let (Some((i, disk)), Some((_, store))) = (runs.get(FILE_RUNS[0]), runs.get(FILE_RUNS[1]))
     else {
-        return FILES.not_measured(SHORT_MODE);
+        return FILES.not_measured(how.absent());
     };
     let (Some(d), Some(s)) = (disk.files.as_ref(), store.files.as_ref()) else {
         return FILES.not_measured("not measured: the file runs counted no avatar");
@@ -1041,10 +1135,10 @@ fn files(runs: &Runs<'_>) -> Claim {
     FILES.measured(figures, verdict, reason, run_id(i))
 }
 
-fn sockets(runs: &Runs<'_>) -> Claim {
+fn sockets(runs: &Runs<'_>, how: How) -> Claim {
     let (Some((i, mem)), Some((_, broker))) = (runs.get(CHAT_RUNS[0]), runs.get(CHAT_RUNS[1]))
     else {
-        return SOCKETS.not_measured(SHORT_MODE);
+        return SOCKETS.not_measured(how.absent());
     };
     let (Some(m), Some(b)) = (mem.chat.as_ref(), broker.chat.as_ref()) else {
         return SOCKETS.not_measured("not measured: the chat runs reported no chat");
@@ -1083,10 +1177,17 @@ fn sockets(runs: &Runs<'_>) -> Claim {
     SOCKETS.measured(figures, verdict, reason, run_id(i))
 }
 
-fn replicated(runs: &Runs<'_>) -> Claim {
+/// Why the Docker lab has no store runs.
+pub const STORE_RUNS_NATIVE: &str = "not measured: the store runs are native only (each topology in a lab of its own on free ports); the evidence without --docker makes them";
+
+fn replicated(runs: &Runs<'_>, how: How) -> Claim {
     let (Some((i, asynch)), Some((_, wait))) = (runs.get(STORE_RUNS[0]), runs.get(STORE_RUNS[1]))
     else {
-        return REPLICATED.not_measured(SHORT_MODE);
+        return REPLICATED.not_measured(if how.docker && !how.quick {
+            STORE_RUNS_NATIVE.to_owned()
+        } else {
+            how.absent()
+        });
     };
     let lost = |r: &RunReport| {
         let f = r.failover.as_ref();
@@ -1142,4 +1243,59 @@ fn replicated(runs: &Runs<'_>) -> Claim {
         )
     };
     REPLICATED.measured(figures, verdict, reason, run_id(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_reads_the_nat_run_and_scales_without_ip_hash() {
+        let docker = How {
+            quick: false,
+            docker: true,
+        };
+        assert_eq!(docker.skew_runs()[1], NAT_SKEW_RUN);
+        assert_eq!(
+            docker.scale_runs(),
+            [SCALE_RUNS[0], SCALE_RUNS[2], SCALE_RUNS[3]]
+        );
+        let native = How::default();
+        assert_eq!(native.skew_runs(), SKEW_RUNS);
+        assert_eq!(native.scale_runs(), SCALE_RUNS);
+    }
+
+    #[test]
+    fn a_claim_without_its_runs_says_why_and_carries_no_figure() {
+        let runs = Runs {
+            dirs: &[],
+            reports: &[],
+        };
+        let reason = |how: How, id: &str| {
+            let claims = judge(&Probes::default(), &runs, None, how);
+            assert!(claims
+                .iter()
+                .all(|c| c.verdict == Verdict::NotMeasured && c.figures.is_empty()));
+            claims
+                .into_iter()
+                .find(|c| c.id == id)
+                .map(|c| c.reason)
+                .unwrap_or_default()
+        };
+        let docker = How {
+            quick: false,
+            docker: true,
+        };
+        assert_eq!(
+            reason(docker, "replicated-store-loses-nothing"),
+            STORE_RUNS_NATIVE
+        );
+        assert!(reason(docker, "scale-out").contains("interrupted"));
+        let quick = How {
+            quick: true,
+            docker: true,
+        };
+        assert_eq!(reason(quick, "replicated-store-loses-nothing"), SHORT_MODE);
+        assert_eq!(reason(quick, "sticky-imbalance"), SHORT_MODE);
+    }
 }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Parser};
 use statelab_formats::lab::Ports;
 use statelab_formats::{Design, Strategy};
@@ -41,8 +41,8 @@ pub struct EvidenceArgs {
     #[arg(long)]
     pub quick: bool,
 
-    /// The Docker lab instead of the native one (refused: the probes reach each replica and Redis
-    /// on loopback, which the Docker lab does not publish).
+    /// The Docker lab instead of the native one: compose project `statelab-evidence` on
+    /// 10.231.10.0/24 with free host ports; the store runs, native only, are left out.
     #[arg(long)]
     pub docker: bool,
 
@@ -86,22 +86,10 @@ fn sizes(quick: bool) -> (u64, probes::Sizes) {
 
 /// Runs the evidence and writes it; the exit status.
 pub fn evidence(args: &EvidenceArgs) -> anyhow::Result<i32> {
-    if args.docker {
-        bail!(
-            "--docker: the evidence runs natively only; its probes reach each replica and Redis on loopback, which the Docker lab does not publish"
-        );
-    }
     let out = std::path::absolute(&args.out)
         .with_context(|| format!("cannot resolve {}", args.out.display()))?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let lab = Lab::parse(&args.lab)
-        .map_err(anyhow::Error::msg)?
-        .with_env("STATELAB_LAB_DIR", &out.join("lab").to_string_lossy())
-        .with_env("STATELAB_PORTS", "free")
-        // Ports a user pinned for their own lab are not this lab's.
-        .with_env("STATELAB_PROXY_PORT", "")
-        .with_env("STATELAB_ADMIN_PORT", "")
-        .with_env("STATELAB_REDIS_PORT", "");
+    let lab = own_lab(args, &out)?;
     let (duration, sizes) = sizes(args.quick);
     let runtime = crate::run::runtime(None).context("cannot start the runtime")?;
     let (evidence, interrupted) = runtime.block_on(async {
@@ -116,12 +104,24 @@ pub fn evidence(args: &EvidenceArgs) -> anyhow::Result<i32> {
                 }
             });
         }
-        say("starting a lab of its own (scripts/lab up, free ports)");
-        let result = match lab.run(&["up"]).await {
-            Ok(_) => measure(&lab, &out, duration, sizes, args.quick, &stop).await,
+        let (up, down): (&[&str], &[&str]) = if args.docker {
+            say(&format!(
+                "starting a lab of its own (scripts/lab up --docker, project {DOCKER_PROJECT})"
+            ));
+            (&["up", "--docker"], &["down", "-v"])
+        } else {
+            say("starting a lab of its own (scripts/lab up, free ports)");
+            (&["up"], &["down"])
+        };
+        let how = claims::How {
+            quick: args.quick,
+            docker: args.docker,
+        };
+        let result = match lab.run(up).await {
+            Ok(_) => measure(&lab, &out, duration, sizes, how, &stop).await,
             Err(e) => Err(anyhow::Error::msg(e)),
         };
-        if let Err(e) = lab.run(&["down"]).await {
+        if let Err(e) = lab.run(down).await {
             say(&e);
         }
         let mut evidence = result?;
@@ -134,7 +134,7 @@ pub fn evidence(args: &EvidenceArgs) -> anyhow::Result<i32> {
             evidence.capacity_not_measured =
                 Some("not measured: the evidence was interrupted before it".into());
         } else {
-            match capacity(&lab, &out).await {
+            match capacity(&lab, &out, args.docker).await {
                 Ok(suite) => evidence.capacity = Some(suite),
                 Err(e) => {
                     say(&format!("capacity not measured: {e:#}"));
@@ -149,6 +149,7 @@ pub fn evidence(args: &EvidenceArgs) -> anyhow::Result<i32> {
                 reports: &evidence.runs,
             },
             evidence.capacity.as_ref(),
+            how,
         );
         anyhow::Ok((evidence, interrupted))
     })?;
@@ -169,21 +170,49 @@ fn say(msg: &str) {
     eprintln!("evidence: {msg}");
 }
 
+/// The Docker lab's compose project and network: apart from a user's lab (10.231.7.0/24), the
+/// capacity suite's (10.231.8.0/24) and the end-to-end test's (10.231.9.0/24).
+const DOCKER_PROJECT: &str = "statelab-evidence";
+const DOCKER_SUBNET: &str = "10.231.10.0/24";
+
+/// The lab command for the evidence's own lab, in `OUT/lab`: natively on free loopback ports;
+/// in Docker in a compose project and network of its own, its proxy and admin API published on
+/// free host ports. Ports a user pinned for their own lab are not this lab's.
+fn own_lab(args: &EvidenceArgs, out: &Path) -> anyhow::Result<Lab> {
+    let lab = Lab::parse(&args.lab)
+        .map_err(anyhow::Error::msg)?
+        .with_env("STATELAB_LAB_DIR", &out.join("lab").to_string_lossy())
+        .with_env("STATELAB_REDIS_PORT", "");
+    Ok(if args.docker {
+        let proxy = crate::capacity::scenarios::free_port()?;
+        let admin = crate::capacity::scenarios::free_port()?;
+        lab.with_env("STATELAB_PORTS", "")
+            .with_env("STATELAB_PROJECT", DOCKER_PROJECT)
+            .with_env("STATELAB_SUBNET", DOCKER_SUBNET)
+            .with_env("STATELAB_PROXY_PORT", &proxy.to_string())
+            .with_env("STATELAB_ADMIN_PORT", &admin.to_string())
+    } else {
+        lab.with_env("STATELAB_PORTS", "free")
+            .with_env("STATELAB_PROXY_PORT", "")
+            .with_env("STATELAB_ADMIN_PORT", "")
+    })
+}
+
 async fn measure(
     lab: &Lab,
     out: &Path,
     duration: u64,
     sizes: probes::Sizes,
-    quick: bool,
+    how: claims::How,
     stop: &AtomicBool,
 ) -> anyhow::Result<Evidence> {
     let ports: Ports = lab.answer(&["ports"]).await.map_err(anyhow::Error::msg)?;
     let place = probes::Place {
         proxy: *ports
-            .ports
+            .addresses
             .get("proxy")
-            .context("the lab names no proxy port")?,
-        ports: ports.ports.clone(),
+            .context("the lab names no proxy address")?,
+        addresses: ports.addresses,
     };
     say("probes: the token, replays after logout, request bytes, memory, Redis");
     let bin_dir = std::env::var_os("STATELAB_BIN_DIR")
@@ -193,11 +222,17 @@ async fn measure(
     for (name, why) in &probes.not_measured {
         say(&format!("probe {name} not measured: {why}"));
     }
-    let flags: &[&str] = if quick {
-        &[]
-    } else {
-        &["--scale", "--store", "--skew", "--files", "--chat"]
-    };
+    let mut flags: Vec<&str> = Vec::new();
+    if how.docker {
+        flags.push("--docker");
+    }
+    if !how.quick {
+        flags.extend(["--scale", "--skew", "--files", "--chat"]);
+        // The store runs bring up native labs of their own.
+        if !how.docker {
+            flags.push("--store");
+        }
+    }
     let line = CompareLine::try_parse_from(
         [
             "compare",
@@ -207,16 +242,22 @@ async fn measure(
             &duration.to_string(),
         ]
         .iter()
-        .chain(flags),
+        .chain(&flags),
     )
     .context("the evidence's comparison flags")?;
     let matrix = line.args.matrix()?;
-    let wanted = claims::wanted_runs(quick);
+    let wanted = claims::wanted_runs(how.quick);
     let mut runs: Vec<PlannedRun> = matrix
         .runs()
         .into_iter()
         .filter(|r| wanted.contains(&r.dir.as_str()))
         .collect();
+    if how.docker {
+        if let Some(i) = runs.iter().position(|r| r.dir == claims::SKEW_RUNS[0]) {
+            let nat = behind_nat(&runs[i]);
+            runs.insert(i + 1, nat);
+        }
+    }
     let after_kills = runs
         .iter()
         .rposition(|r| claims::KILL_RUNS.contains(&r.dir.as_str()))
@@ -237,9 +278,9 @@ async fn measure(
         generated_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
-        mode: "native".into(),
+        mode: if how.docker { "docker" } else { "native" }.into(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
-        quick,
+        quick: how.quick,
         claims: Vec::new(),
         probes,
         runs: reports,
@@ -252,8 +293,13 @@ async fn measure(
 /// The replica counts of the capacity curves, and the seconds each step holds its rate.
 const CAPACITY_REPLICAS: [u8; 2] = [1, 3];
 const CAPACITY_STEP_SECS: u64 = 3;
-/// The capacity scenarios the evidence runs: stateless, and externalized with a small Redis.
+/// The capacity scenarios the evidence runs: stateless, and externalized with a small Redis
+/// (0.02 core).
 const CAPACITY_SCENARIOS: [&str; 2] = ["stateless-budgeted", "externalized-small-store"];
+/// In Docker the externalized curve has a Redis of 0.1 core: a container's budget pays for its
+/// healthcheck too, and at 0.02 core Redis's `redis-cli ping` every 2 s keeps p99 over 100 ms at
+/// any rate, so no step would meet the SLO (docs/capacity.md, the Docker lab's table).
+const CAPACITY_SCENARIOS_DOCKER: [&str; 2] = ["stateless-budgeted", "externalized-larger-store"];
 
 /// Capacity at one and at three replicas of a fixed CPU budget, for stateless and for
 /// externalized with a small Redis: the capacity suite's own scenarios
@@ -261,21 +307,41 @@ const CAPACITY_SCENARIOS: [&str; 2] = ["stateless-budgeted", "externalized-small
 async fn capacity(
     lab: &Lab,
     out: &Path,
+    docker: bool,
 ) -> anyhow::Result<crate::capacity::scenarios::CapacitySuite> {
     let dir = out.join("capacity");
     let args = crate::capacity::scenarios::SuiteArgs {
-        docker: false,
+        docker,
         out: dir.clone(),
         lab: lab.clone(),
         replicas: CAPACITY_REPLICAS.to_vec(),
         step_secs: CAPACITY_STEP_SECS,
         slo: crate::capacity::search::Slo::default(),
-        only: CAPACITY_SCENARIOS.iter().map(|s| (*s).to_owned()).collect(),
+        only: if docker {
+            CAPACITY_SCENARIOS_DOCKER
+        } else {
+            CAPACITY_SCENARIOS
+        }
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect(),
     };
     say("capacity: stateless and externalized at 1 and 3 replicas of 0.2 core");
     let suite = crate::capacity::scenarios::run_suite(&args).await?;
     crate::output::write_capacity_suite(&dir, &suite)?;
     Ok(suite)
+}
+
+/// The skewed stateful run under ip-hash from the host, where Docker's NAT makes every client
+/// the bridge's gateway: the comparison leaves it out, the evidence shows what it hides.
+fn behind_nat(cookie: &PlannedRun) -> PlannedRun {
+    PlannedRun {
+        dir: claims::NAT_SKEW_RUN.into(),
+        strategy: Strategy::IpHash,
+        label: Some("skew stateful/ip-hash behind Docker's NAT".into()),
+        balance_factor: None,
+        ..cookie.clone()
+    }
 }
 
 /// The externalized pool with its one Redis killed at a third of the run and started again at

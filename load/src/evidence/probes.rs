@@ -4,6 +4,7 @@
 //! live session takes, and a Redis round trip.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,23 +25,24 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// The cart lines a full cart holds: the services' limit.
 pub const FULL_CART_LINES: u32 = 32;
 
-/// Where the probes go: the proxy and each replica's own port, and Redis.
+/// Where the probes go: the proxy, and each replica and Redis at the address the host reaches
+/// it by (natively on loopback, in Docker in the lab network).
 #[derive(Debug, Clone)]
 pub struct Place {
-    pub proxy: u16,
-    pub ports: BTreeMap<String, u16>,
+    pub proxy: SocketAddr,
+    pub addresses: BTreeMap<String, SocketAddr>,
 }
 
 impl Place {
     fn through_proxy(&self, design: Design) -> Client {
-        client(&format!("http://127.0.0.1:{}/{design}", self.proxy))
+        client(&format!("http://{}/{design}", self.proxy))
     }
 
-    fn replica(&self, name: &str) -> Result<u16, String> {
-        self.ports
+    fn part(&self, name: &str) -> Result<SocketAddr, String> {
+        self.addresses
             .get(name)
             .copied()
-            .ok_or_else(|| format!("the lab names no port for {name}"))
+            .ok_or_else(|| format!("the lab names no address for {name}"))
     }
 }
 
@@ -463,9 +465,8 @@ async fn request_bytes(place: &Place, cpu_requests: u32) -> Result<Vec<RequestBy
         let full_cart = c.last_request_bytes() as u64;
         let name = cookie_name(design);
         let credential = c.cookie(&name).ok_or("no session cookie")?.to_owned();
-        let replica = format!("{design}-1");
-        let port = place.replica(&replica)?;
-        let mut direct = client(&format!("http://127.0.0.1:{port}"));
+        let replica = place.part(&format!("{design}-1"))?;
+        let mut direct = client(&format!("http://{replica}"));
         // The externalized and stateless sessions work on any replica; the stateful one only
         // where it was made, so it logs in again there.
         if design == Design::Stateful {
@@ -474,11 +475,11 @@ async fn request_bytes(place: &Place, cpu_requests: u32) -> Result<Vec<RequestBy
         } else {
             direct.set_cookie(&name, &credential);
         }
-        let before = health(port).await?;
+        let before = health(replica).await?;
         for _ in 0..cpu_requests {
             ok(&mut direct, Method::GET, "/cart", None).await?;
         }
-        let after = health(port).await?;
+        let after = health(replica).await?;
         let cpu_us_per_request = match (before.reported.cpu_ms, after.reported.cpu_ms) {
             (Some(a), Some(b)) if cpu_requests > 0 => {
                 Some(b.saturating_sub(a) as f64 * 1000.0 / f64::from(cpu_requests))
@@ -496,8 +497,8 @@ async fn request_bytes(place: &Place, cpu_requests: u32) -> Result<Vec<RequestBy
     Ok(out)
 }
 
-async fn health(port: u16) -> Result<HealthDetail, String> {
-    let mut c = client(&format!("http://127.0.0.1:{port}"));
+async fn health(replica: SocketAddr) -> Result<HealthDetail, String> {
+    let mut c = client(&format!("http://{replica}"));
     let body = ok(&mut c, Method::GET, "/health?detail=1", None).await?;
     serde_json::from_slice(&body).map_err(|e| format!("the health answer: {e}"))
 }
@@ -509,7 +510,7 @@ async fn health(port: u16) -> Result<HealthDetail, String> {
 async fn memory(place: &Place, sessions: u32) -> Result<Vec<MemoryPerSession>, String> {
     let mut out = Vec::new();
     for design in Design::ALL {
-        let port = place.replica(&format!("{design}-1"))?;
+        let replica = place.part(&format!("{design}-1"))?;
         let rss = |h: &HealthDetail| h.reported.rss_bytes.ok_or("the replica reports no RSS");
         let held = |h: &HealthDetail| {
             h.reported
@@ -521,13 +522,13 @@ async fn memory(place: &Place, sessions: u32) -> Result<Vec<MemoryPerSession>, S
             Design::Externalized => Some(redis_used_memory(place).await?),
             _ => None,
         };
-        let first = health(port).await?;
-        let mut c = client(&format!("http://127.0.0.1:{port}"));
+        let first = health(replica).await?;
+        let mut c = client(&format!("http://{replica}"));
         for i in 0..sessions {
             c.reset();
             login(&mut c, &format!("evidence-mem-{i}")).await?;
         }
-        let last = health(port).await?;
+        let last = health(replica).await?;
         let added = match (held(&first), held(&last)) {
             (Some(a), Some(b)) => b.saturating_sub(a),
             _ => u64::from(sessions),
@@ -558,9 +559,9 @@ async fn memory(place: &Place, sessions: u32) -> Result<Vec<MemoryPerSession>, S
 }
 
 async fn redis_connection(place: &Place) -> Result<redis::aio::MultiplexedConnection, String> {
-    let port = place.replica("redis")?;
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .map_err(|e| format!("Redis: {e}"))?;
+    let redis = place.part("redis")?;
+    let client =
+        redis::Client::open(format!("redis://{redis}/")).map_err(|e| format!("Redis: {e}"))?;
     tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection())
         .await
         .map_err(|_| "Redis did not answer within 5 s".to_owned())?

@@ -105,7 +105,7 @@ pub fn render(e: &Evidence) -> String {
     o.push_str("<div class=\"scroll\">");
     table(&mut o, "<claim|<measured|<verdict|<why|<from", rows);
     o.push_str("</div>");
-    probes(&mut o, &e.probes);
+    probes(&mut o, &e.probes, e.mode == "docker");
     capacity(&mut o, e);
     for (i, r) in e.runs.iter().enumerate() {
         run_section(&mut o, i, r);
@@ -146,7 +146,7 @@ fn capacity(o: &mut String, e: &Evidence) {
     o.push_str("</section>");
 }
 
-fn probes(o: &mut String, p: &Probes) {
+fn probes(o: &mut String, p: &Probes, docker: bool) {
     if let Some(t) = &p.token {
         o.push_str("<section id=\"probe-token\"><h2>A token, read without its key</h2>");
         w!(
@@ -238,8 +238,13 @@ fn probes(o: &mut String, p: &Probes) {
         w!(
             o,
             "<section id=\"probe-redis\"><h2>A Redis round trip</h2><p>{} <code>PING</code>s one \
-             at a time from the load generator to the lab's Redis: p50 {} ms, p99 {} ms.</p></section>",
+             at a time from the load generator to the lab's Redis{}: p50 {} ms, p99 {} ms.</p></section>",
             r.requests,
+            if docker {
+                " at its address in the lab network, across Docker's bridge"
+            } else {
+                ""
+            },
             num(r.p50_ms, 3),
             num(r.p99_ms, 3)
         );

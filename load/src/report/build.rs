@@ -39,6 +39,13 @@ impl RunReport {
                 *per_replica.entry(name.clone()).or_insert(0) += n;
             }
         }
+        // A member of the pool at the start that answered nothing counts in the balance as a
+        // zero (behind a NAT, ip-hash sends every client to one replica).
+        if let Some(pool) = &proxy.before {
+            for r in pool.replicas.iter().filter(|r| r.enabled) {
+                per_replica.entry(r.name.clone()).or_insert(0);
+            }
+        }
         // The series has one entry per whole second measured, at least one (the run's length
         // as the figures see it, also after Ctrl-C).
         let measured_s = measured.series.len().max(1) as f64;
