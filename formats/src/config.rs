@@ -209,6 +209,18 @@ pub struct PoolSection {
     /// Replica name to `IP:port`.
     #[serde(default)]
     pub replicas: BTreeMap<String, String>,
+    /// `HOST:PORT` whose addresses are the pool's replicas, instead of `replicas` (e.g.
+    /// `tasks.stateless:8000` in a Docker Swarm): resolved every `discover_interval_ms`, each new
+    /// address named by its own `x-replica`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discover: Option<String>,
+    /// Milliseconds between two resolutions of `discover`; 1000 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discover_interval_ms: Option<u64>,
+    /// Seconds a replica whose address left the answer may drain before it is removed; 10 when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discover_drain_seconds: Option<u64>,
 }
 
 impl ConfigFile {
@@ -238,6 +250,9 @@ pub fn default_pools() -> Vec<PoolSection> {
                     )
                 })
                 .collect(),
+            discover: None,
+            discover_interval_ms: None,
+            discover_drain_seconds: None,
         })
         .collect()
 }

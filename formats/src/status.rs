@@ -1,5 +1,7 @@
 //! `GET /admin/status`: the proxy's view of its pools, as one typed value.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{BalanceFactor, Strategy};
@@ -28,6 +30,33 @@ pub struct PoolView {
     /// At least one replica can take new requests.
     pub available: bool,
     pub replicas: Vec<ReplicaView>,
+    /// The DNS name the pool follows, when it has no fixed replica list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryView>,
+}
+
+/// A pool that follows a DNS name (`discover = "HOST:PORT"`): its last resolution.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryView {
+    /// `HOST:PORT`, as configured.
+    pub target: String,
+    pub interval_ms: u64,
+    /// The addresses of the last answer that had any, in order.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// When that answer came, in milliseconds since the proxy started; `None` before the first.
+    #[serde(default)]
+    pub resolved_ms: Option<u64>,
+    /// Why the latest resolution failed (the pool kept its members); `None` once one works.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Resolutions that failed since the proxy started.
+    #[serde(default)]
+    pub failures: u64,
+    /// Addresses of the last answer that are not members, and why: no name yet (not answering),
+    /// a name another address of the answer has, or a change the pool refused.
+    #[serde(default)]
+    pub left_out: BTreeMap<String, String>,
 }
 
 /// One replica as the proxy sees it.

@@ -521,6 +521,9 @@ fn pools(
                 .filter(|r| r.design == design)
                 .map(|r| (r.to_string(), addr(*r)))
                 .collect(),
+            discover: None,
+            discover_interval_ms: None,
+            discover_drain_seconds: None,
         })
         .collect()
 }

@@ -105,6 +105,19 @@ impl From<MembershipError> for AdminError {
     }
 }
 
+/// A pool that follows a DNS name takes its members from the answers alone: an admin call that
+/// adds or removes one is refused, since the next resolution would undo it.
+fn follows_dns(pool: &crate::pool::Pool) -> Result<(), AdminError> {
+    match pool.discovery() {
+        None => Ok(()),
+        Some(found) => Err(AdminError::Conflict(format!(
+            "pool {:?} follows {} (discover): its replicas are what the name resolves to; scale the service behind the name instead",
+            pool.name,
+            found.view().target
+        ))),
+    }
+}
+
 /// `POST /admin/pools/{pool}/replicas`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -289,11 +302,17 @@ impl AdminApp {
                         "the body must be {{\"name\": \"...\", \"addr\": \"IP:port\"}}: {e}"
                     ))
                 })?;
+                if let Some(p) = self.pools.pool_by_name(pool) {
+                    follows_dns(p)?;
+                }
                 let view = self.pools.add_replica(pool, &new.name, &new.addr)?;
                 Ok(json(StatusCode::CREATED, &view))
             }
             (["admin", "replicas", name], Method::DELETE) => {
                 let drain = drain_param(session.req_header().uri.query())?;
+                if let Some((p, _)) = self.pools.replica_by_name(name) {
+                    follows_dns(p)?;
+                }
                 let started = Instant::now();
                 let how = self.pools.remove_replica(name, drain).await?;
                 Ok(json(

@@ -170,6 +170,66 @@ pub struct PoolConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Replicas in name order (stable, so selection rings are identical across restarts).
     pub replicas: Vec<(String, SocketAddr)>,
+    /// The DNS name the pool follows instead of a replica list.
+    pub discover: Option<Discover>,
+}
+
+/// A pool's replicas found by DNS: see [`crate::discovery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discover {
+    /// `HOST:PORT`, resolved as the system resolver resolves it.
+    pub target: String,
+    pub interval: Duration,
+    /// How long a replica whose address left the answer drains before it goes.
+    pub drain: Duration,
+}
+
+impl Discover {
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(1000);
+    pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+    /// Bounds on the interval: a resolver asked more often than every 100 ms is a load of its
+    /// own, and one asked less often than hourly follows nothing.
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+    pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+}
+
+/// `HOST:PORT` for `discover`: a DNS name or an IP address (IPv6 in brackets) and a port.
+fn discover_target(pool: &str, value: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError::Invalid(format!(
+            "pool {pool:?}: discover = {value:?} {why}; give HOST:PORT, e.g. \"tasks.stateless:8000\""
+        ))
+    };
+    let (host, port) = value.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(bad("has no port from 1 to 65535")),
+    }
+    let bracketed = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let host_ok = match bracketed {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            // A fully qualified name may end in a dot; digits and dots alone must be an IPv4
+            // address (the resolver would read "10.1" as 10.0.0.1).
+            let name = host.strip_suffix('.').unwrap_or(host);
+            let numeric = name.chars().all(|c| c.is_ascii_digit() || c == '.');
+            host.parse::<std::net::Ipv4Addr>().is_ok()
+                || (!numeric
+                    && !name.is_empty()
+                    && name.len() <= 253
+                    && name.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    }))
+        }
+    };
+    if !host_ok {
+        return Err(bad("names no host"));
+    }
+    Ok(value.to_string())
 }
 
 impl Config {
@@ -429,6 +489,7 @@ impl Config {
         let mut names = HashSet::new();
         let mut prefixes = HashSet::new();
         let mut replica_names = HashSet::new();
+        let mut targets = HashSet::new();
         for p in raw_pools {
             if p.name.is_empty()
                 || !p
@@ -469,8 +530,64 @@ impl Config {
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            if p.replicas.is_empty() {
-                return invalid(format!("pool {:?} has no replicas", p.name));
+            let discover = match p.discover.as_deref() {
+                None => None,
+                Some(_) if !p.replicas.is_empty() => {
+                    return invalid(format!(
+                        "pool {:?} both lists replicas and discovers them: give one of replicas and discover",
+                        p.name
+                    ));
+                }
+                Some(target) => {
+                    let interval = p
+                        .discover_interval_ms
+                        .map_or(Discover::DEFAULT_INTERVAL, Duration::from_millis);
+                    if !(Discover::MIN_INTERVAL..=Discover::MAX_INTERVAL).contains(&interval) {
+                        return invalid(format!(
+                            "pool {:?}: discover_interval_ms must be from {} to {}",
+                            p.name,
+                            Discover::MIN_INTERVAL.as_millis(),
+                            Discover::MAX_INTERVAL.as_millis()
+                        ));
+                    }
+                    let drain = p
+                        .discover_drain_seconds
+                        .map_or(Discover::DEFAULT_DRAIN, Duration::from_secs);
+                    if drain > crate::pool::Pools::MAX_DRAIN {
+                        return invalid(format!(
+                            "pool {:?}: discover_drain_seconds must be at most {}",
+                            p.name,
+                            crate::pool::Pools::MAX_DRAIN.as_secs()
+                        ));
+                    }
+                    let target = discover_target(&p.name, target)?;
+                    // Two pools on one name would fight over every replica's name.
+                    if !targets.insert(target.to_ascii_lowercase()) {
+                        return invalid(format!(
+                            "pool {:?}: discover = {target:?} is another pool's name too",
+                            p.name
+                        ));
+                    }
+                    Some(Discover {
+                        target,
+                        interval,
+                        drain,
+                    })
+                }
+            };
+            if discover.is_none()
+                && (p.discover_interval_ms.is_some() || p.discover_drain_seconds.is_some())
+            {
+                return invalid(format!(
+                    "pool {:?}: discover_interval_ms and discover_drain_seconds need discover",
+                    p.name
+                ));
+            }
+            if p.replicas.is_empty() && discover.is_none() {
+                return invalid(format!(
+                    "pool {:?} has no replicas (list them, or discover = \"HOST:PORT\")",
+                    p.name
+                ));
             }
             if p.replicas.len() > MAX_REPLICAS_PER_POOL {
                 return invalid(format!(
@@ -499,6 +616,7 @@ impl Config {
                 balance_factor: p.balance_factor,
                 trusted_proxies,
                 replicas,
+                discover,
             });
         }
         Ok(Config {
@@ -554,6 +672,64 @@ mod tests {
         assert_eq!(ext[2].0, "externalized-3");
         assert_eq!(ext[2].1.port(), 18023);
         assert_eq!(c.pools[0].replicas[0].1.port(), 18001);
+        Ok(())
+    }
+
+    #[test]
+    fn a_pool_discovers_its_replicas_or_lists_them() -> Result<(), ConfigError> {
+        let pool = |rest: &str| format!("[[pool]]\nname = \"stateless\"\n{rest}");
+        let c = Config::from_toml_str(&pool("discover = \"tasks.stateless:8000\"\n"))?;
+        assert_eq!(
+            c.pools[0].discover,
+            Some(Discover {
+                target: "tasks.stateless:8000".into(),
+                interval: Discover::DEFAULT_INTERVAL,
+                drain: Discover::DEFAULT_DRAIN,
+            })
+        );
+        assert!(c.pools[0].replicas.is_empty());
+        let c = Config::from_toml_str(&pool(
+            "discover = \"[::1]:8000\"\ndiscover_interval_ms = 250\ndiscover_drain_seconds = 0\n",
+        ))?;
+        let d = c.pools[0].discover.clone().expect("discover");
+        assert_eq!((d.interval.as_millis(), d.drain.as_secs()), (250, 0));
+        Config::from_toml_str(&pool("discover = \"10.0.0.7:8000\"\n"))?;
+        Config::from_toml_str(&pool(
+            "discover = \"stateless.lab.svc.cluster.local.:8000\"\n",
+        ))?;
+        let twice = format!(
+            "{}{}",
+            pool("discover = \"tasks.x:8000\"\n"),
+            "[[pool]]\nname = \"other\"\ndiscover = \"TASKS.x:8000\"\n"
+        );
+        assert!(err(&twice).contains("another pool's name too"));
+
+        for (rest, says) in [
+            (
+                "discover = \"tasks.stateless:8000\"\n[pool.replicas]\nstateless-1 = \"127.0.0.1:18011\"\n",
+                "both lists replicas and discovers",
+            ),
+            ("discover = \"tasks.stateless\"\n", "has no port"),
+            ("discover = \"tasks.stateless:0\"\n", "no port from 1"),
+            ("discover = \":8000\"\n", "names no host"),
+            ("discover = \"http://x:8000\"\n", "names no host"),
+            ("discover = \"a..b:8000\"\n", "names no host"),
+            ("discover = \"[nope]:8000\"\n", "names no host"),
+            ("discover = \"10.1:8000\"\n", "names no host"),
+            (
+                "discover = \"x:1\"\ndiscover_interval_ms = 50\n",
+                "discover_interval_ms must be",
+            ),
+            (
+                "discover = \"x:1\"\ndiscover_drain_seconds = 601\n",
+                "discover_drain_seconds must be at most 600",
+            ),
+            ("discover_interval_ms = 500\n", "need discover"),
+            ("", "has no replicas"),
+        ] {
+            let e = err(&pool(rest));
+            assert!(e.contains(says), "{rest:?}: {e}");
+        }
         Ok(())
     }
 

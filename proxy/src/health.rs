@@ -46,12 +46,7 @@ impl HealthChecker {
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let request: Arc<[u8]> = format!(
-            "GET {} HTTP/1.1\r\nHost: statelab-proxy\r\nUser-Agent: statelab-proxy-health\r\nConnection: close\r\n\r\n",
-            detailed(&self.config.path)
-        )
-        .into_bytes()
-        .into();
+        let request = request(&self.config.path);
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tasks = tokio::task::JoinSet::new();
@@ -72,13 +67,44 @@ impl BackgroundService for HealthChecker {
                     let config = self.config.clone();
                     tasks.spawn(async move {
                         let verdict = check_once(replica.addr, &request, config.timeout).await;
-                        judge(&replica, verdict, &config);
+                        judge(&replica, verdict.map(|a| a.reported), &config);
                         replica.checking.store(false, Ordering::Release);
                     });
                 }
             }
         }
     }
+}
+
+/// The check's request: `GET` of the detailed health answer on a connection of its own.
+pub(crate) fn request(path: &str) -> Arc<[u8]> {
+    format!(
+        "GET {} HTTP/1.1\r\nHost: statelab-proxy\r\nUser-Agent: statelab-proxy-health\r\nConnection: close\r\n\r\n",
+        detailed(path)
+    )
+    .into_bytes()
+    .into()
+}
+
+/// The name a replica gives itself: the `x-replica` header of a passing health answer.
+pub(crate) async fn identify(
+    addr: std::net::SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<String, String> {
+    check_once(addr, request, timeout)
+        .await?
+        .replica
+        .ok_or_else(|| "its health answer has no x-replica header".to_string())
+}
+
+/// What a passing check read besides its verdict.
+#[derive(Debug, Default)]
+struct Answer {
+    /// The figures in a statelab service's body.
+    reported: Option<Reported>,
+    /// The `x-replica` header.
+    replica: Option<String>,
 }
 
 /// The health path with the query that asks for the detailed answer; a configured path with a
@@ -121,12 +147,13 @@ fn judge(replica: &Replica, verdict: Result<Option<Reported>, String>, config: &
     }
 }
 
-/// One check: connect, send, read the status line; on a pass, the figures in the body if any.
+/// One check: connect, send, read the status line; on a pass, the figures in the body and the
+/// replica's name if any.
 async fn check_once(
     addr: std::net::SocketAddr,
     request: &[u8],
     timeout: Duration,
-) -> Result<Option<Reported>, String> {
+) -> Result<Answer, String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr)
             .await
@@ -156,7 +183,10 @@ async fn check_once(
                 Ok(n) => len += n,
             }
         }
-        Ok(complete(&buf[..len]).and_then(|body| serde_json::from_slice(body).ok()))
+        Ok(Answer {
+            reported: complete(&buf[..len]).and_then(|body| serde_json::from_slice(body).ok()),
+            replica: replica_header(&buf[..len]),
+        })
     };
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
@@ -180,6 +210,22 @@ fn complete(answer: &[u8]) -> Option<&[u8]> {
     answer.get(head..head.checked_add(length)?)
 }
 
+/// The `x-replica` header of an answer whose head is whole.
+fn replica_header(answer: &[u8]) -> Option<String> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(_) = response.parse(answer).ok()? else {
+        return None;
+    };
+    response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("x-replica"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
 /// Pass on a `200` status line; otherwise say why, quoting at most three bytes of the code (a
 /// replica may send anything, multibyte text included).
 fn status_verdict(head: &[u8]) -> Result<(), String> {
@@ -197,7 +243,7 @@ fn status_verdict(head: &[u8]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{complete, detailed, status_verdict};
+    use super::{complete, detailed, replica_header, status_verdict};
 
     #[test]
     fn detailed_answers_are_read_whole_and_only_then() {
@@ -208,6 +254,21 @@ mod tests {
         assert_eq!(complete(b"HTTP/1.1 200 OK\r\ncontent-"), None);
         assert_eq!(detailed("/health"), "/health?detail=1");
         assert_eq!(detailed("/up?x=1"), "/up?x=1");
+    }
+
+    #[test]
+    fn a_replica_names_itself_in_its_header() {
+        let answer = b"HTTP/1.1 200 OK\r\nX-Replica: stateless-2\r\ncontent-length: 2\r\n\r\nok";
+        assert_eq!(replica_header(answer).as_deref(), Some("stateless-2"));
+        assert_eq!(
+            replica_header(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            replica_header(b"HTTP/1.1 200 OK\r\nx-replica: a"),
+            None,
+            "a head cut short"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`sockets`]: each replica's open sockets (upgraded connections), counted and hung up when a
 //!   drain runs out;
 //! - [`health`]: active HTTP health checks with rise/fall thresholds;
+//! - [`discovery`]: pools that follow a DNS name, its answers applied as membership changes;
 //! - [`front`]: each listener's connection loop below pingora's HTTP layer: connection cap, idle,
 //!   header and body deadlines, header checks, small bodies read whole before a replica is
 //!   chosen, pipelined requests served in order;
@@ -31,6 +32,7 @@
 pub mod admin;
 pub mod config;
 pub mod dashboard;
+pub mod discovery;
 pub mod front;
 pub mod health;
 pub mod metrics;
@@ -111,6 +113,20 @@ pub fn build_server(config: &Config) -> Server {
             .l4_buffer(L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)),
     );
 
+    for p in &config.pools {
+        if let Some(discover) = &p.discover {
+            server.add_service(background_service(
+                &format!("discovery of pool {}", p.name),
+                discovery::Discovery::new(
+                    pools.clone(),
+                    &p.name,
+                    discover.clone(),
+                    config.health.clone(),
+                    discovery::SystemResolver,
+                ),
+            ));
+        }
+    }
     let health = background_service(
         "health checks",
         health::HealthChecker::new(pools, config.health.clone()),

@@ -151,6 +151,11 @@ impl Replica {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// A removal is under way (an admin call, or discovery draining a vanished address).
+    pub fn is_removing(&self) -> bool {
+        self.removing.load(Ordering::Relaxed)
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -369,6 +374,8 @@ pub struct Pool {
     load_requests: AtomicU64,
     /// Serialises membership changes, so two admin calls never build from the same snapshot.
     change: Mutex<()>,
+    /// The pool's last resolution, when it follows a DNS name ([`crate::discovery`]).
+    discovery: Option<crate::discovery::Found>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -402,7 +409,16 @@ impl Pool {
             members: ArcSwap::from_pointee(Members::new(replicas, secret, &cfg.name)),
             load_requests: AtomicU64::new(0),
             change: Mutex::new(()),
+            discovery: cfg
+                .discover
+                .as_ref()
+                .map(|d| crate::discovery::Found::new(&d.target, d.interval)),
         }
+    }
+
+    /// The pool's last resolution, when it follows a DNS name.
+    pub fn discovery(&self) -> Option<&crate::discovery::Found> {
+        self.discovery.as_ref()
     }
 
     pub fn strategy(&self) -> Strategy {
@@ -581,19 +597,73 @@ impl Pools {
                 "pool {pool_name:?} already has {MAX_REPLICAS_PER_POOL} replicas, its limit"
             )));
         }
-        let replica = Arc::new(Replica::new(
+        let replica = self.joining(pool, name, addr);
+        let mut replicas = current.replicas.clone();
+        replicas.push(Arc::clone(&replica));
+        pool.members
+            .store(Arc::new(Members::new(replicas, &self.secret, &pool.name)));
+        tracing::info!(pool = %pool.name, replica = %name, %addr, "replica added, joining");
+        Ok(self.view(&replica, self.now_ms()))
+    }
+
+    /// A replica added at runtime: out of rotation until it passes `rise` health checks.
+    fn joining(&self, pool: &Pool, name: &str, addr: SocketAddr) -> Arc<Replica> {
+        Arc::new(Replica::new(
             &pool.name,
             name,
             addr,
             &self.retry,
             &self.metrics,
             false,
-        ));
-        let mut replicas = current.replicas.clone();
-        replicas.push(Arc::clone(&replica));
+        ))
+    }
+
+    /// Moves the replica `name` of `pool_name` to `addr`, as one change: an orchestrator's
+    /// replacement task (a new address under the name its slot gives it). The replica starts
+    /// over there, joining until it passes its health checks; sockets to the old address are hung
+    /// up, and a removal of the old address under way finds nothing left to remove.
+    pub fn readdress(
+        &self,
+        pool_name: &str,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Result<ReplicaView, MembershipError> {
+        let addr = replica_addr(&addr.to_string()).map_err(MembershipError::Invalid)?;
+        let pool = self
+            .pool_by_name(pool_name)
+            .ok_or_else(|| MembershipError::NoPool(pool_name.to_string()))?;
+        let _guard = pool.change.lock().unwrap_or_else(|e| e.into_inner());
+        for p in &self.pools {
+            if let Some(r) = p.members().replicas.iter().find(|r| r.addr == addr) {
+                return Err(MembershipError::Conflict(format!(
+                    "{addr} is already replica {:?} of pool {:?}",
+                    r.name, p.name
+                )));
+            }
+        }
+        let current = pool.members();
+        let old = current
+            .replicas
+            .iter()
+            .find(|r| r.name == name)
+            .cloned()
+            .ok_or_else(|| MembershipError::NoReplica(name.to_string()))?;
+        let replica = self.joining(pool, name, addr);
+        let replicas = current
+            .replicas
+            .iter()
+            .map(|r| {
+                if Arc::ptr_eq(r, &old) {
+                    Arc::clone(&replica)
+                } else {
+                    Arc::clone(r)
+                }
+            })
+            .collect();
         pool.members
             .store(Arc::new(Members::new(replicas, &self.secret, &pool.name)));
-        tracing::info!(pool = %pool.name, replica = %name, %addr, "replica added, joining");
+        let hung_up = old.sockets.hang_up_all();
+        tracing::info!(pool = %pool.name, replica = %name, from = %old.addr, to = %addr, sockets_hung_up = hung_up, "replica moved, joining");
         Ok(self.view(&replica, self.now_ms()))
     }
 
@@ -706,6 +776,7 @@ impl Pools {
                         bounded_moves: p.bounded_moves.get(),
                         available: members.any_available(now),
                         replicas: members.replicas.iter().map(|r| self.view(r, now)).collect(),
+                        discovery: p.discovery().map(crate::discovery::Found::view),
                     }
                 })
                 .collect(),

@@ -364,6 +364,7 @@ async fn the_dashboard_shows_the_lab_live_and_its_controls_work() {
         strategy: "cookie",
         replicas: services.iter().map(|s| (s.name.as_str(), s.addr)).collect(),
         trusted_proxies: Vec::new(),
+        discover: None,
     };
     let proxy = spawn_proxy(
         &[

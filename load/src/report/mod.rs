@@ -468,6 +468,7 @@ mod balance_tests {
             bounded_moves: moves,
             available: true,
             replicas: Vec::new(),
+            discovery: None,
         };
         let views = ProxyViews {
             before: Some(view(Some(125), 40)),

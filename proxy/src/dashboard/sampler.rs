@@ -148,6 +148,8 @@ pub(super) struct Seen {
 #[derive(Debug, Default)]
 pub(super) struct PoolSeen {
     strategy: Option<Strategy>,
+    /// The discovery error at the previous tick, for a pool that follows a DNS name.
+    discovery_error: Option<String>,
     /// The balance factor at the previous tick; `None` before the first.
     balance_factor: Option<Option<BalanceFactor>>,
     load: u64,
@@ -453,6 +455,26 @@ impl Sampler {
             }
             seen_pool.strategy = Some(strategy);
             seen_pool.balance_factor = Some(factor);
+            if let Some(found) = pool.discovery() {
+                let view = found.view();
+                if view.error != seen_pool.discovery_error {
+                    let text = match &view.error {
+                        Some(why) => format!(
+                            "{} did not resolve ({why}): pool {} keeps its {} replicas",
+                            view.target,
+                            pool.name,
+                            members.replicas.len()
+                        ),
+                        None => format!(
+                            "{} resolves again: {} address(es)",
+                            view.target,
+                            view.addresses.len()
+                        ),
+                    };
+                    events.push(event("discovery", &pool.name, None, text));
+                    seen_pool.discovery_error = view.error;
+                }
+            }
 
             let unrouted_key = (pool.name.clone(), "none".to_string());
             let unrouted = growth(

@@ -348,3 +348,53 @@ fn the_timeline_says_when_a_factor_applies() {
         "pool p: strategy round-robin → ip-hash"
     );
 }
+
+#[test]
+fn the_timeline_says_when_a_name_stops_and_starts_resolving() {
+    let config = Config::from_toml_str(
+        "[[pool]]\nname = \"stateless\"\ndiscover = \"tasks.stateless:8000\"\n",
+    )
+    .expect("a discovering pool");
+    let metrics = Metrics::new();
+    let pools = Pools::new(&config, &metrics);
+    let found = pools
+        .pool_by_name("stateless")
+        .and_then(|p| p.discovery())
+        .expect("the pool follows a name");
+    let history = History::new();
+    let mut sampler = Sampler::new(Arc::clone(&pools), metrics);
+    let events = |after: u64| -> Vec<serde_json::Value> {
+        let since = Since {
+            since_ms: 0,
+            after_seq: after,
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(&history.render(&pools, &since)).expect("JSON");
+        json["events"].as_array().cloned().unwrap_or_default()
+    };
+    sampler.tick(&history);
+    assert!(events(0).is_empty());
+
+    found.update(|v| v.error = Some("no such host".into()));
+    sampler.tick(&history);
+    sampler.tick(&history);
+    let failed = events(0);
+    assert_eq!(failed.len(), 1, "once per change: {failed:?}");
+    assert_eq!(failed[0]["kind"], "discovery");
+    assert_eq!(
+        failed[0]["text"],
+        "tasks.stateless:8000 did not resolve (no such host): pool stateless keeps its 0 replicas"
+    );
+
+    found.update(|v| {
+        v.error = None;
+        v.addresses = vec!["10.0.0.7:8000".into()];
+    });
+    sampler.tick(&history);
+    let back = events(1);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_eq!(
+        back[0]["text"],
+        "tasks.stateless:8000 resolves again: 1 address(es)"
+    );
+}

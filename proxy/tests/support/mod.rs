@@ -20,6 +20,8 @@ pub struct PoolSpec<'a> {
     pub strategy: &'a str,
     pub replicas: Vec<(&'a str, SocketAddr)>,
     pub trusted_proxies: Vec<&'a str>,
+    /// `HOST:PORT` the pool follows instead of `replicas`.
+    pub discover: Option<&'a str>,
 }
 
 impl<'a> PoolSpec<'a> {
@@ -29,6 +31,18 @@ impl<'a> PoolSpec<'a> {
             strategy,
             replicas: backends.iter().map(|b| (b.name.as_str(), b.addr)).collect(),
             trusted_proxies: Vec::new(),
+            discover: None,
+        }
+    }
+
+    /// A pool that follows `target` (`HOST:PORT`), resolved every 100 ms.
+    pub fn discovering(name: &'a str, target: &'a str) -> Self {
+        Self {
+            name,
+            strategy: "round-robin",
+            replicas: Vec::new(),
+            trusted_proxies: Vec::new(),
+            discover: Some(target),
         }
     }
 }
@@ -90,9 +104,15 @@ async fn try_spawn(pools: &[PoolSpec<'_>], extra_server: &str, extra_retry: &str
     );
     for p in pools {
         text.push_str(&format!(
-            "[[pool]]\nname = \"{}\"\nstrategy = \"{}\"\ntrusted_proxies = {:?}\n[pool.replicas]\n",
+            "[[pool]]\nname = \"{}\"\nstrategy = \"{}\"\ntrusted_proxies = {:?}\n",
             p.name, p.strategy, p.trusted_proxies
         ));
+        if let Some(target) = p.discover {
+            text.push_str(&format!(
+                "discover = \"{target}\"\ndiscover_interval_ms = 100\ndiscover_drain_seconds = 0\n"
+            ));
+        }
+        text.push_str("[pool.replicas]\n");
         for (name, a) in &p.replicas {
             text.push_str(&format!("{name} = \"{a}\"\n"));
         }
