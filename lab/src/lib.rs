@@ -14,6 +14,7 @@
 //!   generated configuration, which every command after `up` reads.
 //! - [`probe`]: health probes (HTTP) and the proxy's admin status.
 //! - [`redis_nodes`]: what the lab asks Redis and Sentinel: `PING`, roles, the primary, readiness.
+//! - [`topology`]: the primary and the primaries, found once above either platform's nodes.
 //! - [`cgroup`]: the native lab's CPU budgets (`--replica-cpu`, `--store-cpu`), one control group
 //!   per part.
 //! - [`native`]: the native lab: ports, processes in their own process group, PID records that a
@@ -29,6 +30,7 @@ pub mod native;
 pub mod probe;
 pub mod redis_nodes;
 pub mod settings;
+pub mod topology;
 
 /// Writes `text` to standard output. A reader that has gone away (`scripts/lab ports | head -1`)
 /// ends the command quietly, as a pipe's writer does, where `print!` would panic; any other

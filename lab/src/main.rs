@@ -19,6 +19,7 @@ use statelab_lab::model::{Design, Part, Store, Target};
 use statelab_lab::native::Native;
 use statelab_lab::probe::{admin_summary, routed_line, routing_line, Probe};
 use statelab_lab::settings::Settings;
+use statelab_lab::topology;
 use statelab_lab::{out, say};
 
 const AFTER_HELP: &str = "\
@@ -270,8 +271,8 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
         }
         Verb::Primaries => {
             let names = match running(&dir)? {
-                Mode::Native => Native::load(settings, dir)?.primaries().await,
-                Mode::Docker => Docker::load(settings, dir)?.primaries().await,
+                Mode::Native => topology::primaries(&Native::load(settings, dir)?).await,
+                Mode::Docker => topology::primaries(&Docker::load(settings, dir)?).await,
             };
             let none = names.is_empty();
             if json {

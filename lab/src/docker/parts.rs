@@ -8,6 +8,7 @@ use crate::model::{start_plan, Part, Target};
 use crate::probe::wait_until;
 use crate::redis_nodes;
 use crate::say;
+use crate::topology;
 
 use super::{docker, run, run_visible, Docker};
 
@@ -73,7 +74,7 @@ impl Docker {
     }
 
     pub async fn kill(&self, target: Target) -> anyhow::Result<Killed> {
-        let part = target.resolve(|| self.primary()).await?;
+        let part = target.resolve(|| topology::primary(self)).await?;
         let cid = self.cid_or_err(part)?;
         let out = run(docker().args(["kill", &cid]))?;
         if !out.status.success() {
@@ -98,7 +99,7 @@ impl Docker {
     /// primary back as a second, stale primary, which Sentinel converts only after some seconds;
     /// with no primary named, it is not started at all.
     pub async fn start(&self, target: Target) -> anyhow::Result<Started> {
-        let (part, replica_of) = start_plan(target, || self.primary()).await?;
+        let (part, replica_of) = start_plan(target, || topology::primary(self)).await?;
         let cid = self.cid_or_err(part)?;
         let out = run(docker().args(["start", &cid]))?;
         if !out.status.success() {

@@ -13,6 +13,7 @@ use crate::model::{start_plan, Part, Target};
 use crate::probe::wait_until;
 use crate::redis_nodes;
 use crate::say;
+use crate::topology;
 use statelab_formats::procfs as cpu;
 
 use super::Native;
@@ -76,7 +77,7 @@ impl Native {
 
     /// SIGKILL, and wait until the process is gone.
     pub async fn kill(&self, target: Target) -> anyhow::Result<Killed> {
-        let part = target.resolve(|| self.primary()).await?;
+        let part = target.resolve(|| topology::primary(self)).await?;
         self.member(part)?;
         let id = self
             .running(part)
@@ -100,7 +101,7 @@ impl Native {
     /// topology comes back as a replica of the primary Sentinel names now (Sentinel would convert
     /// it anyway, but not before it had served as a second, stale primary).
     pub async fn start(&self, target: Target) -> anyhow::Result<Started> {
-        let (part, replica_of) = start_plan(target, || self.primary()).await?;
+        let (part, replica_of) = start_plan(target, || topology::primary(self)).await?;
         // A cluster node rejoins by its own record (nodes.conf), as a replica of the node that
         // took its place.
         let mut child = self.launch_as(part, replica_of)?;

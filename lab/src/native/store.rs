@@ -1,4 +1,5 @@
-//! The Redis nodes: their folders, Sentinel configuration, start order, the cluster, the primary.
+//! The Redis nodes: their folders, Sentinel configuration, start order, the cluster, where they
+//! listen and whether they run.
 
 use std::fs;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use crate::model::{
 use crate::probe::wait_until;
 use crate::redis_nodes;
 use crate::say;
+use crate::topology::StoreNodes;
 
 use super::{redis_cli, Native};
 
@@ -117,50 +119,19 @@ impl Native {
             .map(|n| self.node_addr(*n))
             .collect()
     }
+}
 
-    /// The data node that is primary now: the single Redis, the one Sentinel names, or the
-    /// cluster primary holding the most sessions.
-    pub async fn primary(&self) -> Option<StoreNode> {
-        match self.store.store {
-            Store::Single => Some(StoreNode::Redis),
-            Store::Cluster => {
-                let nodes: Vec<(StoreNode, std::net::SocketAddr)> = self
-                    .ports
-                    .store
-                    .keys()
-                    .filter(|n| self.running(Part::Store(**n)).is_some())
-                    .map(|n| (*n, self.node_addr(*n)))
-                    .collect();
-                redis_nodes::fullest_primary(&nodes).await
-            }
-            Store::Sentinel => {
-                let addr = redis_nodes::sentinel_primary(&self.sentinels()).await?;
-                self.ports
-                    .store
-                    .iter()
-                    .find(|(n, p)| !n.is_sentinel() && **p == addr.port())
-                    .map(|(n, _)| *n)
-            }
-        }
+impl StoreNodes for Native {
+    fn topology(&self) -> Store {
+        self.store.store
     }
 
-    /// `primaries`: the data nodes that are primary now and running.
-    pub async fn primaries(&self) -> Vec<String> {
-        if self.store.store == Store::Cluster {
-            let mut names = Vec::new();
-            for n in self.ports.store.keys() {
-                if self.running(Part::Store(*n)).is_some()
-                    && redis_nodes::role(self.node_addr(*n)).await.as_deref() == Some("master")
-                {
-                    names.push(n.to_string());
-                }
-            }
-            return names;
-        }
-        match self.primary().await {
-            Some(n) if self.running(Part::Store(n)).is_some() => vec![n.to_string()],
-            _ => Vec::new(),
-        }
+    fn reach(&self, n: StoreNode) -> Option<std::net::SocketAddr> {
+        self.ports.store.contains_key(&n).then(|| self.node_addr(n))
+    }
+
+    fn node_running(&self, n: StoreNode) -> bool {
+        self.running(Part::Store(n)).is_some()
     }
 }
 
