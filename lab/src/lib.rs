@@ -20,6 +20,7 @@
 //! - [`native`]: the native lab: ports, processes in their own process group, PID records that a
 //!   reused PID cannot fool, bounded health waits.
 //! - [`docker`]: the container lab through the docker and compose CLIs.
+//! - [`platform`]: the running lab, native or Docker, as the one type the verbs talk to.
 #![forbid(unsafe_code)]
 
 pub mod cgroup;
@@ -27,6 +28,7 @@ pub mod docker;
 pub mod labdir;
 pub mod model;
 pub mod native;
+pub mod platform;
 pub mod probe;
 pub mod redis_nodes;
 pub mod settings;

@@ -1,7 +1,6 @@
 //! `statelab-lab`: the binary behind `scripts/lab`. It parses the verb and the environment, then
 //! hands over to the native or the Docker lab.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -9,17 +8,15 @@ use std::str::FromStr;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use statelab_formats::lab::Routings;
-use statelab_formats::lab::{
-    LabStatus, Memory, Ports, Primaries, Sizing, WorkDist, MAX_WORK_US, MIN_CPU,
-};
+use statelab_formats::lab::{LabStatus, Memory, Primaries, Sizing, WorkDist, MAX_WORK_US, MIN_CPU};
 use statelab_formats::{BadBalanceFactor, BalanceFactor, PoolRouting, Strategy};
 use statelab_lab::docker::Docker;
 use statelab_lab::labdir::{LabDir, Mode, StoreChoice};
 use statelab_lab::model::{Design, Part, Store, Target};
 use statelab_lab::native::Native;
+use statelab_lab::platform::{delete_native_data, Platform};
 use statelab_lab::probe::{admin_summary, routed_line, routing_line, Probe};
 use statelab_lab::settings::Settings;
-use statelab_lab::topology;
 use statelab_lab::{out, say};
 
 const AFTER_HELP: &str = "\
@@ -177,6 +174,11 @@ fn repository_root() -> PathBuf {
     }
 }
 
+/// The lab the directory records as up.
+fn lab(settings: Settings, dir: LabDir) -> anyhow::Result<Platform> {
+    Platform::load(running(&dir)?, settings, dir)
+}
+
 fn running(dir: &LabDir) -> anyhow::Result<Mode> {
     dir.mode()?.with_context(|| {
         format!(
@@ -234,10 +236,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             }
         }
         Verb::Status => {
-            let status = match running(&dir)? {
-                Mode::Native => Native::load(settings, dir)?.status().await,
-                Mode::Docker => Docker::load(settings, dir)?.status().await,
-            };
+            let status = lab(settings, dir)?.status().await;
             if json {
                 print_json(&status)?;
             } else {
@@ -250,30 +249,21 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             })
         }
         Verb::Kill { name } => {
-            let killed = match running(&dir)? {
-                Mode::Native => Native::load(settings, dir)?.kill(name).await?,
-                Mode::Docker => Docker::load(settings, dir)?.kill(name).await?,
-            };
+            let killed = lab(settings, dir)?.kill(name).await?;
             if json {
                 print_json(&killed)?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Verb::Start { name } => {
-            let started = match running(&dir)? {
-                Mode::Native => Native::load(settings, dir)?.start(name).await?,
-                Mode::Docker => Docker::load(settings, dir)?.start(name).await?,
-            };
+            let started = lab(settings, dir)?.start(name).await?;
             if json {
                 print_json(&started)?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Verb::Primaries => {
-            let names = match running(&dir)? {
-                Mode::Native => topology::primaries(&Native::load(settings, dir)?).await,
-                Mode::Docker => topology::primaries(&Docker::load(settings, dir)?).await,
-            };
+            let names = lab(settings, dir)?.primaries().await;
             let none = names.is_empty();
             if json {
                 print_json(&Primaries { primaries: names })?;
@@ -301,56 +291,22 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Verb::Logs { name } => {
-            match running(&dir)? {
-                Mode::Native => {
-                    let log = Native::load(settings, dir)?.log_path(name);
-                    let status = std::process::Command::new("tail")
-                        .args(["-n", "50", "-F"])
-                        .arg(&log)
-                        .status()
-                        .context("cannot run tail")?;
-                    if !status.success() {
-                        bail!("tail {} failed", log.display());
-                    }
-                }
-                Mode::Docker => Docker::load(settings, dir)?.logs(name)?,
-            }
+            lab(settings, dir)?.logs(name)?;
             Ok(ExitCode::SUCCESS)
         }
         Verb::Ports => {
-            let (lines, addresses) = match running(&dir)? {
-                Mode::Native => {
-                    let lines = Native::load(settings, dir)?.ports().lines();
-                    let addresses = lines
-                        .iter()
-                        .map(|(name, port)| {
-                            (name.clone(), SocketAddr::from(([127, 0, 0, 1], *port)))
-                        })
-                        .collect();
-                    (lines, addresses)
-                }
-                Mode::Docker => {
-                    let lab = Docker::load(settings, dir)?;
-                    (lab.ports_lines(), lab.addresses().into_iter().collect())
-                }
-            };
+            let lab = lab(settings, dir)?;
             if json {
-                print_json(&Ports {
-                    ports: lines.into_iter().collect(),
-                    addresses,
-                })?;
+                print_json(&lab.ports())?;
             } else {
-                for (name, port) in lines {
+                for (name, port) in lab.port_lines() {
                     out(format!("{name} {port}\n"));
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Verb::Mem => {
-            let lines = match running(&dir)? {
-                Mode::Native => Native::load(settings, dir)?.mem(),
-                Mode::Docker => Docker::load(settings, dir)?.mem()?,
-            };
+            let lines = lab(settings, dir)?.mem()?;
             if json {
                 print_json(&Memory {
                     replicas: lines.into_iter().collect(),
@@ -363,10 +319,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Verb::Cpu => {
-            let times = match running(&dir)? {
-                Mode::Native => Native::load(settings, dir)?.cpu(),
-                Mode::Docker => Docker::load(settings, dir)?.cpu(),
-            };
+            let times = lab(settings, dir)?.cpu();
             if json {
                 print_json(&times)?;
             } else {
@@ -388,10 +341,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             drain,
         } => {
             let drain = (!now).then(|| std::time::Duration::from_secs(drain));
-            let scaled = match running(&dir)? {
-                Mode::Native => Native::load(settings, dir)?.scale(pool, n, drain).await?,
-                Mode::Docker => Docker::load(settings, dir)?.scale(pool, n, drain).await?,
-            };
+            let scaled = lab(settings, dir)?.scale(pool, n, drain).await?;
             if json {
                 print_json(&scaled)?;
             }
@@ -606,32 +556,21 @@ fn status_table(status: &LabStatus) -> String {
 
 /// Stops whichever lab the directory records; `volumes` also deletes the stored data.
 async fn take_down(settings: Settings, dir: LabDir, volumes: bool) -> anyhow::Result<()> {
-    match dir.mode()? {
-        Some(Mode::Native) => {
-            match Native::load(settings, dir.clone()) {
-                Ok(lab) => lab.down().await,
-                // Interrupted before the ports were written: nothing was started.
-                Err(_) => dir.clear(),
-            }
+    let Some(mode) = dir.mode()? else {
+        return Ok(());
+    };
+    match Platform::load(mode, settings, dir.clone()) {
+        Ok(lab) => lab.down(volumes).await,
+        // A native lab interrupted before its ports were written: nothing was started.
+        Err(_) if mode == Mode::Native => {
+            dir.clear();
             if volumes {
-                // Every topology's nodes: data an earlier lab of another topology left too.
-                let nodes = [Store::Single, Store::Sentinel, Store::Cluster]
-                    .into_iter()
-                    .flat_map(Store::nodes)
-                    .map(|n| n.to_string());
-                let files = [statelab_lab::native::OBJECTS_DIR, "data"].map(str::to_string);
-                for name in nodes.chain(files) {
-                    let data = dir.path(&name);
-                    if std::fs::remove_dir_all(&data).is_ok() {
-                        say(format!("deleted {}", data.display()));
-                    }
-                }
+                delete_native_data(&dir);
             }
+            Ok(())
         }
-        Some(Mode::Docker) => Docker::load(settings, dir)?.down(volumes)?,
-        None => {}
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -116,6 +116,11 @@ impl Native {
         &self.ports
     }
 
+    /// The lab directory it runs from.
+    pub fn dir(&self) -> &LabDir {
+        &self.dir
+    }
+
     fn bin(&self, name: &str) -> anyhow::Result<PathBuf> {
         find_bin(&self.bin_dirs, name).with_context(|| {
             let dirs: Vec<String> = self

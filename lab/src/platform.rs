@@ -1,0 +1,171 @@
+//! The running lab, whichever platform runs it: the one type the verbs talk to. Each verb's
+//! output and behaviour is the platform's; this is where the two meet, so `main.rs` names no
+//! platform after `up`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use statelab_formats::lab::{CpuTimes, Killed, LabStatus, Ports, Scaled, Started};
+
+use crate::docker::Docker;
+use crate::labdir::{LabDir, Mode};
+use crate::model::{Design, Part, Store, Target};
+use crate::native::Native;
+use crate::settings::Settings;
+use crate::{say, topology};
+
+/// The lab a lab directory records as up.
+#[derive(Debug)]
+pub enum Platform {
+    Native(Native),
+    Docker(Docker),
+}
+
+impl Platform {
+    /// The lab `mode` names, as `up` recorded it in `dir`.
+    pub fn load(mode: Mode, settings: Settings, dir: LabDir) -> anyhow::Result<Platform> {
+        Ok(match mode {
+            Mode::Native => Platform::Native(Native::load(settings, dir)?),
+            Mode::Docker => Platform::Docker(Docker::load(settings, dir)?),
+        })
+    }
+
+    pub async fn status(&self) -> LabStatus {
+        match self {
+            Platform::Native(lab) => lab.status().await,
+            Platform::Docker(lab) => lab.status().await,
+        }
+    }
+
+    pub async fn kill(&self, target: Target) -> anyhow::Result<Killed> {
+        match self {
+            Platform::Native(lab) => lab.kill(target).await,
+            Platform::Docker(lab) => lab.kill(target).await,
+        }
+    }
+
+    pub async fn start(&self, target: Target) -> anyhow::Result<Started> {
+        match self {
+            Platform::Native(lab) => lab.start(target).await,
+            Platform::Docker(lab) => lab.start(target).await,
+        }
+    }
+
+    /// The data nodes that are primary now and run ([`topology::primaries`]).
+    pub async fn primaries(&self) -> Vec<String> {
+        match self {
+            Platform::Native(lab) => topology::primaries(lab).await,
+            Platform::Docker(lab) => topology::primaries(lab).await,
+        }
+    }
+
+    pub async fn scale(
+        &mut self,
+        pool: Design,
+        n: u8,
+        drain: Option<Duration>,
+    ) -> anyhow::Result<Scaled> {
+        match self {
+            Platform::Native(lab) => lab.scale(pool, n, drain).await,
+            Platform::Docker(lab) => lab.scale(pool, n, drain).await,
+        }
+    }
+
+    /// The ports on the host, and where the host reaches each part.
+    pub fn ports(&self) -> Ports {
+        match self {
+            Platform::Native(lab) => {
+                let lines = lab.ports().lines();
+                Ports {
+                    addresses: lines
+                        .iter()
+                        .map(|(name, port)| {
+                            (name.clone(), SocketAddr::from(([127, 0, 0, 1], *port)))
+                        })
+                        .collect(),
+                    ports: lines.into_iter().collect(),
+                }
+            }
+            Platform::Docker(lab) => Ports {
+                ports: lab.ports_lines().into_iter().collect(),
+                addresses: lab.addresses().into_iter().collect(),
+            },
+        }
+    }
+
+    /// The `NAME PORT` lines of `ports`, in the platform's order.
+    pub fn port_lines(&self) -> Vec<(String, u16)> {
+        match self {
+            Platform::Native(lab) => lab.ports().lines(),
+            Platform::Docker(lab) => lab.ports_lines(),
+        }
+    }
+
+    /// Each running replica's resident memory in bytes.
+    pub fn mem(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        match self {
+            Platform::Native(lab) => Ok(lab.mem()),
+            Platform::Docker(lab) => lab.mem(),
+        }
+    }
+
+    pub fn cpu(&self) -> CpuTimes {
+        match self {
+            Platform::Native(lab) => lab.cpu(),
+            Platform::Docker(lab) => lab.cpu(),
+        }
+    }
+
+    /// Follows a part's log: natively its file, in Docker its container's.
+    pub fn logs(&self, part: Part) -> anyhow::Result<()> {
+        match self {
+            Platform::Native(lab) => follow(&lab.log_path(part)),
+            Platform::Docker(lab) => lab.logs(part),
+        }
+    }
+
+    /// Stops every part and forgets the running lab; `volumes` also deletes the stored data.
+    pub async fn down(&self, volumes: bool) -> anyhow::Result<()> {
+        match self {
+            Platform::Native(lab) => {
+                lab.down().await;
+                if volumes {
+                    delete_native_data(lab.dir());
+                }
+                Ok(())
+            }
+            Platform::Docker(lab) => lab.down(volumes),
+        }
+    }
+}
+
+/// `tail -F` of a log file, its last 50 lines first.
+fn follow(log: &PathBuf) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let status = std::process::Command::new("tail")
+        .args(["-n", "50", "-F"])
+        .arg(log)
+        .status()
+        .context("cannot run tail")?;
+    if !status.success() {
+        anyhow::bail!("tail {} failed", log.display());
+    }
+    Ok(())
+}
+
+/// Deletes the native lab's stored data: every topology's nodes (data an earlier lab of another
+/// topology left too), the object store's files and the replicas' disks.
+pub fn delete_native_data(dir: &LabDir) {
+    let nodes = [Store::Single, Store::Sentinel, Store::Cluster]
+        .into_iter()
+        .flat_map(Store::nodes)
+        .map(|n| n.to_string());
+    let files = [crate::native::OBJECTS_DIR, "data"].map(str::to_string);
+    for name in nodes.chain(files) {
+        let data = dir.path(&name);
+        if std::fs::remove_dir_all(&data).is_ok() {
+            say(format!("deleted {}", data.display()));
+        }
+    }
+}
