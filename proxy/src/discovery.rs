@@ -113,9 +113,14 @@ pub struct Discovery<R> {
     discover: Discover,
     health: HealthConfig,
     resolver: R,
-    /// What was last logged of each address left out or kept, so a state is logged once.
+    /// The health check's request, which also asks an address its name.
+    request: Arc<[u8]>,
+    /// What was last logged of each address left out or held, so a state is logged once.
     noted: Mutex<HashMap<SocketAddr, String>>,
 }
+
+/// Why a member that left the answer stays for now.
+const HELD: &str = "left the answer; stays until another replica of the answer is healthy";
 
 impl<R: Resolve> Discovery<R> {
     pub fn new(
@@ -129,6 +134,7 @@ impl<R: Resolve> Discovery<R> {
             pools,
             pool: pool.to_string(),
             discover,
+            request: health::request(&health.path),
             health,
             resolver,
             noted: Mutex::new(HashMap::new()),
@@ -186,18 +192,8 @@ impl<R: Resolve> Discovery<R> {
         }
         let names = self.names(&addrs).await;
         self.apply(pool, &addrs, &names, &mut left_out).await;
-        self.leave_gone(pool, &addrs, removals);
-        let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
-        for (addr, why) in &left_out {
-            if noted.get(addr) != Some(why) {
-                tracing::info!(pool = %self.pool, %addr, reason = %why, "discovery: address left out");
-            }
-        }
-        noted.retain(|addr, _| left_out.contains_key(addr));
-        for (addr, why) in &left_out {
-            noted.insert(*addr, why.clone());
-        }
-        drop(noted);
+        let held = self.leave_gone(pool, &addrs, removals);
+        self.log_changes(&left_out, &held);
         found.update(|v| {
             if v.error.take().is_some() {
                 tracing::info!(pool = %self.pool, target = %self.discover.target, "discovery: the name resolves again");
@@ -217,10 +213,9 @@ impl<R: Resolve> Discovery<R> {
         &self,
         addrs: &BTreeSet<SocketAddr>,
     ) -> BTreeMap<SocketAddr, Result<String, String>> {
-        let request = health::request(&self.health.path);
         let mut asks = JoinSet::new();
         for addr in addrs {
-            let (addr, request, timeout) = (*addr, Arc::clone(&request), self.health.timeout);
+            let (addr, request, timeout) = (*addr, Arc::clone(&self.request), self.health.timeout);
             asks.spawn(async move { (addr, health::identify(addr, &request, timeout).await) });
         }
         let mut names = BTreeMap::new();
@@ -304,10 +299,38 @@ impl<R: Resolve> Discovery<R> {
         }
     }
 
+    /// Logs each address left out, and each member held back from leaving, once per reason:
+    /// again only when its reason changes.
+    fn log_changes(&self, left_out: &BTreeMap<SocketAddr, String>, held: &[(SocketAddr, String)]) {
+        let now: HashMap<SocketAddr, String> = left_out
+            .iter()
+            .map(|(a, why)| (*a, why.clone()))
+            .chain(held.iter().map(|(a, _)| (*a, HELD.to_string())))
+            .collect();
+        let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
+        for (addr, why) in left_out {
+            if noted.get(addr) != Some(why) {
+                tracing::info!(pool = %self.pool, %addr, reason = %why, "discovery: address left out");
+            }
+        }
+        for (addr, name) in held {
+            if noted.get(addr).map(String::as_str) != Some(HELD) {
+                tracing::info!(pool = %self.pool, replica = %name, %addr, "discovery: {HELD}");
+            }
+        }
+        *noted = now;
+    }
+
     /// Drains and removes each member whose address left the answer, once another replica of
     /// the answer is healthy: a pool never gives up its last serving replica to a newcomer that
-    /// has not passed its checks.
-    fn leave_gone(&self, pool: &Pool, addrs: &BTreeSet<SocketAddr>, removals: &mut Removals) {
+    /// has not passed its checks. Gives back the members held for that reason.
+    fn leave_gone(
+        &self,
+        pool: &Pool,
+        addrs: &BTreeSet<SocketAddr>,
+        removals: &mut Removals,
+    ) -> Vec<(SocketAddr, String)> {
+        let mut held = Vec::new();
         let members = pool.members();
         let serving = members
             .replicas
@@ -320,13 +343,7 @@ impl<R: Resolve> Discovery<R> {
                 continue;
             }
             if serving == 0 {
-                let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
-                let why = "left the answer; stays until another replica of the answer is healthy"
-                    .to_string();
-                if noted.get(&r.addr) != Some(&why) {
-                    tracing::info!(pool = %self.pool, replica = %r.name, addr = %r.addr, "discovery: {why}");
-                    noted.insert(r.addr, why);
-                }
+                held.push((r.addr, r.name.clone()));
                 continue;
             }
             let pools = Arc::clone(&self.pools);
@@ -339,6 +356,7 @@ impl<R: Resolve> Discovery<R> {
             });
             removals.by_addr.insert(addr, removal);
         }
+        held
     }
 }
 
