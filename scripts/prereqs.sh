@@ -164,3 +164,41 @@ ensure_s3s_fs() {
   export STATELAB_S3S_FS
 }
 
+# ensure_k8s_validate: kubernetes-validate (PyPI), which checks the Kubernetes manifests in
+# deploy/k8s against the Kubernetes API's schemas it ships (lab/tests/k8s.rs), exported as
+# STATELAB_K8S_VALIDATE: pinned, with the packages that decide what passes, in a virtual
+# environment of its own, target/tools/k8s-venv, made again when its pins differ from these.
+# Returns 1, saying why, when it cannot be installed.
+K8S_VALIDATE_VERSION=1.37.0
+K8S_VALIDATE_PINS="kubernetes-validate==$K8S_VALIDATE_VERSION jsonschema==4.26.0 referencing==0.37.0 PyYAML==6.0.4"
+ensure_k8s_validate() {
+  local root venv tool
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  venv=${CARGO_TARGET_DIR:-$root/target}/tools/k8s-venv
+  tool=$venv/bin/kubernetes-validate
+  if [[ ! -x $tool || $(cat "$venv/statelab-pins" 2>/dev/null) != "$K8S_VALIDATE_PINS" ]]; then
+    # Debian's own python3 makes virtual environments only with python3-venv.
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1 && [[ $(id -u) == 0 ]] \
+      && command -v apt-get >/dev/null 2>&1; then
+      echo ">> installing python3-venv (needed for: python3 -m venv)" >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
+        || echo "error: apt-get install python3-venv failed" >&2
+    fi
+    echo ">> pip install kubernetes-validate $K8S_VALIDATE_VERSION into $venv (the Kubernetes manifests' schema test)" >&2
+    rm -rf "$venv"
+    # shellcheck disable=SC2086 # the pins are words
+    if ! python3 -m venv "$venv" >&2 \
+      || ! "$venv/bin/pip" install --quiet --no-input $K8S_VALIDATE_PINS >&2; then
+      echo "error: could not install kubernetes-validate $K8S_VALIDATE_VERSION into $venv with python3 -m venv and pip (a python3 that makes virtual environments, python3-venv on Debian, and PyPI are needed)" >&2
+      rm -rf "$venv"
+      return 1
+    fi
+    printf '%s\n' "$K8S_VALIDATE_PINS" >"$venv/statelab-pins"
+  fi
+  if [[ $("$tool" --version 2>/dev/null) != "$K8S_VALIDATE_VERSION" ]]; then
+    echo "error: $tool is not kubernetes-validate $K8S_VALIDATE_VERSION" >&2
+    return 1
+  fi
+  STATELAB_K8S_VALIDATE=$tool
+  export STATELAB_K8S_VALIDATE
+}
