@@ -2,13 +2,14 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | `mode` | `native` or `docker`: the lab is up (written first, removed last) |
-//! | `ports` | `NAME PORT` lines: natively every part, in Docker mode proxy and admin |
+//! | `mode` | `native`, `docker` or `swarm`: the lab is up (written first, removed last) |
+//! | `ports` | `NAME PORT` lines: natively every part, in Docker and Swarm mode proxy and admin |
 //! | `bin_dirs` | the binaries' folders `up` used, so `start` runs the same ones |
 //! | `pids/NAME.pid` | `PID START_TIME` of a native part |
 //! | `logs/NAME.log` | a native part's output |
-//! | `proxy.toml`, `proxy.docker.toml` | the generated proxy configuration |
+//! | `proxy.toml`, `proxy.docker.toml`, `proxy.swarm.toml` | the generated proxy configuration |
 //! | `docker.env` | the compose settings `up --docker` used (shell `KEY='value'` lines) |
+//! | `swarm.env` | the stack's settings `up --swarm` used, and whether it made the swarm (and `docker_gwbridge`), which `down` then leaves |
 //! | `store` | the Redis topology `up` chose (`--redis`) and its `--redis-wait` |
 //! | `sizing` | the parts' CPU budgets and the replicas' work per request `up` chose (JSON, `statelab_formats::lab::Sizing`) |
 //! | `cgroup` | native mode with budgets: the lab's control group, which `down` removes |
@@ -18,7 +19,7 @@
 //! | `s3/` | native mode: the object store's data (`s3s-fs`), a folder per bucket; emptied at each `up` |
 //! | `redis/`, `redis-N/`, `sentinel-N/`, `redis-cluster-N/` | a native Redis node's data (a Sentinel's rewritten configuration) |
 //! | `data` | the native stateful replicas' own disks, `data/stateful-K/` each: the avatars it stores (`--data-dir`); emptied at each `up` |
-//! | `admin-token` | the proxy's admin token, when the lab runs it with one (always in Docker mode) |
+//! | `admin-token` | the proxy's admin token, when the lab runs it with one (always in Docker and Swarm mode) |
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -53,6 +54,7 @@ pub fn random_admin_token() -> anyhow::Result<AdminToken> {
 pub enum Mode {
     Native,
     Docker,
+    Swarm,
 }
 
 impl Mode {
@@ -60,6 +62,7 @@ impl Mode {
         match self {
             Mode::Native => "native",
             Mode::Docker => "docker",
+            Mode::Swarm => "swarm",
         }
     }
 }
@@ -121,8 +124,9 @@ impl LabDir {
             Ok(text) => match text.trim() {
                 "native" => Ok(Some(Mode::Native)),
                 "docker" => Ok(Some(Mode::Docker)),
+                "swarm" => Ok(Some(Mode::Swarm)),
                 other => anyhow::bail!(
-                    "{} says '{other}', not native or docker",
+                    "{} says '{other}', not native, docker or swarm",
                     self.path("mode").display()
                 ),
             },

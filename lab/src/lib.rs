@@ -20,6 +20,11 @@
 //! - [`native`]: the native lab: ports, processes in their own process group, PID records that a
 //!   reused PID cannot fool, bounded health waits.
 //! - [`docker`]: the container lab through the docker and compose CLIs.
+//! - `parts`: `status`, `kill` and `start`, built once above the primitives each platform gives
+//!   for one part.
+//! - `scale`: a pool grown or shrunk while it serves, built once above the two steps each
+//!   platform gives.
+//! - [`swarm`]: the lab as a Docker Swarm stack, each pool following its service by DNS.
 //! - [`platform`]: the running lab, native or Docker, as the one type the verbs talk to.
 #![forbid(unsafe_code)]
 
@@ -28,10 +33,13 @@ pub mod docker;
 pub mod labdir;
 pub mod model;
 pub mod native;
+mod parts;
 pub mod platform;
 pub mod probe;
 pub mod redis_nodes;
+mod scale;
 pub mod settings;
+pub mod swarm;
 pub mod topology;
 
 /// Writes `text` to standard output. A reader that has gone away (`scripts/lab ports | head -1`)

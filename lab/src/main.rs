@@ -12,11 +12,12 @@ use statelab_formats::lab::{LabStatus, Memory, Primaries, Sizing, WorkDist, MAX_
 use statelab_formats::{BadBalanceFactor, BalanceFactor, PoolRouting, Strategy};
 use statelab_lab::docker::Docker;
 use statelab_lab::labdir::{LabDir, Mode, StoreChoice};
-use statelab_lab::model::{Design, Part, Store, Target};
+use statelab_lab::model::{Design, Drain, Part, Store, Target};
 use statelab_lab::native::Native;
 use statelab_lab::platform::{delete_native_data, Platform};
 use statelab_lab::probe::{admin_summary, routed_line, routing_line, Probe};
 use statelab_lab::settings::Settings;
+use statelab_lab::swarm::Swarm;
 use statelab_lab::{out, say};
 
 const AFTER_HELP: &str = "\
@@ -39,19 +40,21 @@ Environment:
   STATELAB_S3S_FS         native mode: the object store's program (default: s3s-fs on PATH, else
                           ${CARGO_TARGET_DIR:-target}/tools/bin/s3s-fs, which scripts/lab builds)
   STATELAB_UP_TIMEOUT     seconds to wait for health (default 90)
-  STATELAB_PROJECT        compose project name (default statelab)
-  STATELAB_SUBNET         the compose network, a /24 (default 10.231.7.0/24); the proxy's config
-                          is generated to match (.lab/proxy.docker.toml)
+  STATELAB_PROJECT        compose project name, or the Swarm stack's (default statelab)
+  STATELAB_SUBNET         the compose network, or the Swarm stack's overlay network, a /24
+                          (default 10.231.7.0/24); the proxy's config is generated to match
+                          (.lab/proxy.docker.toml)
   STATELAB_OFFLINE        1: build images with deploy/offline-images without asking a registry;
                           0: use the official images; unset: if a base image is missing locally,
                           pull the Redis and runtime images (STATELAB_PROBE_TIMEOUT s each, default
                           20) and go offline if a pull fails or times out
-  STATELAB_SKIP_IMAGE_BUILD  1: in Docker mode, use the statelab image already built
-  STATELAB_ADMIN_TOKEN    up: the proxy's admin token. Docker mode always has one (this, the one
+  STATELAB_SKIP_IMAGE_BUILD  1: in Docker and Swarm mode, use the statelab image already built
+  STATELAB_ADMIN_TOKEN    up: the proxy's admin token. Docker and Swarm mode always have one (this, the one
                           recorded before, or a random one); native mode only when this is set.
                           up records it in .lab/admin-token, which later commands read";
 
-/// The user's one handle on the statelab lab: native processes or the compose project.
+/// The user's one handle on the statelab lab: native processes, the compose project or a Swarm
+/// stack.
 #[derive(Debug, Parser)]
 #[command(name = "scripts/lab", after_help = AFTER_HELP, arg_required_else_help = true)]
 struct Cli {
@@ -70,8 +73,12 @@ enum Verb {
     /// Start Redis, the object store, nine replicas and the proxy; return once all are healthy.
     Up {
         /// The compose project instead of native processes.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "swarm")]
         docker: bool,
+        /// A Docker Swarm stack (deploy/stack.yaml): the engine's swarm, or a one-node swarm the
+        /// lab makes and leaves again at `down`; each pool follows its service by DNS.
+        #[arg(long)]
+        swarm: bool,
         /// The Redis behind the externalized pool: one Redis (`redis`), or three data nodes
         /// (`redis-1` primary at start, `redis-2`, `redis-3`) watched by three Sentinels
         /// (`sentinel-1..3`) that fail over by themselves.
@@ -102,10 +109,12 @@ enum Verb {
     Status,
     /// SIGKILL one part: stateful-K, stateless-K, externalized-K, proxy, s3 (the object store),
     /// a Redis node (redis; redis-1..3 and sentinel-1..3 with --redis sentinel), or
-    /// redis-primary, whichever Redis node is primary now (docker kill in Docker mode).
+    /// redis-primary, whichever Redis node is primary now (docker kill in Docker mode; in Swarm
+    /// mode of the task's container, which Swarm replaces).
     Kill { name: Target },
     /// Start a killed part again and wait until it is healthy and, for a replica, until the proxy
-    /// routes to it again. A Redis data node comes back as a replica of the primary now.
+    /// routes to it again. A Redis data node comes back as a replica of the primary now. In
+    /// Swarm mode, waits for the task Swarm started in its place.
     Start { name: Target },
     /// The Redis nodes that are primary now, one name a line (exit 1 when none is known, as
     /// during a failover).
@@ -120,7 +129,7 @@ enum Verb {
     /// Follow one part's log (Ctrl-C to stop).
     Logs { name: Part },
     /// The lab's ports, one "NAME PORT" line each: natively redis, the nine replicas, proxy and
-    /// admin; in Docker mode proxy and admin only.
+    /// admin; in Docker and Swarm mode proxy and admin only.
     Ports,
     /// Resident memory of each running replica, one "NAME BYTES" line each.
     Mem,
@@ -131,20 +140,22 @@ enum Verb {
     IphashDemo,
     /// Grow or shrink a pool to N replicas (1-9) while it serves. New replicas start, pass their
     /// health check and are registered with the proxy; removed ones are drained first (their
-    /// pinned clients stay until idle, at most --drain seconds) unless --now.
+    /// pinned clients stay until idle, at most --drain seconds) unless --now. In Swarm mode,
+    /// `docker service scale`, which the proxy follows by DNS, draining for its pool's
+    /// discover_drain_seconds.
     Scale {
         /// stateful, stateless or externalized.
         pool: Design,
         /// The number of replicas the pool should have.
         n: u8,
         /// Remove at once, without draining.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "drain")]
         now: bool,
-        /// The longest drain of a removed replica, in seconds.
-        #[arg(long, default_value_t = 5)]
-        drain: u64,
+        /// The longest drain of a removed replica, in seconds (default 5).
+        #[arg(long, value_name = "SECONDS")]
+        drain: Option<u64>,
     },
-    /// Print the mode the lab runs in, native or docker (exit 1 when it is not up).
+    /// Print the mode the lab runs in, native, docker or swarm (exit 1 when it is not up).
     Mode,
     /// Without arguments, each pool's strategy ("POOL STRATEGY" lines, then " balance-factor N"
     /// when bounded loads are on); with POOL STRATEGY, switch that pool (cookie, ip-hash,
@@ -182,7 +193,7 @@ fn lab(settings: Settings, dir: LabDir) -> anyhow::Result<Platform> {
 fn running(dir: &LabDir) -> anyhow::Result<Mode> {
     dir.mode()?.with_context(|| {
         format!(
-            "the lab is not running (no {}); start it with scripts/lab up [--docker]",
+            "the lab is not running (no {}); start it with scripts/lab up [--docker|--swarm]",
             dir.path("mode").display()
         )
     })
@@ -194,6 +205,7 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
     match verb {
         Verb::Up {
             docker,
+            swarm,
             redis,
             redis_wait,
             replica_cpu,
@@ -222,6 +234,8 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             let up = async {
                 if docker {
                     Docker::up(settings.clone(), dir.clone(), store, sizing).await
+                } else if swarm {
+                    Swarm::up(settings.clone(), dir.clone(), store, sizing).await
                 } else {
                     Native::up(settings.clone(), dir.clone(), store, sizing).await
                 }
@@ -340,7 +354,11 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             now,
             drain,
         } => {
-            let drain = (!now).then(|| std::time::Duration::from_secs(drain));
+            let drain = match (now, drain) {
+                (true, _) => Drain::Now,
+                (false, Some(s)) => Drain::UpTo(std::time::Duration::from_secs(s)),
+                (false, None) => Drain::Default,
+            };
             let scaled = lab(settings, dir)?.scale(pool, n, drain).await?;
             if json {
                 print_json(&scaled)?;

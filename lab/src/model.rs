@@ -370,6 +370,29 @@ impl FromStr for Part {
     }
 }
 
+/// How `scale` removes a replica: drained for the default time, at once, or drained for at most
+/// the time given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    Default,
+    Now,
+    UpTo(std::time::Duration),
+}
+
+/// The drain `scale` gives a removed replica when none is named.
+pub const DEFAULT_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Drain {
+    /// The longest drain, or `None` for at once.
+    pub fn limit(self) -> Option<std::time::Duration> {
+        match self {
+            Drain::Default => Some(DEFAULT_DRAIN),
+            Drain::Now => None,
+            Drain::UpTo(d) => Some(d),
+        }
+    }
+}
+
 /// A pool size `scale` can reach.
 pub fn check_scale(n: u8) -> anyhow::Result<()> {
     if !(1..=MAX_REPLICAS_PER_POOL).contains(&n) {
@@ -578,6 +601,25 @@ pub fn docker_proxy_config_with(net_prefix: &str, members: &[Replica]) -> Config
             )
         })),
     }
+}
+
+/// The name a Swarm's DNS answers with the addresses of `design`'s running tasks, and the port
+/// they serve on: what the Swarm proxy's pool follows.
+pub fn swarm_discover_target(design: Design) -> String {
+    format!("tasks.{design}:{CONTAINER_SERVICE_PORT}")
+}
+
+/// The proxy's configuration in the Swarm stack (`deploy/stack.yaml`): each pool follows its
+/// design's tasks by DNS instead of listing replicas, so `docker service scale` is all it takes.
+/// No client address is trusted: the stack runs no in-network load generator.
+pub fn swarm_proxy_config() -> ConfigFile {
+    let mut config = docker_proxy_config_with(DEFAULT_NET_PREFIX, &[]);
+    // `pools` gives one pool per design, in `Design::ALL`'s order.
+    for (pool, design) in config.pools.iter_mut().flatten().zip(Design::ALL) {
+        pool.trusted_proxies.clear();
+        pool.discover = Some(swarm_discover_target(design));
+    }
+    config
 }
 
 /// The range in-network load generators get their addresses from.

@@ -1,25 +1,26 @@
-//! The running lab, whichever platform runs it: the one type the verbs talk to. Each verb's
-//! output and behaviour is the platform's; this is where the two meet, so `main.rs` names no
-//! platform after `up`.
+//! The running lab, whichever platform runs it (native processes, a compose project, a Swarm
+//! stack): the one type the verbs talk to. Each verb's output and behaviour is the platform's;
+//! this is where they meet, so `main.rs` names no platform after `up`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use statelab_formats::lab::{CpuTimes, Killed, LabStatus, Ports, Scaled, Started};
 
 use crate::docker::Docker;
 use crate::labdir::{LabDir, Mode};
-use crate::model::{Design, Part, Store, Target};
+use crate::model::{Design, Drain, Part, Store, Target};
 use crate::native::Native;
 use crate::settings::Settings;
-use crate::{say, topology};
+use crate::swarm::Swarm;
+use crate::{parts, say, scale, topology};
 
 /// The lab a lab directory records as up.
 #[derive(Debug)]
 pub enum Platform {
     Native(Native),
     Docker(Docker),
+    Swarm(Swarm),
 }
 
 impl Platform {
@@ -28,27 +29,31 @@ impl Platform {
         Ok(match mode {
             Mode::Native => Platform::Native(Native::load(settings, dir)?),
             Mode::Docker => Platform::Docker(Docker::load(settings, dir)?),
+            Mode::Swarm => Platform::Swarm(Swarm::load(settings, dir)?),
         })
     }
 
     pub async fn status(&self) -> LabStatus {
         match self {
-            Platform::Native(lab) => lab.status().await,
-            Platform::Docker(lab) => lab.status().await,
+            Platform::Native(lab) => parts::status(lab).await,
+            Platform::Docker(lab) => parts::status(lab).await,
+            Platform::Swarm(lab) => parts::status(lab).await,
         }
     }
 
     pub async fn kill(&self, target: Target) -> anyhow::Result<Killed> {
         match self {
-            Platform::Native(lab) => lab.kill(target).await,
-            Platform::Docker(lab) => lab.kill(target).await,
+            Platform::Native(lab) => parts::kill(lab, target).await,
+            Platform::Docker(lab) => parts::kill(lab, target).await,
+            Platform::Swarm(lab) => parts::kill(lab, target).await,
         }
     }
 
     pub async fn start(&self, target: Target) -> anyhow::Result<Started> {
         match self {
-            Platform::Native(lab) => lab.start(target).await,
-            Platform::Docker(lab) => lab.start(target).await,
+            Platform::Native(lab) => parts::start(lab, target).await,
+            Platform::Docker(lab) => parts::start(lab, target).await,
+            Platform::Swarm(lab) => parts::start(lab, target).await,
         }
     }
 
@@ -57,18 +62,16 @@ impl Platform {
         match self {
             Platform::Native(lab) => topology::primaries(lab).await,
             Platform::Docker(lab) => topology::primaries(lab).await,
+            Platform::Swarm(lab) => topology::primaries(lab).await,
         }
     }
 
-    pub async fn scale(
-        &mut self,
-        pool: Design,
-        n: u8,
-        drain: Option<Duration>,
-    ) -> anyhow::Result<Scaled> {
+    pub async fn scale(&mut self, pool: Design, n: u8, drain: Drain) -> anyhow::Result<Scaled> {
         match self {
-            Platform::Native(lab) => lab.scale(pool, n, drain).await,
-            Platform::Docker(lab) => lab.scale(pool, n, drain).await,
+            Platform::Native(lab) => scale::scale(lab, pool, n, drain.limit()).await,
+            Platform::Docker(lab) => scale::scale(lab, pool, n, drain.limit()).await,
+            // The proxy follows the service's DNS name: no admin call.
+            Platform::Swarm(lab) => lab.scale(pool, n, drain).await,
         }
     }
 
@@ -91,6 +94,10 @@ impl Platform {
                 ports: lab.ports_lines().into_iter().collect(),
                 addresses: lab.addresses().into_iter().collect(),
             },
+            Platform::Swarm(lab) => Ports {
+                ports: lab.ports_lines().into_iter().collect(),
+                addresses: lab.addresses().into_iter().collect(),
+            },
         }
     }
 
@@ -99,6 +106,7 @@ impl Platform {
         match self {
             Platform::Native(lab) => lab.ports().lines(),
             Platform::Docker(lab) => lab.ports_lines(),
+            Platform::Swarm(lab) => lab.ports_lines(),
         }
     }
 
@@ -107,6 +115,7 @@ impl Platform {
         match self {
             Platform::Native(lab) => Ok(lab.mem()),
             Platform::Docker(lab) => lab.mem(),
+            Platform::Swarm(lab) => lab.mem(),
         }
     }
 
@@ -114,6 +123,7 @@ impl Platform {
         match self {
             Platform::Native(lab) => lab.cpu(),
             Platform::Docker(lab) => lab.cpu(),
+            Platform::Swarm(lab) => lab.cpu(),
         }
     }
 
@@ -122,6 +132,7 @@ impl Platform {
         match self {
             Platform::Native(lab) => follow(&lab.log_path(part)),
             Platform::Docker(lab) => lab.logs(part),
+            Platform::Swarm(lab) => lab.logs(part),
         }
     }
 
@@ -136,6 +147,7 @@ impl Platform {
                 Ok(())
             }
             Platform::Docker(lab) => lab.down(volumes),
+            Platform::Swarm(lab) => lab.down(volumes).await,
         }
     }
 }

@@ -75,6 +75,16 @@ impl Probe {
         Some(resp.status().as_u16())
     }
 
+    /// The replica that answered `GET url` with 200 (its `x-replica` header).
+    pub async fn answered_by(&self, url: &str) -> Option<String> {
+        let resp = self.http.get(url).send().await.ok()?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return None;
+        }
+        let name = resp.headers().get("x-replica")?.to_str().ok()?;
+        Some(name.to_string())
+    }
+
     /// `GET http://127.0.0.1:PORT/PATH` answers 200.
     pub async fn http_ok(&self, port: u16, path: &str) -> bool {
         self.http_code(&format!("http://127.0.0.1:{port}{path}"))
@@ -209,6 +219,33 @@ impl Probe {
             .and_then(|v| v["removed"].as_str().map(str::to_string))
             .unwrap_or_else(|| "removed".to_string());
         Ok(how)
+    }
+
+    /// What a container lab's `up` waits for last: the proxy's admin API answers, and the proxy
+    /// serves every replica named. Why not, when it does not within `limit` each.
+    pub async fn wait_serving(
+        &self,
+        admin_port: u16,
+        names: &[String],
+        limit: Duration,
+    ) -> Result<(), &'static str> {
+        wait_until(
+            &format!("the proxy's admin API on 127.0.0.1:{admin_port}"),
+            limit,
+            || self.proxy_ready(admin_port),
+        )
+        .await
+        .map_err(|_| "the proxy did not become ready")?;
+        wait_until(
+            &format!(
+                "{} replicas healthy in the proxy's admin status",
+                names.len()
+            ),
+            limit,
+            || self.proxy_serves_all(admin_port, names),
+        )
+        .await
+        .map_err(|_| "the proxy does not see every replica healthy")
     }
 
     /// Every replica named is healthy and not ejected in the proxy's view.

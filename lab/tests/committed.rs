@@ -5,11 +5,12 @@
 use serde_yaml_ng::Value;
 use statelab_formats::{ConfigFile, PoolSection, Strategy};
 use statelab_lab::model::{
-    docker_proxy_config, native_proxy_config, trusted_range, Design, NativePorts, Part, Replica,
-    Store, StoreNode, ADMIN_READY_PATH, CLUSTER_NODE_TIMEOUT_MS, CONTAINER_ADMIN_PORT,
-    CONTAINER_PROXY_PORT, CONTAINER_S3_PORT, CONTAINER_SENTINEL_PORT, CONTAINER_SERVICE_PORT,
-    DEFAULT_NET_PREFIX, FIXED_S3_PORT, REDIS_MEMORY_FLAGS, REPLICATION_FLAGS,
-    SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS, SENTINEL_MASTER_NAME, SENTINEL_QUORUM,
+    docker_proxy_config, native_proxy_config, swarm_discover_target, swarm_proxy_config,
+    trusted_range, Design, NativePorts, Part, Replica, Store, StoreNode, ADMIN_READY_PATH,
+    CLUSTER_NODE_TIMEOUT_MS, CONTAINER_ADMIN_PORT, CONTAINER_PROXY_PORT, CONTAINER_S3_PORT,
+    CONTAINER_SENTINEL_PORT, CONTAINER_SERVICE_PORT, DEFAULT_NET_PREFIX, FIXED_S3_PORT,
+    REDIS_MEMORY_FLAGS, REPLICATION_FLAGS, SENTINEL_DOWN_AFTER_MS, SENTINEL_FAILOVER_TIMEOUT_MS,
+    SENTINEL_MASTER_NAME, SENTINEL_QUORUM,
 };
 use statelab_test_support::workspace_root;
 
@@ -54,10 +55,123 @@ fn deploy_proxy_toml_is_the_models_docker_config() {
 }
 
 #[test]
+fn deploy_proxy_swarm_toml_is_the_models_swarm_config() {
+    let committed: ConfigFile =
+        toml::from_str(&read("deploy/proxy.swarm.toml")).expect("deploy/proxy.swarm.toml parses");
+    assert_eq!(
+        committed,
+        swarm_proxy_config(),
+        "deploy/proxy.swarm.toml differs from the lab's model (statelab_lab::model::swarm_proxy_config)"
+    );
+}
+
+/// The stack's services are the model's parts, one service per design with three tasks named
+/// after their slot, each pool of the proxy following its design's service on the service port,
+/// the replicas' healthchecks on that port, every service without a virtual IP, and the proxy's
+/// two ports published on the node.
+#[test]
+fn deploy_stack_yaml_is_the_models_swarm_stack() {
+    let doc = compose_file("deploy/stack.yaml");
+    let services = get(&doc, &["services"])
+        .as_mapping()
+        .expect("services is a mapping");
+    let mut names: Vec<String> = services
+        .keys()
+        .map(|k| k.as_str().expect("a service name").to_string())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = [Part::Store(StoreNode::Redis), Part::Objects, Part::Proxy]
+        .iter()
+        .map(Part::to_string)
+        .chain(Design::ALL.iter().map(|d| d.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(names, want, "the stack's services differ from the model");
+    for name in &names {
+        let endpoint = get(&doc, &["services", name, "deploy", "endpoint_mode"]);
+        assert_eq!(
+            endpoint.as_str(),
+            Some("dnsrr"),
+            "{name}: endpoint_mode must be dnsrr (no virtual IP: it needs IPVS)"
+        );
+    }
+    let pools = swarm_proxy_config().pools.expect("the model's pools");
+    for design in Design::ALL {
+        let service = design.to_string();
+        let replicas = get(&doc, &["services", &service, "deploy", "replicas"]);
+        let initial = Replica::initial().filter(|r| r.design == design).count();
+        assert_eq!(
+            replicas.as_u64(),
+            Some(initial as u64),
+            "{service}: deploy.replicas"
+        );
+        let named = get(
+            &doc,
+            &["services", &service, "environment", "STATELAB_REPLICA"],
+        );
+        assert_eq!(
+            named.as_str(),
+            Some(format!("{design}-{{{{.Task.Slot}}}}").as_str()),
+            "{service}: each task names itself after its slot"
+        );
+        let health = strings(get(&doc, &["services", &service, "healthcheck", "test"]));
+        assert_eq!(
+            health,
+            [
+                "CMD",
+                "statelab-healthcheck",
+                &CONTAINER_SERVICE_PORT.to_string(),
+                "/health"
+            ],
+            "{service}: healthcheck"
+        );
+        let pool = pools
+            .iter()
+            .find(|p| p.name == design.as_str())
+            .expect("a pool per design");
+        assert_eq!(
+            pool.discover.as_deref(),
+            Some(swarm_discover_target(design).as_str())
+        );
+        assert_eq!(
+            swarm_discover_target(design),
+            format!("tasks.{service}:{CONTAINER_SERVICE_PORT}"),
+            "the pool follows the stack's service on the service port"
+        );
+    }
+    let ports = get(&doc, &["services", "proxy", "ports"])
+        .as_sequence()
+        .expect("the proxy's ports");
+    let published: Vec<(u64, String)> = ports
+        .iter()
+        .map(|p| {
+            (
+                get(p, &["target"]).as_u64().expect("a target port"),
+                get(p, &["mode"]).as_str().expect("a mode").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        published,
+        [
+            (u64::from(CONTAINER_PROXY_PORT), "host".to_string()),
+            (u64::from(CONTAINER_ADMIN_PORT), "host".to_string())
+        ],
+        "the proxy publishes its two ports in mode host (the ingress mesh needs IPVS)"
+    );
+    let config = get(&doc, &["configs", "proxy", "file"]);
+    assert_eq!(
+        config.as_str(),
+        Some("${STATELAB_PROXY_CONFIG:-./proxy.swarm.toml}")
+    );
+}
+
+#[test]
 fn generated_configs_are_valid_for_the_proxy() {
     for (what, file) in [
         ("native", native_proxy_config(&fixed_ports())),
         ("docker", docker_proxy_config("10.99.7")),
+        ("swarm", swarm_proxy_config()),
     ] {
         let text = toml::to_string(&file).expect("serialise");
         if let Err(e) = statelab_proxy::Config::from_toml_str(&text) {

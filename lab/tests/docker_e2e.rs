@@ -17,6 +17,11 @@
 //! - [`evidence`]: `statelab-load evidence --docker --quick` in a compose project of its own,
 //!   its probes reaching the replicas and Redis in that lab's network, and nothing left after.
 //!
+//! - [`swarm`]: `scripts/lab up --swarm` with the image under test: the stateless service
+//!   scaled 3 → 5 → 2 with the proxy following by DNS, a task of each design killed and replaced
+//!   by Swarm, the sessions each design kept, and `down` leaving no stack and no swarm the lab
+//!   made.
+//!
 //! [`checks`] prints a PASS or FAIL line per check as it goes and the tally at the end; [`lab`]
 //! holds the lab's isolation (its own lab directory, compose project `statelab-e2e`, image
 //! `statelab-e2e:latest`, network `10.231.9.0/24`, free host ports; `STATELAB_E2E_*` override
@@ -46,6 +51,8 @@ mod shop;
 mod start;
 #[path = "docker_e2e/store.rs"]
 mod store;
+#[path = "docker_e2e/swarm.rs"]
+mod swarm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -111,6 +118,7 @@ async fn scenario(lab: &E2eLab, load: &Result<PathBuf, String>, checks: &Checks)
     store::cluster(lab, checks).await;
 
     evidence::quick(lab, load, checks).await;
+    swarm::lab_on_swarm(lab, checks).await;
     Ok(())
 }
 

@@ -47,51 +47,60 @@ impl Docker {
         Ok(())
     }
 
-    /// A container's budget in cores as Docker enforces it, and its process on the host.
-    pub(super) fn inspect_cpu(&self, cid: &str) -> (Option<f64>, Option<u32>) {
-        let out = stdout_of(docker().args([
+    /// The CPU time each running container's main process has used, with its budget, and the
+    /// host's.
+    pub fn cpu(&self) -> CpuTimes {
+        containers_cpu(
+            Part::with(self.store.store, self.members.iter().copied())
+                .into_iter()
+                .filter_map(|part| Some((part.to_string(), self.cid(part)?))),
+        )
+    }
+}
+
+/// A container's budget in cores as Docker enforces it (its quota, or `--cpus`), and its main
+/// process on the host.
+pub(crate) fn inspect_cpu(cid: &str) -> (Option<f64>, Option<u32>) {
+    let out = stdout_of(docker().args([
             "inspect",
             "-f",
             "{{.HostConfig.CpuQuota}} {{.HostConfig.CpuPeriod}} {{.HostConfig.NanoCpus}} {{.State.Pid}}",
             cid,
         ]));
-        let words: Vec<f64> = out
-            .split_whitespace()
-            .map(|w| w.parse().unwrap_or(0.0))
-            .collect();
-        let [quota, period, nano, pid] = words[..] else {
-            return (None, None);
-        };
-        let budget = if quota > 0.0 && period > 0.0 {
-            Some(quota / period)
-        } else if nano > 0.0 {
-            Some(nano / 1e9)
-        } else {
-            None
-        };
-        let pid = (pid > 0.0).then_some(pid as u32);
-        (budget, pid)
-    }
+    let words: Vec<f64> = out
+        .split_whitespace()
+        .map(|w| w.parse().unwrap_or(0.0))
+        .collect();
+    let [quota, period, nano, pid] = words[..] else {
+        return (None, None);
+    };
+    let budget = if quota > 0.0 && period > 0.0 {
+        Some(quota / period)
+    } else if nano > 0.0 {
+        Some(nano / 1e9)
+    } else {
+        None
+    };
+    let pid = (pid > 0.0).then_some(pid as u32);
+    (budget, pid)
+}
 
-    /// The CPU time each running container's main process has used, with its budget, and the
-    /// host's.
-    pub fn cpu(&self) -> CpuTimes {
-        let parts = Part::with(self.store.store, self.members.iter().copied())
-            .into_iter()
-            .filter_map(|part| {
-                let cid = self.cid(part)?;
-                let (budget, pid) = self.inspect_cpu(&cid);
-                Some(PartCpu {
-                    name: part.to_string(),
-                    seconds: procfs::process_seconds(pid?)?,
-                    budget,
-                })
+/// The CPU time each of these containers' main process has used, with its budget, and the host's.
+pub(crate) fn containers_cpu(containers: impl IntoIterator<Item = (String, String)>) -> CpuTimes {
+    let parts = containers
+        .into_iter()
+        .filter_map(|(name, cid)| {
+            let (budget, pid) = inspect_cpu(&cid);
+            Some(PartCpu {
+                name,
+                seconds: procfs::process_seconds(pid?)?,
+                budget,
             })
-            .collect();
-        CpuTimes {
-            parts,
-            host_cores: procfs::host_cores(),
-            host_busy_seconds: procfs::host_busy_seconds().unwrap_or(0.0),
-        }
+        })
+        .collect();
+    CpuTimes {
+        parts,
+        host_cores: procfs::host_cores(),
+        host_busy_seconds: procfs::host_busy_seconds().unwrap_or(0.0),
     }
 }

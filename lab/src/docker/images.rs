@@ -29,7 +29,7 @@ fn env_or(name: &str, default: &str) -> String {
 
 /// Decides between the official images and the offline stand-ins, builds what is needed, and
 /// returns the Redis image to run.
-pub(super) fn images(s: &Settings) -> anyhow::Result<String> {
+pub(crate) fn images(s: &Settings) -> anyhow::Result<String> {
     if registry_mode(s)? {
         let redis = env_or("STATELAB_REDIS_IMAGE", REDIS_IMAGE);
         if !s.skip_image_build || !image_present(&s.image) {

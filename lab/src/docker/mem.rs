@@ -34,46 +34,54 @@ pub fn size_to_bytes(text: &str) -> Option<u64> {
 impl Docker {
     /// `NAME BYTES` for each running replica container, as `docker stats` reports its memory.
     pub fn mem(&self) -> anyhow::Result<Vec<(String, u64)>> {
-        let mut running = Vec::new();
-        for r in self.members.iter().copied() {
-            if let Some(cid) = self.cid(Part::Replica(r)) {
-                let state = stdout_of(docker().args(["inspect", "-f", "{{.State.Running}}", &cid]));
-                if state.trim() == "true" {
-                    running.push((r, cid));
-                }
-            }
-        }
-        if running.is_empty() {
-            return Ok(Vec::new());
-        }
-        let out = run(docker()
-            .args([
-                "stats",
-                "--no-stream",
-                "--format",
-                "{{.Container}} {{.MemUsage}}",
-            ])
-            .args(running.iter().map(|(_, c)| c)))?;
-        if !out.status.success() {
-            bail!("docker stats failed");
-        }
-        let usage: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let (cid, rest) = l.split_once(' ')?;
-                let used = rest.split('/').next()?.replace(char::is_whitespace, "");
-                Some((cid.to_string(), used))
-            })
-            .collect();
-        // A container that stopped meanwhile shows 0B: down, so omitted.
-        Ok(running
-            .into_iter()
-            .filter_map(|(r, cid)| {
-                let bytes = size_to_bytes(usage.get(&cid)?)?;
-                (bytes > 0).then(|| (r.to_string(), bytes))
-            })
-            .collect())
+        let containers = self
+            .members
+            .iter()
+            .filter_map(|r| Some((r.to_string(), self.cid(Part::Replica(*r))?)));
+        containers_mem(containers)
     }
+}
+
+/// `NAME BYTES` for each of these containers that runs, as `docker stats` reports its memory.
+pub(crate) fn containers_mem(
+    containers: impl IntoIterator<Item = (String, String)>,
+) -> anyhow::Result<Vec<(String, u64)>> {
+    let running: Vec<(String, String)> = containers
+        .into_iter()
+        .filter(|(_, cid)| {
+            stdout_of(docker().args(["inspect", "-f", "{{.State.Running}}", cid])).trim() == "true"
+        })
+        .collect();
+    if running.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = run(docker()
+        .args([
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Container}} {{.MemUsage}}",
+        ])
+        .args(running.iter().map(|(_, c)| c)))?;
+    if !out.status.success() {
+        bail!("docker stats failed");
+    }
+    let usage: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (cid, rest) = l.split_once(' ')?;
+            let used = rest.split('/').next()?.replace(char::is_whitespace, "");
+            Some((cid.to_string(), used))
+        })
+        .collect();
+    // A container that stopped meanwhile shows 0B: down, so omitted.
+    Ok(running
+        .into_iter()
+        .filter_map(|(name, cid)| {
+            let bytes = size_to_bytes(usage.get(&cid)?)?;
+            (bytes > 0).then_some((name, bytes))
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -35,11 +35,11 @@ use crate::model::{
 use crate::probe::{wait_until, Probe};
 use crate::settings::{Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
 
-mod budget;
-mod images;
+pub(crate) mod budget;
+pub(crate) mod images;
 mod iphash;
-mod mem;
-mod parts;
+pub(crate) mod mem;
+pub(crate) mod parts;
 mod scale;
 mod store;
 mod up;
@@ -90,13 +90,13 @@ fn read_members(dir: &LabDir) -> Vec<Replica> {
     }
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<Output> {
     cmd.output()
         .with_context(|| format!("cannot run {:?}", cmd.get_program()))
 }
 
 /// Runs a command whose output the user should see; fails on a non-zero exit.
-fn run_visible(cmd: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run_visible(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
@@ -106,13 +106,13 @@ fn run_visible(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stdout_of(cmd: &mut Command) -> String {
+pub(crate) fn stdout_of(cmd: &mut Command) -> String {
     run(cmd)
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default()
 }
 
-fn docker() -> Command {
+pub(crate) fn docker() -> Command {
     Command::new("docker")
 }
 
@@ -139,8 +139,23 @@ fn compose_cli() -> anyhow::Result<Vec<String>> {
     bail!("no Docker Compose: apt-get install -y docker-compose (or the docker-compose-plugin)")
 }
 
-/// The engine answers, and a compose CLI is here.
-fn need_docker() -> anyhow::Result<Vec<String>> {
+/// (state, health) of a container: e.g. ("running", "healthy"), ("exited", "-").
+pub(crate) fn container_health(cid: &str) -> (String, String) {
+    let out = stdout_of(docker().args([
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}-{{end}}",
+        cid,
+    ]));
+    let mut words = out.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(s), Some(h)) => (s.to_string(), h.to_string()),
+        _ => ("missing".into(), "-".into()),
+    }
+}
+
+/// The engine answers.
+pub(crate) fn need_engine() -> anyhow::Result<()> {
     let answers = docker()
         .arg("info")
         .stdout(Stdio::null())
@@ -151,8 +166,14 @@ fn need_docker() -> anyhow::Result<Vec<String>> {
         Ok(s) if !s.success() => bail!(
             "the Docker engine does not answer (docker info failed): start it (service docker start) or check permissions"
         ),
-        Ok(_) => compose_cli(),
+        Ok(_) => Ok(()),
     }
+}
+
+/// The engine answers, and a compose CLI is here.
+fn need_docker() -> anyhow::Result<Vec<String>> {
+    need_engine()?;
+    compose_cli()
 }
 
 impl Docker {
@@ -312,27 +333,11 @@ impl Docker {
         out.lines().next().map(str::to_string)
     }
 
-    /// (state, health) of a container: e.g. ("running", "healthy"), ("exited", "-").
-    fn container_health(&self, cid: &str) -> (String, String) {
-        let out = stdout_of(docker().args([
-            "inspect",
-            "-f",
-            "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}-{{end}}",
-            cid,
-        ]));
-        let mut words = out.split_whitespace();
-        match (words.next(), words.next()) {
-            (Some(s), Some(h)) => (s.to_string(), h.to_string()),
-            _ => ("missing".into(), "-".into()),
-        }
-    }
-
     /// Waits until the part's container runs and passes its healthcheck.
     async fn wait_healthy(&self, part: Part, limit: Duration) -> anyhow::Result<()> {
         wait_until(&format!("{part} to be healthy"), limit, || async {
-            self.cid(part).is_some_and(|cid| {
-                self.container_health(&cid) == ("running".into(), "healthy".into())
-            })
+            self.cid(part)
+                .is_some_and(|cid| container_health(&cid) == ("running".into(), "healthy".into()))
         })
         .await
     }

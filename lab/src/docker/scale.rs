@@ -1,107 +1,46 @@
-//! `scale`: replica containers beyond compose's, added to and removed from the proxy's pools.
-
-use std::time::Duration;
+//! The container lab's steps of `scale` ([`Scaling`]): replica containers beyond compose's,
+//! configured as compose configures the first three, and deleted again.
 
 use anyhow::{bail, Context};
-use statelab_formats::lab::Scaled;
 
-use crate::model::{
-    check_scale, Design, Part, Replica, Store, CONTAINER_SERVICE_PORT, MAX_REPLICAS_PER_POOL,
-    SENTINEL_MASTER_NAME,
-};
-use crate::say;
+use crate::model::{Design, Part, Replica, Store, CONTAINER_SERVICE_PORT, SENTINEL_MASTER_NAME};
+use crate::scale::Scaling;
 
 use super::{docker, run, Docker};
 
-impl Docker {
-    /// Grows or shrinks a pool to `n` replicas: further containers of the lab image on the lab
-    /// network at the addresses the model gives them (`.1k`, `.2k`, `.3k`), registered with the
-    /// proxy; or the highest-numbered ones taken out of the proxy (after `drain`, or at once)
-    /// and removed. They carry the compose project's labels, so `status`, `kill`, `start`, `mem`
-    /// and `down` treat them like the rest.
-    pub async fn scale(
-        &mut self,
-        design: Design,
-        n: u8,
-        drain: Option<Duration>,
-    ) -> anyhow::Result<Scaled> {
-        check_scale(n)?;
-        let (mut added, mut removed) = (Vec::new(), Vec::new());
+impl Scaling for Docker {
+    /// A further container of the lab image on the lab network at the address the model gives
+    /// it (`.1k`, `.2k`, `.3k`). It carries the compose project's labels, so `status`, `kill`,
+    /// `start`, `mem` and `down` treat it like the rest.
+    async fn add(&mut self, r: Replica) -> anyhow::Result<String> {
         let network = self.lab_network().with_context(|| {
             format!(
                 "no lab network for project {}; is the Docker lab up?",
                 self.project
             )
         })?;
-        let mut count = self.members.iter().filter(|r| r.design == design).count();
-        while count < usize::from(n) {
-            let index = (1..=MAX_REPLICAS_PER_POOL)
-                .find(|i| !self.members.contains(&Replica { design, index: *i }))
-                .context("no free replica number")?;
-            let r = Replica { design, index };
-            let address = format!("{}.{}", self.net_prefix, r.container_octet());
-            self.run_replica(&network, r, &address)?;
-            self.members.push(r);
-            self.members.sort();
-            self.write_members()?;
-            let part = Part::Replica(r);
-            self.wait_healthy(part, self.settings.up_timeout)
-                .await
-                .with_context(|| {
-                    format!("{r} did not become healthy; see: scripts/lab logs {r}")
-                })?;
-            self.probe
-                .add_replica(
-                    self.admin_port,
-                    design.as_str(),
-                    &r.to_string(),
-                    &format!("{address}:{CONTAINER_SERVICE_PORT}"),
-                )
-                .await?;
-            self.probe
-                .wait_routed(self.admin_port, part, self.settings.up_timeout)
-                .await?;
-            say(format!("{r} added at {address}"));
-            added.push(r.to_string());
-            count += 1;
-        }
-        while count > usize::from(n) {
-            let Some(r) = self
-                .members
-                .iter()
-                .rev()
-                .find(|r| r.design == design)
-                .copied()
-            else {
-                break;
-            };
-            let how = self
-                .probe
-                .remove_replica(self.admin_port, &r.to_string(), drain)
-                .await?;
-            if let Some(cid) = self.cid(Part::Replica(r)) {
-                let _ = run(docker().args(["rm", "-f", &cid]));
-            }
-            self.members.retain(|m| *m != r);
-            self.write_members()?;
-            say(format!("{r} removed ({how}) and its container deleted"));
-            removed.push(r.to_string());
-            count -= 1;
-        }
-        say(format!("{design}: {n} replica(s)"));
-        Ok(Scaled {
-            pool: design,
-            replicas: self
-                .members
-                .iter()
-                .filter(|r| r.design == design)
-                .map(Replica::to_string)
-                .collect(),
-            added,
-            removed,
-        })
+        let address = format!("{}.{}", self.net_prefix, r.container_octet());
+        self.run_replica(&network, r, &address)?;
+        self.members.push(r);
+        self.members.sort();
+        self.write_members()?;
+        self.wait_healthy(Part::Replica(r), self.settings.up_timeout)
+            .await
+            .with_context(|| format!("{r} did not become healthy; see: scripts/lab logs {r}"))?;
+        Ok(format!("{address}:{CONTAINER_SERVICE_PORT}"))
     }
 
+    async fn remove(&mut self, r: Replica) -> anyhow::Result<&'static str> {
+        if let Some(cid) = self.cid(Part::Replica(r)) {
+            let _ = run(docker().args(["rm", "-f", &cid]));
+        }
+        self.members.retain(|m| *m != r);
+        self.write_members()?;
+        Ok("its container deleted")
+    }
+}
+
+impl Docker {
     /// One more replica container, configured as compose configures the first three.
     fn run_replica(&self, network: &str, r: Replica, address: &str) -> anyhow::Result<()> {
         let name = r.to_string();

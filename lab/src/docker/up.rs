@@ -182,28 +182,13 @@ impl Docker {
             return lab.up_failed(&format!("{e:#}")).await;
         }
         let admin = lab.admin_port;
-        if wait_until(
-            &format!("the proxy's admin API on 127.0.0.1:{admin}"),
-            lab.settings.up_timeout,
-            || lab.probe.proxy_ready(admin),
-        )
-        .await
-        .is_err()
-        {
-            return lab.up_failed("the proxy did not become ready").await;
-        }
         let names: Vec<String> = lab.members.iter().map(|r| r.to_string()).collect();
-        if wait_until(
-            "all nine replicas healthy in the proxy's admin status",
-            lab.settings.up_timeout,
-            || lab.probe.proxy_serves_all(admin, &names),
-        )
-        .await
-        .is_err()
+        if let Err(why) = lab
+            .probe
+            .wait_serving(admin, &names, lab.settings.up_timeout)
+            .await
         {
-            return lab
-                .up_failed("the proxy does not see every replica healthy")
-                .await;
+            return lab.up_failed(why).await;
         }
         say(format!(
             "proxy up: http://127.0.0.1:{}/{{stateful,stateless,externalized}}/  admin: http://127.0.0.1:{admin}/admin/status",
@@ -226,7 +211,7 @@ impl Docker {
             match self.cid(part) {
                 None => missing.push(part.to_string()),
                 Some(cid) => {
-                    let (state, health) = self.container_health(&cid);
+                    let (state, health) = super::container_health(&cid);
                     if (state.as_str(), health.as_str()) != ("running", "healthy") {
                         say(format!("{part}: {state} {health}; last lines of its log:"));
                         let out = run(docker().args(["logs", "--tail", "10", &cid]));

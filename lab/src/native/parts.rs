@@ -1,84 +1,67 @@
-//! One part at a time: status, kill, start, memory and log.
+//! The native lab's primitives for one part at a time ([`Parts`]: what it sees of a part,
+//! SIGKILL, launching), and each replica's memory, each part's CPU time and its log.
 
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use nix::sys::signal::Signal;
-use statelab_formats::lab::{CpuTimes, Killed, LabStatus, PartCpu, PartStatus, Started};
+use statelab_formats::lab::{CpuTimes, PartCpu};
 
 use crate::labdir::Mode;
-use crate::model::{start_plan, Part, Target};
-use crate::probe::wait_until;
+use crate::model::{Part, Replica, StoreNode};
+use crate::parts::{Handle, Parts, Seen};
+use crate::probe::{wait_until, Probe};
 use crate::redis_nodes;
-use crate::say;
-use crate::topology;
 use statelab_formats::procfs as cpu;
 
 use super::Native;
 
-impl Native {
-    /// Each part, up or down and healthy or not, and the proxy's own view.
-    pub async fn status(&self) -> LabStatus {
-        let mut parts = Vec::new();
-        for part in Part::with(self.store.store, self.ports.members()) {
-            let role = match part {
-                Part::Store(n) if self.running(part).is_some() => {
-                    redis_nodes::role(self.node_addr(n))
-                        .await
-                        .map(redis_nodes::role_word)
-                }
-                _ => None,
-            };
-            let running = self.running(part);
-            let health = match running {
-                Some(_) if self.healthy(part).await => Some("healthy".to_string()),
-                Some(_) => Some("unhealthy".to_string()),
-                None => None,
-            };
-            parts.push(PartStatus {
-                name: part.to_string(),
-                up: running.is_some(),
-                down: None,
-                health,
-                role,
-                pid: running.and_then(|id| u32::try_from(id.pid).ok()),
-                container: None,
-                cpu_budget: self
-                    .cpu_groups
-                    .as_ref()
-                    .and_then(|g| g.budget(&part.to_string())),
-            });
-        }
-        LabStatus {
-            mode: Mode::Native.as_str().to_string(),
-            parts,
-            admin_port: self.ports.admin,
-            proxy: self.probe.admin_status(self.ports.admin).await,
-        }
+impl Parts for Native {
+    fn mode(&self) -> Mode {
+        Mode::Native
     }
 
-    /// A replica must be a member now, a Redis node one of the lab's topology; the proxy always
-    /// is one.
-    fn member(&self, part: Part) -> anyhow::Result<()> {
-        match part {
-            Part::Store(n) if !self.ports.store.contains_key(&n) => bail!(
-                "{part} is not a node of this lab's Redis ({}); scripts/lab status lists them",
-                self.store.store.name()
-            ),
-            Part::Replica(r) if !self.ports.replicas.contains_key(&r) => bail!(
-                "{part} is not a member of the lab now (scripts/lab status lists them; scripts/lab scale {} N adds some)",
-                r.design
-            ),
-            _ => Ok(()),
+    fn members(&self) -> Vec<Replica> {
+        self.ports.members().collect()
+    }
+
+    fn probe(&self) -> &Probe {
+        &self.probe
+    }
+
+    fn admin_port(&self) -> u16 {
+        self.ports.admin
+    }
+
+    fn up_timeout(&self) -> Duration {
+        self.settings.up_timeout
+    }
+
+    async fn seen(&self, part: Part) -> Seen {
+        let running = self.running(part);
+        let health = match running {
+            Some(_) if self.healthy(part).await => Some("healthy".to_string()),
+            Some(_) => Some("unhealthy".to_string()),
+            None => None,
+        };
+        Seen {
+            up: running.is_some(),
+            down: None,
+            health,
+            handle: running
+                .and_then(|id| u32::try_from(id.pid).ok())
+                .map(Handle::Pid),
+            cpu_budget: self
+                .cpu_groups
+                .as_ref()
+                .and_then(|g| g.budget(&part.to_string())),
         }
     }
 
     /// SIGKILL, and wait until the process is gone.
-    pub async fn kill(&self, target: Target) -> anyhow::Result<Killed> {
-        let part = target.resolve(|| topology::primary(self)).await?;
-        self.member(part)?;
+    async fn kill_part(&self, part: Part) -> anyhow::Result<(Handle, String)> {
         let id = self
             .running(part)
             .with_context(|| format!("{part} is not running"))?;
@@ -89,21 +72,17 @@ impl Native {
             || async move { !id.alive() },
         )
         .await?;
-        say(format!("killed {part} (pid {}, SIGKILL)", id.pid));
-        Ok(Killed {
-            killed: part.to_string(),
-            pid: u32::try_from(id.pid).ok(),
-            container: None,
-        })
+        let pid = u32::try_from(id.pid).unwrap_or_default();
+        Ok((Handle::Pid(pid), format!("pid {pid}, SIGKILL")))
     }
 
-    /// Starts a part that is down and waits until it is healthy. A data node of the Sentinel
-    /// topology comes back as a replica of the primary Sentinel names now (Sentinel would convert
-    /// it anyway, but not before it had served as a second, stale primary).
-    pub async fn start(&self, target: Target) -> anyhow::Result<Started> {
-        let (part, replica_of) = start_plan(target, || topology::primary(self)).await?;
-        // A cluster node rejoins by its own record (nodes.conf), as a replica of the node that
-        // took its place.
+    /// Launches the part (a data node with `replicaof` on its command line; a cluster node
+    /// rejoins by its own record, `nodes.conf`) and waits until it is healthy and holds its copy.
+    async fn start_part(
+        &self,
+        part: Part,
+        replica_of: Option<StoreNode>,
+    ) -> anyhow::Result<Handle> {
         let mut child = self.launch_as(part, replica_of)?;
         self.wait_healthy(part, &mut child)
             .await
@@ -118,23 +97,11 @@ impl Native {
             .await?;
         }
         let pid = self.running(part).map_or(0, |id| id.pid);
-        match replica_of {
-            Some(p) => say(format!(
-                "started {part} (pid {pid}) as a replica of {p}, healthy"
-            )),
-            None => say(format!("started {part} (pid {pid}), healthy")),
-        }
-        self.probe
-            .wait_routed(self.ports.admin, part, self.settings.up_timeout)
-            .await?;
-        Ok(Started {
-            started: part.to_string(),
-            pid: u32::try_from(pid).ok(),
-            container: None,
-            replica_of: replica_of.map(|p| p.to_string()),
-        })
+        Ok(Handle::Pid(u32::try_from(pid).unwrap_or_default()))
     }
+}
 
+impl Native {
     /// `NAME BYTES` for each running replica: its resident memory (`VmRSS`).
     pub fn mem(&self) -> Vec<(String, u64)> {
         self.ports

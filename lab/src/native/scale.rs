@@ -1,17 +1,13 @@
-//! `scale`: replicas started and stopped while the pool serves, and the proxy told of them.
+//! The native lab's steps of `scale` ([`Scaling`]): a replica process started on its port, or
+//! stopped with its disk; and the members written back.
 
 use std::fs;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
-use statelab_formats::lab::Scaled;
+use anyhow::bail;
 
-use crate::model::{
-    check_scale, native_proxy_config, render_proxy_config, Design, Part, Replica,
-    MAX_REPLICAS_PER_POOL,
-};
+use crate::model::{native_proxy_config, render_proxy_config, Part, Replica};
 use crate::probe::port_open;
-use crate::say;
+use crate::scale::Scaling;
 use crate::settings::PortPlan;
 
 use super::ports::{free_port, Claims};
@@ -31,94 +27,51 @@ impl Native {
         )?;
         Ok(())
     }
+}
 
-    /// Grows or shrinks a pool to `n` replicas while it serves. New replicas take the lowest free
-    /// numbers and the pool's next fixed (or a free) port, start, pass their own health check,
-    /// are registered with the proxy and are waited for until the proxy routes to them. Shrinking
-    /// removes the highest numbers: each is taken out of the proxy first (after `drain`, or at
-    /// once), then stopped.
-    pub async fn scale(
-        &mut self,
-        design: Design,
-        n: u8,
-        drain: Option<Duration>,
-    ) -> anyhow::Result<Scaled> {
-        check_scale(n)?;
-        let (mut added, mut removed) = (Vec::new(), Vec::new());
-        let mut members: Vec<Replica> = self
-            .ports
-            .members()
-            .filter(|r| r.design == design)
-            .collect();
-        while members.len() < usize::from(n) {
-            let index = (1..=MAX_REPLICAS_PER_POOL)
-                .find(|i| !members.iter().any(|r| r.index == *i))
-                .context("no free replica number")?;
-            let r = Replica { design, index };
-            let port = match self.settings.ports {
-                PortPlan::Fixed => {
-                    let port = r.fixed_port();
-                    if port_open(port).await {
-                        bail!("port {port} (for {r}) is already in use; see: ss -ltnp 'sport = :{port}'");
-                    }
-                    port
+impl Scaling for Native {
+    /// On the pool's next fixed port (or a free one); a replica that does not become healthy is
+    /// stopped and forgotten again.
+    async fn add(&mut self, r: Replica) -> anyhow::Result<String> {
+        let port = match self.settings.ports {
+            PortPlan::Fixed => {
+                let port = r.fixed_port();
+                if port_open(port).await {
+                    bail!(
+                        "port {port} (for {r}) is already in use; see: ss -ltnp 'sport = :{port}'"
+                    );
                 }
-                PortPlan::Free => {
-                    let taken: Vec<u16> = self.ports.lines().iter().map(|(_, p)| *p).collect();
-                    free_port(&taken, &Claims::new(&self.dir)).await?
-                }
-            };
-            self.ports.replicas.insert(r, port);
+                port
+            }
+            PortPlan::Free => {
+                let taken: Vec<u16> = self.ports.lines().iter().map(|(_, p)| *p).collect();
+                free_port(&taken, &Claims::new(&self.dir)).await?
+            }
+        };
+        self.ports.replicas.insert(r, port);
+        self.write_members()?;
+        let part = Part::Replica(r);
+        let mut child = self.launch(part)?;
+        if let Err(e) = self.wait_healthy(part, &mut child).await {
+            self.stop(part).await;
+            self.ports.replicas.remove(&r);
+            Claims::new(&self.dir).release([port]);
             self.write_members()?;
-            let part = Part::Replica(r);
-            let mut child = self.launch(part)?;
-            if let Err(e) = self.wait_healthy(part, &mut child).await {
-                self.stop(part).await;
-                self.ports.replicas.remove(&r);
-                Claims::new(&self.dir).release([port]);
-                self.write_members()?;
-                return Err(e.context(format!("{r} did not become healthy")));
-            }
-            self.probe
-                .add_replica(
-                    self.ports.admin,
-                    design.as_str(),
-                    &r.to_string(),
-                    &format!("127.0.0.1:{port}"),
-                )
-                .await?;
-            self.probe
-                .wait_routed(self.ports.admin, part, self.settings.up_timeout)
-                .await?;
-            say(format!("{r} added on 127.0.0.1:{port}"));
-            added.push(r.to_string());
-            members.push(r);
+            return Err(e.context(format!("{r} did not become healthy")));
         }
-        members.sort();
-        while members.len() > usize::from(n) {
-            let Some(r) = members.pop() else { break };
-            let how = self
-                .probe
-                .remove_replica(self.ports.admin, &r.to_string(), drain)
-                .await?;
-            self.stop(Part::Replica(r)).await;
-            if let Some(port) = self.ports.replicas.remove(&r) {
-                Claims::new(&self.dir).release([port]);
-            }
-            self.write_members()?;
-            // A server taken out of the pool goes with its disk: the files it stored are gone.
-            if let Some(disk) = self.disk(r) {
-                let _ = fs::remove_dir_all(disk);
-            }
-            say(format!("{r} removed ({how}) and stopped"));
-            removed.push(r.to_string());
+        Ok(format!("127.0.0.1:{port}"))
+    }
+
+    /// A server taken out of the pool goes with its disk: the files it stored are gone.
+    async fn remove(&mut self, r: Replica) -> anyhow::Result<&'static str> {
+        self.stop(Part::Replica(r)).await;
+        if let Some(port) = self.ports.replicas.remove(&r) {
+            Claims::new(&self.dir).release([port]);
         }
-        say(format!("{design}: {n} replica(s)"));
-        Ok(Scaled {
-            pool: design,
-            replicas: members.iter().map(Replica::to_string).collect(),
-            added,
-            removed,
-        })
+        self.write_members()?;
+        if let Some(disk) = self.disk(r) {
+            let _ = fs::remove_dir_all(disk);
+        }
+        Ok("stopped")
     }
 }
