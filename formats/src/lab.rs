@@ -76,6 +76,20 @@ pub struct Primaries {
     pub primaries: Vec<String>,
 }
 
+/// `scripts/lab partition --json NODE`: the Redis node cut off (an alias such as `redis-primary`
+/// resolved), and the parts it no longer reaches nor is reached by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partitioned {
+    pub node: String,
+    pub cut_off: Vec<String>,
+}
+
+/// `scripts/lab heal --json`: the nodes whose cut was removed (none when there was no partition).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Healed {
+    pub healed: Vec<String>,
+}
+
 /// `scripts/lab mem --json`: each running replica's resident memory in bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Memory {

@@ -14,6 +14,7 @@
 //! | `sizing` | the parts' CPU budgets and the replicas' work per request `up` chose (JSON, `statelab_formats::lab::Sizing`) |
 //! | `cgroup` | native mode with budgets: the lab's control group, which `down` removes |
 //! | `members` | Docker mode: the replicas now, after `scale` |
+//! | `partition` | Docker mode: the Redis node `partition` cut off, until `heal` |
 //! | `jwt-secret` | the stateless replicas' shared key |
 //! | `s3-keys` | native mode: the object store's access key and secret key, one line each |
 //! | `s3/` | native mode: the object store's data (`s3s-fs`), a folder per bucket; emptied at each `up` |

@@ -119,6 +119,20 @@ enum Verb {
     /// The Redis nodes that are primary now, one name a line (exit 1 when none is known, as
     /// during a failover).
     Primaries,
+    /// Docker mode: cut a Redis node (a name, or redis-primary) off from the other Redis nodes
+    /// and the Sentinels, dropping every packet between them in the node's own network
+    /// namespace; the externalized replicas still reach it, except those named with --from.
+    Partition {
+        name: Target,
+        /// An externalized replica that loses the node too (repeatable).
+        #[arg(long, value_name = "REPLICA")]
+        from: Vec<Part>,
+        /// Heal after this many seconds, then return (default: stay cut until `heal`).
+        #[arg(long = "for", value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        for_seconds: Option<u64>,
+    },
+    /// Docker mode: remove every cut `partition` made.
+    Heal,
     /// Stop everything the lab started.
     Down {
         /// Also delete the stored data: Redis's, the object store's files and (natively) the
@@ -273,6 +287,33 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
             let started = lab(settings, dir)?.start(name).await?;
             if json {
                 print_json(&started)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Partition {
+            name,
+            from,
+            for_seconds,
+        } => {
+            let lab = lab(settings, dir)?;
+            let cut = lab.partition(name, &from).await?;
+            if let Some(secs) = for_seconds {
+                say(format!("healing in {secs} s (Ctrl-C heals at once)"));
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(secs)) => {}
+                    _ = tokio::signal::ctrl_c() => say("interrupted: healing now"),
+                }
+                lab.heal()?;
+            }
+            if json {
+                print_json(&cut)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Verb::Heal => {
+            let healed = lab(settings, dir)?.heal()?;
+            if json {
+                print_json(&healed)?;
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use statelab_formats::lab::{CpuTimes, Killed, LabStatus, Ports, Scaled, Started};
+use statelab_formats::lab::{
+    CpuTimes, Healed, Killed, LabStatus, Partitioned, Ports, Scaled, Started,
+};
 
 use crate::docker::Docker;
 use crate::labdir::{LabDir, Mode};
@@ -72,6 +74,22 @@ impl Platform {
             Platform::Docker(lab) => scale::scale(lab, pool, n, drain.limit()).await,
             // The proxy follows the service's DNS name: no admin call.
             Platform::Swarm(lab) => lab.scale(pool, n, drain).await,
+        }
+    }
+
+    /// Cuts a Redis node off from the other Redis nodes and the Sentinels, and from `from`.
+    pub async fn partition(&self, target: Target, from: &[Part]) -> anyhow::Result<Partitioned> {
+        match self {
+            Platform::Docker(lab) => lab.partition(target, from).await,
+            Platform::Native(_) | Platform::Swarm(_) => Err(partition_refused()),
+        }
+    }
+
+    /// Removes every cut `partition` made.
+    pub fn heal(&self) -> anyhow::Result<Healed> {
+        match self {
+            Platform::Docker(lab) => lab.heal(),
+            Platform::Native(_) | Platform::Swarm(_) => Err(partition_refused()),
         }
     }
 
@@ -150,6 +168,15 @@ impl Platform {
             Platform::Swarm(lab) => lab.down(volumes).await,
         }
     }
+}
+
+/// Why only the Docker lab takes a partition.
+fn partition_refused() -> anyhow::Error {
+    anyhow::anyhow!(
+        "partition and heal need the Docker lab (scripts/lab up --docker --redis sentinel): there \
+         each Redis node has a network namespace of its own to cut; natively every part shares \
+         the host's loopback, and the Swarm lab runs the single Redis"
+    )
 }
 
 /// `tail -F` of a log file, its last 50 lines first.

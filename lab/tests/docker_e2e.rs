@@ -14,6 +14,10 @@
 //!   in-network client, the load generator killing replicas mid-run through `scripts/lab`.
 //! - [`store`]: Redis killed, then its container created anew; `down -v` leaving nothing; the
 //!   Sentinel and the Cluster topologies failing over.
+//! - [`partition`]: the Sentinel primary cut off from the other nodes (`scripts/lab partition`)
+//!   while the replicas still reach it: with asynchronous replication the adds it acknowledged
+//!   meanwhile are lost once it heals, with `--redis-wait 1` none acknowledged is; `heal` leaves no
+//!   rule behind.
 //! - [`evidence`]: `statelab-load evidence --docker --quick` in a compose project of its own,
 //!   its probes reaching the replicas and Redis in that lab's network, and nothing left after.
 //!
@@ -43,6 +47,8 @@ mod http;
 mod lab;
 #[path = "docker_e2e/objects.rs"]
 mod objects;
+#[path = "docker_e2e/partition.rs"]
+mod partition;
 #[path = "docker_e2e/pools.rs"]
 mod pools;
 #[path = "docker_e2e/shop.rs"]
@@ -116,6 +122,7 @@ async fn scenario(lab: &E2eLab, load: &Result<PathBuf, String>, checks: &Checks)
     store::down_leaves_nothing(lab, checks).await;
     store::sentinel(lab, checks).await;
     store::cluster(lab, checks).await;
+    partition::partitions(lab, checks).await;
 
     evidence::quick(lab, load, checks).await;
     swarm::lab_on_swarm(lab, checks).await;

@@ -13,7 +13,8 @@
 //!
 //! The lab's jobs, one a file: `up` (up, its failure handling, and `down`), `store` (the Redis
 //! nodes: addresses, the primary, cluster creation), `parts` (status, kill, start, logs; the
-//! object store `s3` among them, a compose service like Redis), `scale`,
+//! object store `s3` among them, a compose service like Redis), `scale`, `partition` (a Redis
+//! node cut off, and healed),
 //! `mem`, `images` (official images or offline stand-ins) and `iphash` (the ip-hash demo); this
 //! file holds the [`Docker`] handle, its loading, and the compose and docker commands they share.
 
@@ -39,6 +40,7 @@ pub(crate) mod budget;
 pub(crate) mod images;
 mod iphash;
 pub(crate) mod mem;
+mod partition;
 pub(crate) mod parts;
 mod scale;
 mod store;

@@ -278,6 +278,8 @@ impl Docker {
         run_visible(&mut cmd)?;
         self.dir.clear();
         let _ = fs::remove_file(self.dir.path("members"));
+        // A cut lived in its node's network namespace, gone with the container.
+        let _ = fs::remove_file(self.dir.path("partition"));
         if volumes {
             say(format!(
                 "compose project '{}' down, Redis and object store volumes deleted",
