@@ -579,7 +579,7 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// The `status` table for people: a line a part, then a line a pool of the proxy's view.
 fn status_table(status: &LabStatus) -> String {
-    let id = if status.mode == "docker" {
+    let id = if status.mode != "native" {
         "CONTAINER"
     } else {
         "PID"

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use statelab_formats::lab::CpuTimes;
+use statelab_formats::lab::{CpuTimes, Sizing};
 
 use crate::docker::budget::containers_cpu;
 use crate::docker::mem::containers_mem;
@@ -52,6 +52,8 @@ pub struct Swarm {
     made_swarm: bool,
     /// `swarm init` made `docker_gwbridge`, which `swarm leave` leaves behind.
     made_gwbridge: bool,
+    /// The replicas' work per request.
+    sizing: Sizing,
 }
 
 impl Swarm {
@@ -78,6 +80,7 @@ impl Swarm {
                 .unwrap_or_else(|| dir.path("proxy.swarm.toml")),
             made_swarm: get("STATELAB_MADE_SWARM").as_deref() == Some("1"),
             made_gwbridge: get("STATELAB_MADE_GWBRIDGE").as_deref() == Some("1"),
+            sizing: dir.sizing()?,
             settings,
             dir,
         })
@@ -132,12 +135,12 @@ impl Swarm {
             "--format",
             "{{.ID}} {{.State}} {{.Label \"com.docker.swarm.task.name\"}}",
         ]));
-        let slot = Self::slot(part);
+        let (service, slot) = (self.service(part), Self::slot(part));
         out.lines()
             .filter_map(|line| {
                 let mut words = line.split_whitespace();
                 let (id, state, task) = (words.next()?, words.next()?, words.next()?);
-                (task_slot(task)? == slot).then(|| (id.to_string(), state == "running"))
+                (task_slot(&service, task)? == slot).then(|| (id.to_string(), state == "running"))
             })
             .collect()
     }
@@ -147,22 +150,26 @@ impl Swarm {
         self.containers(part).into_iter().next().map(|(id, _)| id)
     }
 
-    /// The tasks of a design's service that Swarm wants running, on any node: each slot, and
-    /// whether its task runs (Swarm says `Running` only once the container's healthcheck passed).
+    /// The tasks of a design's service that Swarm wants running (or ready to run, during a
+    /// restart's delay), on any node: each slot, and whether its task runs (Swarm says `Running`
+    /// only once the container's healthcheck passed).
     fn tasks(&self, design: Design) -> BTreeMap<u8, bool> {
+        let service = self.service(Part::Replica(Replica { design, index: 1 }));
         let out = stdout_of(docker().args([
             "service",
             "ps",
             "--filter",
             "desired-state=running",
+            "--filter",
+            "desired-state=ready",
             "--format",
             "{{.Name}} {{.CurrentState}}",
-            &self.service(Part::Replica(Replica { design, index: 1 })),
+            &service,
         ]));
         out.lines()
             .filter_map(|line| {
                 let (name, state) = line.split_once(' ')?;
-                Some((task_slot(name)?, state.starts_with("Running")))
+                Some((task_slot(&service, name)?, state.starts_with("Running")))
             })
             .collect()
     }
@@ -172,26 +179,10 @@ impl Swarm {
         self.tasks(design).into_keys().collect()
     }
 
-    /// How many tasks the design's service asks for.
-    fn wanted(&self, design: Design) -> Option<u8> {
-        let out = stdout_of(docker().args([
-            "service",
-            "inspect",
-            "--format",
-            "{{.Spec.Mode.Replicated.Replicas}}",
-            &self.service(Part::Replica(Replica { design, index: 1 })),
-        ]));
-        out.trim().parse().ok()
-    }
-
-    /// The replicas of one design now: the slots the service asks for (Swarm fills the lowest
-    /// free slots and removes the highest), with any other slot whose task it wants running. A
-    /// slot whose task died is a member throughout its replacement, though for a moment no task
-    /// of it is wanted running.
+    /// The replicas of one design now: the slots whose task Swarm wants running, or ready to
+    /// run once its restart delay has passed (a replaced task's slot stays a member throughout).
     fn pool(&self, design: Design) -> Vec<Replica> {
-        let wanted = 1..=self.wanted(design).unwrap_or(0);
-        let slots: BTreeSet<u8> = self.slots(design).into_iter().chain(wanted).collect();
-        slots
+        self.slots(design)
             .into_iter()
             .filter(|i| (1..=MAX_REPLICAS_PER_POOL).contains(i))
             .map(|index| Replica { design, index })
@@ -232,9 +223,10 @@ impl Swarm {
     }
 }
 
-/// The slot of a task name: `STACK_SERVICE.SLOT` or `STACK_SERVICE.SLOT.TASK_ID`.
-fn task_slot(task: &str) -> Option<u8> {
-    task.split('.').nth(1)?.parse().ok()
+/// The slot of a task of `service`, from its name: `SERVICE.SLOT` or `SERVICE.SLOT.TASK_ID`.
+fn task_slot(service: &str, task: &str) -> Option<u8> {
+    let rest = task.strip_prefix(service)?.strip_prefix('.')?;
+    rest.split('.').next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -243,9 +235,15 @@ mod tests {
 
     #[test]
     fn a_task_name_gives_its_slot() {
-        assert_eq!(task_slot("statelab_stateless.2"), Some(2));
-        assert_eq!(task_slot("statelab_stateless.12.abcdef0123"), Some(12));
-        assert_eq!(task_slot("statelab_stateless"), None);
-        assert_eq!(task_slot("statelab_stateless.x.y"), None);
+        let service = "statelab_stateless";
+        assert_eq!(task_slot(service, "statelab_stateless.2"), Some(2));
+        assert_eq!(
+            task_slot(service, "statelab_stateless.12.abcdef0123"),
+            Some(12)
+        );
+        assert_eq!(task_slot(service, "statelab_stateless"), None);
+        assert_eq!(task_slot(service, "statelab_stateless.x.y"), None);
+        assert_eq!(task_slot(service, "statelab_stateful.2"), None);
+        assert_eq!(task_slot("a.b_stateless", "a.b_stateless.3.xyz"), Some(3));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::bail;
 use statelab_formats::lab::Sizing;
@@ -46,6 +47,40 @@ fn membership() -> Membership {
     }
 }
 
+/// A stack name Swarm takes for every service name the stack makes (`NAME_externalized`, at most
+/// 63 characters), and that task names (`NAME_SERVICE.SLOT`) can be read back from.
+fn check_stack_name(name: &str) -> anyhow::Result<()> {
+    let longest = format!("{name}_externalized");
+    let fine = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && longest.len() <= 63;
+    if !fine {
+        bail!(
+            "STATELAB_PROJECT '{name}' cannot name a Swarm stack: letters, digits, '-' and '_', \
+             beginning and ending with a letter or digit, at most {} characters",
+            63 - "_externalized".len()
+        );
+    }
+    Ok(())
+}
+
+/// The services of the stack `name`, when it is deployed.
+fn stack_services(name: &str) -> Vec<String> {
+    stdout_of(docker().args([
+        "service",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.stack.namespace={name}"),
+    ]))
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
+
 fn network_exists(name: &str) -> bool {
     run(docker().args(["network", "inspect", name])).is_ok_and(|o| o.status.success())
 }
@@ -71,14 +106,35 @@ impl Swarm {
         if settings.ports == PortPlan::Free {
             bail!("STATELAB_PORTS=free is for the native lab; in Swarm mode set STATELAB_PROXY_PORT/STATELAB_ADMIN_PORT");
         }
+        check_stack_name(&settings.project)?;
         need_engine()?;
         let proxy_port = settings.proxy_port.unwrap_or(DEFAULT_PROXY_PORT);
         let admin_port = settings.admin_port.unwrap_or(DEFAULT_ADMIN_PORT);
         for port in [proxy_port, admin_port] {
-            if port_open(port).await {
+            // Swarm publishes on every interface: the port must be free on all of them.
+            if port_open(port).await || std::net::TcpListener::bind(("0.0.0.0", port)).is_err() {
                 bail!("port {port} is in use on the host; set STATELAB_PROXY_PORT/STATELAB_ADMIN_PORT");
             }
         }
+        if !stack_services(&settings.project).is_empty() {
+            bail!(
+                "a stack named {} is deployed already (docker stack ls); remove it (docker stack \
+                 rm {}) or set STATELAB_PROJECT to another name",
+                settings.project,
+                settings.project
+            );
+        }
+        // The lab directory is written before the engine is made a swarm, so that whatever fails
+        // after that can be taken down, the swarm included.
+        dir.create()?;
+        dir.write_store(store)?;
+        dir.write_sizing(&sizing)?;
+        let admin_token = match (settings.admin_token.clone(), dir.admin_token()) {
+            (Some(given), _) => given,
+            (None, Some(recorded)) => recorded,
+            (None, None) => random_admin_token()?,
+        };
+        dir.write_admin_token(&admin_token)?;
         let (made_swarm, made_gwbridge) = match membership() {
             Membership::Manager => {
                 say("this engine is a manager of a swarm: the lab deploys its stack there");
@@ -105,15 +161,6 @@ impl Swarm {
                  leave, or wait until it has joined)"
             ),
         };
-        dir.create()?;
-        dir.write_store(store)?;
-        dir.write_sizing(&sizing)?;
-        let admin_token = match (settings.admin_token.clone(), dir.admin_token()) {
-            (Some(given), _) => given,
-            (None, Some(recorded)) => recorded,
-            (None, None) => random_admin_token()?,
-        };
-        dir.write_admin_token(&admin_token)?;
         let proxy_config = dir.path("proxy.swarm.toml");
         let lab = Swarm {
             probe: Probe::new(Some(admin_token.clone())),
@@ -127,6 +174,7 @@ impl Swarm {
             proxy_config,
             made_swarm,
             made_gwbridge,
+            sizing,
             settings,
             dir,
         };
@@ -222,7 +270,9 @@ impl Swarm {
             .env("STATELAB_ADMIN_PORT", self.admin_port.to_string())
             .env("STATELAB_NET_PREFIX", &self.net_prefix)
             .env("STATELAB_PROXY_CONFIG", &self.proxy_config)
-            .env("STATELAB_ADMIN_TOKEN", self.admin_token.as_str());
+            .env("STATELAB_ADMIN_TOKEN", self.admin_token.as_str())
+            .env("STATELAB_WORK_US", self.sizing.work_us.to_string())
+            .env("STATELAB_WORK_DIST", self.sizing.work_dist.as_str());
         cmd
     }
 
@@ -294,7 +344,13 @@ impl Swarm {
                 }
             }
         }
-        if self.made_swarm {
+        let others = stdout_of(docker().args(["service", "ls", "-q"]));
+        if self.made_swarm && !others.trim().is_empty() {
+            say(
+                "the swarm the lab made now runs other services too (docker service ls): it is \
+                 left as it is; docker swarm leave --force ends it",
+            );
+        } else if self.made_swarm {
             let out = run(docker().args(["swarm", "leave", "--force"]))?;
             if !out.status.success() {
                 let err = String::from_utf8_lossy(&out.stderr);
@@ -302,10 +358,24 @@ impl Swarm {
                     bail!("docker swarm leave failed: {}", err.trim());
                 }
             }
-            if self.made_gwbridge && network_exists(GWBRIDGE) {
-                let _ = run(docker().args(["network", "rm", GWBRIDGE]));
-            }
             say("left the swarm the lab made");
+            if self.made_gwbridge {
+                // Its endpoints go with the swarm a moment after `leave` returns.
+                let gone = wait_until(
+                    &format!("{GWBRIDGE} to be removed"),
+                    Duration::from_secs(15),
+                    || async {
+                        let _ = run(docker().args(["network", "rm", GWBRIDGE]));
+                        !network_exists(GWBRIDGE)
+                    },
+                )
+                .await;
+                if gone.is_err() {
+                    say(format!(
+                        "{GWBRIDGE}, which swarm init made, is still there: docker network rm {GWBRIDGE}"
+                    ));
+                }
+            }
         }
         self.dir.clear();
         let _ = fs::remove_file(self.dir.path(SWARM_ENV));
