@@ -122,7 +122,7 @@ async fn scenario(lab: &E2eLab, load: &Result<PathBuf, String>, checks: &Checks)
     store::down_leaves_nothing(lab, checks).await;
     store::sentinel(lab, checks).await;
     store::cluster(lab, checks).await;
-    partition::partitions(lab, checks).await;
+    partition::partitions(lab, load, checks).await;
 
     evidence::quick(lab, load, checks).await;
     swarm::lab_on_swarm(lab, checks).await;

@@ -375,6 +375,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "@SECONDS", requires = "kill")]
     pub restart: Option<String>,
 
+    /// Cut this Redis node off from the other Redis nodes and the Sentinels at this second, with
+    /// `LAB partition NODE` (Docker lab; e.g. --partition redis-primary@10). The externalized
+    /// replicas still reach it, except those named with --partition-from.
+    #[arg(long, value_name = "NODE@SECONDS", conflicts_with = "kill")]
+    pub partition: Option<String>,
+
+    /// An externalized replica that loses the partitioned node too (repeatable).
+    #[arg(long, value_name = "REPLICA", requires = "partition")]
+    pub partition_from: Vec<String>,
+
+    /// Heal the partition at this second, with `LAB heal` (e.g. @20).
+    #[arg(long, value_name = "@SECONDS", requires = "partition")]
+    pub heal: Option<String>,
+
     /// Grow or shrink a pool to N replicas at this second, with `LAB scale POOL N`
     /// (e.g. --scale stateless=4@10); repeatable, and combinable with --kill.
     #[arg(long, value_name = "POOL=N@SECONDS")]
@@ -428,6 +442,16 @@ pub enum ConfigError {
     /// A step after the run's end would never happen, and the report would not show it.
     #[error("--kill and --restart must fall within --duration ({duration_s}s)")]
     OutsideDuration { duration_s: u64 },
+    /// `--partition` is not `NODE@SECONDS` of a Redis node.
+    #[error("{0}")]
+    Partition(String),
+    /// `--heal` is not a number of seconds.
+    #[error("--heal: {0}")]
+    Heal(String),
+    #[error("--heal must come after the partition")]
+    HealNotAfterPartition,
+    #[error("--partition and --heal must fall within --duration ({duration_s}s)")]
+    PartitionOutsideDuration { duration_s: u64 },
     /// `--scale` is not `POOL=N@SECONDS`.
     #[error("{0}")]
     Scale(String),
@@ -640,8 +664,30 @@ impl RunPlan {
     }
 }
 
-/// `--kill` and `--restart` as one schedule inside the run.
+/// `--partition` and `--heal` as one schedule inside the run.
+fn partition(args: &RunArgs, spec: &str) -> Result<Fault, ConfigError> {
+    let mut fault = Fault::partition(spec, &args.partition_from).map_err(ConfigError::Partition)?;
+    if let Some(at) = args.heal.as_deref() {
+        let at = parse_seconds(at).map_err(ConfigError::Heal)?;
+        if at <= fault.kill_at {
+            return Err(ConfigError::HealNotAfterPartition);
+        }
+        fault.restart_at = Some(at);
+    }
+    let duration = Duration::from_secs(args.duration);
+    if fault.kill_at >= duration || fault.restart_at.is_some_and(|at| at >= duration) {
+        return Err(ConfigError::PartitionOutsideDuration {
+            duration_s: args.duration,
+        });
+    }
+    Ok(fault)
+}
+
+/// `--kill` and `--restart` (or `--partition` and `--heal`) as one schedule inside the run.
 fn fault(args: &RunArgs) -> Result<Option<Fault>, ConfigError> {
+    if let Some(spec) = args.partition.as_deref() {
+        return partition(args, spec).map(Some);
+    }
     let Some(spec) = args.kill.as_deref() else {
         return match args.restart {
             Some(_) => Err(ConfigError::RestartWithoutKill),
@@ -668,6 +714,7 @@ fn fault(args: &RunArgs) -> Result<Option<Fault>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::FaultKind;
 
     use clap::Parser;
 
@@ -865,6 +912,76 @@ mod tests {
         let err = refused(&["--kill", "stateful-2@3", "--restart", "soon"]);
         assert!(matches!(err, ConfigError::Restart(_)), "{err:?}");
         assert!(err.to_string().starts_with("--restart: "), "{err}");
+    }
+
+    #[test]
+    fn a_partition_cuts_a_redis_node_and_heals_after_it_within_the_run() {
+        let cfg = plan(&[
+            "--duration",
+            "20",
+            "--partition",
+            "redis-primary@4",
+            "--partition-from",
+            "externalized-2",
+            "--heal",
+            "@9.5",
+        ])
+        .into_config(None);
+        let fault = cfg.fault.expect("a fault");
+        assert_eq!(fault.replica, "redis-primary");
+        assert_eq!(fault.kill_at, Duration::from_secs(4));
+        assert_eq!(fault.restart_at, Some(Duration::from_millis(9_500)));
+        assert_eq!(
+            fault.kind,
+            FaultKind::Partition {
+                from: vec!["externalized-2".to_owned()]
+            }
+        );
+        let ConfigError::Partition(why) = refused(&["--partition", "stateful-1@4"]) else {
+            panic!("a partition of a replica is a --partition error");
+        };
+        assert!(why.contains("Redis node"), "{why}");
+        assert!(matches!(
+            refused(&["--partition", "redis-1"]),
+            ConfigError::Partition(why) if why.starts_with("--partition")
+        ));
+        assert_eq!(
+            refused(&["--partition", "redis-1@5", "--heal", "@5"]),
+            ConfigError::HealNotAfterPartition
+        );
+        assert_eq!(
+            refused(&[
+                "--duration",
+                "10",
+                "--partition",
+                "redis-1@5",
+                "--heal",
+                "@10"
+            ]),
+            ConfigError::PartitionOutsideDuration { duration_s: 10 }
+        );
+        assert!(matches!(
+            refused(&["--partition", "redis-1@5", "--heal", "later"]),
+            ConfigError::Heal(_)
+        ));
+        let both = [
+            "statelab-load",
+            "--service",
+            "externalized",
+            "--kill",
+            "redis-1@3",
+            "--partition",
+            "redis-1@4",
+        ];
+        assert!(
+            Cli::try_parse_from(both).is_err(),
+            "a kill or a partition, not both"
+        );
+        let heal_alone = ["statelab-load", "--service", "externalized", "--heal", "@5"];
+        assert!(
+            Cli::try_parse_from(heal_alone).is_err(),
+            "a heal needs a partition"
+        );
     }
 
     #[test]

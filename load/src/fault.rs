@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use statelab_formats::lab::{Killed, Memory, Primaries, MAX_REPLICAS_PER_POOL};
+use statelab_formats::lab::{Killed, Memory, Partitioned, Primaries, MAX_REPLICAS_PER_POOL};
 use statelab_formats::status::MAX_DRAIN_SECS;
 use statelab_formats::Design;
 use tokio::process::Command;
@@ -316,6 +316,10 @@ pub enum FaultStep {
     Restart,
     /// A pool grown or shrunk (`LAB scale POOL N`); the event's `replica` is `POOL=N`.
     Scale,
+    /// A Redis node cut off from the other Redis nodes and the Sentinels (`LAB partition NODE`).
+    Partition,
+    /// Every cut removed (`LAB heal`).
+    Heal,
 }
 
 impl FaultStep {
@@ -324,6 +328,8 @@ impl FaultStep {
             FaultStep::Kill => "kill",
             FaultStep::Restart => "restart",
             FaultStep::Scale => "scale",
+            FaultStep::Partition => "partition",
+            FaultStep::Heal => "heal",
         }
     }
 
@@ -333,7 +339,19 @@ impl FaultStep {
             FaultStep::Kill => "kill",
             FaultStep::Restart => "start",
             FaultStep::Scale => "scale",
+            FaultStep::Partition => "partition",
+            FaultStep::Heal => "heal",
         }
+    }
+
+    /// The step that stops the part or cuts it off: what the report's failover is measured from.
+    pub fn is_fault(self) -> bool {
+        matches!(self, FaultStep::Kill | FaultStep::Partition)
+    }
+
+    /// The step that undoes it: the part started again, or the cut healed.
+    pub fn is_undo(self) -> bool {
+        matches!(self, FaultStep::Restart | FaultStep::Heal)
     }
 }
 
@@ -484,15 +502,16 @@ async fn run_steps(
                 ok: false,
                 detail: NOT_CARRIED_OUT.into(),
                 killed: None,
+                cut_off: None,
             }
         } else {
-            let watch = primaries.take_if(|_| step.what == FaultStep::Kill);
+            let watch = primaries.take_if(|_| step.what.is_fault());
             let before = match &watch {
                 Some(_) => lab.primaries().await,
                 None => None,
             };
             let begun = Instant::now();
-            if let (Sessions::Kill(kill), FaultStep::Kill) = (sessions, step.what) {
+            if let (Sessions::Kill(kill), true) = (sessions, step.what.is_fault()) {
                 kill.begin(&step.subject, begun);
             }
             let epochs = match sessions {
@@ -503,10 +522,19 @@ async fn run_steps(
             let mut words = vec![step.what.lab_verb()];
             words.extend(step.args.iter().map(String::as_str));
             let Called { ok, detail, answer } = lab.call(&words).await;
-            if ok && step.what == FaultStep::Kill {
-                killed = serde_json::from_str::<Killed>(&answer)
-                    .ok()
-                    .map(|k| k.killed);
+            let mut cut_off = None;
+            if ok && step.what.is_fault() {
+                killed = match step.what {
+                    FaultStep::Partition => {
+                        serde_json::from_str::<Partitioned>(&answer).ok().map(|p| {
+                            cut_off = Some(p.cut_off);
+                            p.node
+                        })
+                    }
+                    _ => serde_json::from_str::<Killed>(&answer)
+                        .ok()
+                        .map(|k| k.killed),
+                };
                 if let Sessions::Kill(kill) = sessions {
                     kill.over(Instant::now());
                 }
@@ -524,7 +552,8 @@ async fn run_steps(
                 took_s: begun.elapsed().as_secs_f64(),
                 ok,
                 detail,
-                killed: killed.clone().filter(|_| step.what == FaultStep::Kill),
+                killed: killed.clone().filter(|_| step.what.is_fault()),
+                cut_off,
             }
         };
         events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
@@ -577,14 +606,31 @@ pub struct Event {
     /// resolved); kept within the run, not written to its report.
     #[serde(skip)]
     pub killed: Option<String>,
+    /// The parts a partition cut the node off from, as the lab's answer names them; kept within
+    /// the run.
+    #[serde(skip)]
+    pub cut_off: Option<Vec<String>>,
 }
 
-/// Kill `replica` at `kill_at` after the start; start it again at `restart_at` if given.
+/// Kill `replica` at `kill_at` after the start, or cut it off (a Redis node, with `kind`
+/// [`FaultKind::Partition`]); start it again, or heal the cut, at `restart_at` if given.
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub replica: String,
     pub kill_at: Duration,
     pub restart_at: Option<Duration>,
+    pub kind: FaultKind,
+}
+
+/// What the fault does to its part.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FaultKind {
+    /// `LAB kill`, undone by `LAB start`.
+    #[default]
+    Kill,
+    /// `LAB partition NODE --from R...`: the node cut off from the other Redis nodes, the
+    /// Sentinels and these replicas; undone by `LAB heal`.
+    Partition { from: Vec<String> },
 }
 
 impl Fault {
@@ -606,11 +652,29 @@ impl Fault {
             replica: replica.to_owned(),
             kill_at: parse_seconds(at).map_err(|e| format!("--kill '{spec}': {e}"))?,
             restart_at: None,
+            kind: FaultKind::Kill,
         })
     }
 
-    /// Kills, then restarts if asked, each when due (see `run_steps`), marking in `recorder`
-    /// when the kill was over. A Redis node's kill is
+    /// Parses `NODE@SECONDS` for `--partition`, cutting the node off from the other Redis nodes,
+    /// the Sentinels and `from`.
+    pub fn partition(spec: &str, from: &[String]) -> Result<Self, String> {
+        let fault = Fault::parse(spec).map_err(|e| e.replacen("--kill", "--partition", 1))?;
+        if !watches_primaries(&fault.replica) {
+            return Err(format!(
+                "--partition '{spec}': a partition cuts off a Redis node (e.g. redis-primary@10)"
+            ));
+        }
+        Ok(Fault {
+            kind: FaultKind::Partition {
+                from: from.to_vec(),
+            },
+            ..fault
+        })
+    }
+
+    /// Kills (or cuts off), then restarts (or heals) if asked, each when due (see `run_steps`),
+    /// marking in `recorder` when the fault was over. A Redis node's kill is
     /// watched until a new primary appears or the run ends at `end`; what the lab said is
     /// returned (`None` for another kill, or one not carried out).
     pub async fn run(
@@ -622,15 +686,34 @@ impl Fault {
         stop: tokio::sync::watch::Receiver<bool>,
         recorder: Arc<Recorder>,
     ) -> Option<PrimaryWatch> {
-        let step = |what, at| Step {
+        let step = |what, at, args| Step {
             what,
             at,
             subject: self.replica.clone(),
-            args: vec![self.replica.clone()],
+            args,
         };
-        let mut steps = vec![step(FaultStep::Kill, self.kill_at)];
-        if let Some(at) = self.restart_at {
-            steps.push(step(FaultStep::Restart, at));
+        let mut steps = Vec::new();
+        match &self.kind {
+            FaultKind::Kill => {
+                steps.push(step(
+                    FaultStep::Kill,
+                    self.kill_at,
+                    vec![self.replica.clone()],
+                ));
+                if let Some(at) = self.restart_at {
+                    steps.push(step(FaultStep::Restart, at, vec![self.replica.clone()]));
+                }
+            }
+            FaultKind::Partition { from } => {
+                let mut args = vec![self.replica.clone()];
+                for r in from {
+                    args.extend(["--from".to_owned(), r.clone()]);
+                }
+                steps.push(step(FaultStep::Partition, self.kill_at, args));
+                if let Some(at) = self.restart_at {
+                    steps.push(step(FaultStep::Heal, at, Vec::new()));
+                }
+            }
         }
         if !watches_primaries(&self.replica) {
             run_steps(

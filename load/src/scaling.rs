@@ -308,6 +308,7 @@ mod tests {
             ok: true,
             detail: String::new(),
             killed: None,
+            cut_off: None,
         }
     }
 

@@ -3,7 +3,10 @@
 //! it. With asynchronous replication, the cart adds it acknowledged in that time are gone once the
 //! partition heals and it becomes a replica of the node promoted meanwhile; with `--redis-wait 1`
 //! it acknowledges none of them, and nothing acknowledged is lost. `heal` leaves no rule behind.
+//! Then `statelab-load run --partition redis-primary@2 --heal @6` does the same under load, and
+//! its report counts what was lost.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use statelab_formats::lab::{Healed, Partitioned};
@@ -11,7 +14,8 @@ use statelab_formats::Design;
 
 use crate::checks::{poll, Checks, POLL_EVERY};
 use crate::http::Shopper;
-use crate::lab::{show_tail, E2eLab};
+use crate::lab::{run_logged, show_tail, E2eLab};
+use statelab_load::report::{read_run, FaultStep, RunReport};
 
 /// How long the user adds to the cart right after the cut: well inside the Sentinels'
 /// `down-after-milliseconds` (1 s), so every add reaches the node that was cut off.
@@ -175,8 +179,79 @@ async fn split_brain(lab: &E2eLab, what: &str, checks: &Checks) -> Option<(usize
     Some((acknowledged, lost))
 }
 
-/// The lab up with `--redis sentinel` and these words more, the split brain, and the lab down.
-async fn run(lab: &E2eLab, what: &str, extra: &[&str], checks: &Checks) -> Option<(usize, usize)> {
+/// `statelab-load run` on the externalized pool for 12 s, the primary cut off at 2 s and healed at
+/// 6 s; its report, checked for the partition's record.
+async fn load_run(lab: &E2eLab, load: &Path, what: &str, checks: &Checks) -> Option<RunReport> {
+    let tag: String = what.chars().filter(char::is_ascii_alphanumeric).collect();
+    let out = lab.tmp.join(format!("load-partition-{tag}"));
+    let log = lab.tmp.join(format!("load-partition-{tag}.log"));
+    let mut cmd = lab.command(load);
+    cmd.arg("run")
+        .args(["--service", "externalized"])
+        .arg("--target")
+        .arg(format!("{}/externalized", lab.proxy_url()))
+        .arg("--admin")
+        .arg(lab.admin_url())
+        .arg("--lab")
+        .arg(lab.lab_script())
+        .args([
+            "--quiet",
+            "--rate",
+            "20",
+            "--think-ms",
+            "100",
+            "--duration",
+            "12",
+        ])
+        .args(["--partition", "redis-primary@2", "--heal", "@6", "--out"])
+        .arg(&out);
+    // Its exit status is not the verdict: the report is.
+    run_logged(cmd, &log).await;
+    let report = match read_run(&out.join("run.json")) {
+        Ok(report) => report,
+        Err(e) => {
+            checks.fail(
+                format!("{what}: statelab-load --partition: a readable run.json"),
+                e,
+            );
+            show_tail(&log, 5);
+            return None;
+        }
+    };
+    let steps: Vec<(FaultStep, bool)> = report.events.iter().map(|e| (e.what, e.ok)).collect();
+    checks.check(
+        format!("{what}: statelab-load recorded the partition and the heal"),
+        steps == [(FaultStep::Partition, true), (FaultStep::Heal, true)],
+        format!("events: {:?}", report.events),
+    );
+    let failover = report.failover.as_ref();
+    checks.check(
+        format!(
+            "{what}: the report's failover is the partition's, with the node cut off, what from, and \
+             the primary promoted meanwhile ({:?})",
+            failover.and_then(|f| f.new_primary.as_ref()).map(|p| &p.name)
+        ),
+        failover.is_some_and(|f| {
+            f.fault == FaultStep::Partition
+                && f.killed_node.is_some()
+                && f.cut_off.as_ref().is_some_and(|c| c.len() == 5)
+                && f.restart_at_s.is_some()
+                && f.new_primary.is_some()
+        }),
+        format!("{failover:?}"),
+    );
+    Some(report)
+}
+
+/// The lab up with `--redis sentinel` and these words more, the split brain, a load run with a
+/// partition, and the lab down.
+async fn run(
+    lab: &E2eLab,
+    load: Option<&PathBuf>,
+    what: &str,
+    extra: &[&str],
+    checks: &Checks,
+) -> Option<((usize, usize), Option<RunReport>)> {
     let log = lab.tmp.join(format!("up-{what}.log"));
     let mut args = vec!["up", "--docker", "--redis", "sentinel"];
     args.extend(extra);
@@ -192,13 +267,36 @@ async fn run(lab: &E2eLab, what: &str, extra: &[&str], checks: &Checks) -> Optio
         return None;
     }
     let result = split_brain(lab, what, checks).await;
+    let report = match load {
+        Some(load) => load_run(lab, load, what, checks).await,
+        None => None,
+    };
     let down = lab.lab(&["down", "-v"]).await;
     checks.check(format!("{what}: scripts/lab down -v"), down.ok, down.why());
-    result
+    Some((result?, report))
 }
 
-pub async fn partitions(lab: &E2eLab, checks: &Checks) {
-    if let Some((acknowledged, lost)) = run(lab, "sentinel, asynchronous", &[], checks).await {
+/// Acknowledged adds and logins the report found lost from the cut's second on.
+fn lost_in(report: &RunReport) -> (u64, u64, u64) {
+    let f = report.failover.as_ref();
+    (
+        f.and_then(|f| f.acknowledged_adds).unwrap_or(0),
+        f.and_then(|f| f.acknowledged_adds_lost).unwrap_or(0),
+        f.and_then(|f| f.acknowledged_logins_lost).unwrap_or(0),
+    )
+}
+
+pub async fn partitions(lab: &E2eLab, load: &Result<PathBuf, String>, checks: &Checks) {
+    let load = match load {
+        Ok(path) => Some(path),
+        Err(why) => {
+            checks.fail("statelab-load for the partition runs", why);
+            None
+        }
+    };
+    if let Some(((acknowledged, lost), report)) =
+        run(lab, load, "sentinel, asynchronous", &[], checks).await
+    {
         checks.check(
             format!(
                 "asynchronous replication: acknowledged adds lost across the partition ({lost} of {acknowledged})"
@@ -206,9 +304,21 @@ pub async fn partitions(lab: &E2eLab, checks: &Checks) {
             lost > 0,
             "none lost: the lesson did not show",
         );
+        if let Some(report) = report {
+            let (adds, adds_lost, logins_lost) = lost_in(&report);
+            checks.check(
+                format!(
+                    "asynchronous replication under load: the report counts acknowledged writes lost \
+                     from the cut on ({adds_lost} of {adds} adds, {logins_lost} logins)"
+                ),
+                adds_lost + logins_lost > 0,
+                "none counted",
+            );
+        }
     }
-    if let Some((acknowledged, lost)) = run(
+    if let Some(((acknowledged, lost), report)) = run(
         lab,
+        load,
         "sentinel, --redis-wait 1",
         &["--redis-wait", "1"],
         checks,
@@ -222,5 +332,16 @@ pub async fn partitions(lab: &E2eLab, checks: &Checks) {
             lost == 0,
             format!("{lost} lost"),
         );
+        if let Some(report) = report {
+            let (adds, adds_lost, logins_lost) = lost_in(&report);
+            checks.check(
+                format!(
+                    "--redis-wait 1 under load: no acknowledged write lost ({adds} adds acknowledged \
+                     from the cut on)"
+                ),
+                adds_lost == 0 && logins_lost == 0,
+                format!("{adds_lost} adds and {logins_lost} logins lost"),
+            );
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::fmt::{Display, Write as _};
 
 use crate::config::{ModelKind, Routing, WorkflowKind};
-use crate::report::{new_primary_text, spread, Balance, Failover, RunReport};
+use crate::report::{new_primary_text, spread, Balance, Failover, FaultStep, RunReport};
 use crate::scaling::{ScaleReport, EVEN_SECONDS, EVEN_TOLERANCE};
 use crate::stats::{OkLatency, SecondStats};
 
@@ -809,12 +809,56 @@ fn scale_section(o: &mut String, sc: &ScaleReport) {
     );
 }
 
+/// A partition's failures, sessions, new primary and acknowledged writes lost.
+fn partition_figures(o: &mut String, f: &Failover) {
+    let (failed, lost) = (f.failed_during_failover, f.sessions_lost_after_kill);
+    w!(
+        o,
+        "{failed} requests failed and {lost} sessions were lost from the cut's second on. "
+    );
+    if let Some(p) = &f.new_primary {
+        w!(
+            o,
+            "<b>{}</b> was first named primary {} s after the cut. ",
+            escape(&p.name),
+            num(p.at_s - f.kill_at_s, 2)
+        );
+    }
+    if let (Some(adds), Some(adds_lost), Some(logins_lost)) = (
+        f.acknowledged_adds,
+        f.acknowledged_adds_lost,
+        f.acknowledged_logins_lost,
+    ) {
+        w!(
+            o,
+            "From the cut's second on, {adds} cart adds were answered 200 and {adds_lost} of them \
+             were lost later; {logins_lost} logins answered 200 were lost later (401)."
+        );
+    }
+}
+
 fn failover_text(o: &mut String, f: Option<&Failover>) {
     let Some(f) = f else {
         o.push_str("No replica was killed in this run.");
         return;
     };
     let (at, took) = (num(f.kill_at_s, 2), num(f.kill_took_s, 2));
+    if f.fault == FaultStep::Partition {
+        let node = f.killed_node.as_deref().unwrap_or(&f.replica);
+        let from = f.cut_off.as_deref().unwrap_or_default().join(", ");
+        w!(
+            o,
+            "<b>{}</b> was cut off from {} at {at} s (the partition command took {took} s); the \
+             replicas not among them still reached it. ",
+            escape(node),
+            escape(&from)
+        );
+        if let Some(at) = f.restart_at_s {
+            w!(o, "The partition was healed at {} s. ", num(at, 2));
+        }
+        partition_figures(o, f);
+        return;
+    }
     w!(
         o,
         "<b>{}</b> was killed at {at} s (the kill command took {took} s). ",

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::{Balance, Failover, HeavyUsers, PercentileRow, RunOutcome, RunReport};
 use crate::config::{Model, RunConfig, Work};
-use crate::fault::{Event, Fault, FaultStep, PrimaryWatch};
+use crate::fault::{Event, Fault, FaultKind, PrimaryWatch};
 use crate::stats::{self, percentile_ms, Acknowledged, ErrorCounts, Measured};
 
 /// The percentiles of the report's table.
@@ -99,7 +99,11 @@ impl RunReport {
             duration_s: measured_s,
             started_unix_ms,
             interrupted,
-            killed: cfg.fault.as_ref().map(|f| f.replica.clone()),
+            killed: cfg
+                .fault
+                .as_ref()
+                .filter(|f| f.kind == FaultKind::Kill)
+                .map(|f| f.replica.clone()),
             requests,
             ok_requests: ok,
             failed_requests: failed,
@@ -195,11 +199,11 @@ fn failover(
     m: &Measured,
     primaries: Option<&PrimaryWatch>,
 ) -> Option<Failover> {
-    // Without a kill that happened there is no failover to describe.
-    let kill = events.iter().find(|e| e.what == FaultStep::Kill && e.ok)?;
+    // Without a kill (or a partition) that happened there is no failover to describe.
+    let kill = events.iter().find(|e| e.what.is_fault() && e.ok)?;
     let restart_at_s = events
         .iter()
-        .find(|e| e.what == FaultStep::Restart && e.ok)
+        .find(|e| e.what.is_undo() && e.ok)
         .map(|e| e.at_s);
     let recovery = stats::recovery(&m.series, kill.at_s);
     let kill_second = (kill.at_s.floor() as usize).min(m.series.len());
@@ -225,6 +229,8 @@ fn failover(
         + 1;
     let acknowledged = acknowledged(m, kill_second);
     Some(Failover {
+        fault: kill.what,
+        cut_off: kill.cut_off.clone(),
         replica: fault.replica.clone(),
         kill_at_s: kill.at_s,
         kill_took_s: kill.took_s,
@@ -254,6 +260,7 @@ mod tests {
 
     use super::*;
     use crate::config::{ModelKind, Routing, WorkflowKind};
+    use crate::fault::FaultStep;
     use crate::fault::NewPrimary;
     use crate::report::{fixture, summary, SessionCounts};
     use crate::stats::FailureWindow;
@@ -328,6 +335,7 @@ mod tests {
             ok: true,
             detail: String::new(),
             killed: None,
+            cut_off: None,
         }];
         let outcome = RunOutcome {
             started_unix_ms: 7,
@@ -453,6 +461,7 @@ mod tests {
                 ok: true,
                 detail: "lab: killed redis-1 (pid 4242, SIGKILL)".into(),
                 killed: Some("redis-1".into()),
+                cut_off: None,
             }],
             primaries: Some(PrimaryWatch {
                 before: Some(before),

@@ -41,6 +41,8 @@ pub fn run(label: &str, with_kill: bool) -> RunReport {
         })
         .collect();
     let failover = with_kill.then(|| Failover {
+        fault: FaultStep::Kill,
+        cut_off: None,
         replica: "r-2".into(),
         kill_at_s: 5.2,
         kill_took_s: 0.3,
@@ -154,6 +156,7 @@ pub fn run(label: &str, with_kill: bool) -> RunReport {
             ok: true,
             detail: String::new(),
             killed: None,
+            cut_off: None,
         }],
         scaling: Vec::new(),
         timeline,

@@ -320,9 +320,17 @@ pub struct PercentileRow {
     pub service_ms: f64,
 }
 
-/// What the kill did to the run.
+/// What the kill (or the partition) did to the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Failover {
+    /// `kill`, or `partition`: a Redis node cut off from the other Redis nodes and the Sentinels
+    /// while the replicas not in `cut_off` still reach it. The `kill_*` fields then tell of the
+    /// cut, `restart_at_s` of the heal.
+    #[serde(default = "kill_step")]
+    pub fault: FaultStep,
+    /// The parts a partition cut the node off from, as the lab's answer names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_off: Option<Vec<String>>,
     pub replica: String,
     /// When the kill command was started, seconds since the run's start.
     pub kill_at_s: f64,
@@ -381,6 +389,10 @@ pub struct Failover {
     /// once the failover was over, at the same second resolution; `null` when there were none.
     #[serde(default)]
     pub ok_latency_after_failures: Option<OkLatency>,
+}
+
+fn kill_step() -> FaultStep {
+    FaultStep::Kill
 }
 
 /// `report.json` of `scripts/compare` and `statelab-load report`.
@@ -590,6 +602,7 @@ mod tests {
         assert_eq!(
             keys(&v["failover"]),
             sorted(&[
+                "fault",
                 "replica",
                 "kill_at_s",
                 "kill_took_s",
@@ -726,6 +739,8 @@ mod tests {
         ] {
             expected["failover"][field] = Value::Null;
         }
+        // A record from before partitions tells of a kill.
+        expected["failover"]["fault"] = Value::from("kill");
         assert_eq!(serde_json::to_value(&report).expect("serialise"), expected);
 
         let mut bad: Value = old;

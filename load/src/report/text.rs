@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{Failover, RunReport};
+use super::{Failover, FaultStep, RunReport};
 use crate::config::{ModelKind, WorkflowKind};
 use crate::stats::OkLatency;
 
@@ -175,15 +175,29 @@ pub fn summary(r: &RunReport) -> String {
         let _ = writeln!(out, "  {}", crate::scaling::describe(sc));
     }
     if let Some(f) = &r.failover {
-        let _ = writeln!(
-            out,
-            "  failover: {} killed at {:.2} s; its last answer {:.2} s after; {} failed requests and {} sessions lost after the kill",
-            f.replica,
-            f.kill_at_s,
-            f.last_answer_after_kill_s,
-            f.failed_during_failover,
-            f.sessions_lost_after_kill
-        );
+        if f.fault == FaultStep::Partition {
+            let _ = writeln!(
+                out,
+                "  partition: {} cut off from {} at {:.2} s{}; {} failed requests and {} sessions lost after the cut",
+                f.killed_node.as_deref().unwrap_or(&f.replica),
+                f.cut_off.as_deref().map_or_else(|| "-".into(), |c| c.join(", ")),
+                f.kill_at_s,
+                f.restart_at_s
+                    .map_or_else(|| ", never healed within the run".into(), |h| format!(", healed at {h:.2} s")),
+                f.failed_during_failover,
+                f.sessions_lost_after_kill
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  failover: {} killed at {:.2} s; its last answer {:.2} s after; {} failed requests and {} sessions lost after the kill",
+                f.replica,
+                f.kill_at_s,
+                f.last_answer_after_kill_s,
+                f.failed_during_failover,
+                f.sessions_lost_after_kill
+            );
+        }
         if let Some(on) = f.sessions_on_killed.filter(|n| *n > 0) {
             let _ = writeln!(out, "  sessions on the killed replica: {on}");
         }
@@ -231,10 +245,14 @@ fn failover_summary(out: &mut String, f: &Failover) {
         .killed_node
         .as_deref()
         .is_some_and(crate::fault::watches_primaries);
+    let (node, fault) = match f.fault {
+        FaultStep::Partition => ("node cut off", "cut"),
+        _ => ("killed node", "kill"),
+    };
     if redis_kill || f.primaries_before_kill.is_some() {
         let _ = writeln!(
             out,
-            "  killed node: {}; primaries before the kill: {}; new primary: {}",
+            "  {node}: {}; primaries before the {fault}: {}; new primary: {}",
             f.killed_node.as_deref().unwrap_or("-"),
             f.primaries_before_kill
                 .as_ref()
@@ -245,7 +263,7 @@ fn failover_summary(out: &mut String, f: &Failover) {
     if let Some(w) = &f.failure_window {
         let _ = writeln!(
             out,
-            "  failure window: first failure {}, first success after it {}, last failure {}; {} failed from the kill on",
+            "  failure window: first failure {}, first success after it {}, last failure {}; {} failed from the {fault} on",
             opt_at(w.first_failed_s),
             opt_at(w.first_ok_after_s),
             opt_at(w.last_failed_s),
@@ -257,7 +275,7 @@ fn failover_summary(out: &mut String, f: &Failover) {
         f.acknowledged_adds_lost,
         f.acknowledged_logins_lost,
     ) {
-        let _ = writeln!(out, "  from the kill's second on: {text}");
+        let _ = writeln!(out, "  from the {fault}'s second on: {text}");
     }
     if f.ok_latency_before_kill.is_some() || f.ok_latency_after_failures.is_some() {
         let _ = writeln!(
