@@ -297,6 +297,10 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
         } => {
             let lab = lab(settings, dir)?;
             let cut = lab.partition(name, &from).await?;
+            // The answer tells of the cut as made, before any wait.
+            if json {
+                print_json(&cut)?;
+            }
             if let Some(secs) = for_seconds {
                 say(format!("healing in {secs} s (Ctrl-C heals at once)"));
                 tokio::select! {
@@ -304,9 +308,6 @@ async fn run(verb: Verb, json: bool) -> anyhow::Result<ExitCode> {
                     _ = tokio::signal::ctrl_c() => say("interrupted: healing now"),
                 }
                 lab.heal()?;
-            }
-            if json {
-                print_json(&cut)?;
             }
             Ok(ExitCode::SUCCESS)
         }

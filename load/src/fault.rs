@@ -511,7 +511,8 @@ async fn run_steps(
                 None => None,
             };
             let begun = Instant::now();
-            if let (Sessions::Kill(kill), true) = (sessions, step.what.is_fault()) {
+            // Sessions sit on replicas: a partition cuts off a Redis node, which none is on.
+            if let (Sessions::Kill(kill), FaultStep::Kill) = (sessions, step.what) {
                 kill.begin(&step.subject, begun);
             }
             let epochs = match sessions {
@@ -535,7 +536,7 @@ async fn run_steps(
                         .ok()
                         .map(|k| k.killed),
                 };
-                if let Sessions::Kill(kill) = sessions {
+                if let (Sessions::Kill(kill), FaultStep::Kill) = (sessions, step.what) {
                     kill.over(Instant::now());
                 }
             }
@@ -741,18 +742,55 @@ impl Fault {
                 new_primary,
             })
         };
+        let partition = matches!(self.kind, FaultKind::Partition { .. });
         let steps = run_steps(
             steps,
             &lab,
             start,
-            events,
+            Arc::clone(&events),
             stop.clone(),
             Sessions::Kill(recorder.kill()),
             Some(before_tx),
         );
-        tokio::join!(steps, watch).1
+        let watched = tokio::join!(steps, watch).1;
+        if partition {
+            heal_left_cut(&lab, start, &events).await;
+        }
+        watched
     }
 }
+
+/// A cut the run made and did not heal (no `--heal`, or one not carried out) would outlive the
+/// run, a split brain nobody sees: it is healed now, and the heal recorded with why.
+async fn heal_left_cut(lab: &Lab, start: Instant, events: &Arc<Mutex<Vec<Event>>>) {
+    let left = {
+        let events = events.lock().unwrap_or_else(|e| e.into_inner());
+        let cut = events
+            .iter()
+            .any(|e| e.what == FaultStep::Partition && e.ok);
+        let healed = events.iter().any(|e| e.what == FaultStep::Heal && e.ok);
+        cut && !healed
+    };
+    if !left {
+        return;
+    }
+    let begun = Instant::now();
+    let Called { ok, detail, .. } = lab.call(&[FaultStep::Heal.lab_verb()]).await;
+    let event = Event {
+        at_s: begun.saturating_duration_since(start).as_secs_f64(),
+        what: FaultStep::Heal,
+        replica: String::new(),
+        took_s: begun.elapsed().as_secs_f64(),
+        ok,
+        detail: format!("{HEALED_AT_END}: {detail}"),
+        killed: None,
+        cut_off: None,
+    };
+    events.lock().unwrap_or_else(|e| e.into_inner()).push(event);
+}
+
+/// What a heal the run added at its end says in its event's `detail`.
+pub const HEALED_AT_END: &str = "healed at the run's end, so the cut does not outlive it";
 
 /// Parses `@SECONDS` or `SECONDS` (fractions allowed).
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {

@@ -49,16 +49,59 @@ fn must(pid: u32, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The rules of `CHAIN` in the namespace: `-A` lines of `iptables -S`; `None` when it has none.
-pub(crate) fn chain_rules(pid: u32) -> Option<Vec<String>> {
-    let out = iptables_in(pid, &["-S", CHAIN]).ok()?;
-    out.status.success().then(|| {
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with("-A"))
+/// The rules of `CHAIN` in the namespace (`-A` lines of `iptables -S`), read from the whole
+/// table; `None` when the namespace has no such chain. (`iptables -S CHAIN` of a missing chain
+/// fails with a message that differs between iptables' backends, so the table is read instead.)
+/// A failure to read it (no iptables, no permission) is an error, never "none".
+pub(crate) fn chain_rules(pid: u32) -> anyhow::Result<Option<Vec<String>>> {
+    let out = iptables_in(pid, &["-S"])?;
+    if !out.status.success() {
+        bail!(
+            "iptables -S failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !text.lines().any(|l| l == format!("-N {CHAIN}")) {
+        return Ok(None);
+    }
+    let rule = format!("-A {CHAIN} ");
+    Ok(Some(
+        text.lines()
+            .filter(|l| l.starts_with(&rule))
             .map(str::to_string)
-            .collect()
-    })
+            .collect(),
+    ))
+}
+
+/// Removes the cut from the namespace; each step undoes one of `partition`'s, and one that finds
+/// nothing to undo is fine. Fails when the chain is still there after.
+fn uncut(pid: u32) -> anyhow::Result<()> {
+    for args in [
+        ["-D", "INPUT", "-j", CHAIN].as_slice(),
+        &["-D", "OUTPUT", "-j", CHAIN],
+        &["-F", CHAIN],
+        &["-X", CHAIN],
+    ] {
+        iptables_in(pid, args)?;
+    }
+    if chain_rules(pid)?.is_some() {
+        bail!("the chain {CHAIN} is still there after it was removed");
+    }
+    Ok(())
+}
+
+/// Entering another process's network namespace takes root.
+fn need_root() -> anyhow::Result<()> {
+    // `/proc/self` belongs to the process's effective user.
+    let root = std::os::unix::fs::MetadataExt::uid(&fs::metadata("/proc/self")?) == 0;
+    if !root {
+        bail!(
+            "partition and heal enter a Redis container's network namespace from the host: run \
+             them as root"
+        );
+    }
+    Ok(())
 }
 
 impl Docker {
@@ -114,16 +157,30 @@ impl Docker {
         if peers.is_empty() {
             bail!("{part} has no other Redis node to be cut off from; add --from externalized-K");
         }
+        need_root()?;
         let pid = self.netns_pid(part)?;
+        let ips = peers
+            .iter()
+            .map(|p| self.lab_ip(*p).map(|ip| ip.to_string()))
+            .collect::<anyhow::Result<Vec<String>>>()?;
         fs::write(self.dir.path("partition"), format!("{node}\n"))?;
-        must(pid, &["-N", CHAIN])?;
-        for peer in &peers {
-            let ip = self.lab_ip(*peer)?.to_string();
-            must(pid, &["-A", CHAIN, "-s", &ip, "-j", "DROP"])?;
-            must(pid, &["-A", CHAIN, "-d", &ip, "-j", "DROP"])?;
+        let cut = || -> anyhow::Result<()> {
+            must(pid, &["-N", CHAIN])?;
+            for ip in &ips {
+                must(pid, &["-A", CHAIN, "-s", ip, "-j", "DROP"])?;
+                must(pid, &["-A", CHAIN, "-d", ip, "-j", "DROP"])?;
+            }
+            must(pid, &["-I", "INPUT", "1", "-j", CHAIN])?;
+            must(pid, &["-I", "OUTPUT", "1", "-j", CHAIN])
+        };
+        if let Err(e) = cut() {
+            // Half a cut is worse than none: undone, and forgotten.
+            let undone = uncut(pid);
+            if undone.is_ok() {
+                let _ = fs::remove_file(self.dir.path("partition"));
+            }
+            return Err(e.context(format!("{part} was not cut off")));
         }
-        must(pid, &["-I", "INPUT", "1", "-j", CHAIN])?;
-        must(pid, &["-I", "OUTPUT", "1", "-j", CHAIN])?;
         let cut_off: Vec<String> = peers.iter().map(Part::to_string).collect();
         crate::say(format!(
             "{part} cut off from {} (packets dropped in its network namespace); scripts/lab heal ends it",
@@ -146,25 +203,20 @@ impl Docker {
             .collect()
     }
 
-    /// Removes every cut the lab made; a node whose container was started again since has none.
+    /// Removes every cut the lab made; a node whose container is gone or was started again since
+    /// has none (its namespace went with it). The record stays until every cut is gone.
     pub fn heal(&self) -> anyhow::Result<Healed> {
+        let nodes = self.partitioned();
+        if !nodes.is_empty() {
+            need_root()?;
+        }
         let mut healed = Vec::new();
-        for node in self.partitioned() {
+        for node in nodes {
             let part = Part::Store(node);
+            // No running container: its namespace, and the cut, are gone.
             if let Ok(pid) = self.netns_pid(part) {
-                if chain_rules(pid).is_some() {
-                    // Each step undoes one of `partition`'s; one that finds nothing to undo is fine.
-                    for args in [
-                        ["-D", "INPUT", "-j", CHAIN].as_slice(),
-                        &["-D", "OUTPUT", "-j", CHAIN],
-                        &["-F", CHAIN],
-                        &["-X", CHAIN],
-                    ] {
-                        let _ = iptables_in(pid, args)?;
-                    }
-                    if chain_rules(pid).is_some() {
-                        bail!("the cut of {part} is still there after heal");
-                    }
+                if chain_rules(pid)?.is_some() {
+                    uncut(pid).with_context(|| format!("the cut of {part} is still there"))?;
                 }
             }
             healed.push(part.to_string());

@@ -22,7 +22,7 @@ use statelab_load::report::{read_run, FaultStep, RunReport};
 const ADDING: Duration = Duration::from_millis(600);
 
 /// The rules of the partition's chain in a container's network namespace, as `iptables -S`
-/// lists them; `None` when the chain is not there.
+/// lists the table; `None` when the chain is not there (a failure to list it fails the test).
 async fn chain_in(lab: &E2eLab, container: &str) -> Option<Vec<String>> {
     let pid = lab
         .docker(
@@ -34,14 +34,19 @@ async fn chain_in(lab: &E2eLab, container: &str) -> Option<Vec<String>> {
     let out = lab
         .command("nsenter")
         .arg(format!("--net=/proc/{pid}/ns/net"))
-        .args(["iptables", "-w", "-S", "STATELAB-PARTITION"])
+        .args(["iptables", "-w", "-S"])
         .output()
         .await
         .ok()?;
-    out.status.success().then(|| {
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with("-A"))
+    assert!(
+        out.status.success(),
+        "iptables -S in the container's namespace failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().any(|l| l == "-N STATELAB-PARTITION").then(|| {
+        text.lines()
+            .filter(|l| l.starts_with("-A STATELAB-PARTITION "))
             .map(str::to_string)
             .collect()
     })

@@ -99,11 +99,10 @@ impl RunReport {
             duration_s: measured_s,
             started_unix_ms,
             interrupted,
-            killed: cfg
-                .fault
-                .as_ref()
-                .filter(|f| f.kind == FaultKind::Kill)
-                .map(|f| f.replica.clone()),
+            killed: cfg.fault.as_ref().map(|f| match f.kind {
+                FaultKind::Kill => f.replica.clone(),
+                FaultKind::Partition { .. } => format!("{} (cut off)", f.replica),
+            }),
             requests,
             ok_requests: ok,
             failed_requests: failed,
