@@ -285,6 +285,13 @@ impl Probe {
     }
 }
 
+/// What `up` says once the lab serves: where the proxy and its admin API answer.
+pub fn proxy_up_line(proxy_port: u16, admin_port: u16) -> String {
+    format!(
+        "proxy up: http://127.0.0.1:{proxy_port}/{{stateful,stateless,externalized}}/  admin: http://127.0.0.1:{admin_port}/admin/status"
+    )
+}
+
 /// A pool's routing as the `strategy` listing prints it: `POOL STRATEGY`, then
 /// ` balance-factor N` when bounded loads are on.
 pub fn routing_line(view: &RoutingView) -> String {

@@ -7,7 +7,7 @@ use statelab_formats::lab::Sizing;
 
 use crate::labdir::{random_admin_token, LabDir, Mode, StoreChoice};
 use crate::model::{Part, Replica, Store, StoreNode};
-use crate::probe::{admin_summary, port_open, wait_until, Probe};
+use crate::probe::{admin_summary, port_open, proxy_up_line, wait_until, Probe};
 use crate::redis_nodes;
 use crate::say;
 use crate::settings::{PortPlan, Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
@@ -190,10 +190,7 @@ impl Docker {
         {
             return lab.up_failed(why).await;
         }
-        say(format!(
-            "proxy up: http://127.0.0.1:{}/{{stateful,stateless,externalized}}/  admin: http://127.0.0.1:{admin}/admin/status",
-            lab.proxy_port
-        ));
+        say(proxy_up_line(lab.proxy_port, admin));
         say(format!("logs: {} logs -f [NAME]", lab.compose_hint()));
         say(format!(
             "the admin API wants its token: curl -H \"Authorization: Bearer $(cat {})\" ...",

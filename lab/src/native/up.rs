@@ -13,7 +13,7 @@ use crate::labdir::{random_hex, LabDir, Mode, StoreChoice};
 use crate::model::{
     budget_words, native_proxy_config, render_proxy_config, NativePorts, Part, StoreNode,
 };
-use crate::probe::{admin_summary, wait_until, Probe};
+use crate::probe::{admin_summary, proxy_up_line, wait_until, Probe};
 use crate::say;
 use crate::settings::{PortPlan, Settings};
 
@@ -91,10 +91,7 @@ impl Native {
             return Err(e);
         }
         let p = &lab.ports;
-        say(format!(
-            "proxy up: http://127.0.0.1:{}/{{stateful,stateless,externalized}}/  admin: http://127.0.0.1:{}/admin/status",
-            p.proxy, p.admin
-        ));
+        say(proxy_up_line(p.proxy, p.admin));
         say("try: scripts/lab status; scripts/lab kill stateful-2; scripts/lab start stateful-2; scripts/lab down");
         Ok(())
     }

@@ -12,7 +12,7 @@ use crate::docker::images::images;
 use crate::docker::{docker, need_engine, run, run_visible, stdout_of};
 use crate::labdir::{random_admin_token, LabDir, Mode, StoreChoice};
 use crate::model::{render_proxy_config, swarm_proxy_config, Replica, Store};
-use crate::probe::{admin_summary, port_open, wait_until, Probe};
+use crate::probe::{admin_summary, port_open, proxy_up_line, wait_until, Probe};
 use crate::say;
 use crate::settings::{PortPlan, Settings, DEFAULT_ADMIN_PORT, DEFAULT_PROXY_PORT};
 
@@ -224,10 +224,7 @@ impl Swarm {
         {
             return lab.up_failed(why).await;
         }
-        say(format!(
-            "proxy up: http://127.0.0.1:{}/{{stateful,stateless,externalized}}/  admin: http://127.0.0.1:{admin}/admin/status",
-            lab.proxy_port
-        ));
+        say(proxy_up_line(lab.proxy_port, admin));
         say(format!(
             "Swarm publishes the proxy's ports on every interface of this node; the admin API wants its token: curl -H \"Authorization: Bearer $(cat {})\" ...",
             lab.dir.path("admin-token").display()

@@ -262,6 +262,23 @@ impl E2eLab {
         answer.map(|p| p.primaries).unwrap_or_default()
     }
 
+    /// `statelab-load run` on `design`'s pool through this lab's proxy and admin API, its faults
+    /// carried out through this lab's `scripts/lab`, 20 sessions a second with 100 ms of think
+    /// time, quiet; the caller adds its length, its fault and `--out`.
+    pub fn load_command(&self, load: &Path, design: Design) -> Command {
+        let mut cmd = self.command(load);
+        cmd.arg("run")
+            .args(["--service", design.as_str()])
+            .arg("--target")
+            .arg(format!("{}/{design}", self.proxy_url()))
+            .arg("--admin")
+            .arg(self.admin_url())
+            .arg("--lab")
+            .arg(self.lab_script())
+            .args(["--quiet", "--rate", "20", "--think-ms", "100"]);
+        cmd
+    }
+
     /// A docker command with this lab's environment, not yet run.
     pub fn docker_command(&self, args: &[&str]) -> Command {
         let mut cmd = self.command("docker");

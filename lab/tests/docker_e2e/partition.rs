@@ -190,24 +190,8 @@ async fn load_run(lab: &E2eLab, load: &Path, what: &str, checks: &Checks) -> Opt
     let tag: String = what.chars().filter(char::is_ascii_alphanumeric).collect();
     let out = lab.tmp.join(format!("load-partition-{tag}"));
     let log = lab.tmp.join(format!("load-partition-{tag}.log"));
-    let mut cmd = lab.command(load);
-    cmd.arg("run")
-        .args(["--service", "externalized"])
-        .arg("--target")
-        .arg(format!("{}/externalized", lab.proxy_url()))
-        .arg("--admin")
-        .arg(lab.admin_url())
-        .arg("--lab")
-        .arg(lab.lab_script())
-        .args([
-            "--quiet",
-            "--rate",
-            "20",
-            "--think-ms",
-            "100",
-            "--duration",
-            "12",
-        ])
+    let mut cmd = lab.load_command(load, Design::Externalized);
+    cmd.args(["--duration", "12"])
         .args(["--partition", "redis-primary@2", "--heal", "@6", "--out"])
         .arg(&out);
     // Its exit status is not the verdict: the report is.

@@ -225,24 +225,8 @@ async fn load_run(
 ) -> Option<RunReport> {
     let out = lab.tmp.join(format!("load-{design}"));
     let log = lab.tmp.join(format!("load-{design}.log"));
-    let mut cmd = lab.command(load);
-    cmd.arg("run")
-        .args(["--service", design.as_str()])
-        .arg("--target")
-        .arg(format!("{}/{design}", lab.proxy_url()))
-        .arg("--admin")
-        .arg(lab.admin_url())
-        .arg("--lab")
-        .arg(lab.lab_script())
-        .args([
-            "--quiet",
-            "--rate",
-            "20",
-            "--think-ms",
-            "100",
-            "--duration",
-            "6",
-        ])
+    let mut cmd = lab.load_command(load, design);
+    cmd.args(["--duration", "6"])
         .arg("--kill")
         .arg(format!("{victim}@2"))
         .args(["--restart", "@4", "--out"])

@@ -136,7 +136,7 @@ pub async fn lab_on_swarm(lab: &E2eLab, checks: &Checks) {
     );
     let after = swarm_state(lab).await;
     checks.check(
-        format!("after down: the swarm state is as before ({before})"),
+        format!("after down: the swarm state is the one the phase began with ({before})"),
         after == before,
         format!("now {after}"),
     );
